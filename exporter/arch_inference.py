@@ -1,0 +1,101 @@
+"""Guess a registry architecture (and num_classes) from a state_dict's key names and shapes.
+
+Candidates are built without allocating weights (on torch's meta device), so trying all
+~90 registry entries takes a few seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ArchMatch:
+    name: str
+    num_classes: int
+
+
+@contextlib.contextmanager
+def _weights_on_meta():
+    """Like accelerate's init_empty_weights: parameters/buffers go to meta, other tensor math stays real.
+
+    Needed for builders (torchvision's RegNet) that compute sizes with real tensor ops.
+    """
+    import torch
+    from torch import nn
+
+    original_param = nn.Module.register_parameter
+    original_buffer = nn.Module.register_buffer
+
+    def register_parameter(module, name, param):
+        original_param(module, name, param)
+        if param is not None:
+            kwargs = module._parameters[name].__dict__
+            module._parameters[name] = nn.Parameter(
+                module._parameters[name].to("meta"), requires_grad=module._parameters[name].requires_grad
+            )
+            module._parameters[name].__dict__.update(kwargs)
+
+    def register_buffer(module, name, tensor, persistent=True):
+        original_buffer(module, name, tensor, persistent)
+        if tensor is not None:
+            module._buffers[name] = module._buffers[name].to("meta")
+
+    nn.Module.register_parameter = register_parameter
+    nn.Module.register_buffer = register_buffer
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        nn.Module.register_parameter = original_param
+        nn.Module.register_buffer = original_buffer
+
+
+def shape_signature(entry, num_classes: int | None = None) -> dict[str, tuple[int, ...]] | None:
+    """Key -> shape of the entry's state_dict, without real weights; None if it cannot be built."""
+    import warnings
+
+    import torch
+
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for context in (lambda: torch.device("meta"), _weights_on_meta):
+            try:
+                with context():
+                    model = entry.build(**kwargs)
+                return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+            except Exception:  # noqa: BLE001 - a builder that fails here simply is not a candidate
+                continue
+    return None
+
+
+def _classes_from_mismatch(expected: dict, actual: dict) -> int | None:
+    """If shapes differ only in dim 0 of the final layer's weight/bias, that dim is num_classes."""
+    mismatched = [k for k in expected if expected[k] != actual[k]]
+    if not mismatched:
+        return None
+    sizes = set()
+    for key in mismatched:
+        e, a = expected[key], actual[key]
+        if len(e) != len(a) or e[1:] != a[1:] or not key.endswith((".weight", ".bias")):
+            return -1
+        sizes.add(a[0])
+    return sizes.pop() if len(sizes) == 1 else -1
+
+
+def infer_architecture(state_dict: dict, entries) -> list[ArchMatch]:
+    """Every registry entry whose state_dict has exactly these keys and shapes (num_classes free)."""
+    actual = {k: tuple(v.shape) for k, v in state_dict.items()}
+    matches: list[ArchMatch] = []
+    for entry in entries:
+        expected = shape_signature(entry)
+        if expected is None or expected.keys() != actual.keys():
+            continue
+        classes = _classes_from_mismatch(expected, actual)
+        if classes is None:
+            matches.append(ArchMatch(entry.name, entry.num_classes))
+        elif classes > 0 and shape_signature(entry, classes) == actual:
+            matches.append(ArchMatch(entry.name, classes))
+    return matches

@@ -1,0 +1,46 @@
+"""Typed errors. Library code raises these; only the CLI turns them into a sentence and an exit code."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_VERIFICATION_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_BACKEND_UNAVAILABLE = 3
+
+
+class CnnexportError(Exception):
+    """Base class: the message is one sentence a user can act on."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class BadInputError(CnnexportError):
+    """A file, option or value given by the user cannot be used."""
+
+
+class CheckpointError(BadInputError):
+    """A checkpoint could not be read, or does not fit the architecture."""
+
+
+class ArchitectureError(BadInputError):
+    """The architecture could not be resolved or built."""
+
+
+class OutputError(BadInputError):
+    """The output location cannot be written."""
+
+
+class ExportError(BadInputError):
+    """The exporter library refused the model; the message carries its reason."""
+
+
+class VerificationFailed(CnnexportError):
+    """An artifact does not compute what the reference computes."""
+
+    exit_code = EXIT_VERIFICATION_FAILED
+
+
+class BackendUnavailable(CnnexportError):
+    """A backend (TensorRT, Core ML predict, ...) cannot run on this machine."""
+
+    exit_code = EXIT_BACKEND_UNAVAILABLE

@@ -1,0 +1,97 @@
+"""Atomic artifact writes: build in a private staging folder, move into place only when good.
+
+An interrupted or failed run leaves no half-written file under a final name and never
+replaces a previous good artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from exporter.errors import OutputError
+
+
+def ensure_writable_dir(directory: Path) -> Path:
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {directory} ({exc.strerror})") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {directory} is not writable; choose another with -o")
+    return directory
+
+
+class Staging:
+    """A temporary folder beside the final artifact; ``commit`` renames files into place.
+
+    Use as a context manager: whatever was not committed is deleted on exit, including on
+    KeyboardInterrupt.
+    """
+
+    def __init__(self, final_dir: Path):
+        self.final_dir = ensure_writable_dir(Path(final_dir))
+        try:
+            self.path = Path(tempfile.mkdtemp(prefix=".cnnexport-tmp-", dir=self.final_dir))
+        except OSError as exc:
+            raise OutputError(f"cannot write in output folder {self.final_dir} ({exc.strerror})") from None
+
+    def __enter__(self) -> "Staging":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def commit(self, names: list[str], rename: dict[str, str] | None = None) -> list[Path]:
+        """Move staged files into the final folder; the first name (the primary file) moves last."""
+        rename = rename or {}
+        moved = []
+        for name in list(names[1:]) + list(names[:1]):
+            target = self.final_dir / rename.get(name, name)
+            source = self.path / name
+            if target.is_dir() and not source.is_dir():
+                raise OutputError(f"{target} is a directory; choose another output name")
+            if source.is_dir() and target.exists():
+                backup = self.path / (".old-" + name)
+                os.replace(target, backup)
+            os.replace(source, target)
+            moved.append(target)
+        return moved
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path = Path(path)
+    ensure_writable_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def sha256_of(path: Path) -> str:
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def size_of(path: Path) -> int:
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size

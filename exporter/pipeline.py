@@ -1,0 +1,243 @@
+"""Wires stages, runners and verification together. The CLI and Python users call this.
+
+Every export goes: stage writes into a staging folder -> the staged artifact is verified
+against the reference -> only a passing (or unverified on request) artifact is moved into
+place, with its report beside it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from exporter.data import InputSet, random_inputs, user_inputs
+from exporter.errors import BadInputError
+from exporter.fsutil import Staging, sha256_of, size_of
+from exporter.report import ArtifactResult, build_report, write_report
+from exporter.spec import ModelSpec
+from exporter.verify import Verdict, check_metadata, finish, tolerance_for, verify
+
+ARTIFACT_SUFFIX = {"onnx": ".onnx", "torchscript": ".ts", "simplify": ".sim.onnx"}
+
+
+@dataclass
+class VerifyOptions:
+    enabled: bool = True
+    batch_sizes: tuple[int, ...] = (1, 4)
+    seed: int = 0
+    images: Path | None = None
+    extra_inputs: list[InputSet] = field(default_factory=list)
+    precision: str = "fp32"
+    max_rel_err: float | None = None
+    min_cosine: float | None = None
+    min_top1: float | None = None
+
+    def tolerance(self):
+        return tolerance_for(self.precision, self.max_rel_err, self.min_cosine, self.min_top1)
+
+    def input_sets(self, spec: ModelSpec) -> list[InputSet]:
+        sets = [random_inputs(spec, b, self.seed) for b in self.batch_sizes]
+        if self.images is not None:
+            sets.append(user_inputs(self.images, spec))
+        return sets + list(self.extra_inputs)
+
+
+Progress = Callable[[str], None]
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def default_output(checkpoint: Path, kind: str) -> Path:
+    """resnet18.pt -> resnet18.onnx beside the checkpoint."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + ARTIFACT_SUFFIX[kind])
+
+
+def rejected_name(output: Path) -> str:
+    """resnet18.onnx -> resnet18.rejected.onnx (kept only with keep_failed)."""
+    suffix = "".join(output.suffixes[-1:])
+    return output.name[: len(output.name) - len(suffix)] + ".rejected" + suffix
+
+
+def _run_stage(stage_fn, output: Path, verify_fn, keep_failed: bool, progress: Progress, kind: str) -> ArtifactResult:
+    output = Path(output)
+    if output.exists() and output.is_dir() and kind != "coreml":
+        raise BadInputError(f"output {output} is a directory; give a file name with -o")
+    with Staging(output.parent) as staging:
+        started = time.perf_counter()
+        progress(f"exporting {kind} -> {output}")
+        produced = stage_fn(staging.path, output.name)
+        seconds = time.perf_counter() - started
+        staged = staging.path / produced.files[0]
+        progress(f"verifying {output.name}")
+        verdict = verify_fn(staged)
+        if verdict.status == "fail" and not keep_failed:
+            files, final = [], output
+        else:
+            rename = {}
+            if verdict.status == "fail":
+                rename = {name: name.replace(output.name, rejected_name(output), 1) for name in produced.files}
+            files = staging.commit(produced.files, rename)
+            final = files[-1]
+        result = ArtifactResult(
+            kind=kind,
+            path=final,
+            sha256=sha256_of(final) if files else None,
+            bytes=sum(size_of(f) for f in files) if files else None,
+            seconds=seconds,
+            verification=verdict,
+            details={**produced.details, "installed": bool(files) and verdict.status != "fail"},
+            files=files,
+        )
+    return result
+
+
+def _verifier(reference_runners: Callable[[], dict], spec: ModelSpec, opts: VerifyOptions, kind: str):
+    def run(path: Path) -> Verdict:
+        if not opts.enabled:
+            return Verdict.skipped("--no-verify", opts.precision)
+        from exporter.runners import open_runner
+
+        runner = open_runner(path, kind)
+        verdict = verify(runner, reference_runners(), opts.input_sets(spec), opts.tolerance(), opts.precision)
+        return finish(verdict, [check_metadata(getattr(runner, "metadata", {}), spec)])
+
+    return run
+
+
+def export_artifact(
+    kind: str,
+    loaded,
+    output: Path,
+    options: dict | None = None,
+    verify_options: VerifyOptions | None = None,
+    keep_failed: bool = False,
+    progress: Progress = _noop,
+    write: bool = True,
+) -> ArtifactResult:
+    """Export ``loaded`` (a LoadedModel) as ``kind`` ('onnx' | 'torchscript') to ``output``, verified."""
+    from exporter.runners.torch import TorchRunner
+
+    stages = _stages()
+    if kind not in stages:
+        raise BadInputError(f"unknown artifact kind {kind!r}; choose one of {', '.join(stages)}")
+    opts = verify_options or VerifyOptions()
+    options = options or {}
+    result = _run_stage(
+        lambda staging, name: stages[kind](loaded, staging, name, **options),
+        output,
+        _verifier(lambda: {"pytorch": TorchRunner(loaded.module)}, loaded.spec, opts, kind),
+        keep_failed,
+        progress,
+        kind,
+    )
+    if write and result.files:
+        write_report(build_report([result], loaded), result.path)
+    return result
+
+
+def simplify_artifact(
+    source: Path,
+    output: Path | None = None,
+    loaded=None,
+    verify_options: VerifyOptions | None = None,
+    keep_failed: bool = False,
+    progress: Progress = _noop,
+    write: bool = True,
+) -> ArtifactResult:
+    """onnxsim ``source``; verify against the source model and, when given, the checkpoint."""
+    from exporter.runners.onnxruntime import OnnxRuntimeRunner
+    from exporter.runners.torch import TorchRunner
+    from exporter.stages import simplify
+
+    source = Path(source)
+    if not source.is_file():
+        raise BadInputError(f"ONNX model {source} does not exist")
+    source_runner = OnnxRuntimeRunner(source)
+    spec = loaded.spec if loaded else _spec_from_metadata(source_runner.metadata, source)
+    output = Path(output) if output else source.with_name(source.name.removesuffix(".onnx") + ".sim.onnx")
+    if output.resolve() == source.resolve():
+        raise BadInputError("the simplified model would overwrite its source; choose another name with -o")
+
+    def references() -> dict:
+        refs = {"source onnx": source_runner}
+        if loaded is not None:
+            refs["pytorch"] = TorchRunner(loaded.module)
+        return refs
+
+    opts = verify_options or VerifyOptions()
+    result = _run_stage(
+        lambda staging, name: simplify.export(source, staging, name),
+        output,
+        _verifier(references, spec, opts, "onnx"),
+        keep_failed,
+        progress,
+        "simplify",
+    )
+    if write and result.files:
+        write_report(build_report([result], loaded, spec), result.path)
+    return result
+
+
+def verify_existing(
+    artifact: Path,
+    loaded=None,
+    reference: Path | None = None,
+    verify_options: VerifyOptions | None = None,
+    spec_overrides: dict | None = None,
+    write: bool = True,
+) -> ArtifactResult:
+    """Re-check an artifact on disk against a checkpoint (or another artifact)."""
+    from exporter.runners import detect_kind, open_runner
+    from exporter.runners.torch import TorchRunner
+
+    artifact = Path(artifact)
+    if not artifact.exists():
+        raise BadInputError(f"artifact {artifact} does not exist")
+    if loaded is None and reference is None:
+        raise BadInputError("verify needs a reference: pass --checkpoint MODEL.pt (or --reference OTHER_ARTIFACT)")
+    kind = detect_kind(artifact)
+    started = time.perf_counter()
+    runner = open_runner(artifact, kind)
+    references: dict = {}
+    if loaded is not None:
+        references["pytorch"] = TorchRunner(loaded.module)
+        spec = loaded.spec
+    if reference is not None:
+        ref_runner = open_runner(Path(reference))
+        references[f"reference {Path(reference).name}"] = ref_runner
+        if loaded is None:
+            spec = _spec_from_metadata(ref_runner.metadata or runner.metadata, Path(reference))
+    if spec_overrides:
+        spec = spec.with_overrides(**spec_overrides)
+    opts = verify_options or VerifyOptions()
+    verdict = verify(runner, references, opts.input_sets(spec), opts.tolerance(), opts.precision)
+    verdict = finish(verdict, [check_metadata(runner.metadata, spec)])
+    result = ArtifactResult(
+        kind=kind,
+        path=artifact,
+        sha256=sha256_of(artifact),
+        bytes=size_of(artifact),
+        seconds=time.perf_counter() - started,
+        verification=verdict,
+    )
+    if write:
+        write_report(build_report([result], loaded, spec), artifact)
+    return result
+
+
+def _spec_from_metadata(metadata: dict, path: Path) -> ModelSpec:
+    if not metadata:
+        raise BadInputError(f"{path} carries no cnnexport input spec; pass --checkpoint so the reference defines it")
+    return ModelSpec.from_dict(metadata)
+
+
+def _stages() -> dict:
+    from exporter.stages import onnx as onnx_stage
+    from exporter.stages import torchscript as torchscript_stage
+
+    return {"onnx": onnx_stage.export, "torchscript": torchscript_stage.export}

@@ -1,0 +1,147 @@
+"""Reports: one JSON object for machines, a rich table for people."""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+from exporter.verify import Verdict
+
+VERSIONED = ("torch", "torchvision", "onnx", "onnxruntime", "onnxsim", "onnxscript", "coremltools", "tensorrt", "numpy")
+
+
+@dataclass
+class ArtifactResult:
+    kind: str
+    path: Path
+    sha256: str | None
+    bytes: int | None
+    seconds: float
+    verification: Verdict
+    details: dict = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "path": str(self.path),
+            "files": [str(f) for f in self.files],
+            "sha256": self.sha256,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "details": self.details,
+            "verification": self.verification.to_dict(),
+        }
+
+
+def versions() -> dict:
+    from exporter import __version__
+
+    out = {"cnnexport": __version__, "python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def model_section(loaded=None, spec=None) -> dict:
+    spec = spec or (loaded.spec if loaded else None)
+    if spec is None:
+        return {}
+    section = {
+        "arch": spec.arch,
+        "num_classes": spec.num_classes,
+        "input_shape": list(spec.input_shape),
+        "mean": list(spec.channel_mean()),
+        "std": list(spec.channel_std()),
+        "labels": list(spec.labels) if spec.labels else None,
+    }
+    if loaded is not None:
+        section.update(
+            params=loaded.params,
+            checkpoint=str(loaded.path) if loaded.path else None,
+            checkpoint_form=loaded.form,
+            arch_source=loaded.arch_source,
+        )
+    return section
+
+
+def build_report(results: list[ArtifactResult], loaded=None, spec=None, extra: dict | None = None) -> dict:
+    report = {
+        "artifacts": [r.to_dict() for r in results],
+        "model": model_section(loaded, spec),
+        "versions": versions(),
+    }
+    if extra:
+        report.update(extra)
+    return report
+
+
+def to_json(report: dict) -> str:
+    return json.dumps(report, indent=2, sort_keys=False, default=str)
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def render_table(report: dict, console) -> None:
+    from rich.table import Table
+
+    table = Table(title="cnnexport verification", title_justify="left")
+    for column, justify in (
+        ("artifact", "left"),
+        ("size", "right"),
+        ("time", "right"),
+        ("status", "left"),
+        ("max abs err", "right"),
+        ("max err/range", "right"),
+        ("cosine", "right"),
+        ("top-1", "right"),
+        ("batches", "left"),
+    ):
+        table.add_column(column, justify=justify)
+    rules = []
+    for art in report["artifacts"]:
+        v = art["verification"]
+        colour = {"pass": "green", "fail": "red"}.get(v["status"], "yellow")
+        status = v["status"] if v["status"] == "pass" else f"{v['status']} ({v['reason']})"
+        table.add_row(
+            f"{Path(art['path']).name} [dim]{art['kind']}[/dim]",
+            _size(art["bytes"]),
+            f"{art['seconds']:.1f}s",
+            f"[{colour}]{status}[/{colour}]",
+            _fmt(v["max_abs_err"], ".2e"),
+            _fmt(v["max_rel_err"], ".2e"),
+            _fmt(v["cosine"], ".6f"),
+            _fmt(v["top1_agreement"], ".3f"),
+            ",".join(map(str, v["batch_sizes"])) or "-",
+        )
+        if v.get("rule") and v["rule"] not in rules:
+            rules.append(f"{v['precision']}: {v['rule']}")
+    console.print(table)
+    for rule in dict.fromkeys(rules):
+        console.print(f"[dim]pass rule {rule}[/dim]")
+
+
+def write_report(report: dict, artifact_path: Path) -> Path:
+    from exporter.fsutil import write_text_atomic
+
+    target = Path(str(artifact_path) + ".report.json")
+    write_text_atomic(target, to_json(report) + "\n")
+    return target

@@ -1,0 +1,48 @@
+"""Runners execute one artifact kind. All share one tiny contract:
+
+    runner = open_runner(path)          # or TorchRunner(module)
+    outputs = runner.infer(batch)       # batch: float32 NCHW ndarray -> {output name: ndarray}
+    runner.batch_dim                    # declared batch dimension: a name (dynamic), an int (fixed) or None
+    runner.metadata                     # the cnnexport spec stored in the artifact, or {}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from exporter.errors import BackendUnavailable, BadInputError
+
+
+def detect_kind(path: Path) -> str:
+    """Artifact kind from the file itself (suffix first, then content)."""
+    import zipfile
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return "onnx"
+    if suffix == ".mlpackage":
+        return "coreml"
+    if suffix in (".engine", ".plan"):
+        return "tensorrt"
+    if path.is_file() and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            if any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist()):
+                return "torchscript"
+    raise BadInputError(f"cannot tell what kind of artifact {path} is (expected .onnx, TorchScript, .mlpackage or .engine)")
+
+
+def open_runner(path: Path, kind: str | None = None):
+    path = Path(path)
+    if not path.exists():
+        raise BadInputError(f"artifact {path} does not exist")
+    kind = kind or detect_kind(path)
+    if kind == "onnx":
+        from exporter.runners.onnxruntime import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(path)
+    if kind == "torchscript":
+        from exporter.runners.torchscript import TorchScriptRunner
+
+        return TorchScriptRunner(path)
+    raise BackendUnavailable(f"verifying {kind} artifacts is not available in this version of cnnexport")

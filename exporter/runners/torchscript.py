@@ -1,0 +1,25 @@
+"""TorchScript archives, loaded with torch.jit.load and run in process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from exporter.errors import BadInputError
+from exporter.runners.torch import TorchRunner
+from exporter.spec import METADATA_KEY
+
+
+class TorchScriptRunner(TorchRunner):
+    name = "torchscript"
+
+    def __init__(self, path: Path):
+        import torch
+
+        extra = {METADATA_KEY: ""}
+        try:
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        except Exception as exc:  # noqa: BLE001
+            raise BadInputError(f"{path} is not a loadable TorchScript archive ({str(exc).splitlines()[0][:200]})") from None
+        super().__init__(module)
+        self.metadata = json.loads(extra[METADATA_KEY]) if extra[METADATA_KEY] else {}

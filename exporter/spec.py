@@ -1,0 +1,143 @@
+"""ModelSpec: everything about a model's input and output that deployment needs.
+
+Resolved like timm's data config: command line > artifact/checkpoint metadata > registry default.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+
+from exporter.errors import BadInputError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+METADATA_KEY = "cnnexport.spec"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    arch: str
+    num_classes: int
+    channels: int = 3
+    height: int = 224
+    width: int = 224
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    labels: tuple[str, ...] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.channels < 1 or self.height < 1 or self.width < 1:
+            raise BadInputError(f"input shape {self.input_shape} must be positive in every dimension")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, self.channels):
+                raise BadInputError(
+                    f"--{name} has {len(values)} values but the model has {self.channels} input channels"
+                )
+        if any(s <= 0 for s in self.std):
+            raise BadInputError("--std values must be positive")
+        if self.labels is not None and len(self.labels) != self.num_classes:
+            raise BadInputError(
+                f"the labels list has {len(self.labels)} entries but the model has {self.num_classes} classes"
+            )
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    def channel_mean(self) -> tuple[float, ...]:
+        return tuple(self.mean) * (self.channels if len(self.mean) == 1 else 1)
+
+    def channel_std(self) -> tuple[float, ...]:
+        return tuple(self.std) * (self.channels if len(self.std) == 1 else 1)
+
+    def with_overrides(self, **overrides) -> "ModelSpec":
+        """Return a copy with every non-None override applied."""
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        if "input_shape" in clean:
+            c, h, w = clean.pop("input_shape")
+            clean.update(channels=c, height=h, width=w)
+        for key in ("mean", "std", "labels"):
+            if key in clean:
+                clean[key] = tuple(clean[key])
+        return replace(self, **clean)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"] = list(self.mean)
+        d["std"] = list(self.std)
+        d["labels"] = list(self.labels) if self.labels is not None else None
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        try:
+            return cls(
+                arch=str(d["arch"]),
+                num_classes=int(d["num_classes"]),
+                channels=int(d["channels"]),
+                height=int(d["height"]),
+                width=int(d["width"]),
+                mean=tuple(float(v) for v in d["mean"]),
+                std=tuple(float(v) for v in d["std"]),
+                labels=tuple(d["labels"]) if d.get("labels") is not None else None,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadInputError(f"the stored input spec is malformed ({exc})") from exc
+
+
+def parse_floats(text: str, option: str) -> tuple[float, ...]:
+    """Parse '0.5,0.5,0.5' (commas or spaces)."""
+    parts = [p for p in text.replace(",", " ").split() if p]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise BadInputError(f"{option} expects numbers separated by commas, got {text!r}") from None
+    if not values:
+        raise BadInputError(f"{option} expects at least one number")
+    return values
+
+
+def parse_input_shape(text: str) -> tuple[int, int, int]:
+    """Parse 'C,H,W' or 'CxHxW'."""
+    parts = [p for p in text.lower().replace("x", ",").replace(" ", ",").split(",") if p]
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        raise BadInputError(f"--input-shape expects C,H,W (e.g. 3,224,224), got {text!r}") from None
+    if len(dims) != 3 or min(dims) < 1:
+        raise BadInputError(f"--input-shape expects three positive integers C,H,W, got {text!r}")
+    return dims  # type: ignore[return-value]
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    parts = [p for p in text.replace(" ", ",").split(",") if p]
+    try:
+        sizes = tuple(int(p) for p in parts)
+    except ValueError:
+        raise BadInputError(f"--batch-sizes expects integers like 1,4, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise BadInputError(f"--batch-sizes expects positive integers, got {text!r}")
+    return sizes
+
+
+def read_labels(path) -> tuple[str, ...]:
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInputError(f"labels file {p} does not exist") from None
+    except UnicodeDecodeError:
+        raise BadInputError(f"labels file {p} is not UTF-8 text") from None
+    except OSError as exc:
+        raise BadInputError(f"labels file {p} cannot be read ({exc.strerror})") from None
+    labels = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if not labels:
+        raise BadInputError(f"labels file {p} is empty; write one class name per line")
+    return labels

@@ -1,0 +1,115 @@
+"""ONNX via torch.onnx.export with a dynamic batch axis named ``batch``.
+
+Exporter: ``dynamo`` (torch.export based, torch's default since 2.9) or ``legacy``
+(TorchScript based). The file is self-contained unless the weights exceed 2 GB, in which
+case the weights go to ``<name>.data`` beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+
+from exporter.errors import ExportError
+from exporter.spec import METADATA_KEY
+from exporter.stages import StageOutput, example_batch
+
+TWO_GB = 2 * 1024**3
+EXPORTERS = ("dynamo", "legacy")
+
+
+def add_metadata(model, spec, extra: dict | None = None) -> None:
+    """Store the input spec and the tool version in metadata_props (replacing old values)."""
+    from exporter import __version__
+
+    values = {METADATA_KEY: spec.to_json(), "cnnexport.version": __version__, **(extra or {})}
+    keep = [p for p in model.metadata_props if p.key not in values]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in values.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, str(value)
+
+
+def export(
+    loaded,
+    staging_dir: Path,
+    name: str,
+    opset: int | None = None,
+    exporter: str = "dynamo",
+    input_name: str = "input",
+    output_name: str = "logits",
+) -> StageOutput:
+    import onnx
+    import torch
+
+    if exporter not in EXPORTERS:
+        raise ExportError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
+    module, spec = loaded.module, loaded.spec
+    target = Path(staging_dir) / name
+    weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    external = weight_bytes >= TWO_GB * 0.95
+    x = example_batch(spec)
+    captured = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(captured), torch.no_grad():
+            warnings.simplefilter("ignore")
+            if exporter == "dynamo":
+                torch.onnx.export(
+                    module,
+                    (x,),
+                    str(target),
+                    dynamo=True,
+                    input_names=[input_name],
+                    output_names=[output_name],
+                    dynamic_shapes=({0: torch.export.Dim("batch")},),
+                    opset_version=opset,
+                    external_data=external,
+                    verbose=False,
+                )
+            else:
+                torch.onnx.export(
+                    module,
+                    (x,),
+                    str(target),
+                    dynamo=False,
+                    input_names=[input_name],
+                    output_names=[output_name],
+                    dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+                    opset_version=opset or 17,
+                )
+    except Exception as exc:  # noqa: BLE001 - torch.onnx raises many error types
+        other = "legacy" if exporter == "dynamo" else "dynamo"
+        first = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"torch.onnx.export ({exporter}) failed: {first}; try --exporter {other}") from exc
+
+    model = onnx.load(str(target), load_external_data=False)
+    add_metadata(model, spec, {"cnnexport.exporter": exporter})
+    files = [name]
+    if external:
+        data_name = name + ".data"
+        onnx.load_external_data_for_model(model, str(staging_dir))
+        for leftover in Path(staging_dir).iterdir():
+            if leftover.name != name:
+                leftover.unlink()
+        onnx.save_model(model, str(target), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name)
+        files.append(data_name)
+    else:
+        onnx.save_model(model, str(target))
+    try:
+        onnx.checker.check_model(str(target), full_check=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"the exported ONNX model does not pass onnx.checker: {str(exc).splitlines()[0][:300]}") from exc
+    return StageOutput(
+        files=files,
+        details={
+            "exporter": exporter,
+            "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+            "nodes": len(model.graph.node),
+            "input": input_name,
+            "output": output_name,
+            "external_data": external,
+        },
+    )

@@ -1,0 +1,231 @@
+"""Compare an artifact's outputs with the reference's on the same inputs -> Verdict.
+
+The pass rule, per input set and output (printed in every report):
+  * the artifact runs and returns the reference's output shape, with finite values;
+  * max |artifact - reference| <= max_rel_err * (max(reference) - min(reference));
+  * the smallest per-sample cosine similarity >= min_cosine;
+  * top-1 agreement >= min_top1, counted over samples whose reference top-1 margin exceeds
+    the allowed error (a closer call may legitimately flip within tolerance);
+  * the artifact's declared batch dimension is dynamic (a baked batch fails).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from exporter.data import InputSet
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    max_rel_err: float
+    min_cosine: float
+    min_top1: float
+
+    def describe(self) -> str:
+        return (
+            f"|artifact - reference| <= {self.max_rel_err:g} x reference range, "
+            f"cosine >= {self.min_cosine:g}, top-1 agreement >= {self.min_top1:g}"
+        )
+
+
+# One visible table of per-precision defaults; every value can be overridden on the command line.
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(max_rel_err=1e-4, min_cosine=0.99999, min_top1=1.0),
+    "fp16": Tolerance(max_rel_err=1e-2, min_cosine=0.999, min_top1=0.99),
+    "int8": Tolerance(max_rel_err=0.25, min_cosine=0.98, min_top1=0.90),
+}
+
+
+def tolerance_for(precision: str, max_rel_err=None, min_cosine=None, min_top1=None) -> Tolerance:
+    base = TOLERANCES[precision]
+    overrides = {"max_rel_err": max_rel_err, "min_cosine": min_cosine, "min_top1": min_top1}
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass
+class Check:
+    reference: str
+    inputs: str
+    batch_size: int
+    status: str
+    reason: str = ""
+    max_abs_err: float | None = None
+    max_rel_err: float | None = None
+    cosine: float | None = None
+    top1_agreement: float | None = None
+    top1_decisive: int | None = None
+    top5_overlap: float | None = None
+
+
+@dataclass
+class Verdict:
+    status: str  # "pass" | "fail" | "skipped"
+    reason: str = ""
+    precision: str = "fp32"
+    tolerance: Tolerance | None = None
+    checks: list[Check] = field(default_factory=list)
+
+    @classmethod
+    def skipped(cls, reason: str, precision: str = "fp32") -> "Verdict":
+        return cls(status="skipped", reason=reason, precision=precision)
+
+    @property
+    def label(self) -> str:
+        return f"{self.status} ({self.reason})" if self.reason and self.status != "pass" else self.status
+
+    def _worst(self, name: str, fn):
+        values = [getattr(c, name) for c in self.checks if getattr(c, name) is not None]
+        return fn(values) if values else None
+
+    def to_dict(self) -> dict:
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "precision": self.precision,
+            "rule": self.tolerance.describe() if self.tolerance else None,
+            "tolerance": asdict(self.tolerance) if self.tolerance else None,
+            "max_abs_err": self._worst("max_abs_err", max),
+            "max_rel_err": self._worst("max_rel_err", max),
+            "cosine": self._worst("cosine", min),
+            "top1_agreement": self._worst("top1_agreement", min),
+            "top5_overlap": self._worst("top5_overlap", min),
+            "batch_sizes": sorted({c.batch_size for c in self.checks}),
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a.reshape(a.shape[0], -1).astype(np.float64)
+    b = b.reshape(b.shape[0], -1).astype(np.float64)
+    na = np.linalg.norm(a, axis=1)
+    nb = np.linalg.norm(b, axis=1)
+    both_zero = (na == 0) & (nb == 0)
+    cos = (a * b).sum(axis=1) / np.maximum(na * nb, 1e-300)
+    return np.where(both_zero, 1.0, cos)
+
+
+def compare_arrays(ref: np.ndarray, out: np.ndarray, tol: Tolerance) -> dict:
+    """Metrics of one output, in float64. Returns the Check fields plus status/reason."""
+    if out.shape != ref.shape:
+        return {"status": "fail", "reason": f"output shape {tuple(out.shape)} differs from reference {tuple(ref.shape)}"}
+    ref64 = ref.astype(np.float64)
+    out64 = out.astype(np.float64)
+    if not np.isfinite(out64).all():
+        bad = int((~np.isfinite(out64)).sum())
+        return {"status": "fail", "reason": f"{bad} output values are NaN or infinite"}
+    diff = np.abs(out64 - ref64)
+    value_range = float(ref64.max() - ref64.min()) or 1.0
+    max_abs = float(diff.max()) if diff.size else 0.0
+    rel = max_abs / value_range
+    cosine = float(_cosines(ref64, out64).min())
+    metrics = {"max_abs_err": max_abs, "max_rel_err": rel, "cosine": cosine}
+    reasons = []
+    if ref.ndim == 2 and ref.shape[1] > 1:
+        ref_top = np.argsort(-ref64, axis=1)
+        out_top = np.argsort(-out64, axis=1)
+        agree = ref_top[:, 0] == out_top[:, 0]
+        margin = ref64[np.arange(len(ref64)), ref_top[:, 0]] - ref64[np.arange(len(ref64)), ref_top[:, 1]]
+        decisive = margin > tol.max_rel_err * value_range
+        k = min(5, ref.shape[1])
+        overlap = np.mean([len(set(r[:k]) & set(o[:k])) / k for r, o in zip(ref_top, out_top)])
+        metrics["top1_agreement"] = float(agree.mean())
+        metrics["top1_decisive"] = int(decisive.sum())
+        metrics["top5_overlap"] = float(overlap)
+        if decisive.any() and float(agree[decisive].mean()) < tol.min_top1:
+            reasons.append(f"top-1 agreement {float(agree[decisive].mean()):.3f} < {tol.min_top1:g}")
+    if rel > tol.max_rel_err or math.isnan(rel):
+        reasons.insert(0, f"max error {rel:.3g} x range > {tol.max_rel_err:g}")
+    if cosine < tol.min_cosine:
+        reasons.append(f"cosine {cosine:.6f} < {tol.min_cosine:g}")
+    metrics["status"] = "fail" if reasons else "pass"
+    metrics["reason"] = "; ".join(reasons)
+    return metrics
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+def verify(
+    artifact,
+    references: dict[str, object],
+    input_sets: list[InputSet],
+    tolerance: Tolerance,
+    precision: str = "fp32",
+) -> Verdict:
+    """Run the artifact and each reference runner on every input set and judge with ``tolerance``."""
+    checks: list[Check] = []
+    batch_dim = getattr(artifact, "batch_dim", None)
+    if isinstance(batch_dim, int):
+        checks.append(
+            Check("declaration", "input signature", batch_dim, "fail", f"the batch dimension is fixed to {batch_dim}, not dynamic")
+        )
+    for ref_name, reference in references.items():
+        for inputs in input_sets:
+            check = Check(ref_name, inputs.name, inputs.batch_size, "pass")
+            try:
+                expected = reference.infer(inputs.array)
+            except Exception as exc:  # noqa: BLE001 - a reference that cannot run is an input problem
+                check.status, check.reason = "fail", f"the reference failed on these inputs: {_first_line(exc)}"
+                checks.append(check)
+                continue
+            try:
+                actual = artifact.infer(inputs.array)
+            except Exception as exc:  # noqa: BLE001 - runtimes raise their own types
+                check.status, check.reason = "fail", f"the artifact failed at batch {inputs.batch_size}: {_first_line(exc)}"
+                checks.append(check)
+                continue
+            ref_out = next(iter(expected.values()))
+            art_out = next(iter(actual.values()))
+            for key, value in compare_arrays(ref_out, art_out, tolerance).items():
+                setattr(check, key, value)
+            checks.append(check)
+    failed = [c for c in checks if c.status == "fail"]
+    if failed:
+        first = failed[0]
+        reason = f"{first.reference} / {first.inputs}: {first.reason}"
+        return Verdict("fail", reason, precision, tolerance, checks)
+    return Verdict("pass", "", precision, tolerance, checks)
+
+
+def check_metadata(stored: dict, spec) -> Check | None:
+    """Fail when the spec stored in an artifact disagrees with the reference's spec.
+
+    A wrong mean/std or input size in the metadata makes every deployment preprocess wrongly,
+    even if the graph itself computes the right numbers.
+    """
+    if not stored:
+        return None
+    from exporter.spec import ModelSpec
+
+    theirs = ModelSpec.from_dict(stored)
+    differences = []
+    if theirs.input_shape != spec.input_shape:
+        differences.append(f"input shape {theirs.input_shape} vs {spec.input_shape}")
+    if theirs.num_classes != spec.num_classes:
+        differences.append(f"num_classes {theirs.num_classes} vs {spec.num_classes}")
+    for name in ("mean", "std"):
+        a = np.asarray(getattr(theirs, f"channel_{name}")())
+        b = np.asarray(getattr(spec, f"channel_{name}")())
+        if a.shape != b.shape or not np.allclose(a, b, rtol=0, atol=1e-6):
+            differences.append(f"{name} {tuple(a.tolist())} vs {tuple(b.tolist())}")
+    if not differences:
+        return Check("metadata", "stored input spec", 0, "pass")
+    return Check("metadata", "stored input spec", 0, "fail", "artifact metadata disagrees with the reference: " + "; ".join(differences))
+
+
+def finish(verdict: Verdict, extra: list[Check]) -> Verdict:
+    """Fold extra checks (metadata, ...) into a verdict."""
+    extra = [c for c in extra if c is not None]
+    if not extra or verdict.status == "skipped":
+        return verdict
+    checks = extra + verdict.checks
+    failed = [c for c in checks if c.status == "fail"]
+    if failed:
+        return Verdict("fail", f"{failed[0].reference} / {failed[0].inputs}: {failed[0].reason}", verdict.precision, verdict.tolerance, checks)
+    return Verdict(verdict.status, verdict.reason, verdict.precision, verdict.tolerance, checks)
