@@ -106,6 +106,7 @@ def render_table(report: dict, console) -> None:
     table = Table(title="cnnexport verification", title_justify="left")
     for column, justify in (
         ("artifact", "left"),
+        ("kind", "left"),
         ("size", "right"),
         ("time", "right"),
         ("status", "left"),
@@ -115,14 +116,15 @@ def render_table(report: dict, console) -> None:
         ("top-1", "right"),
         ("batches", "left"),
     ):
-        table.add_column(column, justify=justify)
+        table.add_column(column, justify=justify, overflow="fold")
     rules = []
     for art in report["artifacts"]:
         v = art["verification"]
         colour = {"pass": "green", "fail": "red"}.get(v["status"], "yellow")
         status = v["status"] if v["status"] == "pass" else f"{v['status']} ({v['reason']})"
         table.add_row(
-            f"{Path(art['path']).name} [dim]{art['kind']}[/dim]",
+            Path(art["path"]).name,
+            art["kind"],
             _size(art["bytes"]),
             f"{art['seconds']:.1f}s",
             f"[{colour}]{status}[/{colour}]",

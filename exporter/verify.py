@@ -93,7 +93,7 @@ class Verdict:
             "cosine": self._worst("cosine", min),
             "top1_agreement": self._worst("top1_agreement", min),
             "top5_overlap": self._worst("top5_overlap", min),
-            "batch_sizes": sorted({c.batch_size for c in self.checks}),
+            "batch_sizes": sorted({c.batch_size for c in self.checks if c.reference != "metadata"}),
             "checks": [asdict(c) for c in self.checks],
         }
 

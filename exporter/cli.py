@@ -1,0 +1,468 @@
+"""The `cnnexport` command line: parse, call the library, print, exit. Nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from exporter.errors import EXIT_BAD_INPUT, EXIT_VERIFICATION_FAILED, CnnexportError
+
+EXIT_INTERNAL = 4
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    name="cnnexport",
+    help="Turn a trained PyTorch CNN checkpoint into deployment artifacts and prove each one "
+    "numerically against the PyTorch model.\n\nExit codes: 0 ok, 1 verification failed, "
+    "2 bad input or usage, 3 backend not available here.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+class Exporter(str, Enum):
+    dynamo = "dynamo"
+    legacy = "legacy"
+
+
+# ----------------------------------------------------------------- shared options
+
+Output = Annotated[Optional[Path], typer.Option("-o", "--output", help="Output file (default: beside the input).")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON report object on stdout (tables go away).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and details.")]
+Arch = Annotated[
+    Optional[str],
+    typer.Option(
+        "--arch",
+        help="Registry name (see `cnnexport architectures`), file.py:ClassName or package.module:factory. "
+        "Default: inferred from the checkpoint's keys and shapes.",
+    ),
+]
+ArchKwargs = Annotated[Optional[str], typer.Option("--arch-kwargs", help='JSON keyword arguments for the builder, e.g. \'{"num_classes": 7}\'.')]
+TrustPickle = Annotated[
+    bool,
+    typer.Option("--trust-pickle", help="Allow loading a whole pickled model. Unpickling runs code from the file: only for files you trust."),
+]
+InputShape = Annotated[Optional[str], typer.Option("--input-shape", help="Input C,H,W (default: the architecture's).")]
+Mean = Annotated[Optional[str], typer.Option("--mean", help="Per-channel normalization mean, e.g. 0.485,0.456,0.406.")]
+Std = Annotated[Optional[str], typer.Option("--std", help="Per-channel normalization std.")]
+Labels = Annotated[Optional[Path], typer.Option("--labels", help="Text file with one class name per line.")]
+NoVerify = Annotated[bool, typer.Option("--no-verify", help="Skip verification (reported as skipped, never pass).")]
+BatchSizes = Annotated[str, typer.Option("--batch-sizes", help="Batch sizes verified (two or more prove the dynamic batch axis).")]
+Images = Annotated[
+    Optional[Path], typer.Option("--images", help="Also verify on real inputs: a folder of images, or a .npy/.npz of normalized NCHW arrays.")
+]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the random verification inputs.")]
+MaxRelErr = Annotated[Optional[float], typer.Option("--max-rel-err", help="Override: allowed max |error| / reference range.")]
+MinCosine = Annotated[Optional[float], typer.Option("--min-cosine", help="Override: minimum per-sample cosine similarity.")]
+MinTop1 = Annotated[Optional[float], typer.Option("--min-top1", help="Override: minimum top-1 agreement.")]
+KeepFailed = Annotated[bool, typer.Option("--keep-failed", help="Keep an artifact that failed verification as NAME.rejected.EXT.")]
+
+
+class Ui:
+    """Where output goes: tables and progress on stderr when --json owns stdout."""
+
+    def __init__(self, json_out: bool = False, quiet: bool = False, verbose: bool = False):
+        from rich.console import Console
+
+        self.json_out, self.quiet, self.verbose = json_out, quiet, verbose
+        width = None if sys.stdout.isatty() else 160
+        self.out = Console(stderr=json_out, quiet=quiet, highlight=False, width=width)
+        self.err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+        if not verbose:
+            # torch's TorchScript/exporter deprecation chatter is not the user's problem.
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+
+    def progress(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(f"[dim]• {message}[/dim]")
+
+    def emit(self, report: dict) -> None:
+        from exporter.report import render_table, to_json
+
+        if self.json_out:
+            sys.stdout.write(to_json(report) + "\n")
+            sys.stdout.flush()
+        else:
+            render_table(report, self.out)
+
+
+def _fail(ui: Ui, message: str, code: int) -> None:
+    ui.err.print(f"[bold red]error:[/bold red] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def run_guarded(ui: Ui, body) -> None:
+    """Map typed errors to one sentence and an exit code; tracebacks only with -v."""
+    try:
+        body()
+    except typer.Exit:
+        raise
+    except CnnexportError as exc:
+        if ui.verbose:
+            ui.err.print_exception()
+        _fail(ui, str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail(ui, "interrupted; nothing was written under a final name", EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - last line of defence: a bug, said plainly
+        if ui.verbose:
+            ui.err.print_exception()
+        _fail(ui, f"unexpected {type(exc).__name__}: {exc} (this is a bug in cnnexport; re-run with -v and report it)", EXIT_INTERNAL)
+
+
+def _spec_overrides(input_shape, mean, std, labels) -> dict:
+    from exporter.spec import parse_floats, parse_input_shape, read_labels
+
+    return {
+        "input_shape": parse_input_shape(input_shape) if input_shape else None,
+        "mean": parse_floats(mean, "--mean") if mean else None,
+        "std": parse_floats(std, "--std") if std else None,
+        "labels": read_labels(labels) if labels else None,
+    }
+
+
+def _arch_kwargs(text: str | None) -> dict:
+    from exporter.errors import BadInputError
+
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"--arch-kwargs is not valid JSON ({exc.msg}); example: '{{\"num_classes\": 7}}'") from None
+    if not isinstance(value, dict):
+        raise BadInputError("--arch-kwargs must be a JSON object, e.g. '{\"num_classes\": 7}'")
+    return value
+
+
+def _load(ui: Ui, checkpoint: Path, arch, arch_kwargs, trust_pickle, overrides: dict):
+    from exporter.checkpoint import load_checkpoint
+
+    ui.progress(f"loading {checkpoint}")
+    loaded = load_checkpoint(checkpoint, arch=arch, arch_kwargs=_arch_kwargs(arch_kwargs), trust_pickle=trust_pickle, spec_overrides=overrides)
+    ui.progress(f"model: {loaded.spec.arch} ({loaded.arch_source}), {loaded.spec.num_classes} classes, input {loaded.spec.input_shape}")
+    return loaded
+
+
+def _verify_options(no_verify, batch_sizes, images, seed, max_rel_err, min_cosine, min_top1, precision="fp32"):
+    from exporter.pipeline import VerifyOptions
+    from exporter.spec import parse_batch_sizes
+
+    return VerifyOptions(
+        enabled=not no_verify,
+        batch_sizes=parse_batch_sizes(batch_sizes),
+        seed=seed,
+        images=images,
+        precision=precision,
+        max_rel_err=max_rel_err,
+        min_cosine=min_cosine,
+        min_top1=min_top1,
+    )
+
+
+def _finish(ui: Ui, result, loaded=None, spec=None) -> None:
+    from exporter.report import build_report
+
+    ui.emit(build_report([result], loaded, spec))
+    v = result.verification
+    if v.status == "fail":
+        where = f"kept as {result.path}" if result.files else "not written (use --keep-failed to keep it)"
+        _fail(ui, f"verification failed: {v.reason}; the artifact was {where}", EXIT_VERIFICATION_FAILED)
+    if not ui.json_out and result.files:
+        ui.progress(f"wrote {result.path} and {result.path.name}.report.json")
+
+
+# ----------------------------------------------------------------- commands
+
+
+@app.command()
+def architectures(
+    json_out: JsonOut = False,
+    source: Annotated[Optional[str], typer.Option("--source", help="Only 'classic' or 'torchvision' entries.")] = None,
+) -> None:
+    """List the architecture registry with each entry's default input spec."""
+    ui = Ui(json_out)
+
+    def body():
+        import architectures as registry
+
+        rows = [e for e in registry.entries() if source is None or e.source == source]
+        if json_out:
+            data = [
+                {"name": e.name, "source": e.source, "num_classes": e.num_classes, "input_shape": [e.channels, e.height, e.width],
+                 "mean": list(e.mean), "std": list(e.std), "description": e.description}
+                for e in rows
+            ]
+            sys.stdout.write(json.dumps(data, indent=2) + "\n")
+            return
+        from rich.table import Table
+
+        table = Table(title=f"{len(rows)} architectures", title_justify="left")
+        for col in ("name", "source", "classes", "input", "mean", "std"):
+            table.add_column(col)
+        for e in rows:
+            table.add_row(e.name, e.source, str(e.num_classes), f"{e.channels}x{e.height}x{e.width}",
+                          ",".join(f"{m:g}" for m in e.mean), ",".join(f"{s:g}" for s in e.std))
+        ui.out.print(table)
+
+    run_guarded(ui, body)
+
+
+@app.command()
+def inspect(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file (.pt/.pth/.safetensors/TorchScript/.pt2).")],
+    arch: Arch = None,
+    arch_kwargs: ArchKwargs = None,
+    trust_pickle: TrustPickle = False,
+    input_shape: InputShape = None,
+    mean: Mean = None,
+    std: Std = None,
+    labels: Labels = None,
+    json_out: JsonOut = False,
+    verbose: Verbose = False,
+) -> None:
+    """Show what a checkpoint holds: form, architecture, classes, parameters, input spec."""
+    ui = Ui(json_out, verbose=verbose)
+
+    def body():
+        from exporter.report import model_section
+
+        loaded = _load(Ui(json_out, quiet=True), checkpoint, arch, arch_kwargs, trust_pickle, _spec_overrides(input_shape, mean, std, labels))
+        info = model_section(loaded)
+        info["notes"] = loaded.notes
+        if json_out:
+            sys.stdout.write(json.dumps(info, indent=2) + "\n")
+            return
+        from rich.table import Table
+
+        table = Table(show_header=False, title=str(checkpoint), title_justify="left")
+        table.add_column(style="bold")
+        table.add_column()
+        table.add_row("form", loaded.form)
+        table.add_row("architecture", f"{loaded.spec.arch}  [dim]({loaded.arch_source})[/dim]")
+        table.add_row("classes", str(loaded.spec.num_classes))
+        table.add_row("parameters", f"{loaded.params:,}")
+        table.add_row("input", "x".join(map(str, loaded.spec.input_shape)))
+        table.add_row("mean", ", ".join(f"{v:g}" for v in loaded.spec.channel_mean()))
+        table.add_row("std", ", ".join(f"{v:g}" for v in loaded.spec.channel_std()))
+        if loaded.spec.labels:
+            table.add_row("labels", ", ".join(loaded.spec.labels[:10]) + (" …" if len(loaded.spec.labels) > 10 else ""))
+        for note in loaded.notes:
+            table.add_row("note", note)
+        ui.out.print(table)
+
+    run_guarded(ui, body)
+
+
+@app.command()
+def onnx(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to export.")],
+    output: Output = None,
+    opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default: the exporter's).")] = None,
+    exporter: Annotated[Exporter, typer.Option("--exporter", help="dynamo (torch.export based) or legacy (TorchScript based).")] = Exporter.dynamo,
+    input_name: Annotated[str, typer.Option("--input-name", help="Name of the graph input.")] = "input",
+    output_name: Annotated[str, typer.Option("--output-name", help="Name of the graph output.")] = "logits",
+    arch: Arch = None,
+    arch_kwargs: ArchKwargs = None,
+    trust_pickle: TrustPickle = False,
+    input_shape: InputShape = None,
+    mean: Mean = None,
+    std: Std = None,
+    labels: Labels = None,
+    no_verify: NoVerify = False,
+    batch_sizes: BatchSizes = "1,4",
+    images: Images = None,
+    seed: Seed = 0,
+    max_rel_err: MaxRelErr = None,
+    min_cosine: MinCosine = None,
+    min_top1: MinTop1 = None,
+    keep_failed: KeepFailed = False,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Export ONNX with a dynamic batch axis, then verify it against the checkpoint."""
+    _export_command("onnx", locals(), {"opset": opset, "exporter": exporter.value, "input_name": input_name, "output_name": output_name})
+
+
+@app.command()
+def torchscript(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to export.")],
+    output: Output = None,
+    script: Annotated[bool, typer.Option("--script", help="Use torch.jit.script instead of tracing.")] = False,
+    arch: Arch = None,
+    arch_kwargs: ArchKwargs = None,
+    trust_pickle: TrustPickle = False,
+    input_shape: InputShape = None,
+    mean: Mean = None,
+    std: Std = None,
+    labels: Labels = None,
+    no_verify: NoVerify = False,
+    batch_sizes: BatchSizes = "1,4",
+    images: Images = None,
+    seed: Seed = 0,
+    max_rel_err: MaxRelErr = None,
+    min_cosine: MinCosine = None,
+    min_top1: MinTop1 = None,
+    keep_failed: KeepFailed = False,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Export TorchScript (trace by default), then verify it against the checkpoint."""
+    _export_command("torchscript", locals(), {"script": script})
+
+
+def _export_command(kind: str, a: dict, stage_options: dict) -> None:
+    ui = Ui(a["json_out"], a["quiet"], a["verbose"])
+
+    def body():
+        from exporter.pipeline import default_output, export_artifact
+
+        opts = _verify_options(a["no_verify"], a["batch_sizes"], a["images"], a["seed"], a["max_rel_err"], a["min_cosine"], a["min_top1"])
+        loaded = _load(ui, a["checkpoint"], a["arch"], a["arch_kwargs"], a["trust_pickle"],
+                       _spec_overrides(a["input_shape"], a["mean"], a["std"], a["labels"]))
+        output = a["output"] or default_output(a["checkpoint"], kind)
+        result = export_artifact(kind, loaded, output, stage_options, opts, a["keep_failed"], ui.progress)
+        _finish(ui, result, loaded)
+
+    run_guarded(ui, body)
+
+
+@app.command()
+def simplify(
+    model: Annotated[Path, typer.Argument(help="ONNX model to simplify with onnxsim.")],
+    output: Output = None,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Also verify against this checkpoint.")] = None,
+    arch: Arch = None,
+    arch_kwargs: ArchKwargs = None,
+    trust_pickle: TrustPickle = False,
+    no_verify: NoVerify = False,
+    batch_sizes: BatchSizes = "1,4",
+    images: Images = None,
+    seed: Seed = 0,
+    max_rel_err: MaxRelErr = None,
+    min_cosine: MinCosine = None,
+    min_top1: MinTop1 = None,
+    keep_failed: KeepFailed = False,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Simplify an ONNX model (onnxsim); verify against the original and, with --checkpoint, PyTorch."""
+    ui = Ui(json_out, quiet, verbose)
+
+    def body():
+        from exporter.pipeline import simplify_artifact
+
+        opts = _verify_options(no_verify, batch_sizes, images, seed, max_rel_err, min_cosine, min_top1)
+        loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, {}) if checkpoint else None
+        result = simplify_artifact(model, output, loaded, opts, keep_failed, ui.progress)
+        if not json_out:
+            ui.progress(f"nodes: {result.details.get('nodes_before')} -> {result.details.get('nodes_after')}")
+        _finish(ui, result, loaded, None if loaded else _artifact_spec(model))
+
+    run_guarded(ui, body)
+
+
+def _artifact_spec(path: Path):
+    from exporter.runners import open_runner
+    from exporter.spec import ModelSpec
+
+    meta = open_runner(path).metadata
+    return ModelSpec.from_dict(meta) if meta else None
+
+
+@app.command()
+def verify(
+    artifact: Annotated[Path, typer.Argument(help="Artifact to check (.onnx, TorchScript, ...).")],
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="The PyTorch reference.")] = None,
+    reference: Annotated[Optional[Path], typer.Option("--reference", help="Or: another artifact as the reference.")] = None,
+    precision: Annotated[str, typer.Option("--precision", help="Tolerance set: fp32, fp16 or int8.")] = "fp32",
+    arch: Arch = None,
+    arch_kwargs: ArchKwargs = None,
+    trust_pickle: TrustPickle = False,
+    input_shape: InputShape = None,
+    mean: Mean = None,
+    std: Std = None,
+    labels: Labels = None,
+    batch_sizes: BatchSizes = "1,4",
+    images: Images = None,
+    seed: Seed = 0,
+    max_rel_err: MaxRelErr = None,
+    min_cosine: MinCosine = None,
+    min_top1: MinTop1 = None,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Re-check an existing artifact against the checkpoint; exit 1 if it does not compute the same."""
+    ui = Ui(json_out, quiet, verbose)
+
+    def body():
+        from exporter.errors import BadInputError
+        from exporter.pipeline import verify_existing
+        from exporter.verify import TOLERANCES
+
+        if precision not in TOLERANCES:
+            raise BadInputError(f"--precision must be one of {', '.join(TOLERANCES)}")
+        opts = _verify_options(False, batch_sizes, images, seed, max_rel_err, min_cosine, min_top1, precision)
+        overrides = _spec_overrides(input_shape, mean, std, labels)
+        loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, overrides) if checkpoint else None
+        ui.progress(f"verifying {artifact}")
+        result = verify_existing(artifact, loaded, reference, opts)
+        from exporter.report import build_report
+
+        ui.emit(build_report([result], loaded, None if loaded else _artifact_spec(reference or artifact)))
+        if result.verification.status == "fail":
+            _fail(ui, f"verification failed: {result.verification.reason}", EXIT_VERIFICATION_FAILED)
+
+    run_guarded(ui, body)
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the checkpoint, artifacts and reports.")] = Path("cnnexport-demo"),
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs on the digits.")] = 12,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Train LeNet-5 on scikit-learn's digits, export every artifact, verify each, compare accuracy."""
+    ui = Ui(json_out, quiet, verbose)
+
+    def body():
+        from exporter.demo import run_demo
+        from exporter.errors import BadInputError
+
+        if epochs < 1:
+            raise BadInputError("--epochs must be at least 1")
+        report = run_demo(output, epochs=epochs, progress=ui.progress)
+        ui.emit(report)
+        if not json_out:
+            from exporter.demo import render_accuracy
+
+            render_accuracy(report, ui.out)
+        if any(a["verification"]["status"] == "fail" for a in report["artifacts"]):
+            _fail(ui, "the demo produced an artifact that failed verification", EXIT_VERIFICATION_FAILED)
+
+    run_guarded(ui, body)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
