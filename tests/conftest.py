@@ -1,0 +1,109 @@
+"""Shared fixtures: small real models saved as real checkpoint files, and a CLI runner."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def calibrate_batchnorm(model, spec, steps: int = 3, seed: int = 0):
+    """A few train-mode passes so BatchNorm statistics are realistic (random-init outputs are ~0 otherwise)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    with torch.no_grad():
+        for _ in range(steps):
+            model(torch.rand((8, *spec.input_shape), generator=generator) * 2 - 1)
+    return model.eval()
+
+
+def build_model(name: str, num_classes: int | None = None, seed: int = 0):
+    """A registry model with seeded random weights and calibrated BatchNorm."""
+    import torch
+
+    import architectures
+
+    entry = architectures.get(name)
+    torch.manual_seed(seed)
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    model = entry.build(**kwargs)
+    return calibrate_batchnorm(model, entry.spec(num_classes))
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def simple_cnn_ckpt(models_dir) -> Path:
+    """simple_cnn, 10 classes, saved as a plain state_dict."""
+    import torch
+
+    path = models_dir / "simple_cnn.pt"
+    torch.save(build_model("simple_cnn").state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def lenet5_ckpt(models_dir) -> Path:
+    """LeNet-5 with 7 classes, saved as a training dict (model_state_dict + optimizer + epoch)."""
+    import torch
+
+    model = build_model("lenet5", num_classes=7)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = models_dir / "lenet5.pth"
+    torch.save({"model_state_dict": model.state_dict(), "optimizer_state_dict": optimizer.state_dict(), "epoch": 5}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def exported_onnx(models_dir, simple_cnn_ckpt) -> Path:
+    """simple_cnn exported (and verified) once, for tests that need an existing ONNX file."""
+    from exporter import export_artifact, load_checkpoint
+
+    out = models_dir / "exported" / "simple_cnn.onnx"
+    result = export_artifact("onnx", load_checkpoint(simple_cnn_ckpt, arch="simple_cnn"), out)
+    assert result.verification.status == "pass", result.verification.reason
+    return out
+
+
+class CliResult:
+    def __init__(self, result):
+        self.exit_code = result.exit_code
+        self.stdout = result.stdout
+        self.stderr = result.stderr
+        self.exception = result.exception
+
+    def json(self):
+        return json.loads(self.stdout)
+
+    def __repr__(self) -> str:
+        return f"<exit {self.exit_code}\nstdout: {self.stdout[-2000:]}\nstderr: {self.stderr[-2000:]}>"
+
+
+@pytest.fixture
+def cli():
+    """Run `cnnexport ARGS...` in process through Typer's CliRunner."""
+    from typer.testing import CliRunner
+
+    from exporter.cli import app
+
+    runner = CliRunner()
+
+    def run(*args) -> CliResult:
+        return CliResult(runner.invoke(app, [str(a) for a in args]))
+
+    return run
+
+
+def files_in(folder: Path) -> set[str]:
+    """Every file name under a folder (to prove nothing partial was left behind)."""
+    return {str(p.relative_to(folder)) for p in Path(folder).rglob("*")}

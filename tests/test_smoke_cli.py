@@ -1,0 +1,20 @@
+import subprocess
+import sys
+
+from tests.conftest import files_in
+
+
+def test_onnx_export_verifies_and_writes_report(cli, simple_cnn_ckpt, tmp_path):
+    out = tmp_path / "m.onnx"
+    r = cli("onnx", simple_cnn_ckpt, "-o", out, "--json")
+    assert r.exit_code == 0, r
+    report = r.json()
+    art = report["artifacts"][0]
+    assert art["kind"] == "onnx"
+    assert art["verification"]["status"] == "pass"
+    assert art["verification"]["batch_sizes"] == [1, 4]
+    assert 0 <= art["verification"]["max_abs_err"] < 1e-3
+    assert art["verification"]["cosine"] > 0.99999
+    assert report["model"]["arch"] == "simple_cnn"
+    assert report["model"]["input_shape"] == [3, 32, 32]
+    assert files_in(tmp_path) == {"m.onnx", "m.onnx.report.json"}
