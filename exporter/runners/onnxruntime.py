@@ -17,6 +17,7 @@ class OnnxRuntimeRunner:
     def __init__(self, path: Path, threads: int | None = None):
         import onnxruntime as ort
 
+        ort.set_default_logger_severity(4)  # runtime failures are caught and reported by verify
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads:

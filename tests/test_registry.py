@@ -1,0 +1,68 @@
+import pytest
+
+import architectures
+from architectures import ArchEntry
+
+CLASSIC = {"lenet5": (1, 32, 32), "lenet_mnist": (1, 28, 28), "mobilenet_v1": (3, 224, 224),
+           "cifar_resnet18": (3, 32, 32), "cifar_resnet34": (3, 32, 32), "simple_cnn": (3, 32, 32)}
+
+
+def test_registry_holds_every_torchvision_classifier_and_the_classics():
+    import torchvision
+
+    tv = set(torchvision.models.list_models(module=torchvision.models))
+    names = set(architectures.names())
+    assert tv <= names
+    assert set(CLASSIC) <= names
+    assert len(names) == len(tv) + len(CLASSIC)
+
+
+@pytest.mark.parametrize("name,shape", sorted(CLASSIC.items()))
+def test_classic_models_run_at_their_default_spec(name, shape):
+    import torch
+
+    entry = architectures.get(name)
+    assert entry.spec().input_shape == shape
+    model = entry.build(num_classes=7).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(2, *shape))
+    assert tuple(out.shape) == (2, 7)
+
+
+def test_lenet_variants_differ_in_what_they_compute():
+    import torch
+
+    lenet5 = architectures.get("lenet5").build()
+    assert any(isinstance(m, torch.nn.AvgPool2d) for m in lenet5.modules())
+    mnist = architectures.get("lenet_mnist").build()
+    assert any(isinstance(m, torch.nn.MaxPool2d) for m in mnist.modules())
+    # same parameter shapes, different key names: that is what lets inference tell them apart
+    assert set(lenet5.state_dict()) != set(mnist.state_dict())
+
+
+def test_every_entry_builds_without_weights():
+    from exporter.arch_inference import shape_signature
+
+    failures = [e.name for e in architectures.entries() if not shape_signature(e)]
+    assert failures == []
+
+
+def test_duplicate_registration_is_refused():
+    entry = architectures.get("lenet5")
+    with pytest.raises(ValueError, match="already registered"):
+        architectures.register(ArchEntry("lenet5", entry.builder, 10))
+
+
+def test_special_input_sizes():
+    assert architectures.get("inception_v3").spec().input_shape == (3, 299, 299)
+    assert architectures.get("resnet18").spec().input_shape == (3, 224, 224)
+
+
+def test_architectures_command_lists_everything(cli):
+    r = cli("architectures", "--json")
+    assert r.exit_code == 0, r
+    rows = {row["name"]: row for row in r.json()}
+    assert rows["lenet5"]["input_shape"] == [1, 32, 32] and rows["lenet5"]["source"] == "classic"
+    assert rows["resnet18"]["num_classes"] == 1000
+    table = cli("architectures", "--source", "classic")
+    assert table.exit_code == 0 and "cifar_resnet34" in table.stdout and "resnet50" not in table.stdout
