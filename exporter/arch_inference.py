@@ -7,7 +7,10 @@ Candidates are built without allocating weights (on torch's meta device), so try
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -85,12 +88,57 @@ def _classes_from_mismatch(expected: dict, actual: dict) -> int | None:
     return sizes.pop() if len(sizes) == 1 else -1
 
 
+def cache_dir() -> Path:
+    """Where registry signatures are cached: $CNNEXPORT_CACHE, else $XDG_CACHE_HOME/cnnexport."""
+    if os.environ.get("CNNEXPORT_CACHE"):
+        return Path(os.environ["CNNEXPORT_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnexport"
+
+
+def registry_signatures(entries) -> dict[str, dict[str, tuple[int, ...]] | None]:
+    """Default-num_classes signature of every entry, cached on disk per library versions.
+
+    Building ~90 models (even without weights) costs seconds; the cache makes inference instant
+    after the first run. A cache that cannot be read or written is simply rebuilt.
+    """
+    from importlib import metadata
+
+    from exporter import __version__
+
+    versions = f"{metadata.version('torch')}-{metadata.version('torchvision')}-{__version__}"
+    path = cache_dir() / f"signatures-{versions}.json"
+    cached: dict = {}
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    out: dict = {}
+    missing = False
+    for entry in entries:
+        if entry.name in cached:
+            sig = cached[entry.name]
+            out[entry.name] = None if sig is None else {k: tuple(v) for k, v in sig.items()}
+        else:
+            out[entry.name] = shape_signature(entry)
+            missing = True
+    if missing:
+        try:
+            from exporter.fsutil import write_text_atomic
+
+            write_text_atomic(path, json.dumps({**cached, **out}))
+        except (OSError, Exception):  # noqa: BLE001 - a cache is optional
+            pass
+    return out
+
+
 def infer_architecture(state_dict: dict, entries) -> list[ArchMatch]:
     """Every registry entry whose state_dict has exactly these keys and shapes (num_classes free)."""
     actual = {k: tuple(v.shape) for k, v in state_dict.items()}
     matches: list[ArchMatch] = []
+    entries = list(entries)
+    signatures = registry_signatures(entries)
     for entry in entries:
-        expected = shape_signature(entry)
+        expected = signatures[entry.name]
         if expected is None or expected.keys() != actual.keys():
             continue
         classes = _classes_from_mismatch(expected, actual)

@@ -6,6 +6,7 @@ is loaded only with ``trust_pickle=True``, because unpickling runs code from the
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter.errors import ArchitectureError, BadInputError, CheckpointError
+from exporter.errors import ArchitectureError, BadInputError, CheckpointError, first_line
 from exporter.spec import ModelSpec
 
 STATE_DICT_KEYS = ("model_state_dict", "state_dict", "model", "net", "state_dict_ema", "model_ema")
@@ -114,13 +115,16 @@ def read_checkpoint(path: Path, trust_pickle: bool = False) -> RawCheckpoint:
         try:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:  # noqa: BLE001 - torch raises many types here
-            raise CheckpointError(f"{path} looks like a TorchScript archive but cannot be loaded ({_first_line(exc)})") from exc
+            raise CheckpointError(f"{path} looks like a TorchScript archive but cannot be loaded ({first_line(exc)})") from exc
         return RawCheckpoint(form="torchscript", module=module)
-    if path.suffix == ".pt2" or any(n.endswith("serialized_exported_program.json") or n.endswith("archive_format") for n in names):
+    # decided by content, not by the .pt2 suffix: a torch.save file named .pt2 goes through the safe loader below
+    if any(n.endswith("serialized_exported_program.json") or n.endswith("archive_format") for n in names):
         try:
-            program = torch.export.load(str(path))
+            with _quiet_logger("torch.export"):  # it logs a traceback before raising
+                program = torch.export.load(str(path))
         except Exception as exc:  # noqa: BLE001
-            raise CheckpointError(f"{path} looks like an exported program (.pt2) but cannot be loaded ({_first_line(exc)})") from exc
+            raise CheckpointError(f"{path} looks like an exported program (.pt2) but cannot be loaded ({first_line(exc)})") from exc
+        _require_dynamic_batch(program, path)
         return RawCheckpoint(form="exported-program", module=program.module(), metadata={"example_inputs": program.example_inputs})
 
     try:
@@ -128,6 +132,12 @@ def read_checkpoint(path: Path, trust_pickle: bool = False) -> RawCheckpoint:
         pickled = False
     except Exception as exc:  # noqa: BLE001
         text = str(exc)
+        if not head.startswith(b"PK") and not _is_pickle_stream(path):
+            # random or foreign bytes also fail the weights-only unpickler: say what the file is not,
+            # rather than suggest --trust-pickle for something that holds no pickled objects
+            raise CheckpointError(
+                f"{path} is not a PyTorch checkpoint: it is neither a torch.save file (zip or pickle) nor safetensors"
+            ) from exc
         if "Weights only load failed" not in text:
             raise CheckpointError(_unreadable_message(path, exc)) from exc
         if not trust_pickle:
@@ -141,7 +151,7 @@ def read_checkpoint(path: Path, trust_pickle: bool = False) -> RawCheckpoint:
             ) from exc2
         except AttributeError as exc2:
             raise CheckpointError(
-                f"{path} is a pickled model whose class cannot be found ({_first_line(exc2)}); "
+                f"{path} is a pickled model whose class cannot be found ({first_line(exc2)}); "
                 "make its code importable, or save a state_dict instead"
             ) from exc2
         except Exception as exc2:  # noqa: BLE001
@@ -150,16 +160,51 @@ def read_checkpoint(path: Path, trust_pickle: bool = False) -> RawCheckpoint:
     return _interpret(path, obj, pickled)
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+def _is_pickle_stream(path: Path) -> bool:
+    """Whether the file starts with a complete pickle; parses opcodes only, runs nothing."""
+    import pickletools
+
+    try:
+        with open(path, "rb") as fh:
+            for _ in pickletools.genops(fh):
+                pass
+        return True
+    except Exception:  # noqa: BLE001 - any parse failure means "not a pickle"
+        return False
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    import logging
+
+    logger = logging.getLogger(name)
+    previous = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = previous
+
+
+def _require_dynamic_batch(program, path: Path) -> None:
+    """A .pt2 saved with a fixed batch size can never become an artifact with a dynamic batch axis."""
+    import torch
+
+    inputs = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in program.graph_signature.user_inputs]
+    value = inputs[0].meta.get("val") if inputs else None
+    if value is not None and value.ndim > 0 and not isinstance(value.shape[0], torch.SymInt):
+        raise CheckpointError(
+            f"{path} was exported with a fixed batch size of {value.shape[0]}; re-export it with "
+            "dynamic_shapes={'x': {0: torch.export.Dim('batch')}}, or pass a state_dict checkpoint with --arch"
+        )
 
 
 def _unreadable_message(path: Path, exc: Exception) -> str:
     text = str(exc)
+    reason = first_line(exc).split(". ")[0]
     if "zip" in text.lower() or "central directory" in text.lower() or "EOF" in text or isinstance(exc, EOFError):
-        return f"{path} is truncated or corrupt and cannot be read as a PyTorch checkpoint ({_first_line(exc)})"
-    return f"{path} is not a PyTorch checkpoint that can be read ({_first_line(exc)})"
+        return f"{path} is truncated or corrupt and cannot be read as a PyTorch checkpoint ({reason})"
+    return f"{path} is not a PyTorch checkpoint that can be read ({reason})"
 
 
 def _read_safetensors(path: Path) -> RawCheckpoint:
@@ -171,7 +216,7 @@ def _read_safetensors(path: Path) -> RawCheckpoint:
         with safe_open(str(path), framework="pt") as fh:
             metadata = dict(fh.metadata() or {})
     except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{path} is not a readable safetensors file ({_first_line(exc)})") from exc
+        raise CheckpointError(f"{path} is not a readable safetensors file ({first_line(exc)})") from exc
     meta = _metadata_from_strings(metadata)
     state_dict, stripped = strip_prefixes(dict(state_dict))
     notes = [f"stripped prefix {p!r}" for p in stripped]
@@ -220,6 +265,30 @@ def _interpret(path: Path, obj: Any, pickled: bool) -> RawCheckpoint:
     )
 
 
+def _exported_program_module_class():
+    from torch import nn
+
+    class ExportedProgramModule(nn.Module):
+        """Wraps ``ExportedProgram.module()``, whose train()/eval() raise, so it behaves like a model."""
+
+        def __init__(self, graph_module):
+            super().__init__()
+            self.graph_module = graph_module
+
+        def train(self, mode: bool = True):
+            self.training = mode
+            return self
+
+        def forward(self, x):
+            return self.graph_module(x)
+
+    return ExportedProgramModule
+
+
+def ExportedProgramModule(graph_module):  # noqa: N802 - behaves like a class for callers
+    return _exported_program_module_class()(graph_module)
+
+
 # --------------------------------------------------------------------------- architectures
 
 
@@ -243,21 +312,21 @@ def resolve_user_arch(arch: str, kwargs: dict):
         try:
             spec.loader.exec_module(module)
         except Exception as exc:  # noqa: BLE001 - user code can raise anything
-            raise ArchitectureError(f"importing {file} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+            raise ArchitectureError(f"importing {file} failed: {type(exc).__name__}: {first_line(exc)}") from exc
         finally:
             sys.path.pop(0)
     else:
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
-            raise ArchitectureError(f"cannot import module {target!r} for --arch ({_first_line(exc)})") from exc
+            raise ArchitectureError(f"cannot import module {target!r} for --arch ({first_line(exc)})") from exc
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise ArchitectureError(f"{target} has no class or function named {attr!r}")
     try:
         return factory(**kwargs)
     except Exception as exc:  # noqa: BLE001
-        raise ArchitectureError(f"building {arch} with {kwargs} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise ArchitectureError(f"building {arch} with {kwargs} failed: {type(exc).__name__}: {first_line(exc)}") from exc
 
 
 def load_state_dict_strict(module, state_dict: dict, arch: str) -> None:
@@ -339,12 +408,21 @@ def load_checkpoint(
     if raw.module is not None:
         module = raw.module
         arch_source = raw.form
-        name = arch or type(module).__name__
+        name = arch or getattr(module, "original_name", None) or type(module).__name__
         entry = architectures.get(arch) if arch else None
         if raw.form == "exported-program":
+            module = ExportedProgramModule(module)
             example = raw.metadata.get("example_inputs")
             if example and example[0]:
                 meta_spec.setdefault("input_shape", tuple(example[0][0].shape[1:]))
+        if entry is None and not arch:
+            from exporter.arch_inference import infer_architecture
+
+            matches = infer_architecture(module.state_dict(), architectures.entries())
+            if len(matches) == 1:
+                entry = architectures.get(matches[0].name)
+                name, arch_source = entry.name, f"{raw.form}; architecture inferred from keys and shapes"
+                arch_kwargs.setdefault("num_classes", matches[0].num_classes)
     else:
         state_dict = raw.state_dict
         check_finite(state_dict)
@@ -382,19 +460,19 @@ def load_checkpoint(
             try:
                 module = entry.build(**arch_kwargs)
             except Exception as exc:  # noqa: BLE001
-                raise ArchitectureError(f"building {entry.name} with {arch_kwargs} failed: {_first_line(exc)}") from exc
+                raise ArchitectureError(f"building {entry.name} with {arch_kwargs} failed: {first_line(exc)}") from exc
         load_state_dict_strict(module, state_dict, name)
 
-    module = module.float().eval() if hasattr(module, "float") else module
+    module = module.float().eval()
     spec = _resolve_spec(module, name, entry, meta_spec, overrides, arch_kwargs)
     _smoke_test(module, spec)
     return LoadedModel(module=module, spec=spec, path=path, form=raw.form, arch_source=arch_source, notes=notes)
 
 
 def _infer_num_classes(entry, state_dict: dict) -> int:
-    from exporter.arch_inference import _classes_from_mismatch, shape_signature
+    from exporter.arch_inference import _classes_from_mismatch, registry_signatures
 
-    expected = shape_signature(entry)
+    expected = registry_signatures([entry])[entry.name]
     actual = {k: tuple(v.shape) for k, v in state_dict.items()}
     if expected is None or expected.keys() != actual.keys():
         return entry.num_classes  # strict loading will list the differences
@@ -408,7 +486,8 @@ def _resolve_spec(module, name: str, entry, meta_spec: dict, overrides: dict, ar
         base = entry.spec(arch_kwargs.get("num_classes", entry.num_classes))
     else:
         cfg = getattr(module, "pretrained_cfg", None) or getattr(module, "default_cfg", None) or {}
-        shape = cfg.get("input_size") or getattr(module, "input_shape", None)
+        # a shape from the command line or the checkpoint decides the channel count the default mean/std follow
+        shape = overrides.get("input_shape") or meta_spec.get("input_shape") or cfg.get("input_size") or getattr(module, "input_shape", None)
         channels = _guess_channels(module)
         c, h, w = tuple(shape) if shape and len(shape) == 3 else (channels, 224, 224)
         mean = tuple(cfg.get("mean", ())) or ((0.5,) * c if c != 3 else (0.485, 0.456, 0.406))
@@ -447,7 +526,7 @@ def _smoke_test(module, spec: ModelSpec) -> None:
     except Exception as exc:  # noqa: BLE001
         raise BadInputError(
             f"the model does not run on input of shape (N, {', '.join(map(str, spec.input_shape))}): "
-            f"{_first_line(exc)}; pass --input-shape C,H,W"
+            f"{first_line(exc)}; pass --input-shape C,H,W"
         ) from exc
     if isinstance(out, (tuple, list)):
         out = out[0]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from exporter.errors import EXIT_BAD_INPUT, EXIT_VERIFICATION_FAILED, CnnexportError
 
@@ -20,7 +21,7 @@ app = typer.Typer(
     name="cnnexport",
     help="Turn a trained PyTorch CNN checkpoint into deployment artifacts and prove each one "
     "numerically against the PyTorch model.\n\nExit codes: 0 ok, 1 verification failed, "
-    "2 bad input or usage, 3 backend not available here.",
+    "2 bad input or usage, 3 backend not available here, 4 internal error (a bug), 130 interrupted.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -86,7 +87,7 @@ class Ui:
 
     def progress(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(f"[dim]• {message}[/dim]")
+            self.err.print(f"[dim]• {escape(message)}[/dim]")
 
     def emit(self, report: dict) -> None:
         from exporter.report import render_table, to_json
@@ -99,7 +100,7 @@ class Ui:
 
 
 def _fail(ui: Ui, message: str, code: int) -> None:
-    ui.err.print(f"[bold red]error:[/bold red] {message}", soft_wrap=True)
+    ui.err.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -249,17 +250,17 @@ def inspect(
         table = Table(show_header=False, title=str(checkpoint), title_justify="left")
         table.add_column(style="bold")
         table.add_column()
-        table.add_row("form", loaded.form)
-        table.add_row("architecture", f"{loaded.spec.arch}  [dim]({loaded.arch_source})[/dim]")
+        table.add_row("form", escape(loaded.form))
+        table.add_row("architecture", f"{escape(loaded.spec.arch)}  [dim]({escape(loaded.arch_source)})[/dim]")
         table.add_row("classes", str(loaded.spec.num_classes))
         table.add_row("parameters", f"{loaded.params:,}")
         table.add_row("input", "x".join(map(str, loaded.spec.input_shape)))
         table.add_row("mean", ", ".join(f"{v:g}" for v in loaded.spec.channel_mean()))
         table.add_row("std", ", ".join(f"{v:g}" for v in loaded.spec.channel_std()))
         if loaded.spec.labels:
-            table.add_row("labels", ", ".join(loaded.spec.labels[:10]) + (" …" if len(loaded.spec.labels) > 10 else ""))
+            table.add_row("labels", escape(", ".join(loaded.spec.labels[:10])) + (" …" if len(loaded.spec.labels) > 10 else ""))
         for note in loaded.notes:
-            table.add_row("note", note)
+            table.add_row("note", escape(note))
         ui.out.print(table)
 
     run_guarded(ui, body)

@@ -44,3 +44,21 @@ class BackendUnavailable(CnnexportError):
     """A backend (TensorRT, Core ML predict, ...) cannot run on this machine."""
 
     exit_code = EXIT_BACKEND_UNAVAILABLE
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message without terminal colours, for one-sentence errors."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line[:limit]
+
+
+def root_cause(exc: BaseException, limit: int = 300) -> str:
+    """The innermost cause's first line: torch.onnx wraps the real reason in several layers."""
+    seen = set()
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        seen.add(id(exc))
+        exc = exc.__cause__
+    return f"{type(exc).__name__}: {first_line(exc, limit)}"

@@ -101,6 +101,7 @@ def _size(n: int | None) -> str:
 
 
 def render_table(report: dict, console) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="cnnexport verification", title_justify="left")
@@ -121,9 +122,9 @@ def render_table(report: dict, console) -> None:
     for art in report["artifacts"]:
         v = art["verification"]
         colour = {"pass": "green", "fail": "red"}.get(v["status"], "yellow")
-        status = v["status"] if v["status"] == "pass" else f"{v['status']} ({v['reason']})"
+        status = v["status"] if v["status"] == "pass" else escape(f"{v['status']} ({v['reason']})")
         table.add_row(
-            Path(art["path"]).name,
+            escape(Path(art["path"]).name),
             art["kind"],
             _size(art["bytes"]),
             f"{art['seconds']:.1f}s",
@@ -138,7 +139,7 @@ def render_table(report: dict, console) -> None:
             rules.append(f"{v['precision']}: {v['rule']}")
     console.print(table)
     for rule in dict.fromkeys(rules):
-        console.print(f"[dim]pass rule {rule}[/dim]")
+        console.print(f"[dim]pass rule {escape(rule)}[/dim]")
 
 
 def write_report(report: dict, artifact_path: Path) -> Path:

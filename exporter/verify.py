@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from exporter.data import InputSet
+from exporter.errors import first_line
 
 
 @dataclass(frozen=True)
@@ -146,11 +147,6 @@ def compare_arrays(ref: np.ndarray, out: np.ndarray, tol: Tolerance) -> dict:
     return metrics
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:300]
-
-
 def verify(
     artifact,
     references: dict[str, object],
@@ -171,13 +167,13 @@ def verify(
             try:
                 expected = reference.infer(inputs.array)
             except Exception as exc:  # noqa: BLE001 - a reference that cannot run is an input problem
-                check.status, check.reason = "fail", f"the reference failed on these inputs: {_first_line(exc)}"
+                check.status, check.reason = "fail", f"the reference failed on these inputs: {first_line(exc)}"
                 checks.append(check)
                 continue
             try:
                 actual = artifact.infer(inputs.array)
             except Exception as exc:  # noqa: BLE001 - runtimes raise their own types
-                check.status, check.reason = "fail", f"the artifact failed at batch {inputs.batch_size}: {_first_line(exc)}"
+                check.status, check.reason = "fail", f"the artifact failed at batch {inputs.batch_size}: {first_line(exc)}"
                 checks.append(check)
                 continue
             ref_out = next(iter(expected.values()))

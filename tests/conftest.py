@@ -12,6 +12,14 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Keep the registry-signature cache of the test run out of the user's ~/.cache."""
+    import os
+
+    os.environ["CNNEXPORT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 def calibrate_batchnorm(model, spec, steps: int = 3, seed: int = 0):
     """A few train-mode passes so BatchNorm statistics are realistic (random-init outputs are ~0 otherwise)."""
     import torch

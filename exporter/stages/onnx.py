@@ -12,7 +12,7 @@ import io
 import warnings
 from pathlib import Path
 
-from exporter.errors import ExportError
+from exporter.errors import ExportError, root_cause
 from exporter.spec import METADATA_KEY
 from exporter.stages import StageOutput, example_batch
 
@@ -48,6 +48,10 @@ def export(
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
     module, spec = loaded.module, loaded.spec
+    notes = []
+    if exporter == "dynamo" and isinstance(module, torch.jit.ScriptModule):
+        exporter = "legacy"
+        notes.append("TorchScript input cannot go through torch.export; used the legacy exporter")
     target = Path(staging_dir) / name
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     external = weight_bytes >= TWO_GB * 0.95
@@ -82,8 +86,7 @@ def export(
                 )
     except Exception as exc:  # noqa: BLE001 - torch.onnx raises many error types
         other = "legacy" if exporter == "dynamo" else "dynamo"
-        first = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"torch.onnx.export ({exporter}) failed: {first}; try --exporter {other}") from exc
+        raise ExportError(f"torch.onnx.export ({exporter}) failed: {root_cause(exc)}; try --exporter {other}") from exc
 
     model = onnx.load(str(target), load_external_data=False)
     add_metadata(model, spec, {"cnnexport.exporter": exporter})
@@ -111,5 +114,6 @@ def export(
             "input": input_name,
             "output": output_name,
             "external_data": external,
+            **({"notes": notes} if notes else {}),
         },
     )

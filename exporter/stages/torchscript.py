@@ -8,7 +8,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from exporter.errors import ExportError
+from exporter.errors import ExportError, root_cause
 from exporter.spec import METADATA_KEY
 from exporter.stages import StageOutput, example_batch
 
@@ -27,7 +27,7 @@ def export(loaded, staging_dir: Path, name: str, script: bool = False) -> StageO
     except Exception as exc:  # noqa: BLE001 - the jit raises many error types
         mode = "script" if script else "trace"
         hint = "; try --script" if not script else "; try tracing (drop --script)"
-        raise ExportError(f"torch.jit.{mode} failed: {str(exc).strip().splitlines()[0][:300]}{hint}") from exc
+        raise ExportError(f"torch.jit.{mode} failed: {root_cause(exc)}{hint}") from exc
     target = Path(staging_dir) / name
     torch.jit.save(compiled, str(target), _extra_files={METADATA_KEY: loaded.spec.to_json()})
     return StageOutput(files=[name], details={"mode": "script" if script else "trace", "torch": torch.__version__})
