@@ -104,8 +104,21 @@ def _fail(ui: Ui, message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+def _terminate_like_ctrl_c() -> None:
+    """SIGTERM (e.g. a CI timeout) cleans up like Ctrl-C instead of dying mid-write."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def run_guarded(ui: Ui, body) -> None:
     """Map typed errors to one sentence and an exit code; tracebacks only with -v."""
+    _terminate_like_ctrl_c()
     try:
         body()
     except typer.Exit:
