@@ -186,13 +186,7 @@ def _verify_options(no_verify, batch_sizes, images, seed, max_rel_err, min_cosin
 
 
 def _finish(ui: Ui, result, loaded=None, spec=None) -> None:
-    from exporter.report import build_report
-
-    ui.emit(build_report([result], loaded, spec))
-    v = result.verification
-    if v.status == "fail":
-        where = f"kept as {result.path}" if result.files else "not written (use --keep-failed to keep it)"
-        _fail(ui, f"verification failed: {v.reason}; the artifact was {where}", EXIT_VERIFICATION_FAILED)
+    _finish_many(ui, [result], loaded, spec)
     if not ui.json_out and result.files:
         ui.progress(f"wrote {result.path} and {result.path.name}.report.json")
 
@@ -443,6 +437,122 @@ def verify(
             _fail(ui, f"verification failed: {result.verification.reason}", EXIT_VERIFICATION_FAILED)
 
     run_guarded(ui, body)
+
+
+class Precision(str, Enum):
+    int8 = "int8"
+    fp16 = "fp16"
+
+
+class Target(str, Enum):
+    cpu = "cpu"
+    tensorrt = "tensorrt"
+
+
+class Method(str, Enum):
+    minmax = "minmax"
+    entropy = "entropy"
+    percentile = "percentile"
+
+
+class Overflow(str, Enum):
+    keep = "keep"
+    fail = "fail"
+    ignore = "ignore"
+
+
+@app.command()
+def quantize(
+    model: Annotated[Path, typer.Argument(help="ONNX model, or a checkpoint (exported to ONNX first).")],
+    precision: Annotated[Precision, typer.Option("--precision", help="int8 (static, calibrated) or fp16.")] = Precision.int8,
+    target: Annotated[Target, typer.Option("--target", help="int8 flavour: cpu (uint8 act/int8 weights) or tensorrt (symmetric + calibration cache).")] = Target.cpu,
+    calib: Annotated[Optional[str], typer.Option("--calib", help="Calibration data: image folder, .npy/.npz of normalized inputs, or 'digits'.")] = None,
+    samples: Annotated[int, typer.Option("--samples", help="Calibration samples (seeded shuffle).")] = 256,
+    holdout: Annotated[int, typer.Option("--holdout", help="Further samples kept out of calibration to verify on.")] = 64,
+    method: Annotated[Method, typer.Option("--method", help="Calibration method.")] = Method.minmax,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Node name or op type to keep in float (repeatable).")] = None,
+    per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Per-channel weight scales.")] = True,
+    keep_io_types: Annotated[bool, typer.Option("--keep-io-types/--fp16-io", help="fp16: keep fp32 inputs/outputs.")] = True,
+    fp16_overflow: Annotated[Overflow, typer.Option("--fp16-overflow", help="fp16: values beyond ±65504 -> keep those nodes fp32, fail, or ignore.")] = Overflow.keep,
+    trt_version: Annotated[str, typer.Option("--trt-version", help="TensorRT version written in the calibration cache header.")] = "10.8.0",
+    eval_data: Annotated[Optional[str], typer.Option("--eval", help="Labelled data (ImageFolder, .npz with labels, or 'digits') for top-1/top-5.")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="PyTorch reference when MODEL is ONNX (default: the fp32 ONNX).")] = None,
+    output: Output = None,
+    arch: Arch = None,
+    arch_kwargs: ArchKwargs = None,
+    trust_pickle: TrustPickle = False,
+    input_shape: InputShape = None,
+    mean: Mean = None,
+    std: Std = None,
+    labels: Labels = None,
+    no_verify: NoVerify = False,
+    batch_sizes: BatchSizes = "1,4",
+    images: Images = None,
+    seed: Seed = 0,
+    max_rel_err: MaxRelErr = None,
+    min_cosine: MinCosine = None,
+    min_top1: MinTop1 = None,
+    keep_failed: KeepFailed = False,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Static INT8 (CPU or TensorRT flavour) or FP16 ONNX, verified and optionally evaluated."""
+    ui = Ui(json_out, quiet, verbose)
+
+    def body():
+        from exporter.pipeline import QuantizeOptions, default_output, export_artifact, quantize_artifact
+
+        opts = _verify_options(no_verify, batch_sizes, images, seed, max_rel_err, min_cosine, min_top1)
+        overrides = _spec_overrides(input_shape, mean, std, labels)
+        results = []
+        loaded = None
+        source = model
+        if model.suffix.lower() != ".onnx":
+            loaded = _load(ui, model, arch, arch_kwargs, trust_pickle, overrides)
+            exported = export_artifact("onnx", loaded, default_output(model, "onnx"), {}, opts, keep_failed, ui.progress)
+            results.append(exported)
+            if exported.verification.status == "fail":
+                return _finish_many(ui, results, loaded)
+            source = exported.path
+        elif checkpoint is not None:
+            loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, overrides)
+        options = QuantizeOptions(
+            precision=precision.value, target=target.value, calibration=calib, samples=samples, holdout=holdout,
+            method=method.value, per_channel=per_channel, exclude=tuple(exclude or ()), keep_io_types=keep_io_types,
+            fp16_overflow=fp16_overflow.value, trt_version=trt_version, evaluation=eval_data, seed=seed,
+        )
+        results.append(quantize_artifact(source, options, output, loaded, opts, keep_failed, ui.progress))
+        _finish_many(ui, results, loaded, None if loaded else _artifact_spec(source))
+        if not json_out and "eval" in results[-1].details:
+            _render_eval(ui, results[-1].details["eval"])
+
+    run_guarded(ui, body)
+
+
+def _render_eval(ui: Ui, evaluation: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"accuracy on {escape(evaluation['source'])} ({evaluation['samples']} samples)", title_justify="left")
+    for col in ("model", "top-1", "top-5", "agrees with reference", "top-1 drop"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for name, r in evaluation["results"].items():
+        top5 = next((v for k, v in r.items() if k.startswith("top") and k != "top1" and not k.startswith("top1")), None)
+        table.add_row(escape(name), f"{r['top1'] * 100:.2f}%", "-" if top5 is None else f"{top5 * 100:.2f}%",
+                      f"{r['agreement_with_reference'] * 100:.2f}%", f"{r['top1_drop_points']:+.2f} pts")
+    ui.out.print(table)
+
+
+def _finish_many(ui: Ui, results: list, loaded=None, spec=None) -> None:
+    """Emit one report for several artifacts; exit 1 if any failed verification."""
+    from exporter.report import build_report
+
+    ui.emit(build_report(results, loaded, spec))
+    failed = [r for r in results if r.verification.status == "fail"]
+    if failed:
+        first = failed[0]
+        where = f"kept as {first.path}" if first.files else "not written (use --keep-failed to keep it)"
+        _fail(ui, f"verification failed for {first.kind}: {first.verification.reason}; the artifact was {where}", EXIT_VERIFICATION_FAILED)
 
 
 @app.command()

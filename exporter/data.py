@@ -23,6 +23,7 @@ class InputSet:
 
     name: str
     array: np.ndarray
+    judged: bool = True  # False: only run/shape/finite are checked (e.g. random noise for an int8 model)
 
     @property
     def batch_size(self) -> int:

@@ -13,35 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from exporter.data import InputSet, normalize
+from exporter.data import InputSet
 
 SEED = 0
 
 
-def digits_dataset(spec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(train_x, train_y, test_x, test_y): normalized 1x32x32 digits, a seeded 80/20 split."""
-    import torch
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    pixels = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
-    pixels = torch.nn.functional.interpolate(pixels, size=(spec.height, spec.width), mode="bilinear", align_corners=False)
-    x = normalize(pixels.clamp(0, 1).numpy(), spec)
-    y = digits.target.astype(np.int64)
-    order = np.random.default_rng(SEED).permutation(len(x))
-    split = int(len(x) * 0.8)
-    train, test = order[:split], order[split:]
-    return x[train], y[train], x[test], y[test]
-
-
-def train_lenet5(train_x, train_y, epochs: int, progress) -> tuple[object, object]:
+def train(model, train_x, train_y, epochs: int, progress=lambda _: None, lr: float = 3e-3):
+    """Plain Adam + cross-entropy training in batches of 64 (seeded)."""
     import torch
 
-    import architectures
-
-    torch.manual_seed(SEED)
-    model = architectures.get("lenet5").build(num_classes=10)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     x, y = torch.from_numpy(train_x), torch.from_numpy(train_y)
     generator = torch.Generator().manual_seed(SEED)
     model.train()
@@ -63,20 +44,22 @@ def run_demo(output: Path, epochs: int = 12, progress=lambda _: None) -> dict:
     import torch
 
     import architectures
+    from exporter.calibration import DIGITS, digits_arrays
     from exporter.checkpoint import load_checkpoint
     from exporter.eval import accuracy
     from exporter.fsutil import ensure_writable_dir, write_text_atomic
-    from exporter.pipeline import VerifyOptions, export_artifact, simplify_artifact
+    from exporter.pipeline import QuantizeOptions, VerifyOptions, export_artifact, quantize_artifact, simplify_artifact
     from exporter.report import build_report, to_json
     from exporter.runners import open_runner
     from exporter.runners.torch import TorchRunner
 
     output = ensure_writable_dir(Path(output))
     spec = architectures.get("lenet5").spec(10)
-    train_x, train_y, test_x, test_y = digits_dataset(spec)
+    train_x, train_y, test_x, test_y = digits_arrays(spec, SEED)
     progress(f"training LeNet-5 on {len(train_x)} digits, holding out {len(test_x)}")
     started = time.perf_counter()
-    model, optimizer = train_lenet5(train_x, train_y, epochs, progress)
+    torch.manual_seed(SEED)
+    model, optimizer = train(architectures.get("lenet5").build(num_classes=10), train_x, train_y, epochs, progress)
     train_seconds = time.perf_counter() - started
 
     checkpoint = output / "lenet5_digits.pt"
@@ -103,6 +86,13 @@ def run_demo(output: Path, epochs: int = 12, progress=lambda _: None) -> dict:
     ]
     if results[-1].files:
         results.append(simplify_artifact(results[-1].path, None, loaded, opts, progress=progress))
+    if results[-1].files:
+        # calibrate on training digits only; the held-out digits verify and measure accuracy
+        fp32 = results[-1].path
+        for precision in ("int8", "fp16"):
+            quant = QuantizeOptions(precision=precision, calibration=DIGITS, samples=512, seed=SEED)
+            output_name = output / f"lenet5_digits.{precision}.onnx"
+            results.append(quantize_artifact(fp32, quant, output_name, loaded, opts, progress=progress))
 
     progress("measuring held-out accuracy of every artifact")
     accuracies = {"pytorch": accuracy(TorchRunner(loaded.module), test_x, test_y)}

@@ -103,8 +103,9 @@ def _verifier(reference_runners: Callable[[], dict], spec: ModelSpec, opts: Veri
         from exporter.runners import open_runner
 
         runner = open_runner(path, kind)
-        verdict = verify(runner, reference_runners(), opts.input_sets(spec), opts.tolerance(), opts.precision)
-        return finish(verdict, [check_metadata(getattr(runner, "metadata", {}), spec)])
+        sets = opts.input_sets(spec)
+        verdict = verify(runner, reference_runners(), sets, opts.tolerance(), opts.precision)
+        return finish(verdict, [check_metadata(getattr(runner, "metadata", {}), spec), *_precision_checks(path, kind, opts, sets)])
 
     return run
 
@@ -215,8 +216,9 @@ def verify_existing(
     if spec_overrides:
         spec = spec.with_overrides(**spec_overrides)
     opts = verify_options or VerifyOptions()
-    verdict = verify(runner, references, opts.input_sets(spec), opts.tolerance(), opts.precision)
-    verdict = finish(verdict, [check_metadata(runner.metadata, spec)])
+    sets = opts.input_sets(spec)
+    verdict = verify(runner, references, sets, opts.tolerance(), opts.precision)
+    verdict = finish(verdict, [check_metadata(runner.metadata, spec), *_precision_checks(artifact, kind, opts, sets)])
     result = ArtifactResult(
         kind=kind,
         path=artifact,
@@ -230,6 +232,15 @@ def verify_existing(
     return result
 
 
+def _precision_checks(path: Path, kind: str, opts: VerifyOptions, sets: list[InputSet]) -> list:
+    """Extra checks a precision needs beyond comparing outputs."""
+    if kind == "onnx" and opts.precision == "fp16":
+        from exporter.verify import fp16_range_check
+
+        return [fp16_range_check(path, sets)]
+    return []
+
+
 def _spec_from_metadata(metadata: dict, path: Path) -> ModelSpec:
     if not metadata:
         raise BadInputError(f"{path} carries no cnnexport input spec; pass --checkpoint so the reference defines it")
@@ -241,3 +252,105 @@ def _stages() -> dict:
     from exporter.stages import torchscript as torchscript_stage
 
     return {"onnx": onnx_stage.export, "torchscript": torchscript_stage.export}
+
+
+QUANTIZED_SUFFIX = {"int8-cpu": ".int8.onnx", "int8-tensorrt": ".int8-trt.onnx", "fp16": ".fp16.onnx"}
+
+
+@dataclass
+class QuantizeOptions:
+    precision: str = "int8"  # int8 | fp16
+    target: str = "cpu"  # int8 only: cpu | tensorrt
+    calibration: str | Path | None = None  # folder, .npy/.npz, or 'digits'
+    samples: int = 256
+    holdout: int = 64  # distinct samples kept back for verification
+    method: str = "minmax"
+    per_channel: bool = True
+    exclude: tuple[str, ...] = ()
+    keep_io_types: bool = True
+    fp16_overflow: str = "keep"
+    trt_version: str = "10.8.0"
+    evaluation: str | Path | None = None  # labelled data for top-1/top-5
+    seed: int = 0
+
+    @property
+    def kind(self) -> str:
+        return f"int8-{self.target}" if self.precision == "int8" else "fp16"
+
+
+def quantize_artifact(
+    source: Path,
+    options: QuantizeOptions,
+    output: Path | None = None,
+    loaded=None,
+    verify_options: VerifyOptions | None = None,
+    keep_failed: bool = False,
+    progress: Progress = _noop,
+    write: bool = True,
+) -> ArtifactResult:
+    """INT8 or FP16 version of an ONNX model, verified against PyTorch (or the fp32 ONNX)."""
+    from dataclasses import replace
+
+    from exporter.calibration import calibration_split, open_source
+    from exporter.runners.onnxruntime import OnnxRuntimeRunner
+    from exporter.runners.torch import TorchRunner
+    from exporter.stages import quantize
+
+    if options.precision not in ("int8", "fp16"):
+        raise BadInputError("--precision must be int8 or fp16")
+    source = Path(source)
+    if not source.is_file():
+        raise BadInputError(f"ONNX model {source} does not exist")
+    source_runner = OnnxRuntimeRunner(source)
+    spec = loaded.spec if loaded else _spec_from_metadata(source_runner.metadata, source)
+    output = Path(output) if output else source.with_name(source.name.removesuffix(".onnx") + QUANTIZED_SUFFIX[options.kind])
+    if output.resolve() == source.resolve():
+        raise BadInputError("the quantized model would overwrite its source; choose another name with -o")
+
+    calib = held = None
+    if options.calibration is not None:
+        progress(f"reading calibration data {options.calibration}")
+        calib, held = calibration_split(open_source(options.calibration, spec, options.seed), options.samples, options.holdout)
+    elif options.precision == "int8":
+        raise BadInputError("int8 quantization needs calibration data: --calib IMAGE_FOLDER | FILE.npy | digits")
+
+    opts = replace(verify_options or VerifyOptions(), precision=options.precision)
+    extra = list(opts.extra_inputs)
+    if held is not None:
+        extra.append(InputSet(f"held-out ({len(held)}, not used for calibration)", held.take()))
+    opts = replace(opts, extra_inputs=extra)
+    if options.precision == "int8" and held is not None:
+        # random noise says little about an int8 model calibrated on real data: judge it on held-out data
+        base_sets = opts.input_sets
+
+        def input_sets(spec_, base_sets=base_sets, n_random=len(opts.batch_sizes)):
+            sets = base_sets(spec_)
+            return [replace(s, judged=False) if i < n_random else s for i, s in enumerate(sets)]
+
+        opts.input_sets = input_sets  # type: ignore[method-assign]
+
+    def stage(staging: Path, name: str):
+        if options.precision == "int8":
+            return quantize.export_int8(
+                source, staging, name, calib, options.target, options.method, options.per_channel,
+                list(options.exclude), options.trt_version,
+            )
+        batches = list(calib.subset(0, 64, "overflow probe").batches(16)) if calib is not None else [random_inputs(spec, 8, options.seed).array]
+        return quantize.export_fp16(source, staging, name, batches, options.keep_io_types, options.fp16_overflow)
+
+    def references() -> dict:
+        return {"pytorch": TorchRunner(loaded.module)} if loaded is not None else {"source onnx": source_runner}
+
+    result = _run_stage(stage, output, _verifier(references, spec, opts, "onnx"), keep_failed, progress, options.kind)
+    result.details["samples_heldout"] = len(held) if held is not None else 0
+    if options.evaluation is not None and result.files:
+        from exporter.eval import evaluate
+        from exporter.runners import open_runner
+
+        progress(f"evaluating on {options.evaluation}")
+        reference = next(iter(references().values()))
+        result.details["eval"] = evaluate({"reference": reference, result.path.name: open_runner(result.path)},
+                                          open_source(options.evaluation, spec, options.seed, split="test"))
+    if write and result.files:
+        write_report(build_report([result], loaded, spec), result.path)
+    return result

@@ -4,7 +4,7 @@ def test_demo_trains_exports_verifies_and_reports_accuracy(cli, tmp_path):
     assert r.exit_code == 0, r
     report = r.json()
     kinds = [a["kind"] for a in report["artifacts"]]
-    assert kinds == ["torchscript", "onnx", "simplify"]
+    assert kinds[:5] == ["torchscript", "onnx", "simplify", "int8-cpu", "fp16"]
     for art in report["artifacts"]:
         v = art["verification"]
         assert v["status"] == "pass"
@@ -13,7 +13,13 @@ def test_demo_trains_exports_verifies_and_reports_accuracy(cli, tmp_path):
     assert report["demo"]["heldout_samples"] == 360
     assert acc["pytorch"] > 0.9  # LeNet-5 learns the digits; chance is 0.1
     for name, value in acc.items():
-        assert abs(value - acc["pytorch"]) <= 1 / 360, name  # fp32 artifacts agree with PyTorch
+        drop = (acc["pytorch"] - value) * 100
+        if ".int8." in name:
+            assert drop <= 1.0, (name, drop)  # INT8 loses at most one point on held-out digits
+        elif ".fp16." in name:
+            assert drop <= 0.2, (name, drop)
+        else:
+            assert abs(value - acc["pytorch"]) <= 1 / 360, name  # fp32 artifacts agree with PyTorch
     assert (out / "lenet5_digits.pt").exists() and (out / "demo-report.json").exists()
     assert report["model"]["arch"] == "lenet5" and report["model"]["labels"] == [str(d) for d in range(10)]
 

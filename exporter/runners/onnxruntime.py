@@ -39,3 +39,27 @@ class OnnxRuntimeRunner:
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
         return {name: np.asarray(value) for name, value in zip(self.output_names, outputs)}
+
+
+def nonfinite_fp16_tensors(path: Path, batch: np.ndarray) -> list[str]:
+    """Names of float16 intermediate tensors that hold inf/NaN for this batch.
+
+    onnxruntime's CPU provider computes most fp16 ops in fp32 and drops the fp16 round trips
+    between them, so an fp16 overflow that a GPU would hit can stay invisible in the final
+    output here. Exposing every fp16 tensor as an output forces it to be materialized in fp16.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    fp16 = onnx.TensorProto.FLOAT16
+    existing = {o.name for o in model.graph.output}
+    produced = {name for node in model.graph.node for name in node.output}
+    for info in model.graph.value_info:
+        if info.type.tensor_type.elem_type == fp16 and info.name in produced and info.name not in existing:
+            model.graph.output.append(info)
+            existing.add(info.name)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    values = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(batch, dtype=np.float32)})
+    return [n for n, v in zip(names, values) if v.dtype == np.float16 and not np.isfinite(v).all()]

@@ -20,17 +20,21 @@ TWO_GB = 2 * 1024**3
 EXPORTERS = ("dynamo", "legacy")
 
 
-def add_metadata(model, spec, extra: dict | None = None) -> None:
-    """Store the input spec and the tool version in metadata_props (replacing old values)."""
-    from exporter import __version__
-
-    values = {METADATA_KEY: spec.to_json(), "cnnexport.version": __version__, **(extra or {})}
+def set_metadata_props(model, values: dict[str, str]) -> None:
+    """Replace the given metadata_props keys, keeping the others."""
     keep = [p for p in model.metadata_props if p.key not in values]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
     for key, value in values.items():
         prop = model.metadata_props.add()
         prop.key, prop.value = key, str(value)
+
+
+def add_metadata(model, spec, extra: dict | None = None) -> None:
+    """Store the input spec and the tool version in metadata_props (replacing old values)."""
+    from exporter import __version__
+
+    set_metadata_props(model, {METADATA_KEY: spec.to_json(), "cnnexport.version": __version__, **(extra or {})})
 
 
 def export(

@@ -1,0 +1,370 @@
+"""Static INT8 (QDQ) and FP16 versions of an ONNX model.
+
+INT8 targets:
+  cpu       uint8 activations + int8 per-channel weights, QDQ; after onnxruntime's
+            pre-processing (shape inference + graph optimization). On x86 this is the
+            combination onnxruntime runs fast (int8/int8 QDQ gave no gain here; see
+            benchmarks/quantize.py).
+  tensorrt  symmetric int8 activations and weights (zero points 0) in explicit QDQ form,
+            which TensorRT 10+ consumes directly, plus a TensorRT calibration cache for
+            implicit-quantization builds. No graph optimization, so tensor names match
+            the source model the cache refers to.
+FP16: the graph in float16 with fp32 inputs/outputs by default; nodes whose weights or
+calibration activations exceed the fp16 range are kept in fp32 (or reported as an error).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from exporter.errors import BadInputError, ExportError, root_cause
+from exporter.stages import StageOutput
+
+FP16_MAX = 65504.0
+METHODS = ("minmax", "entropy", "percentile")
+TARGETS = ("cpu", "tensorrt")
+OVERFLOW_POLICIES = ("keep", "fail", "ignore")
+DEFAULT_TRT_VERSION = "10.8.0"
+
+
+def _load(path: Path):
+    import onnx
+
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - protobuf decode errors vary
+        raise BadInputError(f"{path} is not a readable ONNX model ({root_cause(exc)})") from None
+
+
+def _copy_metadata(source, target, extra: dict) -> None:
+    from exporter.stages.onnx import set_metadata_props
+
+    values = {p.key: p.value for p in source.metadata_props}
+    values.update({k: str(v) for k, v in extra.items()})
+    set_metadata_props(target, values)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """onnxruntime.quantization logs and prints progress; keep our stdout clean for --json."""
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def resolve_exclude(model, exclude: list[str]) -> tuple[list[str], list[str]]:
+    """Split --exclude entries into node names and op types; unknown entries are an error."""
+    names = {n.name for n in model.graph.node}
+    op_types = {n.op_type for n in model.graph.node}
+    nodes, ops = [], []
+    for item in exclude:
+        if item in op_types:
+            ops.append(item)
+        elif item in names:
+            nodes.append(item)
+        else:
+            raise BadInputError(
+                f"--exclude {item!r} is neither a node name nor an op type of this model "
+                f"(op types: {', '.join(sorted(op_types))})"
+            )
+    return nodes, ops
+
+
+def _quantizable_op_types(excluded_ops: list[str]) -> list[str] | None:
+    if not excluded_ops:
+        return None
+    from onnxruntime.quantization.registry import QDQRegistry
+
+    return [op for op in QDQRegistry if op not in excluded_ops]
+
+
+def trt_version_code(version: str) -> int:
+    """'10.8.0' -> 100800 (major*10000 + minor*100 + patch), as TensorRT 10 numbers itself."""
+    try:
+        parts = [int(p) for p in version.split(".")[:3]] + [0, 0]
+    except ValueError:
+        raise BadInputError(f"--trt-version expects MAJOR.MINOR.PATCH, got {version!r}") from None
+    major, minor, patch = parts[:3]
+    return major * 10000 + minor * 100 + patch if major >= 10 else major * 1000 + minor * 100 + patch
+
+
+def activation_scales(model) -> dict[str, float]:
+    """tensor name -> scale of every activation QuantizeLinear in a QDQ model."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    scales: dict[str, float] = {}
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] in inits:
+            continue
+        scale = inits.get(node.input[1])
+        if scale is None:
+            continue
+        value = numpy_helper.to_array(scale)
+        if value.size == 1:
+            scales[node.input[0]] = float(value.reshape(()))
+    return scales
+
+
+def calibration_cache_text(scales: dict[str, float], trt_version: str) -> str:
+    """TensorRT's text calibration cache: a header, then `tensor: <big-endian float32 hex>` lines."""
+    lines = [f"TRT-{trt_version_code(trt_version)}-EntropyCalibration2"]
+    for name in sorted(scales):
+        lines.append(f"{name}: {struct.pack('>f', scales[name]).hex()}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_calibration_cache(text: str) -> tuple[str, dict[str, float]]:
+    """Inverse of calibration_cache_text (used by tests and the TensorRT stage)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("TRT-"):
+        raise BadInputError("not a TensorRT calibration cache: the first line must be TRT-<version>-<algorithm>")
+    scales = {}
+    for line in lines[1:]:
+        name, _, hexval = line.rpartition(": ")
+        scales[name] = struct.unpack(">f", bytes.fromhex(hexval.strip()))[0]
+    return lines[0], scales
+
+
+def export_int8(
+    source: Path,
+    staging_dir: Path,
+    name: str,
+    calibration,
+    target: str = "cpu",
+    method: str = "minmax",
+    per_channel: bool = True,
+    exclude: list[str] | tuple[str, ...] = (),
+    trt_version: str = DEFAULT_TRT_VERSION,
+) -> StageOutput:
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from exporter.calibration import OrtCalibrationReader
+
+    if target not in TARGETS:
+        raise BadInputError(f"--target must be one of {', '.join(TARGETS)}")
+    if method not in METHODS:
+        raise BadInputError(f"--method must be one of {', '.join(METHODS)}")
+    source_model = _load(source)
+    node_names, op_types = resolve_exclude(source_model, list(exclude))
+    staging_dir = Path(staging_dir)
+    pre = staging_dir / "preprocessed.onnx"
+    try:
+        with _quiet():
+            quant_pre_process(str(source), str(pre), skip_optimization=(target == "tensorrt"))
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"onnxruntime's quantization pre-processing failed: {root_cause(exc)}") from exc
+
+    symmetric = target == "tensorrt"
+    activation_type = QuantType.QInt8 if symmetric else QuantType.QUInt8
+    weight_type = QuantType.QInt8
+    reader = OrtCalibrationReader(calibration, source_model.graph.input[0].name)
+    extra_options = {
+        "ActivationSymmetric": symmetric,
+        "WeightSymmetric": True,
+        "CalibStridedMinMax": reader.stride(),  # bounds memory for every method, not only minmax
+    }
+    if method == "percentile":
+        extra_options["CalibPercentile"] = 99.999
+    target_path = staging_dir / name
+    try:
+        with _quiet():
+            quantize_static(
+                str(pre),
+                str(target_path),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=_quantizable_op_types(op_types),
+                per_channel=per_channel,
+                reduce_range=False,
+                activation_type=activation_type,
+                weight_type=weight_type,
+                nodes_to_exclude=node_names or None,
+                calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                                  "percentile": CalibrationMethod.Percentile}[method],
+                extra_options=extra_options,
+            )
+    except BadInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"onnxruntime static quantization failed: {root_cause(exc)}") from exc
+
+    quantized = onnx.load(str(target_path))
+    details = {
+        "precision": "int8",
+        "target": target,
+        "format": "QDQ",
+        "activation_type": "int8" if symmetric else "uint8",
+        "weight_type": "int8",
+        "symmetric_activations": symmetric,
+        "per_channel": per_channel,
+        "method": method,
+        "calibration": calibration.description,
+        "calibration_samples": len(calibration),
+        "calibration_batches": reader.batches_read,
+        "excluded_nodes": node_names,
+        "excluded_op_types": op_types,
+        "preprocess": "shape inference only" if symmetric else "shape inference + graph optimization",
+        "quantize_linear_nodes": sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node),
+        "onnxruntime_options": {k: v for k, v in extra_options.items()},
+    }
+    _copy_metadata(source_model, quantized, {"cnnexport.precision": "int8", "cnnexport.int8_target": target})
+    onnx.save_model(quantized, str(target_path))
+    files = [name]
+    if symmetric:
+        cache_name = name.removesuffix(".onnx") + ".calib"
+        scales = activation_scales(quantized)
+        (staging_dir / cache_name).write_text(calibration_cache_text(scales, trt_version))
+        files.append(cache_name)
+        details.update(calibration_cache=cache_name, calibration_cache_tensors=len(scales), trt_version=trt_version)
+    return StageOutput(files=files, details=details)
+
+
+def _activation_maxima(model, batches) -> dict[str, float]:
+    """Max |value| of every float intermediate tensor over the batches (fp32 run)."""
+    import onnx
+    import onnxruntime as ort
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    typed = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    for node in probe.graph.node:
+        for out in node.output:
+            info = typed.get(out)
+            if out and out not in existing and info is not None and info.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
+                probe.graph.output.append(info)
+                existing.add(out)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    names = [o.name for o in session.get_outputs()]
+    maxima: dict[str, float] = {}
+    for batch in batches:
+        for tensor_name, value in zip(names, session.run(None, {input_name: batch})):
+            if value.size and np.issubdtype(value.dtype, np.floating):
+                peak = float(np.nanmax(np.abs(value)))
+                maxima[tensor_name] = max(maxima.get(tensor_name, 0.0), peak)
+    return maxima
+
+
+def find_fp16_overflow(model, batches) -> tuple[list[str], dict[str, float]]:
+    """Nodes whose weights or observed activations leave the fp16 range (|x| > 65504)."""
+    from onnx import numpy_helper
+
+    big_weights = {
+        i.name: float(np.abs(numpy_helper.to_array(i)).max())
+        for i in model.graph.initializer
+        if i.data_type == 1 and np.prod(i.dims) > 0 and float(np.abs(numpy_helper.to_array(i)).max()) > FP16_MAX
+    }
+    maxima = _activation_maxima(model, batches)
+    offenders: dict[str, float] = {}
+    for node in model.graph.node:
+        peaks = [big_weights[i] for i in node.input if i in big_weights]
+        peaks += [maxima[o] for o in node.output if maxima.get(o, 0.0) > FP16_MAX]
+        # a node *consuming* an overflowing tensor must stay fp32 too, or the value is clipped on the way in
+        peaks += [maxima[i] for i in node.input if maxima.get(i, 0.0) > FP16_MAX]
+        if peaks:
+            offenders[node.name] = max(peaks)
+    return list(offenders), offenders
+
+
+def _drop_roundtrip_casts(model) -> int:
+    """Remove fp32 -> fp16 -> fp32 Cast pairs.
+
+    The float16 converter wraps every blocked node in casts, so two adjacent fp32 nodes still
+    pass their tensor through fp16 between them; an overflowing value would become inf there.
+    """
+    import onnx
+
+    def cast_to(node) -> int | None:
+        if node.op_type != "Cast":
+            return None
+        return next((a.i for a in node.attribute if a.name == "to"), None)
+
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    removed = 0
+    dead = set()
+    for first in list(graph.node):
+        if cast_to(first) != onnx.TensorProto.FLOAT16 or first.output[0] in outputs:
+            continue
+        users = consumers.get(first.output[0], [])
+        if not users or any(cast_to(u) != onnx.TensorProto.FLOAT or u.output[0] in outputs for u in users):
+            continue
+        source = first.input[0]
+        for second in users:
+            for node in graph.node:
+                for i, name in enumerate(node.input):
+                    if name == second.output[0]:
+                        node.input[i] = source
+            dead.add(id(second))
+            removed += 1
+        dead.add(id(first))
+    keep = [n for n in graph.node if id(n) not in dead]
+    del graph.node[:]
+    graph.node.extend(keep)
+    produced = {name for node in keep for name in node.output} | {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    infos = [v for v in graph.value_info if v.name in produced]
+    del graph.value_info[:]
+    graph.value_info.extend(infos)
+    return removed
+
+
+def export_fp16(
+    source: Path,
+    staging_dir: Path,
+    name: str,
+    batches,
+    keep_io_types: bool = True,
+    on_overflow: str = "keep",
+) -> StageOutput:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    if on_overflow not in OVERFLOW_POLICIES:
+        raise BadInputError(f"--fp16-overflow must be one of {', '.join(OVERFLOW_POLICIES)}")
+    model = _load(source)
+    overflow_nodes, peaks = find_fp16_overflow(model, batches) if on_overflow != "ignore" else ([], {})
+    if overflow_nodes and on_overflow == "fail":
+        shown = ", ".join(f"{n} (|x| up to {peaks[n]:.3g})" for n in overflow_nodes[:5])
+        raise ExportError(
+            f"{len(overflow_nodes)} node(s) exceed the fp16 range of ±65504: {shown}; "
+            "use --fp16-overflow keep to leave them in fp32"
+        )
+    try:
+        with _quiet():
+            converted = convert_float_to_float16(model, keep_io_types=keep_io_types, node_block_list=overflow_nodes or None)
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"fp16 conversion failed: {root_cause(exc)}") from exc
+    removed = _drop_roundtrip_casts(converted) if overflow_nodes else 0
+    _copy_metadata(model, converted, {"cnnexport.precision": "fp16"})
+    onnx.save_model(converted, str(Path(staging_dir) / name))
+    return StageOutput(
+        files=[name],
+        details={
+            "precision": "fp16",
+            "keep_io_types": keep_io_types,
+            "overflow_policy": on_overflow,
+            "kept_fp32_nodes": overflow_nodes,
+            "overflow_peaks": {k: round(v, 1) for k, v in peaks.items()},
+            "roundtrip_casts_removed": removed,
+        },
+    )

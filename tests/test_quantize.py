@@ -1,0 +1,308 @@
+"""INT8 / FP16 quantization through the CLI, on models trained on real data (the digits)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import files_in
+
+
+@pytest.fixture(scope="session")
+def digits_models(tmp_path_factory):
+    """LeNet-5 and a small ResNet-style net, each trained briefly on the digits, saved and exported."""
+    import torch
+
+    import architectures
+    from exporter import export_artifact, load_checkpoint
+    from exporter.calibration import digits_arrays
+    from exporter.demo import train
+    from tests.small_models import SmallResNet
+
+    folder = tmp_path_factory.mktemp("digits_models")
+    spec = architectures.get("lenet5").spec(10)
+    train_x, train_y, _, _ = digits_arrays(spec)
+    out = {}
+    torch.manual_seed(0)
+    lenet, _ = train(architectures.get("lenet5").build(num_classes=10), train_x, train_y, epochs=8)
+    torch.save({"arch": "lenet5", "model_state_dict": lenet.state_dict()}, folder / "lenet5.pt")
+    torch.manual_seed(0)
+    resnet, _ = train(SmallResNet(), train_x, train_y, epochs=4)
+    torch.save(resnet.state_dict(), folder / "resnet.pt")
+    for name, arch in (("lenet5", None), ("resnet", "tests.small_models:SmallResNet")):
+        kwargs = {"arch": arch, "spec_overrides": {"input_shape": (1, 32, 32), "mean": (0.5,), "std": (0.5,)}} if arch else {}
+        loaded = load_checkpoint(folder / f"{name}.pt", **kwargs)
+        result = export_artifact("onnx", loaded, folder / f"{name}.onnx")
+        assert result.verification.status == "pass"
+        out[name] = folder / f"{name}.onnx"
+    return out
+
+
+def _types(model_path: Path):
+    """(activation zero-point dtypes, weight dtypes) of a QDQ model."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(model_path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    act_zp, weight_types, weight_scales = set(), set(), []
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] not in inits:
+            act_zp.add((inits[node.input[2]].dtype.name, int(np.abs(inits[node.input[2]]).max())))
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            weight_types.add(inits[node.input[0]].dtype.name)
+            weight_scales.append(inits[node.input[1]].size)
+            weight_types.add(("zp", int(np.abs(inits[node.input[2]]).max())) if len(node.input) > 2 else ("zp", 0))
+    return model, act_zp, weight_types, weight_scales
+
+
+def test_cpu_int8_is_uint8_activations_int8_per_channel_weights(cli, digits_models, tmp_path):
+    out = tmp_path / "l.int8.onnx"
+    r = cli("quantize", digits_models["lenet5"], "--calib", "digits", "--samples", "128", "-o", out, "--json")
+    assert r.exit_code == 0, r
+    art = r.json()["artifacts"][0]
+    assert art["kind"] == "int8-cpu" and art["verification"]["status"] == "pass"
+    d = art["details"]
+    assert (d["activation_type"], d["weight_type"], d["per_channel"], d["method"]) == ("uint8", "int8", True, "minmax")
+    assert d["calibration_samples"] == 128 and "digits" in d["calibration"]
+    _, act_zp, weight_types, weight_scales = _types(out)
+    assert {dtype for dtype, _ in act_zp} == {"uint8"}
+    assert "int8" in weight_types and "uint8" not in weight_types
+    assert max(weight_scales) > 1  # per-channel: one scale per output channel
+    assert any(c["inputs"].startswith("held-out") and c["judged"] for c in art["verification"]["checks"])
+
+
+def test_tensorrt_int8_is_symmetric_and_its_cache_covers_every_quantized_tensor(cli, digits_models, tmp_path):
+    from exporter.stages.quantize import activation_scales, parse_calibration_cache
+
+    out = tmp_path / "l.int8-trt.onnx"
+    r = cli("quantize", digits_models["lenet5"], "--target", "tensorrt", "--calib", "digits", "--samples", "128",
+            "--trt-version", "10.3.0", "-o", out, "--json")
+    assert r.exit_code == 0, r
+    model, act_zp, weight_types, _ = _types(out)
+    assert act_zp and all(dtype == "int8" and zp == 0 for dtype, zp in act_zp)  # zero points 0
+    assert ("zp", 0) in weight_types and "int8" in weight_types
+    cache = tmp_path / "l.int8-trt.calib"
+    header, scales = parse_calibration_cache(cache.read_text())
+    assert header == "TRT-100300-EntropyCalibration2"
+    expected = activation_scales(model)
+    assert set(scales) == set(expected) and "input" in scales
+    for name, value in expected.items():
+        assert scales[name] == pytest.approx(value, rel=1e-6) and value > 0
+    assert files_in(tmp_path) == {"l.int8-trt.onnx", "l.int8-trt.calib", "l.int8-trt.onnx.report.json"}
+
+
+@pytest.mark.parametrize("model_name", ["lenet5", "resnet"])
+def test_accuracy_drop_on_held_out_digits(cli, digits_models, tmp_path, model_name):
+    src = digits_models[model_name]
+    drops = {}
+    for precision in ("int8", "fp16"):
+        r = cli("quantize", src, "--precision", precision, "--calib", "digits", "--samples", "512", "--eval", "digits",
+                "-o", tmp_path / f"{model_name}.{precision}.onnx", "--json")
+        assert r.exit_code == 0, r
+        evaluation = r.json()["artifacts"][0]["details"]["eval"]
+        assert evaluation["samples"] == 360
+        results = evaluation["results"]
+        assert results["reference"]["top1"] > 0.85  # the model really learned the digits
+        drops[precision] = results[f"{model_name}.{precision}.onnx"]["top1_drop_points"]
+    assert drops["int8"] <= 1.0, drops
+    assert drops["fp16"] <= 0.2, drops
+
+
+def test_calibration_methods_give_different_scales(digits_models, tmp_path):
+    from exporter.calibration import calibration_split, open_source
+    from exporter.runners.onnxruntime import OnnxRuntimeRunner
+    from exporter.spec import ModelSpec
+    from exporter.stages.quantize import activation_scales, export_int8
+
+    import onnx
+
+    spec = ModelSpec.from_dict(OnnxRuntimeRunner(digits_models["lenet5"]).metadata)
+    calib, _ = calibration_split(open_source("digits", spec), 128, 0)
+    scales = {}
+    for method in ("minmax", "entropy", "percentile"):
+        folder = tmp_path / method
+        folder.mkdir()
+        export_int8(digits_models["lenet5"], folder, "m.onnx", calib, target="tensorrt", method=method)
+        scales[method] = activation_scales(onnx.load(str(folder / "m.onnx")))
+    assert scales["minmax"].keys() == scales["entropy"].keys() == scales["percentile"].keys()
+    assert scales["minmax"] != scales["entropy"] and scales["minmax"] != scales["percentile"]
+    # entropy/percentile clip outliers: never wider than min/max
+    assert all(scales["percentile"][k] <= scales["minmax"][k] * 1.0001 for k in scales["minmax"])
+
+
+def test_exclude_keeps_an_op_type_in_float(cli, digits_models, tmp_path):
+    import onnx
+
+    out = tmp_path / "x.onnx"
+    r = cli("quantize", digits_models["lenet5"], "--calib", "digits", "--samples", "64", "--exclude", "Gemm", "-o", out, "--json")
+    assert r.exit_code == 0, r
+    model = onnx.load(str(out))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    gemms = [n for n in model.graph.node if n.op_type == "Gemm"]
+    assert gemms and all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for n in gemms for i in n.input)
+    assert r.json()["artifacts"][0]["details"]["excluded_op_types"] == ["Gemm"]
+    bad = cli("quantize", digits_models["lenet5"], "--calib", "digits", "--exclude", "NoSuchThing", "-o", tmp_path / "y.onnx")
+    assert bad.exit_code == 2 and "NoSuchThing" in bad.stderr and not (tmp_path / "y.onnx").exists()
+
+
+def test_broken_scales_fail_verification(cli, digits_models, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    good = tmp_path / "g.onnx"
+    assert cli("quantize", digits_models["lenet5"], "--calib", "digits", "--samples", "64", "-o", good).exit_code == 0
+    model = onnx.load(str(good))
+    inits = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:  # weight scales x100
+            scale = inits[node.input[1]]
+            scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * 100, scale.name))
+    onnx.save(model, str(tmp_path / "broken.onnx"))
+    ok = cli("verify", good, "--reference", digits_models["lenet5"], "--precision", "int8", "--images", _heldout_npy(tmp_path))
+    assert ok.exit_code == 0, ok
+    r = cli("verify", tmp_path / "broken.onnx", "--reference", digits_models["lenet5"], "--precision", "int8")
+    assert r.exit_code == 1, r
+
+
+def _heldout_npy(tmp_path: Path) -> Path:
+    import architectures
+    from exporter.calibration import digits_arrays
+
+    path = tmp_path / "heldout.npy"
+    np.save(path, digits_arrays(architectures.get("lenet5").spec(10))[2][:64])
+    return path
+
+
+def test_fp16_keeps_fp32_io_and_halves_the_weights(cli, digits_models, tmp_path):
+    import onnx
+
+    out = tmp_path / "h.onnx"
+    r = cli("quantize", digits_models["resnet"], "--precision", "fp16", "-o", out, "--json")
+    assert r.exit_code == 0, r
+    model = onnx.load(str(out))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert sum(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer) > 5
+    assert out.stat().st_size < 0.6 * digits_models["resnet"].stat().st_size
+    r = cli("quantize", digits_models["resnet"], "--precision", "fp16", "--fp16-io", "-o", tmp_path / "h16.onnx", "--no-verify")
+    assert r.exit_code == 0, r
+    assert onnx.load(str(tmp_path / "h16.onnx")).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+
+
+OVERFLOW_MODEL = '''
+import torch
+from torch import nn
+
+class Loud(nn.Module):
+    """Intermediate activations reach ~1e6 (beyond fp16's 65504); the output is small again."""
+
+    def __init__(self, num_classes=4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x)) * 300.0
+        energy = (y * y).mean(dim=(2, 3))  # up to ~1e6: inf in fp16
+        return self.fc(energy * 1e-5)
+'''
+
+
+@pytest.fixture
+def overflow_onnx(tmp_path, cli):
+    import sys
+
+    import torch
+
+    (tmp_path / "loud.py").write_text(OVERFLOW_MODEL)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from loud import Loud
+    finally:
+        sys.path.pop(0)
+    torch.manual_seed(0)
+    torch.save(Loud().state_dict(), tmp_path / "loud.pt")
+    r = cli("onnx", tmp_path / "loud.pt", "--arch", f"{tmp_path / 'loud.py'}:Loud", "--input-shape", "3,8,8", "-o", tmp_path / "loud.onnx")
+    assert r.exit_code == 0, r
+    return tmp_path / "loud.onnx"
+
+
+def test_fp16_overflow_is_kept_in_fp32_refused_or_caught(cli, overflow_onnx, tmp_path):
+    keep = cli("quantize", overflow_onnx, "--precision", "fp16", "-o", tmp_path / "keep.onnx", "--json")
+    assert keep.exit_code == 0, keep
+    details = keep.json()["artifacts"][0]["details"]
+    assert details["kept_fp32_nodes"] and max(details["overflow_peaks"].values()) > 65504
+    fail = cli("quantize", overflow_onnx, "--precision", "fp16", "--fp16-overflow", "fail", "-o", tmp_path / "fail.onnx")
+    assert fail.exit_code == 2 and "65504" in fail.stderr and not (tmp_path / "fail.onnx").exists()
+    ignored = cli("quantize", overflow_onnx, "--precision", "fp16", "--fp16-overflow", "ignore", "-o", tmp_path / "ign.onnx", "--json")
+    assert ignored.exit_code == 1, ignored  # the verifier catches what the overflow does
+    assert not (tmp_path / "ign.onnx").exists()
+
+
+def test_quantize_from_a_checkpoint_exports_onnx_first(cli, tmp_path, lenet5_ckpt):
+    ckpt = tmp_path / "net.pth"
+    ckpt.write_bytes(lenet5_ckpt.read_bytes())
+    r = cli("quantize", ckpt, "--calib", "digits", "--samples", "64", "--json")
+    assert r.exit_code == 0, r
+    kinds = [a["kind"] for a in r.json()["artifacts"]]
+    assert kinds == ["onnx", "int8-cpu"]
+    assert (tmp_path / "net.onnx").exists() and (tmp_path / "net.int8.onnx").exists()
+    refs = {c["reference"] for c in r.json()["artifacts"][1]["verification"]["checks"]}
+    assert "pytorch" in refs
+
+
+def test_bad_calibration_data_is_a_clean_error(cli, digits_models, exported_onnx, tmp_path):
+    from PIL import Image
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    grey = tmp_path / "grey"
+    grey.mkdir()
+    Image.new("L", (40, 40), 128).save(grey / "a.png")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "bad.jpg").write_bytes(b"not a jpeg at all")
+    np.save(tmp_path / "wrong.npy", np.zeros((4, 3, 16, 16), np.float32))
+    cases = [
+        (digits_models["lenet5"], ["--calib", str(empty)], "no images"),
+        (exported_onnx, ["--calib", str(grey)], "greyscale"),
+        (exported_onnx, ["--calib", str(corrupt)], "cannot be read"),
+        (exported_onnx, ["--calib", str(tmp_path / "wrong.npy")], "shape"),
+        (exported_onnx, ["--calib", str(tmp_path / "missing")], "does not exist"),
+        (exported_onnx, [], "needs calibration data"),
+        (exported_onnx, ["--calib", "digits", "--samples", "0"], "--samples"),
+    ]
+    out_dir = tmp_path / "out"
+    for model, args, words in cases:
+        r = cli("quantize", model, *args, "-o", out_dir / "q.onnx")
+        assert r.exit_code == 2, (args, r)
+        assert words in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert not out_dir.exists() or files_in(out_dir) == set(), args
+
+
+def test_image_folder_calibration_streams_in_batches(exported_onnx, tmp_path):
+    from PIL import Image
+
+    from exporter.calibration import OrtCalibrationReader, calibration_split, open_source
+    from exporter.runners.onnxruntime import OnnxRuntimeRunner
+    from exporter.spec import ModelSpec
+
+    folder = tmp_path / "imgs"
+    for cls in ("cat", "dog"):
+        (folder / cls).mkdir(parents=True)
+        for i in range(10):
+            Image.new("RGB", (48, 40), (i * 20, 100, 200 if cls == "dog" else 0)).save(folder / cls / f"{i}.png")
+    spec = ModelSpec.from_dict(OnnxRuntimeRunner(exported_onnx).metadata)
+    source = open_source(folder, spec, seed=3)
+    assert len(source) == 20 and sorted(set(source.labels.tolist())) == [0, 1]
+    calib, held = calibration_split(source, samples=12, holdout=4)
+    assert len(calib) == 12 and len(held) == 4 and not set(calib.indices) & set(held.indices)
+    reader = OrtCalibrationReader(calib, "input", batch_size=5)
+    shapes = []
+    while (item := reader.get_next()) is not None:
+        shapes.append(item["input"].shape)
+    assert shapes == [(5, 3, 32, 32), (5, 3, 32, 32), (2, 3, 32, 32)]
+    reader.rewind()
+    assert reader.get_next()["input"].shape == (5, 3, 32, 32)  # re-iterable, unlike a plain generator
+    assert open_source(folder, spec, seed=3).indices.tolist() == source.indices.tolist()  # seeded
