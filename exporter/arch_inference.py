@@ -131,19 +131,36 @@ def registry_signatures(entries) -> dict[str, dict[str, tuple[int, ...]] | None]
     return out
 
 
-def infer_architecture(state_dict: dict, entries) -> list[ArchMatch]:
-    """Every registry entry whose state_dict has exactly these keys and shapes (num_classes free)."""
+def _match(entry, expected, actual) -> ArchMatch | None:
+    if expected is None or expected.keys() != actual.keys():
+        return None
+    classes = _classes_from_mismatch(expected, actual)
+    if classes is None:
+        return ArchMatch(entry.name, entry.num_classes)
+    if classes > 0 and shape_signature(entry, classes) == actual:
+        return ArchMatch(entry.name, classes)
+    return None
+
+
+def name_hint(file_stem: str, entries) -> object | None:
+    """The registry entry a file is named after ('resnet18_best.pt' -> resnet18), longest name first."""
+    stem = file_stem.lower().replace("-", "_")
+    named = sorted(entries, key=lambda e: -len(e.name))
+    return next((e for e in named if stem == e.name or stem.startswith(e.name + "_") or stem.startswith(e.name + ".")), None)
+
+
+def infer_architecture(state_dict: dict, entries, file_stem: str | None = None) -> list[ArchMatch]:
+    """Every registry entry whose state_dict has exactly these keys and shapes (num_classes free).
+
+    A file named after a registry entry is tried first, and an exact match there ends the
+    search: no signatures of the other ~90 entries are needed (the slow part on a cold cache).
+    """
     actual = {k: tuple(v.shape) for k, v in state_dict.items()}
-    matches: list[ArchMatch] = []
     entries = list(entries)
+    hinted = name_hint(file_stem, entries) if file_stem else None
+    if hinted is not None:
+        found = _match(hinted, shape_signature(hinted), actual)
+        if found is not None:
+            return [found]
     signatures = registry_signatures(entries)
-    for entry in entries:
-        expected = signatures[entry.name]
-        if expected is None or expected.keys() != actual.keys():
-            continue
-        classes = _classes_from_mismatch(expected, actual)
-        if classes is None:
-            matches.append(ArchMatch(entry.name, entry.num_classes))
-        elif classes > 0 and shape_signature(entry, classes) == actual:
-            matches.append(ArchMatch(entry.name, classes))
-    return matches
+    return [m for m in (_match(e, signatures[e.name], actual) for e in entries) if m is not None]

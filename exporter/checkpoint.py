@@ -418,7 +418,7 @@ def load_checkpoint(
         if entry is None and not arch:
             from exporter.arch_inference import infer_architecture
 
-            matches = infer_architecture(module.state_dict(), architectures.entries())
+            matches = infer_architecture(module.state_dict(), architectures.entries(), path.stem)
             if len(matches) == 1:
                 entry = architectures.get(matches[0].name)
                 name, arch_source = entry.name, f"{raw.form}; architecture inferred from keys and shapes"
@@ -444,7 +444,7 @@ def load_checkpoint(
             else:
                 from exporter.arch_inference import infer_architecture
 
-                matches = infer_architecture(state_dict, architectures.entries())
+                matches = infer_architecture(state_dict, architectures.entries(), path.stem)
                 if not matches:
                     raise ArchitectureError(
                         f"no registry architecture has the keys and shapes of {path.name}; "

@@ -40,11 +40,27 @@ def test_lenet_variants_differ_in_what_they_compute():
     assert set(lenet5.state_dict()) != set(mnist.state_dict())
 
 
-def test_every_entry_builds_without_weights():
+def test_every_entry_builds_without_weights_and_signatures_are_unique():
     from exporter.arch_inference import shape_signature
 
-    failures = [e.name for e in architectures.entries() if not shape_signature(e)]
-    assert failures == []
+    signatures = {e.name: shape_signature(e) for e in architectures.entries()}
+    assert [n for n, sig in signatures.items() if not sig] == []
+    # inference may stop at the first exact match only because no two entries look alike
+    frozen = {}
+    for name, sig in signatures.items():
+        key = tuple(sorted(sig.items()))
+        assert key not in frozen, f"{name} and {frozen[key]} have identical state_dicts"
+        frozen[key] = name
+
+
+def test_file_name_hint_picks_the_longest_registry_name():
+    from exporter.arch_inference import name_hint
+
+    entries = architectures.entries()
+    assert name_hint("resnet18_best", entries).name == "resnet18"
+    assert name_hint("resnet101", entries).name == "resnet101"
+    assert name_hint("efficientnet_b0-final", entries).name == "efficientnet_b0"
+    assert name_hint("my_model", entries) is None
 
 
 def test_duplicate_registration_is_refused():
