@@ -13,6 +13,37 @@ from exporter.spec import METADATA_KEY
 from exporter.stages import StageOutput, example_batch
 
 
+def make_reproducible(path: Path) -> None:
+    """Rewrite the archive so the same model always gives the same bytes.
+
+    torch.jit.save writes a random ``serialization_id`` and ``*.debug_pkl`` source-range
+    tables that depend on what was traced before in the process. The id becomes a hash of the
+    content and the optional debug tables are dropped (tracebacks inside TorchScript then show
+    no Python source lines). Entries keep their order, are stored uncompressed, and data
+    records stay 64-byte aligned as torch's reader expects for mmap.
+    """
+    import hashlib
+    import zipfile
+
+    with zipfile.ZipFile(path) as src:
+        entries = [(info.filename, src.read(info)) for info in src.infolist() if not info.filename.endswith(".debug_pkl")]
+    digest = hashlib.sha256()
+    for name, data in entries:
+        if not name.endswith("/serialization_id"):
+            digest.update(name.encode() + b"\0" + data)
+    stable_id = str(int(digest.hexdigest(), 16))[:40].encode()
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as dst:
+        for name, data in entries:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED
+            header = 30 + len(name.encode())
+            padding = (-(dst.fp.tell() + header + 4)) % 64
+            info.extra = b"\xff\xff" + padding.to_bytes(2, "little") + b"\0" * padding  # private extra field pads to 64
+            dst.writestr(info, stable_id if name.endswith("/serialization_id") else data)
+    tmp.replace(path)
+
+
 def export(loaded, staging_dir: Path, name: str, script: bool = False) -> StageOutput:
     import torch
 
@@ -30,4 +61,5 @@ def export(loaded, staging_dir: Path, name: str, script: bool = False) -> StageO
         raise ExportError(f"torch.jit.{mode} failed: {root_cause(exc)}{hint}") from exc
     target = Path(staging_dir) / name
     torch.jit.save(compiled, str(target), _extra_files={METADATA_KEY: loaded.spec.to_json()})
+    make_reproducible(target)
     return StageOutput(files=[name], details={"mode": "script" if script else "trace", "torch": torch.__version__})

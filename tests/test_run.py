@@ -1,0 +1,181 @@
+"""`cnnexport run --recipe`: stages as a graph, cached, resumable, parallel."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import files_in
+
+FAST = ["--set", "calibration.samples=64", "--set", "calibration.holdout=32"]
+
+
+@pytest.fixture(scope="module")
+def lenet_ckpt(tmp_path_factory):
+    """A LeNet-5 trained on the digits (the demo's checkpoint form)."""
+    import torch
+
+    import architectures
+    from exporter.calibration import digits_arrays
+    from exporter.demo import train
+
+    folder = tmp_path_factory.mktemp("run_ckpt")
+    train_x, train_y, _, _ = digits_arrays(architectures.get("lenet5").spec(10))
+    torch.manual_seed(0)
+    model, _ = train(architectures.get("lenet5").build(num_classes=10), train_x, train_y, epochs=4)
+    path = folder / "lenet5_digits.pt"
+    torch.save({"arch": "lenet5", "model_state_dict": model.state_dict()}, path)
+    return path
+
+
+def _stage_status(manifest: dict) -> dict:
+    return {name: stage["status"] for name, stage in manifest["stages"].items()}
+
+
+def test_recipe_run_builds_every_artifact_then_serves_the_second_run_from_cache(cli, lenet_ckpt, tmp_path):
+    out = tmp_path / "dist"
+    first = cli("run", lenet_ckpt, "--recipe", "demo", "-o", out, *FAST, "--json")
+    assert first.exit_code == 0, first
+    manifest = first.json()["manifest"]
+    assert _stage_status(manifest) == {s: "pass" for s in ("torchscript", "onnx", "simplify", "int8", "fp16")}
+    for name, stage in manifest["stages"].items():
+        for f in stage["files"]:
+            assert (out / f["path"]).stat().st_size == f["bytes"]
+        assert stage["verification"]["batch_sizes"]
+    assert manifest["model"]["arch"] == "lenet5" and manifest["recipe"]["name"] == "demo"
+    assert (out / "report.md").read_text().count("| pass |") == 5
+    cold = first.json()["timings"]
+    manifest_bytes = (out / "manifest.json").read_bytes()
+
+    second = cli("run", lenet_ckpt, "--recipe", "demo", "-o", out, *FAST, "--json")
+    assert second.exit_code == 0, second
+    warm = second.json()["timings"]
+    assert all(t["cached"] for t in warm.values()) and not any(t["cached"] for t in cold.values())
+    assert sum(t["seconds"] for t in warm.values()) < 0.05 * sum(t["seconds"] for t in cold.values())
+    assert (out / "manifest.json").read_bytes() == manifest_bytes
+
+    changed = cli("run", lenet_ckpt, "--recipe", "demo", "-o", out, *FAST, "--set", "stages.int8.method=percentile", "--json")
+    assert changed.exit_code == 0, changed
+    timings = changed.json()["timings"]
+    assert not timings["int8"]["cached"] and timings["onnx"]["cached"] and timings["fp16"]["cached"]
+    assert changed.json()["manifest"]["stages"]["int8"]["details"]["method"] == "percentile"
+
+
+def test_parallel_and_serial_runs_give_identical_artifacts(lenet_ckpt, tmp_path):
+    cli_path = Path(sys.executable).with_name("cnnexport")
+    for jobs, name in ((1, "serial"), (2, "parallel")):
+        done = subprocess.run([str(cli_path), "run", str(lenet_ckpt), "--recipe", "demo", "-o", str(tmp_path / name),
+                               "-j", str(jobs), "-q", *FAST], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    serial = json.loads((tmp_path / "serial" / "manifest.json").read_text())
+    parallel = json.loads((tmp_path / "parallel" / "manifest.json").read_text())
+    shas = lambda m: {n: [f["sha256"] for f in s["files"]] for n, s in m["stages"].items()}  # noqa: E731
+    assert shas(serial) == shas(parallel)
+    assert (tmp_path / "serial" / "manifest.json").read_bytes() == (tmp_path / "parallel" / "manifest.json").read_bytes()
+
+
+def test_killed_run_resumes_without_redoing_finished_stages(lenet_ckpt, tmp_path):
+    out = tmp_path / "dist"
+    cli_path = Path(sys.executable).with_name("cnnexport")
+    cmd = [str(cli_path), "run", str(lenet_ckpt), "--recipe", "demo", "-o", str(out), *FAST]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stamp = out / ".cnnexport" / "stages" / "onnx.json"
+    deadline = time.time() + 180
+    while time.time() < deadline and not stamp.exists():
+        time.sleep(0.05)
+    assert stamp.exists(), "the run never finished its onnx stage"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    # whatever is under a final name is complete: every stamped file matches its sha256
+    for stamp_file in (out / ".cnnexport" / "stages").glob("*.json"):
+        for f in json.loads(stamp_file.read_text())["entry"]["files"]:
+            from exporter.fsutil import sha256_of
+
+            assert sha256_of(out / f["path"]) == f["sha256"]
+    again = subprocess.run(cmd + ["--json"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    timings = json.loads(again.stdout)["timings"]
+    assert timings["torchscript"]["cached"] and timings["onnx"]["cached"]
+    assert not timings["fp16"]["cached"]
+    assert not list(out.glob(".cnnexport-tmp-*"))
+    assert _stage_status(json.loads(again.stdout)["manifest"]) == {s: "pass" for s in ("torchscript", "onnx", "simplify", "int8", "fp16")}
+
+
+def test_a_failing_stage_does_not_stop_independent_ones(cli, lenet_ckpt, tmp_path):
+    out = tmp_path / "dist"
+    r = cli("run", lenet_ckpt, "--recipe", "demo", "-o", out, *FAST, "--set", "verify.int8.min_cosine=1.5", "--json")
+    assert r.exit_code == 1, r
+    status = _stage_status(r.json()["manifest"])
+    assert status["int8"] == "fail" and status["fp16"] == "pass" and status["simplify"] == "pass"
+    assert not (out / "lenet5_digits.int8.onnx").exists()
+
+
+def test_stages_downstream_of_a_failure_are_skipped_with_the_reason(cli, lenet_ckpt, tmp_path):
+    r = cli("run", lenet_ckpt, "--recipe", "server-onnx-cpu", "-o", tmp_path / "d", *FAST, "--set", "verify.fp32.min_cosine=1.5", "--json")
+    assert r.exit_code == 1, r
+    status = _stage_status(r.json()["manifest"])
+    assert status["onnx"] == "fail"
+    assert status["simplify"].startswith("skipped (needs onnx") and status["int8"].startswith("skipped (needs simplify")
+
+
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        ("stages:\n  onnx: {enabled: true, opsett: 13}\n", "stages.onnx.opsett: unknown key"),
+        ("stages:\n  onnx: {enabled: maybe}\n", "stages.onnx.enabled"),
+        ("verify:\n  batch_sizes: [0, 4]\n", "verify.batch_sizes"),
+        ("stages: [onnx\n", "not valid YAML at line"),
+        ("outputs:\n  name: ../escape\n", "outputs.name"),
+        ("stages:\n  onnx: {enabled: false}\n", "enables no stages"),
+        ("stages:\n  simplify: {enabled: true}\n  onnx: {enabled: false}\n", "stages.onnx"),
+    ],
+)
+def test_broken_recipes_name_the_offending_key(cli, lenet_ckpt, tmp_path, text, words):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    out = tmp_path / "out"
+    r = cli("run", lenet_ckpt, "--recipe", recipe, "-o", out)
+    assert r.exit_code == 2, r
+    assert words in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_set_with_a_wrong_path_or_type_is_refused(cli, lenet_ckpt, tmp_path):
+    r = cli("run", lenet_ckpt, "--recipe", "demo", "--set", "stages.int8.methodd=entropy", "-o", tmp_path / "o")
+    assert r.exit_code == 2 and "stages.int8.methodd: unknown key" in r.stderr
+    r = cli("run", lenet_ckpt, "--recipe", "demo", "--set", "calibration.samples=lots", "-o", tmp_path / "o")
+    assert r.exit_code == 2 and "calibration.samples" in r.stderr
+    r = cli("run", lenet_ckpt, "--recipe", "no-such-recipe", "-o", tmp_path / "o")
+    assert r.exit_code == 2 and "release" in r.stderr
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(cli, lenet_ckpt, tmp_path):
+    out = tmp_path / "out"
+    r = cli("run", lenet_ckpt, "--recipe", "release", "-o", out, "--dry-run", "--json")
+    assert r.exit_code == 0, r
+    plan = {row["stage"]: row["input"] for row in r.json()["plan"]}
+    assert plan["simplify"] == "onnx" and plan["int8"] == "simplify" and plan["onnx"] == str(lenet_ckpt)
+    assert not out.exists()
+
+
+def test_recipes_lists_the_shipped_ones(cli):
+    r = cli("recipes", "--json")
+    assert r.exit_code == 0, r
+    names = {row["name"] for row in r.json()}
+    assert {"release", "server-onnx-cpu", "mobile-coreml", "edge-tensorrt", "demo"} <= names
+
+
+def test_a_second_run_into_the_same_folder_is_refused_while_one_holds_it(cli, lenet_ckpt, tmp_path):
+    from exporter.run import OutputLock
+
+    out = tmp_path / "busy"
+    lock = OutputLock(out)
+    try:
+        r = cli("run", lenet_ckpt, "--recipe", "demo", "-o", out)
+        assert r.exit_code == 2 and "another cnnexport run" in r.stderr
+    finally:
+        lock.release()
