@@ -237,10 +237,11 @@ def inspect(
     mean: Mean = None,
     std: Std = None,
     labels: Labels = None,
+    flops: Annotated[bool, typer.Option("--flops", help="Also count FLOPs/MACs of one image at the input spec.")] = False,
     json_out: JsonOut = False,
     verbose: Verbose = False,
 ) -> None:
-    """Show what a checkpoint holds: form, architecture, classes, parameters, input spec."""
+    """Show what a checkpoint holds: form, architecture, classes, parameters, input spec (and FLOPs)."""
     ui = Ui(json_out, verbose=verbose)
 
     def body():
@@ -249,6 +250,11 @@ def inspect(
         loaded = _load(Ui(json_out, quiet=True), checkpoint, arch, arch_kwargs, trust_pickle, _spec_overrides(input_shape, mean, std, labels))
         info = model_section(loaded)
         info["notes"] = loaded.notes
+        info["bytes"] = checkpoint.stat().st_size
+        if flops:
+            from exporter.flops import model_cost
+
+            info.update(model_cost(loaded))
         if json_out:
             sys.stdout.write(json.dumps(info, indent=2) + "\n")
             return
@@ -261,6 +267,9 @@ def inspect(
         table.add_row("architecture", f"{escape(loaded.spec.arch)}  [dim]({escape(loaded.arch_source)})[/dim]")
         table.add_row("classes", str(loaded.spec.num_classes))
         table.add_row("parameters", f"{loaded.params:,}")
+        table.add_row("size on disk", f"{info['bytes'] / 1e6:.2f} MB")
+        if flops:
+            table.add_row("FLOPs / image", f"{info['flops'] / 1e9:.3f} G ({info['macs'] / 1e9:.3f} G MACs)")
         table.add_row("input", "x".join(map(str, loaded.spec.input_shape)))
         table.add_row("mean", ", ".join(f"{v:g}" for v in loaded.spec.channel_mean()))
         table.add_row("std", ", ".join(f"{v:g}" for v in loaded.spec.channel_std()))
@@ -534,10 +543,10 @@ def _render_eval(ui: Ui, evaluation: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"accuracy on {escape(evaluation['source'])} ({evaluation['samples']} samples)", title_justify="left")
-    for col in ("model", "top-1", "top-5", "agrees with reference", "top-1 drop"):
+    for col in ("model", "top-1", f"top-{evaluation.get('top', 5)}", "agrees with reference", "top-1 drop"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for name, r in evaluation["results"].items():
-        top5 = next((v for k, v in r.items() if k.startswith("top") and k != "top1" and not k.startswith("top1")), None)
+        top5 = r.get(f"top{evaluation.get('top', 5)}")
         table.add_row(escape(name), f"{r['top1'] * 100:.2f}%", "-" if top5 is None else f"{top5 * 100:.2f}%",
                       f"{r['agreement_with_reference'] * 100:.2f}%", f"{r['top1_drop_points']:+.2f} pts")
     ui.out.print(table)
@@ -553,6 +562,122 @@ def _finish_many(ui: Ui, results: list, loaded=None, spec=None) -> None:
         first = failed[0]
         where = f"kept as {first.path}" if first.files else "not written (use --keep-failed to keep it)"
         _fail(ui, f"verification failed for {first.kind}: {first.verification.reason}; the artifact was {where}", EXIT_VERIFICATION_FAILED)
+
+
+@app.command()
+def bench(
+    targets: Annotated[list[Path], typer.Argument(help="Checkpoints (PyTorch eager baseline), artifacts, or folders of artifacts.")],
+    batch: Annotated[str, typer.Option("--batch", help="Batch sizes, e.g. 1,8,32.")] = "1,8",
+    threads: Annotated[Optional[int], typer.Option("--threads", help="Threads for torch and onnxruntime alike (default: torch's).")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    seconds: Annotated[float, typer.Option("--seconds", help="Time budget per target and batch size.")] = 2.0,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 3,
+    min_runs: Annotated[int, typer.Option("--min-runs", help="At least this many timed runs.")] = 5,
+    baseline: Annotated[Optional[str], typer.Option("--baseline", help="Target label to compare against (default: PyTorch eager).")] = None,
+    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a latency/throughput chart (PNG).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Reference checkpoint (also benchmarked as PyTorch eager).")] = None,
+    arch: Arch = None,
+    arch_kwargs: ArchKwargs = None,
+    trust_pickle: TrustPickle = False,
+    input_shape: InputShape = None,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Latency (p50/p90/p99), throughput and peak memory of each artifact, with speed-ups over a baseline."""
+    ui = Ui(json_out, quiet, verbose)
+
+    def body():
+        from exporter import bench as bench_mod
+        from exporter.errors import BadInputError
+        from exporter.spec import parse_batch_sizes
+
+        if device not in ("cpu", "cuda"):
+            raise BadInputError("--device must be cpu or cuda")
+        if seconds <= 0 or warmup < 0 or min_runs < 1 or (threads is not None and threads < 1):
+            raise BadInputError("--seconds must be positive, --warmup >= 0, --min-runs >= 1, --threads >= 1")
+        found = bench_mod.discover(list(targets) + ([checkpoint] if checkpoint else []))
+        loaded, spec = _reference_for(ui, found, arch, arch_kwargs, trust_pickle, input_shape)
+        settings = bench_mod.BenchSettings(batches=parse_batch_sizes(batch), threads=threads, device=device, warmup=warmup,
+                                           min_runs=min_runs, seconds=seconds, baseline=baseline)
+        result = bench_mod.bench(found, spec, settings, loaded, ui.progress)
+        if plot_path:
+            result["plot"] = str(bench_mod.plot(result, plot_path))
+        if json_out:
+            sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        else:
+            bench_mod.render(result, ui.out)
+            if plot_path:
+                ui.progress(f"wrote {plot_path}")
+
+    run_guarded(ui, body)
+
+
+def _reference_for(ui: Ui, found: list, arch, arch_kwargs, trust_pickle, input_shape):
+    """The checkpoint among the targets (loaded), else the spec stored in the first artifact."""
+    from exporter.errors import BadInputError
+
+    checkpoint = next((t.path for t in found if t.kind == "pytorch"), None)
+    overrides = _spec_overrides(input_shape, None, None, None)
+    if checkpoint is not None:
+        loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, overrides)
+        return loaded, loaded.spec
+    for t in found:
+        spec = _artifact_spec(t.path) if t.kind in ("onnx", "torchscript") else None
+        if spec is not None:
+            return None, spec.with_overrides(**{k: v for k, v in overrides.items() if v is not None})
+    raise BadInputError("no checkpoint among the targets and no artifact carries an input spec; pass --checkpoint")
+
+
+@app.command(name="eval")
+def eval_(
+    targets: Annotated[list[Path], typer.Argument(help="Artifacts or folders of artifacts to evaluate.")],
+    data: Annotated[str, typer.Option("--data", help="Labelled data: ImageFolder (one sub-folder per class), .npz with inputs+labels, or 'digits'.")],
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="The reference (default: the first artifact).")] = None,
+    top: Annotated[int, typer.Option("--top", help="Also report top-k accuracy.")] = 5,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per batch (data is streamed).")] = 32,
+    arch: Arch = None,
+    arch_kwargs: ArchKwargs = None,
+    trust_pickle: TrustPickle = False,
+    input_shape: InputShape = None,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Top-1/top-k accuracy of the reference and every artifact, agreement and where they disagree."""
+    ui = Ui(json_out, quiet, verbose)
+
+    def body():
+        from exporter.bench import discover
+        from exporter.calibration import open_source
+        from exporter.errors import BadInputError
+        from exporter.eval import evaluate
+        from exporter.runners import open_runner
+        from exporter.runners.torch import TorchRunner
+
+        if top < 1 or batch_size < 1:
+            raise BadInputError("--top and --batch-size must be at least 1")
+        found = [t for t in discover(list(targets) + ([checkpoint] if checkpoint else []))]
+        loaded, spec = _reference_for(ui, found, arch, arch_kwargs, trust_pickle, input_shape)
+        runners = {}
+        if loaded is not None:
+            runners["pytorch (reference)"] = TorchRunner(loaded.module)
+        for t in found:
+            if t.kind != "pytorch":
+                runners[t.label] = open_runner(t.path, t.kind)
+        source = open_source(data, spec, split="test")
+        ui.progress(f"evaluating {len(runners)} model(s) on {source.description}")
+        result = evaluate(runners, source, batch_size, min(top, spec.num_classes), spec.labels)
+        if json_out:
+            sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        else:
+            _render_eval(ui, result)
+            for name, r in list(result["results"].items())[1:]:
+                if r["disagreements"]:
+                    pairs = ", ".join(f"{d['reference']}->{d['artifact']} x{d['count']}" for d in r["disagreements"])
+                    ui.out.print(f"[dim]{escape(name)} disagrees with the reference on: {escape(pairs)}[/dim]")
+
+    run_guarded(ui, body)
 
 
 @app.command()

@@ -18,18 +18,22 @@ def accuracy(runner, inputs: np.ndarray, labels: np.ndarray, batch_size: int = 1
     return float((predict(runner, inputs, batch_size) == labels).mean())
 
 
-def evaluate(runners: dict, source, batch_size: int = 32, top: int = 5) -> dict:
-    """Top-1/top-k accuracy of every runner over a labelled Source, and agreement with the first.
+def evaluate(runners: dict, source, batch_size: int = 32, top: int = 5, labels: tuple[str, ...] | None = None) -> dict:
+    """Top-1/top-k accuracy of every runner over a labelled Source, streamed in batches.
 
-    The first runner is the reference; each other runner gets its drop in points.
+    The first runner is the reference: every other runner gets its agreement with it, its
+    drop in points, and the most frequent (reference class -> artifact class) disagreements.
     """
+    from collections import Counter
+
     names = list(runners)
     top1 = {n: 0 for n in names}
     topk = {n: 0 for n in names}
     agree = {n: 0 for n in names}
+    confusions = {n: Counter() for n in names}
     total = 0
-    for batch, labels in source.labelled_batches(batch_size):
-        total += len(labels)
+    for batch, truth in source.labelled_batches(batch_size):
+        total += len(truth)
         reference_pred = None
         for name in names:
             out = next(iter(runners[name].infer(batch).values()))
@@ -37,19 +41,32 @@ def evaluate(runners: dict, source, batch_size: int = 32, top: int = 5) -> dict:
             pred = ranked[:, 0]
             if reference_pred is None:
                 reference_pred = pred
-            top1[name] += int((pred == labels).sum())
-            topk[name] += int((ranked[:, :top] == labels[:, None]).any(axis=1).sum())
+            top1[name] += int((pred == truth).sum())
+            topk[name] += int((ranked[:, :top] == truth[:, None]).any(axis=1).sum())
             agree[name] += int((pred == reference_pred).sum())
+            confusions[name].update(zip(reference_pred[pred != reference_pred].tolist(), pred[pred != reference_pred].tolist()))
+    if total == 0:
+        from exporter.errors import BadInputError
+
+        raise BadInputError(f"{source.description} holds no labelled samples")
+
+    def name_of(index: int) -> str:
+        return labels[index] if labels and index < len(labels) else str(index)
+
     base = top1[names[0]] / total
     return {
         "samples": total,
         "source": source.description,
+        "top": top,
         "results": {
             n: {
                 "top1": top1[n] / total,
                 f"top{top}": topk[n] / total,
                 "agreement_with_reference": agree[n] / total,
                 "top1_drop_points": round((base - top1[n] / total) * 100, 3),
+                "disagreements": [
+                    {"reference": name_of(a), "artifact": name_of(b), "count": c} for (a, b), c in confusions[n].most_common(5)
+                ],
             }
             for n in names
         },

@@ -14,16 +14,24 @@ from exporter.spec import METADATA_KEY
 class OnnxRuntimeRunner:
     name = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path, threads: int | None = None, device: str = "cpu"):
         import onnxruntime as ort
+
+        from exporter.errors import BackendUnavailable
 
         ort.set_default_logger_severity(4)  # runtime failures are caught and reported by verify
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise BackendUnavailable("onnxruntime has no CUDA provider here (install onnxruntime-gpu)")
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise BadInputError(f"{path} cannot be loaded by onnxruntime ({str(exc).splitlines()[0][:300]})") from None
         inputs = self.session.get_inputs()
