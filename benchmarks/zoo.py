@@ -1,0 +1,221 @@
+"""Zoo coverage: every registry architecture through every stage that runs here.
+
+Run:  .venv/bin/python benchmarks/zoo.py [--models a,b,...] [--timeout 900] [--input-shape 3,224,224]
+      .venv/bin/python benchmarks/zoo.py --report-only        # rebuild ZOO.md from zoo.jsonl
+
+Each model runs in its own process (`--child`), under a time limit: a random-init model with
+BatchNorm statistics recalibrated on real data (photo crops, or the digits for 1-channel
+models), saved as a checkpoint, then `cnnexport run` with every stage that can run here
+(TorchScript, ONNX with the dynamo exporter, simplify, INT8-CPU, FP16, plus Core ML and
+TensorRT when this version has them) verified at two batch sizes, and ONNX once more with the
+legacy exporter. A few models also get a deliberately broken artifact (the classifier weights of
+one class negated after export), which must fail verification. One JSON line per model is appended to
+benchmarks/zoo.jsonl; benchmarks/ZOO.md is the model x stage table with timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+JSONL = REPO / "benchmarks" / "zoo.jsonl"
+MARKDOWN = REPO / "benchmarks" / "ZOO.md"
+BROKEN = {"resnet18", "mobilenet_v2", "lenet5", "lenet_mnist", "efficientnet_b0"}
+STAGES = ["torchscript", "onnx", "onnx_legacy", "simplify", "int8", "fp16", "coreml", "tensorrt", "broken"]
+
+
+def calibration_array(spec, n: int = 96):
+    """Real inputs for BatchNorm statistics and INT8 calibration, shaped for the model."""
+    import numpy as np
+
+    if spec.channels == 1:
+        from exporter.calibration import digits_arrays
+
+        return digits_arrays(spec)[0][:n]
+    from benchmarks.quantize import photo_crops
+
+    size = max(spec.height, spec.width)
+    crops = photo_crops(n, size=min(size, 400))
+    if (crops.shape[2], crops.shape[3]) != (spec.height, spec.width):
+        import torch
+
+        crops = torch.nn.functional.interpolate(torch.from_numpy(crops), size=(spec.height, spec.width), mode="bilinear").numpy()
+    return np.ascontiguousarray(crops[:, : spec.channels], dtype=np.float32)
+
+
+def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, samples: int) -> dict:
+    """Everything for one model, in this process; returns the JSON line."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    import architectures
+    from exporter import recipe as recipe_mod
+    from exporter.errors import CnnexportError
+    from exporter.run import STAGES as RUN_STAGES
+    from exporter.run import run_recipe
+
+    entry = architectures.get(name)
+    spec = entry.spec()
+    if input_shape and entry.source == "torchvision":  # classic models have fixed input sizes
+        spec = spec.with_overrides(input_shape=input_shape)
+    line: dict = {"model": name, "input_shape": list(spec.input_shape), "stages": {}}
+    started = time.perf_counter()
+    torch.manual_seed(0)
+    model = entry.build()
+    data = calibration_array(spec)
+    np.save(out / "calib.npy", data)
+    model.train()
+    with torch.no_grad():
+        for start in range(0, min(len(data), 64), 16):
+            model(torch.from_numpy(data[start : start + 16]))
+    ckpt = out / f"{name}.pt"
+    torch.save(model.eval().state_dict(), ckpt)
+    line["setup_seconds"] = round(time.perf_counter() - started, 1)
+
+    available = {s.name for s in RUN_STAGES}
+    enabled = {s: {"enabled": True} for s in ("torchscript", "onnx", "simplify", "int8", "fp16", "coreml", "tensorrt") if s in available}
+    recipe = recipe_mod.validate({
+        "name": "zoo",
+        "model": {"arch": name, "input_shape": list(spec.input_shape)},
+        "verify": {"batch_sizes": [1, 2]},
+        "calibration": {"data": str(out / "calib.npy"), "samples": samples, "holdout": 16},
+        "stages": enabled,
+    })
+    try:
+        result = run_recipe(recipe, ckpt, out / "dist", jobs=1)
+        for o in result.outcomes:
+            v = o.entry.get("verification", {}) if o.entry else {}
+            line["stages"][o.name] = {"status": o.status, "seconds": round(o.seconds, 1),
+                                      "max_rel_err": v.get("max_rel_err"), "top1": v.get("top1_agreement")}
+    except CnnexportError as exc:
+        line["stages"]["onnx"] = {"status": f"error ({exc})"}
+
+    from exporter import export_artifact, load_checkpoint, verify_existing
+
+    t0 = time.perf_counter()
+    try:
+        loaded = load_checkpoint(ckpt, arch=name, spec_overrides={"input_shape": spec.input_shape})
+        legacy = export_artifact("onnx", loaded, out / "legacy" / f"{name}.onnx", {"exporter": "legacy"})
+        status = legacy.verification.status if legacy.verification.status != "fail" else f"fail ({legacy.verification.reason})"
+        line["stages"]["onnx_legacy"] = {"status": status, "seconds": round(time.perf_counter() - t0, 1)}
+    except CnnexportError as exc:
+        line["stages"]["onnx_legacy"] = {"status": f"error ({exc})", "seconds": round(time.perf_counter() - t0, 1)}
+
+    onnx_file = out / "dist" / f"{name}.onnx"
+    if name in BROKEN and onnx_file.exists():
+        import onnx
+        from onnx import numpy_helper
+
+        broken = onnx.load(str(onnx_file))
+        # the classifier's first row negated (a random-init net can have early channels that barely
+        # reach the output, so perturbing an early weight may change nothing measurable)
+        init = [i for i in broken.graph.initializer if len(i.dims) == 2][-1]
+        arr = numpy_helper.to_array(init).copy()
+        if arr.shape[0] == spec.num_classes:  # Gemm weight [classes, features]
+            arr[0, :] *= -1
+        else:  # MatMul weight [features, classes]
+            arr[:, 0] *= -1
+        init.CopyFrom(numpy_helper.from_array(arr, init.name))
+        onnx.save(broken, str(out / "broken.onnx"))
+        verdict = verify_existing(out / "broken.onnx", load_checkpoint(ckpt, arch=name, spec_overrides={"input_shape": spec.input_shape}), write=False)
+        caught = verdict.verification.status == "fail"
+        line["stages"]["broken"] = {"status": "caught" if caught else "MISSED", "reason": verdict.verification.reason}
+    line["seconds"] = round(time.perf_counter() - started, 1)
+    return line
+
+
+def render(lines: list[dict]) -> str:
+    present = [s for s in STAGES if any(s in line["stages"] for line in lines)]
+    out = ["# Zoo coverage", "",
+           "Produced by `benchmarks/zoo.py`: every registry model, random weights with BatchNorm statistics "
+           "recalibrated on real data, through every stage, verified at batch 1 and 2 (fp32 rules for ONNX/TorchScript, "
+           "int8/fp16 rules for quantized models). `broken` is an ONNX with one weight perturbed after export: it must be caught.",
+           ""]
+    totals = {s: [0, 0] for s in present}
+    for line in lines:
+        for s in present:
+            st = line["stages"].get(s, {}).get("status")
+            if st:
+                totals[s][1] += 1
+                totals[s][0] += st in ("pass", "caught")
+    out.append("| stage | passed / run |")
+    out.append("|---|---|")
+    for s in present:
+        out.append(f"| {s} | {totals[s][0]} / {totals[s][1]} |")
+    out += ["", "| model | input | " + " | ".join(present) + " | seconds |", "|---" * (len(present) + 3) + "|"]
+    for line in sorted(lines, key=lambda l: l["model"]):
+        cells = []
+        for s in present:
+            st = line["stages"].get(s)
+            if st is None:
+                cells.append("-")
+                continue
+            text = st["status"].replace("|", "/").replace("\n", " ")
+            if len(text) > 160:
+                text = text[:157] + "…"
+            cells.append(f"{text} ({st['seconds']}s)" if st.get("seconds") is not None else text)
+        shape = "x".join(map(str, line.get("input_shape", [])))
+        out.append(f"| {line['model']} | {shape} | " + " | ".join(cells) + f" | {line.get('seconds', '-')} |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", help="comma-separated registry names (default: all)")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per model")
+    parser.add_argument("--input-shape", help="override C,H,W of the torchvision models (e.g. 3,64,64 for a quick sweep)")
+    parser.add_argument("--samples", type=int, default=64, help="INT8 calibration samples")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--jsonl", type=Path, default=JSONL)
+    parser.add_argument("--markdown", type=Path, default=MARKDOWN)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
+
+    if args.child:
+        print(json.dumps(child(args.child, args.child_out, shape, args.samples)))
+        return
+    if not args.report_only:
+        sys.path.insert(0, str(REPO))
+        import architectures
+
+        names = args.models.split(",") if args.models else architectures.names()
+        for name in names:
+            with tempfile.TemporaryDirectory(prefix=f"zoo-{name}-") as tmp:
+                cmd = [sys.executable, __file__, "--child", name, "--child-out", tmp, "--samples", str(args.samples)]
+                if args.input_shape:
+                    cmd += ["--input-shape", args.input_shape]
+                started = time.perf_counter()
+                try:
+                    done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, cwd=REPO)
+                    if done.returncode == 0 and done.stdout.strip():
+                        line = json.loads(done.stdout.strip().splitlines()[-1])
+                    else:
+                        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                        line = {"model": name, "stages": {"onnx": {"status": f"error (process exited {done.returncode}: {tail[:200]})"}}}
+                except subprocess.TimeoutExpired:
+                    line = {"model": name, "stages": {"onnx": {"status": f"error (time limit of {args.timeout}s)"}}}
+                line.setdefault("seconds", round(time.perf_counter() - started, 1))
+            with open(args.jsonl, "a") as fh:
+                fh.write(json.dumps(line) + "\n")
+            print(f"{name}: " + ", ".join(f"{k}={v['status'][:40]}" for k, v in line["stages"].items()), flush=True)
+    lines = {}
+    if args.jsonl.exists():
+        for raw in args.jsonl.read_text().splitlines():
+            if raw.strip():
+                entry = json.loads(raw)
+                lines[entry["model"]] = entry  # the latest line per model wins
+    args.markdown.write_text(render(list(lines.values())))
+    print(f"wrote {args.markdown} ({len(lines)} models)")
+
+
+if __name__ == "__main__":
+    main()

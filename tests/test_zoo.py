@@ -1,0 +1,35 @@
+"""A fast, diverse subset of the zoo sweep (benchmarks/zoo.py runs every registry model)."""
+
+import json
+
+import pytest
+
+SUBSET = ["lenet_mnist", "resnet18", "mobilenet_v3_small", "squeezenet1_1", "shufflenet_v2_x0_5", "efficientnet_b0"]
+
+
+@pytest.mark.parametrize("name", SUBSET)
+def test_model_passes_every_stage_that_runs_here(name, tmp_path):
+    from benchmarks.zoo import BROKEN, child
+
+    line = child(name, tmp_path, (3, 32, 32), samples=32)
+    stages = line["stages"]
+    for stage in ("torchscript", "onnx", "onnx_legacy", "simplify", "int8", "fp16"):
+        assert stages[stage]["status"] == "pass", (stage, stages[stage])
+    for stage in ("coreml", "tensorrt"):
+        if stage in stages:  # never "pass" without having run
+            assert stages[stage]["status"] == "pass" or stages[stage]["status"].startswith("skipped ("), stages[stage]
+    if name in BROKEN:
+        assert stages["broken"]["status"] == "caught"
+    json.dumps(line)  # one JSON line per model
+
+
+def test_zoo_table_renders_every_status():
+    from benchmarks.zoo import render
+
+    table = render([
+        {"model": "a", "input_shape": [3, 8, 8], "seconds": 1, "stages": {"onnx": {"status": "pass", "seconds": 1.0}}},
+        {"model": "b", "input_shape": [3, 8, 8], "seconds": 2,
+         "stages": {"onnx": {"status": "error (torch.onnx.export failed: X)", "seconds": 2.0}, "broken": {"status": "caught"}}},
+    ])
+    assert "| onnx | 1 / 2 |" in table and "| broken | 1 / 1 |" in table
+    assert "error (torch.onnx.export failed: X) (2.0s)" in table
