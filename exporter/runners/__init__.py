@@ -37,6 +37,10 @@ def open_runner(path: Path, kind: str | None = None):
     if not path.exists():
         raise BadInputError(f"artifact {path} does not exist")
     kind = kind or detect_kind(path)
+    if kind == "tensorrt":  # needs tensorrt + a GPU: BackendUnavailable (exit 3) otherwise
+        from exporter.runners.tensorrt import TensorRTRunner
+
+        return TensorRTRunner(path)
     if kind == "onnx":
         from exporter.runners.onnxruntime import OnnxRuntimeRunner
 
