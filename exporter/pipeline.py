@@ -8,7 +8,7 @@ place, with its report beside it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -19,7 +19,7 @@ from exporter.report import ArtifactResult, build_report, write_report
 from exporter.spec import ModelSpec
 from exporter.verify import Verdict, check_metadata, finish, tolerance_for, verify
 
-ARTIFACT_SUFFIX = {"onnx": ".onnx", "torchscript": ".ts", "simplify": ".sim.onnx"}
+ARTIFACT_SUFFIX = {"onnx": ".onnx", "torchscript": ".ts", "simplify": ".sim.onnx", "coreml": ".mlpackage"}
 
 
 @dataclass
@@ -120,7 +120,7 @@ def export_artifact(
     progress: Progress = _noop,
     write: bool = True,
 ) -> ArtifactResult:
-    """Export ``loaded`` (a LoadedModel) as ``kind`` ('onnx' | 'torchscript') to ``output``, verified."""
+    """Export ``loaded`` (a LoadedModel) as ``kind`` ('onnx' | 'torchscript' | 'coreml') to ``output``, verified."""
     from exporter.runners.torch import TorchRunner
 
     stages = _stages()
@@ -151,18 +151,10 @@ def simplify_artifact(
     write: bool = True,
 ) -> ArtifactResult:
     """onnxsim ``source``; verify against the source model and, when given, the checkpoint."""
-    from exporter.runners.onnxruntime import OnnxRuntimeRunner
     from exporter.runners.torch import TorchRunner
     from exporter.stages import simplify
 
-    source = Path(source)
-    if not source.is_file():
-        raise BadInputError(f"ONNX model {source} does not exist")
-    source_runner = OnnxRuntimeRunner(source)
-    spec = loaded.spec if loaded else _spec_from_metadata(source_runner.metadata, source)
-    output = Path(output) if output else source.with_name(source.name.removesuffix(".onnx") + ".sim.onnx")
-    if output.resolve() == source.resolve():
-        raise BadInputError("the simplified model would overwrite its source; choose another name with -o")
+    source, source_runner, spec, output = onnx_source(source, output, loaded, ".sim.onnx", "simplified")
 
     def references() -> dict:
         refs = {"source onnx": source_runner}
@@ -216,6 +208,9 @@ def verify_existing(
     if spec_overrides:
         spec = spec.with_overrides(**spec_overrides)
     opts = verify_options or VerifyOptions()
+    declared = getattr(runner, "precision", None)  # e.g. a Core ML fp16 or weight-compressed package
+    if declared and declared != "fp32" and opts.precision == "fp32":
+        opts = replace(opts, precision=declared)  # judged by its own precision's rule, as when it was exported
     sets = opts.input_sets(spec)
     verdict = verify(runner, references, sets, opts.tolerance(), opts.precision)
     verdict = finish(verdict, [check_metadata(runner.metadata, spec), *_precision_checks(artifact, kind, opts, sets)])
@@ -241,6 +236,25 @@ def _precision_checks(path: Path, kind: str, opts: VerifyOptions, sets: list[Inp
     return []
 
 
+def onnx_source(source: Path, output: Path | None, loaded, suffix: str, what: str):
+    """For stages that start from an ONNX file: (source, its runner, the spec, the output path).
+
+    The spec comes from the checkpoint when given, else from the ONNX metadata; the default
+    output sits beside the source (resnet18.onnx -> resnet18<suffix>) and may never be the source.
+    """
+    from exporter.runners.onnxruntime import OnnxRuntimeRunner
+
+    source = Path(source)
+    if not source.is_file():
+        raise BadInputError(f"ONNX model {source} does not exist")
+    source_runner = OnnxRuntimeRunner(source)
+    spec = loaded.spec if loaded else _spec_from_metadata(source_runner.metadata, source)
+    output = Path(output) if output else source.with_name(source.name.removesuffix(".onnx") + suffix)
+    if output.resolve() == source.resolve():
+        raise BadInputError(f"the {what} model would overwrite its source; choose another name with -o")
+    return source, source_runner, spec, output
+
+
 def _spec_from_metadata(metadata: dict, path: Path) -> ModelSpec:
     if not metadata:
         raise BadInputError(f"{path} carries no cnnexport input spec; pass --checkpoint so the reference defines it")
@@ -248,10 +262,11 @@ def _spec_from_metadata(metadata: dict, path: Path) -> ModelSpec:
 
 
 def _stages() -> dict:
+    from exporter.stages import coreml as coreml_stage
     from exporter.stages import onnx as onnx_stage
     from exporter.stages import torchscript as torchscript_stage
 
-    return {"onnx": onnx_stage.export, "torchscript": torchscript_stage.export}
+    return {"onnx": onnx_stage.export, "torchscript": torchscript_stage.export, "coreml": coreml_stage.export}
 
 
 QUANTIZED_SUFFIX = {"int8-cpu": ".int8.onnx", "int8-tensorrt": ".int8-trt.onnx", "fp16": ".fp16.onnx"}
@@ -292,20 +307,12 @@ def quantize_artifact(
     from dataclasses import replace
 
     from exporter.calibration import calibration_split, open_source
-    from exporter.runners.onnxruntime import OnnxRuntimeRunner
     from exporter.runners.torch import TorchRunner
     from exporter.stages import quantize
 
     if options.precision not in ("int8", "fp16"):
         raise BadInputError("--precision must be int8 or fp16")
-    source = Path(source)
-    if not source.is_file():
-        raise BadInputError(f"ONNX model {source} does not exist")
-    source_runner = OnnxRuntimeRunner(source)
-    spec = loaded.spec if loaded else _spec_from_metadata(source_runner.metadata, source)
-    output = Path(output) if output else source.with_name(source.name.removesuffix(".onnx") + QUANTIZED_SUFFIX[options.kind])
-    if output.resolve() == source.resolve():
-        raise BadInputError("the quantized model would overwrite its source; choose another name with -o")
+    source, source_runner, spec, output = onnx_source(source, output, loaded, QUANTIZED_SUFFIX[options.kind], "quantized")
 
     calib = held = None
     if options.calibration is not None:
@@ -313,6 +320,12 @@ def quantize_artifact(
         calib, held = calibration_split(open_source(options.calibration, spec, options.seed), options.samples, options.holdout)
     elif options.precision == "int8":
         raise BadInputError("int8 quantization needs calibration data: --calib IMAGE_FOLDER | FILE.npy | digits")
+    evaluation = None
+    if options.evaluation is not None:  # checked now: a bad --eval must not surface after the artifact is installed
+        evaluation = open_source(options.evaluation, spec, options.seed, split="test")
+        if evaluation.labels is None:
+            raise BadInputError(f"--eval {options.evaluation}: {evaluation.description} has no labels; use an ImageFolder "
+                                "(one sub-folder per class), an .npz with 'labels', or 'digits'")
 
     opts = replace(verify_options or VerifyOptions(), precision=options.precision)
     extra = list(opts.extra_inputs)
@@ -343,14 +356,14 @@ def quantize_artifact(
 
     result = _run_stage(stage, output, _verifier(references, spec, opts, "onnx"), keep_failed, progress, options.kind)
     result.details["samples_heldout"] = len(held) if held is not None else 0
-    if options.evaluation is not None and result.files:
+    if evaluation is not None and result.files:
         from exporter.eval import evaluate
         from exporter.runners import open_runner
 
         progress(f"evaluating on {options.evaluation}")
         reference = next(iter(references().values()))
         result.details["eval"] = evaluate({"reference": reference, result.path.name: open_runner(result.path)},
-                                          open_source(options.evaluation, spec, options.seed, split="test"))
+                                          evaluation)
     if write and result.files:
         write_report(build_report([result], loaded, spec), result.path)
     return result
