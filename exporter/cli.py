@@ -800,6 +800,73 @@ def demo(
     run_guarded(ui, body)
 
 
+class CoreMLPrecision(str, Enum):
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+@app.command()
+def coreml(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to convert.")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output .mlpackage (default: beside the checkpoint).")] = None,
+    precision: Annotated[CoreMLPrecision, typer.Option("--precision", help="Compute precision of the ML program.")] = CoreMLPrecision.fp16,
+    image_input: Annotated[bool, typer.Option("--image-input", help="Take an image (0..255 pixels) and fold the normalization into the model.")] = False,
+    classifier: Annotated[bool, typer.Option("--classifier", help="Classifier outputs: classLabel and classLabel_probs (softmax), labels from --labels.")] = False,
+    batch: Annotated[str, typer.Option("--batch", help="Batch range MIN:MAX, or N for a fixed batch.")] = "1:64",
+    min_target: Annotated[Optional[str], typer.Option("--min-target", help="Minimum deployment target: iOS15..iOS18, macOS12..macOS15 (default iOS15; iOS16 with --compress).")] = None,
+    compress: Annotated[Optional[str], typer.Option("--compress", help="Weight compression: palettize:N (N bits, k-means LUT) or linear8 (int8 per channel).")] = None,
+    author: Annotated[Optional[str], typer.Option("--author", help="Model metadata: author.")] = None,
+    license_: Annotated[Optional[str], typer.Option("--license", help="Model metadata: license.")] = None,
+    version: Annotated[Optional[str], typer.Option("--version", help="Model metadata: version string.")] = None,
+    description: Annotated[Optional[str], typer.Option("--description", help="Model metadata: short description.")] = None,
+    arch: Arch = None,
+    arch_kwargs: ArchKwargs = None,
+    trust_pickle: TrustPickle = False,
+    input_shape: InputShape = None,
+    mean: Mean = None,
+    std: Std = None,
+    labels: Labels = None,
+    no_verify: NoVerify = False,
+    batch_sizes: BatchSizes = "1,4",
+    images: Images = None,
+    seed: Seed = 0,
+    max_rel_err: MaxRelErr = None,
+    min_cosine: MinCosine = None,
+    min_top1: MinTop1 = None,
+    keep_failed: KeepFailed = False,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Convert to a Core ML ML program (.mlpackage); verify it on Linux with the MIL interpreter.
+
+    Tolerances: fp32/fp16 programs use the fp32/fp16 pass rule, a compressed program the int8 rule. Verification batch sizes are clipped into --batch.
+    """
+    ui = Ui(json_out, quiet, verbose)
+
+    def body():
+        from exporter.pipeline import default_output, export_artifact
+        from exporter.spec import parse_batch_sizes
+        from exporter.stages.coreml import parse_batch, parse_compression
+
+        low, high = parse_batch(batch)
+        compression = parse_compression(compress)
+        sizes = sorted({min(max(b, low), high) for b in parse_batch_sizes(batch_sizes)})
+        tolerance_set = "int8" if compression else precision.value
+        opts = _verify_options(no_verify, ",".join(map(str, sizes)), images, seed, max_rel_err, min_cosine, min_top1, tolerance_set)
+        loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, _spec_overrides(input_shape, mean, std, labels))
+        target = output or default_output(checkpoint, "coreml")
+        stage_options = {
+            "precision": precision.value, "image_input": image_input, "classifier": classifier, "batch": (low, high),
+            "min_target": min_target, "compress": compression, "author": author, "license": license_,
+            "version": version, "description": description,
+        }
+        result = export_artifact("coreml", loaded, target, stage_options, opts, keep_failed, ui.progress)
+        _finish(ui, result, loaded)
+
+    run_guarded(ui, body)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

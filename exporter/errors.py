@@ -40,6 +40,20 @@ class VerificationFailed(CnnexportError):
     exit_code = EXIT_VERIFICATION_FAILED
 
 
+class UnsupportedOp(CnnexportError):
+    """An artifact uses an op the reference interpreter does not implement: it cannot be checked here.
+
+    Verification turns this into ``skipped (unsupported op NAME)``, never ``pass``.
+    """
+
+    exit_code = EXIT_BACKEND_UNAVAILABLE
+
+    def __init__(self, op: str, all_ops: list[str] | None = None):
+        self.op = op
+        self.all_ops = all_ops or [op]
+        super().__init__(f"unsupported op {op}")
+
+
 class BackendUnavailable(CnnexportError):
     """A backend (TensorRT, Core ML predict, ...) cannot run on this machine."""
 

@@ -47,7 +47,13 @@ class Staging:
         shutil.rmtree(self.path, ignore_errors=True)
 
     def commit(self, names: list[str], rename: dict[str, str] | None = None) -> list[Path]:
-        """Move staged files into the final folder; the first name (the primary file) moves last."""
+        """Move staged files into the final folder; the first name (the primary file) moves last.
+
+        A staged directory (an ``.mlpackage``) replaces an existing one atomically where the OS
+        can swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); elsewhere the old package is
+        moved aside, the new one moved in, and the old one put back if that fails. Either way
+        the old package is never deleted before the new one is in place.
+        """
         rename = rename or {}
         moved = []
         for name in list(names[1:]) + list(names[:1]):
@@ -55,12 +61,44 @@ class Staging:
             source = self.path / name
             if target.is_dir() and not source.is_dir():
                 raise OutputError(f"{target} is a directory; choose another output name")
-            if source.is_dir() and target.exists():
-                backup = self.path / (".old-" + name)
-                os.replace(target, backup)
-            os.replace(source, target)
+            if source.is_dir() and target.exists() and not target.is_dir():
+                raise OutputError(f"{target} is a file, not a package folder; choose another output name")
+            if source.is_dir() and target.is_dir():
+                replace_dir(source, target, self.path / (".old-" + name))
+            else:
+                os.replace(source, target)
             moved.append(target)
         return moved
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    result = renameat2(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange)
+    return result == 0
+
+
+def replace_dir(source: Path, target: Path, backup: Path) -> None:
+    """Put directory ``source`` at ``target`` (an existing directory); the old one ends at ``source``/``backup``."""
+    if _exchange(source, target):
+        return  # target is the new package; source now holds the old one (deleted with the staging folder)
+    os.replace(target, backup)
+    try:
+        os.replace(source, target)
+    except BaseException:
+        os.replace(backup, target)
+        raise
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from exporter.data import InputSet
-from exporter.errors import first_line
+from exporter.errors import UnsupportedOp, first_line
 
 
 @dataclass(frozen=True)
@@ -149,6 +149,16 @@ def compare_arrays(ref: np.ndarray, out: np.ndarray, tol: Tolerance) -> dict:
     return metrics
 
 
+def softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
+    z = x.astype(np.float64) - x.astype(np.float64).max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
+
+
+# How an artifact's first output relates to the reference's logits (runner.reference_transform).
+REFERENCE_TRANSFORMS = {"softmax": softmax}
+
+
 def verify(
     artifact,
     references: dict[str, object],
@@ -156,10 +166,24 @@ def verify(
     tolerance: Tolerance,
     precision: str = "fp32",
 ) -> Verdict:
-    """Run the artifact and each reference runner on every input set and judge with ``tolerance``."""
+    """Run the artifact and each reference runner on every input set and judge with ``tolerance``.
+
+    An artifact whose first output is a function of the logits (a Core ML classifier's
+    probabilities) says so with ``reference_transform``; the reference's output is transformed
+    the same way before comparing. A batch dimension fixed on request (``requested_fixed_batch``,
+    e.g. `cnnexport coreml --batch 1`) is not a baked batch. An artifact that cannot be executed
+    here because its runner lacks an op (``UnsupportedOp``) is ``skipped``, never ``pass``.
+    """
+    unsupported = getattr(artifact, "unsupported_op", None)
+    if unsupported is not None:
+        return Verdict.skipped(str(unsupported), precision)
     checks: list[Check] = []
     batch_dim = getattr(artifact, "batch_dim", None)
-    if isinstance(batch_dim, int):
+    transform_name = getattr(artifact, "reference_transform", None)
+    transform = REFERENCE_TRANSFORMS.get(transform_name) if transform_name else None
+    if transform_name and transform is None:
+        checks.append(Check("declaration", "outputs", 0, "fail", f"the artifact's outputs are {transform_name!r} of the logits, which cnnexport cannot compare"))
+    if isinstance(batch_dim, int) and batch_dim != getattr(artifact, "requested_fixed_batch", None):
         checks.append(
             Check("declaration", "input signature", batch_dim, "fail", f"the batch dimension is fixed to {batch_dim}, not dynamic")
         )
@@ -174,12 +198,16 @@ def verify(
                 continue
             try:
                 actual = artifact.infer(inputs.array)
+            except UnsupportedOp as exc:
+                return Verdict.skipped(str(exc), precision)
             except Exception as exc:  # noqa: BLE001 - runtimes raise their own types
                 check.status, check.reason = "fail", f"the artifact failed at batch {inputs.batch_size}: {first_line(exc)}"
                 checks.append(check)
                 continue
             ref_out = next(iter(expected.values()))
             art_out = next(iter(actual.values()))
+            if transform is not None:
+                ref_out = transform(ref_out)
             metrics = compare_arrays(ref_out, art_out, tolerance)
             if not inputs.judged and "max_abs_err" in metrics:
                 metrics.update(status="pass", reason="runs, shape and finiteness checked; numbers not judged on these inputs")

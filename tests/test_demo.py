@@ -20,6 +20,8 @@ def test_demo_trains_exports_verifies_and_reports_accuracy(cli, tmp_path):
             assert drop <= 0.2, (name, drop)
         else:
             assert abs(value - acc["pytorch"]) <= 1 / 360, name  # fp32 artifacts agree with PyTorch
+    # the Core ML package: verified and measured by the MIL interpreter (within one digit of PyTorch)
+    assert "coreml" in kinds and abs(acc["lenet5_digits.mlpackage"] - acc["pytorch"]) <= 1 / 360
     assert (out / "lenet5_digits.pt").exists() and (out / "demo-report.json").exists()
     assert report["model"]["arch"] == "lenet5" and report["model"]["labels"] == [str(d) for d in range(10)]
 

@@ -49,4 +49,14 @@ def open_runner(path: Path, kind: str | None = None):
         from exporter.runners.torchscript import TorchScriptRunner
 
         return TorchScriptRunner(path)
+    if kind == "coreml":
+        import platform
+
+        if platform.system() == "Darwin":
+            from exporter.runners.coreml import CoreMLRunner
+
+            return CoreMLRunner(path)
+        from exporter.runners.mil import MilRunner
+
+        return MilRunner(path)
     raise BackendUnavailable(f"verifying {kind} artifacts is not available in this version of cnnexport")

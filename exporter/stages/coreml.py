@@ -1,0 +1,285 @@
+"""Core ML: coremltools.convert to an ML program `.mlpackage`.
+
+* compute precision fp16 (default) or fp32;
+* tensor input ``input`` (normalized NCHW, like every other artifact) or an image input
+  ``image`` taking 0..255 pixels: the spec's normalization is folded into Core ML's image
+  preprocessing. Core ML's image scale is ONE scalar for all channels, so:
+    - one std for all channels:  scale = 1/(255 std),  bias_c = -mean_c/std;
+    - per-channel std:           scale = 1/255,        bias_c = -mean_c,
+      and a per-channel multiply by 1/std_c stays inside the model (first op of the program);
+* classifier: class labels (the spec's labels, else "0".."K-1") with outputs ``classLabel`` and
+  ``classLabel_probs``; the probabilities are the softmax of the logits (a softmax is appended,
+  recorded as ``cnnexport.classifier_output = softmax`` so verification compares against the
+  softmax of the reference logits);
+* batch: a range MIN:MAX (default 1:64) or a fixed size;
+* minimum deployment target (iOS15 .. iOS18, macOS12 .. macOS15);
+* metadata: author, license, version, description, the input's description, and the
+  cnnexport spec (user-defined key ``cnnexport.spec``);
+* optional weight compression through coremltools.optimize.coreml: ``palettize:N`` (k-means
+  LUT with N bits) or ``linear8`` (symmetric per-channel int8); both need iOS16 or later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from exporter.errors import BadInputError, ExportError, root_cause
+from exporter.spec import METADATA_KEY
+from exporter.stages import StageOutput, example_batch
+
+TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
+# macOS targets that pair with an iOS target (coremltools treats them the same).
+_TARGET_ORDER = {"iOS15": 15, "macOS12": 15, "iOS16": 16, "macOS13": 16, "iOS17": 17, "macOS14": 17, "iOS18": 18, "macOS15": 18}
+PRECISIONS = ("fp16", "fp32")
+DEFAULT_BATCH = (1, 64)
+PALETTE_BITS = (1, 2, 3, 4, 6, 8)
+
+
+@dataclass(frozen=True)
+class Compression:
+    kind: str  # "palettize" | "linear8"
+    nbits: int = 8
+
+    def describe(self) -> str:
+        return f"palettize:{self.nbits}" if self.kind == "palettize" else "linear8"
+
+
+def parse_compression(text: str | None) -> Compression | None:
+    if not text:
+        return None
+    text = text.strip().lower()
+    if text in ("linear8", "linear:8", "int8"):
+        return Compression("linear8")
+    if text.startswith("palettize:"):
+        try:
+            bits = int(text.split(":", 1)[1])
+        except ValueError:
+            bits = -1
+        if bits not in PALETTE_BITS:
+            raise BadInputError(f"--compress palettize:N takes N in {', '.join(map(str, PALETTE_BITS))}, got {text!r}")
+        return Compression("palettize", bits)
+    raise BadInputError(f"--compress must be palettize:N (N = 1,2,3,4,6,8) or linear8, got {text!r}")
+
+
+def parse_batch(text: str | None) -> tuple[int, int]:
+    """'1:16' -> (1, 16); '4' -> (4, 4)."""
+    if text is None:
+        return DEFAULT_BATCH
+    parts = text.replace(" ", "").split(":")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise BadInputError(f"--batch expects MIN:MAX or N (e.g. 1:16), got {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or values[0] < 1 or values[1] < values[0]:
+        raise BadInputError(f"--batch expects 1 <= MIN <= MAX, got {text!r}")
+    return values[0], values[1]
+
+
+def image_preprocessing(spec) -> tuple[float, list[float], list[float] | None]:
+    """(scale, bias per channel, in-model per-channel multiplier or None) for an image input."""
+    mean, std = spec.channel_mean(), spec.channel_std()
+    if len(set(std)) == 1:
+        s = std[0]
+        return 1.0 / (255.0 * s), [-m / s for m in mean], None
+    return 1.0 / 255.0, [-m for m in mean], [1.0 / s for s in std]
+
+
+def _wrap(module, inv_std, softmax: bool):
+    import torch
+
+    class CoreMLWrapper(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = module
+            self.has_scale = inv_std is not None
+            if inv_std is not None:
+                self.register_buffer("inv_std", torch.tensor(inv_std, dtype=torch.float32).reshape(1, -1, 1, 1))
+
+        def forward(self, x):
+            if self.has_scale:
+                x = x * self.inv_std
+            out = self.inner(x)
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+            return torch.softmax(out, dim=1) if softmax else out
+
+    return CoreMLWrapper().eval()
+
+
+def export(
+    loaded,
+    staging_dir: Path,
+    name: str,
+    precision: str = "fp16",
+    image_input: bool = False,
+    classifier: bool = False,
+    batch: tuple[int, int] | str | None = None,
+    min_target: str | None = None,
+    compress: str | Compression | None = None,
+    author: str | None = None,
+    license: str | None = None,  # noqa: A002 - the user-facing name
+    version: str | None = None,
+    description: str | None = None,
+    color_layout: str = "RGB",
+) -> StageOutput:
+    import numpy as np
+    import torch
+
+    try:
+        from exporter.mil.package import quiet_import_coremltools
+
+        ct = quiet_import_coremltools()
+    except ImportError as exc:
+        from exporter.errors import BackendUnavailable
+
+        raise BackendUnavailable(f"Core ML conversion needs coremltools ({exc}); install it with: pip install 'cnnexport[coreml]'") from None
+
+    if not name.endswith(".mlpackage"):
+        raise BadInputError(f"a Core ML ML program is a folder ending in .mlpackage, got {name!r}")
+    if precision not in PRECISIONS:
+        raise BadInputError(f"--precision must be fp16 or fp32, got {precision!r}")
+    spec = loaded.spec
+    compression = compress if isinstance(compress, Compression) or compress is None else parse_compression(compress)
+    low, high = batch if isinstance(batch, tuple) else parse_batch(batch)
+    target_name = min_target or ("iOS16" if compression else "iOS15")
+    if target_name not in TARGETS:
+        raise BadInputError(f"--min-target must be one of {', '.join(TARGETS)}, got {target_name!r}")
+    if compression and _TARGET_ORDER[target_name] < 16:
+        raise BadInputError(f"weight compression needs --min-target iOS16 (or macOS13) or later, not {target_name}")
+    if image_input and spec.channels not in (1, 3):
+        raise BadInputError(f"an image input needs 1 or 3 channels; this model takes {spec.channels}")
+    if color_layout not in ("RGB", "BGR"):
+        raise BadInputError(f"color layout must be RGB or BGR, got {color_layout!r}")
+
+    labels = list(spec.labels) if spec.labels else [str(i) for i in range(spec.num_classes)]
+    scale, bias, inv_std = image_preprocessing(spec) if image_input else (None, None, None)
+    module = _wrap(loaded.module, inv_std, softmax=classifier)
+    flexible = high > low
+    batch_dim = ct.RangeDim(lower_bound=low, upper_bound=high, default=low, symbol="batch") if flexible else low
+    shape = ct.Shape(shape=(batch_dim, *spec.input_shape))
+    if image_input:
+        layout = ct.colorlayout.GRAYSCALE if spec.channels == 1 else getattr(ct.colorlayout, color_layout)
+        inputs = [ct.ImageType(name="image", shape=shape, scale=scale, bias=bias if spec.channels == 3 else bias[0], color_layout=layout)]
+    else:
+        inputs = [ct.TensorType(name="input", shape=shape, dtype=np.float32)]
+    convert_args = dict(
+        inputs=inputs,
+        convert_to="mlprogram",
+        compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+        minimum_deployment_target=getattr(ct.target, target_name),
+    )
+    if classifier:
+        convert_args["classifier_config"] = ct.ClassifierConfig(labels)
+    else:
+        convert_args["outputs"] = [ct.TensorType(name="logits")]
+
+    captured = io.StringIO()
+    quiet = logging.getLogger("coremltools")
+    previous = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured), torch.no_grad():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(module, example_batch(spec, max(2, low) if flexible else low), check_trace=False)
+            try:
+                mlmodel = ct.convert(traced, **convert_args)
+            except Exception as exc:  # noqa: BLE001 - coremltools raises many error types
+                if not flexible:
+                    raise
+                raise ExportError(
+                    f"coremltools cannot convert this model with a flexible batch {low}:{high} ({root_cause(exc)}); "
+                    f"the model does not allow a dynamic batch (e.g. an op that reads the batch size): "
+                    f"export a fixed batch with --batch {low}"
+                ) from exc
+            if compression is not None:
+                mlmodel = _compress(mlmodel, compression)
+    except (ExportError, BadInputError):
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"coremltools could not convert the model: {root_cause(exc)}") from exc
+    finally:
+        quiet.setLevel(previous)
+
+    from exporter import __version__
+
+    mlmodel.author = author or ""
+    mlmodel.license = license or ""
+    mlmodel.version = version or ""
+    mlmodel.short_description = description or f"{spec.arch} classifier ({spec.num_classes} classes), exported by cnnexport"
+    c, h, w = spec.input_shape
+    mean_text = ", ".join(f"{m:g}" for m in spec.channel_mean())
+    std_text = ", ".join(f"{s:g}" for s in spec.channel_std())
+    if image_input:
+        order = "grayscale" if c == 1 else color_layout
+        mlmodel.input_description["image"] = f"{order} image {w}x{h}, pixels 0..255; normalized inside as (p/255 - [{mean_text}]) / [{std_text}]"
+    else:
+        mlmodel.input_description["input"] = f"float32 NCHW batch ({low}..{high}) x {c}x{h}x{w}, normalized: (pixel/255 - [{mean_text}]) / [{std_text}]"
+    if classifier:
+        mlmodel.output_description["classLabel"] = "most likely class"
+        mlmodel.output_description["classLabel_probs"] = "probability of each class (softmax of the logits)"
+    else:
+        mlmodel.output_description["logits"] = f"class logits, {spec.num_classes} per sample"
+    meta = mlmodel.user_defined_metadata
+    meta[METADATA_KEY] = spec.to_json()
+    meta["cnnexport.version"] = __version__
+    meta["cnnexport.precision"] = precision
+    meta["cnnexport.batch"] = f"{low}:{high}"
+    if classifier:
+        meta["cnnexport.classifier_output"] = "softmax"
+    if compression:
+        meta["cnnexport.compression"] = compression.describe()
+
+    target = Path(staging_dir) / name
+    try:
+        mlmodel.save(str(target))
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"coremltools could not save {name}: {root_cause(exc)}") from exc
+    ops = _op_counts(mlmodel)
+    return StageOutput(
+        files=[name],
+        details={
+            "precision": precision,
+            "input": "image" if image_input else "input",
+            "input_kind": "image" if image_input else "tensor",
+            "color_layout": ("GRAYSCALE" if spec.channels == 1 else color_layout) if image_input else None,
+            "image_scale": scale,
+            "image_bias": bias,
+            "in_model_std_multiplier": inv_std,
+            "classifier": classifier,
+            "outputs": ["classLabel", "classLabel_probs"] if classifier else ["logits"],
+            "batch": [low, high],
+            "min_target": target_name,
+            "compression": compression.describe() if compression else None,
+            "ops": ops,
+            "coremltools": ct.__version__,
+        },
+    )
+
+
+def _compress(mlmodel, compression: Compression):
+    import coremltools.optimize.coreml as cto
+
+    if compression.kind == "palettize":
+        config = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(mode="kmeans", nbits=compression.nbits, weight_threshold=2048))
+        return cto.palettize_weights(mlmodel, config)
+    config = cto.OptimizationConfig(
+        global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=2048)
+    )
+    return cto.linear_quantize_weights(mlmodel, config)
+
+
+def _op_counts(mlmodel) -> dict[str, int]:
+    spec = mlmodel.get_spec()
+    fn = spec.mlProgram.functions["main"]
+    counts: dict[str, int] = {}
+    for operation in fn.block_specializations[fn.opset].operations:
+        if operation.type != "const":
+            counts[operation.type] = counts.get(operation.type, 0) + 1
+    return dict(sorted(counts.items()))

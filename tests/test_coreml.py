@@ -1,0 +1,337 @@
+"""`cnnexport coreml` end to end: convert with coremltools, verify with the MIL interpreter on Linux."""
+
+import json
+import os
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import build_model, files_in
+
+pytest.importorskip("coremltools")
+
+# The four bigger torchvision models take 30-70 s each on a 2-core CPU (conversion + interpreting
+# fp32 and fp16 programs); they run with CNNEXPORT_SLOW=1 (CI's default suite covers LeNet-5,
+# simple_cnn, resnet18 and mobilenet_v2; benchmarks/coreml_coverage.py covers the registry).
+slow = [pytest.mark.slow, pytest.mark.skipif(not os.environ.get("CNNEXPORT_SLOW"), reason="big model; set CNNEXPORT_SLOW=1")]
+
+
+def _ckpt(models_dir: Path, name: str, num_classes: int = 10) -> Path:
+    import torch
+
+    path = models_dir / f"{name}_coreml.pt"
+    if not path.exists():
+        torch.save({"arch": name, "model_state_dict": build_model(name, num_classes=num_classes).state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def lenet_pkg(models_dir, lenet5_ckpt):
+    """LeNet-5 (7 classes) as an fp32 ML program, exported once."""
+    from exporter import export_artifact, load_checkpoint
+
+    out = models_dir / "coreml" / "lenet5.mlpackage"
+    result = export_artifact("coreml", load_checkpoint(lenet5_ckpt), out, {"precision": "fp32"})
+    assert result.verification.status == "pass", result.verification.reason
+    return out
+
+
+def _spec(pkg: Path):
+    from exporter.mil.package import MLPackage
+
+    return MLPackage(pkg).spec
+
+
+def _first_conv_weight_blob(pkg: Path) -> tuple[Path, int, int]:
+    """(weight.bin, byte offset of the first rank-4 weight's data, its element size)."""
+    from exporter.mil.package import MLPackage
+
+    package = MLPackage(pkg)
+    fn = package.spec.mlProgram.functions["main"]
+    for op in fn.block_specializations[fn.opset].operations:
+        val = op.attributes.get("val") if op.type == "const" else None
+        if val is not None and val.WhichOneof("value") == "blobFileValue" and val.type.tensorType.rank == 4:
+            weight_file = package.weight_file(val.blobFileValue.fileName)
+            _, code, _, data_offset = struct.unpack_from("<IIQQ", weight_file.data, val.blobFileValue.offset)
+            return weight_file.path, data_offset, 2 if code == 1 else 4
+    raise AssertionError("no rank-4 weight blob")
+
+
+# ----------------------------------------------------------------- LeNet-5 and the verbs
+
+
+def test_lenet5_fp32_package_matches_pytorch_and_carries_metadata(cli, lenet5_ckpt, tmp_path):
+    out = tmp_path / "lenet.mlpackage"
+    r = cli("coreml", lenet5_ckpt, "-o", out, "--precision", "fp32", "--author", "Ada", "--license", "MIT",
+            "--version", "1.2", "--description", "digits", "--json")
+    assert r.exit_code == 0, r
+    art = r.json()["artifacts"][0]
+    v = art["verification"]
+    assert v["status"] == "pass" and v["max_rel_err"] <= 1e-4 and v["batch_sizes"] == [1, 4]
+    assert art["details"]["precision"] == "fp32" and art["details"]["batch"] == [1, 64]
+    assert art["bytes"] > 200_000 and files_in(tmp_path) >= {"lenet.mlpackage", "lenet.mlpackage.report.json"}
+    spec = _spec(out)
+    meta = spec.description.metadata
+    assert (meta.author, meta.license, meta.versionString, meta.shortDescription) == ("Ada", "MIT", "1.2", "digits")
+    stored = json.loads(meta.userDefined["cnnexport.spec"])
+    assert stored["arch"] == "lenet5" and stored["num_classes"] == 7 and stored["mean"] == [0.5]
+    assert "normalized" in spec.description.input[0].shortDescription
+    ranges = spec.description.input[0].type.multiArrayType.shapeRange.sizeRanges
+    assert (ranges[0].lowerBound, ranges[0].upperBound) == (1, 64)
+    assert spec.specificationVersion == 6  # iOS15
+
+
+def test_fp16_program_rounds_like_fp16_and_passes_the_fp16_rule(cli, lenet5_ckpt, tmp_path):
+    r = cli("coreml", lenet5_ckpt, "-o", tmp_path / "l16.mlpackage", "--json")
+    assert r.exit_code == 0, r
+    v = r.json()["artifacts"][0]["verification"]
+    assert v["status"] == "pass" and v["precision"] == "fp16" and v["top1_agreement"] == 1.0
+    # fp16 rounding is visible: far above fp32 round-off, within the fp16 tolerance.
+    assert 1e-5 < v["max_rel_err"] <= 1e-2
+    from exporter.runners.mil import MilRunner
+
+    runner = MilRunner(tmp_path / "l16.mlpackage")
+    assert runner.program.op_counts.get("cast") == 2  # fp32 input -> fp16 compute -> fp32 output
+    # `cnnexport verify` judges the package by the precision it was exported with.
+    again = cli("verify", tmp_path / "l16.mlpackage", "--checkpoint", lenet5_ckpt, "--json")
+    assert again.exit_code == 0, again
+    assert again.json()["artifacts"][0]["verification"]["precision"] == "fp16"
+
+
+def test_verify_passes_the_package_and_fails_one_changed_weight_blob(cli, lenet_pkg, lenet5_ckpt, tmp_path):
+    good = cli("verify", lenet_pkg, "--checkpoint", lenet5_ckpt, "--json")
+    assert good.exit_code == 0, good
+    assert good.json()["artifacts"][0]["kind"] == "coreml"
+    assert good.json()["artifacts"][0]["verification"]["status"] == "pass"
+    bad = tmp_path / "bad.mlpackage"
+    shutil.copytree(lenet_pkg, bad)
+    weights, offset, size = _first_conv_weight_blob(bad)
+    data = bytearray(weights.read_bytes())
+    value = np.frombuffer(bytes(data[offset : offset + size]), np.float32 if size == 4 else np.float16)[0]
+    data[offset : offset + size] = np.asarray([value + 0.5], value.dtype).tobytes()
+    weights.write_bytes(bytes(data))
+    r = cli("verify", bad, "--checkpoint", lenet5_ckpt, "--json")
+    assert r.exit_code == 1, r
+    v = r.json()["artifacts"][0]["verification"]
+    assert v["status"] == "fail" and v["max_rel_err"] > 1e-4
+
+
+def test_an_unknown_op_is_skipped_never_pass(cli, lenet_pkg, lenet5_ckpt, tmp_path):
+    pkg = tmp_path / "odd.mlpackage"
+    shutil.copytree(lenet_pkg, pkg)
+    from exporter.mil.package import MLPackage
+
+    package = MLPackage(pkg)
+    fn = package.spec.mlProgram.functions["main"]
+    op = next(o for o in fn.block_specializations[fn.opset].operations if o.type == "tanh")
+    op.type = "fancy_tanh"
+    package.model_path.write_bytes(package.spec.SerializeToString())
+    r = cli("verify", pkg, "--checkpoint", lenet5_ckpt, "--json")
+    v = r.json()["artifacts"][0]["verification"]
+    assert v["status"] == "skipped" and v["reason"] == "unsupported op fancy_tanh", r
+    assert r.exit_code == 0
+
+
+def test_the_wrong_spec_in_the_package_metadata_fails(cli, lenet_pkg, lenet5_ckpt, tmp_path):
+    pkg = tmp_path / "wrong.mlpackage"
+    shutil.copytree(lenet_pkg, pkg)
+    from exporter.mil.package import MLPackage
+
+    package = MLPackage(pkg)
+    stored = json.loads(package.spec.description.metadata.userDefined["cnnexport.spec"])
+    stored["std"] = [0.25]
+    package.spec.description.metadata.userDefined["cnnexport.spec"] = json.dumps(stored)
+    package.model_path.write_bytes(package.spec.SerializeToString())
+    r = cli("verify", pkg, "--checkpoint", lenet5_ckpt)
+    assert r.exit_code == 1 and "std" in r.stderr, r
+
+
+def test_batch_range_fixed_batch_and_a_range_too_small(cli, lenet5_ckpt, tmp_path):
+    r = cli("coreml", lenet5_ckpt, "-o", tmp_path / "r.mlpackage", "--batch", "2:3", "--precision", "fp32", "--json")
+    assert r.exit_code == 0, r
+    assert r.json()["artifacts"][0]["verification"]["batch_sizes"] == [2, 3]  # 1,4 clipped into 2:3
+    from exporter.runners.mil import MilRunner
+
+    runner = MilRunner(tmp_path / "r.mlpackage")
+    assert runner.batch_dim == "batch" and runner.batch_range == (2, 3)
+    with pytest.raises(Exception, match="outside the package's batch range"):
+        runner.infer(np.zeros((1, 1, 32, 32), np.float32))
+    x = np.random.default_rng(0).standard_normal((7, 1, 32, 32)).astype(np.float32)
+    chunked = runner.infer(x)["logits"]  # above the maximum: run as chunks of at most 3
+    assert chunked.shape == (7, 7) and np.allclose(chunked[:3], runner.infer(x[:3])["logits"], atol=1e-6)
+    r = cli("coreml", lenet5_ckpt, "-o", tmp_path / "f.mlpackage", "--batch", "1", "--precision", "fp32", "--json")
+    assert r.exit_code == 0, r
+    v = r.json()["artifacts"][0]["verification"]
+    assert v["status"] == "pass" and v["batch_sizes"] == [1]
+    assert MilRunner(tmp_path / "f.mlpackage").batch_dim == 1
+    for bad in ("0:4", "4:2", "x"):
+        r = cli("coreml", lenet5_ckpt, "-o", tmp_path / "x.mlpackage", "--batch", bad)
+        assert r.exit_code == 2 and "--batch" in r.stderr, r
+
+
+def test_a_model_that_bakes_its_batch_fails_verification(cli, tmp_path):
+    import sys
+
+    import torch
+
+    from tests.test_export_cli import BAKED_MODEL
+
+    (tmp_path / "bakedml.py").write_text(BAKED_MODEL)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from bakedml import BakedBatch
+    finally:
+        sys.path.pop(0)
+    torch.save(BakedBatch().state_dict(), tmp_path / "b.pt")
+    r = cli("coreml", tmp_path / "b.pt", "--arch", f"{tmp_path / 'bakedml.py'}:BakedBatch", "--input-shape", "3,8,8",
+            "--precision", "fp32", "-o", tmp_path / "out" / "b.mlpackage")
+    assert r.exit_code == 1, r
+    assert "verification failed" in r.stderr
+    assert not (tmp_path / "out" / "b.mlpackage").exists()
+
+
+def test_bad_options_are_exit_2(cli, lenet5_ckpt, tmp_path):
+    for args, words in (
+        (["--compress", "palettize:5"], "palettize"),
+        (["--compress", "zip"], "--compress"),
+        (["--min-target", "iOS12"], "--min-target"),
+        (["--compress", "linear8", "--min-target", "iOS15"], "iOS16"),
+        (["--precision", "int4"], "precision"),
+    ):
+        r = cli("coreml", lenet5_ckpt, "-o", tmp_path / "x.mlpackage", *args)
+        assert r.exit_code == 2 and words in (r.stderr + r.stdout), (args, r)
+    r = cli("coreml", lenet5_ckpt, "-o", tmp_path / "x.onnx")
+    assert r.exit_code == 2 and ".mlpackage" in r.stderr, r
+
+
+def test_a_failed_reexport_leaves_the_installed_package_untouched(cli, lenet5_ckpt, tmp_path):
+    out = tmp_path / "keep.mlpackage"
+    assert cli("coreml", lenet5_ckpt, "-o", out, "--precision", "fp32").exit_code == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # An impossible tolerance makes the second export fail verification: nothing may change.
+    r = cli("coreml", lenet5_ckpt, "-o", out, "--precision", "fp32", "--max-rel-err", "1e-12", "--min-cosine", "1.1")
+    assert r.exit_code == 1, r
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cnnexport-tmp-")]
+    # A passing re-export replaces it.
+    r = cli("coreml", lenet5_ckpt, "-o", out, "--precision", "fp16")
+    assert r.exit_code == 0, r
+    assert _spec(out).description.metadata.userDefined["cnnexport.precision"] == "fp16"
+
+
+# ----------------------------------------------------------------- image input, labels, classifier
+
+
+def test_image_input_with_per_channel_std_classifier_and_labels(cli, simple_cnn_ckpt, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"class_{i}" for i in range(10)) + "\n")
+    out = tmp_path / "img.mlpackage"
+    r = cli("coreml", simple_cnn_ckpt, "-o", out, "--precision", "fp32", "--image-input", "--labels", labels, "--classifier", "--json")
+    assert r.exit_code == 0, r
+    art = r.json()["artifacts"][0]
+    v = art["verification"]
+    assert v["status"] == "pass" and v["max_rel_err"] <= 1e-4, v
+    d = art["details"]
+    # CIFAR std differs per channel: Core ML's single image scale takes 1/255, the bias the mean,
+    # and 1/std stays in the model as a per-channel multiply.
+    assert d["image_scale"] == pytest.approx(1 / 255)
+    assert d["image_bias"] == pytest.approx([-0.4914, -0.4822, -0.4465])
+    assert d["in_model_std_multiplier"] == pytest.approx([1 / 0.247, 1 / 0.2435, 1 / 0.2616])
+    spec = _spec(out)
+    assert spec.description.input[0].type.WhichOneof("Type") == "imageType"
+    assert spec.description.predictedFeatureName == "classLabel"
+    assert list(spec.description.output[0].type.stringType.ListFields()) == []
+    from exporter.mil.package import MLPackage
+
+    fn = MLPackage(out).spec.mlProgram.functions["main"]
+    classify = next(o for o in fn.block_specializations[fn.opset].operations if o.type == "classify")
+    assert "class_0" in str(classify)
+    # The classifier's label is the label of the most probable class.
+    from exporter.data import random_inputs
+    from exporter.runners.mil import MilRunner
+    from exporter.spec import ModelSpec
+
+    runner = MilRunner(out)
+    x = random_inputs(ModelSpec.from_dict(runner.metadata), 3, 0).array
+    outs = runner.infer(x)
+    probs = outs["classLabel_probs"]
+    assert probs.shape == (3, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert list(outs["classLabel"]) == [f"class_{i}" for i in probs.argmax(axis=1)]
+
+
+def test_uniform_std_is_folded_into_the_image_scale(cli, lenet5_ckpt, tmp_path):
+    r = cli("coreml", lenet5_ckpt, "-o", tmp_path / "g.mlpackage", "--precision", "fp32", "--image-input", "--json")
+    assert r.exit_code == 0, r
+    d = r.json()["artifacts"][0]["details"]
+    assert d["image_scale"] == pytest.approx(1 / (255 * 0.5)) and d["image_bias"] == pytest.approx([-1.0])
+    assert d["in_model_std_multiplier"] is None and d["color_layout"] == "GRAYSCALE"
+    assert r.json()["artifacts"][0]["verification"]["max_rel_err"] <= 1e-4
+
+
+def test_swapped_channel_order_of_the_image_input_fails(simple_cnn_ckpt, tmp_path):
+    from exporter import export_artifact, load_checkpoint
+
+    loaded = load_checkpoint(simple_cnn_ckpt, arch="simple_cnn")
+    out = tmp_path / "bgr.mlpackage"
+    result = export_artifact("coreml", loaded, out, {"precision": "fp32", "image_input": True, "color_layout": "BGR"}, keep_failed=True)
+    v = result.verification
+    assert v.status == "fail" and v.to_dict()["max_rel_err"] > 1e-3, v.reason
+    assert not out.exists() and (tmp_path / "bgr.rejected.mlpackage").is_dir()
+    # The same model with the spec's RGB layout passes.
+    assert export_artifact("coreml", loaded, tmp_path / "rgb.mlpackage", {"precision": "fp32", "image_input": True}).verification.status == "pass"
+
+
+def test_weight_compression_palettize_and_linear8(cli, simple_cnn_ckpt, tmp_path):
+    plain = cli("coreml", simple_cnn_ckpt, "-o", tmp_path / "plain.mlpackage", "--min-target", "iOS16", "--json")
+    assert plain.exit_code == 0, plain
+    plain_bytes = plain.json()["artifacts"][0]["bytes"]
+    r = cli("coreml", simple_cnn_ckpt, "-o", tmp_path / "p4.mlpackage", "--compress", "palettize:4", "--json")
+    assert r.exit_code == 0, r
+    art = r.json()["artifacts"][0]
+    assert art["details"]["compression"] == "palettize:4" and art["details"]["min_target"] == "iOS16"
+    assert art["details"]["ops"]["constexpr_lut_to_dense"] >= 2
+    assert art["verification"]["precision"] == "int8" and art["verification"]["status"] == "pass"
+    assert art["verification"]["max_rel_err"] > 1e-3  # the 16-entry palettes really changed the weights
+    assert art["bytes"] < 0.5 * plain_bytes  # 4-bit indices instead of fp16 weights
+    assert _spec(tmp_path / "p4.mlpackage").description.metadata.userDefined["cnnexport.compression"] == "palettize:4"
+    for target, op in (("iOS17", "constexpr_affine_dequantize"), ("iOS18", "constexpr_blockwise_shift_scale")):
+        r = cli("coreml", simple_cnn_ckpt, "-o", tmp_path / f"q8{target}.mlpackage", "--compress", "linear8", "--min-target", target, "--json")
+        assert r.exit_code == 0, r
+        art = r.json()["artifacts"][0]
+        assert art["details"]["ops"][op] >= 2, art["details"]["ops"]
+        assert art["verification"]["status"] == "pass" and art["verification"]["cosine"] > 0.999
+    r = cli("coreml", simple_cnn_ckpt, "-o", tmp_path / "p18.mlpackage", "--compress", "palettize:6", "--min-target", "iOS18", "--json")
+    assert r.exit_code == 0, r
+    assert r.json()["artifacts"][0]["verification"]["status"] == "pass"
+
+
+# ----------------------------------------------------------------- torchvision models
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_torchvision_models_fp32_and_fp16(name, models_dir, tmp_path):
+    from exporter import VerifyOptions, export_artifact, load_checkpoint
+
+    loaded = load_checkpoint(_ckpt(models_dir, name))
+    fp32 = export_artifact("coreml", loaded, tmp_path / f"{name}32.mlpackage", {"precision": "fp32"}, VerifyOptions(batch_sizes=(1, 3)))
+    v = fp32.verification.to_dict()
+    assert v["status"] == "pass" and v["max_rel_err"] <= 1e-4, v
+    fp16 = export_artifact("coreml", loaded, tmp_path / f"{name}16.mlpackage", {}, VerifyOptions(batch_sizes=(4,), precision="fp16"))
+    v = fp16.verification.to_dict()
+    assert v["status"] == "pass" and v["top1_agreement"] == 1.0 and v["max_rel_err"] <= 1e-2, v
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=slow) for n in ("mobilenet_v3_small", "efficientnet_b0", "densenet121", "convnext_tiny")])
+def test_bigger_torchvision_models_fp32_and_fp16(name, models_dir, tmp_path):
+    from exporter import VerifyOptions, export_artifact, load_checkpoint
+
+    loaded = load_checkpoint(_ckpt(models_dir, name))
+    fp32 = export_artifact("coreml", loaded, tmp_path / f"{name}32.mlpackage", {"precision": "fp32"}, VerifyOptions(batch_sizes=(2,)))
+    v = fp32.verification.to_dict()
+    assert v["status"] == "pass" and v["max_rel_err"] <= 1e-4, v
+    fp16 = export_artifact("coreml", loaded, tmp_path / f"{name}16.mlpackage", {}, VerifyOptions(batch_sizes=(2,), precision="fp16"))
+    v = fp16.verification.to_dict()
+    assert v["status"] == "pass" and v["top1_agreement"] == 1.0, v

@@ -1,0 +1,179 @@
+"""The MIL interpreter's pieces against independent references (PyTorch ops, coremltools' own decoders)."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exporter.errors import BadInputError, OutputError
+from exporter.mil import ops
+from exporter.mil.package import BLOB_SENTINEL, WeightFile, unpack_sub_byte
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def _t(a):
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+@pytest.mark.parametrize(
+    "cin,cout,k,stride,pad,dil,groups",
+    [(3, 8, 3, 1, 1, 1, 1), (4, 6, 3, 2, 1, 1, 2), (8, 8, 3, 2, 1, 1, 8), (5, 7, 1, 2, 0, 1, 1), (4, 4, 3, 1, 2, 2, 1), (3, 5, 7, 2, 3, 1, 1)],
+)
+def test_conv_matches_torch(cin, cout, k, stride, pad, dil, groups):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, cin, 11, 13)).astype(np.float32)
+    w = rng.standard_normal((cout, cin // groups, k, k)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    ours = ops.conv(x, w, b, strides=[stride, stride], pad_type="custom", pad=[pad] * 4, dilations=[dil, dil], groups=groups)
+    ref = F.conv2d(_t(x), _t(w), _t(b), stride=stride, padding=pad, dilation=dil, groups=groups).numpy()
+    assert ours.shape == ref.shape
+    assert np.abs(ours - ref).max() < 1e-4
+
+
+def test_conv_same_padding_matches_tensorflow_rule():
+    x = np.arange(2 * 1 * 5 * 5, dtype=np.float32).reshape(2, 1, 5, 5)
+    w = np.ones((1, 1, 2, 2), np.float32)
+    out = ops.conv(x, w, None, strides=[2, 2], pad_type="same")
+    assert out.shape == (2, 1, 3, 3)  # ceil(5 / 2)
+    assert out[0, 0, 2, 2] == x[0, 0, 4, 4]  # the extra padding goes at the end ("same", not "same_lower")
+
+
+@pytest.mark.parametrize("ceil_mode", [False, True])
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pools_match_torch(kind, ceil_mode):
+    x = np.random.default_rng(1).standard_normal((2, 3, 10, 9)).astype(np.float32)
+    args = dict(kernel_sizes=[3, 3], strides=[2, 2], pad_type="custom", pad=[1, 1, 1, 1], ceil_mode=ceil_mode)
+    if kind == "max":
+        ours = ops.max_pool(x, **args)
+        ref = F.max_pool2d(_t(x), 3, 2, 1, ceil_mode=ceil_mode).numpy()
+    else:
+        ours = ops.avg_pool(x, exclude_padding_from_average=False, **args)
+        ref = F.avg_pool2d(_t(x), 3, 2, 1, ceil_mode=ceil_mode, count_include_pad=True).numpy()
+        excl = ops.avg_pool(x, exclude_padding_from_average=True, **args)
+        ref_excl = F.avg_pool2d(_t(x), 3, 2, 1, ceil_mode=ceil_mode, count_include_pad=False).numpy()
+        assert np.abs(excl - ref_excl).max() < 1e-5
+    assert ours.shape == ref.shape
+    assert np.abs(ours - ref).max() < 1e-5
+
+
+def test_activations_and_norms_match_torch():
+    x = np.random.default_rng(2).standard_normal((2, 4, 5, 6)).astype(np.float32) * 4
+    tx = _t(x)
+    assert np.abs(ops.OPS["silu"](x) - F.silu(tx).numpy()).max() < 1e-6
+    assert np.abs(ops.gelu(x, "EXACT") - F.gelu(tx).numpy()).max() < 1e-5
+    assert np.abs(ops.gelu(x, "TANH_APPROXIMATION") - F.gelu(tx, approximate="tanh").numpy()).max() < 1e-5
+    assert np.abs(ops.sigmoid_hard(x, 1 / 6, 0.5) - F.hardsigmoid(tx).numpy()).max() < 1e-6
+    assert np.abs(ops.softmax(x, 1) - F.softmax(tx, 1).numpy()).max() < 1e-6
+    gamma, beta = np.random.default_rng(3).standard_normal((2, 6, 4)).astype(np.float32)
+    ln = ops.layer_norm(x.transpose(0, 2, 3, 1), axes=[-1], gamma=gamma[0], beta=beta[0], epsilon=1e-6)
+    ref = F.layer_norm(tx.permute(0, 2, 3, 1), (4,), _t(gamma[0]), _t(beta[0]), 1e-6).numpy()
+    assert np.abs(ln - ref).max() < 1e-5
+    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3)) + 0.5
+    bn = ops.batch_norm(x, mean, var, gamma[0], beta[0], 1e-5)
+    assert np.abs(bn - F.batch_norm(tx, _t(mean), _t(var), _t(gamma[0]), _t(beta[0]), eps=1e-5).numpy()).max() < 1e-5
+    assert np.array_equal(ops.thresholded_relu(np.array([-1.0, 0.5, 1.0, 2.0], np.float32), 1.0), [0, 0, 1.0, 2.0])
+
+
+@pytest.mark.parametrize("nbits,signed", [(1, False), (2, False), (3, False), (4, False), (6, False), (4, True)])
+def test_sub_byte_unpacking_agrees_with_coremltools(nbits, signed):
+    from exporter.mil.package import quiet_import_coremltools
+
+    quiet_import_coremltools()
+    from coremltools.optimize import _utils as cto_utils
+
+    rng = np.random.default_rng(nbits)
+    low, high = (-(1 << (nbits - 1)), 1 << (nbits - 1)) if signed else (0, 1 << nbits)
+    values = rng.integers(low, high, size=37)
+    packed = cto_utils.pack_elements_into_bits(values.astype(np.int8 if signed else np.uint8), nbits)
+    assert np.array_equal(unpack_sub_byte(packed.tobytes(), nbits, 37, signed), values)
+
+
+def _blob_file(tmp_path: Path, payload: np.ndarray, sentinel=BLOB_SENTINEL) -> Path:
+    header = np.zeros(16, np.uint32)
+    header[0], header[1] = 1, 2
+    meta = bytearray(64)
+    meta[0:4] = np.uint32(sentinel).tobytes()
+    meta[4:8] = np.uint32(2).tobytes()  # float32
+    meta[8:16] = np.uint64(payload.nbytes).tobytes()
+    meta[16:24] = np.uint64(128).tobytes()
+    path = tmp_path / "weight.bin"
+    path.write_bytes(header.tobytes() + bytes(meta) + payload.astype(np.float32).tobytes())
+    return path
+
+
+def test_weight_file_reads_blobs_and_rejects_a_bad_sentinel(tmp_path):
+    payload = np.arange(6, dtype=np.float32)
+    good = WeightFile(_blob_file(tmp_path, payload))
+    assert np.array_equal(np.frombuffer(good.read(64, "float32"), np.float32), payload)
+    with pytest.raises(BadInputError, match="dtype code"):
+        good.read(64, "float16")
+    bad = WeightFile(_blob_file(tmp_path, payload, sentinel=0x12345678))
+    with pytest.raises(BadInputError, match="sentinel"):
+        bad.read(64, "float32")
+
+
+def test_constexpr_decompression_matches_coremltools_semantics():
+    lut = np.array([-1.0, 0.0, 0.5, 2.0], np.float32)
+    idx = np.array([3, 0, 1, 2, 2, 1], np.uint8)
+    from exporter.mil.package import quiet_import_coremltools
+
+    quiet_import_coremltools()
+    from coremltools.optimize import _utils as cto_utils
+
+    packed = cto_utils.pack_elements_into_bits(idx, 2)
+    dense = ops.constexpr_lut_to_dense(packed, lut, shape=np.array([2, 3], np.uint32))
+    assert np.array_equal(dense, lut[idx].reshape(2, 3))
+    q = np.array([[-128, 0, 127], [1, 2, 3]], np.int8)
+    out = ops.constexpr_affine_dequantize(q, np.int8(0), np.array([0.5, 0.25], np.float32), axis=0)
+    assert np.allclose(out, q * np.array([[0.5], [0.25]]))
+    out18 = ops.constexpr_blockwise_shift_scale(q, np.array([[0.5], [0.25]], np.float32))
+    assert np.allclose(out18, out)
+
+
+def test_staging_replaces_a_package_atomically_and_keeps_the_old_one_on_failure(tmp_path, monkeypatch):
+    from exporter import fsutil
+    from exporter.fsutil import Staging
+
+    final = tmp_path / "m.mlpackage"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    with Staging(tmp_path) as staging:
+        (staging.path / "m.mlpackage").mkdir()
+        (staging.path / "m.mlpackage" / "new.txt").write_text("new")
+        staging.commit(["m.mlpackage"])
+    assert sorted(p.name for p in final.iterdir()) == ["new.txt"]
+
+    # The two-step fallback (no atomic exchange) puts the old package back when the move fails.
+    monkeypatch.setattr(fsutil, "_exchange", lambda a, b: False)
+    real_replace = os.replace
+    calls = []
+
+    def failing_replace(src, dst):
+        calls.append((Path(src).name, Path(dst).name))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(fsutil.os, "replace", failing_replace)
+    with pytest.raises(OSError), Staging(tmp_path) as staging:
+        (staging.path / "m.mlpackage").mkdir()
+        (staging.path / "m.mlpackage" / "newer.txt").write_text("newer")
+        staging.commit(["m.mlpackage"])
+    assert sorted(p.name for p in final.iterdir()) == ["new.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cnnexport-tmp-")]
+
+
+def test_staging_refuses_a_package_over_a_file(tmp_path):
+    from exporter.fsutil import Staging
+
+    (tmp_path / "m.mlpackage").write_text("a file")
+    with Staging(tmp_path) as staging:
+        (staging.path / "m.mlpackage").mkdir()
+        with pytest.raises(OutputError):
+            staging.commit(["m.mlpackage"])
+    assert (tmp_path / "m.mlpackage").read_text() == "a file"
