@@ -8,6 +8,7 @@ at once.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -76,7 +77,10 @@ class Source:
 
     def _load(self, idx: np.ndarray) -> np.ndarray:
         if self.array is not None:
-            return np.ascontiguousarray(self.array[np.sort(idx)] if isinstance(self.array, np.memmap) else self.array[idx], dtype=np.float32)
+            batch = np.ascontiguousarray(self.array[np.sort(idx)] if isinstance(self.array, np.memmap) else self.array[idx], dtype=np.float32)
+            if not np.isfinite(batch).all():  # checked batch by batch: a large .npy is never read whole for this
+                raise BadInputError(f"{self.description} holds NaN or infinite values; inputs must be finite, normalized floats")
+            return batch
         return normalize(np.stack([load_image_strict(self.files[i], self.spec) for i in idx]), self.spec)
 
 
@@ -122,7 +126,7 @@ def _array(path: Path, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray | None]:
                 labels = data["labels"] if "labels" in data.files else None
         else:
             array, labels = np.load(path, mmap_mode="r", allow_pickle=False), None
-    except (OSError, ValueError, IndexError) as exc:
+    except (OSError, ValueError, IndexError, EOFError, zipfile.BadZipFile) as exc:
         raise BadInputError(f"{path} is not a readable .npy/.npz array ({exc})") from None
     if array.ndim != 4 or tuple(array.shape[1:]) != spec.input_shape:
         raise BadInputError(

@@ -346,6 +346,14 @@ def load_state_dict_strict(module, state_dict: dict, arch: str) -> None:
             problems.append(f"{len(items)} {label} ({shown})")
     if problems:
         raise CheckpointError(f"the checkpoint does not fit architecture {arch}: " + "; ".join(problems))
+    # load_state_dict would silently cast integer or bool tensors into float weights
+    not_float = [k for k in own if own[k].is_floating_point() and not state_dict[k].is_floating_point()]
+    if not_float:
+        first = not_float[0]
+        raise CheckpointError(
+            f"the checkpoint holds {str(state_dict[first].dtype).removeprefix('torch.')} values where {arch} has "
+            f"floating-point weights ({len(not_float)} tensor(s), first: {first}); save the trained model's float state_dict"
+        )
     module.load_state_dict(state_dict, strict=True)
 
 

@@ -6,6 +6,7 @@ can be iterated more than once.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,16 +89,22 @@ def array_inputs(path: Path, spec: ModelSpec, limit: int = 64) -> InputSet:
     path = Path(path)
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise BadInputError(f"{path} is not a readable .npy/.npz array ({exc})") from None
-    if isinstance(data, np.lib.npyio.NpzFile):
-        key = "inputs" if "inputs" in data.files else data.files[0]
-        data = data[key]
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                key = "inputs" if "inputs" in data.files else data.files[0]
+                data = data[key]
+    except (OSError, ValueError, IndexError, EOFError, zipfile.BadZipFile) as exc:
+        raise BadInputError(f"{path} is not a readable .npy/.npz array ({exc or 'no arrays inside'})") from None
     if data.ndim != 4 or tuple(data.shape[1:]) != spec.input_shape:
         raise BadInputError(
             f"{path} holds an array of shape {tuple(data.shape)}; expected (N, {', '.join(map(str, spec.input_shape))})"
         )
-    return InputSet(f"{path.name} ({min(limit, len(data))})", np.ascontiguousarray(data[:limit], dtype=np.float32))
+    if not np.issubdtype(data.dtype, np.floating):
+        raise BadInputError(f"{path} holds {data.dtype} values; expected normalized float inputs")
+    batch = np.ascontiguousarray(data[:limit], dtype=np.float32)
+    if len(batch) == 0 or not np.isfinite(batch).all():
+        raise BadInputError(f"{path} holds no samples or NaN/infinite values; expected finite, normalized float inputs")
+    return InputSet(f"{path.name} ({len(batch)})", batch)
 
 
 def user_inputs(path: Path, spec: ModelSpec) -> InputSet:

@@ -57,20 +57,27 @@ class RunContext:
         self.recipe, self.checkpoint, self.out_dir, self.progress = recipe, checkpoint, out_dir, progress
         self.base = recipe.outputs.name or checkpoint.name.split(".")[0]
         self._loaded = None
+        self.load_error: CnnexportError | None = None  # the model itself is unusable: every stage would fail alike
         self._lock = threading.Lock()
 
     def loaded(self):
         """The checkpoint, loaded once and only when some stage actually has work to do."""
         with self._lock:
+            if self.load_error is not None:
+                raise self.load_error
             if self._loaded is None:
                 from exporter.checkpoint import load_checkpoint
                 from exporter.spec import read_labels
 
                 m = self.recipe.model
-                overrides = {"input_shape": m.input_shape, "mean": m.mean, "std": m.std,
-                             "labels": read_labels(m.labels) if m.labels else None}
-                self.progress(f"loading {self.checkpoint}")
-                self._loaded = load_checkpoint(self.checkpoint, m.arch, m.arch_kwargs, m.trust_pickle, overrides)
+                try:
+                    overrides = {"input_shape": m.input_shape, "mean": m.mean, "std": m.std,
+                                 "labels": read_labels(m.labels) if m.labels else None}
+                    self.progress(f"loading {self.checkpoint}")
+                    self._loaded = load_checkpoint(self.checkpoint, m.arch, m.arch_kwargs, m.trust_pickle, overrides)
+                except CnnexportError as exc:
+                    self.load_error = exc
+                    raise
             return self._loaded
 
     def verify_options(self, precision: str):
@@ -129,11 +136,36 @@ def _quantize(target: str | None):
     return run
 
 
-def _not_available(what: str):
-    def run(ctx, spec, upstream, options):
-        raise BackendUnavailable(f"the {what} stage is not available in this version of cnnexport")
+def _coreml(ctx: RunContext, spec: StageSpec, upstream: Path | None, options: dict):
+    from dataclasses import replace
 
-    return run
+    from exporter.pipeline import coreml_plan, export_artifact
+
+    batch_range, compression, sizes, tolerance = coreml_plan(options["batch"], options["compress"], tuple(ctx.recipe.verify.batch_sizes))
+    verify_options = replace(ctx.verify_options(tolerance or options["precision"]), batch_sizes=sizes)
+    stage_options = {**options, "batch": batch_range, "compress": compression}
+    return export_artifact("coreml", ctx.loaded(), ctx.output(spec), stage_options, verify_options, progress=ctx.progress)
+
+
+def _tensorrt(ctx: RunContext, spec: StageSpec, upstream: Path | None, options: dict):
+    """The engine where TensorRT runs; elsewhere (emit_script) the build kit, reported as skipped."""
+    from exporter.stages.tensorrt import tensorrt_status
+    from exporter.trt_pipeline import TensorRTOptions, tensorrt_artifacts
+
+    r = ctx.recipe
+    installed, _ = tensorrt_status()
+    kit = ctx.out_dir / f"{ctx.base}-tensorrt-kit" if installed is None and options["emit_script"] else None
+    trt = TensorRTOptions(
+        precision=options["precision"], int8_mode=options["int8_mode"], batch=options["batch"], workspace=options["workspace"],
+        optimization_level=options["optimization_level"], hardware_compatibility=options["hardware_compatibility"],
+        version_compatible=options["version_compatible"], trt_version=options["trt_version"], emit_script=kit,
+        calibration=r.calibration.data, samples=r.calibration.samples, holdout=r.calibration.holdout, seed=r.verify.seed,
+    )
+    results = tensorrt_artifacts(upstream, trt, ctx.output(spec), ctx.loaded(), ctx.verify_options(options["precision"]), progress=ctx.progress)
+    engine = results[-1]
+    if len(results) > 1:  # the Q/DQ or fp16 ONNX the engine was built from travels with it
+        engine.files = [*engine.files, *[f for res in results[:-1] for f in res.files]]
+    return engine
 
 
 STAGES: list[StageSpec] = [
@@ -143,8 +175,8 @@ STAGES: list[StageSpec] = [
     StageSpec("int8", ("simplify", "onnx"), ".int8.onnx", False, "int8", _quantize("cpu")),
     StageSpec("int8_tensorrt", ("simplify", "onnx"), ".int8-trt.onnx", False, "int8", _quantize("tensorrt")),
     StageSpec("fp16", ("simplify", "onnx"), ".fp16.onnx", False, "fp16", _quantize(None)),
-    StageSpec("coreml", (), ".mlpackage", True, "fp16", _not_available("Core ML")),
-    StageSpec("tensorrt", ("simplify", "onnx"), ".engine", False, "fp16", _not_available("TensorRT")),
+    StageSpec("coreml", (), ".mlpackage", True, "fp16", _coreml),
+    StageSpec("tensorrt", ("simplify", "onnx"), ".engine", False, "fp16", _tensorrt),
 ]
 
 
@@ -239,14 +271,17 @@ def _entry_from_result(result, out_dir: Path, model: dict) -> dict:
     from exporter.fsutil import size_of
 
     files = []
-    for f in result.files:
+    primary_first = sorted(result.files, key=lambda f: Path(f) != Path(result.path))  # downstream stages read files[0]
+    for f in primary_first:
         files.append({"path": str(Path(f).relative_to(out_dir)), "sha256": sha256_of(f), "bytes": size_of(f)})
+    # absolute paths of this output folder would make manifests differ between folders
+    details = json.loads(json.dumps(result.details, default=str).replace(str(out_dir), "."))
     return {
         "kind": result.kind,
         "status": _status(result.verification.to_dict()),
         "files": files,
         "verification": result.verification.to_dict(),
-        "details": result.details,
+        "details": details,
         "model": model,
     }
 
@@ -299,15 +334,20 @@ def run_recipe(recipe: Recipe, checkpoint: Path, out_dir: Path, jobs: int = 1, p
     if jobs < 1:
         raise BadInputError("--jobs must be at least 1")
     stages = plan(recipe)
+    created = not Path(out_dir).exists()
     out_dir = ensure_writable_dir(Path(out_dir))
     lock = OutputLock(out_dir)
     started = time.perf_counter()
+    ctx = RunContext(recipe, checkpoint, out_dir, progress)
     try:
         _sweep_stale_staging(out_dir)
-        ctx = RunContext(recipe, checkpoint, out_dir, progress)
         versions = library_versions()
         checkpoint_sha = sha256_of(checkpoint)
         outcomes = _execute(ctx, stages, versions, checkpoint_sha, jobs)
+        if ctx.load_error is not None:
+            # an unreadable checkpoint (or model section) is bad input for the whole run, not one
+            # failed stage per artifact: exit 2 with its own message and no manifest
+            raise ctx.load_error
         manifest = build_manifest(recipe, checkpoint, checkpoint_sha, versions, outcomes)
         write_text_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         result = RunResult(out_dir, outcomes, manifest, time.perf_counter() - started)
@@ -315,6 +355,8 @@ def run_recipe(recipe: Recipe, checkpoint: Path, out_dir: Path, jobs: int = 1, p
         return result
     finally:
         lock.release()
+        if created and ctx.load_error is not None:
+            shutil.rmtree(out_dir, ignore_errors=True)  # nothing was built: leave no empty output folder behind
 
 
 def _execute(ctx: RunContext, stages: list[PlannedStage], versions: dict, checkpoint_sha: str, jobs: int) -> list[Outcome]:

@@ -6,6 +6,7 @@ Resolved like timm's data config: command line > artifact/checkpoint metadata > 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 from exporter.errors import BadInputError
@@ -14,6 +15,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 METADATA_KEY = "cnnexport.spec"
+# More values per image than this is a typo, not a CNN input (3x224x224 has 150,528); refused
+# before anything allocates a batch of that size.
+MAX_INPUT_VALUES = 2**27
 
 
 @dataclass(frozen=True)
@@ -30,11 +34,18 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.channels < 1 or self.height < 1 or self.width < 1:
             raise BadInputError(f"input shape {self.input_shape} must be positive in every dimension")
+        if self.channels * self.height * self.width > MAX_INPUT_VALUES:
+            raise BadInputError(
+                f"input shape {'x'.join(map(str, self.input_shape))} has {self.channels * self.height * self.width:,} values "
+                f"per image, more than the {MAX_INPUT_VALUES:,} cnnexport accepts; check --input-shape"
+            )
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in (1, self.channels):
                 raise BadInputError(
                     f"--{name} has {len(values)} values but the model has {self.channels} input channels"
                 )
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
+            raise BadInputError("--mean and --std values must be finite numbers")
         if any(s <= 0 for s in self.std):
             raise BadInputError("--std values must be positive")
         if self.labels is not None and len(self.labels) != self.num_classes:
@@ -90,6 +101,19 @@ class ModelSpec:
             raise BadInputError(f"the stored input spec is malformed ({exc})") from exc
 
 
+def stored_spec(text: str, where) -> dict:
+    """The ``cnnexport.spec`` JSON an artifact carries, as a dict; a damaged one is bad input, not a crash."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise BadInputError(f"{where} carries a damaged {METADATA_KEY} metadata entry (not JSON: {exc})") from None
+    if not isinstance(value, dict):
+        raise BadInputError(f"{where} carries a damaged {METADATA_KEY} metadata entry (a {type(value).__name__}, not an object)")
+    return value
+
+
 def parse_floats(text: str, option: str) -> tuple[float, ...]:
     """Parse '0.5,0.5,0.5' (commas or spaces)."""
     parts = [p for p in text.replace(",", " ").split() if p]
@@ -99,6 +123,8 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
         raise BadInputError(f"{option} expects numbers separated by commas, got {text!r}") from None
     if not values:
         raise BadInputError(f"{option} expects at least one number")
+    if not all(math.isfinite(v) for v in values):
+        raise BadInputError(f"{option} expects finite numbers, got {text!r}")
     return values
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from exporter.errors import BadInputError
-from exporter.spec import METADATA_KEY
+from exporter.spec import METADATA_KEY, stored_spec
 
 
 class OnnxRuntimeRunner:
@@ -42,7 +41,7 @@ class OnnxRuntimeRunner:
         self.batch_dim = shape[0] if shape else None
         self.output_names = [o.name for o in self.session.get_outputs()]
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.metadata = json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else {}
+        self.metadata = stored_spec(meta.get(METADATA_KEY, ""), path)
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})

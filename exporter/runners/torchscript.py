@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from exporter.errors import BadInputError
 from exporter.runners.torch import TorchRunner
-from exporter.spec import METADATA_KEY
+from exporter.spec import METADATA_KEY, stored_spec
 
 
 class TorchScriptRunner(TorchRunner):
@@ -22,4 +21,4 @@ class TorchScriptRunner(TorchRunner):
         except Exception as exc:  # noqa: BLE001
             raise BadInputError(f"{path} is not a loadable TorchScript archive ({str(exc).splitlines()[0][:200]})") from None
         super().__init__(module)
-        self.metadata = json.loads(extra[METADATA_KEY]) if extra[METADATA_KEY] else {}
+        self.metadata = stored_spec(extra[METADATA_KEY], path)

@@ -131,9 +131,16 @@ def parse_calibration_cache(text: str) -> tuple[str, dict[str, float]]:
     if not lines or not lines[0].startswith("TRT-"):
         raise BadInputError("not a TensorRT calibration cache: the first line must be TRT-<version>-<algorithm>")
     scales = {}
-    for line in lines[1:]:
-        name, _, hexval = line.rpartition(": ")
-        scales[name] = struct.unpack(">f", bytes.fromhex(hexval.strip()))[0]
+    for number, line in enumerate(lines[1:], start=2):
+        name, sep, hexval = line.rpartition(": ")
+        try:
+            if not sep:
+                raise ValueError
+            scales[name] = struct.unpack(">f", bytes.fromhex(hexval.strip()))[0]
+        except (ValueError, struct.error):
+            raise BadInputError(
+                f"calibration cache line {number} is not `tensor: <8 hex digits>` (a big-endian float32 scale): {line[:80]!r}"
+            ) from None
     return lines[0], scales
 
 

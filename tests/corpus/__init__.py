@@ -1,0 +1,1 @@
+"""The bad-input corpus: generated at test time by make_corpus.py (no binaries are committed)."""

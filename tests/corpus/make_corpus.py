@@ -1,0 +1,1016 @@
+"""The bad-input corpus: every input cnnexport reads, broken the ways real files and typing break.
+
+``make_corpus(root)`` writes the broken files under ``root`` (a temporary folder; nothing binary
+is committed) and returns the cases. A case is a command line, the exit code the README
+documents for it, and the words its one ``error:`` line must contain. ``run_case`` runs one
+through the real CLI (in process, Typer's CliRunner) and ``judge`` lists what went wrong:
+
+* the exit code differs, or a Python exception escaped, or a "Traceback" was printed;
+* not exactly one ``error:`` line, or it lacks the words that name the problem;
+* any file under ``root`` appeared, vanished or changed (no partial artifact, no report,
+  no staging folder, no output folder);
+* a hostile payload ran (its marker file exists).
+
+Used by tests/test_corpus.py and benchmarks/robustness.py. Run directly to write the corpus
+somewhere and print it:  python -m tests.corpus.make_corpus /tmp/corpus
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import pickle
+import random
+import shlex
+import sys
+import types
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+EXIT_VERIFICATION_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.247, 0.2435, 0.2616)
+
+# every kind of input the tool reads; the corpus covers each
+INPUT_KINDS = ("checkpoint", "onnx", "mlpackage", "recipe", "data", "labels", "cli", "output")
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    input: str  # one of INPUT_KINDS
+    args: tuple[str, ...]
+    exit_code: int
+    words: tuple[str, ...]  # the error line names the problem with these (case-insensitive)
+    markers: tuple[str, ...] = ()  # files a hostile payload would create if it ran
+    usage: bool = False  # a Typer usage error (its own boxed message) rather than our `error:` line
+
+    def command(self) -> str:
+        return "cnnexport " + " ".join(shlex.quote(a) for a in self.args)
+
+
+@dataclass
+class Outcome:
+    exit_code: int
+    stdout: str
+    stderr: str
+    exception: BaseException | None = None
+
+
+@dataclass
+class Verdict:
+    case: Case
+    outcome: Outcome
+    problems: list[str] = field(default_factory=list)
+    traceback: bool = False
+    partial_files: list[str] = field(default_factory=list)
+    payload_ran: bool = False
+
+    @property
+    def clean(self) -> bool:
+        return not self.problems
+
+
+# --------------------------------------------------------------------------- hostile payloads
+
+
+class ExecPayload:
+    """Unpickling calls exec(), which creates the marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (builtins.exec, (f"open({self.marker!r}, 'w').close()",))
+
+
+class SystemPayload:
+    """Unpickling runs a shell command that creates the marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {shlex.quote(self.marker)}",))
+
+
+def save_hostile(path: Path, marker: Path, kind: str = "exec", plain_pickle: bool = False, beside=None) -> None:
+    payload = ExecPayload(marker) if kind == "exec" else SystemPayload(marker)
+    obj = {"model_state_dict": beside, "callback": payload} if beside is not None else payload
+    if plain_pickle:
+        with open(path, "wb") as fh:
+            pickle.dump(obj, fh)
+    else:
+        import torch
+
+        torch.save(obj, path)
+
+
+def save_pickle_of_missing_module(path: Path, module_name: str) -> None:
+    """A whole pickled nn.Module whose class lives in a module that cannot be imported here."""
+    import torch
+    from torch import nn
+
+    module = types.ModuleType(module_name)
+
+    class GoneNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+    GoneNet.__module__ = module_name
+    GoneNet.__qualname__ = "GoneNet"
+    module.GoneNet = GoneNet
+    sys.modules[module_name] = module
+    try:
+        torch.save(GoneNet(), path)
+    finally:
+        del sys.modules[module_name]
+
+
+# --------------------------------------------------------------------------- shared good inputs
+
+
+class Corpus:
+    """The folder layout: in/ (inputs), out/ (must stay empty), markers/ (must stay empty)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.inputs = self.root / "in"
+        self.outputs = self.root / "out"
+        self.markers = self.root / "markers"
+        for folder in (self.inputs, self.outputs, self.markers):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.state_dict = simple_cnn_state_dict()
+        self.good_ckpt = self.inputs / "good.pt"
+        import torch
+
+        torch.save(self.state_dict, self.good_ckpt)
+        self.good_onnx = self.inputs / "good.onnx"
+        save_onnx(tiny_onnx(), self.good_onnx)
+        self.good_npy = self.inputs / "calib.npy"
+        import numpy as np
+
+        np.save(self.good_npy, np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32))
+
+    def path(self, name: str) -> Path:
+        path = self.inputs / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def out(self, name: str) -> str:
+        return str(self.outputs / name)
+
+    def marker(self, name: str) -> Path:
+        return self.markers / name
+
+    def onnx_args(self, ckpt: Path) -> tuple[str, ...]:
+        """Export a checkpoint: loading fails before any export work for every checkpoint case."""
+        return ("onnx", str(ckpt), "--arch", "simple_cnn", "-o", self.out("x.onnx"))
+
+
+def simple_cnn_state_dict() -> dict:
+    import torch
+
+    import architectures
+
+    torch.manual_seed(0)
+    return architectures.get("simple_cnn").build().state_dict()
+
+
+def simple_cnn_spec_json() -> str:
+    from exporter.spec import ModelSpec
+
+    return ModelSpec("simple_cnn", 10, 3, 32, 32, CIFAR_MEAN, CIFAR_STD).to_json()
+
+
+def tiny_onnx(batch="batch", opset: int = 17, spec_json: str | None = "default", two_inputs: bool = False):
+    """A small, valid ONNX classifier (conv, relu, pool, gemm) for 3x32x32 inputs, built by hand (fast, no torch)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3, "conv.weight"),
+        numpy_helper.from_array(rng.standard_normal(8).astype(np.float32) * 0.1, "conv.bias"),
+        numpy_helper.from_array(rng.standard_normal((10, 8)).astype(np.float32), "fc.weight"),
+        numpy_helper.from_array(rng.standard_normal(10).astype(np.float32) * 0.1, "fc.bias"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "conv.weight", "conv.bias"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc.weight", "fc.bias"], ["logits"], transB=1, name="fc"),
+    ]
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, 32, 32])]
+    if two_inputs:
+        inputs.append(helper.make_tensor_value_info("extra", TensorProto.FLOAT, [batch, 10]))
+        nodes[-1].output[0] = "g"
+        nodes.append(helper.make_node("Add", ["g", "extra"], ["logits"], name="add"))
+    graph = helper.make_graph(nodes, "tiny", inputs, [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    if spec_json is not None:
+        prop = model.metadata_props.add()
+        prop.key, prop.value = "cnnexport.spec", simple_cnn_spec_json() if spec_json == "default" else spec_json
+    return model
+
+
+def save_onnx(model, path: Path, **kwargs) -> Path:
+    import onnx
+
+    onnx.save_model(model, str(path), **kwargs)
+    return path
+
+
+def _truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _recipe(c: Corpus, name: str, text: str | bytes) -> Path:
+    path = c.path(f"recipes/{name}.yaml")
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def _run_args(c: Corpus, recipe: Path | str, case_id: str, *extra: str, ckpt: Path | None = None) -> tuple[str, ...]:
+    return ("run", str(ckpt or c.good_ckpt), "--recipe", str(recipe), "-o", c.out(f"run-{case_id}"), *extra)
+
+
+# --------------------------------------------------------------------------- the cases
+
+Builder = Callable[[Corpus, str], Case]
+BUILDERS: list[tuple[str, str, Builder]] = []
+
+
+def case(case_id: str, input_kind: str):
+    assert input_kind in INPUT_KINDS, input_kind
+
+    def register(fn):
+        BUILDERS.append((case_id, input_kind, fn))
+        return fn
+
+    return register
+
+
+def _bad(c_id: str, kind: str, args, words, code: int = EXIT_BAD_INPUT, **kw) -> Case:
+    return Case(c_id, kind, tuple(str(a) for a in args), code, tuple(words), **kw)
+
+
+# ---- checkpoints
+
+
+@case("ckpt-missing", "checkpoint")
+def _(c, i):
+    return _bad(i, "checkpoint", c.onnx_args(c.inputs / "nope.pt"), ["nope.pt", "does not exist"])
+
+
+@case("ckpt-zero-bytes", "checkpoint")
+def _(c, i):
+    path = c.path("zero.pt")
+    path.write_bytes(b"")
+    return _bad(i, "checkpoint", c.onnx_args(path), ["zero.pt", "empty", "0 bytes"])
+
+
+@case("ckpt-truncated", "checkpoint")
+def _(c, i):
+    path = c.path("truncated.pt")
+    path.write_bytes(c.good_ckpt.read_bytes())
+    _truncate(path)
+    return _bad(i, "checkpoint", c.onnx_args(path), ["truncated.pt", "truncated or corrupt"])
+
+
+@case("ckpt-random-bytes", "checkpoint")
+def _(c, i):
+    path = c.path("random.pt")
+    path.write_bytes(random.Random(1234).randbytes(4096))
+    return _bad(i, "checkpoint", ("inspect", path), ["random.pt", "not a PyTorch checkpoint"])
+
+
+@case("ckpt-zip-not-torch", "checkpoint")
+def _(c, i):
+    path = c.path("foreign.pth")
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("readme.txt", "not a model")
+        zf.writestr("weights.csv", "1,2,3\n")
+    return _bad(i, "checkpoint", c.onnx_args(path), ["foreign.pth", "not a PyTorch checkpoint"])
+
+
+@case("ckpt-csv-text", "checkpoint")
+def _(c, i):
+    path = c.path("log.pt")
+    path.write_text("epoch,loss\n1,0.93\n2,0.71\n")
+    return _bad(i, "checkpoint", ("inspect", path), ["log.pt", "not a PyTorch checkpoint"])
+
+
+@case("ckpt-nan-weights", "checkpoint")
+def _(c, i):
+    import torch
+
+    sd = {k: v.clone() for k, v in c.state_dict.items()}
+    sd["features.0.0.weight"][0, 0, 0, 0] = float("nan")
+    path = c.path("nan.pt")
+    torch.save(sd, path)
+    return _bad(i, "checkpoint", c.onnx_args(path), ["NaN", "features.0.0.weight", "diverged"])
+
+
+@case("ckpt-inf-weights", "checkpoint")
+def _(c, i):
+    import torch
+
+    sd = {k: v.clone() for k, v in c.state_dict.items()}
+    sd["classifier.2.bias"][3] = float("-inf")
+    path = c.path("inf.pt")
+    torch.save(sd, path)
+    return _bad(i, "checkpoint", c.onnx_args(path), ["infinite", "classifier.2.bias"])
+
+
+@case("ckpt-int64-weights", "checkpoint")
+def _(c, i):
+    import torch
+
+    path = c.path("int64.pt")
+    torch.save({k: (v * 100).to(torch.int64) if v.is_floating_point() else v for k, v in c.state_dict.items()}, path)
+    return _bad(i, "checkpoint", c.onnx_args(path), ["int64", "floating-point"])
+
+
+@case("ckpt-bool-weights", "checkpoint")
+def _(c, i):
+    import torch
+
+    path = c.path("bool.pt")
+    torch.save({k: (v > 0) if v.is_floating_point() else v for k, v in c.state_dict.items()}, path)
+    return _bad(i, "checkpoint", ("inspect", path, "--arch", "simple_cnn"), ["bool", "floating-point"])
+
+
+@case("ckpt-keys-of-another-arch", "checkpoint")
+def _(c, i):
+    import torch
+
+    import architectures
+
+    path = c.path("lenet_keys.pt")
+    torch.manual_seed(0)
+    torch.save(architectures.get("lenet5").build().state_dict(), path)
+    return _bad(i, "checkpoint", c.onnx_args(path), ["does not fit architecture simple_cnn", "missing", "unexpected"])
+
+
+@case("ckpt-keys-of-no-registry-arch", "checkpoint")
+def _(c, i):
+    import torch
+
+    path = c.path("unknown_keys.pt")
+    torch.save({"encoder.proj.weight": torch.zeros(4, 4), "head.weight": torch.zeros(2, 4)}, path)
+    return _bad(i, "checkpoint", ("inspect", path), ["no registry architecture", "--arch"])
+
+
+@case("ckpt-classifier-shape-mismatch", "checkpoint")
+def _(c, i):
+    import torch
+
+    import architectures
+
+    path = c.path("twelve.pt")
+    torch.manual_seed(0)
+    torch.save(architectures.get("simple_cnn").build(num_classes=12).state_dict(), path)
+    args = ("inspect", path, "--arch", "simple_cnn", "--arch-kwargs", '{"num_classes": 10}')
+    return _bad(i, "checkpoint", args, ["shape mismatch", "classifier.2.weight"])
+
+
+@case("ckpt-dict-without-weights", "checkpoint")
+def _(c, i):
+    import torch
+
+    path = c.path("history.pt")
+    torch.save({"epoch": 12, "lr": 0.01, "history": [0.9, 0.7]}, path)
+    return _bad(i, "checkpoint", c.onnx_args(path), ["without model weights", "epoch"])
+
+
+@case("ckpt-scalar", "checkpoint")
+def _(c, i):
+    import torch
+
+    path = c.path("scalar.pt")
+    torch.save(42, path)
+    return _bad(i, "checkpoint", ("inspect", path), ["holds a int", "not a model"])
+
+
+@case("ckpt-directory", "checkpoint")
+def _(c, i):
+    path = c.path("folder.pt")
+    path.mkdir()
+    return _bad(i, "checkpoint", c.onnx_args(path), ["folder.pt", "is a directory"])
+
+
+@case("ckpt-safetensors-garbage", "checkpoint")
+def _(c, i):
+    path = c.path("weights.safetensors")
+    path.write_bytes(b"\x20\x00\x00\x00\x00\x00\x00\x00{\"a\": [" + random.Random(5).randbytes(200))
+    return _bad(i, "checkpoint", c.onnx_args(path), ["weights.safetensors", "not a readable safetensors"])
+
+
+@case("ckpt-torchscript-truncated", "checkpoint")
+def _(c, i):
+    import warnings
+
+    import torch
+
+    path = c.path("scripted.ts")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(torch.nn.Linear(3, 2)), str(path))
+    _truncate(path)
+    return _bad(i, "checkpoint", ("inspect", path), ["scripted.ts", "truncated or corrupt"])
+
+
+@case("ckpt-hostile-exec", "checkpoint")
+def _(c, i):
+    path, marker = c.path("evil.pt"), c.marker(i)
+    save_hostile(path, marker, "exec")
+    return _bad(i, "checkpoint", c.onnx_args(path), ["evil.pt", "--trust-pickle", "references exec"], markers=(str(marker),))
+
+
+@case("ckpt-hostile-os-system-plain-pickle", "checkpoint")
+def _(c, i):
+    path, marker = c.path("evil_plain.pkl"), c.marker(i)
+    save_hostile(path, marker, "system", plain_pickle=True)
+    return _bad(i, "checkpoint", ("inspect", path), ["evil_plain.pkl", "--trust-pickle"], markers=(str(marker),))
+
+
+@case("ckpt-hostile-beside-real-weights", "checkpoint")
+def _(c, i):
+    path, marker = c.path("evil_dict.pth"), c.marker(i)
+    save_hostile(path, marker, "exec", beside=c.state_dict)
+    return _bad(i, "checkpoint", c.onnx_args(path), ["evil_dict.pth", "--trust-pickle"], markers=(str(marker),))
+
+
+@case("ckpt-pickle-of-missing-module", "checkpoint")
+def _(c, i):
+    path = c.path("whole_gone.pt")
+    save_pickle_of_missing_module(path, "cnnexport_corpus_vanished_models")
+    args = ("inspect", path, "--trust-pickle")
+    return _bad(i, "checkpoint", args, ["cnnexport_corpus_vanished_models", "cannot be imported"])
+
+
+@case("ckpt-pickle-of-missing-module-untrusted", "checkpoint")
+def _(c, i):
+    path = c.path("whole_gone2.pt")
+    save_pickle_of_missing_module(path, "cnnexport_corpus_vanished_models2")
+    return _bad(i, "checkpoint", c.onnx_args(path), ["--trust-pickle", "cnnexport_corpus_vanished_models2.GoneNet"])
+
+
+# ---- ONNX models
+
+
+def _simplify(c: Corpus, path: Path, *extra: str) -> tuple[str, ...]:
+    return ("simplify", str(path), "-o", c.out("s.onnx"), *extra)
+
+
+@case("onnx-truncated", "onnx")
+def _(c, i):
+    path = c.path("truncated.onnx")
+    path.write_bytes(c.good_onnx.read_bytes())
+    _truncate(path)
+    return _bad(i, "onnx", _simplify(c, path), ["truncated.onnx", "cannot be loaded"])
+
+
+@case("onnx-zero-bytes", "onnx")
+def _(c, i):
+    path = c.path("zero.onnx")
+    path.write_bytes(b"")
+    return _bad(i, "onnx", _simplify(c, path), ["zero.onnx", "cannot be loaded"])
+
+
+@case("onnx-random-bytes", "onnx")
+def _(c, i):
+    path = c.path("random.onnx")
+    path.write_bytes(random.Random(7).randbytes(2048))
+    return _bad(i, "onnx", ("verify", path, "--checkpoint", c.good_ckpt, "--arch", "simple_cnn"), ["random.onnx", "cannot be loaded"])
+
+
+@case("onnx-fixed-batch", "onnx")
+def _(c, i):
+    path = save_onnx(tiny_onnx(batch=1), c.path("fixed_batch.onnx"))
+    return _bad(i, "onnx", _simplify(c, path), ["batch dimension is fixed to 1"], code=EXIT_VERIFICATION_FAILED)
+
+
+@case("onnx-no-batch-dimension", "onnx")
+def _(c, i):
+    from onnx import TensorProto, helper
+
+    model = tiny_onnx()
+    # a CHW input with no batch axis at all: the graph flattens it and takes the first 10 values
+    del model.graph.node[:]
+    model.graph.node.extend([
+        helper.make_node("Flatten", ["input"], ["f"], axis=0),
+        helper.make_node("Slice", ["f", "starts", "ends", "axes"], ["logits"]),
+    ])
+    del model.graph.initializer[:]
+    from onnx import numpy_helper
+    import numpy as np
+
+    model.graph.initializer.extend([numpy_helper.from_array(np.array([v], np.int64), n) for n, v in (("starts", 0), ("ends", 10), ("axes", 1))])
+    del model.graph.input[:]
+    model.graph.input.append(helper.make_tensor_value_info("input", TensorProto.FLOAT, [3, 32, 32]))
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10]))
+    path = save_onnx(model, c.path("chw.onnx"))
+    return _bad(i, "onnx", _simplify(c, path), ["batch dimension is fixed to 3"], code=EXIT_VERIFICATION_FAILED)
+
+
+@case("onnx-external-data-missing", "onnx")
+def _(c, i):
+    folder = c.path("external/x").parent
+    path = folder / "split.onnx"
+    save_onnx(tiny_onnx(), path, save_as_external_data=True, all_tensors_to_one_file=True, location="split.onnx.data", size_threshold=0)
+    (folder / "split.onnx.data").unlink()
+    return _bad(i, "onnx", _simplify(c, path), ["split.onnx", "cannot be loaded", "split.onnx.data"])
+
+
+@case("onnx-opset-rejected", "onnx")
+def _(c, i):
+    path = save_onnx(tiny_onnx(opset=99), c.path("opset99.onnx"))
+    return _bad(i, "onnx", ("quantize", path, "--calib", c.good_npy, "-o", c.out("q.onnx")), ["opset99.onnx", "cannot be loaded", "opset"])
+
+
+@case("onnx-two-inputs", "onnx")
+def _(c, i):
+    path = save_onnx(tiny_onnx(two_inputs=True), c.path("two_inputs.onnx"))
+    return _bad(i, "onnx", _simplify(c, path), ["2 inputs", "single-input"])
+
+
+@case("onnx-no-input-spec", "onnx")
+def _(c, i):
+    path = save_onnx(tiny_onnx(spec_json=None), c.path("bare.onnx"))
+    return _bad(i, "onnx", _simplify(c, path), ["no cnnexport input spec", "--checkpoint"])
+
+
+@case("onnx-spec-not-json", "onnx")
+def _(c, i):
+    path = save_onnx(tiny_onnx(spec_json="{not json"), c.path("badmeta.onnx"))
+    return _bad(i, "onnx", ("verify", path, "--checkpoint", c.good_ckpt, "--arch", "simple_cnn"), ["badmeta.onnx", "cnnexport.spec", "not JSON"])
+
+
+@case("onnx-spec-missing-fields", "onnx")
+def _(c, i):
+    path = save_onnx(tiny_onnx(spec_json='{"arch": "simple_cnn"}'), c.path("halfmeta.onnx"))
+    return _bad(i, "onnx", _simplify(c, path), ["stored input spec is malformed"])
+
+
+@case("artifact-unknown-kind", "onnx")
+def _(c, i):
+    path = c.path("model.bin")
+    path.write_bytes(c.good_onnx.read_bytes())
+    return _bad(i, "onnx", ("verify", path, "--checkpoint", c.good_ckpt, "--arch", "simple_cnn"), ["model.bin", "cannot tell what kind"])
+
+
+# ---- Core ML packages (read by the MIL interpreter on Linux)
+
+
+def _mlpackage(c: Corpus, name: str) -> Path:
+    pkg = c.path(f"{name}.mlpackage/Data/com.apple.CoreML/weights/x").parent.parent.parent.parent
+    return pkg
+
+
+@case("mlpackage-manifest-broken", "mlpackage")
+def _(c, i):
+    pkg = _mlpackage(c, "broken_manifest")
+    (pkg / "Manifest.json").write_text("{broken")
+    return _bad(i, "mlpackage", ("verify", pkg, "--checkpoint", c.good_ckpt, "--arch", "simple_cnn"), ["broken_manifest.mlpackage", "Manifest.json"])
+
+
+@case("mlpackage-weights-missing", "mlpackage")
+def _(c, i):
+    pkg = _mlpackage(c, "no_weights")
+    (pkg / "Manifest.json").write_text(json.dumps({
+        "fileFormatVersion": "1.0.0",
+        "itemInfoEntries": {"A": {"author": "com.apple.CoreML", "description": "CoreML Model Specification", "name": "model.mlmodel",
+                                   "path": "com.apple.CoreML/model.mlmodel"},
+                            "B": {"author": "com.apple.CoreML", "description": "CoreML Model Weights", "name": "weights",
+                                  "path": "com.apple.CoreML/weights"}},
+        "rootModelIdentifier": "A",
+    }))
+    (pkg / "Data/com.apple.CoreML/model.mlmodel").write_bytes(b"")
+    return _bad(i, "mlpackage", ("verify", pkg, "--checkpoint", c.good_ckpt, "--arch", "simple_cnn"), ["no_weights.mlpackage"])
+
+
+# ---- recipes
+
+
+@case("recipe-yaml-syntax", "recipe")
+def _(c, i):
+    return _bad(i, "recipe", _run_args(c, _recipe(c, i, "stages: [onnx\n"), i), ["not valid YAML at line"])
+
+
+@case("recipe-unknown-key", "recipe")
+def _(c, i):
+    return _bad(i, "recipe", _run_args(c, _recipe(c, i, "stages:\n  onnx: {enabled: true, opsett: 13}\n"), i), ["stages.onnx.opsett", "unknown key"])
+
+
+@case("recipe-wrong-type", "recipe")
+def _(c, i):
+    return _bad(i, "recipe", _run_args(c, _recipe(c, i, "calibration:\n  samples: lots\n"), i), ["calibration.samples", "integer"])
+
+
+@case("recipe-output-name-escapes", "recipe")
+def _(c, i):
+    return _bad(i, "recipe", _run_args(c, _recipe(c, i, "outputs:\n  name: ../../escaped\n"), i), ["outputs.name", "plain file name"])
+
+
+@case("recipe-output-name-absolute", "recipe")
+def _(c, i):
+    return _bad(i, "recipe", _run_args(c, _recipe(c, i, f"outputs:\n  name: {c.root}/elsewhere\n"), i), ["outputs.name", "plain file name"])
+
+
+@case("recipe-output-name-hidden", "recipe")
+def _(c, i):
+    return _bad(i, "recipe", _run_args(c, _recipe(c, i, "outputs:\n  name: .cnnexport\n"), i), ["outputs.name", "leading dot"])
+
+
+@case("recipe-not-a-mapping", "recipe")
+def _(c, i):
+    return _bad(i, "recipe", _run_args(c, _recipe(c, i, "- onnx\n- simplify\n"), i), ["must be a mapping"])
+
+
+@case("recipe-recursive-alias", "recipe")
+def _(c, i):
+    return _bad(i, "recipe", _run_args(c, _recipe(c, i, "stages: &a [*a]\n"), i), ["stages", "dictionary"])
+
+
+@case("recipe-not-utf8", "recipe")
+def _(c, i):
+    return _bad(i, "recipe", _run_args(c, _recipe(c, i, "name: caf\xe9\n".encode("latin-1")), i), ["cannot be read"])
+
+
+@case("recipe-missing", "recipe")
+def _(c, i):
+    return _bad(i, "recipe", _run_args(c, c.inputs / "no-such-recipe.yaml", i), ["does not exist", "release"])
+
+
+@case("recipe-with-unreadable-checkpoint", "recipe")
+def _(c, i):
+    path = c.path("zero_for_run.pt")
+    path.write_bytes(b"")
+    return _bad(i, "recipe", _run_args(c, "server-onnx-cpu", i, "-j", "2", ckpt=path), ["zero_for_run.pt", "empty"])
+
+
+@case("recipe-labels-not-utf8", "recipe")
+def _(c, i):
+    labels = c.path("latin1_labels.txt")
+    labels.write_bytes("caf\xe9\n".encode("latin-1") * 10)
+    recipe = _recipe(c, i, f"model:\n  arch: simple_cnn\n  labels: {labels}\n")
+    return _bad(i, "recipe", _run_args(c, recipe, i), ["latin1_labels.txt", "UTF-8"])
+
+
+@case("recipe-mean-count", "recipe")
+def _(c, i):
+    recipe = _recipe(c, i, "model:\n  arch: simple_cnn\n  mean: [0.5, 0.5]\n")
+    return _bad(i, "recipe", _run_args(c, recipe, i), ["2 values", "3 input channels"])
+
+
+# ---- calibration / evaluation / verification data
+
+
+def _quantize(c: Corpus, calib, *extra) -> tuple[str, ...]:
+    return ("quantize", str(c.good_onnx), "--calib", str(calib), "-o", c.out("q.onnx"), *extra)
+
+
+def _image(path: Path, mode: str = "RGB") -> None:
+    from PIL import Image
+
+    Image.new(mode, (40, 36), 128 if mode == "L" else (200, 120, 40)).save(path)
+
+
+@case("calib-empty-folder", "data")
+def _(c, i):
+    folder = c.path("empty_images/x").parent
+    folder.mkdir(exist_ok=True)
+    return _bad(i, "data", _quantize(c, folder), ["empty_images", "no images"])
+
+
+@case("calib-corrupt-image", "data")
+def _(c, i):
+    folder = c.path("corrupt_images/x").parent
+    _image(folder / "ok.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return _bad(i, "data", _quantize(c, folder), ["broken.jpg", "cannot be read"])
+
+
+@case("calib-greyscale-for-rgb-model", "data")
+def _(c, i):
+    folder = c.path("grey_images/x").parent
+    _image(folder / "grey.png", "L")
+    return _bad(i, "data", _quantize(c, folder), ["grey.png", "greyscale", "3-channel"])
+
+
+@case("calib-npy-wrong-shape", "data")
+def _(c, i):
+    import numpy as np
+
+    path = c.path("wrong_shape.npy")
+    np.save(path, np.zeros((4, 3, 16, 16), np.float32))
+    return _bad(i, "data", _quantize(c, path), ["wrong_shape.npy", "(4, 3, 16, 16)", "expected (N, 3, 32, 32)"])
+
+
+@case("calib-npy-of-ints", "data")
+def _(c, i):
+    import numpy as np
+
+    path = c.path("ints.npy")
+    np.save(path, np.zeros((4, 3, 32, 32), np.int64))
+    return _bad(i, "data", _quantize(c, path), ["ints.npy", "int64", "float"])
+
+
+@case("calib-npy-with-nan", "data")
+def _(c, i):
+    import numpy as np
+
+    path = c.path("nan.npy")
+    data = np.zeros((8, 3, 32, 32), np.float32)
+    data[3, 1, 2, 2] = np.nan
+    np.save(path, data)
+    return _bad(i, "data", _quantize(c, path, "--samples", "4", "--holdout", "4"), ["nan.npy", "NaN"])
+
+
+@case("calib-npy-not-an-array", "data")
+def _(c, i):
+    path = c.path("text.npy")
+    path.write_text("1,2,3\n")
+    return _bad(i, "data", _quantize(c, path), ["text.npy", "not a readable"])
+
+
+@case("calib-pickled-object-array", "data")
+def _(c, i):
+    import numpy as np
+
+    path, marker = c.path("objects.npy"), c.marker(i)
+    np.save(path, np.array([ExecPayload(marker)], dtype=object), allow_pickle=True)
+    return _bad(i, "data", _quantize(c, path), ["objects.npy", "not a readable"], markers=(str(marker),))
+
+
+@case("eval-folder-without-labels", "data")
+def _(c, i):
+    folder = c.path("flat_images/x").parent
+    for n in range(3):
+        _image(folder / f"{n}.png")
+    return _bad(i, "data", _quantize(c, c.good_npy, "--eval", folder), ["flat_images", "no labels"])
+
+
+@case("eval-missing", "data")
+def _(c, i):
+    return _bad(i, "data", _quantize(c, c.good_npy, "--eval", c.inputs / "no_eval_here"), ["no_eval_here", "does not exist"])
+
+
+@case("eval-npz-label-count", "data")
+def _(c, i):
+    import numpy as np
+
+    path = c.path("labelled.npz")
+    np.savez(path, inputs=np.zeros((4, 3, 32, 32), np.float32), labels=np.arange(3))
+    return _bad(i, "data", ("eval", c.good_onnx, "--data", path), ["labelled.npz", "3 labels for 4 inputs"])
+
+
+@case("eval-npz-truncated", "data")
+def _(c, i):
+    import numpy as np
+
+    path = c.path("cut.npz")
+    np.savez(path, inputs=np.zeros((4, 3, 32, 32), np.float32), labels=np.arange(4))
+    _truncate(path, 0.6)
+    return _bad(i, "data", ("eval", c.good_onnx, "--data", path), ["cut.npz", "not a readable"])
+
+
+@case("images-npy-wrong-shape", "data")
+def _(c, i):
+    import numpy as np
+
+    path = c.path("images_wrong.npy")
+    np.save(path, np.zeros((2, 1, 32, 32), np.float32))
+    return _bad(i, "data", _simplify(c, c.good_onnx, "--images", str(path)), ["images_wrong.npy", "(2, 1, 32, 32)"])
+
+
+@case("images-empty-npz", "data")
+def _(c, i):
+    import numpy as np
+
+    path = c.path("nothing.npz")
+    np.savez(path)
+    return _bad(i, "data", _simplify(c, c.good_onnx, "--images", str(path)), ["nothing.npz", "not a readable"])
+
+
+@case("images-folder-empty", "data")
+def _(c, i):
+    folder = c.path("no_images/x").parent
+    folder.mkdir(exist_ok=True)
+    (folder / "notes.txt").write_text("no pictures here")
+    return _bad(i, "data", _simplify(c, c.good_onnx, "--images", str(folder)), ["no_images", "contains no images"])
+
+
+# ---- labels files
+
+
+def _labels(c: Corpus, name: str, data: bytes) -> Path:
+    path = c.path(name)
+    path.write_bytes(data)
+    return path
+
+
+@case("labels-wrong-count", "labels")
+def _(c, i):
+    path = _labels(c, "three.txt", b"cat\ndog\nemu\n")
+    return _bad(i, "labels", (*c.onnx_args(c.good_ckpt), "--labels", path), ["3 entries", "10 classes"])
+
+
+@case("labels-not-utf8", "labels")
+def _(c, i):
+    path = _labels(c, "latin1.txt", "caf\xe9\n".encode("latin-1") * 10)
+    return _bad(i, "labels", (*c.onnx_args(c.good_ckpt), "--labels", path), ["latin1.txt", "UTF-8"])
+
+
+@case("labels-empty", "labels")
+def _(c, i):
+    path = _labels(c, "blank.txt", b"\n  \n\n")
+    return _bad(i, "labels", ("inspect", c.good_ckpt, "--arch", "simple_cnn", "--labels", path), ["blank.txt", "empty"])
+
+
+@case("labels-binary", "labels")
+def _(c, i):
+    path = _labels(c, "binary.txt", random.Random(3).randbytes(300))
+    return _bad(i, "labels", ("inspect", c.good_ckpt, "--arch", "simple_cnn", "--labels", path), ["binary.txt", "UTF-8"])
+
+
+# ---- command-line strings
+
+
+def _cli(c: Corpus, *extra: str) -> tuple[str, ...]:
+    return (*c.onnx_args(c.good_ckpt), *extra)
+
+
+CLI_STRINGS = [
+    ("cli-batch-sizes-zero", ("--batch-sizes", "0,4"), ["--batch-sizes", "positive"]),
+    ("cli-batch-sizes-words", ("--batch-sizes", "1,,x"), ["--batch-sizes", "1,,x"]),
+    ("cli-batch-sizes-negative", ("--batch-sizes", "-1"), ["--batch-sizes", "positive"]),
+    ("cli-batch-sizes-empty", ("--batch-sizes", ", ,"), ["--batch-sizes"]),
+    ("cli-input-shape-two-dims", ("--input-shape", "3x32"), ["--input-shape", "3x32"]),
+    ("cli-input-shape-huge", ("--input-shape", "3,99999,99999"), ["3x99999x99999", "--input-shape"]),
+    ("cli-input-shape-float", ("--input-shape", "3,32.5,32"), ["--input-shape"]),
+    ("cli-mean-nan", ("--mean", "nan,0.5,0.5"), ["--mean", "finite"]),
+    ("cli-mean-separator", ("--mean", "0.5;0.5;0.5"), ["--mean", "numbers"]),
+    ("cli-mean-count", ("--mean", "0.5,0.5"), ["--mean has 2 values", "3 input channels"]),
+    ("cli-std-zero", ("--std", "0.2,0.2,0"), ["--std", "positive"]),
+    ("cli-std-inf", ("--std", "inf"), ["--std", "finite"]),
+    ("cli-arch-kwargs-not-json", ("--arch-kwargs", "{num_classes: 7}"), ["--arch-kwargs", "JSON"]),
+]
+
+for _id, _extra, _words in CLI_STRINGS:
+    case(_id, "cli")(lambda c, i, extra=_extra, words=_words: _bad(i, "cli", _cli(c, *extra), words))
+
+
+SET_STRINGS = [
+    ("cli-set-no-equals", "stages.onnx.opset", ["--set", "key.path=value"]),
+    ("cli-set-empty-key", "=5", ["--set", "key.path=value"]),
+    ("cli-set-into-a-value", "name.x=1", ["--set name.x", "not a section"]),
+    ("cli-set-section-to-scalar", "stages.onnx=3", ["stages.onnx", "dictionary"]),
+    ("cli-set-unknown-key", "stages.int8.methodd=entropy", ["stages.int8.methodd", "unknown key"]),
+    ("cli-set-wrong-type", "verify.batch_sizes=[0, 4]", ["verify.batch_sizes", "positive"]),
+]
+
+for _id, _assignment, _words in SET_STRINGS:
+    case(_id, "cli")(lambda c, i, a=_assignment, words=_words: _bad(i, "cli", _run_args(c, "demo", i, "--set", a), words))
+
+
+@case("cli-verify-precision", "cli")
+def _(c, i):
+    return _bad(i, "cli", ("verify", c.good_onnx, "--checkpoint", c.good_ckpt, "--precision", "fp64"), ["--precision", "fp32"])
+
+
+@case("cli-tensorrt-batch-order", "cli")
+def _(c, i):
+    return _bad(i, "cli", ("tensorrt", c.good_onnx, "--batch", "8:4:2", "--emit-script", c.out("kit")), ["--batch", "8:4:2"])
+
+
+@case("cli-coreml-batch", "cli")
+def _(c, i):
+    return _bad(i, "cli", ("coreml", c.good_ckpt, "--arch", "simple_cnn", "--batch", "0:4", "-o", c.out("m.mlpackage")), ["--batch", "0:4"])
+
+
+@case("cli-samples-not-int", "cli")
+def _(c, i):
+    return Case(i, "cli", _quantize(c, c.good_npy, "--samples", "many"), EXIT_BAD_INPUT, ("--samples", "valid integer"), usage=True)
+
+
+# ---- output locations
+
+
+@case("output-is-a-directory", "output")
+def _(c, i):
+    folder = c.path("a_folder.onnx")
+    folder.mkdir()
+    return _bad(i, "output", ("onnx", c.good_ckpt, "--arch", "simple_cnn", "-o", folder), ["a_folder.onnx", "is a directory"])
+
+
+@case("output-under-a-file", "output")
+def _(c, i):
+    blocker = c.path("a_file.txt")
+    blocker.write_text("a file, not a folder")
+    return _bad(i, "output", ("onnx", c.good_ckpt, "--arch", "simple_cnn", "-o", blocker / "m.onnx"), ["cannot create output folder", "a_file.txt"])
+
+
+@case("output-overwrites-source", "output")
+def _(c, i):
+    return _bad(i, "output", ("simplify", c.good_onnx, "-o", c.good_onnx), ["overwrite its source"])
+
+
+# --------------------------------------------------------------------------- building and judging
+
+
+def make_corpus(root: Path) -> list[Case]:
+    """Write every broken input under ``root`` and return the cases (ids are unique)."""
+    corpus = Corpus(root)
+    cases = [build(corpus, case_id) for case_id, _, build in BUILDERS]
+    ids = [c.id for c in cases]
+    assert len(ids) == len(set(ids)), "duplicate case ids"
+    return cases
+
+
+def case_ids() -> list[str]:
+    return [case_id for case_id, _, _ in BUILDERS]
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every path under root with its size and modification time (a file appearing, vanishing or changing shows)."""
+    out = {}
+    for path in Path(root).rglob("*"):
+        st = path.lstat()
+        out[str(path.relative_to(root))] = (path.is_dir(), st.st_size if not path.is_dir() else 0, st.st_mtime_ns)
+    return out
+
+
+def invoke_in_process(args: tuple[str, ...]) -> Outcome:
+    from typer.testing import CliRunner
+
+    from exporter.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    exc = result.exception if not isinstance(result.exception, SystemExit) else None
+    return Outcome(result.exit_code, result.stdout, result.stderr, exc)
+
+
+def run_case(case_: Case, root: Path, invoke: Callable[[tuple[str, ...]], Outcome] = invoke_in_process) -> Verdict:
+    before = snapshot(root)
+    outcome = invoke(case_.args)
+    return judge(case_, outcome, before, snapshot(root))
+
+
+def judge(case_: Case, outcome: Outcome, before: dict, after: dict) -> Verdict:
+    v = Verdict(case_, outcome)
+    text = outcome.stdout + outcome.stderr
+    if outcome.exception is not None:
+        v.traceback = True
+        v.problems.append(f"an exception escaped: {type(outcome.exception).__name__}: {outcome.exception}")
+    if "Traceback" in text:
+        v.traceback = True
+        v.problems.append("a traceback was printed")
+    if outcome.exit_code != case_.exit_code:
+        v.problems.append(f"exit code {outcome.exit_code}, expected {case_.exit_code}")
+    if case_.usage:
+        message = outcome.stderr
+        if "Usage:" not in message:
+            v.problems.append("no usage message")
+    else:
+        errors = [line for line in outcome.stderr.splitlines() if line.startswith("error: ")]
+        if len(errors) != 1:
+            v.problems.append(f"{len(errors)} `error:` lines, expected exactly one")
+        message = errors[-1] if errors else ""
+    missing = [w for w in case_.words if w.lower() not in message.lower()]
+    if missing:
+        v.problems.append(f"the error does not say {missing}: {message[:300]!r}")
+    changed = sorted(set(before) ^ set(after) | {k for k in set(before) & set(after) if before[k] != after[k] and not before[k][0]})
+    if changed:
+        v.partial_files = changed
+        v.problems.append(f"files written or changed: {changed[:5]}")
+    ran = [m for m in case_.markers if Path(m).exists()]
+    if ran:
+        v.payload_ran = True
+        v.problems.append(f"the hostile payload ran (created {ran})")
+    return v
+
+
+def main(argv: list[str]) -> int:
+    root = Path(argv[1]) if len(argv) > 1 else Path("cnnexport-corpus")
+    cases = make_corpus(root)
+    for c in cases:
+        print(f"{c.id:<40} exit {c.exit_code}  {c.command()}")
+    print(f"{len(cases)} cases under {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))

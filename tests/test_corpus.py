@@ -1,0 +1,53 @@
+"""The whole bad-input corpus through the real CLI (tests/corpus/make_corpus.py builds it).
+
+Every case: the documented exit code, exactly one `error:` line that names the problem, no
+traceback, nothing written, changed or removed anywhere under the corpus folder, and no
+hostile payload run. tests/test_bad_inputs.py holds the hand-written checks with more detail
+per case (messages naming the file, the previous artifact kept, ...).
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from tests.corpus.make_corpus import INPUT_KINDS, case_ids, make_corpus, run_case, save_hostile
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    return root, {c.id: c for c in make_corpus(root)}
+
+
+@pytest.mark.parametrize("case_id", case_ids())
+def test_bad_input_is_one_clean_error_and_writes_nothing(corpus, case_id):
+    root, cases = corpus
+    verdict = run_case(cases[case_id], root)
+    assert verdict.clean, "\n".join([cases[case_id].command(), *verdict.problems, "stderr:", verdict.outcome.stderr[-2000:]])
+
+
+def test_the_corpus_covers_every_input_kind(corpus):
+    _, cases = corpus
+    assert len(cases) >= 30
+    kinds = {c.input for c in cases.values()}
+    assert kinds == set(INPUT_KINDS)
+    assert sum(bool(c.markers) for c in cases.values()) >= 3
+
+
+@pytest.mark.parametrize("kind, plain", [("exec", False), ("system", True)])
+def test_the_hostile_payloads_are_live(tmp_path, kind, plain):
+    """Unpickled without the safe loader, the corpus's payloads do run: their absence above means something."""
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "evil.pt"
+    save_hostile(path, marker, kind, plain_pickle=plain)
+    assert not marker.exists()
+    if plain:
+        with open(path, "rb") as fh:
+            pickle.load(fh)  # noqa: S301 - on purpose: proving the payload is real
+    else:
+        import torch
+
+        torch.load(path, weights_only=False)
+    assert marker.exists()
