@@ -335,3 +335,26 @@ def test_bigger_torchvision_models_fp32_and_fp16(name, models_dir, tmp_path):
     fp16 = export_artifact("coreml", loaded, tmp_path / f"{name}16.mlpackage", {}, VerifyOptions(batch_sizes=(2,), precision="fp16"))
     v = fp16.verification.to_dict()
     assert v["status"] == "pass" and v["top1_agreement"] == 1.0, v
+
+
+@pytest.mark.macos
+@pytest.mark.skipif(__import__("platform").system() != "Darwin", reason="Core ML predict needs macOS")
+def test_coreml_predict_agrees_with_the_interpreter_on_macos(lenet_pkg):
+    from exporter.runners.coreml import CoreMLRunner
+    from exporter.runners.mil import MilRunner
+
+    x = np.random.default_rng(0).standard_normal((2, 1, 32, 32)).astype(np.float32)
+    ours, theirs = MilRunner(lenet_pkg).infer(x)["logits"], CoreMLRunner(lenet_pkg).infer(x)["logits"]
+    assert np.abs(ours - theirs).max() <= 1e-3 * (theirs.max() - theirs.min())
+
+
+def test_the_coreml_predict_runner_says_it_needs_macos(lenet_pkg):
+    import platform
+
+    from exporter.errors import BackendUnavailable
+    from exporter.runners.coreml import CoreMLRunner
+
+    if platform.system() == "Darwin":
+        pytest.skip("this machine is a Mac")
+    with pytest.raises(BackendUnavailable, match="macOS"):
+        CoreMLRunner(lenet_pkg)
