@@ -193,6 +193,54 @@ def test_a_model_that_bakes_its_batch_fails_verification(cli, tmp_path):
     assert not (tmp_path / "out" / "b.mlpackage").exists()
 
 
+ADAPTIVE_MODEL = """
+import torch
+from torch import nn
+
+class Pooled(nn.Module):
+    def __init__(self, num_classes=5, pooled=2):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d((pooled, pooled))
+        self.fc = nn.Linear(4 * pooled * pooled, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
+"""
+
+
+@pytest.mark.parametrize("pooled", [2, 3])
+def test_adaptive_pooling_and_the_flexible_batch(cli, tmp_path, pooled):
+    import torch
+
+    (tmp_path / f"pooled{pooled}.py").write_text(ADAPTIVE_MODEL)
+    arch = f"{tmp_path / f'pooled{pooled}.py'}:Pooled"
+    kwargs = json.dumps({"num_classes": 5, "pooled": pooled})
+    import importlib.util
+
+    module_spec = importlib.util.spec_from_file_location(f"pooled{pooled}", tmp_path / f"pooled{pooled}.py")
+    mod = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    torch.save(mod.Pooled(5, pooled).state_dict(), tmp_path / "p.pt")
+    common = ["--arch", arch, "--arch-kwargs", kwargs, "--input-shape", "3,8,8", "--precision", "fp32"]
+    r = cli("coreml", tmp_path / "p.pt", *common, "-o", tmp_path / "flex.mlpackage", "--json")
+    if pooled == 2:
+        # 8x8 -> 2x2 is a plain 4x4 average pool: swapped while tracing, so the batch stays flexible.
+        assert r.exit_code == 0, r
+        art = r.json()["artifacts"][0]
+        assert art["details"]["adaptive_pools_as_fixed"] == 1 and art["verification"]["batch_sizes"] == [1, 4]
+        assert art["verification"]["max_rel_err"] <= 1e-4
+        assert isinstance(mod.Pooled(5, 2).pool, torch.nn.AdaptiveAvgPool2d)
+    else:
+        # 8x8 -> 3x3 has overlapping windows: coremltools needs a known input size; say what to do.
+        assert r.exit_code == 2, r
+        assert "flexible batch" in r.stderr and "--batch 1" in r.stderr
+        r = cli("coreml", tmp_path / "p.pt", *common, "-o", tmp_path / "fixed.mlpackage", "--batch", "1", "--json")
+        assert r.exit_code == 0, r
+        assert r.json()["artifacts"][0]["verification"]["batch_sizes"] == [1]
+
+
 def test_bad_options_are_exit_2(cli, lenet5_ckpt, tmp_path):
     for args, words in (
         (["--compress", "palettize:5"], "palettize"),

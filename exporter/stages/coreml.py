@@ -113,6 +113,53 @@ def _wrap(module, inv_std, softmax: bool):
     return CoreMLWrapper().eval()
 
 
+@contextlib.contextmanager
+def fixed_size_adaptive_pools(module, example):
+    """Swap nn.AdaptiveAvg/MaxPool2d for the equivalent fixed AvgPool2d/MaxPool2d while tracing.
+
+    coremltools converts adaptive pooling only when the input size is fully known or the output
+    is 1x1, so with a flexible batch VGG/AlexNet-style heads (AdaptiveAvgPool2d((7, 7))) fail.
+    Where the recorded input size is a multiple of the output size the adaptive pool IS a plain
+    pool with kernel = stride = input/output (identical numbers), which converts with any batch.
+    The module is restored afterwards. Yields the number of pools swapped.
+    """
+    import torch
+
+    sizes: dict = {}
+    pools = [(name, m) for name, m in module.named_modules() if isinstance(m, (torch.nn.AdaptiveAvgPool2d, torch.nn.AdaptiveMaxPool2d))]
+    def recorder(name):
+        def hook(_module, args):
+            sizes.setdefault(name, tuple(args[0].shape[-2:]))  # returns None: the input is unchanged
+
+        return hook
+
+    hooks = [m.register_forward_pre_hook(recorder(name)) for name, m in pools]
+    try:
+        with torch.no_grad():
+            module(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    swapped = []
+    for name, pool in pools:
+        if name not in sizes:
+            continue
+        out = pool.output_size if isinstance(pool.output_size, tuple) else (pool.output_size, pool.output_size)
+        (h, w), (oh, ow) = sizes[name], (out[0] or sizes[name][0], out[1] or sizes[name][1])
+        if (oh, ow) == (1, 1) or h % oh or w % ow:
+            continue  # 1x1 converts already; a non-multiple has overlapping windows
+        kernel = (h // oh, w // ow)
+        fixed = torch.nn.AvgPool2d(kernel, kernel) if isinstance(pool, torch.nn.AdaptiveAvgPool2d) else torch.nn.MaxPool2d(kernel, kernel)
+        parent = module.get_submodule(name.rsplit(".", 1)[0]) if "." in name else module
+        setattr(parent, name.rsplit(".", 1)[-1], fixed)
+        swapped.append((parent, name.rsplit(".", 1)[-1], pool))
+    try:
+        yield len(swapped)
+    finally:
+        for parent, attr, pool in swapped:
+            setattr(parent, attr, pool)
+
+
 def export(
     loaded,
     staging_dir: Path,
@@ -162,7 +209,7 @@ def export(
     scale, bias, inv_std = image_preprocessing(spec) if image_input else (None, None, None)
     module = _wrap(loaded.module, inv_std, softmax=classifier)
     flexible = high > low
-    batch_dim = ct.RangeDim(lower_bound=low, upper_bound=high, default=low, symbol="batch") if flexible else low
+    batch_dim = ct.RangeDim(lower_bound=low, upper_bound=high, default=low) if flexible else low
     shape = ct.Shape(shape=(batch_dim, *spec.input_shape))
     if image_input:
         layout = ct.colorlayout.GRAYSCALE if spec.channels == 1 else getattr(ct.colorlayout, color_layout)
@@ -187,7 +234,9 @@ def export(
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured), torch.no_grad():
             warnings.simplefilter("ignore")
-            traced = torch.jit.trace(module, example_batch(spec, max(2, low) if flexible else low), check_trace=False)
+            example = example_batch(spec, max(2, low) if flexible else low)
+            with fixed_size_adaptive_pools(module, example) as swapped_pools:
+                traced = torch.jit.trace(module, example, check_trace=False)
             try:
                 mlmodel = ct.convert(traced, **convert_args)
             except Exception as exc:  # noqa: BLE001 - coremltools raises many error types
@@ -195,7 +244,8 @@ def export(
                     raise
                 raise ExportError(
                     f"coremltools cannot convert this model with a flexible batch {low}:{high} ({root_cause(exc)}); "
-                    f"the model does not allow a dynamic batch (e.g. an op that reads the batch size): "
+                    f"the model does not allow a dynamic batch (e.g. adaptive pooling to a size that does not divide its input, "
+                    f"or an op that reads the batch size): "
                     f"export a fixed batch with --batch {low}"
                 ) from exc
             if compression is not None:
@@ -258,6 +308,7 @@ def export(
             "min_target": target_name,
             "compression": compression.describe() if compression else None,
             "ops": ops,
+            "adaptive_pools_as_fixed": swapped_pools,
             "coremltools": ct.__version__,
         },
     )
