@@ -240,7 +240,7 @@ def export(
             try:
                 mlmodel = ct.convert(traced, **convert_args)
             except Exception as exc:  # noqa: BLE001 - coremltools raises many error types
-                if not flexible:
+                if not flexible or not _converts_with_fixed_batch(ct, traced, convert_args, spec, low):
                     raise
                 raise ExportError(
                     f"coremltools cannot convert this model with a flexible batch {low}:{high} ({root_cause(exc)}); "
@@ -312,6 +312,21 @@ def export(
             "coremltools": ct.__version__,
         },
     )
+
+
+def _converts_with_fixed_batch(ct, traced, convert_args: dict, spec, batch: int) -> bool:
+    """Does the failure come from the flexible batch? Try the same conversion with a fixed one."""
+    first = convert_args["inputs"][0]
+    shape = (batch, *spec.input_shape)
+    if isinstance(first, ct.ImageType):
+        fixed = ct.ImageType(name=first.name, shape=shape, scale=first.scale, bias=first.bias, color_layout=first.color_layout)
+    else:
+        fixed = ct.TensorType(name=first.name, shape=shape, dtype=first.dtype)
+    try:
+        ct.convert(traced, **{**convert_args, "inputs": [fixed]})
+    except Exception:  # noqa: BLE001 - it fails either way: report the original error
+        return False
+    return True
 
 
 def _compress(mlmodel, compression: Compression):
