@@ -539,6 +539,98 @@ def quantize(
     run_guarded(ui, body)
 
 
+class TrtPrecision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+class Int8Mode(str, Enum):
+    qdq = "qdq"
+    calibrator = "calibrator"
+
+
+class HardwareCompat(str, Enum):
+    none = "none"
+    ampere_plus = "ampere_plus"
+    same_cc = "same_cc"
+
+
+@app.command()
+def tensorrt(
+    model: Annotated[Path, typer.Argument(help="ONNX model, or a checkpoint (exported to ONNX first).")],
+    precision: Annotated[TrtPrecision, typer.Option("--precision", help="fp32, fp16, or int8 (needs --calib).")] = TrtPrecision.fp32,
+    batch: Annotated[str, typer.Option("--batch", help="Optimization profile of the batch axis, MIN:OPT:MAX.")] = "1:8:32",
+    int8_mode: Annotated[Int8Mode, typer.Option("--int8-mode", help="int8: qdq (explicit Q/DQ model, TensorRT 10 and 11) or calibrator (fp32 model + calibration cache, TensorRT 10 only).")] = Int8Mode.qdq,
+    calib: Annotated[Optional[str], typer.Option("--calib", help="int8 calibration data: image folder, .npy/.npz of normalized inputs, or 'digits'.")] = None,
+    samples: Annotated[int, typer.Option("--samples", help="Calibration samples (seeded shuffle).")] = 256,
+    holdout: Annotated[int, typer.Option("--holdout", help="Further samples kept out of calibration to verify on.")] = 64,
+    method: Annotated[Method, typer.Option("--method", help="Calibration method.")] = Method.minmax,
+    workspace: Annotated[Optional[str], typer.Option("--workspace", help="Builder workspace limit, e.g. 512M or 2G (default: TensorRT's).")] = None,
+    opt_level: Annotated[Optional[int], typer.Option("--opt-level", help="Builder optimization level 0-5 (TensorRT's default: 3).")] = None,
+    hardware_compat: Annotated[HardwareCompat, typer.Option("--hardware-compat", help="none (this GPU), ampere_plus (any Ampere or newer), same_cc (same compute capability).")] = HardwareCompat.none,
+    version_compatible: Annotated[bool, typer.Option("--version-compatible", help="Engine also runs on later TensorRT versions (embeds the lean runtime; may be slower).")] = False,
+    timing_cache: Annotated[Optional[Path], typer.Option("--timing-cache", help="Timing cache file: read if present, updated after the build (faster rebuilds).")] = None,
+    emit_script: Annotated[Optional[Path], typer.Option("--emit-script", help="Where TensorRT is absent: write a build kit (models, build.sh with the trtexec command, README) to this folder.")] = None,
+    trt_version: Annotated[Optional[str], typer.Option("--trt-version", help="With --emit-script: the target machine's TensorRT version (default 10.8.0); decides flags and models.")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="PyTorch reference when MODEL is ONNX (default: the ONNX model).")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Engine file (default: MODEL.engine beside the model).")] = None,
+    arch: Arch = None,
+    arch_kwargs: ArchKwargs = None,
+    trust_pickle: TrustPickle = False,
+    input_shape: InputShape = None,
+    mean: Mean = None,
+    std: Std = None,
+    labels: Labels = None,
+    no_verify: NoVerify = False,
+    images: Images = None,
+    seed: Seed = 0,
+    max_rel_err: MaxRelErr = None,
+    min_cosine: MinCosine = None,
+    min_top1: MinTop1 = None,
+    keep_failed: KeepFailed = False,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """TensorRT engine (+ sidecar JSON), verified at the profile's min and max batch; or, with --emit-script, a build kit."""
+    ui = Ui(json_out, quiet, verbose)
+
+    def body():
+        from exporter.pipeline import default_output, export_artifact
+        from exporter.stages.tensorrt import require_tensorrt
+        from exporter.trt_pipeline import TensorRTOptions, tensorrt_artifacts
+
+        options = TensorRTOptions(
+            precision=precision.value, int8_mode=int8_mode.value, batch=batch, workspace=workspace, optimization_level=opt_level,
+            hardware_compatibility=hardware_compat.value, version_compatible=version_compatible, timing_cache=timing_cache,
+            trt_version=trt_version, emit_script=emit_script, calibration=calib, samples=samples, holdout=holdout,
+            method=method.value, seed=seed,
+        )
+        options.build_options()  # bad options: exit 2 before any work
+        if emit_script is None:
+            require_tensorrt()  # no tensorrt or no GPU: exit 3 before any work, saying what to do
+        opts = _verify_options(no_verify, "1,4", images, seed, max_rel_err, min_cosine, min_top1)
+        overrides = _spec_overrides(input_shape, mean, std, labels)
+        results, loaded, source = [], None, model
+        if model.suffix.lower() != ".onnx":
+            loaded = _load(ui, model, arch, arch_kwargs, trust_pickle, overrides)
+            exported = export_artifact("onnx", loaded, default_output(model, "onnx"), {}, opts, keep_failed, ui.progress)
+            results.append(exported)
+            if exported.verification.status == "fail":
+                return _finish_many(ui, results, loaded)
+            source = exported.path
+        elif checkpoint is not None:
+            loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, overrides)
+        results += tensorrt_artifacts(source, options, output, loaded, opts, keep_failed, ui.progress)
+        _finish_many(ui, results, loaded, None if loaded else _artifact_spec(source))
+        kit = results[-1].details.get("kit") if results[-1].kind == "tensorrt" else None
+        if kit and not json_out:
+            ui.progress(f"wrote the build kit {kit}: on the NVIDIA machine run `bash {kit}/build.sh`, then `{results[-1].details['verify']}`")
+
+    run_guarded(ui, body)
+
+
 def _render_eval(ui: Ui, evaluation: dict) -> None:
     from rich.table import Table
 

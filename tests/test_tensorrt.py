@@ -205,6 +205,22 @@ def test_runner_keeps_every_call_inside_the_profile():
 
 
 @no_trt
+def test_without_tensorrt_exit_3_says_what_to_do(cli, exported_onnx, tmp_path):
+    model = tmp_path / exported_onnx.name
+    shutil.copyfile(exported_onnx, model)
+    r = cli("tensorrt", model, "--precision", "fp16")
+    assert r.exit_code == 3, r
+    message = " ".join(r.stderr.split())
+    assert message == (
+        "error: tensorrt not installed: building a TensorRT engine needs the tensorrt package and an "
+        "NVIDIA GPU; install tensorrt on an NVIDIA machine, or use --emit-script DIR to write a ready-to-run trtexec build kit"
+    )
+    assert files_in(tmp_path) == {model.name}  # nothing was done before saying so
+    with pytest.raises(BackendUnavailable):
+        trt_stage.require_tensorrt()
+
+
+@no_trt
 def test_verify_engine_without_tensorrt_exits_3(cli, simple_cnn_ckpt, tmp_path):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"not built here")
@@ -214,3 +230,194 @@ def test_verify_engine_without_tensorrt_exits_3(cli, simple_cnn_ckpt, tmp_path):
         "tensorrt not installed: running a TensorRT engine needs the tensorrt package and an NVIDIA GPU; "
         "run this on the NVIDIA machine the engine was built for, with tensorrt installed"
     )
+
+
+def test_bad_batch_is_exit_2_before_anything_else(cli, exported_onnx, tmp_path):
+    for text in ("8:1:32", "0:1:2", "a:b:c", "1:2"):
+        r = cli("tensorrt", exported_onnx, "--batch", text, "--emit-script", tmp_path / "kit")
+        assert r.exit_code == 2, r
+        assert "--batch expects MIN:OPT:MAX" in r.stderr
+    r = cli("tensorrt", exported_onnx, "--workspace", "lots", "--emit-script", tmp_path / "kit")
+    assert r.exit_code == 2 and "--workspace" in r.stderr
+    r = cli("tensorrt", exported_onnx, "--precision", "int8", "--emit-script", tmp_path / "kit")
+    assert r.exit_code == 2 and "--calib" in r.stderr
+    assert not (tmp_path / "kit").exists()
+
+
+@no_trt
+def test_emit_script_fp16_kit(cli, simple_cnn_ckpt, tmp_path):
+    ckpt = tmp_path / "net.pt"
+    shutil.copyfile(simple_cnn_ckpt, ckpt)
+    kit = tmp_path / "kit"
+    r = cli("tensorrt", ckpt, "--precision", "fp16", "--batch", "1:8:32", "--emit-script", kit, "--json")
+    assert r.exit_code == 0, r
+    report = r.json()
+    onnx_entry, engine = report["artifacts"]
+    assert onnx_entry["kind"] == "onnx" and onnx_entry["verification"]["status"] == "pass"
+    assert engine["verification"]["status"] == "skipped" and engine["verification"]["reason"] == "tensorrt not installed"
+    assert engine["details"]["installed"] is False and engine["sha256"] is None
+    assert _kit_command(kit) == [
+        "--onnx=net.onnx", "--saveEngine=net.engine",
+        "--minShapes=input:1x3x32x32", "--optShapes=input:8x3x32x32", "--maxShapes=input:32x3x32x32",
+        "--fp16", "--timingCacheFile=timing.cache", "--skipInference",
+    ]
+    assert (kit / "net.onnx").read_bytes() == (tmp_path / "net.onnx").read_bytes()  # the verified model, byte for byte
+    assert {p.name for p in kit.iterdir()} >= {"build.sh", "verify.sh", "README.md", "checksums.sha256", "net.onnx",
+                                                "net.engine.build.json", "net.engine.report.json"}
+    assert os.access(kit / "build.sh", os.X_OK)
+    partial = json.loads((kit / "net.engine.build.json").read_text())
+    assert partial["precision"] == "fp16" and partial["profile"]["max"] == [32, 3, 32, 32]
+    assert partial["source_onnx_sha256"] == onnx_entry["sha256"] and partial["spec"]["arch"] == "simple_cnn"
+    assert "cnnexport verify net.engine --reference net.onnx --precision fp16 --batch-sizes 1,32" in (kit / "verify.sh").read_text()
+    readme = (kit / "README.md").read_text()
+    assert "bash build.sh" in readme and "--checkpoint net.pt" in readme
+    assert subprocess.run(["bash", "-n", str(kit / "build.sh")]).returncode == 0
+
+    table = cli("tensorrt", ckpt, "--precision", "fp16", "--emit-script", kit)  # again, over the earlier kit
+    assert table.exit_code == 0, table
+    row = next(line for line in table.stdout.splitlines() if "net.engine" in line)
+    assert "skipped (tensorrt not installed)" in row and " pass " not in row
+
+
+@no_trt
+def test_emit_script_int8_qdq_and_calibrator_kits(cli, lenet5_ckpt, tmp_path):
+    from exporter.stages.quantize import parse_calibration_cache
+
+    ckpt = tmp_path / "lenet.pth"
+    shutil.copyfile(lenet5_ckpt, ckpt)
+    args = ("--precision", "int8", "--calib", "digits", "--samples", "64", "--holdout", "32", "--batch", "2:4:16", "--json")
+    r = cli("tensorrt", ckpt, *args, "--emit-script", tmp_path / "qdq")
+    assert r.exit_code == 0, r
+    kinds = {a["kind"]: a for a in r.json()["artifacts"]}
+    assert kinds["int8-tensorrt"]["verification"]["status"] == "pass"
+    assert kinds["tensorrt"]["verification"]["status"] == "skipped"
+    command = _kit_command(tmp_path / "qdq")
+    assert command[0] == "--onnx=lenet.int8-trt.onnx"
+    assert "--minShapes=input:2x1x32x32" in command and "--maxShapes=input:16x1x32x32" in command
+    assert "--stronglyTyped" in command and "--int8" not in command and "--fp16" not in command
+    assert (tmp_path / "qdq" / "lenet.int8-trt.onnx").read_bytes() == (tmp_path / "lenet.int8-trt.onnx").read_bytes()
+    header, scales = parse_calibration_cache((tmp_path / "qdq" / "lenet.int8-trt.calib").read_text())
+    assert header == "TRT-100800-EntropyCalibration2" and "input" in scales
+
+    r = cli("tensorrt", ckpt, *args, "--int8-mode", "calibrator", "--trt-version", "10.3.0", "--emit-script", tmp_path / "cal")
+    assert r.exit_code == 0, r
+    command = _kit_command(tmp_path / "cal")
+    assert command[0] == "--onnx=lenet.onnx"  # implicit quantization builds the fp32 model ...
+    assert "--int8" in command and "--calib=lenet.int8-trt.calib" in command and "--stronglyTyped" not in command
+    header, _ = parse_calibration_cache((tmp_path / "cal" / "lenet.int8-trt.calib").read_text())
+    assert header == "TRT-100300-EntropyCalibration2"  # ... with a cache for the target version
+
+    r = cli("tensorrt", ckpt, *args, "--int8-mode", "calibrator", "--trt-version", "11.0.0", "--emit-script", tmp_path / "c11")
+    assert r.exit_code == 2 and "removed implicit INT8 calibration" in " ".join(r.stderr.split())
+    assert not (tmp_path / "c11").exists()
+
+
+@no_trt
+def test_emit_script_for_tensorrt_11_builds_the_fp16_onnx(cli, exported_onnx, tmp_path):
+    model = tmp_path / "m.onnx"
+    shutil.copyfile(exported_onnx, model)
+    r = cli("tensorrt", model, "--precision", "fp16", "--trt-version", "11.0.0", "--calib", "digits", "--batch", "1:4:8",
+            "--emit-script", tmp_path / "kit", "--json")
+    assert r.exit_code == 0, r
+    kinds = {a["kind"]: a for a in r.json()["artifacts"]}
+    assert kinds["fp16"]["verification"]["status"] == "pass"
+    command = _kit_command(tmp_path / "kit")
+    assert command[0] == "--onnx=m.fp16.onnx" and "--stronglyTyped" in command and "--fp16" not in command
+    assert (tmp_path / "kit" / "m.fp16.onnx").read_bytes() == (tmp_path / "m.fp16.onnx").read_bytes()
+    assert (tmp_path / "kit" / "m.onnx").read_bytes() == model.read_bytes()  # the verify reference
+
+
+@no_trt
+def test_every_builder_option_reaches_the_command(cli, simple_cnn_ckpt, tmp_path):
+    """The input name comes from the model; workspace, level, compatibility and timing cache are all passed on."""
+    model = tmp_path / "p.onnx"
+    r = cli("onnx", simple_cnn_ckpt, "--arch", "simple_cnn", "--input-name", "pixels", "-o", model)
+    assert r.exit_code == 0, r
+    r = cli("tensorrt", model, "--batch", "1:2:4", "--workspace", "512M", "--opt-level", "4", "--hardware-compat", "ampere_plus",
+            "--version-compatible", "--timing-cache", "/var/cache/trt/shared.cache", "-o", tmp_path / "p.plan",
+            "--emit-script", tmp_path / "kit")
+    assert r.exit_code == 0, r
+    assert _kit_command(tmp_path / "kit") == [
+        "--onnx=p.onnx", "--saveEngine=p.plan",
+        "--minShapes=pixels:1x3x32x32", "--optShapes=pixels:2x3x32x32", "--maxShapes=pixels:4x3x32x32",
+        "--noTF32", "--memPoolSize=workspace:512M", "--builderOptimizationLevel=4", "--hardwareCompatibilityLevel=ampere+",
+        "--versionCompatible", "--timingCacheFile=/var/cache/trt/shared.cache", "--skipInference",
+    ]
+    partial = json.loads((tmp_path / "kit" / "p.plan.build.json").read_text())
+    assert (partial["input"], partial["workspace_bytes"], partial["optimization_level"], partial["hardware_compatibility"],
+            partial["version_compatible"]) == ("pixels", 512 * 1024**2, 4, "ampere_plus", True)
+
+
+@no_trt
+def test_kit_is_never_half_written(cli, exported_onnx, tmp_path):
+    from exporter.emit_trt import KitRequest, write_kit
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    r = cli("tensorrt", exported_onnx, "--emit-script", busy)
+    assert r.exit_code == 2 and "not empty" in r.stderr
+    assert files_in(busy) == {"notes.txt"}
+
+    plan = trt_stage.decide_plan("10.8.0", "int8", "calibrator")
+    options = trt_stage.BuildOptions(trt_stage.parse_batch_profile("1:1:2"))
+    request = KitRequest(tmp_path / "kit", "m.engine", exported_onnx, exported_onnx, plan, options, "input", (3, 32, 32), {},
+                         calib=None)  # an int8 kit without its cache fails after the models were copied
+    with pytest.raises(BadInputError):
+        write_kit(request)
+    assert files_in(tmp_path) == {"busy", "busy/notes.txt"}  # no kit, no staging folder left
+
+
+@no_trt
+def test_build_script_refuses_changed_models_and_missing_trtexec(cli, exported_onnx, tmp_path):
+    kit = tmp_path / "kit"
+    assert cli("tensorrt", exported_onnx, "--emit-script", kit).exit_code == 0
+    env = {**os.environ, "PATH": "/usr/bin:/bin", "TRTEXEC": "trtexec-not-installed"}
+    run = subprocess.run(["bash", str(kit / "build.sh")], env=env, capture_output=True, text=True)
+    assert run.returncode == 3 and "trtexec not found" in run.stderr
+    with open(kit / exported_onnx.name, "ab") as fh:
+        fh.write(b"\0")
+    # `false` stands in for trtexec only to get past the PATH check: the checksum stops the build first
+    run = subprocess.run(["bash", str(kit / "build.sh")], env={**env, "TRTEXEC": "false"}, capture_output=True, text=True)
+    assert run.returncode != 0 and "FAILED" in run.stdout + run.stderr
+    assert not (kit / "build.log").exists()
+
+
+# ----------------------------------------------------------------- with TensorRT and a GPU
+
+
+def _need_trt_gpu():
+    pytest.importorskip("tensorrt", reason="needs TensorRT (pip install tensorrt on an NVIDIA machine)")
+    ok, why = trt_stage.cuda_status()
+    if not ok:
+        pytest.skip(f"needs an NVIDIA GPU: {why}")
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_engine_builds_verifies_and_refuses_a_foreign_sidecar(cli, simple_cnn_ckpt, tmp_path, precision):
+    _need_trt_gpu()
+    ckpt = tmp_path / "net.pt"
+    shutil.copyfile(simple_cnn_ckpt, ckpt)
+    r = cli("tensorrt", ckpt, "--precision", precision, "--batch", "1:4:8", "--timing-cache", tmp_path / "t.cache", "--json")
+    assert r.exit_code == 0, r
+    engine = _engine_entry(r.json())
+    assert engine["verification"]["status"] == "pass" and engine["verification"]["batch_sizes"] == [1, 8]
+    sidecar = json.loads((tmp_path / "net.engine.json").read_text())
+    assert sidecar["precision"] == precision and sidecar["tensorrt_version"] and sidecar["compute_capability"]
+    assert (tmp_path / "t.cache").stat().st_size > 0
+    assert cli("verify", tmp_path / "net.engine", "--checkpoint", ckpt, "--precision", precision, "--batch-sizes", "1,8").exit_code == 0
+    sidecar["tensorrt_version"] = "9.9.9"
+    (tmp_path / "net.engine.json").write_text(json.dumps(sidecar))
+    r = cli("verify", tmp_path / "net.engine", "--checkpoint", ckpt)
+    assert r.exit_code == 2 and "cannot run here" in r.stderr
+
+
+@pytest.mark.tensorrt
+def test_int8_qdq_engine_is_judged_on_held_out_digits(cli, lenet5_ckpt, tmp_path):
+    _need_trt_gpu()
+    r = cli("tensorrt", lenet5_ckpt, "--precision", "int8", "--calib", "digits", "--samples", "128", "--batch", "1:8:32",
+            "-o", tmp_path / "l.engine", "--json")
+    assert r.exit_code == 0, r
+    checks = _engine_entry(r.json())["verification"]["checks"]
+    assert any(c["inputs"].startswith("held-out") and c["judged"] and c["status"] == "pass" for c in checks)

@@ -1,0 +1,224 @@
+"""`cnnexport tensorrt`: ONNX (-> Q/DQ or fp16 ONNX) -> TensorRT engine + sidecar, or a build kit.
+
+    source ONNX ──(int8)──> symmetric Q/DQ ONNX + .calib   (pipeline.quantize_artifact, verified)
+                ──(fp16 on TensorRT 11)──> fp16 ONNX        (pipeline.quantize_artifact, verified)
+    then, where tensorrt and a GPU are here: build the engine, verify it at the profile's
+    min and max batch, install it with its sidecar (staged, atomic);
+    else with --emit-script DIR: write the build kit; the engine is reported
+    `skipped (tensorrt not installed)`, never pass;
+    else: BackendUnavailable (exit 3) saying what is missing and what to do.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from exporter.data import InputSet
+from exporter.errors import BadInputError
+from exporter.pipeline import Progress, QuantizeOptions, VerifyOptions, _noop, _run_stage, _verifier, onnx_source, quantize_artifact
+from exporter.report import ArtifactResult, build_report, write_report
+from exporter.stages import tensorrt as trt_stage
+from exporter.verify import Verdict
+
+
+@dataclass
+class TensorRTOptions:
+    precision: str = "fp32"  # fp32 | fp16 | int8
+    int8_mode: str = "qdq"  # qdq (explicit Q/DQ model) | calibrator (fp32 model + calibration cache, TensorRT 10 only)
+    batch: str = "1:8:32"  # min:opt:max of the optimization profile
+    workspace: str | None = None  # e.g. "2G"
+    optimization_level: int | None = None
+    hardware_compatibility: str = "none"  # none | ampere_plus | same_cc
+    version_compatible: bool = False
+    timing_cache: Path | None = None
+    trt_version: str | None = None  # the kit's target where tensorrt is absent (default stages.tensorrt.DEFAULT_TRT_VERSION)
+    emit_script: Path | None = None
+    calibration: str | Path | None = None
+    samples: int = 256
+    holdout: int = 64
+    method: str = "minmax"
+    seed: int = 0
+
+    def build_options(self) -> trt_stage.BuildOptions:
+        """Parse and check every option (BadInputError, exit 2) before any work is done."""
+        if self.precision not in trt_stage.PRECISIONS:
+            raise BadInputError(f"--precision must be one of {', '.join(trt_stage.PRECISIONS)}")
+        if self.precision == "int8" and self.calibration is None:
+            raise BadInputError("--precision int8 needs calibration data: --calib IMAGE_FOLDER | FILE.npy | digits")
+        if self.trt_version is not None:
+            trt_stage.version_tuple(self.trt_version)
+        return trt_stage.BuildOptions(
+            profile=trt_stage.parse_batch_profile(self.batch),
+            workspace=trt_stage.parse_size(self.workspace) if self.workspace else None,
+            optimization_level=self.optimization_level,
+            hardware_compatibility=self.hardware_compatibility,
+            version_compatible=self.version_compatible,
+            timing_cache=Path(self.timing_cache) if self.timing_cache else None,
+        )
+
+
+def onnx_input(path: Path) -> tuple[str, list]:
+    """(name, dims) of the model's image input, read from the model (never assumed to be 'input')."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise BadInputError(f"{path} has {len(inputs)} inputs; cnnexport builds engines for single-input image models")
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in inputs[0].type.tensor_type.shape.dim]
+    return inputs[0].name, dims
+
+
+def tensorrt_artifacts(
+    source: Path,
+    options: TensorRTOptions,
+    output: Path | None = None,
+    loaded=None,
+    verify_options: VerifyOptions | None = None,
+    keep_failed: bool = False,
+    progress: Progress = _noop,
+    write: bool = True,
+) -> list[ArtifactResult]:
+    """The engine for ``source`` (an ONNX model), plus the Q/DQ or fp16 models it needed, each verified."""
+    from exporter.fsutil import sha256_of
+
+    build_opts = options.build_options()
+    profile = build_opts.profile
+    source, source_runner, spec, output = onnx_source(source, output, loaded, ".engine", "engine")
+    input_name, dims = onnx_input(source)
+    chw = tuple(spec.input_shape)
+    fixed = [d for d in dims[1:] if isinstance(d, int) and d > 0]
+    if len(dims) != 4 or (len(fixed) == 3 and tuple(fixed) != chw):
+        raise BadInputError(f"{source.name}'s input {input_name} has dims {dims}; expected (batch, {', '.join(map(str, chw))})")
+    if isinstance(dims[0], int) and dims[0] > 0 and (profile.min, profile.max) != (dims[0], dims[0]):
+        raise BadInputError(f"{source.name} has a fixed batch of {dims[0]}; export it with a dynamic batch axis to build the profile {profile}")
+
+    installed, why_not = trt_stage.tensorrt_status()
+    if installed is not None:
+        gpu_ok, gpu_why = trt_stage.cuda_status()
+        if not gpu_ok:
+            installed, why_not = None, gpu_why
+    emit = options.emit_script is not None
+    if installed is None and not emit:
+        trt_stage.require_tensorrt()  # raises BackendUnavailable with what to do
+    target_version = (options.trt_version or trt_stage.DEFAULT_TRT_VERSION) if emit else installed
+    plan = trt_stage.decide_plan(target_version, options.precision, options.int8_mode)
+    progress(f"TensorRT {target_version}: {plan.precision}{' ' + plan.int8_mode if plan.int8_mode else ''}, "
+             f"{'strongly typed' if plan.strongly_typed else 'weakly typed'}, profile {profile}")
+
+    results: list[ArtifactResult] = []
+    build_onnx, calib_path, held = source, None, None
+    if plan.precision == "int8" or plan.onnx == "fp16":
+        q_opts = QuantizeOptions(
+            precision="int8" if plan.precision == "int8" else "fp16", target="tensorrt", calibration=options.calibration,
+            samples=options.samples, holdout=options.holdout, method=options.method,
+            trt_version=_three(target_version), seed=options.seed,
+        )
+        quantized = quantize_artifact(source, q_opts, None, loaded, verify_options, keep_failed, progress, write)
+        results.append(quantized)
+        if quantized.verification.status == "fail" or not quantized.files:
+            return results  # no engine from a model that failed its own check
+        if plan.onnx in ("qdq", "fp16"):
+            build_onnx = quantized.path
+        calib_path = next((f for f in quantized.files if f.suffix == ".calib"), None)
+        if plan.precision == "int8":
+            held = _held_out(options, spec, profile)
+
+    if output.suffix.lower() not in (".engine", ".plan"):
+        raise BadInputError(f"-o {output.name}: a TensorRT engine file ends in .engine or .plan")
+    sidecar = trt_stage.sidecar_partial(plan, build_opts, input_name, chw, build_onnx, sha256_of(build_onnx), spec.to_dict())
+    sidecar.update(reference_onnx=source.name, reference_onnx_sha256=sha256_of(source), plan_notes=list(plan.notes))
+
+    if emit:
+        results.append(_emit(options, output, source, build_onnx, calib_path, plan, build_opts, input_name, chw, sidecar,
+                             loaded, why_not, progress))
+        if write:
+            write_report(build_report(results, loaded, spec), Path(options.emit_script) / output.name)
+        return results
+
+    opts = replace(verify_options or VerifyOptions(), batch_sizes=(profile.min, profile.max), precision=plan.precision)
+    if held is not None:
+        opts = replace(opts, extra_inputs=[*opts.extra_inputs, held])
+        n_random = len(opts.batch_sizes)
+        base_sets = opts.input_sets
+
+        def input_sets(spec_, base_sets=base_sets):
+            # int8 is judged on held-out real data; on noise it only has to run, with the right shape
+            return [replace(s, judged=False) if i < n_random else s for i, s in enumerate(base_sets(spec_))]
+
+        opts.input_sets = input_sets  # type: ignore[method-assign]
+
+    def references() -> dict:
+        from exporter.runners.torch import TorchRunner
+
+        return {"pytorch": TorchRunner(loaded.module)} if loaded is not None else {"source onnx": source_runner}
+
+    calib_batches = ()
+    result = _run_stage(
+        lambda staging, name: trt_stage.build_engine(build_onnx, staging, name, plan, build_opts, input_name, chw, sidecar,
+                                                     calib_path, calib_batches),
+        output,
+        _verifier(references, spec, opts, "tensorrt"),
+        keep_failed,
+        progress,
+        "tensorrt",
+    )
+    results.append(result)
+    if write and result.files:
+        write_report(build_report([result], loaded, spec), result.path)
+    return results
+
+
+def _three(version: str) -> str:
+    return ".".join(map(str, trt_stage.version_tuple(version)))
+
+
+def _held_out(options: TensorRTOptions, spec, profile) -> InputSet | None:
+    """The calibration split's held-out samples (never used to calibrate), at most the profile's max batch."""
+    from exporter.calibration import calibration_split, open_source
+
+    _, held = calibration_split(open_source(options.calibration, spec, options.seed), options.samples, options.holdout)
+    if held is None:
+        return None
+    array = held.take()[: profile.max]
+    if len(array) < profile.min:
+        return None
+    return InputSet(f"held-out ({len(array)}, not used for calibration)", array)
+
+
+def _emit(options, output, source, build_onnx, calib_path, plan, build_opts, input_name, chw, sidecar, loaded, why_not, progress) -> ArtifactResult:
+    from exporter.emit_trt import KitRequest, verify_command, write_kit
+
+    started = time.perf_counter()
+    kit_dir = Path(options.emit_script)
+    progress(f"writing the TensorRT build kit -> {kit_dir}")
+    req = KitRequest(
+        kit_dir=kit_dir, engine_name=output.name, reference_onnx=source, build_onnx=build_onnx, plan=plan,
+        options=build_opts, input_name=input_name, chw=chw, sidecar=sidecar, calib=calib_path,
+        timing_cache=str(build_opts.timing_cache) if build_opts.timing_cache else "timing.cache",
+        checkpoint=getattr(loaded, "path", None),
+    )
+    files = write_kit(req)
+    reason = why_not or "--emit-script: build.sh builds the engine"
+    return ArtifactResult(
+        kind="tensorrt",
+        path=kit_dir / output.name,
+        sha256=None,
+        bytes=None,
+        seconds=time.perf_counter() - started,
+        verification=Verdict.skipped(reason, plan.precision),
+        details={
+            "installed": False,
+            "kit": str(kit_dir),
+            "kit_files": [f.name for f in files],
+            "build": f"bash {kit_dir / 'build.sh'}",
+            "verify": verify_command(req),
+            "input": input_name,
+            "plan": plan.to_dict(),
+            **build_opts.to_dict(),
+        },
+        files=files,
+    )
