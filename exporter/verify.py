@@ -254,7 +254,7 @@ def finish(verdict: Verdict, extra: list[Check]) -> Verdict:
     if not extra or verdict.status == "skipped":
         return verdict
     checks = extra + verdict.checks
-    failed = [c for c in checks if c.status == "fail"]
+    failed = [c for c in verdict.checks + extra if c.status == "fail"]  # the comparison's own reason (a baked batch, ...) first
     if failed:
         return Verdict("fail", f"{failed[0].reference} / {failed[0].inputs}: {failed[0].reason}", verdict.precision, verdict.tolerance, checks)
     return Verdict(verdict.status, verdict.reason, verdict.precision, verdict.tolerance, checks)
@@ -269,7 +269,10 @@ def fp16_range_check(path, input_sets: list[InputSet]) -> Check | None:
     batch = np.concatenate([s.array for s in input_sets[:2]])
     if not np.isfinite(batch).all():
         return None
-    overflowing = nonfinite_fp16_tensors(path, batch)
+    try:
+        overflowing = nonfinite_fp16_tensors(path, batch)
+    except Exception as exc:  # noqa: BLE001 - e.g. a baked batch: the artifact fails verification, verify does not crash
+        return Check("fp16 range", "every fp16 tensor", len(batch), "fail", f"the fp16 range probe cannot run the model: {first_line(exc)}")
     if not overflowing:
         return Check("fp16 range", "every fp16 tensor", len(batch), "pass")
     shown = ", ".join(overflowing[:5])
