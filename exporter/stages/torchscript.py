@@ -5,6 +5,7 @@ TorchScript is deprecated in recent torch, but the field still ships it.
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -19,7 +20,8 @@ def make_reproducible(path: Path) -> None:
     torch.jit.save writes a random ``serialization_id`` and ``*.debug_pkl`` source-range
     tables that depend on what was traced before in the process. The id becomes a hash of the
     content and the optional debug tables are dropped (tracebacks inside TorchScript then show
-    no Python source lines). Entries keep their order, are stored uncompressed, and data
+    no Python source lines); scripted class constants are put in sorted order (see
+    _sorted_constants). Entries keep their order, are stored uncompressed, and data
     records stay 64-byte aligned as torch's reader expects for mmap.
     """
     import hashlib
@@ -27,6 +29,7 @@ def make_reproducible(path: Path) -> None:
 
     with zipfile.ZipFile(path) as src:
         entries = [(info.filename, src.read(info)) for info in src.infolist() if not info.filename.endswith(".debug_pkl")]
+    entries = [(name, _sorted_constants(data) if "/code/" in name and name.endswith(".py") else data) for name, data in entries]
     digest = hashlib.sha256()
     for name, data in entries:
         if not name.endswith("/serialization_id"):
@@ -42,6 +45,27 @@ def make_reproducible(path: Path) -> None:
             info.extra = b"\xff\xff" + padding.to_bytes(2, "little") + b"\0" * padding  # private extra field pads to 64
             dst.writestr(info, stable_id if name.endswith("/serialization_id") else data)
     tmp.replace(path)
+
+
+_CONSTANT = re.compile(rb"^  \w+ : Final\[.*\] = .*$")
+
+
+def _sorted_constants(code: bytes) -> bytes:
+    """Sort each run of ``name : Final[...] = value`` class constants in a serialized TorchScript source.
+
+    torch.jit.script emits a module's ``__constants__`` in set order, which follows the
+    process's string-hash seed (PYTHONHASHSEED): two processes scripting the same model wrote
+    the same constants in different orders. Their order has no meaning to the TorchScript loader.
+    """
+    lines, out, run = code.split(b"\n"), [], []
+    for line in lines + [b""]:
+        if _CONSTANT.match(line):
+            run.append(line)
+            continue
+        out.extend(sorted(run))
+        run = []
+        out.append(line)
+    return b"\n".join(out[:-1])
 
 
 def export(loaded, staging_dir: Path, name: str, script: bool = False) -> StageOutput:
