@@ -146,6 +146,13 @@ def _spec_overrides(input_shape, mean, std, labels) -> dict:
     }
 
 
+def _si(value: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:g}"
+
+
 def _arch_kwargs(text: str | None) -> dict:
     from exporter.errors import BadInputError
 
@@ -269,7 +276,7 @@ def inspect(
         table.add_row("parameters", f"{loaded.params:,}")
         table.add_row("size on disk", f"{info['bytes'] / 1e6:.2f} MB")
         if flops:
-            table.add_row("FLOPs / image", f"{info['flops'] / 1e9:.3f} G ({info['macs'] / 1e9:.3f} G MACs)")
+            table.add_row("FLOPs / image", f"{_si(info['flops'])} ({_si(info['macs'])} MACs)")
         table.add_row("input", "x".join(map(str, loaded.spec.input_shape)))
         table.add_row("mean", ", ".join(f"{v:g}" for v in loaded.spec.channel_mean()))
         table.add_row("std", ", ".join(f"{v:g}" for v in loaded.spec.channel_std()))
@@ -937,15 +944,12 @@ def coreml(
     ui = Ui(json_out, quiet, verbose)
 
     def body():
-        from exporter.pipeline import default_output, export_artifact
+        from exporter.pipeline import coreml_plan, default_output, export_artifact
         from exporter.spec import parse_batch_sizes
-        from exporter.stages.coreml import parse_batch, parse_compression
 
-        low, high = parse_batch(batch)
-        compression = parse_compression(compress)
-        sizes = sorted({min(max(b, low), high) for b in parse_batch_sizes(batch_sizes)})
-        tolerance_set = "int8" if compression else precision.value
-        opts = _verify_options(no_verify, ",".join(map(str, sizes)), images, seed, max_rel_err, min_cosine, min_top1, tolerance_set)
+        (low, high), compression, sizes, tolerance_set = coreml_plan(batch, compress, parse_batch_sizes(batch_sizes))
+        opts = _verify_options(no_verify, ",".join(map(str, sizes)), images, seed, max_rel_err, min_cosine, min_top1,
+                               tolerance_set or precision.value)
         loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, _spec_overrides(input_shape, mean, std, labels))
         target = output or default_output(checkpoint, "coreml")
         stage_options = {

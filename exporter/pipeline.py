@@ -269,6 +269,20 @@ def _stages() -> dict:
     return {"onnx": onnx_stage.export, "torchscript": torchscript_stage.export, "coreml": coreml_stage.export}
 
 
+def coreml_plan(batch: str | None, compress: str | None, batch_sizes: tuple[int, ...]):
+    """(batch range, compression, verification batch sizes, tolerance set) of a Core ML export.
+
+    Verification batch sizes are clipped into the package's batch range; a compressed
+    (palettized / int8) program is judged by the int8 rule, others by their compute precision.
+    """
+    from exporter.stages.coreml import parse_batch, parse_compression
+
+    low, high = parse_batch(batch)
+    compression = parse_compression(compress)
+    sizes = tuple(sorted({min(max(b, low), high) for b in batch_sizes}))
+    return (low, high), compression, sizes, ("int8" if compression else None)
+
+
 QUANTIZED_SUFFIX = {"int8-cpu": ".int8.onnx", "int8-tensorrt": ".int8-trt.onnx", "fp16": ".fp16.onnx"}
 
 

@@ -90,11 +90,31 @@ class Fp16Stage(Strict):
     overflow: Literal["keep", "fail", "ignore"] = "keep"
 
 
-class PluginStage(Strict):
-    """Options of stages whose implementation lives in their own module (Core ML, TensorRT)."""
-
-    model_config = ConfigDict(extra="allow")
+class CoreMLStage(Strict):
     enabled: bool = False
+    precision: Literal["fp16", "fp32"] = "fp16"
+    image_input: bool = False
+    classifier: bool = False
+    batch: Optional[str] = None  # "MIN:MAX" or "N"
+    min_target: Optional[str] = None
+    compress: Optional[str] = None  # palettize:N | linear8
+    author: Optional[str] = None
+    license: Optional[str] = None
+    version: Optional[str] = None
+    description: Optional[str] = None
+
+
+class TensorRTStage(Strict):
+    enabled: bool = False
+    precision: Literal["fp32", "fp16", "int8"] = "fp16"
+    int8_mode: Literal["qdq", "calibrator"] = "qdq"
+    batch: str = "1:8:32"
+    workspace: Optional[str] = None
+    optimization_level: Optional[int] = None
+    hardware_compatibility: Literal["none", "ampere_plus", "same_cc"] = "none"
+    version_compatible: bool = False
+    trt_version: Optional[str] = None
+    emit_script: bool = True  # without TensorRT here: write the build kit instead
 
 
 class Stages(Strict):
@@ -104,8 +124,8 @@ class Stages(Strict):
     int8: Int8Stage = Field(default_factory=Int8Stage)
     int8_tensorrt: Int8Stage = Field(default_factory=Int8Stage)
     fp16: Fp16Stage = Field(default_factory=Fp16Stage)
-    coreml: PluginStage = Field(default_factory=PluginStage)
-    tensorrt: PluginStage = Field(default_factory=PluginStage)
+    coreml: CoreMLStage = Field(default_factory=CoreMLStage)
+    tensorrt: TensorRTStage = Field(default_factory=TensorRTStage)
 
 
 class Outputs(Strict):

@@ -136,11 +136,36 @@ def _quantize(target: str | None):
     return run
 
 
-def _not_available(what: str):
-    def run(ctx, spec, upstream, options):
-        raise BackendUnavailable(f"the {what} stage is not available in this version of cnnexport")
+def _coreml(ctx: RunContext, spec: StageSpec, upstream: Path | None, options: dict):
+    from dataclasses import replace
 
-    return run
+    from exporter.pipeline import coreml_plan, export_artifact
+
+    batch_range, compression, sizes, tolerance = coreml_plan(options["batch"], options["compress"], tuple(ctx.recipe.verify.batch_sizes))
+    verify_options = replace(ctx.verify_options(tolerance or options["precision"]), batch_sizes=sizes)
+    stage_options = {**options, "batch": batch_range, "compress": compression}
+    return export_artifact("coreml", ctx.loaded(), ctx.output(spec), stage_options, verify_options, progress=ctx.progress)
+
+
+def _tensorrt(ctx: RunContext, spec: StageSpec, upstream: Path | None, options: dict):
+    """The engine where TensorRT runs; elsewhere (emit_script) the build kit, reported as skipped."""
+    from exporter.stages.tensorrt import tensorrt_status
+    from exporter.trt_pipeline import TensorRTOptions, tensorrt_artifacts
+
+    r = ctx.recipe
+    installed, _ = tensorrt_status()
+    kit = ctx.out_dir / f"{ctx.base}-tensorrt-kit" if installed is None and options["emit_script"] else None
+    trt = TensorRTOptions(
+        precision=options["precision"], int8_mode=options["int8_mode"], batch=options["batch"], workspace=options["workspace"],
+        optimization_level=options["optimization_level"], hardware_compatibility=options["hardware_compatibility"],
+        version_compatible=options["version_compatible"], trt_version=options["trt_version"], emit_script=kit,
+        calibration=r.calibration.data, samples=r.calibration.samples, holdout=r.calibration.holdout, seed=r.verify.seed,
+    )
+    results = tensorrt_artifacts(upstream, trt, ctx.output(spec), ctx.loaded(), ctx.verify_options(options["precision"]), progress=ctx.progress)
+    engine = results[-1]
+    if len(results) > 1:  # the Q/DQ or fp16 ONNX the engine was built from travels with it
+        engine.files = [*engine.files, *[f for res in results[:-1] for f in res.files]]
+    return engine
 
 
 STAGES: list[StageSpec] = [
@@ -150,8 +175,8 @@ STAGES: list[StageSpec] = [
     StageSpec("int8", ("simplify", "onnx"), ".int8.onnx", False, "int8", _quantize("cpu")),
     StageSpec("int8_tensorrt", ("simplify", "onnx"), ".int8-trt.onnx", False, "int8", _quantize("tensorrt")),
     StageSpec("fp16", ("simplify", "onnx"), ".fp16.onnx", False, "fp16", _quantize(None)),
-    StageSpec("coreml", (), ".mlpackage", True, "fp16", _not_available("Core ML")),
-    StageSpec("tensorrt", ("simplify", "onnx"), ".engine", False, "fp16", _not_available("TensorRT")),
+    StageSpec("coreml", (), ".mlpackage", True, "fp16", _coreml),
+    StageSpec("tensorrt", ("simplify", "onnx"), ".engine", False, "fp16", _tensorrt),
 ]
 
 
@@ -246,14 +271,17 @@ def _entry_from_result(result, out_dir: Path, model: dict) -> dict:
     from exporter.fsutil import size_of
 
     files = []
-    for f in result.files:
+    primary_first = sorted(result.files, key=lambda f: Path(f) != Path(result.path))  # downstream stages read files[0]
+    for f in primary_first:
         files.append({"path": str(Path(f).relative_to(out_dir)), "sha256": sha256_of(f), "bytes": size_of(f)})
+    # absolute paths of this output folder would make manifests differ between folders
+    details = json.loads(json.dumps(result.details, default=str).replace(str(out_dir), "."))
     return {
         "kind": result.kind,
         "status": _status(result.verification.to_dict()),
         "files": files,
         "verification": result.verification.to_dict(),
-        "details": result.details,
+        "details": details,
         "model": model,
     }
 

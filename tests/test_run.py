@@ -179,3 +179,26 @@ def test_a_second_run_into_the_same_folder_is_refused_while_one_holds_it(cli, le
         assert r.exit_code == 2 and "another cnnexport run" in r.stderr
     finally:
         lock.release()
+
+
+def test_release_recipe_runs_every_stage_and_tensorrt_is_skipped_not_passed(cli, lenet_ckpt, tmp_path):
+    pytest.importorskip("coremltools")
+    out = tmp_path / "rel"
+    r = cli("run", lenet_ckpt, "--recipe", "release", "-o", out, *FAST, "--json")
+    assert r.exit_code == 0, r
+    stages = r.json()["manifest"]["stages"]
+    for name in ("torchscript", "onnx", "simplify", "int8", "int8_tensorrt", "fp16", "coreml"):
+        assert stages[name]["status"] == "pass", (name, stages[name]["status"])
+    assert stages["int8_tensorrt"]["files"][0]["path"] == "lenet5_digits.int8-trt.onnx"  # primary file first
+    trt = stages["tensorrt"]
+    try:
+        import tensorrt  # noqa: F401
+
+        has_trt = True
+    except ImportError:
+        has_trt = False
+    if not has_trt:
+        assert trt["status"] == "skipped (tensorrt not installed)"
+        kit = {Path(f["path"]).name for f in trt["files"]}
+        assert {"build.sh", "README.md"} <= kit and (out / "lenet5_digits-tensorrt-kit" / "build.sh").exists()
+        assert str(out) not in json.dumps(r.json()["manifest"])  # manifest paths are relative to the folder
