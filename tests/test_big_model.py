@@ -1,0 +1,63 @@
+"""A model whose weights exceed 2 GB: ONNX with external data, verified, both files in the report.
+
+Needs about 10 GB of memory and 7 GB of disk and a few minutes: runs with CNNEXPORT_SLOW=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+WIDE_MODEL = '''
+import torch
+from torch import nn
+
+
+class WideHead(nn.Module):
+    """A tiny conv and a 760,000-class linear head: 584 M parameters, 2.3 GB of fp32 weights."""
+
+    def __init__(self, num_classes=760_000):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.head = nn.Linear(3 * 16 * 16, num_classes)
+
+    def forward(self, x):
+        return self.head(torch.flatten(torch.relu(self.conv(x)), 1))
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("CNNEXPORT_SLOW"), reason="2.3 GB model, ~10 GB memory: set CNNEXPORT_SLOW=1")
+def test_weights_over_2gb_export_with_external_data_and_verify(cli, tmp_path):
+    import sys
+
+    import torch
+
+    (tmp_path / "wide.py").write_text(WIDE_MODEL)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from wide import WideHead
+    finally:
+        sys.path.pop(0)
+    torch.manual_seed(0)
+    model = WideHead()
+    with torch.no_grad():
+        model.head.weight.mul_(10.0)  # logits with some spread, so the comparison means something
+    torch.save(model.state_dict(), tmp_path / "wide.pt")
+    del model
+
+    out = tmp_path / "out" / "wide.onnx"
+    r = cli("onnx", tmp_path / "wide.pt", "--arch", f"{tmp_path / 'wide.py'}:WideHead", "--input-shape", "3,16,16",
+            "--mean", "0.5", "--std", "0.25", "-o", out, "--json")
+    assert r.exit_code == 0, r
+    artifact = r.json()["artifacts"][0]
+    assert artifact["details"]["external_data"] is True
+    files = sorted(os.path.basename(f) for f in artifact["files"])
+    assert files == ["wide.onnx", "wide.onnx.data"]
+    assert (out.parent / "wide.onnx.data").stat().st_size > 2 * 1024**3
+    assert out.stat().st_size < 10 * 1024**2  # the graph alone; the weights live beside it
+    assert artifact["verification"]["status"] == "pass"
+    assert json.loads((out.parent / "wide.onnx.report.json").read_text())["artifacts"][0]["files"] == artifact["files"]
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".cnnexport-tmp-")]
