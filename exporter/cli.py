@@ -697,7 +697,7 @@ def bench(
             raise BadInputError("--seconds must be positive, --warmup >= 0, --min-runs >= 1, --threads >= 1")
         found = bench_mod.discover(list(targets) + ([checkpoint] if checkpoint else []))
         loaded, spec = _reference_for(ui, found, arch, arch_kwargs, trust_pickle, input_shape)
-        settings = bench_mod.BenchSettings(batches=parse_batch_sizes(batch), threads=threads, device=device, warmup=warmup,
+        settings = bench_mod.BenchSettings(batches=parse_batch_sizes(batch, "--batch"), threads=threads, device=device, warmup=warmup,
                                            min_runs=min_runs, seconds=seconds, baseline=baseline)
         result = bench_mod.bench(found, spec, settings, loaded, ui.progress)
         if plot_path:

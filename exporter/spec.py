@@ -140,14 +140,14 @@ def parse_input_shape(text: str) -> tuple[int, int, int]:
     return dims  # type: ignore[return-value]
 
 
-def parse_batch_sizes(text: str) -> tuple[int, ...]:
+def parse_batch_sizes(text: str, option: str = "--batch-sizes") -> tuple[int, ...]:
     parts = [p for p in text.replace(" ", ",").split(",") if p]
     try:
         sizes = tuple(int(p) for p in parts)
     except ValueError:
-        raise BadInputError(f"--batch-sizes expects integers like 1,4, got {text!r}") from None
+        raise BadInputError(f"{option} expects integers like 1,4, got {text!r}") from None
     if not sizes or min(sizes) < 1:
-        raise BadInputError(f"--batch-sizes expects positive integers, got {text!r}")
+        raise BadInputError(f"{option} expects positive integers, got {text!r}")
     return sizes
 
 

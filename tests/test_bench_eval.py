@@ -121,3 +121,8 @@ def test_inspect_flops_counts_lenet5_by_hand(cli, lenet5_ckpt):
     macs = 6 * 28 * 28 * 25 + 16 * 10 * 10 * 150 + 400 * 120 + 120 * 84 + 84 * 7
     assert info["macs"] == macs and info["flops"] == 2 * macs
     assert info["bytes"] == lenet5_ckpt.stat().st_size
+
+
+def test_bench_bad_batch_names_its_own_option(cli, exported_onnx):
+    r = cli("bench", exported_onnx, "--batch", "0")
+    assert r.exit_code == 2 and "--batch expects positive integers" in r.stderr

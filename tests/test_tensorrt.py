@@ -421,3 +421,11 @@ def test_int8_qdq_engine_is_judged_on_held_out_digits(cli, lenet5_ckpt, tmp_path
     assert r.exit_code == 0, r
     checks = _engine_entry(r.json())["verification"]["checks"]
     assert any(c["inputs"].startswith("held-out") and c["judged"] and c["status"] == "pass" for c in checks)
+
+
+def test_absurd_workspace_is_a_clean_error():
+    from exporter.errors import BadInputError
+    from exporter.stages.tensorrt import parse_size
+
+    with pytest.raises(BadInputError, match="larger than any GPU"):
+        parse_size("1" * 400 + "G")

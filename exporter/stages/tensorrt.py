@@ -93,6 +93,8 @@ def parse_size(text: str) -> int:
     if not match:
         raise BadInputError(f"--workspace expects a size like 512M or 2G, got {text!r}")
     number, unit = float(match.group(1)), match.group(2).upper()
+    if number * _UNITS[unit] > 2**62:
+        raise BadInputError(f"--workspace {text!r} is larger than any GPU's memory")
     size = int(number * _UNITS[unit])
     if size < MIB:
         raise BadInputError(f"--workspace {text!r} is below 1 MiB; TensorRT needs more scratch memory than that (try 1G)")
