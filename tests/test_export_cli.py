@@ -78,35 +78,34 @@ def test_default_output_lands_beside_the_checkpoint(cli, tmp_path, simple_cnn_ck
     assert (tmp_path / "net.onnx.report.json").exists()
 
 
-def test_baked_batch_fails_verification_with_exit_1(cli, tmp_path):
+def _baked_checkpoint(folder: Path) -> tuple[Path, str]:
+    """A BakedBatch checkpoint and the --arch that builds it (its code written beside it)."""
+    import importlib.util
+
     import torch
 
-    (tmp_path / "baked.py").write_text(BAKED_MODEL)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        from baked import BakedBatch
-    finally:
-        sys.path.pop(0)
-    torch.save(BakedBatch().state_dict(), tmp_path / "baked.pt")
+    code = folder / "baked_model.py"
+    code.write_text(BAKED_MODEL)
+    spec = importlib.util.spec_from_file_location(f"baked_{abs(hash(str(folder)))}", code)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ckpt = folder / "baked.pt"
+    torch.save(module.BakedBatch().state_dict(), ckpt)
+    return ckpt, f"{code}:BakedBatch"
+
+
+def test_baked_batch_fails_verification_with_exit_1(cli, tmp_path):
+    ckpt, arch = _baked_checkpoint(tmp_path)
     out = tmp_path / "out"
-    r = cli("onnx", tmp_path / "baked.pt", "--arch", f"{tmp_path / 'baked.py'}:BakedBatch", "--input-shape", "3,8,8",
-            "--exporter", "legacy", "-o", out / "baked.onnx")
+    r = cli("onnx", ckpt, "--arch", arch, "--input-shape", "3,8,8", "--exporter", "legacy", "-o", out / "baked.onnx")
     assert r.exit_code == 1, r
     assert "verification failed" in r.stderr
     assert files_in(out) == set()  # the wrong artifact is not installed
 
 
 def test_keep_failed_keeps_the_rejected_artifact_under_another_name(cli, tmp_path):
-    import torch
-
-    (tmp_path / "baked2.py").write_text(BAKED_MODEL)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        from baked2 import BakedBatch
-    finally:
-        sys.path.pop(0)
-    torch.save(BakedBatch().state_dict(), tmp_path / "b.pt")
-    r = cli("onnx", tmp_path / "b.pt", "--arch", f"{tmp_path / 'baked2.py'}:BakedBatch", "--input-shape", "3,8,8",
+    ckpt, arch = _baked_checkpoint(tmp_path)
+    r = cli("onnx", ckpt, "--arch", arch, "--input-shape", "3,8,8",
             "--exporter", "legacy", "-o", tmp_path / "o" / "b.onnx", "--keep-failed", "--json")
     assert r.exit_code == 1, r
     assert files_in(tmp_path / "o") == {"b.rejected.onnx", "b.rejected.onnx.report.json"}
