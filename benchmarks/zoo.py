@@ -1,6 +1,6 @@
 """Zoo coverage: every registry architecture through every stage that runs here.
 
-Run:  .venv/bin/python benchmarks/zoo.py [--models a,b,...] [--timeout 900] [--input-shape 3,224,224]
+Run:  .venv/bin/python benchmarks/zoo.py [--models a,b,...] [--timeout 900] [--input-shape 3,64,64] [--resume]
       .venv/bin/python benchmarks/zoo.py --report-only        # rebuild ZOO.md from zoo.jsonl
 
 Each model runs in its own process (`--child`), under a time limit: a random-init model with
@@ -63,12 +63,20 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
 
     entry = architectures.get(name)
     spec = entry.spec()
-    if input_shape and entry.source == "torchvision":  # classic models have fixed input sizes
-        spec = spec.with_overrides(input_shape=input_shape)
-    line: dict = {"model": name, "input_shape": list(spec.input_shape), "stages": {}}
     started = time.perf_counter()
     torch.manual_seed(0)
     model = entry.build()
+    note = None
+    if input_shape and entry.source == "torchvision":  # classic models have fixed input sizes
+        try:
+            with torch.no_grad():
+                model.eval()(torch.zeros(2, *input_shape))
+            spec = spec.with_overrides(input_shape=input_shape)
+        except Exception as exc:  # noqa: BLE001 - e.g. ViT's fixed image size, Inception's minimum
+            note = f"native input: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+    line: dict = {"model": name, "input_shape": list(spec.input_shape), "stages": {}}
+    if note:
+        line["note"] = note
     data = calibration_array(spec)
     np.save(out / "calib.npy", data)
     model.train()
@@ -161,8 +169,11 @@ def render(lines: list[dict]) -> str:
             if len(text) > 160:
                 text = text[:157] + "…"
             cells.append(f"{text} ({st['seconds']}s)" if st.get("seconds") is not None else text)
-        shape = "x".join(map(str, line.get("input_shape", [])))
+        shape = "x".join(map(str, line.get("input_shape", []))) + (" ¹" if line.get("note") else "")
         out.append(f"| {line['model']} | {shape} | " + " | ".join(cells) + f" | {line.get('seconds', '-')} |")
+    notes = [f"- {line['model']}: {line['note']}" for line in sorted(lines, key=lambda l: l["model"]) if line.get("note")]
+    if notes:
+        out += ["", "¹ Run at its native input size, because the sweep's smaller size does not fit the model:", "", *notes]
     return "\n".join(out) + "\n"
 
 
@@ -173,6 +184,7 @@ def main() -> None:
     parser.add_argument("--input-shape", help="override C,H,W of the torchvision models (e.g. 3,64,64 for a quick sweep)")
     parser.add_argument("--samples", type=int, default=64, help="INT8 calibration samples")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--resume", action="store_true", help="skip models that already have a line in the JSONL")
     parser.add_argument("--jsonl", type=Path, default=JSONL)
     parser.add_argument("--markdown", type=Path, default=MARKDOWN)
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -187,7 +199,12 @@ def main() -> None:
         sys.path.insert(0, str(REPO))
         import architectures
 
-        names = args.models.split(",") if args.models else architectures.names()
+        from benchmarks.coreml_coverage import param_count
+
+        names = args.models.split(",") if args.models else sorted(architectures.names(), key=param_count)
+        if args.resume and args.jsonl.exists():
+            done_before = {json.loads(raw)["model"] for raw in args.jsonl.read_text().splitlines() if raw.strip()}
+            names = [n for n in names if n not in done_before]
         for name in names:
             with tempfile.TemporaryDirectory(prefix=f"zoo-{name}-") as tmp:
                 cmd = [sys.executable, __file__, "--child", name, "--child-out", tmp, "--samples", str(args.samples)]

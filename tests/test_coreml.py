@@ -241,6 +241,46 @@ def test_adaptive_pooling_and_the_flexible_batch(cli, tmp_path, pooled):
         assert r.json()["artifacts"][0]["verification"]["batch_sizes"] == [1]
 
 
+SHUFFLE_MODEL = """
+import torch
+from torch import nn
+
+class Shuffled(nn.Module):
+    # ShuffleNetV2's channel shuffle: sizes read from the tensor, so tracing records int(size) casts
+    def __init__(self, num_classes=6):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 1, groups=2)
+        self.fc = nn.Linear(8 * 8 * 8, num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        b, c, h, w = x.size()
+        x = x.view(b, 2, c // 2, h, w).transpose(1, 2).contiguous().view(b, -1, h, w)
+        return self.fc(torch.flatten(self.conv2(x), 1))
+"""
+
+
+def test_a_channel_shuffle_converts_despite_the_coremltools_numpy_cast_bug(cli, tmp_path):
+    """coremltools 9.0 + NumPy 2.4 fail on int(size) casts; cnnexport's converter fix makes it convert and verify."""
+    import torch
+
+    (tmp_path / "shuffled.py").write_text(SHUFFLE_MODEL)
+    import importlib.util
+
+    module_spec = importlib.util.spec_from_file_location("shuffled", tmp_path / "shuffled.py")
+    mod = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    torch.save(mod.Shuffled().state_dict(), tmp_path / "s.pt")
+    r = cli("coreml", tmp_path / "s.pt", "--arch", f"{tmp_path / 'shuffled.py'}:Shuffled", "--input-shape", "3,8,8",
+            "--precision", "fp32", "-o", tmp_path / "s.mlpackage", "--json")
+    assert r.exit_code == 0, r
+    art = r.json()["artifacts"][0]
+    assert art["verification"]["status"] == "pass" and art["verification"]["max_rel_err"] <= 1e-4
+    assert art["details"]["ops"]["transpose"] >= 1
+
+
 def test_bad_options_are_exit_2(cli, lenet5_ckpt, tmp_path):
     for args, words in (
         (["--compress", "palettize:5"], "palettize"),

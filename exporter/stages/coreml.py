@@ -160,6 +160,56 @@ def fixed_size_adaptive_pools(module, example):
             setattr(parent, attr, pool)
 
 
+_cast_fix_applied = False
+
+
+def fix_scalar_cast(ct) -> bool:
+    """Work around coremltools 9.0 failing on ``int(tensor)`` under NumPy 2.4.
+
+    coremltools 9.0 folds a traced ``aten::Int`` of a one-element shape tensor with
+    ``int(array([n]))``, which NumPy >= 2.4 refuses ("only 0-dimensional arrays can be
+    converted to Python scalars", apple/coremltools#2633, fixed upstream after 9.0).
+    torchvision's ShuffleNetV2 channel shuffle traces to exactly that. We re-register the
+    ``int``/``bool`` converters (coremltools' documented ``register_torch_op(override=True)``)
+    with a folding that reads the single element first; everything else is coremltools' own
+    code. Returns whether the fix is in place.
+    """
+    global _cast_fix_applied
+    if _cast_fix_applied:
+        return True
+    from packaging.version import Version
+
+    if Version(ct.__version__) > Version("9.0"):
+        return False
+    try:
+        import numpy as np
+        from coremltools.converters.mil import Builder as mb
+        from coremltools.converters.mil.frontend.torch import ops
+        from coremltools.converters.mil.frontend.torch.torch_op_registry import register_torch_op
+
+        upstream_cast, get_inputs = ops._cast, ops._get_inputs
+    except (ImportError, AttributeError):  # a layout we do not know: leave coremltools alone
+        return False
+
+    def cast(context, node, dtype, dtype_name):
+        x = get_inputs(context, node, expected=1)[0]
+        if x.can_be_folded_to_const() and not isinstance(x.val, dtype) and np.size(x.val) == 1:
+            context.add(mb.const(val=dtype(np.asarray(x.val).reshape(()).item()), name=node.name), node.name)
+            return
+        upstream_cast(context, node, dtype, dtype_name)
+
+    def _int(context, node):  # the names coremltools registers these converters under
+        cast(context, node, int, "int32")
+
+    def _bool(context, node):
+        cast(context, node, bool, "bool")
+
+    register_torch_op(_int, torch_alias=["int"], override=True)
+    register_torch_op(_bool, torch_alias=["bool"], override=True)
+    _cast_fix_applied = True
+    return True
+
+
 def export(
     loaded,
     staging_dir: Path,
@@ -188,6 +238,7 @@ def export(
 
         raise BackendUnavailable(f"Core ML conversion needs coremltools ({exc}); install it with: pip install 'cnnexport[coreml]'") from None
 
+    fix_scalar_cast(ct)
     if not name.endswith(".mlpackage"):
         raise BadInputError(f"a Core ML ML program is a folder ending in .mlpackage, got {name!r}")
     if precision not in PRECISIONS:
