@@ -59,7 +59,14 @@ def _is_tensor_dict(obj) -> bool:
 
 
 def strip_prefixes(state_dict: dict) -> tuple[dict, list[str]]:
-    """Remove DataParallel/DDP ``module.`` and torch.compile ``_orig_mod.`` prefixes (in any nesting)."""
+    """Remove DataParallel/DDP ``module.`` and torch.compile ``_orig_mod.`` prefixes (in any nesting).
+
+    The per-module version numbers PyTorch keeps in ``state_dict._metadata`` travel along,
+    re-keyed the same way: some modules (torchvision's MNASNet) refuse weights without them.
+    """
+    from collections import OrderedDict
+
+    metadata = getattr(state_dict, "_metadata", None)
     stripped: list[str] = []
     changed = True
     while changed:
@@ -67,8 +74,14 @@ def strip_prefixes(state_dict: dict) -> tuple[dict, list[str]]:
         for prefix in PREFIXES:
             if state_dict and all(k.startswith(prefix) for k in state_dict):
                 state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+                if metadata is not None:
+                    owner = prefix[:-1]
+                    metadata = {("" if k == owner else k[len(prefix):]): v for k, v in metadata.items() if k == owner or k.startswith(prefix)}
                 stripped.append(prefix)
                 changed = True
+    state_dict = OrderedDict(state_dict)
+    if metadata is not None:
+        state_dict._metadata = metadata
     return state_dict, stripped
 
 
@@ -244,7 +257,7 @@ def _interpret(path: Path, obj: Any, pickled: bool) -> RawCheckpoint:
             f"{path} holds a {type(obj).__name__}, not a model: expected a state_dict, a training dict or a module"
         )
     if _is_tensor_dict(obj):
-        state_dict, stripped = strip_prefixes(dict(obj))
+        state_dict, stripped = strip_prefixes(obj)
         return RawCheckpoint(form="state_dict", state_dict=state_dict, notes=[f"stripped prefix {p!r}" for p in stripped])
     metadata = {k: v for k, v in obj.items() if isinstance(v, (str, int, float, list, tuple)) and k not in STATE_DICT_KEYS}
     for key in STATE_DICT_KEYS:
@@ -252,7 +265,7 @@ def _interpret(path: Path, obj: Any, pickled: bool) -> RawCheckpoint:
         if isinstance(value, nn.Module):
             return RawCheckpoint(form=f"training-dict[{key}] with pickled module", module=value, metadata=metadata)
         if _is_tensor_dict(value):
-            state_dict, stripped = strip_prefixes(dict(value))
+            state_dict, stripped = strip_prefixes(value)
             others = sorted(k for k in obj if k != key)
             notes = [f"stripped prefix {p!r}" for p in stripped]
             if others:
@@ -331,6 +344,8 @@ def resolve_user_arch(arch: str, kwargs: dict):
 
 def load_state_dict_strict(module, state_dict: dict, arch: str) -> None:
     """Strict load with an error that lists what does not fit."""
+    from collections import OrderedDict
+
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
@@ -354,7 +369,15 @@ def load_state_dict_strict(module, state_dict: dict, arch: str) -> None:
             f"the checkpoint holds {str(state_dict[first].dtype).removeprefix('torch.')} values where {arch} has "
             f"floating-point weights ({len(not_float)} tensor(s), first: {first}); save the trained model's float state_dict"
         )
-    module.load_state_dict(state_dict, strict=True)
+    if getattr(state_dict, "_metadata", None) is None:
+        # safetensors files and re-keyed dicts carry no per-module versions: take the model's own
+        # (the keys already match it), or a versioned module like MNASNet refuses to load.
+        state_dict = OrderedDict(state_dict)
+        state_dict._metadata = own._metadata
+    try:
+        module.load_state_dict(state_dict, strict=True)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{arch} refused the checkpoint's weights: {first_line(exc)}") from exc
 
 
 def check_finite(state_dict: dict) -> None:

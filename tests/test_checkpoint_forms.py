@@ -220,6 +220,42 @@ def test_safetensors_prefixed_inferred_and_exported(cli, tmp_path):
     assert report["model"]["input_shape"] == [3, 32, 32]
 
 
+# --------------------------------------------------------------------------- versioned modules
+
+
+@pytest.mark.parametrize("form", ["state_dict", "DataParallel", "safetensors"])
+def test_a_versioned_module_loads_from_every_form(cli, tmp_path, form):
+    """MNASNet refuses weights without the per-module version PyTorch stores beside them."""
+    import torch
+
+    torch.manual_seed(0)
+    model = build_model("mnasnet0_5", num_classes=5)
+    path = tmp_path / ("m.safetensors" if form == "safetensors" else "m.pt")
+    if form == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file(model.state_dict(), str(path))  # no versions at all in this format
+    elif form == "DataParallel":
+        torch.save(torch.nn.DataParallel(model).state_dict(), path)  # versions keyed "module.…"
+    else:
+        torch.save(model.state_dict(), path)
+    info = _inspect(cli, path, "--arch", "mnasnet0_5", "--input-shape", "3,64,64")
+    assert info["arch"] == "mnasnet0_5" and info["num_classes"] == 5
+    assert info["params"] == _n_params(model.state_dict())
+
+
+def test_a_module_that_refuses_its_weights_is_one_clear_sentence(cli, tmp_path):
+    import torch
+
+    sd = build_model("mnasnet0_5", num_classes=5).state_dict()
+    sd._metadata[""]["version"] = 7  # a layout this torchvision does not know
+    torch.save(sd, tmp_path / "m.pt")
+    r = cli("inspect", tmp_path / "m.pt", "--arch", "mnasnet0_5", "--input-shape", "3,64,64")
+    assert r.exit_code == 2, r
+    assert "mnasnet0_5 refused the checkpoint's weights: version should be set to 1 or 2" in r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+
+
 # --------------------------------------------------------------------------- TorchScript input
 
 
