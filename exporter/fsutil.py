@@ -26,6 +26,34 @@ def ensure_writable_dir(directory: Path) -> Path:
     return directory
 
 
+STAGING_PREFIX = ".cnnexport-tmp-"
+OWNER_FILE = ".cnnexport-owner"  # the pid of the process that staged here
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_dead_staging(directory: Path) -> None:
+    """Delete staging folders whose owner process is gone (a SIGKILL or a power cut skips cleanup).
+
+    A folder whose owner still runs is left alone: it may be a concurrent export.
+    """
+    for stale in Path(directory).glob(STAGING_PREFIX + "*"):
+        try:
+            pid = int((stale / OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue  # no owner recorded (being created, or foreign): not ours to judge
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 class Staging:
     """A temporary folder beside the final artifact; ``commit`` renames files into place.
 
@@ -35,8 +63,10 @@ class Staging:
 
     def __init__(self, final_dir: Path):
         self.final_dir = ensure_writable_dir(Path(final_dir))
+        sweep_dead_staging(self.final_dir)
         try:
-            self.path = Path(tempfile.mkdtemp(prefix=".cnnexport-tmp-", dir=self.final_dir))
+            self.path = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.final_dir))
+            (self.path / OWNER_FILE).write_text(f"{os.getpid()}\n")
         except OSError as exc:
             raise OutputError(f"cannot write in output folder {self.final_dir} ({exc.strerror})") from None
 

@@ -3,7 +3,7 @@
 Whatever the moment, nothing partial appears under a final name, the previous good artifact is
 byte-for-byte intact, and a rerun completes. SIGINT also cleans its staging folder and exits 130;
 SIGKILL cannot clean up, so a `.cnnexport-tmp-*` folder may stay (never a file under a final
-name; `cnnexport run` sweeps such folders in its output folder). Two `cnnexport run` into one
+name); the next export into that folder deletes it, since its owner process is gone. Two `cnnexport run` into one
 folder at once: one is refused with exit 2 or they take turns, never interleaved files.
 
 The verb x signal matrix needs a model big enough to interrupt (cifar_resnet18) and a rerun per
@@ -90,6 +90,7 @@ def test_a_signal_mid_export_leaves_no_partial_file_and_a_rerun_completes(work, 
     assert rerun.returncode == 0, rerun.stderr[-1500:]
     assert json.loads(rerun.stdout)["artifacts"][-1]["verification"]["status"] == "pass"
     assert target.read_bytes() != PREVIOUS and target.stat().st_size > 1000
+    assert not list(out.glob(".cnnexport-tmp-*")), "the rerun left a dead process's staging folder"
 
 
 @pytest.mark.slow
@@ -122,3 +123,22 @@ def test_two_concurrent_runs_into_one_folder_are_serialized_or_refused(tmp_path)
     assert not list(out.glob(".cnnexport-tmp-*"))
     assert _final_names(out) == {"manifest.json", "report.md", "cifar.onnx", "cifar.onnx.report.json", "cifar.sim.onnx",
                                  "cifar.sim.onnx.report.json"}
+
+
+def test_an_export_sweeps_staging_folders_of_dead_processes_only(cli, lenet5_ckpt, tmp_path):
+    """What a SIGKILL leaves behind goes with the next export; a live process's folder stays."""
+    out = tmp_path / "out"
+    out.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead, live, foreign = out / ".cnnexport-tmp-dead", out / ".cnnexport-tmp-live", out / ".cnnexport-tmp-foreign"
+    for folder, owner in ((dead, gone.pid), (live, os.getppid()), (foreign, None)):
+        folder.mkdir()
+        (folder / "half.onnx").write_bytes(b"half")
+        if owner is not None:
+            (folder / ".cnnexport-owner").write_text(f"{owner}\n")
+    r = cli("torchscript", lenet5_ckpt, "-o", out / "m.ts")
+    assert r.exit_code == 0, r
+    assert not dead.exists()
+    assert live.exists() and foreign.exists()  # a concurrent export, and a folder we cannot judge
+    assert _final_names(out) == {"m.ts", "m.ts.report.json"}
