@@ -281,6 +281,48 @@ def test_a_channel_shuffle_converts_despite_the_coremltools_numpy_cast_bug(cli, 
     assert art["details"]["ops"]["transpose"] >= 1
 
 
+ALIASES_MODEL = """
+import torch
+from torch import nn
+
+class Aliases(nn.Module):
+    # Swin V2 zeroes a slice of a bias copy with zero_(); MaxViT calls torch.swapaxes
+    def __init__(self, num_classes=6):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.bias = nn.Parameter(torch.linspace(-1.0, 1.0, 6))
+        self.fc = nn.Linear(6 * 8 * 8, num_classes)
+
+    def forward(self, x):
+        bias = self.bias.clone()
+        bias[2:4].zero_()
+        x = torch.relu(self.conv(x)) + bias.view(1, 6, 1, 1)
+        x = torch.swapaxes(x, 2, 3).swapaxes(1, 3)
+        return self.fc(torch.flatten(x, 1))
+"""
+
+
+def test_zero_and_swapaxes_convert_as_fill_and_transpose(cli, tmp_path):
+    """coremltools lacks converters for aten::zero_ and aten::swapaxes; traced as fill_(0) and transpose they convert and verify."""
+    import torch
+
+    (tmp_path / "aliases.py").write_text(ALIASES_MODEL)
+    import importlib.util
+
+    module_spec = importlib.util.spec_from_file_location("aliases", tmp_path / "aliases.py")
+    mod = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    torch.save(mod.Aliases().state_dict(), tmp_path / "a.pt")
+    r = cli("coreml", tmp_path / "a.pt", "--arch", f"{tmp_path / 'aliases.py'}:Aliases", "--input-shape", "3,8,8",
+            "--precision", "fp32", "-o", tmp_path / "a.mlpackage", "--json")
+    assert r.exit_code == 0, r
+    art = r.json()["artifacts"][0]
+    assert art["verification"]["status"] == "pass" and art["verification"]["max_rel_err"] <= 1e-4
+    assert art["details"]["ops"]["transpose"] >= 1
+    assert torch.swapaxes.__name__ == "swapaxes" and torch.Tensor.zero_.__name__ == "zero_"  # restored after tracing
+
+
 def test_bad_options_are_exit_2(cli, lenet5_ckpt, tmp_path):
     for args, words in (
         (["--compress", "palettize:5"], "palettize"),

@@ -79,6 +79,38 @@ def test_activations_and_norms_match_torch():
     assert np.array_equal(ops.thresholded_relu(np.array([-1.0, 0.5, 1.0, 2.0], np.float32), 1.0), [0, 0, 1.0, 2.0])
 
 
+def test_scatter_gather_and_select_match_torch():
+    """Swin's shifted-window mask lowers to scatter/select; their semantics against torch's own."""
+    rng = np.random.default_rng(4)
+    data = rng.standard_normal((3, 5, 4)).astype(np.float32)
+    idx = np.array([4, 0, -1, 0], np.int32)  # a negative index and a repeated one
+    upd = rng.standard_normal((3, 4, 4)).astype(np.float32)
+    wrapped = torch.from_numpy(np.where(idx < 0, idx + 5, idx).astype(np.int64))
+    # mode add on axis 1 == index_add (repeats accumulate); the default mode is add
+    assert np.allclose(ops.scatter(data, idx, upd, axis=1), _t(data).index_add(1, wrapped, _t(upd)).numpy(), atol=1e-6)
+    assert np.allclose(ops.scatter(data, idx, upd, axis=1, mode="mul"),
+                       _t(data).index_reduce(1, wrapped, _t(upd), "prod").numpy(), atol=1e-6)
+    unique = np.array([3, 0], np.int32)
+    out = ops.scatter(data, unique, upd[:, :2], axis=-2, mode="update")
+    assert np.array_equal(out, _t(data).index_copy(1, torch.tensor([3, 0]), _t(upd[:, :2])).numpy())
+    along = rng.integers(0, 5, (3, 2, 4))
+    val = rng.standard_normal((3, 2, 4)).astype(np.float32)
+    assert np.allclose(ops.scatter_along_axis(data, along, val, axis=1),
+                       _t(data).scatter_add(1, torch.from_numpy(along), _t(val)).numpy(), atol=1e-6)
+    assert np.array_equal(ops.gather_along_axis(data, along, axis=1), torch.gather(_t(data), 1, torch.from_numpy(along)).numpy())
+    nd = np.array([[0, 1], [2, 4], [0, 1]], np.int32)
+    rows = rng.standard_normal((3, 4)).astype(np.float32)
+    ref = data.copy()
+    for (i, j), row in zip(nd, rows):
+        ref[i, j] += row
+    assert np.allclose(ops.scatter_nd(data, nd, rows), ref, atol=1e-6)
+    assert np.array_equal(ops.gather_nd(data, nd), data[[0, 2, 0], [1, 4, 1]])
+    cond = data > 0
+    assert np.array_equal(ops.select(cond, data, np.float32(-100)), torch.where(_t(cond), _t(data), -100.0).numpy())
+    with pytest.raises(BadInputError, match="scatter mode"):
+        ops.scatter(data, unique, upd[:, :2], axis=1, mode="xor")
+
+
 @pytest.mark.parametrize("nbits,signed", [(1, False), (2, False), (3, False), (4, False), (6, False), (4, True)])
 def test_sub_byte_unpacking_agrees_with_coremltools(nbits, signed):
     from exporter.mil.package import quiet_import_coremltools

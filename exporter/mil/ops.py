@@ -453,6 +453,80 @@ def gather(x, indices, axis=0, batch_dims=0, validate_indices=False, **_):
     return np.take(x, np.asarray(indices).astype(np.int64), axis=int(_scalar(axis, 0)))
 
 
+@op("gather_along_axis")
+def gather_along_axis(x, indices, axis=0, **_):
+    axis = int(_scalar(axis, 0)) % x.ndim
+    return np.take_along_axis(x, _wrapped(indices, x.shape[axis]), axis=axis)
+
+
+@op("gather_nd")
+def gather_nd(x, indices, batch_dims=0, **_):
+    if int(_scalar(batch_dims, 0)) != 0:
+        raise BadInputError("gather_nd with batch_dims is not supported by the interpreter")
+    idx = np.asarray(indices).astype(np.int64)
+    k = idx.shape[-1]
+    idx = np.where(idx < 0, idx + np.asarray(x.shape[:k]), idx)
+    return x[tuple(np.moveaxis(idx, -1, 0))]
+
+
+@op("select")
+def select(cond, a, b, **_):
+    return np.where(np.asarray(cond).astype(bool), a, b)
+
+
+_SCATTER_MODES = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "max": np.maximum, "min": np.minimum}
+
+
+def _scatter_into(target: np.ndarray, index, updates: np.ndarray, mode) -> None:
+    """``target[index] (mode)= updates`` in place; repeated indices accumulate (``ufunc.at``)."""
+    mode = str(_scalar(mode))
+    if mode == "update":
+        target[index] = updates
+    elif mode in _SCATTER_MODES:
+        _SCATTER_MODES[mode].at(target, index, updates)
+    else:
+        raise BadInputError(f"scatter mode {mode} is unknown")
+
+
+def _wrapped(indices, size: int) -> np.ndarray:
+    idx = np.asarray(indices).astype(np.int64)
+    return np.where(idx < 0, idx + size, idx)
+
+
+@op("scatter")
+def scatter(data, indices, updates, axis=0, mode="add", **_):  # MIL's default mode is add
+    # output[..., indices[i], ...] = updates[..., i, ...] along `axis`
+    out = np.array(data, copy=True)
+    axis = int(_scalar(axis, 0)) % out.ndim
+    idx = _wrapped(indices, out.shape[axis]).reshape(-1)
+    _scatter_into(np.moveaxis(out, axis, 0), idx, np.moveaxis(np.asarray(updates, dtype=out.dtype), axis, 0), mode)
+    return out
+
+
+@op("scatter_along_axis")
+def scatter_along_axis(data, indices, updates, axis=0, mode="add", **_):
+    # output[p with p[axis] = indices[p]] = updates[p]; indices has the shape of updates
+    out = np.array(data, copy=True)
+    axis = int(_scalar(axis, 0)) % out.ndim
+    idx = _wrapped(indices, out.shape[axis])
+    grid = list(np.indices(idx.shape, sparse=True))
+    grid[axis] = idx
+    _scatter_into(out, tuple(grid), np.asarray(updates, dtype=out.dtype), mode)
+    return out
+
+
+@op("scatter_nd")
+def scatter_nd(data, indices, updates, mode="add", **_):
+    # indices [..., K] address the first K dims of data; updates [..., data.shape[K:]]
+    out = np.array(data, copy=True)
+    idx = np.asarray(indices).astype(np.int64)
+    k = idx.shape[-1]
+    idx = np.where(idx < 0, idx + np.asarray(out.shape[:k]), idx).reshape(-1, k)
+    updates = np.asarray(updates, dtype=out.dtype).reshape(len(idx), *out.shape[k:])
+    _scatter_into(out, tuple(idx.T), updates, mode)
+    return out
+
+
 @op("slice_by_index")
 def slice_by_index(x, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None, **_):
     begin, end = _ints(begin), _ints(end)

@@ -160,6 +160,34 @@ def fixed_size_adaptive_pools(module, example):
             setattr(parent, attr, pool)
 
 
+@contextlib.contextmanager
+def traced_as_convertible_ops():
+    """While tracing, record two aliases as the ops coremltools converts.
+
+    coremltools has no converter for ``aten::zero_`` or ``aten::swapaxes``. ``t.zero_()`` is
+    ``t.fill_(0)``, which coremltools turns into a tensor assignment when applied to a slice
+    (Swin V2 zeroes the key third of its qkv bias that way every forward); ``swapaxes`` is
+    ``transpose`` (MaxViT's window partition). Same operations, only the recorded names change.
+    """
+    import torch
+
+    patches = [
+        (torch.Tensor, "zero_", lambda self: self.fill_(0)),
+        (torch.Tensor, "swapaxes", lambda self, a, b: self.transpose(a, b)),
+        (torch.Tensor, "swapdims", lambda self, a, b: self.transpose(a, b)),
+        (torch, "swapaxes", lambda x, a, b: x.transpose(a, b)),
+        (torch, "swapdims", lambda x, a, b: x.transpose(a, b)),
+    ]
+    originals = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
+    try:
+        for owner, attr, replacement in patches:
+            setattr(owner, attr, replacement)
+        yield
+    finally:
+        for owner, attr, original in originals:
+            setattr(owner, attr, original)
+
+
 _cast_fix_applied = False
 
 
@@ -286,7 +314,7 @@ def export(
         with warnings.catch_warnings(), contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured), torch.no_grad():
             warnings.simplefilter("ignore")
             example = example_batch(spec, max(2, low) if flexible else low)
-            with fixed_size_adaptive_pools(module, example) as swapped_pools:
+            with fixed_size_adaptive_pools(module, example) as swapped_pools, traced_as_convertible_ops():
                 traced = torch.jit.trace(module, example, check_trace=False)
             try:
                 mlmodel = ct.convert(traced, **convert_args)
