@@ -169,11 +169,19 @@ def export_int8(
     node_names, op_types = resolve_exclude(source_model, list(exclude))
     staging_dir = Path(staging_dir)
     pre = staging_dir / "preprocessed.onnx"
+    symbolic_failure = None
     try:
         with _quiet():
             quant_pre_process(str(source), str(pre), skip_optimization=(target == "tensorrt"))
     except Exception as exc:  # noqa: BLE001
-        raise ExportError(f"onnxruntime's quantization pre-processing failed: {root_cause(exc)}") from exc
+        # onnxruntime's symbolic shape inference trips over some graphs (Swin V2's Expand:
+        # "object of type 'NoneType' has no len()"); ONNX's own shape inference is enough for QDQ.
+        symbolic_failure = root_cause(exc)
+        try:
+            with _quiet():
+                quant_pre_process(str(source), str(pre), skip_optimization=(target == "tensorrt"), skip_symbolic_shape=True)
+        except Exception:  # noqa: BLE001
+            raise ExportError(f"onnxruntime's quantization pre-processing failed: {symbolic_failure}") from exc
 
     symmetric = target == "tensorrt"
     activation_type = QuantType.QInt8 if symmetric else QuantType.QUInt8
@@ -224,7 +232,8 @@ def export_int8(
         "calibration_batches": reader.batches_read,
         "excluded_nodes": node_names,
         "excluded_op_types": op_types,
-        "preprocess": "shape inference only" if symmetric else "shape inference + graph optimization",
+        "preprocess": ("shape inference only" if symmetric else "shape inference + graph optimization")
+        + (f" (ONNX shape inference only: onnxruntime's symbolic shape inference failed: {symbolic_failure})" if symbolic_failure else ""),
         "quantize_linear_nodes": sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node),
         "onnxruntime_options": {k: v for k, v in extra_options.items()},
     }
