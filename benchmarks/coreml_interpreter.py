@@ -41,11 +41,10 @@ def build(name: str, seed: int = 0):
     model = entry.build()
     spec = entry.spec()
     generator = torch.Generator().manual_seed(seed)
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand((8, *spec.input_shape), generator=generator) * 2 - 1)
-    return model.eval(), spec
+    from benchmarks.zoo import recalibrate_batchnorm
+
+    recalibrate_batchnorm(model, [torch.rand((8, *spec.input_shape), generator=generator) * 2 - 1 for _ in range(3)])
+    return model, spec
 
 
 def main() -> None:

@@ -49,6 +49,29 @@ def calibration_array(spec, n: int = 96):
     return np.ascontiguousarray(crops[:, : spec.channels], dtype=np.float32)
 
 
+def recalibrate_batchnorm(model, batches) -> None:
+    """Give every BatchNorm the exact mean/variance of its input over ``batches`` (then eval mode).
+
+    Random-init weights make activations grow layer by layer (Inception V3 reaches 1e6, past
+    fp16's 65504); with momentum None, PyTorch's running statistics become plain averages, so
+    one pass sets them to the data's statistics instead of moving them 10% per batch.
+    """
+    import torch
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for batch in batches:
+            model(batch)
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    model.eval()
+
+
 def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, samples: int) -> dict:
     """Everything for one model, in this process; returns the JSON line."""
     import numpy as np
@@ -79,10 +102,7 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
         line["note"] = note
     data = calibration_array(spec)
     np.save(out / "calib.npy", data)
-    model.train()
-    with torch.no_grad():
-        for start in range(0, min(len(data), 64), 16):
-            model(torch.from_numpy(data[start : start + 16]))
+    recalibrate_batchnorm(model, [torch.from_numpy(data[start : start + 16]) for start in range(0, min(len(data), 64), 16)])
     ckpt = out / f"{name}.pt"
     torch.save(model.eval().state_dict(), ckpt)
     line["setup_seconds"] = round(time.perf_counter() - started, 1)
