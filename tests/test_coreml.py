@@ -261,22 +261,28 @@ class Shuffled(nn.Module):
 """
 
 
-def test_a_channel_shuffle_converts_despite_the_coremltools_numpy_cast_bug(cli, tmp_path):
-    """coremltools 9.0 + NumPy 2.4 fail on int(size) casts; cnnexport's converter fix makes it convert and verify."""
-    import torch
-
-    (tmp_path / "shuffled.py").write_text(SHUFFLE_MODEL)
+def _fp32_package_of_user_model(cli, tmp_path, source: str, cls: str) -> dict:
+    """Save a seeded instance of ``cls`` from ``source`` and export it as an fp32 package; the artifact's report."""
     import importlib.util
 
-    module_spec = importlib.util.spec_from_file_location("shuffled", tmp_path / "shuffled.py")
+    import torch
+
+    module_file = tmp_path / f"{cls.lower()}.py"
+    module_file.write_text(source)
+    module_spec = importlib.util.spec_from_file_location(cls.lower(), module_file)
     mod = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(mod)
     torch.manual_seed(0)
-    torch.save(mod.Shuffled().state_dict(), tmp_path / "s.pt")
-    r = cli("coreml", tmp_path / "s.pt", "--arch", f"{tmp_path / 'shuffled.py'}:Shuffled", "--input-shape", "3,8,8",
-            "--precision", "fp32", "-o", tmp_path / "s.mlpackage", "--json")
+    torch.save(getattr(mod, cls)().state_dict(), tmp_path / "m.pt")
+    r = cli("coreml", tmp_path / "m.pt", "--arch", f"{module_file}:{cls}", "--input-shape", "3,8,8",
+            "--precision", "fp32", "-o", tmp_path / "m.mlpackage", "--json")
     assert r.exit_code == 0, r
-    art = r.json()["artifacts"][0]
+    return r.json()["artifacts"][0]
+
+
+def test_a_channel_shuffle_converts_despite_the_coremltools_numpy_cast_bug(cli, tmp_path):
+    """coremltools 9.0 + NumPy 2.4 fail on int(size) casts; cnnexport's converter fix makes it convert and verify."""
+    art = _fp32_package_of_user_model(cli, tmp_path, SHUFFLE_MODEL, "Shuffled")
     assert art["verification"]["status"] == "pass" and art["verification"]["max_rel_err"] <= 1e-4
     assert art["details"]["ops"]["transpose"] >= 1
 
@@ -306,18 +312,7 @@ def test_zero_and_swapaxes_convert_as_fill_and_transpose(cli, tmp_path):
     """coremltools lacks converters for aten::zero_ and aten::swapaxes; traced as fill_(0) and transpose they convert and verify."""
     import torch
 
-    (tmp_path / "aliases.py").write_text(ALIASES_MODEL)
-    import importlib.util
-
-    module_spec = importlib.util.spec_from_file_location("aliases", tmp_path / "aliases.py")
-    mod = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(mod)
-    torch.manual_seed(0)
-    torch.save(mod.Aliases().state_dict(), tmp_path / "a.pt")
-    r = cli("coreml", tmp_path / "a.pt", "--arch", f"{tmp_path / 'aliases.py'}:Aliases", "--input-shape", "3,8,8",
-            "--precision", "fp32", "-o", tmp_path / "a.mlpackage", "--json")
-    assert r.exit_code == 0, r
-    art = r.json()["artifacts"][0]
+    art = _fp32_package_of_user_model(cli, tmp_path, ALIASES_MODEL, "Aliases")
     assert art["verification"]["status"] == "pass" and art["verification"]["max_rel_err"] <= 1e-4
     assert art["details"]["ops"]["transpose"] >= 1
     assert torch.swapaxes.__name__ == "swapaxes" and torch.Tensor.zero_.__name__ == "zero_"  # restored after tracing
