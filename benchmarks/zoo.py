@@ -49,12 +49,16 @@ def calibration_array(spec, n: int = 96):
     return np.ascontiguousarray(crops[:, : spec.channels], dtype=np.float32)
 
 
-def recalibrate_batchnorm(model, batches) -> None:
-    """Give every BatchNorm the exact mean/variance of its input over ``batches`` (then eval mode).
+def recalibrate_batchnorm(model, batches, damping: float = 2.0) -> None:
+    """Set every BatchNorm from its input's statistics over ``batches`` (then eval mode).
 
     Random-init weights make activations grow layer by layer (Inception V3 reaches 1e6, past
-    fp16's 65504); with momentum None, PyTorch's running statistics become plain averages, so
-    one pass sets them to the data's statistics instead of moving them 10% per batch.
+    fp16's 65504): with momentum None, PyTorch's running statistics become plain averages, so
+    one pass sets them to the data's statistics instead of moving them 10% per batch. Exact
+    unit-variance normalization puts deep random nets (ResNet-152, EfficientNet-B7) in a chaotic
+    regime where a 1e-6 input change moves the logits by 1e-2 of their range, so fp32 rounding
+    alone fails verification; recording ``damping`` x the variance (each BatchNorm outputs std
+    1/sqrt(damping)) brings that back to ~2e-7, as in a trained network.
     """
     import torch
 
@@ -69,6 +73,7 @@ def recalibrate_batchnorm(model, batches) -> None:
             model(batch)
     for m, momentum in zip(norms, saved):
         m.momentum = momentum
+        m.running_var.mul_(damping)
     model.eval()
 
 
