@@ -188,17 +188,22 @@ def render(lines: list[dict]) -> str:
            "recalibrated on real data, through every stage, verified at batch 1 and 2 (fp32 rules for ONNX/TorchScript, "
            "int8/fp16 rules for quantized models). `broken` is an ONNX with one weight perturbed after export: it must be caught.",
            ""]
-    totals = {s: [0, 0] for s in present}
+    totals = {s: [0, 0, 0, 0.0] for s in present}  # passed, run, skipped, seconds
     for line in lines:
         for s in present:
             st = line["stages"].get(s, {}).get("status")
-            if st:
-                totals[s][1] += 1
-                totals[s][0] += st in ("pass", "caught") or st.startswith("pass (")
-    out.append("| stage | passed / run |")
-    out.append("|---|---|")
+            if not st:
+                continue
+            if st.startswith("skipped"):  # did not run here: never counted as run, let alone passed
+                totals[s][2] += 1
+                continue
+            totals[s][1] += 1
+            totals[s][0] += st in ("pass", "caught") or st.startswith("pass (")
+            totals[s][3] += line["stages"][s].get("seconds") or 0.0
+    out.append("| stage | passed / run | skipped | seconds, all models |")
+    out.append("|---|---|---:|---:|")
     for s in present:
-        out.append(f"| {s} | {totals[s][0]} / {totals[s][1]} |")
+        out.append(f"| {s} | {totals[s][0]} / {totals[s][1]} | {totals[s][2]} | {totals[s][3]:.0f} |")
     out += ["", "| model | input | " + " | ".join(present) + " | seconds |", "|---" * (len(present) + 3) + "|"]
     for line in sorted(lines, key=lambda l: l["model"]):
         cells = []
