@@ -168,6 +168,52 @@ def test_exclude_keeps_an_op_type_in_float(cli, digits_models, tmp_path):
     assert bad.exit_code == 2 and "NoSuchThing" in bad.stderr and not (tmp_path / "y.onnx").exists()
 
 
+ATTENTION_MODEL = """
+import torch
+from torch import nn
+
+class Attention(nn.Module):
+    # one self-attention block over the 4x4 feature map of a conv stem
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 16, 4, stride=8)
+        self.qkv = nn.Linear(16, 48)
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        t = self.stem(x).flatten(2).transpose(1, 2)
+        q, k, v = self.qkv(t).chunk(3, dim=-1)
+        scores = torch.softmax(q @ k.transpose(1, 2) / 4.0, dim=-1)
+        return self.head((scores @ v).mean(1))
+"""
+
+
+def test_attention_softmax_and_activation_matmuls_stay_float(cli, tmp_path):
+    import onnx
+    import torch
+
+    (tmp_path / "attention.py").write_text(ATTENTION_MODEL)
+    sys_path = __import__("sys").path
+    sys_path.insert(0, str(tmp_path))
+    try:
+        from attention import Attention
+    finally:
+        sys_path.remove(str(tmp_path))
+    torch.manual_seed(0)
+    torch.save(Attention().state_dict(), tmp_path / "a.pt")
+    common = ["--arch", f"{tmp_path / 'attention.py'}:Attention", "--input-shape", "1,32,32", "--mean", "0.5", "--std", "0.5"]
+    out = tmp_path / "a.int8.onnx"
+    r = cli("quantize", tmp_path / "a.pt", *common, "--calib", "digits", "--samples", "64", "-o", out, "--json")
+    assert r.exit_code == 0, r
+    assert r.json()["artifacts"][-1]["details"]["float_attention_nodes"] == 3  # q·kᵀ, softmax, scores·v
+    model = onnx.load(str(out))
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
+    assert producers[softmax.input[0]] != "DequantizeLinear"  # scores stay float from q·kᵀ ...
+    assert all(n.op_type != "QuantizeLinear" for n in model.graph.node if softmax.output[0] in n.input)  # ... into scores·v
+    assert sum(n.op_type == "QuantizeLinear" for n in model.graph.node) >= 3  # the convolution and Linear layers are int8
+
+
 def test_broken_scales_fail_verification(cli, digits_models, tmp_path):
     import onnx
     from onnx import numpy_helper
