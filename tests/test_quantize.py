@@ -277,6 +277,28 @@ class Loud(nn.Module):
 '''
 
 
+def test_fp16_models_open_without_the_nchwc_transformer(cli, digits_models, tmp_path, monkeypatch):
+    """onnxruntime's NCHWc layout pass segfaults on ViT-B/16's fp16 graph; fp16 models skip it, fp32 ones keep it."""
+    import onnxruntime as ort
+
+    from exporter.runners.onnxruntime import OnnxRuntimeRunner
+
+    fp16 = tmp_path / "l.fp16.onnx"
+    assert cli("quantize", digits_models["lenet5"], "--precision", "fp16", "-o", fp16).exit_code == 0
+    seen = []
+    real = ort.InferenceSession
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("disabled_optimizers"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    fp16_out = OnnxRuntimeRunner(fp16).infer(np.zeros((2, 1, 32, 32), np.float32))
+    fp32_out = OnnxRuntimeRunner(digits_models["lenet5"]).infer(np.zeros((2, 1, 32, 32), np.float32))
+    assert seen == [["NchwcTransformer"], None]
+    assert np.allclose(list(fp16_out.values())[0], list(fp32_out.values())[0], atol=1e-2)
+
+
 @pytest.fixture
 def overflow_onnx(tmp_path, cli):
     import sys

@@ -10,6 +10,12 @@ from exporter.errors import BadInputError
 from exporter.spec import METADATA_KEY, stored_spec
 
 
+# onnxruntime's NCHWc layout transformer (an fp32 CPU optimization) segfaults while creating a
+# session for some fp16 graphs (ViT-B/16 from `quantize --precision fp16`, onnxruntime 1.32);
+# it does nothing for fp16, so fp16 models are opened without it.
+FP16_DISABLED_OPTIMIZERS = ["NchwcTransformer"]
+
+
 class OnnxRuntimeRunner:
     name = "onnxruntime"
 
@@ -29,8 +35,9 @@ class OnnxRuntimeRunner:
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise BackendUnavailable("onnxruntime has no CUDA provider here (install onnxruntime-gpu)")
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        disabled = FP16_DISABLED_OPTIMIZERS if has_fp16_weights(path) else None
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
+            self.session = ort.InferenceSession(str(path), options, providers=providers, disabled_optimizers=disabled)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise BadInputError(f"{path} cannot be loaded by onnxruntime ({str(exc).splitlines()[0][:300]})") from None
         inputs = self.session.get_inputs()
@@ -46,6 +53,16 @@ class OnnxRuntimeRunner:
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
         return {name: np.asarray(value) for name, value in zip(self.output_names, outputs)}
+
+
+def has_fp16_weights(path: Path) -> bool:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - unreadable: onnxruntime gives the user-facing error
+        return False
+    return any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer)
 
 
 def nonfinite_fp16_tensors(path: Path, batch: np.ndarray) -> list[str]:
@@ -66,7 +83,8 @@ def nonfinite_fp16_tensors(path: Path, batch: np.ndarray) -> list[str]:
         if info.type.tensor_type.elem_type == fp16 and info.name in produced and info.name not in existing:
             model.graph.output.append(info)
             existing.add(info.name)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=FP16_DISABLED_OPTIMIZERS)
     names = [o.name for o in session.get_outputs()]
     values = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(batch, dtype=np.float32)})
     return [n for n, v in zip(names, values) if v.dtype == np.float16 and not np.isfinite(v).all()]
