@@ -77,6 +77,31 @@ def recalibrate_batchnorm(model, batches, damping: float = 2.0) -> None:
     model.eval()
 
 
+def _upsampling_pool(model, batch) -> str | None:
+    """Run ``batch``; a note if an adaptive pool would enlarge its input (VGG/AlexNet at 64x64).
+
+    Such a pool turns a 2x2 map into 7x7, which no trained model sees, and which the legacy
+    ONNX exporter and a flexible-batch Core ML program refuse; the model runs at its own size.
+    """
+    import torch
+
+    grown = []
+
+    def check(module, inputs, output):
+        if any(o > i for o, i in zip(output.shape[-2:], inputs[0].shape[-2:])):
+            grown.append(f"{tuple(inputs[0].shape[-2:])} to {tuple(output.shape[-2:])}")
+
+    pools = [m for m in model.modules() if isinstance(m, (torch.nn.AdaptiveAvgPool2d, torch.nn.AdaptiveMaxPool2d))]
+    handles = [m.register_forward_hook(check) for m in pools]
+    try:
+        with torch.no_grad():
+            model.eval()(batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return f"native input: at {tuple(batch.shape[-2:])} an adaptive pool would upsample {grown[0]}" if grown else None
+
+
 def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, samples: int) -> dict:
     """Everything for one model, in this process; returns the JSON line."""
     import numpy as np
@@ -97,9 +122,9 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
     note = None
     if input_shape and entry.source == "torchvision":  # classic models have fixed input sizes
         try:
-            with torch.no_grad():
-                model.eval()(torch.zeros(2, *input_shape))
-            spec = spec.with_overrides(input_shape=input_shape)
+            note = _upsampling_pool(model, torch.zeros(2, *input_shape))
+            if note is None:
+                spec = spec.with_overrides(input_shape=input_shape)
         except Exception as exc:  # noqa: BLE001 - e.g. ViT's fixed image size, Inception's minimum
             note = f"native input: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
     line: dict = {"model": name, "input_shape": list(spec.input_shape), "stages": {}}
