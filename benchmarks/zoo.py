@@ -206,7 +206,7 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
     return line
 
 
-def render(lines: list[dict]) -> str:
+def render(lines: list[dict], not_run: list[str] | None = None) -> str:
     present = [s for s in STAGES if any(s in line["stages"] for line in lines)]
     out = ["# Zoo coverage", "",
            "Produced by `benchmarks/zoo.py`: every registry model, random weights with BatchNorm statistics "
@@ -243,6 +243,8 @@ def render(lines: list[dict]) -> str:
             cells.append(f"{text} ({st['seconds']}s)" if st.get("seconds") is not None else text)
         shape = "x".join(map(str, line.get("input_shape", []))) + (" ¹" if line.get("note") else "")
         out.append(f"| {line['model']} | {shape} | " + " | ".join(cells) + f" | {line.get('seconds', '-')} |")
+    if not_run:
+        out += ["", f"Not run yet ({len(not_run)}; `--models` runs them): " + ", ".join(not_run)]
     notes = [f"- {line['model']}: {line['note']}" for line in sorted(lines, key=lambda l: l["model"]) if line.get("note")]
     if notes:
         out += ["", "¹ Run at its native input size, because the sweep's smaller size does not fit the model:", "", *notes]
@@ -302,7 +304,10 @@ def main() -> None:
             if raw.strip():
                 entry = json.loads(raw)
                 lines[entry["model"]] = entry  # the latest line per model wins
-    args.markdown.write_text(render(list(lines.values())))
+    sys.path.insert(0, str(REPO))
+    import architectures
+
+    args.markdown.write_text(render(list(lines.values()), [n for n in architectures.names() if n not in lines]))
     print(f"wrote {args.markdown} ({len(lines)} models)")
 
 

@@ -34,7 +34,8 @@ def test_zoo_table_renders_every_status():
         {"model": "b", "input_shape": [3, 224, 224], "seconds": 2, "note": "native input: RuntimeError: too small",
          "stages": {"onnx": {"status": "error (torch.onnx.export failed: X)", "seconds": 2.0}, "broken": {"status": "caught"},
                     "tensorrt": {"status": "skipped (tensorrt not installed)"}, "coreml": {"status": "fail (cosine 0.5)", "seconds": 1.0}}},
-    ])
+    ], not_run=["c"])
+    assert "Not run yet (1; `--models` runs them): c" in table
     assert "| onnx | 1 / 2 | 0 | 3 |" in table and "| broken | 1 / 1 | 0 | 0 |" in table
     assert "| tensorrt | 0 / 0 | 2 | 0 |" in table  # skipped is never counted as run
     assert "| coreml | 1 / 2 | 0 | 5 |" in table
