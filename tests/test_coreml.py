@@ -318,6 +318,39 @@ def test_zero_and_swapaxes_convert_as_fill_and_transpose(cli, tmp_path):
     assert torch.swapaxes.__name__ == "swapaxes" and torch.Tensor.zero_.__name__ == "zero_"  # restored after tracing
 
 
+ATTENTION_MODEL = """
+import torch
+from torch import nn
+
+class Attention(nn.Module):
+    # ViT's encoder block: nn.MultiheadAttention, which eval mode runs as one fused op
+    def __init__(self, num_classes=6):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 4, stride=4)
+        self.attention = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        t = self.stem(x).flatten(2).transpose(1, 2)
+        t = t + self.attention(t, t, t, need_weights=False)[0]
+        return self.fc(t.mean(1))
+"""
+
+
+def test_multi_head_attention_is_traced_as_plain_ops(cli, tmp_path):
+    """eval-mode MHA becomes aten::_native_multi_head_attention, which coremltools lacks; cnnexport traces the slow path."""
+    import torch
+
+    art = _fp32_package_of_user_model(cli, tmp_path, ATTENTION_MODEL, "Attention")
+    assert art["verification"]["status"] == "pass" and art["verification"]["max_rel_err"] <= 1e-4
+    assert art["details"]["ops"]["softmax"] >= 1
+    assert torch.backends.mha.get_fastpath_enabled()  # restored after tracing
+    r = cli("onnx", tmp_path / "m.pt", "--arch", f"{tmp_path / 'attention.py'}:Attention", "--input-shape", "3,8,8",
+            "--exporter", "legacy", "-o", tmp_path / "m.onnx", "--json")
+    assert r.exit_code == 0, r
+    assert r.json()["artifacts"][0]["verification"]["status"] == "pass"
+
+
 def test_bad_options_are_exit_2(cli, lenet5_ckpt, tmp_path):
     for args, words in (
         (["--compress", "palettize:5"], "palettize"),

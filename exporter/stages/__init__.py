@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,3 +21,21 @@ def example_batch(spec, batch_size: int = 2):
 
     generator = torch.Generator().manual_seed(0)
     return torch.rand((batch_size, *spec.input_shape), generator=generator)
+
+
+@contextlib.contextmanager
+def decomposed_attention():
+    """Trace ``nn.MultiheadAttention`` as its plain ops, not the fused inference fast path.
+
+    In eval mode PyTorch runs MHA as one ``aten::_native_multi_head_attention`` op (ViT), which
+    coremltools and the legacy ONNX exporter cannot convert. The slow path computes the same
+    attention from linear, matmul and softmax; ``torch.backends.mha`` is PyTorch's switch for it.
+    """
+    import torch
+
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from exporter.errors import BadInputError, ExportError, root_cause
 from exporter.spec import METADATA_KEY
-from exporter.stages import StageOutput, example_batch
+from exporter.stages import StageOutput, decomposed_attention, example_batch
 
 TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
 # macOS targets that pair with an iOS target (coremltools treats them the same).
@@ -314,7 +314,7 @@ def export(
         with warnings.catch_warnings(), contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured), torch.no_grad():
             warnings.simplefilter("ignore")
             example = example_batch(spec, max(2, low) if flexible else low)
-            with fixed_size_adaptive_pools(module, example) as swapped_pools, traced_as_convertible_ops():
+            with fixed_size_adaptive_pools(module, example) as swapped_pools, traced_as_convertible_ops(), decomposed_attention():
                 traced = torch.jit.trace(module, example, check_trace=False)
             try:
                 mlmodel = ct.convert(traced, **convert_args)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from exporter.errors import ExportError, root_cause
 from exporter.spec import METADATA_KEY
-from exporter.stages import StageOutput, example_batch
+from exporter.stages import StageOutput, decomposed_attention, example_batch
 
 TWO_GB = 2 * 1024**3
 EXPORTERS = ("dynamo", "legacy")
@@ -35,6 +35,21 @@ def add_metadata(model, spec, extra: dict | None = None) -> None:
     from exporter import __version__
 
     set_metadata_props(model, {METADATA_KEY: spec.to_json(), "cnnexport.version": __version__, **(extra or {})})
+
+
+def _export_legacy(module, x, target: Path, input_name: str, output_name: str, opset: int | None) -> None:
+    import torch
+
+    torch.onnx.export(
+        module,
+        (x,),
+        str(target),
+        dynamo=False,
+        input_names=[input_name],
+        output_names=[output_name],
+        dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+        opset_version=opset or 17,
+    )
 
 
 def export(
@@ -78,16 +93,8 @@ def export(
                     verbose=False,
                 )
             else:
-                torch.onnx.export(
-                    module,
-                    (x,),
-                    str(target),
-                    dynamo=False,
-                    input_names=[input_name],
-                    output_names=[output_name],
-                    dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
-                    opset_version=opset or 17,
-                )
+                with decomposed_attention():
+                    _export_legacy(module, x, target, input_name, output_name, opset)
     except Exception as exc:  # noqa: BLE001 - torch.onnx raises many error types
         other = "legacy" if exporter == "dynamo" else "dynamo"
         raise ExportError(f"torch.onnx.export ({exporter}) failed: {root_cause(exc)}; try --exporter {other}") from exc
