@@ -130,6 +130,11 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
     line: dict = {"model": name, "input_shape": list(spec.input_shape), "stages": {}}
     if note:
         line["note"] = note
+    with torch.no_grad():  # ViT zero-inits its head: a constant-0 output that every artifact matches trivially
+        for module in model.modules():
+            weight = getattr(module, "weight", None)
+            if isinstance(weight, torch.nn.Parameter) and weight.dim() == 2 and not weight.any():
+                torch.nn.init.normal_(weight, std=weight.shape[1] ** -0.5)
     data = calibration_array(spec)
     np.save(out / "calib.npy", data)
     recalibrate_batchnorm(model, [torch.from_numpy(data[start : start + 16]) for start in range(0, min(len(data), 64), 16)])

@@ -106,6 +106,8 @@ def test_scatter_gather_and_select_match_torch():
     assert np.allclose(ops.scatter_nd(data, nd, rows), ref, atol=1e-6)
     assert np.array_equal(ops.gather_nd(data, nd), data[[0, 2, 0], [1, 4, 1]])
     cond = data > 0
+    # coremltools concatenates scalars into a shape vector (ViT's class-token expand)
+    assert np.array_equal(ops.concat([np.int32(2), np.array(-1, np.int32), np.array([16], np.int32)], axis=0), [2, -1, 16])
     assert np.array_equal(ops.select(cond, data, np.float32(-100)), torch.where(_t(cond), _t(data), -100.0).numpy())
     with pytest.raises(BadInputError, match="scatter mode"):
         ops.scatter(data, unique, upd[:, :2], axis=1, mode="xor")

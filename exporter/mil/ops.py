@@ -413,6 +413,8 @@ def transpose(x, perm, **_):
 @op("concat")
 def concat(values, axis, interleave=False, **_):
     values = values if isinstance(values, list) else [values]
+    # coremltools concatenates scalars into a shape vector (ViT's class-token expand): as 1-D
+    values = [np.atleast_1d(v) if np.ndim(v) == 0 else v for v in values]
     axis = int(_scalar(axis))
     if _scalar(interleave, False):
         stacked = np.stack(values, axis=axis + 1 if axis >= 0 else axis)
