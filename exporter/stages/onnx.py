@@ -37,21 +37,6 @@ def add_metadata(model, spec, extra: dict | None = None) -> None:
     set_metadata_props(model, {METADATA_KEY: spec.to_json(), "cnnexport.version": __version__, **(extra or {})})
 
 
-def _export_legacy(module, x, target: Path, input_name: str, output_name: str, opset: int | None) -> None:
-    import torch
-
-    torch.onnx.export(
-        module,
-        (x,),
-        str(target),
-        dynamo=False,
-        input_names=[input_name],
-        output_names=[output_name],
-        dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
-        opset_version=opset or 17,
-    )
-
-
 def export(
     loaded,
     staging_dir: Path,
@@ -93,8 +78,17 @@ def export(
                     verbose=False,
                 )
             else:
-                with decomposed_attention():
-                    _export_legacy(module, x, target, input_name, output_name, opset)
+                with decomposed_attention():  # the fused attention op has no legacy ONNX symbolic
+                    torch.onnx.export(
+                        module,
+                        (x,),
+                        str(target),
+                        dynamo=False,
+                        input_names=[input_name],
+                        output_names=[output_name],
+                        dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+                        opset_version=opset or 17,
+                    )
     except Exception as exc:  # noqa: BLE001 - torch.onnx raises many error types
         other = "legacy" if exporter == "dynamo" else "dynamo"
         raise ExportError(f"torch.onnx.export ({exporter}) failed: {root_cause(exc)}; try --exporter {other}") from exc
