@@ -214,6 +214,67 @@ def test_attention_softmax_and_activation_matmuls_stay_float(cli, tmp_path):
     assert sum(n.op_type == "QuantizeLinear" for n in model.graph.node) >= 3  # the convolution and Linear layers are int8
 
 
+TINY_VIT = ["--arch", "torchvision.models.vision_transformer:VisionTransformer", "--input-shape", "3,32,32",
+            "--arch-kwargs", '{"image_size": 32, "patch_size": 8, "num_layers": 4, "num_heads": 2, '
+            '"hidden_dim": 64, "mlp_dim": 128, "num_classes": 10}']
+
+
+@pytest.fixture(scope="module")
+def tiny_vit(tmp_path_factory):
+    """A random 4-layer ViT (head given weights: torchvision zero-inits it) and photo crops."""
+    import torch
+    from sklearn.datasets import load_sample_images
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    folder = tmp_path_factory.mktemp("vit")
+    torch.manual_seed(0)
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=4, num_heads=2, hidden_dim=64, mlp_dim=128, num_classes=10)
+    torch.nn.init.normal_(model.heads.head.weight, std=0.125)
+    torch.save(model.state_dict(), folder / "vit.pt")
+    rng = np.random.default_rng(0)
+    crops = []
+    for i in range(160):
+        image = load_sample_images().images[i % 2]
+        y, x = rng.integers(0, image.shape[0] - 64), rng.integers(0, image.shape[1] - 64)
+        crops.append(((image[y : y + 64 : 2, x : x + 64 : 2] / 255.0 - 0.45) / 0.25).transpose(2, 0, 1))
+    np.save(folder / "calib.npy", np.stack(crops).astype(np.float32))
+    return folder
+
+
+def _quantize_vit(cli, folder, out):
+    return cli("quantize", folder / "vit.pt", *TINY_VIT, "--calib", folder / "calib.npy", "--samples", "128",
+               "--holdout", "32", "-o", out, "--json")
+
+
+def test_layernorm_residual_stream_stays_float(cli, tiny_vit, tmp_path):
+    import onnx
+
+    out = tmp_path / "vit.int8.onnx"
+    r = _quantize_vit(cli, tiny_vit, out)
+    assert r.exit_code == 0, r
+    artifact = r.json()["artifacts"][-1]
+    # 9 LayerNorms (2 per block + final), each block's 2 residual Adds, the position-embedding Add
+    assert artifact["details"]["float_residual_nodes"] == 9 + 8 + 1
+    assert artifact["verification"]["cosine"] > 0.99
+    model = onnx.load(str(out))
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    norms = [n for n in model.graph.node if n.op_type == "LayerNormalization"]
+    assert len(norms) == 9 and all(producers.get(n.input[0]) != "DequantizeLinear" for n in norms)
+    assert sum(n.op_type == "QuantizeLinear" for n in model.graph.node) >= 20  # the MatMuls are still int8
+
+
+def test_quantized_residual_stream_fails_verification(cli, tiny_vit, tmp_path, monkeypatch):
+    """What the rule prevents: with LayerNorm's input in uint8, the class token turns to noise."""
+    import exporter.stages.quantize as quantize
+
+    monkeypatch.setattr(quantize, "residual_stream_nodes", lambda model: [])
+    out = tmp_path / "vit.int8.onnx"
+    r = _quantize_vit(cli, tiny_vit, out)
+    assert r.exit_code == 1, r
+    assert r.json()["artifacts"][-1]["verification"]["cosine"] < 0.98
+    assert not out.exists()
+
+
 def test_broken_scales_fail_verification(cli, digits_models, tmp_path):
     import onnx
     from onnx import numpy_helper

@@ -95,6 +95,24 @@ def attention_nodes(model) -> list[str]:
             if n.op_type == "Softmax" or (n.op_type == "MatMul" and not any(i in constants for i in n.input))]
 
 
+def residual_stream_nodes(model) -> list[str]:
+    """LayerNormalization nodes and the Adds that feed one or consume one (the residual stream).
+
+    LayerNorm rescales every token to unit variance, so a token that is small next to the others
+    (ViT's class token) keeps almost nothing of a per-tensor uint8 scale and comes back as noise;
+    the residual Adds around it carry that stream from block to block. Pre-norm (ViT: Add ->
+    LayerNorm) and post-norm (Swin V2: LayerNorm -> Add) both covered. Measured (random init,
+    photo calibration, 16 held-out samples): ViT-B/32 cosine 0.69 -> 0.997 at 2.4x the fp32
+    speed (2.5x with them quantized); Swin V2-S 0.977 -> 0.985. Models without LayerNorm: none.
+    """
+    norms = [n for n in model.graph.node if n.op_type == "LayerNormalization"]
+    norm_inputs = {i for n in norms for i in n.input}
+    norm_outputs = {o for n in norms for o in n.output}
+    adds = [n.name for n in model.graph.node
+            if n.op_type == "Add" and (norm_inputs.intersection(n.output) or norm_outputs.intersection(n.input))]
+    return [n.name for n in norms] + adds
+
+
 def _quantizable_op_types(excluded_ops: list[str]) -> list[str] | None:
     if not excluded_ops:
         return None
@@ -197,7 +215,9 @@ def export_int8(
         except Exception:  # noqa: BLE001
             raise ExportError(f"onnxruntime's quantization pre-processing failed: {symbolic_failure}") from exc
 
-    float_attention = [n for n in attention_nodes(onnx.load(str(pre), load_external_data=False)) if n not in node_names]
+    graph = onnx.load(str(pre), load_external_data=False)
+    float_attention = [n for n in attention_nodes(graph) if n not in node_names]
+    float_residual = [n for n in residual_stream_nodes(graph) if n not in node_names]
     symmetric = target == "tensorrt"
     activation_type = QuantType.QInt8 if symmetric else QuantType.QUInt8
     weight_type = QuantType.QInt8
@@ -222,7 +242,7 @@ def export_int8(
                 reduce_range=False,
                 activation_type=activation_type,
                 weight_type=weight_type,
-                nodes_to_exclude=(node_names + float_attention) or None,
+                nodes_to_exclude=(node_names + float_attention + float_residual) or None,
                 calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                                   "percentile": CalibrationMethod.Percentile}[method],
                 extra_options=extra_options,
@@ -248,6 +268,7 @@ def export_int8(
         "excluded_nodes": node_names,
         "excluded_op_types": op_types,
         "float_attention_nodes": len(float_attention),
+        "float_residual_nodes": len(float_residual),
         "preprocess": ("shape inference only" if symmetric else "shape inference + graph optimization")
         + (f" (ONNX shape inference only: onnxruntime's symbolic shape inference failed: {symbolic_failure})" if symbolic_failure else ""),
         "quantize_linear_nodes": sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node),
