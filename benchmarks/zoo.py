@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -152,7 +153,7 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
         "stages": enabled,
     })
     try:
-        result = run_recipe(recipe, ckpt, out / "dist", jobs=1)
+        result = run_recipe(recipe, ckpt, out / "dist", jobs=1, progress=lambda msg: print(f"• {msg}", file=sys.stderr, flush=True))
         for o in result.outcomes:
             v = o.entry.get("verification", {}) if o.entry else {}
             status = f"fail ({v['reason']})" if o.status == "fail" and v.get("reason") else o.status
@@ -209,6 +210,22 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
         line["stages"]["broken"] = {"status": "caught" if caught else "MISSED", "reason": verdict.verification.reason}
     line["seconds"] = round(time.perf_counter() - started, 1)
     return line
+
+
+def child_death(returncode: int, stderr: str) -> str:
+    """Why a model's process ended without a result: the signal, and the last step it reported."""
+    lines = stderr.strip().splitlines()
+    steps = [line[2:] for line in lines if line.startswith("• ")]
+    where = f"; last reported: {steps[-1][:120]}" if steps else ""
+    if returncode == -9:
+        return f"process killed (SIGKILL: out of memory on this {_memory_gib()} GiB machine?){where}"
+    if returncode < 0:
+        return f"process died of signal {-returncode}{where}"
+    return f"process exited {returncode}: {(lines or ['no output'])[-1][:200]}{where}"
+
+
+def _memory_gib() -> int:
+    return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)
 
 
 def render(lines: list[dict], not_run: list[str] | None = None) -> str:
@@ -295,8 +312,7 @@ def main() -> None:
                     if done.returncode == 0 and done.stdout.strip():
                         line = json.loads(done.stdout.strip().splitlines()[-1])
                     else:
-                        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                        line = {"model": name, "stages": {"onnx": {"status": f"error (process exited {done.returncode}: {tail[:200]})"}}}
+                        line = {"model": name, "stages": {"onnx": {"status": f"error ({child_death(done.returncode, done.stderr)})"}}}
                 except subprocess.TimeoutExpired:
                     line = {"model": name, "stages": {"onnx": {"status": f"error (time limit of {args.timeout}s)"}}}
                 line.setdefault("seconds", round(time.perf_counter() - started, 1))

@@ -41,3 +41,14 @@ def test_zoo_table_renders_every_status():
     assert "| coreml | 1 / 2 | 0 | 5 |" in table
     assert "error (torch.onnx.export failed: X) (2.0s)" in table
     assert "| b | 3x224x224 ¹ |" in table and "- b: native input: RuntimeError: too small" in table
+
+
+def test_a_killed_model_process_says_why_and_where():
+    from benchmarks.zoo import child_death
+
+    stderr = "• loading model.pt\n  warnings.warn()\n• torchscript: pass\n• onnx: pass\n  warnings.warn()\n"
+    reason = child_death(-9, stderr)
+    assert reason.startswith("process killed (SIGKILL: out of memory on this ")
+    assert reason.endswith("; last reported: onnx: pass")
+    assert child_death(-11, "") == "process died of signal 11"
+    assert child_death(1, "Traceback\nValueError: bad") == "process exited 1: ValueError: bad"

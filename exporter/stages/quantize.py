@@ -31,6 +31,10 @@ METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("cpu", "tensorrt")
 OVERFLOW_POLICIES = ("keep", "fail", "ignore")
 DEFAULT_TRT_VERSION = "10.8.0"
+# Calibration and the fp16 overflow probe read every intermediate tensor of a batch at once; this
+# bounds how many bytes of them one run may produce (ViT-H/14: ~1 GB per 224x224 sample).
+INTERMEDIATE_BUDGET = 2 << 30
+_ELEMENT_BYTES = {1: 4, 10: 2, 11: 8, 16: 2}  # float, float16, double, bfloat16
 
 
 def _load(path: Path):
@@ -111,6 +115,30 @@ def residual_stream_nodes(model) -> list[str]:
     adds = [n.name for n in model.graph.node
             if n.op_type == "Add" and (norm_inputs.intersection(n.output) or norm_outputs.intersection(n.input))]
     return [n.name for n in norms] + adds
+
+
+def intermediate_bytes_per_sample(model) -> int:
+    """Bytes of all float intermediate tensors for one sample, from the shapes in value_info.
+
+    The first dimension counts as the batch (1); other unknown dimensions count as 1, so this
+    is a lower bound for graphs whose shapes ONNX cannot infer.
+    """
+    total = 0
+    for info in list(model.graph.value_info) + list(model.graph.output):
+        tensor = info.type.tensor_type
+        size = _ELEMENT_BYTES.get(tensor.elem_type)
+        if size is None or not tensor.HasField("shape"):
+            continue
+        for dim in list(tensor.shape.dim)[1:]:
+            size *= dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else 1
+        total += size
+    return total
+
+
+def samples_within_budget(per_sample: int, most: int, budget: int | None = None) -> int:
+    """How many samples one run may take so its intermediates stay within the budget (>= 1)."""
+    budget = INTERMEDIATE_BUDGET if budget is None else budget
+    return max(1, min(most, budget // max(per_sample, 1)))
 
 
 def _quantizable_op_types(excluded_ops: list[str]) -> list[str] | None:
@@ -221,11 +249,14 @@ def export_int8(
     symmetric = target == "tensorrt"
     activation_type = QuantType.QInt8 if symmetric else QuantType.QUInt8
     weight_type = QuantType.QInt8
-    reader = OrtCalibrationReader(calibration, source_model.graph.input[0].name)
+    per_sample = intermediate_bytes_per_sample(graph)
+    batch_size = samples_within_budget(per_sample, most=16)
+    reader = OrtCalibrationReader(calibration, source_model.graph.input[0].name, batch_size=batch_size)
     extra_options = {
         "ActivationSymmetric": symmetric,
         "WeightSymmetric": True,
-        "CalibStridedMinMax": reader.stride(),  # bounds memory for every method, not only minmax
+        # batches per calibration chunk: onnxruntime keeps a whole chunk's intermediates in memory
+        "CalibStridedMinMax": reader.stride(most=max(1, min(4, samples_within_budget(per_sample, 64) // batch_size))),
     }
     if method == "percentile":
         extra_options["CalibPercentile"] = 99.999
@@ -265,6 +296,8 @@ def export_int8(
         "calibration": calibration.description,
         "calibration_samples": len(calibration),
         "calibration_batches": reader.batches_read,
+        "calibration_batch_size": batch_size,
+        "intermediate_mb_per_sample": round(per_sample / 2**20, 1),
         "excluded_nodes": node_names,
         "excluded_op_types": op_types,
         "float_attention_nodes": len(float_attention),
@@ -305,9 +338,10 @@ def _activation_maxima(model, batches) -> dict[str, float]:
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
     names = [o.name for o in session.get_outputs()]
+    rows = samples_within_budget(intermediate_bytes_per_sample(inferred), most=1 << 20)
     maxima: dict[str, float] = {}
-    for batch in batches:
-        for tensor_name, value in zip(names, session.run(None, {input_name: batch})):
+    for chunk in (batch[i : i + rows] for batch in batches for i in range(0, len(batch), rows)):
+        for tensor_name, value in zip(names, session.run(None, {input_name: chunk})):
             if value.size and np.issubdtype(value.dtype, np.floating):
                 peak = float(np.nanmax(np.abs(value)))
                 maxima[tensor_name] = max(maxima.get(tensor_name, 0.0), peak)
