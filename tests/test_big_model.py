@@ -61,3 +61,39 @@ def test_weights_over_2gb_export_with_external_data_and_verify(cli, tmp_path):
     assert artifact["verification"]["status"] == "pass"
     assert json.loads((out.parent / "wide.onnx.report.json").read_text())["artifacts"][0]["files"] == artifact["files"]
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".cnnexport-tmp-")]
+
+
+def test_external_data_models_flow_through_simplify_fp16_and_int8(cli, lenet5_ckpt, tmp_path, monkeypatch):
+    """Every ONNX stage reads and writes external data (what a model past 2 GB needs).
+
+    The 2 GB threshold is lowered so a LeNet-5 takes that path; the test above runs a real one.
+    """
+    import onnx
+
+    import exporter.stages.onnx as onnx_stage
+
+    monkeypatch.setattr(onnx_stage, "TWO_GB", 1000)
+    out = tmp_path / "lenet.onnx"
+    r = cli("onnx", lenet5_ckpt, "-o", out, "--json")
+    assert r.exit_code == 0, r
+    assert sorted(os.path.basename(f) for f in r.json()["artifacts"][0]["files"]) == ["lenet.onnx", "lenet.onnx.data"]
+
+    def external(path):
+        return onnx_stage.has_external_data(onnx.load(str(path), load_external_data=False))
+
+    runs = {
+        "lenet.sim.onnx": ("simplify", out, "--checkpoint", lenet5_ckpt),
+        "lenet.fp16.onnx": ("quantize", out, "--precision", "fp16", "--checkpoint", lenet5_ckpt),
+        "lenet.int8.onnx": ("quantize", out, "--calib", "digits", "--samples", "64", "--checkpoint", lenet5_ckpt),
+    }
+    for name, args in runs.items():
+        r = cli(*args, "-o", tmp_path / name, "--json")
+        assert r.exit_code == 0, (name, r)
+        artifact = r.json()["artifacts"][-1]
+        assert artifact["verification"]["status"] == "pass", name
+        assert sorted(os.path.basename(f) for f in artifact["files"]) == [name, name + ".data"], name
+        assert external(tmp_path / name), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["lenet.onnx", "lenet.onnx.data", "lenet.onnx.report.json"]
+        + [f for name in runs for f in (name, name + ".data", name + ".report.json")]
+    )

@@ -20,6 +20,30 @@ TWO_GB = 2 * 1024**3
 EXPORTERS = ("dynamo", "legacy")
 
 
+def save_model(model, path: Path) -> list[str]:
+    """Save inline when the weights fit protobuf's 2 GB limit, else into <name>.data beside it.
+
+    Returns the file names written. A model loaded without its external data keeps pointing at
+    the files it came from (its tensors hold references, not bytes) and is saved inline.
+    """
+    import onnx
+
+    path = Path(path)
+    if sum(len(t.raw_data) for t in model.graph.initializer) < TWO_GB * 0.95:
+        onnx.save_model(model, str(path))
+        return [path.name]
+    data_name = path.name + ".data"
+    (path.parent / data_name).unlink(missing_ok=True)  # onnx appends to an existing data file
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name)
+    return [path.name, data_name]
+
+
+def has_external_data(model) -> bool:
+    import onnx
+
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
 def set_metadata_props(model, values: dict[str, str]) -> None:
     """Replace the given metadata_props keys, keeping the others."""
     keep = [p for p in model.metadata_props if p.key not in values]
@@ -95,17 +119,12 @@ def export(
 
     model = onnx.load(str(target), load_external_data=False)
     add_metadata(model, spec, {"cnnexport.exporter": exporter})
-    files = [name]
     if external:
-        data_name = name + ".data"
         onnx.load_external_data_for_model(model, str(staging_dir))
         for leftover in Path(staging_dir).iterdir():
             if leftover.name != name:
                 leftover.unlink()
-        onnx.save_model(model, str(target), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name)
-        files.append(data_name)
-    else:
-        onnx.save_model(model, str(target))
+    files = save_model(model, target)
     try:
         onnx.checker.check_model(str(target), full_check=True)
     except Exception as exc:  # noqa: BLE001

@@ -37,11 +37,11 @@ INTERMEDIATE_BUDGET = 2 << 30
 _ELEMENT_BYTES = {1: 4, 10: 2, 11: 8, 16: 2}  # float, float16, double, bfloat16
 
 
-def _load(path: Path):
+def _load(path: Path, external_data: bool = True):
     import onnx
 
     try:
-        return onnx.load(str(path))
+        return onnx.load(str(path), load_external_data=external_data)
     except Exception as exc:  # noqa: BLE001 - protobuf decode errors vary
         raise BadInputError(f"{path} is not a readable ONNX model ({root_cause(exc)})") from None
 
@@ -225,21 +225,27 @@ def export_int8(
         raise BadInputError(f"--target must be one of {', '.join(TARGETS)}")
     if method not in METHODS:
         raise BadInputError(f"--method must be one of {', '.join(METHODS)}")
-    source_model = _load(source)
+    from exporter.stages.onnx import has_external_data, save_model
+
+    source_model = _load(source, external_data=False)  # the graph; weights past 2 GB stay on disk
+    external = has_external_data(source_model)
     node_names, op_types = resolve_exclude(source_model, list(exclude))
     staging_dir = Path(staging_dir)
     pre = staging_dir / "preprocessed.onnx"
+    pre_external = {"save_as_external_data": True, "all_tensors_to_one_file": True,
+                    "external_data_location": pre.name + ".data"} if external else {}
     symbolic_failure = None
     try:
         with _quiet():
-            quant_pre_process(str(source), str(pre), skip_optimization=(target == "tensorrt"))
+            quant_pre_process(str(source), str(pre), skip_optimization=(target == "tensorrt"), **pre_external)
     except Exception as exc:  # noqa: BLE001
         # onnxruntime's symbolic shape inference trips over some graphs (Swin V2's Expand:
         # "object of type 'NoneType' has no len()"); ONNX's own shape inference is enough for QDQ.
         symbolic_failure = root_cause(exc)
         try:
             with _quiet():
-                quant_pre_process(str(source), str(pre), skip_optimization=(target == "tensorrt"), skip_symbolic_shape=True)
+                quant_pre_process(str(source), str(pre), skip_optimization=(target == "tensorrt"), skip_symbolic_shape=True,
+                                  **pre_external)
         except Exception:  # noqa: BLE001
             raise ExportError(f"onnxruntime's quantization pre-processing failed: {symbolic_failure}") from exc
 
@@ -276,6 +282,7 @@ def export_int8(
                 nodes_to_exclude=(node_names + float_attention + float_residual) or None,
                 calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                                   "percentile": CalibrationMethod.Percentile}[method],
+                use_external_data_format=external,
                 extra_options=extra_options,
             )
     except BadInputError:
@@ -308,8 +315,7 @@ def export_int8(
         "onnxruntime_options": {k: v for k, v in extra_options.items()},
     }
     _copy_metadata(source_model, quantized, {"cnnexport.precision": "int8", "cnnexport.int8_target": target})
-    onnx.save_model(quantized, str(target_path))
-    files = [name]
+    files = save_model(quantized, target_path)
     if symmetric:
         cache_name = name.removesuffix(".onnx") + ".calib"
         scales = activation_scales(quantized)
@@ -319,12 +325,18 @@ def export_int8(
     return StageOutput(files=files, details=details)
 
 
-def _activation_maxima(model, batches) -> dict[str, float]:
-    """Max |value| of every float intermediate tensor over the batches (fp32 run)."""
+def _activation_maxima(model, batches, structure=None, workdir: Path | None = None) -> dict[str, float]:
+    """Max |value| of every float intermediate tensor over the batches (fp32 run).
+
+    ``structure`` (the graph without weights) and ``workdir`` are for models past protobuf's
+    2 GB: shapes are inferred on the graph alone, and the probe goes through a file.
+    """
     import onnx
     import onnxruntime as ort
 
-    inferred = onnx.shape_inference.infer_shapes(model)
+    from exporter.stages.onnx import save_model
+
+    inferred = onnx.shape_inference.infer_shapes(structure if structure is not None else model)
     typed = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
@@ -335,7 +347,16 @@ def _activation_maxima(model, batches) -> dict[str, float]:
             if out and out not in existing and info is not None and info.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
                 probe.graph.output.append(info)
                 existing.add(out)
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    if structure is not None and workdir is not None:
+        written = [Path(workdir) / f for f in save_model(probe, Path(workdir) / "fp16-probe.onnx")]
+        del probe
+        try:
+            session = ort.InferenceSession(str(written[0]), providers=["CPUExecutionProvider"])
+        finally:
+            for f in written:
+                f.unlink(missing_ok=True)
+    else:
+        session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
     names = [o.name for o in session.get_outputs()]
     rows = samples_within_budget(intermediate_bytes_per_sample(inferred), most=1 << 20)
@@ -348,7 +369,7 @@ def _activation_maxima(model, batches) -> dict[str, float]:
     return maxima
 
 
-def find_fp16_overflow(model, batches) -> tuple[list[str], dict[str, float]]:
+def find_fp16_overflow(model, batches, structure=None, workdir: Path | None = None) -> tuple[list[str], dict[str, float]]:
     """Nodes whose weights or observed activations leave the fp16 range (|x| > 65504)."""
     from onnx import numpy_helper
 
@@ -357,7 +378,7 @@ def find_fp16_overflow(model, batches) -> tuple[list[str], dict[str, float]]:
         for i in model.graph.initializer
         if i.data_type == 1 and np.prod(i.dims) > 0 and float(np.abs(numpy_helper.to_array(i)).max()) > FP16_MAX
     }
-    maxima = _activation_maxima(model, batches)
+    maxima = _activation_maxima(model, batches, structure, workdir)
     offenders: dict[str, float] = {}
     for node in model.graph.node:
         peaks = [big_weights[i] for i in node.input if i in big_weights]
@@ -428,8 +449,13 @@ def export_fp16(
 
     if on_overflow not in OVERFLOW_POLICIES:
         raise BadInputError(f"--fp16-overflow must be one of {', '.join(OVERFLOW_POLICIES)}")
+    from exporter.stages.onnx import has_external_data, save_model
+
     model = _load(source)
-    overflow_nodes, peaks = find_fp16_overflow(model, batches) if on_overflow != "ignore" else ([], {})
+    structure = _load(source, external_data=False)
+    structure = structure if has_external_data(structure) else None
+    overflow_nodes, peaks = (find_fp16_overflow(model, batches, structure, staging_dir)
+                             if on_overflow != "ignore" else ([], {}))
     if overflow_nodes and on_overflow == "fail":
         shown = ", ".join(f"{n} (|x| up to {peaks[n]:.3g})" for n in overflow_nodes[:5])
         raise ExportError(
@@ -438,14 +464,18 @@ def export_fp16(
         )
     try:
         with _quiet():
-            converted = convert_float_to_float16(model, keep_io_types=keep_io_types, node_block_list=overflow_nodes or None)
+            if structure is not None:  # past 2 GB the converter cannot infer shapes itself
+                del model.graph.value_info[:]
+                model.graph.value_info.extend(onnx.shape_inference.infer_shapes(structure).graph.value_info)
+            converted = convert_float_to_float16(model, keep_io_types=keep_io_types, node_block_list=overflow_nodes or None,
+                                                 disable_shape_infer=structure is not None)
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"fp16 conversion failed: {root_cause(exc)}") from exc
     removed = _drop_roundtrip_casts(converted) if overflow_nodes else 0
     _copy_metadata(model, converted, {"cnnexport.precision": "fp16"})
-    onnx.save_model(converted, str(Path(staging_dir) / name))
+    files = save_model(converted, Path(staging_dir) / name)
     return StageOutput(
-        files=[name],
+        files=files,
         details={
             "precision": "fp16",
             "keep_io_types": keep_io_types,
