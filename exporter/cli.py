@@ -660,7 +660,11 @@ def _finish_many(ui: Ui, results: list, loaded=None, spec=None) -> None:
     if failed:
         first = failed[0]
         where = f"kept as {first.path}" if first.files else "not written (use --keep-failed to keep it)"
-        _fail(ui, f"verification failed for {first.kind}: {first.verification.reason}; the artifact was {where}", EXIT_VERIFICATION_FAILED)
+        hint = ""
+        if first.kind.startswith("int8") and first.details.get("method") == "minmax":
+            hint = "; int8 options to try: --method percentile or entropy, --exclude OP_TYPE to keep such layers in float"
+        _fail(ui, f"verification failed for {first.kind}: {first.verification.reason}; the artifact was {where}{hint}",
+              EXIT_VERIFICATION_FAILED)
 
 
 @app.command()

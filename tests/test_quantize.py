@@ -273,6 +273,7 @@ def test_quantized_residual_stream_fails_verification(cli, tiny_vit, tmp_path, m
     assert r.exit_code == 1, r
     assert r.json()["artifacts"][-1]["verification"]["cosine"] < 0.98
     assert not out.exists()
+    assert "int8 options to try: --method percentile or entropy, --exclude OP_TYPE" in r.stderr
 
 
 def test_broken_scales_fail_verification(cli, digits_models, tmp_path):
