@@ -1,4 +1,4 @@
-"""A model whose weights exceed 2 GB: ONNX with external data, verified, both files in the report.
+"""A model whose weights exceed 2 GB: ONNX with external data, then simplify, fp16 and int8 of it, all verified.
 
 Needs about 10 GB of memory and 7 GB of disk and a few minutes: runs with CNNEXPORT_SLOW=1.
 """
@@ -61,6 +61,28 @@ def test_weights_over_2gb_export_with_external_data_and_verify(cli, tmp_path):
     assert artifact["verification"]["status"] == "pass"
     assert json.loads((out.parent / "wide.onnx.report.json").read_text())["artifacts"][0]["files"] == artifact["files"]
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".cnnexport-tmp-")]
+
+    import numpy as np
+
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).standard_normal((40, 3, 16, 16)).astype(np.float32))
+    common = ["--checkpoint", tmp_path / "wide.pt", "--arch", f"{tmp_path / 'wide.py'}:WideHead", "--input-shape", "3,16,16",
+              "--mean", "0.5", "--std", "0.25", "--json"]
+    expected_files = {  # simplified stays past 2 GB; fp16 (1.2 GB) and int8 (0.6 GB) fit in one file
+        "wide.sim.onnx": ["wide.sim.onnx", "wide.sim.onnx.data"],
+        "wide.fp16.onnx": ["wide.fp16.onnx"],
+        "wide.int8.onnx": ["wide.int8.onnx"],
+    }
+    runs = {
+        "wide.sim.onnx": ["simplify", out],
+        "wide.fp16.onnx": ["quantize", out, "--precision", "fp16"],
+        "wide.int8.onnx": ["quantize", out, "--calib", tmp_path / "calib.npy", "--samples", "32", "--holdout", "8"],
+    }
+    for name, args in runs.items():
+        r = cli(*args, *common, "-o", out.parent / name)
+        assert r.exit_code == 0, (name, r)
+        artifact = r.json()["artifacts"][-1]
+        assert artifact["verification"]["status"] == "pass", name
+        assert sorted(os.path.basename(f) for f in artifact["files"]) == expected_files[name]
 
 
 def test_external_data_models_flow_through_simplify_fp16_and_int8(cli, lenet5_ckpt, tmp_path, monkeypatch):

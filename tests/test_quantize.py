@@ -72,6 +72,32 @@ def test_cpu_int8_is_uint8_activations_int8_per_channel_weights(cli, digits_mode
     assert any(c["inputs"].startswith("held-out") and c["judged"] for c in art["verification"]["checks"])
 
 
+def test_calibration_batches_shrink_to_the_intermediate_budget(cli, digits_models, tmp_path, monkeypatch):
+    """A model whose intermediates would not fit calibrates in smaller batches, to the same scales."""
+    import onnx
+
+    import exporter.stages.quantize as quantize
+
+    def run(name):
+        out = tmp_path / name
+        r = cli("quantize", digits_models["lenet5"], "--calib", "digits", "--samples", "64", "-o", out, "--json")
+        assert r.exit_code == 0, r
+        return r.json()["artifacts"][0]["details"], quantize.activation_scales(onnx.load(str(out)))
+
+    measured = []
+    count = quantize.intermediate_bytes_per_sample
+    monkeypatch.setattr(quantize, "intermediate_bytes_per_sample", lambda model: measured.append(count(model)) or measured[-1])
+    roomy, roomy_scales = run("roomy.onnx")
+    assert roomy["calibration_batch_size"] == 16 and roomy["calibration_batches"] == 4
+    assert 10_000 < measured[0] < 1_000_000  # LeNet-5 on 8x8 digits: tens of KB per sample
+    monkeypatch.setattr(quantize, "INTERMEDIATE_BUDGET", measured[0] * 5)
+    tight, tight_scales = run("tight.onnx")
+    assert tight["calibration_batch_size"] == 5 and tight["calibration_batches"] == 13
+    assert tight["onnxruntime_options"]["CalibStridedMinMax"] == 1
+    assert tight_scales.keys() == roomy_scales.keys()
+    assert all(np.isclose(tight_scales[k], roomy_scales[k], rtol=1e-6) for k in roomy_scales)  # min/max need not see all at once
+
+
 def test_symbolic_shape_inference_failure_falls_back_to_onnx_shape_inference(cli, digits_models, tmp_path, monkeypatch):
     """onnxruntime's symbolic shape inference crashes on some graphs (Swin V2); quantization goes on without it."""
     from onnxruntime.quantization import shape_inference
