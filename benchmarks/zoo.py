@@ -141,6 +141,7 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
     recalibrate_batchnorm(model, [torch.from_numpy(data[start : start + 16]) for start in range(0, min(len(data), 64), 16)])
     ckpt = out / f"{name}.pt"
     torch.save(model.eval().state_dict(), ckpt)
+    del model  # every stage loads the checkpoint itself: no second copy of a 2.5 GB model for the whole run
     line["setup_seconds"] = round(time.perf_counter() - started, 1)
 
     available = {s.name for s in RUN_STAGES}
