@@ -339,25 +339,30 @@ def _activation_maxima(model, batches, structure=None, workdir: Path | None = No
 
     inferred = onnx.shape_inference.infer_shapes(structure if structure is not None else model)
     typed = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    for node in probe.graph.node:
+    outputs = len(model.graph.output)
+    existing = {o.name for o in model.graph.output}
+    for node in model.graph.node:  # every float tensor becomes an output, on the model itself (no copy of the weights)
         for out in node.output:
             info = typed.get(out)
             if out and out not in existing and info is not None and info.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
-                probe.graph.output.append(info)
+                model.graph.output.append(info)
                 existing.add(out)
-    if structure is not None and workdir is not None:
-        written = [Path(workdir) / f for f in save_model(probe, Path(workdir) / "fp16-probe.onnx")]
-        del probe
-        try:
-            session = ort.InferenceSession(str(written[0]), providers=["CPUExecutionProvider"])
-        finally:
-            for f in written:
-                f.unlink(missing_ok=True)
-    else:
-        session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    try:
+        if structure is not None and workdir is not None:
+            # past 2 GB: through a file with external data (saving that way empties a model's tensors: save a copy)
+            probe = onnx.ModelProto()
+            probe.CopyFrom(model)
+            written = [Path(workdir) / f for f in save_model(probe, Path(workdir) / "fp16-probe.onnx")]
+            del probe
+            try:
+                session = ort.InferenceSession(str(written[0]), providers=["CPUExecutionProvider"])
+            finally:
+                for f in written:
+                    f.unlink(missing_ok=True)
+        else:
+            session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    finally:
+        del model.graph.output[outputs:]
     input_name = session.get_inputs()[0].name
     names = [o.name for o in session.get_outputs()]
     rows = samples_within_budget(intermediate_bytes_per_sample(inferred), most=1 << 20)
