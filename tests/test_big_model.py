@@ -119,3 +119,27 @@ def test_external_data_models_flow_through_simplify_fp16_and_int8(cli, lenet5_ck
         ["lenet.onnx", "lenet.onnx.data", "lenet.onnx.report.json"]
         + [f for name in runs for f in (name, name + ".data", name + ".report.json")]
     )
+
+
+@pytest.mark.parametrize("one_file", [True, False])
+def test_simplify_renames_onnxsim_external_data_to_ours(exported_onnx, tmp_path, one_file):
+    """onnxsim names the weights file of a >2 GB result its own way (or splits it): cnnexport
+    installs exactly <name> and <name>.data, so both must be made to match."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from exporter.stages.simplify import _rename_external_data
+
+    model = onnx.load(str(exported_onnx))
+    onnx.save_model(model, str(tmp_path / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=one_file,
+                    location="onnxsim-weights.bin")
+    graph = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
+    _rename_external_data(graph, tmp_path, "m.onnx.data")
+    onnx.save_model(graph, str(tmp_path / "m.onnx"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
+    x = np.random.default_rng(0).standard_normal((2, *[d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]))
+    feed = {model.graph.input[0].name: x.astype(np.float32)}
+    original = ort.InferenceSession(str(exported_onnx), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    renamed = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    np.testing.assert_array_equal(original, renamed)

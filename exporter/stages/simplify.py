@@ -33,11 +33,37 @@ def export(source: Path, staging_dir: Path, name: str) -> StageOutput:
     for key, value in metadata:
         prop = simplified.metadata_props.add()
         prop.key, prop.value = key, value
-    files = save_model(simplified, target)
-    if has_external_data(simplified) and len(files) == 1:  # the graph only: weights stay where onnxsim put them
-        files.append(name + ".data")
+    if has_external_data(simplified):  # past 2 GB onnxsim writes the weights beside it, under a name of its own
+        _rename_external_data(simplified, Path(staging_dir), name + ".data")
+        onnx.save_model(simplified, str(target))  # the graph; its tensors point at the renamed file
+        files = [name, name + ".data"]
+    else:
+        files = save_model(simplified, target)
     return StageOutput(
         files=files,
         details={"nodes_before": before, "nodes_after": len(simplified.graph.node), "onnxsim": onnxsim.__version__,
                  "external_data": has_external_data(simplified)},
     )
+
+
+def _rename_external_data(model, folder: Path, data_name: str) -> None:
+    """Point every external tensor at ``data_name`` (one file, as cnnexport writes them)."""
+    import onnx
+
+    tensors = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    locations = {e.value for t in tensors for e in t.external_data if e.key == "location"}
+    if locations == {data_name}:
+        return
+    if len(locations) == 1:
+        (folder / locations.pop()).replace(folder / data_name)
+        for tensor in tensors:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = data_name
+        return
+    onnx.load_external_data_for_model(model, str(folder))  # several files: gather them into one
+    for location in locations:
+        (folder / location).unlink()
+    onnx.save_model(model, str(folder / "relocated.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data_name)
+    (folder / "relocated.onnx").unlink()
