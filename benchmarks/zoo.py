@@ -159,7 +159,7 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
             v = o.entry.get("verification", {}) if o.entry else {}
             status = f"fail ({v['reason']})" if o.status == "fail" and v.get("reason") else o.status
             line["stages"][o.name] = {"status": status, "seconds": round(o.seconds, 1),
-                                      "max_rel_err": v.get("max_rel_err"), "top1": v.get("top1_agreement")}
+                                      "max_rel_err": v.get("max_rel_err"), "cosine": v.get("cosine"), "top1": v.get("top1_agreement")}
     except CnnexportError as exc:
         line["stages"]["onnx"] = {"status": f"error ({exc})"}
 
