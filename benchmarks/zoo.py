@@ -277,7 +277,7 @@ def render(lines: list[dict], not_run: list[str] | None = None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", help="comma-separated registry names (default: all)")
-    parser.add_argument("--timeout", type=int, default=900, help="seconds per model")
+    parser.add_argument("--timeout", type=int, default=2400, help="seconds per model (ViT-H/14 takes about 1100 s on 2 cores)")
     parser.add_argument("--input-shape", help="override C,H,W of the torchvision models (e.g. 3,64,64 for a quick sweep)")
     parser.add_argument("--samples", type=int, default=64, help="INT8 calibration samples")
     parser.add_argument("--report-only", action="store_true")
