@@ -457,9 +457,10 @@ def export_fp16(
         raise BadInputError(f"--fp16-overflow must be one of {', '.join(OVERFLOW_POLICIES)}")
     from exporter.stages.onnx import has_external_data, save_model
 
-    model = _load(source)
-    structure = _load(source, external_data=False)
-    structure = structure if has_external_data(structure) else None
+    model = _load(source, external_data=False)  # the whole model, unless its weights live in a .data file
+    structure = None
+    if has_external_data(model):
+        structure, model = model, _load(source)
     overflow_nodes, peaks = (find_fp16_overflow(model, batches, structure, staging_dir)
                              if on_overflow != "ignore" else ([], {}))
     if overflow_nodes and on_overflow == "fail":
