@@ -391,7 +391,11 @@ def simplify(
         from exporter.pipeline import simplify_artifact
 
         opts = _verify_options(no_verify, batch_sizes, images, seed, max_rel_err, min_cosine, min_top1)
-        loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, {}) if checkpoint else None
+        loaded = None
+        if checkpoint:
+            stored = _artifact_spec(model)  # the input spec cnnexport wrote into the ONNX, if it did
+            overrides = {"input_shape": stored.input_shape, "mean": stored.mean, "std": stored.std} if stored else {}
+            loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, overrides)
         result = simplify_artifact(model, output, loaded, opts, keep_failed, ui.progress)
         if not json_out:
             ui.progress(f"nodes: {result.details.get('nodes_before')} -> {result.details.get('nodes_after')}")

@@ -215,6 +215,20 @@ def test_simplify_reports_node_counts_and_checks_both_references(cli, exported_o
     assert r.exit_code == 2 and "overwrite" in r.stderr
 
 
+def test_simplify_checks_the_checkpoint_at_the_onnx_input_spec(cli, simple_cnn_ckpt, tmp_path):
+    """An ONNX exported at a non-default size and normalization: the checkpoint is run with the
+    spec stored in the ONNX, since `simplify` has no --input-shape of its own."""
+    src = tmp_path / "wide.onnx"
+    r = cli("onnx", simple_cnn_ckpt, "--arch", "simple_cnn", "--input-shape", "3,48,40", "--mean", "0.5,0.5,0.5",
+            "--std", "0.2,0.2,0.2", "-o", src)
+    assert r.exit_code == 0, r
+    r = cli("simplify", src, "--checkpoint", simple_cnn_ckpt, "--arch", "simple_cnn", "--json")
+    assert r.exit_code == 0, r
+    report = r.json()
+    assert report["model"]["input_shape"] == [3, 48, 40] and report["model"]["mean"] == [0.5, 0.5, 0.5]
+    assert "pytorch" in {c["reference"] for c in report["artifacts"][0]["verification"]["checks"]}
+
+
 def test_help_is_fast_and_does_not_import_torch():
     code = "import sys; from exporter.cli import app; assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
