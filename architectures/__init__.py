@@ -27,6 +27,8 @@ class ArchEntry:
     std: tuple[float, ...] = IMAGENET_STD
     source: str = "classic"
     description: str = ""
+    interpolation: str | None = None
+    crop_pct: float | None = None
 
     def build(self, **kwargs):
         """Build a randomly initialised model; ``num_classes`` defaults to the entry's."""
@@ -44,11 +46,14 @@ class ArchEntry:
             width=self.width,
             mean=self.mean,
             std=self.std,
+            interpolation=self.interpolation,
+            crop_pct=self.crop_pct,
         )
 
 
 _REGISTRY: dict[str, ArchEntry] = {}
 _loaded = False
+_timm_loaded = False
 
 
 def register(entry: ArchEntry) -> ArchEntry:
@@ -70,16 +75,50 @@ def _ensure_loaded() -> None:
     torchvision_models.register_all(register)
 
 
-def names() -> list[str]:
+def _ensure_timm() -> bool:
+    """Register timm's models (once); False when timm is not installed."""
+    global _timm_loaded
+    from architectures import timm_models
+
+    if not timm_models.available():
+        return False
     _ensure_loaded()
-    return list(_REGISTRY)
+    if not _timm_loaded:
+        _timm_loaded = True
+        timm_models.register_all(register)
+    return True
 
 
-def entries() -> list[ArchEntry]:
+def timm_available() -> bool:
+    from architectures import timm_models
+
+    return timm_models.available()
+
+
+def names(include_timm: bool = False) -> list[str]:
+    return [e.name for e in entries(include_timm)]
+
+
+def entries(include_timm: bool = False, source: str | None = None) -> list[ArchEntry]:
+    """Built-in entries (classic + torchvision); timm's too when asked and installed."""
     _ensure_loaded()
-    return list(_REGISTRY.values())
+    if include_timm or source == "timm":
+        _ensure_timm()
+    found = [e for e in _REGISTRY.values() if include_timm or source == "timm" or e.source != "timm"]
+    return [e for e in found if source is None or e.source == source]
 
 
 def get(name: str) -> ArchEntry | None:
+    """Registry name, then timm's: 'timm:NAME' or 'timm/NAME.tag' always, a bare NAME only timm knows."""
+    from architectures import timm_models
+
     _ensure_loaded()
-    return _REGISTRY.get(name) or _REGISTRY.get(name.lower().replace("-", "_"))
+    wanted = timm_models.timm_name(name)
+    if wanted is None:
+        found = _REGISTRY.get(name) or _REGISTRY.get(name.lower().replace("-", "_"))
+        if found is not None or ":" in name or "/" in name:
+            return found  # file.py:Class and package.module:factory are not timm names
+        wanted = name.split(".")[0]
+    if not _ensure_timm():
+        return None
+    return _REGISTRY.get(timm_models.PREFIX + wanted)

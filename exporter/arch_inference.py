@@ -1,16 +1,18 @@
 """Guess a registry architecture (and num_classes) from a state_dict's key names and shapes.
 
-Candidates are built without allocating weights (on torch's meta device), so trying all
-~90 registry entries takes a few seconds, not minutes.
+Candidates are built without allocating weights (on torch's meta device); a cached key
+fingerprint per entry means only the entries with the very same key set are ever built.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -89,45 +91,56 @@ def _classes_from_mismatch(expected: dict, actual: dict) -> int | None:
 
 
 def cache_dir() -> Path:
-    """Where registry signatures are cached: $CNNEXPORT_CACHE, else $XDG_CACHE_HOME/cnnexport."""
+    """Where registry fingerprints are cached: $CNNEXPORT_CACHE, else $XDG_CACHE_HOME/cnnexport."""
     if os.environ.get("CNNEXPORT_CACHE"):
         return Path(os.environ["CNNEXPORT_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnexport"
 
 
-def registry_signatures(entries) -> dict[str, dict[str, tuple[int, ...]] | None]:
-    """Default-num_classes signature of every entry, cached on disk per library versions.
+def key_fingerprint(keys) -> str:
+    """A state_dict's key set as one short hash: key names do not depend on num_classes."""
+    return hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()[:16]
 
-    Building ~90 models (even without weights) costs seconds; the cache makes inference instant
-    after the first run. A cache that cannot be read or written is simply rebuilt.
-    """
+
+def _cache_path(source: str) -> Path:
     from importlib import metadata
 
     from exporter import __version__
 
-    versions = f"{metadata.version('torch')}-{metadata.version('torchvision')}-{__version__}"
-    path = cache_dir() / f"signatures-{versions}.json"
-    cached: dict = {}
-    try:
-        cached = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cached = {}
-    out: dict = {}
-    missing = False
-    for entry in entries:
-        if entry.name in cached:
-            sig = cached[entry.name]
-            out[entry.name] = None if sig is None else {k: tuple(v) for k, v in sig.items()}
-        else:
-            out[entry.name] = shape_signature(entry)
-            missing = True
-    if missing:
-        try:
-            from exporter.fsutil import write_text_atomic
+    libraries = ("torch", "torchvision", "timm") if source == "timm" else ("torch", "torchvision")
+    versions = "-".join(metadata.version(lib) for lib in libraries)
+    return cache_dir() / f"fingerprints-{source}-{versions}-{__version__}.json"
 
-            write_text_atomic(path, json.dumps({**cached, **out}))
-        except (OSError, Exception):  # noqa: BLE001 - a cache is optional
-            pass
+
+def registry_fingerprints(entries, progress: Callable[[str], None] | None = None) -> dict[str, str | None]:
+    """Key fingerprint of every entry, cached on disk per source and library versions.
+
+    Building a model without weights costs ~0.1 s, so the ~90 built-in entries take seconds and
+    timm's ~1,400 a few minutes, once; afterwards inference reads one small file. A cache that
+    cannot be read or written is simply rebuilt.
+    """
+    out: dict[str, str | None] = {}
+    for source in sorted({e.source for e in entries}):
+        group = [e for e in entries if e.source == source]
+        path = _cache_path(source)
+        try:
+            cached = json.loads(path.read_text())
+        except (OSError, ValueError):
+            cached = {}
+        missing = [e for e in group if e.name not in cached]
+        if missing and progress is not None and len(missing) > 50:
+            progress(f"indexing {len(missing)} {source} architectures for inference (once per library version)")
+        for entry in missing:
+            signature = shape_signature(entry)
+            cached[entry.name] = None if signature is None else key_fingerprint(signature)
+        if missing:
+            try:
+                from exporter.fsutil import write_text_atomic
+
+                write_text_atomic(path, json.dumps(cached))
+            except Exception:  # noqa: BLE001 - a cache is optional
+                pass
+        out.update({e.name: cached[e.name] for e in group})
     return out
 
 
@@ -142,25 +155,84 @@ def _match(entry, expected, actual) -> ArchMatch | None:
     return None
 
 
+def match_entry(entry, state_dict: dict) -> ArchMatch | None:
+    """The entry (with the num_classes the classifier's shape says) if it fits these keys and shapes."""
+    return _match(entry, shape_signature(entry), {k: tuple(v.shape) for k, v in state_dict.items()})
+
+
+def _bare(name: str) -> str:
+    return name.split(":", 1)[1] if name.startswith("timm:") else name
+
+
 def name_hint(file_stem: str, entries) -> object | None:
     """The registry entry a file is named after ('resnet18_best.pt' -> resnet18), longest name first."""
+    hinted = name_hints(file_stem, entries)
+    return hinted[0] if hinted else None
+
+
+def name_hints(file_stem: str, entries) -> list:
+    """Every entry named like the file (torchvision's resnet18 and timm's, for 'resnet18_best.pt')."""
     stem = file_stem.lower().replace("-", "_")
-    named = sorted(entries, key=lambda e: -len(e.name))
-    return next((e for e in named if stem == e.name or stem.startswith(e.name + "_") or stem.startswith(e.name + ".")), None)
+    best = None
+    for entry in sorted(entries, key=lambda e: -len(_bare(e.name))):
+        name = _bare(entry.name)
+        if stem == name or stem.startswith(name + "_") or stem.startswith(name + "."):
+            best = name
+            break
+    return [e for e in entries if _bare(e.name) == best] if best else []
 
 
-def infer_architecture(state_dict: dict, entries, file_stem: str | None = None) -> list[ArchMatch]:
+def infer_architecture(state_dict: dict, entries, file_stem: str | None = None, progress=None) -> list[ArchMatch]:
     """Every registry entry whose state_dict has exactly these keys and shapes (num_classes free).
 
-    A file named after a registry entry is tried first, and an exact match there ends the
-    search: no signatures of the other ~90 entries are needed (the slow part on a cold cache).
+    A file named after a registry entry is tried first, and a fit there ends the search: no
+    fingerprints of the other entries are needed (the slow part on a cold cache). Otherwise only
+    the entries with the same key set (by fingerprint) are built and compared shape by shape.
     """
     actual = {k: tuple(v.shape) for k, v in state_dict.items()}
     entries = list(entries)
-    hinted = name_hint(file_stem, entries) if file_stem else None
-    if hinted is not None:
-        found = _match(hinted, shape_signature(hinted), actual)
-        if found is not None:
-            return [found]
-    signatures = registry_signatures(entries)
-    return [m for m in (_match(e, signatures[e.name], actual) for e in entries) if m is not None]
+    hinted = [m for m in (_match(e, shape_signature(e), actual) for e in name_hints(file_stem or "", entries)) if m]
+    if hinted:
+        return hinted
+    wanted = key_fingerprint(actual)
+    fingerprints = registry_fingerprints(entries, progress)
+    candidates = [e for e in entries if fingerprints.get(e.name) == wanted]
+    return [m for m in (_match(e, shape_signature(e), actual) for e in candidates) if m is not None]
+
+
+SOURCE_PREFERENCE = {"classic": 0, "torchvision": 1, "timm": 2}
+
+
+def same_function(matches: list[ArchMatch], state_dict: dict, entries_by_name: dict) -> bool:
+    """Whether every candidate, loaded with these weights, computes the same outputs.
+
+    Entries can share every key and shape yet differ in padding, activation or pooling
+    (timm's tf_ variants, blur pooling): load the user's weights into each and compare one
+    seeded batch. Equal outputs within fp32 rounding means the choice does not matter.
+    """
+    import torch
+
+    outputs = []
+    first = entries_by_name[matches[0].name]
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn((2, first.channels, first.height, first.width), generator=generator)
+    for match in matches:
+        entry = entries_by_name[match.name]
+        try:
+            model = entry.build(num_classes=match.num_classes)
+            model.load_state_dict(state_dict, strict=True)
+            with torch.no_grad():
+                out = model.float().eval()(x)
+        except Exception:  # noqa: BLE001 - a candidate that cannot run these weights is a different function
+            return False
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        if not isinstance(out, torch.Tensor):
+            return False
+        outputs.append(out.double())
+    scale = float(outputs[0].abs().max()) + 1e-12
+    return all(o.shape == outputs[0].shape and float((o - outputs[0]).abs().max()) <= 1e-5 * scale + 1e-6 for o in outputs[1:])
+
+
+def preferred(matches: list[ArchMatch], entries_by_name: dict) -> ArchMatch:
+    """Among equivalent candidates, the built-in entry before timm's."""
+    return min(matches, key=lambda m: SOURCE_PREFERENCE.get(entries_by_name[m.name].source, 9))

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter.errors import ArchitectureError, BadInputError, CheckpointError, first_line
+from exporter.errors import ArchitectureError, BackendUnavailable, BadInputError, CheckpointError, first_line
 from exporter.spec import ModelSpec
+from exporter.training_formats import EMA_KEYS, MODEL_KEYS, Hints, spec_from_metadata
 
-STATE_DICT_KEYS = ("model_state_dict", "state_dict", "model", "net", "state_dict_ema", "model_ema")
 PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -34,6 +34,10 @@ class LoadedModel:
     form: str
     arch_source: str
     notes: list[str] = field(default_factory=list)
+    weights: str = "model"  # which weights of the file: "model", "ema", or the key/prefix asked for
+    prefix: str = ""  # key prefix the network's weights sat under (a LightningModule attribute)
+    left_out: list[str] = field(default_factory=list)  # keys of the file that are not the network's
+    written_by: str | None = None  # the training tool whose layout was recognised
 
     @property
     def params(self) -> int:
@@ -47,6 +51,9 @@ class RawCheckpoint:
     module: Any = None
     metadata: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    hints: Hints = field(default_factory=Hints)
+    weights: str = "model"
+    written_by: str | None = None
 
 
 # --------------------------------------------------------------------------- reading
@@ -102,15 +109,19 @@ def _zip_names(path: Path) -> list[str]:
         return []
 
 
-def read_checkpoint(path: Path, trust_pickle: bool = False) -> RawCheckpoint:
-    """Read the file into a state_dict or a module, saying clearly why a file is refused."""
+def read_checkpoint(path: Path, trust_pickle: bool = False, weights: str = "model") -> RawCheckpoint:
+    """Read the file (or Hugging Face folder) into a state_dict or a module, saying clearly why one is refused."""
     import torch
+
+    from exporter.safe_pickle import load_weights_only
 
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a directory; pass the checkpoint file")
+        from exporter.hf_folder import read_folder
+
+        return read_folder(path, weights)
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); the save was probably interrupted")
@@ -141,7 +152,7 @@ def read_checkpoint(path: Path, trust_pickle: bool = False) -> RawCheckpoint:
         return RawCheckpoint(form="exported-program", module=program.module(), metadata={"example_inputs": program.example_inputs})
 
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        obj = load_weights_only(str(path))
         pickled = False
     except Exception as exc:  # noqa: BLE001
         text = str(exc)
@@ -170,7 +181,7 @@ def read_checkpoint(path: Path, trust_pickle: bool = False) -> RawCheckpoint:
         except Exception as exc2:  # noqa: BLE001
             raise CheckpointError(_unreadable_message(path, exc2)) from exc2
         pickled = True
-    return _interpret(path, obj, pickled)
+    return _interpret(path, obj, weights)
 
 
 def _is_pickle_stream(path: Path) -> bool:
@@ -233,7 +244,10 @@ def _read_safetensors(path: Path) -> RawCheckpoint:
     meta = _metadata_from_strings(metadata)
     state_dict, stripped = strip_prefixes(dict(state_dict))
     notes = [f"stripped prefix {p!r}" for p in stripped]
-    return RawCheckpoint(form="safetensors", state_dict=state_dict, metadata=meta, notes=notes)
+    hints = Hints(spec=spec_from_metadata(meta))
+    if isinstance(meta.get("arch"), str):
+        hints.names.append((meta["arch"], "checkpoint metadata"))
+    return RawCheckpoint(form="safetensors", state_dict=state_dict, metadata=meta, notes=notes, hints=hints)
 
 
 def _metadata_from_strings(metadata: dict[str, str]) -> dict:
@@ -247,8 +261,10 @@ def _metadata_from_strings(metadata: dict[str, str]) -> dict:
     return out
 
 
-def _interpret(path: Path, obj: Any, pickled: bool) -> RawCheckpoint:
+def _interpret(path: Path, obj: Any, weights: str = "model") -> RawCheckpoint:
     from torch import nn
+
+    from exporter.training_formats import clean_ema, read_hints, select_weights, written_by
 
     if isinstance(obj, nn.Module):
         return RawCheckpoint(form="pickled-module", module=obj)
@@ -257,25 +273,34 @@ def _interpret(path: Path, obj: Any, pickled: bool) -> RawCheckpoint:
             f"{path} holds a {type(obj).__name__}, not a model: expected a state_dict, a training dict or a module"
         )
     if _is_tensor_dict(obj):
+        if weights not in ("model",) and not weights.endswith("."):
+            raise CheckpointError(f"{path} is a plain state_dict: it has no {weights!r} weights to choose")
         state_dict, stripped = strip_prefixes(obj)
         return RawCheckpoint(form="state_dict", state_dict=state_dict, notes=[f"stripped prefix {p!r}" for p in stripped])
-    metadata = {k: v for k, v in obj.items() if isinstance(v, (str, int, float, list, tuple)) and k not in STATE_DICT_KEYS}
-    for key in STATE_DICT_KEYS:
-        value = obj.get(key)
-        if isinstance(value, nn.Module):
-            return RawCheckpoint(form=f"training-dict[{key}] with pickled module", module=value, metadata=metadata)
-        if _is_tensor_dict(value):
-            state_dict, stripped = strip_prefixes(value)
-            others = sorted(k for k in obj if k != key)
-            notes = [f"stripped prefix {p!r}" for p in stripped]
-            if others:
-                notes.append("also holds: " + ", ".join(map(str, others[:8])))
-            return RawCheckpoint(form=f"training-dict[{key}]", state_dict=state_dict, metadata=metadata, notes=notes)
-    keys = ", ".join(map(str, list(obj)[:8]))
-    raise CheckpointError(
-        f"{path} is a dict without model weights (keys: {keys}); expected a state_dict or one of "
-        + ", ".join(STATE_DICT_KEYS)
-    )
+    key, value = select_weights(obj, "model" if weights.endswith(".") else weights, lambda v: isinstance(v, nn.Module) or _is_tensor_dict(v))
+    if value is None:
+        keys = ", ".join(map(str, list(obj)[:8]))
+        raise CheckpointError(
+            f"{path} is a dict without model weights (keys: {keys}); expected a state_dict or one of "
+            + ", ".join(MODEL_KEYS + EMA_KEYS)
+        )
+    hints, tool = read_hints(obj), written_by(obj)
+    chosen = "ema" if key in EMA_KEYS else weights if weights not in ("model", "ema") else "model"
+    if isinstance(value, nn.Module):
+        return RawCheckpoint(form=f"training-dict[{key}] with pickled module", module=value, hints=hints, weights=chosen, written_by=tool)
+    notes = []
+    if key in EMA_KEYS:
+        value, dropped = clean_ema(value)
+        notes += dropped
+    state_dict, stripped = strip_prefixes(value)
+    notes += [f"stripped prefix {p!r}" for p in stripped]
+    others = sorted(str(k) for k in obj if k != key)
+    if others:
+        notes.append("also holds: " + ", ".join(others[:8]) + (" …" if len(others) > 8 else ""))
+    unused_ema = [k for k in EMA_KEYS if k in obj and k != key]
+    if unused_ema and chosen == "model":
+        notes.append(f"EMA weights under {unused_ema[0]!r} not used (pass --weights ema for them)")
+    return RawCheckpoint(form=f"training-dict[{key}]", state_dict=state_dict, notes=notes + hints.notes, hints=hints, weights=chosen, written_by=tool)
 
 
 def _exported_program_module_class():
@@ -391,23 +416,6 @@ def check_finite(state_dict: dict) -> None:
         )
 
 
-def _spec_from_metadata(metadata: dict) -> dict:
-    """Spec fields a training dict may carry (arch, num_classes, input_shape, mean, std, labels)."""
-    out: dict = {}
-    if isinstance(metadata.get("num_classes"), int):
-        out["num_classes"] = metadata["num_classes"]
-    shape = metadata.get("input_shape") or metadata.get("input_size")
-    if isinstance(shape, (list, tuple)) and len(shape) in (3, 4):
-        out["input_shape"] = tuple(int(v) for v in shape[-3:])
-    for key in ("mean", "std"):
-        if isinstance(metadata.get(key), (list, tuple)):
-            out[key] = tuple(float(v) for v in metadata[key])
-    for key in ("labels", "classes", "class_names"):
-        if isinstance(metadata.get(key), (list, tuple)):
-            out["labels"] = tuple(str(v) for v in metadata[key])
-    return out
-
-
 def _guess_channels(module) -> int:
     from torch import nn
 
@@ -423,30 +431,42 @@ def load_checkpoint(
     arch_kwargs: dict | None = None,
     trust_pickle: bool = False,
     spec_overrides: dict | None = None,
+    weights: str = "model",
+    progress=None,
 ) -> LoadedModel:
-    """The one entry point: any checkpoint form -> LoadedModel (module in eval mode, fp32)."""
+    """The one entry point: any checkpoint form -> LoadedModel (module in eval mode, fp32).
+
+    ``weights`` picks which weights of a training checkpoint: ``model`` (default), ``ema``, a
+    top-level key, or a key prefix ending in '.' (``model.`` of a Lightning checkpoint).
+    """
     import architectures
 
+    from exporter.arch_fit import fit_architecture, unknown_arch
+
     path = Path(path)
-    raw = read_checkpoint(path, trust_pickle=trust_pickle)
-    arch_kwargs = dict(arch_kwargs or {})
+    raw = read_checkpoint(path, trust_pickle=trust_pickle, weights=weights)
+    # builder arguments the file records apply to its own architecture, not to one given by --arch
+    arch_kwargs = {**({} if arch else raw.hints.arch_kwargs), **(arch_kwargs or {})}
     overrides = dict(spec_overrides or {})
     notes = list(raw.notes)
-    meta_spec = _spec_from_metadata(raw.metadata)
-    hinted = raw.metadata.get("arch") if isinstance(raw.metadata.get("arch"), str) else None
+    meta_spec = dict(raw.hints.spec)
+    prefix, left_out = "", []
 
     entry = None
     if raw.module is not None:
         module = raw.module
-        arch_source = raw.form
-        name = arch or getattr(module, "original_name", None) or type(module).__name__
-        entry = architectures.get(arch) if arch else None
+        arch_source = raw.hints.names[0][1] if raw.hints.names and not arch else raw.form
+        name = arch or next((n for n, _ in raw.hints.names), None) or getattr(module, "original_name", None) or type(module).__name__
+        if arch:
+            entry = architectures.get(arch)
+            if entry is None and ":" not in arch:
+                raise unknown_arch(arch)
         if raw.form == "exported-program":
             module = ExportedProgramModule(module)
             example = raw.metadata.get("example_inputs")
             if example and example[0]:
                 meta_spec.setdefault("input_shape", tuple(example[0][0].shape[1:]))
-        if entry is None and not arch:
+        if entry is None and not arch and not raw.hints.names:
             from exporter.arch_inference import infer_architecture
 
             matches = infer_architecture(module.state_dict(), architectures.entries(), path.stem)
@@ -455,60 +475,60 @@ def load_checkpoint(
                 name, arch_source = entry.name, f"{raw.form}; architecture inferred from keys and shapes"
                 arch_kwargs.setdefault("num_classes", matches[0].num_classes)
     else:
-        state_dict = raw.state_dict
-        check_finite(state_dict)
-        if arch and architectures.get(arch) is None and ":" in arch:
-            module = resolve_user_arch(arch, arch_kwargs)
-            name, arch_source = arch, "--arch (user code)"
-        else:
-            name = arch or hinted
-            arch_source = "--arch" if arch else "checkpoint metadata"
-            if name is not None:
-                entry = architectures.get(name)
-                if entry is None:
-                    raise ArchitectureError(
-                        f"unknown architecture {name!r}; run `cnnexport architectures` for the registry, "
-                        "or pass --arch file.py:ClassName"
-                    )
-                if "num_classes" not in arch_kwargs:
-                    arch_kwargs["num_classes"] = meta_spec.get("num_classes") or _infer_num_classes(entry, state_dict)
-            else:
-                from exporter.arch_inference import infer_architecture
-
-                matches = infer_architecture(state_dict, architectures.entries(), path.stem)
-                if not matches:
-                    raise ArchitectureError(
-                        f"no registry architecture has the keys and shapes of {path.name}; "
-                        "pass --arch NAME or --arch file.py:ClassName"
-                    )
-                if len(matches) > 1:
-                    raise ArchitectureError(
-                        f"{path.name} fits several architectures ({', '.join(m.name for m in matches)}); pass --arch"
-                    )
-                entry = architectures.get(matches[0].name)
-                name, arch_source = entry.name, "inferred from keys and shapes"
-                arch_kwargs.setdefault("num_classes", matches[0].num_classes)
-            try:
-                module = entry.build(**arch_kwargs)
-            except Exception as exc:  # noqa: BLE001
-                raise ArchitectureError(f"building {entry.name} with {arch_kwargs} failed: {first_line(exc)}") from exc
-        load_state_dict_strict(module, state_dict, name)
+        check_finite(raw.state_dict)
+        fit = fit_architecture(raw.state_dict, path, arch, arch_kwargs, raw.hints, weights, progress)
+        module, name, entry, arch_source = fit.module, fit.name, fit.entry, fit.arch_source
+        prefix, left_out = fit.prefix, fit.left_out
+        notes += fit.notes
+        if fit.num_classes is not None:
+            arch_kwargs["num_classes"] = fit.num_classes
+        if prefix:
+            shown = ", ".join(left_out[:6]) + (" …" if len(left_out) > 6 else "")
+            notes.append(f"network weights under prefix {prefix!r}" + (f"; left out {len(left_out)} other key(s): {shown}" if left_out else ""))
+        load_state_dict_strict(module, fit.state_dict, name)
 
     module = module.float().eval()
+    said = overrides.get("input_shape") or meta_spec.get("input_shape") or getattr(module, "input_shape", None)
+    probe = entry is None and arch_source == "--arch (user code)" and not said
+    if probe:
+        found = probe_input_shape(module, notes)
+        if found is not None:
+            meta_spec["input_shape"] = found
     spec = _resolve_spec(module, name, entry, meta_spec, overrides, arch_kwargs)
     _smoke_test(module, spec)
-    return LoadedModel(module=module, spec=spec, path=path, form=raw.form, arch_source=arch_source, notes=notes)
+    return LoadedModel(
+        module=module, spec=spec, path=path, form=raw.form, arch_source=arch_source, notes=notes,
+        weights=raw.weights, prefix=prefix, left_out=left_out, written_by=raw.written_by,
+    )
 
 
-def _infer_num_classes(entry, state_dict: dict) -> int:
-    from exporter.arch_inference import _classes_from_mismatch, registry_signatures
+# The input sizes classic tutorials train at (MNIST 28, CIFAR 32, STL 96, ImageNet 224/227, Inception 299).
+TUTORIAL_SIZES = (224, 28, 32, 64, 96, 128, 227, 256, 299)
 
-    expected = registry_signatures([entry])[entry.name]
-    actual = {k: tuple(v.shape) for k, v in state_dict.items()}
-    if expected is None or expected.keys() != actual.keys():
-        return entry.num_classes  # strict loading will list the differences
-    classes = _classes_from_mismatch(expected, actual)
-    return classes if classes and classes > 0 else entry.num_classes
+
+def probe_input_shape(module, notes: list[str]) -> tuple[int, int, int] | None:
+    """For user code without an input size: the one tutorial size the model runs at, if exactly one does.
+
+    A model that runs at several sizes (global pooling) keeps the 224 default, and the note says so.
+    """
+    import torch
+
+    channels = _guess_channels(module)
+    runs = []
+    for size in TUTORIAL_SIZES:
+        try:
+            with torch.no_grad():
+                module(torch.zeros(2, channels, size, size))
+            runs.append(size)
+        except Exception:  # noqa: BLE001 - a size the model cannot take
+            continue
+    if len(runs) == 1:
+        notes.append(f"no input size given: the model runs only at {runs[0]}x{runs[0]} of the sizes tried")
+        return (channels, runs[0], runs[0])
+    if len(runs) > 1:
+        notes.append(f"no input size given and the model runs at several sizes ({', '.join(map(str, runs))}); "
+                     "using 224x224: pass --input-shape to say what it was trained at")
+    return None
 
 
 def _resolve_spec(module, name: str, entry, meta_spec: dict, overrides: dict, arch_kwargs: dict) -> ModelSpec:

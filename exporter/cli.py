@@ -53,6 +53,14 @@ TrustPickle = Annotated[
     bool,
     typer.Option("--trust-pickle", help="Allow loading a whole pickled model. Unpickling runs code from the file: only for files you trust."),
 ]
+Weights = Annotated[
+    str,
+    typer.Option(
+        "--weights",
+        help="Which weights of a training checkpoint: model (default), ema (torchvision's model_ema, timm's "
+        "state_dict_ema), another top-level key, or a key prefix ending in '.' (e.g. model. of a Lightning .ckpt).",
+    ),
+]
 InputShape = Annotated[Optional[str], typer.Option("--input-shape", help="Input C,H,W (default: the architecture's).")]
 Mean = Annotated[Optional[str], typer.Option("--mean", help="Per-channel normalization mean, e.g. 0.485,0.456,0.406.")]
 Std = Annotated[Optional[str], typer.Option("--std", help="Per-channel normalization std.")]
@@ -167,12 +175,14 @@ def _arch_kwargs(text: str | None) -> dict:
     return value
 
 
-def _load(ui: Ui, checkpoint: Path, arch, arch_kwargs, trust_pickle, overrides: dict):
+def _load(ui: Ui, checkpoint: Path, arch, arch_kwargs, trust_pickle, overrides: dict, weights: str = "model"):
     from exporter.checkpoint import load_checkpoint
 
     ui.progress(f"loading {checkpoint}")
-    loaded = load_checkpoint(checkpoint, arch=arch, arch_kwargs=_arch_kwargs(arch_kwargs), trust_pickle=trust_pickle, spec_overrides=overrides)
-    ui.progress(f"model: {loaded.spec.arch} ({loaded.arch_source}), {loaded.spec.num_classes} classes, input {loaded.spec.input_shape}")
+    loaded = load_checkpoint(checkpoint, arch=arch, arch_kwargs=_arch_kwargs(arch_kwargs), trust_pickle=trust_pickle,
+                             spec_overrides=overrides, weights=weights, progress=ui.progress)
+    which = "" if loaded.weights == "model" and not loaded.prefix else f", {loaded.weights} weights{' under ' + loaded.prefix if loaded.prefix else ''}"
+    ui.progress(f"model: {loaded.spec.arch} ({loaded.arch_source}), {loaded.spec.num_classes} classes, input {loaded.spec.input_shape}{which}")
     return loaded
 
 
@@ -240,6 +250,7 @@ def inspect(
     arch: Arch = None,
     arch_kwargs: ArchKwargs = None,
     trust_pickle: TrustPickle = False,
+    weights: Weights = "model",
     input_shape: InputShape = None,
     mean: Mean = None,
     std: Std = None,
@@ -254,10 +265,10 @@ def inspect(
     def body():
         from exporter.report import model_section
 
-        loaded = _load(Ui(json_out, quiet=True), checkpoint, arch, arch_kwargs, trust_pickle, _spec_overrides(input_shape, mean, std, labels))
+        loaded = _load(Ui(json_out, quiet=True), checkpoint, arch, arch_kwargs, trust_pickle, _spec_overrides(input_shape, mean, std, labels), weights)
         info = model_section(loaded)
         info["notes"] = loaded.notes
-        info["bytes"] = checkpoint.stat().st_size
+        info["bytes"] = sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file()) if checkpoint.is_dir() else checkpoint.stat().st_size
         if flops:
             from exporter.flops import model_cost
 
@@ -270,7 +281,9 @@ def inspect(
         table = Table(show_header=False, title=str(checkpoint), title_justify="left")
         table.add_column(style="bold")
         table.add_column()
-        table.add_row("form", escape(loaded.form))
+        table.add_row("form", escape(loaded.form) + (f"  [dim](written by {escape(loaded.written_by)})[/dim]" if loaded.written_by else ""))
+        if loaded.weights != "model" or loaded.prefix:
+            table.add_row("weights", escape(loaded.weights + (f", under prefix {loaded.prefix}" if loaded.prefix else "")))
         table.add_row("architecture", f"{escape(loaded.spec.arch)}  [dim]({escape(loaded.arch_source)})[/dim]")
         table.add_row("classes", str(loaded.spec.num_classes))
         table.add_row("parameters", f"{loaded.params:,}")
@@ -280,6 +293,8 @@ def inspect(
         table.add_row("input", "x".join(map(str, loaded.spec.input_shape)))
         table.add_row("mean", ", ".join(f"{v:g}" for v in loaded.spec.channel_mean()))
         table.add_row("std", ", ".join(f"{v:g}" for v in loaded.spec.channel_std()))
+        if loaded.spec.interpolation or loaded.spec.crop_pct:
+            table.add_row("preprocess", escape(f"resize {loaded.spec.interpolation or '?'}, crop_pct {loaded.spec.crop_pct or '?'}"))
         if loaded.spec.labels:
             table.add_row("labels", escape(", ".join(loaded.spec.labels[:10])) + (" …" if len(loaded.spec.labels) > 10 else ""))
         for note in loaded.notes:
@@ -300,6 +315,7 @@ def onnx(
     arch: Arch = None,
     arch_kwargs: ArchKwargs = None,
     trust_pickle: TrustPickle = False,
+    weights: Weights = "model",
     input_shape: InputShape = None,
     mean: Mean = None,
     std: Std = None,
@@ -328,6 +344,7 @@ def torchscript(
     arch: Arch = None,
     arch_kwargs: ArchKwargs = None,
     trust_pickle: TrustPickle = False,
+    weights: Weights = "model",
     input_shape: InputShape = None,
     mean: Mean = None,
     std: Std = None,
@@ -356,7 +373,7 @@ def _export_command(kind: str, a: dict, stage_options: dict) -> None:
 
         opts = _verify_options(a["no_verify"], a["batch_sizes"], a["images"], a["seed"], a["max_rel_err"], a["min_cosine"], a["min_top1"])
         loaded = _load(ui, a["checkpoint"], a["arch"], a["arch_kwargs"], a["trust_pickle"],
-                       _spec_overrides(a["input_shape"], a["mean"], a["std"], a["labels"]))
+                       _spec_overrides(a["input_shape"], a["mean"], a["std"], a["labels"]), a["weights"])
         output = a["output"] or default_output(a["checkpoint"], kind)
         result = export_artifact(kind, loaded, output, stage_options, opts, a["keep_failed"], ui.progress)
         _finish(ui, result, loaded)
@@ -372,6 +389,7 @@ def simplify(
     arch: Arch = None,
     arch_kwargs: ArchKwargs = None,
     trust_pickle: TrustPickle = False,
+    weights: Weights = "model",
     no_verify: NoVerify = False,
     batch_sizes: BatchSizes = "1,4",
     images: Images = None,
@@ -395,7 +413,7 @@ def simplify(
         if checkpoint:
             stored = _artifact_spec(model)  # the input spec cnnexport wrote into the ONNX, if it did
             overrides = {"input_shape": stored.input_shape, "mean": stored.mean, "std": stored.std} if stored else {}
-            loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, overrides)
+            loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, overrides, weights)
         result = simplify_artifact(model, output, loaded, opts, keep_failed, ui.progress)
         if not json_out:
             ui.progress(f"nodes: {result.details.get('nodes_before')} -> {result.details.get('nodes_after')}")
@@ -421,6 +439,7 @@ def verify(
     arch: Arch = None,
     arch_kwargs: ArchKwargs = None,
     trust_pickle: TrustPickle = False,
+    weights: Weights = "model",
     input_shape: InputShape = None,
     mean: Mean = None,
     std: Std = None,
@@ -447,7 +466,7 @@ def verify(
             raise BadInputError(f"--precision must be one of {', '.join(TOLERANCES)}")
         opts = _verify_options(False, batch_sizes, images, seed, max_rel_err, min_cosine, min_top1, precision)
         overrides = _spec_overrides(input_shape, mean, std, labels)
-        loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, overrides) if checkpoint else None
+        loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, overrides, weights) if checkpoint else None
         ui.progress(f"verifying {artifact}")
         result = verify_existing(artifact, loaded, reference, opts)
         from exporter.report import build_report
@@ -501,6 +520,7 @@ def quantize(
     arch: Arch = None,
     arch_kwargs: ArchKwargs = None,
     trust_pickle: TrustPickle = False,
+    weights: Weights = "model",
     input_shape: InputShape = None,
     mean: Mean = None,
     std: Std = None,
@@ -529,14 +549,14 @@ def quantize(
         loaded = None
         source = model
         if model.suffix.lower() != ".onnx":
-            loaded = _load(ui, model, arch, arch_kwargs, trust_pickle, overrides)
+            loaded = _load(ui, model, arch, arch_kwargs, trust_pickle, overrides, weights)
             exported = export_artifact("onnx", loaded, default_output(model, "onnx"), {}, opts, keep_failed, ui.progress)
             results.append(exported)
             if exported.verification.status == "fail":
                 return _finish_many(ui, results, loaded)
             source = exported.path
         elif checkpoint is not None:
-            loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, overrides)
+            loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, overrides, weights)
         options = QuantizeOptions(
             precision=precision.value, target=target.value, calibration=calib, samples=samples, holdout=holdout,
             method=method.value, per_channel=per_channel, exclude=tuple(exclude or ()), keep_io_types=keep_io_types,
@@ -589,6 +609,7 @@ def tensorrt(
     arch: Arch = None,
     arch_kwargs: ArchKwargs = None,
     trust_pickle: TrustPickle = False,
+    weights: Weights = "model",
     input_shape: InputShape = None,
     mean: Mean = None,
     std: Std = None,
@@ -625,14 +646,14 @@ def tensorrt(
         overrides = _spec_overrides(input_shape, mean, std, labels)
         results, loaded, source = [], None, model
         if model.suffix.lower() != ".onnx":
-            loaded = _load(ui, model, arch, arch_kwargs, trust_pickle, overrides)
+            loaded = _load(ui, model, arch, arch_kwargs, trust_pickle, overrides, weights)
             exported = export_artifact("onnx", loaded, default_output(model, "onnx"), {}, opts, keep_failed, ui.progress)
             results.append(exported)
             if exported.verification.status == "fail":
                 return _finish_many(ui, results, loaded)
             source = exported.path
         elif checkpoint is not None:
-            loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, overrides)
+            loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, overrides, weights)
         results += tensorrt_artifacts(source, options, output, loaded, opts, keep_failed, ui.progress)
         _finish_many(ui, results, loaded, None if loaded else _artifact_spec(source))
         kit = results[-1].details.get("kit") if results[-1].kind == "tensorrt" else None
@@ -686,6 +707,7 @@ def bench(
     arch: Arch = None,
     arch_kwargs: ArchKwargs = None,
     trust_pickle: TrustPickle = False,
+    weights: Weights = "model",
     input_shape: InputShape = None,
     json_out: JsonOut = False,
     quiet: Quiet = False,
@@ -704,7 +726,7 @@ def bench(
         if seconds <= 0 or warmup < 0 or min_runs < 1 or (threads is not None and threads < 1):
             raise BadInputError("--seconds must be positive, --warmup >= 0, --min-runs >= 1, --threads >= 1")
         found = bench_mod.discover(list(targets) + ([checkpoint] if checkpoint else []))
-        loaded, spec = _reference_for(ui, found, arch, arch_kwargs, trust_pickle, input_shape)
+        loaded, spec = _reference_for(ui, found, arch, arch_kwargs, trust_pickle, input_shape, weights)
         settings = bench_mod.BenchSettings(batches=parse_batch_sizes(batch, "--batch"), threads=threads, device=device, warmup=warmup,
                                            min_runs=min_runs, seconds=seconds, baseline=baseline)
         result = bench_mod.bench(found, spec, settings, loaded, ui.progress)
@@ -720,14 +742,14 @@ def bench(
     run_guarded(ui, body)
 
 
-def _reference_for(ui: Ui, found: list, arch, arch_kwargs, trust_pickle, input_shape):
+def _reference_for(ui: Ui, found: list, arch, arch_kwargs, trust_pickle, input_shape, weights="model"):
     """The checkpoint among the targets (loaded), else the spec stored in the first artifact."""
     from exporter.errors import BadInputError
 
     checkpoint = next((t.path for t in found if t.kind == "pytorch"), None)
     overrides = _spec_overrides(input_shape, None, None, None)
     if checkpoint is not None:
-        loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, overrides)
+        loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, overrides, weights)
         return loaded, loaded.spec
     for t in found:
         spec = _artifact_spec(t.path) if t.kind in ("onnx", "torchscript") else None
@@ -746,6 +768,7 @@ def eval_(
     arch: Arch = None,
     arch_kwargs: ArchKwargs = None,
     trust_pickle: TrustPickle = False,
+    weights: Weights = "model",
     input_shape: InputShape = None,
     json_out: JsonOut = False,
     quiet: Quiet = False,
@@ -765,7 +788,7 @@ def eval_(
         if top < 1 or batch_size < 1:
             raise BadInputError("--top and --batch-size must be at least 1")
         found = [t for t in discover(list(targets) + ([checkpoint] if checkpoint else []))]
-        loaded, spec = _reference_for(ui, found, arch, arch_kwargs, trust_pickle, input_shape)
+        loaded, spec = _reference_for(ui, found, arch, arch_kwargs, trust_pickle, input_shape, weights)
         runners = {}
         if loaded is not None:
             runners["pytorch (reference)"] = TorchRunner(loaded.module)
@@ -929,6 +952,7 @@ def coreml(
     arch: Arch = None,
     arch_kwargs: ArchKwargs = None,
     trust_pickle: TrustPickle = False,
+    weights: Weights = "model",
     input_shape: InputShape = None,
     mean: Mean = None,
     std: Std = None,
@@ -958,7 +982,7 @@ def coreml(
         (low, high), compression, sizes, tolerance_set = coreml_plan(batch, compress, parse_batch_sizes(batch_sizes))
         opts = _verify_options(no_verify, ",".join(map(str, sizes)), images, seed, max_rel_err, min_cosine, min_top1,
                                tolerance_set or precision.value)
-        loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, _spec_overrides(input_shape, mean, std, labels))
+        loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, _spec_overrides(input_shape, mean, std, labels), weights)
         target = output or default_output(checkpoint, "coreml")
         stage_options = {
             "precision": precision.value, "image_input": image_input, "classifier": classifier, "batch": (low, high),

@@ -24,6 +24,7 @@ class ModelSection(Strict):
     arch: Optional[str] = None
     arch_kwargs: dict = Field(default_factory=dict)
     trust_pickle: bool = False
+    weights: str = "model"  # model | ema | a top-level key | a key prefix ending in '.'
     input_shape: Optional[tuple[int, int, int]] = None
     mean: Optional[list[float]] = None
     std: Optional[list[float]] = None

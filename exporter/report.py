@@ -60,6 +60,8 @@ def model_section(loaded=None, spec=None) -> dict:
         "mean": list(spec.channel_mean()),
         "std": list(spec.channel_std()),
         "labels": list(spec.labels) if spec.labels else None,
+        "interpolation": spec.interpolation,
+        "crop_pct": spec.crop_pct,
     }
     if loaded is not None:
         section.update(
@@ -67,6 +69,10 @@ def model_section(loaded=None, spec=None) -> dict:
             checkpoint=str(loaded.path) if loaded.path else None,
             checkpoint_form=loaded.form,
             arch_source=loaded.arch_source,
+            weights=loaded.weights,
+            weights_prefix=loaded.prefix or None,
+            left_out_keys=loaded.left_out,
+            written_by=loaded.written_by,
         )
     return section
 

@@ -74,7 +74,8 @@ class RunContext:
                     overrides = {"input_shape": m.input_shape, "mean": m.mean, "std": m.std,
                                  "labels": read_labels(m.labels) if m.labels else None}
                     self.progress(f"loading {self.checkpoint}")
-                    self._loaded = load_checkpoint(self.checkpoint, m.arch, m.arch_kwargs, m.trust_pickle, overrides)
+                    self._loaded = load_checkpoint(self.checkpoint, m.arch, m.arch_kwargs, m.trust_pickle, overrides, weights=m.weights,
+                                                   progress=self.progress)
                 except CnnexportError as exc:
                     self.load_error = exc
                     raise

@@ -30,6 +30,10 @@ class ModelSpec:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     labels: tuple[str, ...] | None = field(default=None)
+    # How the training pipeline resized images (timm's pretrained_cfg, torchvision's train.py
+    # args): recorded so a deployment's preprocessing can match; nothing here resizes.
+    interpolation: str | None = None
+    crop_pct: float | None = None
 
     def __post_init__(self) -> None:
         if self.channels < 1 or self.height < 1 or self.width < 1:
@@ -96,6 +100,8 @@ class ModelSpec:
                 mean=tuple(float(v) for v in d["mean"]),
                 std=tuple(float(v) for v in d["std"]),
                 labels=tuple(d["labels"]) if d.get("labels") is not None else None,
+                interpolation=str(d["interpolation"]) if d.get("interpolation") is not None else None,
+                crop_pct=float(d["crop_pct"]) if d.get("crop_pct") is not None else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BadInputError(f"the stored input spec is malformed ({exc})") from exc

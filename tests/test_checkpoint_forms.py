@@ -456,11 +456,58 @@ def test_user_file_class_with_arch_kwargs(cli, tmp_path):
     assert r.exit_code == 2, r
     assert "head.weight" in r.stderr and "shape mismatch" in r.stderr
 
-    # without --input-shape the 224x224 default does not fit the Linear layer
-    r = cli("inspect", path, "--arch", arch, "--arch-kwargs", '{"num_classes": 7}')
+    # without --input-shape: 224x224 does not fit the Linear layer; of the tutorial sizes only 28 runs
+    info = _inspect(cli, path, "--arch", arch, "--arch-kwargs", '{"num_classes": 7}')
+    assert info["input_shape"] == [1, 28, 28]
+    assert any("runs only at 28x28" in n for n in info["notes"])
+
+
+def test_user_class_that_runs_at_no_tutorial_size_names_the_option(cli, tmp_path):
+    import torch
+
+    file = tmp_path / "odd.py"
+    file.write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        class Odd(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(3, 4, 3)
+                self.fc = nn.Linear(4 * 41 * 41, 5)  # trained at 43x43
+
+            def forward(self, x):
+                return self.fc(torch.flatten(self.conv(x), 1))
+    """))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        spec = __import__("importlib.util").util.spec_from_file_location("odd_mod", file)
+        module = __import__("importlib.util").util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.pop(0)
+    path = tmp_path / "odd.pt"
+    torch.save(module.Odd().state_dict(), path)
+    r = cli("inspect", path, "--arch", f"{file}:Odd")
     assert r.exit_code == 2, r
     assert "--input-shape" in r.stderr
     assert "Traceback" not in r.stdout + r.stderr
+    assert _inspect(cli, path, "--arch", f"{file}:Odd", "--input-shape", "3,43,43")["input_shape"] == [3, 43, 43]
+
+
+def test_user_class_running_at_every_size_keeps_224_and_says_so(cli, tmp_path):
+    import torch
+
+    file = tmp_path / "gap.py"
+    file.write_text(textwrap.dedent(PICKLED_NET))
+    net = {}
+    exec(compile(textwrap.dedent(PICKLED_NET).replace("input_shape = (3, 32, 32)", ""), str(file), "exec"), net)
+    file.write_text(textwrap.dedent(PICKLED_NET).replace("input_shape = (3, 32, 32)", "pass"))
+    path = tmp_path / "gap.pt"
+    torch.save(net["TinyNet"]().state_dict(), path)
+    info = _inspect(cli, path, "--arch", f"{file}:TinyNet")
+    assert info["input_shape"] == [3, 224, 224]
+    assert any("runs at several sizes" in n and "--input-shape" in n for n in info["notes"])
 
 
 def test_user_file_class_exported(cli, tmp_path):
