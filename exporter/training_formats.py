@@ -94,7 +94,8 @@ def read_hints(obj: dict) -> Hints:
     if is_timm_train_checkpoint(obj):
         if isinstance(args.get("model"), str):
             hints.names.append(("timm:" + args["model"], "timm train.py args.model"))
-        hints.notes.append(f"timm's 'arch' is the model class name ({obj['arch']!r}), not an architecture name")
+            if obj["arch"] != args["model"]:  # timm before 1.0 saved the model class name here
+                hints.notes.append(f"timm's 'arch' {obj['arch']!r} is the model class name; args.model names the architecture")
     elif isinstance(args.get("model"), str):
         hints.names.append((args["model"], "args.model"))
     for key in ARCH_HPARAMS:
