@@ -2,6 +2,7 @@
 
 Run:  .venv/bin/python benchmarks/zoo.py [--models a,b,...] [--timeout 900] [--input-shape 3,64,64] [--resume]
       .venv/bin/python benchmarks/zoo.py --report-only        # rebuild ZOO.md from zoo.jsonl
+      .venv/bin/python benchmarks/zoo.py --source timm        # timm's CNN families -> zoo_timm.jsonl, ZOO_TIMM.md
 
 Each model runs in its own process (`--child`), under a time limit: a random-init model with
 BatchNorm statistics recalibrated on real data (photo crops, or the digits for 1-channel
@@ -27,7 +28,24 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 JSONL = REPO / "benchmarks" / "zoo.jsonl"
 MARKDOWN = REPO / "benchmarks" / "ZOO.md"
-BROKEN = {"resnet18", "mobilenet_v2", "lenet5", "lenet_mnist", "efficientnet_b0"}
+BROKEN = {"resnet18", "mobilenet_v2", "lenet5", "lenet_mnist", "efficientnet_b0", "timm:resnet18", "timm:efficientnet_b0",
+          "timm:mobilenetv3_small_050", "timm:convnext_atto", "timm:fastvit_t8"}
+# A broad sample of timm's CNN families (and the conv/attention hybrids deployed like CNNs), the
+# smallest variant of each so the sweep runs on 2 cores: ResNet variants, EfficientNet/-Lite/-V2,
+# MobileNetV1-V4, RegNet, GhostNet, RepVGG/RepGhost/MobileOne/RepViT, DLA, ReXNet, MixNet,
+# ConvNeXt/-V2, EdgeNeXt, FastViT, MobileViT, and more. Each runs at its pretrained_cfg input size.
+TIMM_SAMPLE = """
+resnet10t resnet14t resnet18 resnet18d resnet26d resnetblur18 seresnet18 skresnet18 resnext26ts ecaresnet26t resnest14d
+efficientnet_b0 tf_efficientnet_b0 efficientnet_lite0 tf_efficientnet_lite0 efficientnet_es efficientnetv2_rw_t
+tf_efficientnetv2_b0 tinynet_e mixnet_s tf_mixnet_s mnasnet_100 semnasnet_075 spnasnet_100 fbnetc_100 hardcorenas_a
+lcnet_050 mobilenetv1_100 mobilenetv2_050 mobilenetv3_small_050 mobilenetv3_large_100 tf_mobilenetv3_small_075
+mobilenetv4_conv_small mobilenetv4_hybrid_medium regnetx_002 regnety_002 regnetz_b16 nf_regnet_b0 ghostnet_050
+ghostnetv2_100 repghostnet_050 repvgg_a0 mobileone_s0 repvit_m0_9 dla34 dla46_c dla60x_c rexnet_100 convnext_atto
+convnext_femto convnext_pico convnextv2_atto edgenext_xx_small edgenext_x_small fastvit_t8 fastvit_t12 mobilevit_xxs
+mobilevitv2_050 efficientformer_l1 efficientformerv2_s0 levit_128s tiny_vit_5m_224 poolformer_s12 densenet121
+inception_v3 hrnet_w18_small dpn48b cspresnet50 cs3darknet_focus_s darknet17 ese_vovnet19b_dw gernet_s hgnetv2_b0
+hgnet_tiny
+""".split()
 STAGES = ["torchscript", "onnx", "onnx_legacy", "simplify", "int8", "fp16", "coreml", "tensorrt", "broken"]
 
 
@@ -229,10 +247,11 @@ def _memory_gib() -> int:
     return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)
 
 
-def render(lines: list[dict], not_run: list[str] | None = None) -> str:
+def render(lines: list[dict], not_run: list[str] | None = None, timm_run: bool = False) -> str:
     present = [s for s in STAGES if any(s in line["stages"] for line in lines)]
-    out = ["# Zoo coverage", "",
-           "Produced by `benchmarks/zoo.py`: every registry model, random weights with BatchNorm statistics "
+    what = "`--source timm`: a sample of timm's CNN families (TIMM_SAMPLE)" if timm_run else "every registry model"
+    out = ["# Zoo coverage" + (" — timm" if timm_run else ""), "",
+           f"Produced by `benchmarks/zoo.py` {what}, random weights with BatchNorm statistics "
            "recalibrated on real data, through every stage, verified at batch 1 and 2 (fp32 rules for ONNX/TorchScript, "
            "int8/fp16 rules for quantized models). `broken` is an ONNX with one weight perturbed after export: it must be caught.",
            ""]
@@ -282,11 +301,16 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=64, help="INT8 calibration samples")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--resume", action="store_true", help="skip models that already have a line in the JSONL")
-    parser.add_argument("--jsonl", type=Path, default=JSONL)
-    parser.add_argument("--markdown", type=Path, default=MARKDOWN)
+    parser.add_argument("--source", choices=["registry", "timm"], default="registry",
+                        help="registry: every built-in entry; timm: TIMM_SAMPLE (needs timm) into zoo_timm.jsonl / ZOO_TIMM.md")
+    parser.add_argument("--jsonl", type=Path)
+    parser.add_argument("--markdown", type=Path)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    timm_run = args.source == "timm"
+    args.jsonl = args.jsonl or (JSONL.with_name("zoo_timm.jsonl") if timm_run else JSONL)
+    args.markdown = args.markdown or (MARKDOWN.with_name("ZOO_TIMM.md") if timm_run else MARKDOWN)
     shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
 
     if args.child:
@@ -298,7 +322,8 @@ def main() -> None:
 
         from benchmarks.coreml_coverage import param_count
 
-        names = args.models.split(",") if args.models else sorted(architectures.names(), key=param_count)
+        default = ["timm:" + n for n in TIMM_SAMPLE] if timm_run else sorted(architectures.names(), key=param_count)
+        names = args.models.split(",") if args.models else default
         if args.resume and args.jsonl.exists():
             done_before = {json.loads(raw)["model"] for raw in args.jsonl.read_text().splitlines() if raw.strip()}
             names = [n for n in names if n not in done_before]
@@ -329,7 +354,8 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     import architectures
 
-    args.markdown.write_text(render(list(lines.values()), [n for n in architectures.names() if n not in lines]))
+    everything = ["timm:" + n for n in TIMM_SAMPLE] if timm_run else architectures.names()
+    args.markdown.write_text(render(list(lines.values()), [n for n in everything if n not in lines], timm_run))
     print(f"wrote {args.markdown} ({len(lines)} models)")
 
 

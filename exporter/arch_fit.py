@@ -97,16 +97,23 @@ def fit_architecture(
                 raise unknown_arch(name)
             notes.append(f"{where} names {name!r}, which is not a registry architecture")
             continue
-        for prefix, view in views:
-            found = match_entry(entry, view)
-            if found is not None:
-                classes = arch_kwargs.get("num_classes", found.num_classes)
-                module = _build(entry, classes, {k: v for k, v in arch_kwargs.items() if k != "num_classes"})
-                return _fit(module, entry.name, entry, where, state_dict, prefix, classes, notes)
+        # a bare name both registries know: a Lightning module built with timm.create_model logs timm's
+        alternatives = [entry]
+        if ":" not in name and entry.source != "timm" and architectures.get("timm:" + name) is not None:
+            alternatives.append(architectures.get("timm:" + name))
+        for candidate in alternatives:
+            for prefix, view in views:
+                found = match_entry(candidate, view)
+                if found is not None:
+                    classes = arch_kwargs.get("num_classes", found.num_classes)
+                    module = _build(candidate, classes, {k: v for k, v in arch_kwargs.items() if k != "num_classes"})
+                    return _fit(module, candidate.name, candidate, where, state_dict, prefix, classes, notes)
         # the named architecture does not fit: build it anyway so strict loading lists the differences
         classes = arch_kwargs.get("num_classes") or hints.spec.get("num_classes") or entry.num_classes
         module = _build(entry, classes, {k: v for k, v in arch_kwargs.items() if k != "num_classes"})
-        return _fit(module, entry.name, entry, where, state_dict, views[0][0], classes, notes)
+        own = set(module.state_dict())
+        closest = max(views, key=lambda pv: len(own & set(pv[1])))[0]  # list the differences where they are fewest
+        return _fit(module, entry.name, entry, where, state_dict, closest, classes, notes)
     return _inferred(state_dict, path, views, arch_kwargs, notes, progress)
 
 

@@ -445,6 +445,8 @@ def load_checkpoint(
 
     path = Path(path)
     raw = read_checkpoint(path, trust_pickle=trust_pickle, weights=weights)
+    if weights != "model" and not weights.endswith(".") and raw.weights != weights:
+        raise CheckpointError(f"{path} ({raw.form}) holds one set of weights: there are no {weights!r} weights to choose")
     # builder arguments the file records apply to its own architecture, not to one given by --arch
     arch_kwargs = {**({} if arch else raw.hints.arch_kwargs), **(arch_kwargs or {})}
     overrides = dict(spec_overrides or {})

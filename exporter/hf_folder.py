@@ -24,6 +24,12 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safet
 TRANSFORMERS_INSTALL = "pip install 'cnnexport[transformers]'"
 
 
+def transformers_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("transformers") is not None
+
+
 def _read_json(path: Path) -> dict:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
@@ -86,13 +92,11 @@ def _timm_folder(folder: Path, config: dict):
 
 
 def _transformers_folder(folder: Path, config: dict):
-    import importlib.util
-
     from exporter.checkpoint import RawCheckpoint
 
     if config.get("auto_map"):
         raise CheckpointError(f"{folder} needs remote code (config.json auto_map); cnnexport never runs code from a model folder")
-    if importlib.util.find_spec("transformers") is None:
+    if not transformers_available():
         raise BackendUnavailable(f"{folder} is a transformers model folder and transformers is not installed: {TRANSFORMERS_INSTALL}")
     weights_file = _weights_file(folder)
     import transformers

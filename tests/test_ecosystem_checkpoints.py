@@ -18,16 +18,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import build_model, calibrate_batchnorm, files_in
-
-
-def _inspect(cli, path, *args) -> dict:
-    r = cli("inspect", path, "--json", *args)
-    assert r.exit_code == 0, r
-    assert "Traceback" not in r.stdout + r.stderr
-    return r.json()
+from tests.test_checkpoint_forms import _inspect
 
 
 def _export(cli, path, out, *args) -> dict:
+    """`cnnexport onnx` through the CLI; its own verification must pass."""
     r = cli("onnx", path, "-o", out, "--json", *args)
     assert r.exit_code == 0, r
     report = r.json()
@@ -462,3 +457,75 @@ def test_same_keys_same_function_picks_the_builtin_and_says_so(cli, timm_module,
     torch.save(state_dict, unnamed)
     r = cli("inspect", unnamed)
     assert r.exit_code == 2 and "compute different functions" in r.stderr and "timm:resnetblur18" in r.stderr
+
+
+# --------------------------------------------------------------------------- without the optional libraries
+
+
+def test_timm_names_without_timm_exit_3_with_the_install_line(cli, monkeypatch, tmp_path):
+    import torch
+
+    import architectures
+    from architectures import timm_models
+
+    monkeypatch.setattr(timm_models, "available", lambda: False)
+    monkeypatch.setattr(architectures, "_REGISTRY", {k: v for k, v in architectures._REGISTRY.items() if v.source != "timm"})
+    monkeypatch.setattr(architectures, "_timm_loaded", False)
+    path = tmp_path / "w.pt"
+    torch.save(build_model("simple_cnn").state_dict(), path)
+    r = cli("inspect", path, "--arch", "timm:resnet18")
+    assert r.exit_code == 3 and "pip install 'cnnexport[timm]'" in r.stderr
+    r = cli("architectures", "--source", "timm")
+    assert r.exit_code == 3 and "pip install 'cnnexport[timm]'" in r.stderr
+    assert _inspect(cli, path)["arch"] == "simple_cnn"  # inference still works on the built-in entries
+
+
+def test_transformers_folder_without_transformers_exits_3(cli, monkeypatch, tmp_path):
+    import json
+
+    from exporter import hf_folder
+
+    monkeypatch.setattr(hf_folder, "transformers_available", lambda: False)
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["ResNetForImageClassification"], "model_type": "resnet"}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    r = cli("inspect", tmp_path)
+    assert r.exit_code == 3 and "pip install 'cnnexport[transformers]'" in r.stderr
+
+
+# --------------------------------------------------------------------------- the parts
+
+
+def test_prefix_views_put_the_network_first():
+    from exporter.training_formats import prefix_views
+
+    sd = {"model.conv.weight": 1, "model.fc.weight": 2, "model.fc.bias": 3, "criterion.weight": 4, "metric.a": 5, "metric.b": 6}
+    views = prefix_views(sd)
+    assert views[0] == ("model.", {"conv.weight": 1, "fc.weight": 2, "fc.bias": 3})
+    assert ("metric.", {"a": 5, "b": 6}) in views
+    assert all(p != "criterion." for p, _ in views)  # a single key is no network
+
+
+def test_spec_hints_from_train_script_args():
+    from exporter.training_formats import read_hints
+
+    tv = read_hints({"model": {}, "args": _torchvision_reference_args(model="resnet50", val_crop_size=176, val_resize_size=232,
+                                                                        interpolation="bicubic"), "lr_scheduler": {}})
+    assert tv.names == [("resnet50", "args.model")]
+    assert tv.spec == {"input_shape": (3, 176, 176), "crop_pct": round(176 / 232, 4), "interpolation": "bicubic"}
+    timm_args = argparse.Namespace(model="convnext_atto", input_size=[3, 288, 288], mean=[0.5, 0.5, 0.5], std=None,
+                                   num_classes=10, interpolation="", crop_pct=0.95)
+    t = read_hints({"arch": "convnext_atto", "version": 2, "args": timm_args, "state_dict": {}})
+    assert t.names == [("timm:convnext_atto", "timm train.py args.model")]
+    assert t.spec == {"input_shape": (3, 288, 288), "mean": (0.5, 0.5, 0.5), "num_classes": 10, "crop_pct": 0.95}
+    lit = read_hints({"hyper_parameters": {"backbone": "resnet18", "num_classes": 3, "lr": 0.1}, "state_dict": {}})
+    assert lit.names == [("resnet18", "hyper_parameters.backbone")] and lit.spec == {"num_classes": 3}
+
+
+def test_allowlist_is_exactly_the_harmless_types():
+    from exporter.safe_pickle import safe_globals
+
+    names = {f"{g.__module__}.{g.__qualname__}" if not isinstance(g, tuple) else g[1] for g in safe_globals()}
+    assert {"argparse.Namespace", "pathlib.PosixPath", "pathlib.WindowsPath", "numpy.ndarray", "numpy.dtype",
+            "numpy.core.multiarray.scalar", "numpy._core.multiarray._reconstruct"} <= names
+    dangerous = ("os.", "posix.", "subprocess", "builtins.", "eval", "exec", "numpy.load", "pickle", "importlib", "torch.")
+    assert not [n for n in names if n.startswith(dangerous)]
