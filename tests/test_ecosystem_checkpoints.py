@@ -529,3 +529,17 @@ def test_allowlist_is_exactly_the_harmless_types():
             "numpy.core.multiarray.scalar", "numpy._core.multiarray._reconstruct"} <= names
     dangerous = ("os.", "posix.", "subprocess", "builtins.", "eval", "exec", "numpy.load", "pickle", "importlib", "torch.")
     assert not [n for n in names if n.startswith(dangerous)]
+
+
+def test_recipe_takes_the_weights_choice(cli, torchvision_reference, tmp_path):
+    path, _, ema = torchvision_reference
+    recipe = tmp_path / "onnx-only.yaml"
+    recipe.write_text("name: onnx-only\nstages:\n  onnx: {enabled: true}\n")
+    out = tmp_path / "dist"
+    r = cli("run", path, "--recipe", recipe, "-o", out, "--set", "model.weights=ema", "--json")
+    assert r.exit_code == 0, r
+    manifest = r.json()["manifest"]
+    assert manifest["stages"]["onnx"]["status"] == "pass"
+    assert manifest["model"]["weights"] == "ema"
+    onnx_file = next(out.rglob("*.onnx"))
+    assert _onnx_vs_original(onnx_file, ema, (3, 224, 224)) < 1e-4
