@@ -139,7 +139,7 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
     torch.manual_seed(0)
     model = entry.build()
     note = None
-    if input_shape and entry.source == "torchvision":  # classic models have fixed input sizes
+    if input_shape and entry.source in ("torchvision", "timm"):  # classic models have fixed input sizes
         try:
             note = _upsampling_pool(model, torch.zeros(2, *input_shape))
             if note is None:
@@ -297,7 +297,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", help="comma-separated registry names (default: all)")
     parser.add_argument("--timeout", type=int, default=2400, help="seconds per model (ViT-H/14 takes about 1100 s on 2 cores)")
-    parser.add_argument("--input-shape", help="override C,H,W of the torchvision models (e.g. 3,64,64 for a quick sweep)")
+    parser.add_argument("--input-shape", help="override C,H,W of the torchvision and timm models (e.g. 3,64,64 for a quick sweep)")
     parser.add_argument("--samples", type=int, default=64, help="INT8 calibration samples")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--resume", action="store_true", help="skip models that already have a line in the JSONL")

@@ -4,12 +4,16 @@ import json
 
 import pytest
 
-SUBSET = ["lenet_mnist", "resnet18", "mobilenet_v3_small", "squeezenet1_1", "shufflenet_v2_x0_5", "efficientnet_b0"]
+SUBSET = ["lenet_mnist", "resnet18", "mobilenet_v3_small", "squeezenet1_1", "shufflenet_v2_x0_5", "efficientnet_b0",
+          "timm:mobilenetv3_small_050"]
 
 
 @pytest.mark.parametrize("name", SUBSET)
 def test_model_passes_every_stage_that_runs_here(name, tmp_path):
     from benchmarks.zoo import BROKEN, child
+
+    if name.startswith("timm:"):
+        pytest.importorskip("timm", reason="timm is not installed (pip install 'cnnexport[timm]')")
 
     line = child(name, tmp_path, (3, 32, 32), samples=32)
     stages = line["stages"]
