@@ -20,6 +20,9 @@ from pathlib import Path
 from exporter.errors import BackendUnavailable, CheckpointError, first_line
 from exporter.training_formats import Hints, spec_from_metadata
 
+# create_model arguments that make timm read or fetch files itself (checkpoint_path runs its own
+# torch.load): never taken from a folder's config.json.
+UNSAFE_MODEL_ARGS = ("checkpoint_path", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "weights_only")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors")
 TRANSFORMERS_INSTALL = "pip install 'cnnexport[transformers]'"
 
@@ -84,6 +87,11 @@ def _timm_folder(folder: Path, config: dict):
     if isinstance(cfg.get("crop_pct"), (int, float)):
         spec["crop_pct"] = float(cfg["crop_pct"])
     model_args = config.get("model_args") if isinstance(config.get("model_args"), dict) else {}
+    unsafe = [k for k in model_args if k in UNSAFE_MODEL_ARGS]
+    if unsafe:
+        raise CheckpointError(
+            f"{folder}/config.json model_args sets {', '.join(unsafe)}, which would make timm load files itself; refused"
+        )
     hints = Hints(names=[("timm:" + config["architecture"], "config.json architecture")], spec=spec, arch_kwargs=dict(model_args))
     return RawCheckpoint(
         form=f"timm hub folder ({_weights_file(folder).name})", state_dict=weights.state_dict, hints=hints,

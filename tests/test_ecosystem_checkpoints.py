@@ -543,3 +543,17 @@ def test_recipe_takes_the_weights_choice(cli, torchvision_reference, tmp_path):
     assert manifest["model"]["weights"] == "ema"
     onnx_file = next(out.rglob("*.onnx"))
     assert _onnx_vs_original(onnx_file, ema, (3, 224, 224)) < 1e-4
+
+
+def test_timm_folder_cannot_make_timm_load_a_file_itself(cli, timm_module, tmp_path):
+    import json
+
+    from timm.models import save_for_hf
+
+    folder = tmp_path / "hub"
+    save_for_hf(_timm_model(timm_module, "lcnet_050", num_classes=2), str(folder), safe_serialization=True)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_args"]["checkpoint_path"] = str(tmp_path / "evil.pth")  # timm would torch.load it unrestricted
+    (folder / "config.json").write_text(json.dumps(config))
+    r = cli("inspect", folder)
+    assert r.exit_code == 2 and "checkpoint_path" in r.stderr and "refused" in r.stderr
