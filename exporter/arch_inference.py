@@ -140,6 +140,9 @@ def _cache_path(source: str) -> Path:
     return cache_dir() / f"fingerprints-{source}-{versions}-{__version__}.json"
 
 
+_READ: dict[Path, dict] = {}  # cache files already read by this process (one load tries many prefixes)
+
+
 def registry_fingerprints(entries, progress: Callable[[str], None] | None = None) -> dict[str, str | None]:
     """Key fingerprint of every entry, cached on disk per source and library versions.
 
@@ -151,10 +154,13 @@ def registry_fingerprints(entries, progress: Callable[[str], None] | None = None
     for source in sorted({e.source for e in entries}):
         group = [e for e in entries if e.source == source]
         path = _cache_path(source)
-        try:
-            cached = json.loads(path.read_text())
-        except (OSError, ValueError):
-            cached = {}
+        cached = _READ.get(path)
+        if cached is None:
+            try:
+                cached = json.loads(path.read_text())
+            except (OSError, ValueError):
+                cached = {}
+            _READ[path] = cached
         missing = [e for e in group if e.name not in cached]
         if missing and progress is not None and len(missing) > 50:
             progress(f"indexing {len(missing)} {source} architectures for inference (once per library version)")
