@@ -211,3 +211,12 @@ def test_staging_refuses_a_package_over_a_file(tmp_path):
         with pytest.raises(OutputError):
             staging.commit(["m.mlpackage"])
     assert (tmp_path / "m.mlpackage").read_text() == "a file"
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_stack_matches_torch(axis):
+    rng = np.random.default_rng(0)
+    parts = [rng.standard_normal((2, 3, 4)).astype(np.float32) for _ in range(3)]
+    ref = torch.stack([_t(p) for p in parts], dim=axis).numpy()
+    ours = ops.stack(parts, axis=np.int32(axis))
+    assert ours.shape == ref.shape and np.array_equal(ours, ref)

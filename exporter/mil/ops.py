@@ -424,6 +424,13 @@ def concat(values, axis, interleave=False, **_):
     return np.concatenate(values, axis=axis)
 
 
+@op("stack")
+def stack(values, axis, **_):
+    """MIL stack (SKNet's split-attention branches): new axis, like np.stack."""
+    values = values if isinstance(values, list) else [values]
+    return np.stack(values, axis=int(_scalar(axis)))
+
+
 @op("squeeze")
 def squeeze(x, axes=None, **_):
     return np.squeeze(x, axis=tuple(_ints(axes)) if axes is not None else None)
