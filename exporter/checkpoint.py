@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter.errors import ArchitectureError, BackendUnavailable, BadInputError, CheckpointError, first_line
+from exporter.errors import ArchitectureError, BadInputError, CheckpointError, first_line
 from exporter.spec import ModelSpec
 from exporter.training_formats import EMA_KEYS, MODEL_KEYS, Hints, spec_from_metadata
 
@@ -153,7 +153,6 @@ def read_checkpoint(path: Path, trust_pickle: bool = False, weights: str = "mode
 
     try:
         obj = load_weights_only(str(path))
-        pickled = False
     except Exception as exc:  # noqa: BLE001
         text = str(exc)
         if not head.startswith(b"PK") and not _is_pickle_stream(path):
@@ -180,7 +179,6 @@ def read_checkpoint(path: Path, trust_pickle: bool = False, weights: str = "mode
             ) from exc2
         except Exception as exc2:  # noqa: BLE001
             raise CheckpointError(_unreadable_message(path, exc2)) from exc2
-        pickled = True
     return _interpret(path, obj, weights)
 
 
@@ -273,7 +271,7 @@ def _interpret(path: Path, obj: Any, weights: str = "model") -> RawCheckpoint:
             f"{path} holds a {type(obj).__name__}, not a model: expected a state_dict, a training dict or a module"
         )
     if _is_tensor_dict(obj):
-        if weights not in ("model",) and not weights.endswith("."):
+        if weights != "model" and not weights.endswith("."):
             raise CheckpointError(f"{path} is a plain state_dict: it has no {weights!r} weights to choose")
         state_dict, stripped = strip_prefixes(obj)
         return RawCheckpoint(form="state_dict", state_dict=state_dict, notes=[f"stripped prefix {p!r}" for p in stripped])
