@@ -557,3 +557,38 @@ def test_timm_folder_cannot_make_timm_load_a_file_itself(cli, timm_module, tmp_p
     (folder / "config.json").write_text(json.dumps(config))
     r = cli("inspect", folder)
     assert r.exit_code == 2 and "checkpoint_path" in r.stderr and "refused" in r.stderr
+
+
+def test_lightning_module_around_a_timm_model_named_by_its_bare_timm_name(cli, timm_module, tmp_path):
+    """hyper_parameters say 'efficientnet_b0' (timm's create_model name): torchvision's has other keys, timm's fits."""
+    pl = pytest.importorskip("pytorch_lightning", reason="pytorch-lightning is not installed (it is in the test extra)")
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class TimmClassifier(pl.LightningModule):
+        def __init__(self, backbone: str = "efficientnet_b0", num_classes: int = 3):
+            super().__init__()
+            self.save_hyperparameters()
+            self.net = timm_module.create_model(backbone, pretrained=False, num_classes=num_classes)
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    torch.manual_seed(0)
+    module = TimmClassifier()
+    trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path))
+    trainer.fit(module, DataLoader(TensorDataset(torch.randn(8, 3, 64, 64), torch.randint(0, 3, (8,))), batch_size=4))
+    path = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(str(path))
+    report = _export(cli, path, tmp_path / "eff.onnx")
+    assert report["model"]["arch"] == "timm:efficientnet_b0" and report["model"]["weights_prefix"] == "net."
+    assert report["model"]["arch_source"] == "hyper_parameters.backbone"
+    assert _onnx_vs_original(tmp_path / "eff.onnx", module.eval(), (3, 224, 224)) < 1e-4
