@@ -525,7 +525,7 @@ def quantize(
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Node name or op type to keep in float (repeatable).")] = None,
     per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Per-channel weight scales.")] = True,
     keep_io_types: Annotated[bool, typer.Option("--keep-io-types/--fp16-io", help="fp16: keep fp32 inputs/outputs.")] = True,
-    fp16_overflow: Annotated[Overflow, typer.Option("--fp16-overflow", help="fp16: values beyond ±65504 -> keep those nodes fp32, fail, or ignore.")] = Overflow.keep,
+    fp16_overflow: Annotated[Overflow, typer.Option("--fp16-overflow", help="fp16: values beyond ±65504 (and factors below fp16's normal range) -> keep those nodes fp32, fail, or ignore.")] = Overflow.keep,
     trt_version: Annotated[str, typer.Option("--trt-version", help="TensorRT version written in the calibration cache header.")] = "10.8.0",
     eval_data: Annotated[Optional[str], typer.Option("--eval", help="Labelled data (ImageFolder, .npz with labels, or 'digits') for top-1/top-5.")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="PyTorch reference when MODEL is ONNX (default: the fp32 ONNX).")] = None,

@@ -485,3 +485,62 @@ def test_image_folder_calibration_streams_in_batches(exported_onnx, tmp_path):
     reader.rewind()
     assert reader.get_next()["input"].shape == (5, 3, 32, 32)  # re-iterable, unlike a plain generator
     assert open_source(folder, spec, seed=3).indices.tolist() == source.indices.tolist()  # seeded
+
+
+UNDERFLOW_MODEL = '''
+import torch
+from torch import nn
+
+class Scaled(nn.Module):
+    """A LayerScale-like factor below fp16's normal range (6.1e-5) before a BatchNorm that undoes it."""
+
+    def __init__(self, num_classes=5):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.gamma = nn.Parameter(torch.full((1, 8, 1, 1), 3e-7))
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 8 * 8, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.bn(self.conv(x) * self.gamma), 1))
+'''
+
+
+def test_fp16_keeps_multiplications_by_subnormal_factors_in_fp32(cli, tmp_path):
+    import sys
+
+    import torch
+
+    (tmp_path / "scaled.py").write_text(UNDERFLOW_MODEL)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from scaled import Scaled
+    finally:
+        sys.path.pop(0)
+    torch.manual_seed(0)
+    model = Scaled()
+    model.train()
+    with torch.no_grad():
+        for _ in range(5):
+            model(torch.randn(16, 3, 8, 8))
+    torch.save(model.eval().state_dict(), tmp_path / "scaled.pt")
+    arch = f"{tmp_path / 'scaled.py'}:Scaled"
+    r = cli("onnx", tmp_path / "scaled.pt", "--arch", arch, "--input-shape", "3,8,8", "-o", tmp_path / "scaled.onnx")
+    assert r.exit_code == 0, r
+    keep = cli("quantize", tmp_path / "scaled.onnx", "--precision", "fp16", "-o", tmp_path / "keep.onnx", "--json")
+    assert keep.exit_code == 0, keep
+    details = keep.json()["artifacts"][0]["details"]
+    assert list(details["underflow_factors"].values()) == [pytest.approx(3e-7, rel=1e-2)]
+    assert set(details["underflow_factors"]) <= set(details["kept_fp32_nodes"])
+    import onnx
+
+    converted = onnx.load(str(tmp_path / "keep.onnx"))
+    types = {i.name: i.data_type for i in converted.graph.initializer}
+    types.update({v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(converted).graph.value_info})
+    kept = [n for n in converted.graph.node if n.name in details["underflow_factors"]]
+    assert kept and all(types.get(i) == onnx.TensorProto.FLOAT for n in kept for i in n.input)  # computed in fp32
+    assert sum(types.get(n.input[0]) == onnx.TensorProto.FLOAT16 for n in converted.graph.node if n.op_type == "Conv")  # the rest is fp16
+    # "ignore" turns the range rules off: nothing is kept
+    ignored = cli("quantize", tmp_path / "scaled.onnx", "--precision", "fp16", "--fp16-overflow", "ignore",
+                  "-o", tmp_path / "ign.onnx", "--json")
+    assert ignored.json()["artifacts"][0]["details"]["underflow_factors"] == {}
