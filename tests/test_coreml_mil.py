@@ -220,3 +220,19 @@ def test_stack_matches_torch(axis):
     ref = torch.stack([_t(p) for p in parts], dim=axis).numpy()
     ours = ops.stack(parts, axis=np.int32(axis))
     assert ours.shape == ref.shape and np.array_equal(ours, ref)
+
+
+def test_fp16_op_selector_keeps_subnormal_factors_in_fp32():
+    from types import SimpleNamespace
+
+    from exporter.stages.coreml import fp16_safe_op
+
+    def op(kind, *values):
+        return SimpleNamespace(op_type=kind, inputs={f"x{i}": SimpleNamespace(val=v) for i, v in enumerate(values)})
+
+    gamma = np.full((1, 8, 1, 1), 1e-5, np.float32)  # timm's LayerScale init
+    assert not fp16_safe_op(op("mul", None, gamma))
+    assert not fp16_safe_op(op("mul", None, np.float32(2e-6)))
+    assert fp16_safe_op(op("mul", None, np.full(8, 0.1, np.float32)))
+    assert fp16_safe_op(op("add", None, gamma))  # an add of a tiny value loses nothing fp16 could keep
+    assert fp16_safe_op(op("conv", None, np.zeros((4, 3, 3, 3), np.float32)))  # all-zero weights are exact

@@ -49,6 +49,31 @@ class Compression:
         return f"palettize:{self.nbits}" if self.kind == "palettize" else "linear8"
 
 
+# Ops multiplying by a constant wholly below fp16's normal range stay fp32, as in the ONNX fp16
+# stage (timm's LayerScale starts at 1e-5, a subnormal in fp16): MobileNetV4-hybrid's fp16 program
+# was 0.014 x range off with them in fp16.
+_MULTIPLYING_MIL_OPS = ("mul", "real_div", "matmul", "linear", "conv")
+
+
+def fp16_safe_op(op) -> bool:
+    """coremltools op_selector: True where the op may compute in fp16."""
+    import numpy as np
+
+    from exporter.stages.quantize import FP16_MIN_NORMAL
+
+    if op.op_type not in _MULTIPLYING_MIL_OPS:
+        return True
+    for var in op.inputs.values():
+        value = getattr(var, "val", None)
+        if isinstance(value, np.ndarray) and value.size and value.dtype.kind == "f":
+            peak = float(np.abs(value).max())
+            if 0.0 < peak < FP16_MIN_NORMAL:
+                return False
+        elif isinstance(value, (float, np.floating)) and 0.0 < abs(float(value)) < FP16_MIN_NORMAL:
+            return False
+    return True
+
+
 def parse_compression(text: str | None) -> Compression | None:
     if not text:
         return None
@@ -298,7 +323,7 @@ def export(
     convert_args = dict(
         inputs=inputs,
         convert_to="mlprogram",
-        compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+        compute_precision=ct.transform.FP16ComputePrecision(op_selector=fp16_safe_op) if precision == "fp16" else ct.precision.FLOAT32,
         minimum_deployment_target=getattr(ct.target, target_name),
     )
     if classifier:
