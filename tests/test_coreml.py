@@ -516,3 +516,44 @@ def test_the_coreml_predict_runner_says_it_needs_macos(lenet_pkg):
         pytest.skip("this machine is a Mac")
     with pytest.raises(BackendUnavailable, match="macOS"):
         CoreMLRunner(lenet_pkg)
+
+
+ADDCMUL_NET = '''
+import torch
+from torch import nn
+
+class Grn(nn.Module):
+    """timm's ConvNeXt-V2 GlobalResponseNorm pattern: torch.addcmul, which coremltools cannot convert."""
+
+    def __init__(self, num_classes=3):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.weight = nn.Parameter(torch.full((1, 8, 1, 1), 0.5))
+        self.bias = nn.Parameter(torch.full((1, 8, 1, 1), 0.1))
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        nx = x.norm(p=2, dim=(2, 3), keepdim=True) / 10
+        x = torch.addcmul(self.bias, self.weight, x * nx) + x
+        return self.fc(x.mean(dim=(2, 3)))
+'''
+
+
+def test_addcmul_models_convert_and_verify(cli, tmp_path):
+    import sys
+
+    import torch
+
+    (tmp_path / "grn.py").write_text(ADDCMUL_NET)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from grn import Grn
+    finally:
+        sys.path.pop(0)
+    torch.manual_seed(0)
+    torch.save(Grn().state_dict(), tmp_path / "grn.pt")
+    r = cli("coreml", tmp_path / "grn.pt", "--arch", f"{tmp_path / 'grn.py'}:Grn", "--input-shape", "3,16,16",
+            "-o", tmp_path / "grn.mlpackage", "--json")
+    assert r.exit_code == 0, r
+    assert r.json()["artifacts"][0]["verification"]["status"] == "pass"

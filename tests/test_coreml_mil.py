@@ -236,3 +236,21 @@ def test_fp16_op_selector_keeps_subnormal_factors_in_fp32():
     assert fp16_safe_op(op("mul", None, np.full(8, 0.1, np.float32)))
     assert fp16_safe_op(op("add", None, gamma))  # an add of a tiny value loses nothing fp16 could keep
     assert fp16_safe_op(op("conv", None, np.zeros((4, 3, 3, 3), np.float32)))  # all-zero weights are exact
+
+
+@pytest.mark.parametrize("exclusive", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_cumsum_matches_numpy_semantics_of_mil(exclusive, reverse):
+    x = np.arange(1, 13, dtype=np.float32).reshape(3, 4)
+    ref = torch.cumsum(_t(np.flip(x, 1).copy() if reverse else x), dim=1).numpy()
+    if exclusive:
+        ref = ref - (np.flip(x, 1) if reverse else x)
+    if reverse:
+        ref = np.flip(ref, 1)
+    assert np.array_equal(ops.cumsum(x, axis=np.int32(1), exclusive=exclusive, reverse=reverse), ref)
+
+
+def test_fill_keeps_the_value_dtype():
+    assert ops.fill(np.array([2, 3], np.int32), np.float32(1.5)).tolist() == [[1.5] * 3] * 2
+    filled = ops.fill(np.array([4], np.int32), np.int32(7))
+    assert filled.dtype == np.int32 and filled.tolist() == [7] * 4

@@ -424,6 +424,24 @@ def concat(values, axis, interleave=False, **_):
     return np.concatenate(values, axis=axis)
 
 
+@op("fill")
+def fill(shape, value=0.0, **_):
+    """MIL fill: a tensor of ``shape`` holding ``value`` (EdgeNeXt's positional-encoding mask)."""
+    value = np.asarray(value)
+    return np.full(tuple(_ints(shape)), value, dtype=value.dtype)
+
+
+@op("cumsum")
+def cumsum(x, axis=0, exclusive=False, reverse=False, **_):
+    """MIL cumsum (EdgeNeXt's positional encoding)."""
+    axis = int(_scalar(axis))
+    x = np.flip(x, axis) if _scalar(reverse, False) else x
+    out = np.cumsum(x, axis=axis, dtype=x.dtype)
+    if _scalar(exclusive, False):
+        out = out - x
+    return np.flip(out, axis) if _scalar(reverse, False) else out
+
+
 @op("stack")
 def stack(values, axis, **_):
     """MIL stack (SKNet's split-attention branches): new axis, like np.stack."""

@@ -192,11 +192,18 @@ def traced_as_convertible_ops():
     coremltools has no converter for ``aten::zero_`` or ``aten::swapaxes``. ``t.zero_()`` is
     ``t.fill_(0)``, which coremltools turns into a tensor assignment when applied to a slice
     (Swin V2 zeroes the key third of its qkv bias that way every forward); ``swapaxes`` is
-    ``transpose`` (MaxViT's window partition). Same operations, only the recorded names change.
+    ``transpose`` (MaxViT's window partition). ``addcmul`` (no converter either; timm's
+    ConvNeXt-V2 GlobalResponseNorm) is ``input + value * t1 * t2``. Same operations, only the
+    recorded names change.
     """
     import torch
 
+    def addcmul(input, tensor1, tensor2, *, value=1):
+        return input + value * tensor1 * tensor2
+
     patches = [
+        (torch, "addcmul", addcmul),
+        (torch.Tensor, "addcmul", addcmul),
         (torch.Tensor, "zero_", lambda self: self.fill_(0)),
         (torch.Tensor, "swapaxes", lambda self, a, b: self.transpose(a, b)),
         (torch.Tensor, "swapdims", lambda self, a, b: self.transpose(a, b)),
