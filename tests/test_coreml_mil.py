@@ -254,3 +254,13 @@ def test_fill_keeps_the_value_dtype():
     assert ops.fill(np.array([2, 3], np.int32), np.float32(1.5)).tolist() == [[1.5] * 3] * 2
     filled = ops.fill(np.array([4], np.int32), np.int32(7))
     assert filled.dtype == np.int32 and filled.tolist() == [7] * 4
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("scale", [2.0, 3.0])
+def test_upsample_bilinear_matches_torch(align_corners, scale):
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 7)).astype(np.float32)
+    ref = F.interpolate(_t(x), scale_factor=scale, mode="bilinear", align_corners=align_corners).numpy()
+    ours = ops.upsample_bilinear(x, scale_factor_height=np.float32(scale), scale_factor_width=np.float32(scale),
+                                 align_corners=np.bool_(align_corners))
+    assert ours.shape == ref.shape and np.abs(ours - ref).max() < 1e-5

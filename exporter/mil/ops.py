@@ -424,6 +424,39 @@ def concat(values, axis, interleave=False, **_):
     return np.concatenate(values, axis=axis)
 
 
+def _source_coords(out_size: int, in_size: int, scale: float, align_corners: bool, half_pixel: bool) -> np.ndarray:
+    o = np.arange(out_size, dtype=np.float64)
+    if align_corners:
+        coords = o * ((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0)
+    elif half_pixel:
+        coords = (o + 0.5) / scale - 0.5
+    else:
+        coords = o / scale
+    return np.clip(coords, 0, in_size - 1)
+
+
+def _lerp_axis(x: np.ndarray, coords: np.ndarray, axis: int) -> np.ndarray:
+    low = np.floor(coords).astype(np.int64)
+    high = np.minimum(low + 1, x.shape[axis] - 1)
+    frac = (coords - low).astype(x.dtype)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    frac = frac.reshape(shape)
+    return np.take(x, low, axis=axis) * (1 - frac) + np.take(x, high, axis=axis) * frac
+
+
+@op("upsample_bilinear")
+def upsample_bilinear(x, scale_factor_height=1.0, scale_factor_width=1.0, align_corners=True, half_pixel_centers=None, **_):
+    """MIL upsample_bilinear (EfficientFormer-V2's nn.Upsample); half_pixel_centers defaults to !align_corners."""
+    align = bool(_scalar(align_corners, True))
+    half = (not align) if half_pixel_centers is None else bool(_scalar(half_pixel_centers))
+    sh, sw = float(_scalar(scale_factor_height)), float(_scalar(scale_factor_width))
+    h, w = x.shape[-2:]
+    out_h, out_w = int(np.floor(h * sh)), int(np.floor(w * sw))
+    y = _lerp_axis(x, _source_coords(out_h, h, sh, align, half), x.ndim - 2)
+    return _lerp_axis(y, _source_coords(out_w, w, sw, align, half), x.ndim - 1)
+
+
 @op("fill")
 def fill(shape, value=0.0, **_):
     """MIL fill: a tensor of ``shape`` holding ``value`` (EdgeNeXt's positional-encoding mask)."""
