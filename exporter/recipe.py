@@ -6,14 +6,33 @@ offending key (exit 2). ``--set stages.coreml.precision=fp32`` overrides any key
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from exporter.errors import BadInputError
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def _split(pattern: str):
+    """A list field that also takes what the CLI flags take: '1,28,28', '0.5 0.5', or one value."""
+
+    def split(value):
+        if isinstance(value, str):
+            return [p for p in re.split(pattern, value.strip()) if p]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return [value]
+        return value
+
+    return BeforeValidator(split)
+
+
+Numbers = _split(r"[,\s]+")  # --mean 0.5,0.5,0.5 / --batch-sizes 1,4
+Shape = _split(r"[,\sxX]+")  # --input-shape 3,224,224 or 3x224x224
+Names = _split(r"\s*,\s*")  # --exclude Conv,node_12
 
 
 class Strict(BaseModel):
@@ -25,9 +44,9 @@ class ModelSection(Strict):
     arch_kwargs: dict = Field(default_factory=dict)
     trust_pickle: bool = False
     weights: str = "model"  # model | ema | a top-level key | a key prefix ending in '.'
-    input_shape: Optional[tuple[int, int, int]] = None
-    mean: Optional[list[float]] = None
-    std: Optional[list[float]] = None
+    input_shape: Annotated[Optional[tuple[int, int, int]], Shape] = None
+    mean: Annotated[Optional[list[float]], Numbers] = None
+    std: Annotated[Optional[list[float]], Numbers] = None
     labels: Optional[str] = None  # path of a labels file, relative to the working directory
 
 
@@ -39,7 +58,7 @@ class ToleranceOverrides(Strict):
 
 class VerifySection(Strict):
     enabled: bool = True
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 4])
+    batch_sizes: Annotated[list[int], Numbers] = Field(default_factory=lambda: [1, 4])
     seed: int = 0
     images: Optional[str] = None
     fp32: ToleranceOverrides = Field(default_factory=ToleranceOverrides)
@@ -81,7 +100,7 @@ class Int8Stage(Strict):
     enabled: bool = False
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = True
-    exclude: list[str] = Field(default_factory=list)
+    exclude: Annotated[list[str], Names] = Field(default_factory=list)
     trt_version: str = "10.8.0"
 
 

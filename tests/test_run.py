@@ -153,6 +153,26 @@ def test_set_with_a_wrong_path_or_type_is_refused(cli, lenet_ckpt, tmp_path):
     assert r.exit_code == 2 and "release" in r.stderr
 
 
+def test_set_takes_values_the_way_the_cli_flags_do(cli, lenet_ckpt, tmp_path):
+    """--set model.input_shape=1,32,32 and model.mean=0.5, as --input-shape and --mean take them."""
+    out = tmp_path / "out"
+    r = cli("run", lenet_ckpt, "--recipe", "demo", "-o", out, "--json", *FAST, "--set", "stages.int8.enabled=false",
+            "--set", "stages.fp16.enabled=false", "--set", "stages.simplify.enabled=false", "--set", "stages.torchscript.enabled=false",
+            "--set", "model.input_shape=1,32,32", "--set", "model.mean=0.25", "--set", "model.std=0.5",
+            "--set", "verify.batch_sizes=1,3")
+    assert r.exit_code == 0, r
+    manifest = r.json()["manifest"]
+    assert manifest["model"]["input_shape"] == [1, 32, 32]
+    assert manifest["model"]["mean"] == [0.25] and manifest["model"]["std"] == [0.5]
+    assert manifest["stages"]["onnx"]["verification"]["batch_sizes"][:2] == [1, 3]
+    from exporter import recipe
+
+    assert recipe.load("demo", ["model.input_shape=3x64x64", "stages.int8.exclude=Conv, Gemm"]).model.input_shape == (3, 64, 64)
+    assert recipe.load("demo", ["stages.int8.exclude=Conv, Gemm"]).stages.int8.exclude == ["Conv", "Gemm"]
+    r = cli("run", lenet_ckpt, "--recipe", "demo", "--set", "model.input_shape=1,32", "-o", tmp_path / "bad")
+    assert r.exit_code == 2 and "model.input_shape" in r.stderr
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(cli, lenet_ckpt, tmp_path):
     out = tmp_path / "out"
     r = cli("run", lenet_ckpt, "--recipe", "release", "-o", out, "--dry-run", "--json")
