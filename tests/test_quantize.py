@@ -130,6 +130,14 @@ def test_tensorrt_int8_is_symmetric_and_its_cache_covers_every_quantized_tensor(
     model, act_zp, weight_types, _ = _types(out)
     assert act_zp and all(dtype == "int8" and zp == 0 for dtype, zp in act_zp)  # zero points 0
     assert ("zp", 0) in weight_types and "int8" in weight_types
+    # what TensorRT's parser accepts: only int8 Q/DQ, no int32 bias behind a DequantizeLinear, float biases
+    import onnx
+
+    inits = {i.name: i for i in model.graph.initializer}
+    dq_inputs = [inits[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert dq_inputs and all(t.data_type == onnx.TensorProto.INT8 for t in dq_inputs)
+    biases = [inits[n.input[2]] for n in model.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 2]
+    assert biases and all(b.data_type == onnx.TensorProto.FLOAT for b in biases)
     cache = tmp_path / "l.int8-trt.calib"
     header, scales = parse_calibration_cache(cache.read_text())
     assert header == "TRT-100300-EntropyCalibration2"

@@ -5,8 +5,8 @@ INT8 targets:
             pre-processing (shape inference + graph optimization). On x86 this is the
             combination onnxruntime runs fast (int8/int8 QDQ gave no gain here; see
             benchmarks/quantize.py).
-  tensorrt  symmetric int8 activations and weights (zero points 0) in explicit QDQ form,
-            which TensorRT 10+ consumes directly, plus a TensorRT calibration cache for
+  tensorrt  symmetric int8 activations and weights (zero points 0) in explicit QDQ form with
+            float biases, which TensorRT 10+ consumes directly, plus a TensorRT calibration cache for
             implicit-quantization builds. No graph optimization, so tensor names match
             the source model the cache refers to.
 FP16: the graph in float16 with fp32 inputs/outputs by default; nodes whose weights or
@@ -266,6 +266,10 @@ def export_int8(
     extra_options = {
         "ActivationSymmetric": symmetric,
         "WeightSymmetric": True,
+        # TensorRT's ONNX parser refuses an int32 bias behind DequantizeLinear ("only activation types
+        # allowed as input to this layer", onnx/onnx-tensorrt#850, NVIDIA/TensorRT#3360): it wants the
+        # float bias and folds it itself. onnxruntime's CPU kernels take either.
+        "QuantizeBias": not symmetric,
         # batches per calibration chunk: onnxruntime keeps a whole chunk's intermediates in memory
         "CalibStridedMinMax": reader.stride(most=max(1, min(4, samples_within_budget(per_sample, 64) // batch_size))),
     }
