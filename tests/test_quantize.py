@@ -552,3 +552,37 @@ def test_fp16_keeps_multiplications_by_subnormal_factors_in_fp32(cli, tmp_path):
     ignored = cli("quantize", tmp_path / "scaled.onnx", "--precision", "fp16", "--fp16-overflow", "ignore",
                   "-o", tmp_path / "ign.onnx", "--json")
     assert ignored.json()["artifacts"][0]["details"]["underflow_factors"] == {}
+
+
+@pytest.mark.parametrize("samples", [300, 301])
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_any_sample_count_calibrates_under_every_method(digits_models, tmp_path, samples, method, monkeypatch):
+    """300 and 301 are not multiples of the batch (16): the histogram methods used to crash on the last batch."""
+    import onnx
+
+    from exporter.calibration import calibration_split, open_source
+    from exporter.runners.onnxruntime import OnnxRuntimeRunner
+    from exporter.spec import ModelSpec
+    from exporter.stages import quantize
+
+    spec = ModelSpec.from_dict(OnnxRuntimeRunner(digits_models["lenet5"]).metadata)
+    calib, _ = calibration_split(open_source("digits", spec), samples, 0)
+    assert len(calib) == samples
+    quantize.export_int8(digits_models["lenet5"], tmp_path, "m.onnx", calib, method=method)
+    scales = quantize.activation_scales(onnx.load(str(tmp_path / "m.onnx")))
+    assert scales and all(np.isfinite(v) and v > 0 for v in scales.values())
+    if samples == 300:
+        # the same data in batches of 4 (which divide 300 too): the same scales
+        monkeypatch.setattr(quantize, "even_batch_size", lambda samples, most: 4)
+        monkeypatch.setattr(quantize, "samples_within_budget", lambda per_sample, most, budget=None: min(most, 4) if most == 16 else most)
+        again = tmp_path / "again"
+        again.mkdir()
+        quantize.export_int8(digits_models["lenet5"], again, "m.onnx", calib, method=method)
+        assert quantize.activation_scales(onnx.load(str(again / "m.onnx"))) == pytest.approx(scales, rel=1e-5)
+
+
+def test_even_batch_size():
+    from exporter.stages.quantize import even_batch_size
+
+    assert even_batch_size(300, 16) == 15 and even_batch_size(301, 16) == 7 and even_batch_size(307, 16) == 1
+    assert even_batch_size(64, 16) == 16 and even_batch_size(5, 16) == 5

@@ -140,6 +140,11 @@ def intermediate_bytes_per_sample(model) -> int:
     return total
 
 
+def even_batch_size(samples: int, most: int) -> int:
+    """The largest batch size <= most that divides the sample count (1 for a prime count)."""
+    return max(d for d in range(1, max(1, min(most, samples)) + 1) if samples % d == 0) if samples > 0 else most
+
+
 def samples_within_budget(per_sample: int, most: int, budget: int | None = None) -> int:
     """How many samples one run may take so its intermediates stay within the budget (>= 1)."""
     budget = INTERMEDIATE_BUDGET if budget is None else budget
@@ -262,6 +267,14 @@ def export_int8(
     weight_type = QuantType.QInt8
     per_sample = intermediate_bytes_per_sample(graph)
     batch_size = samples_within_budget(per_sample, most=16)
+    if method in ("entropy", "percentile"):
+        # onnxruntime's histogram collector stacks the batches of a chunk into one array: a last,
+        # shorter batch breaks it ("inhomogeneous shape"); batches of a size that divides the count do not
+        batch_size = even_batch_size(len(calibration), batch_size)
+    # Histograms merged chunk by chunk depend on where the chunks split the data; one chunk (when the
+    # intermediates fit the budget) makes the scales independent of the batch size. min/max do not care.
+    chunk_samples = (samples_within_budget(per_sample, most=len(calibration)) if method in ("entropy", "percentile")
+                     else min(4 * batch_size, samples_within_budget(per_sample, 64)))
     reader = OrtCalibrationReader(calibration, source_model.graph.input[0].name, batch_size=batch_size)
     extra_options = {
         "ActivationSymmetric": symmetric,
@@ -271,7 +284,7 @@ def export_int8(
         # float bias and folds it itself. onnxruntime's CPU kernels take either.
         "QuantizeBias": not symmetric,
         # batches per calibration chunk: onnxruntime keeps a whole chunk's intermediates in memory
-        "CalibStridedMinMax": reader.stride(most=max(1, min(4, samples_within_budget(per_sample, 64) // batch_size))),
+        "CalibStridedMinMax": reader.stride(most=max(1, chunk_samples // batch_size)),
     }
     if method == "percentile":
         extra_options["CalibPercentile"] = 99.999
