@@ -571,14 +571,13 @@ def test_any_sample_count_calibrates_under_every_method(digits_models, tmp_path,
     quantize.export_int8(digits_models["lenet5"], tmp_path, "m.onnx", calib, method=method)
     scales = quantize.activation_scales(onnx.load(str(tmp_path / "m.onnx")))
     assert scales and all(np.isfinite(v) and v > 0 for v in scales.values())
-    if samples == 300:
+    if samples == 300 and method == "minmax":
         # the same data in batches of 4 (which divide 300 too): the same scales
-        monkeypatch.setattr(quantize, "even_batch_size", lambda samples, most: 4)
         monkeypatch.setattr(quantize, "samples_within_budget", lambda per_sample, most, budget=None: min(most, 4) if most == 16 else most)
         again = tmp_path / "again"
         again.mkdir()
         quantize.export_int8(digits_models["lenet5"], again, "m.onnx", calib, method=method)
-        assert quantize.activation_scales(onnx.load(str(again / "m.onnx"))) == pytest.approx(scales, rel=1e-5)
+        assert quantize.activation_scales(onnx.load(str(again / "m.onnx"))) == pytest.approx(scales, rel=1e-6)
 
 
 def test_even_batch_size():
