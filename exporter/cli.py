@@ -857,6 +857,7 @@ def run(
     recipe: Annotated[str, typer.Option("--recipe", "-r", help="Recipe YAML, or the name of a shipped one (see `cnnexport recipes`).")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output folder (default: dist/<checkpoint name>/).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe key: stages.coreml.precision=fp32 (repeatable).")] = None,
+    calib: Annotated[Optional[str], typer.Option("--calib", help="Calibration data for the INT8 stages (image folder, .npy/.npz); the same as --set calibration.data=...")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Independent stages run in parallel.")] = 1,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; run nothing.")] = False,
     json_out: JsonOut = False,
@@ -870,7 +871,7 @@ def run(
         from exporter import recipe as recipe_mod
         from exporter.run import plan, run_recipe
 
-        loaded_recipe = recipe_mod.load(recipe, set_ or [])
+        loaded_recipe = recipe_mod.load(recipe, [*(set_ or []), *([f"calibration.data={calib}"] if calib else [])])
         stages = plan(loaded_recipe)
         out_dir = output or Path("dist") / checkpoint.name.split(".")[0]
         if dry_run:

@@ -326,6 +326,31 @@ class RunResult:
         return [o for o in self.outcomes if o.status == "fail" or o.status.startswith("error")]
 
 
+NO_CALIBRATION = "needs calibration data: set calibration.data or --calib"
+
+
+def needs_calibration(stage: PlannedStage) -> bool:
+    """INT8 stages calibrate; so does a TensorRT engine built in int8."""
+    return stage.spec.name in ("int8", "int8_tensorrt") or (stage.spec.name == "tensorrt" and stage.options.get("precision") == "int8")
+
+
+def check_calibration_data(where: str, spec) -> None:
+    """Refuse, before any work, calibration data that is not shaped like the model's inputs.
+
+    The demo digits are 1-channel 8x8 images: stretched onto an RGB 224x224 model they calibrate
+    it on data it never sees, and the held-out check on more digits would still say pass.
+    """
+    from exporter.calibration import DIGITS, open_source
+
+    if str(where) == DIGITS and spec.channels != 1:
+        raise BadInputError(
+            f"calibration.data is the demo digits (1-channel 8x8 images) but this model takes "
+            f"{spec.channels}x{spec.height}x{spec.width} inputs; calibrate on data like them: "
+            "set calibration.data (or --calib) to an image folder or a .npy of normalized inputs"
+        )
+    open_source(where, spec)  # a missing path or a .npy of the wrong shape fails here, not after the other stages
+
+
 def run_recipe(recipe: Recipe, checkpoint: Path, out_dir: Path, jobs: int = 1, progress=lambda _: None) -> RunResult:
     from exporter.report import versions as library_versions
 
@@ -335,11 +360,16 @@ def run_recipe(recipe: Recipe, checkpoint: Path, out_dir: Path, jobs: int = 1, p
     if jobs < 1:
         raise BadInputError("--jobs must be at least 1")
     stages = plan(recipe)
+    ctx = RunContext(recipe, checkpoint, Path(out_dir), progress)
+    calibrated = [s.spec.name for s in stages if needs_calibration(s)]
+    if calibrated and recipe.calibration.data is None:
+        progress(f"{', '.join(calibrated)}: skipped ({NO_CALIBRATION})")
+    elif calibrated:
+        check_calibration_data(recipe.calibration.data, ctx.loaded().spec)  # before any stage, before any file
     created = not Path(out_dir).exists()
-    out_dir = ensure_writable_dir(Path(out_dir))
+    out_dir = ctx.out_dir = ensure_writable_dir(Path(out_dir))
     lock = OutputLock(out_dir)
     started = time.perf_counter()
-    ctx = RunContext(recipe, checkpoint, out_dir, progress)
     try:
         _sweep_stale_staging(out_dir)
         versions = library_versions()
@@ -375,6 +405,8 @@ def _execute(ctx: RunContext, stages: list[PlannedStage], versions: dict, checkp
         sha = input_sha(stage)
         if sha is None:
             return Outcome(name, f"skipped (needs {stage.upstream}, which did not pass)")
+        if needs_calibration(stage) and ctx.recipe.calibration.data is None:
+            return Outcome(name, f"skipped ({NO_CALIBRATION})")
         key = stage_key(ctx.recipe, stage, sha, versions)
         cached = _read_stamp(ctx.out_dir, name, key)
         if cached is not None:

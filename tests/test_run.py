@@ -204,7 +204,8 @@ def test_a_second_run_into_the_same_folder_is_refused_while_one_holds_it(cli, le
 def test_release_recipe_runs_every_stage_and_tensorrt_is_skipped_not_passed(cli, lenet_ckpt, tmp_path):
     pytest.importorskip("coremltools")
     out = tmp_path / "rel"
-    r = cli("run", lenet_ckpt, "--recipe", "release", "-o", out, *FAST, "--json")
+    # LeNet-5 was trained on the digits: for this model they are the right calibration data
+    r = cli("run", lenet_ckpt, "--recipe", "release", "-o", out, *FAST, "--calib", "digits", "--json")
     assert r.exit_code == 0, r
     stages = r.json()["manifest"]["stages"]
     for name in ("torchscript", "onnx", "simplify", "int8", "int8_tensorrt", "fp16", "coreml"):
@@ -222,3 +223,42 @@ def test_release_recipe_runs_every_stage_and_tensorrt_is_skipped_not_passed(cli,
         kit = {Path(f["path"]).name for f in trt["files"]}
         assert {"build.sh", "README.md"} <= kit and (out / "lenet5_digits-tensorrt-kit" / "build.sh").exists()
         assert str(out) not in json.dumps(r.json()["manifest"])  # manifest paths are relative to the folder
+
+
+ONLY_ONNX_AND_INT8 = ["--set", "stages.torchscript.enabled=false", "--set", "stages.coreml.enabled=false",
+                      "--set", "stages.tensorrt.enabled=false", "--set", "stages.fp16.enabled=false"]
+
+
+def test_release_without_calibration_data_skips_int8_and_says_so(cli, lenet_ckpt, tmp_path):
+    out = tmp_path / "rel"
+    r = cli("run", lenet_ckpt, "--recipe", "release", "-o", out, *ONLY_ONNX_AND_INT8, "--json")
+    assert r.exit_code == 0, r
+    stages = r.json()["manifest"]["stages"]
+    reason = "skipped (needs calibration data: set calibration.data or --calib)"
+    assert stages["int8"]["status"] == reason and stages["int8_tensorrt"]["status"] == reason
+    assert stages["onnx"]["status"] == "pass" and stages["simplify"]["status"] == "pass"
+    assert "int8, int8_tensorrt: skipped (needs calibration data" in r.stderr
+    assert not list(out.glob("*.int8*"))
+
+
+def test_calibration_data_unlike_the_model_is_refused_before_any_work(cli, simple_cnn_ckpt, tmp_path):
+    """An RGB 32x32 model: the 1-channel digits, or a .npy of the wrong shape, are exit 2 and no output folder."""
+    import numpy as np
+
+    out = tmp_path / "rgb"
+    r = cli("run", simple_cnn_ckpt, "--recipe", "server-onnx-cpu", "-o", out, "--calib", "digits")
+    assert r.exit_code == 2, r
+    assert "demo digits (1-channel 8x8 images)" in r.stderr and "3x32x32" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+    wrong = tmp_path / "gray.npy"
+    np.save(wrong, np.zeros((8, 1, 32, 32), np.float32))
+    r = cli("run", simple_cnn_ckpt, "--recipe", "server-onnx-cpu", "-o", out, "--set", f"calibration.data={wrong}")
+    assert r.exit_code == 2 and "(8, 1, 32, 32)" in r.stderr, r
+    assert not out.exists()
+    # shaped like the model's inputs: it runs
+    good = tmp_path / "rgb.npy"
+    np.save(good, np.random.default_rng(0).standard_normal((48, 3, 32, 32)).astype(np.float32))
+    r = cli("run", simple_cnn_ckpt, "--recipe", "server-onnx-cpu", "-o", out, "--calib", good,
+            "--set", "calibration.samples=32", "--set", "calibration.holdout=16", "--json")
+    assert r.exit_code == 0, r
+    assert r.json()["manifest"]["stages"]["int8"]["status"] == "pass"
