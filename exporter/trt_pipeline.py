@@ -129,12 +129,14 @@ def tensorrt_artifacts(
 
     if output.suffix.lower() not in (".engine", ".plan"):
         raise BadInputError(f"-o {output.name}: a TensorRT engine file ends in .engine or .plan")
+    lint = check_for_tensorrt(build_onnx, target_version, progress)
     sidecar = trt_stage.sidecar_partial(plan, build_opts, input_name, chw, build_onnx, sha256_of(build_onnx), spec.to_dict())
     sidecar.update(reference_onnx=source.name, reference_onnx_sha256=sha256_of(source), plan_notes=list(plan.notes))
 
     if emit:
         results.append(_emit(options, output, source, build_onnx, calib_path, plan, build_opts, input_name, chw, sidecar,
                              loaded, why_not, progress))
+        results[-1].details["tensorrt_lint"] = lint
         if write:
             write_report(build_report(results, loaded, spec), Path(options.emit_script) / output.name)
         return results
@@ -166,10 +168,23 @@ def tensorrt_artifacts(
         progress,
         "tensorrt",
     )
+    result.details["tensorrt_lint"] = lint
     results.append(result)
     if write and result.files:
         write_report(build_report([result], loaded, spec), result.path)
     return results
+
+
+def check_for_tensorrt(model: Path, trt_version: str, progress: Progress = _noop) -> dict:
+    """The TensorRT lint of the model an engine is built from; a violation is bad input (exit 2), no kit."""
+    from exporter.trt_lint import describe_violation, lint
+
+    result = lint(model, trt_version)
+    progress(f"TensorRT lint of {Path(model).name}: {result['status']}"
+             + (f" ({len(result['unknown'])} finding(s) the support table cannot judge)" if result["unknown"] else ""))
+    if result["status"] == "fail":
+        raise BadInputError(f"TensorRT's ONNX parser would refuse {Path(model).name}: {describe_violation(result)}")
+    return result
 
 
 def _three(version: str) -> str:

@@ -291,6 +291,8 @@ def test_emit_script_int8_qdq_and_calibrator_kits(cli, lenet5_ckpt, tmp_path):
     kinds = {a["kind"]: a for a in r.json()["artifacts"]}
     assert kinds["int8-tensorrt"]["verification"]["status"] == "pass"
     assert kinds["tensorrt"]["verification"]["status"] == "skipped"
+    lint = kinds["tensorrt"]["details"]["tensorrt_lint"]  # the Q/DQ model the kit builds: what TensorRT's parser takes
+    assert lint["status"] == "pass" and lint["violations"] == [] and lint["checked_nodes"] > 10
     command = _kit_command(tmp_path / "qdq")
     assert command[0] == "--onnx=lenet.int8-trt.onnx"
     assert "--minShapes=input:2x1x32x32" in command and "--maxShapes=input:16x1x32x32" in command
@@ -429,3 +431,91 @@ def test_absurd_workspace_is_a_clean_error():
 
     with pytest.raises(BadInputError, match="larger than any GPU"):
         parse_size("1" * 400 + "G")
+
+
+# --------------------------------------------------------------------------- the TensorRT lint
+
+
+def _graph(nodes, inits=(), opset=17, input_dims=("batch", 3, 8, 8), out_dims=None):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(input_dims))],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_dims)],
+        initializer=list(inits),
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_lint_refuses_ops_without_a_tensorrt_importer_and_names_the_node(cli, tmp_path):
+    import onnx
+    from onnx import helper
+
+    from exporter.trt_lint import lint
+
+    model = _graph([helper.make_node("Relu", ["input"], ["r"], name="relu_1"),
+                    helper.make_node("Bernoulli", ["r"], ["output"], name="coin")])  # marked N in the table
+    result = lint(model)
+    assert result["status"] == "fail"
+    assert result["violations"] == [{"node": "coin", "op": "Bernoulli", "verdict": "violation",
+                                     "reason": "TensorRT's ONNX parser has no importer for Bernoulli"}]
+    from exporter.spec import METADATA_KEY, ModelSpec
+
+    helper.set_model_props(model, {METADATA_KEY: ModelSpec("coin", 8, 3, 8, 8).to_json()})
+    path = tmp_path / "coin.onnx"
+    onnx.save(model, path)
+    r = cli("tensorrt", path, "--emit-script", tmp_path / "kit")
+    assert r.exit_code == 2, r
+    assert "TensorRT's ONNX parser would refuse coin.onnx: node coin (Bernoulli)" in " ".join(r.stderr.split())
+    assert not (tmp_path / "kit").exists()  # no kit
+
+
+def test_lint_says_unknown_where_the_table_cannot_tell():
+    from onnx import helper
+
+    from exporter.trt_lint import lint
+
+    custom = _graph([helper.make_node("Relu", ["input"], ["output"], name="r")], opset=23)
+    result = lint(custom)
+    assert result["status"] == "unknown" and result["unknown"][0]["op"] == "opset"  # beyond the table's opsets
+    listed = _graph([helper.make_node("NoSuchOp", ["input"], ["output"], name="x")])
+    assert lint(listed)["status"] == "unknown" and lint(listed)["unknown"][0]["reason"] == "not in TensorRT's operator support table"
+    plugin = _graph([helper.make_node("FusedConv", ["input"], ["output"], name="f", domain="com.microsoft")])
+    assert lint(plugin)["status"] == "fail" and "plugin" in lint(plugin)["violations"][0]["reason"]
+    dynamic = _graph([helper.make_node("Relu", ["input"], ["output"], name="r")], input_dims=("batch", 3, "h", "w"))
+    assert lint(dynamic)["status"] == "fail" and "dynamic" in lint(dynamic)["violations"][0]["reason"]
+
+
+def test_lint_refuses_qoperator_and_cpu_qdq_models_and_passes_the_tensorrt_flavour(cli, exported_onnx, tmp_path):
+    """QLinearConv (onnxruntime's QOperator format) and the CPU flavour's uint8 Q/DQ with int32 bias DQ are refused."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    from exporter.trt_lint import lint
+
+    batches = iter([{"input": np.random.default_rng(i).standard_normal((4, 3, 32, 32)).astype(np.float32)} for i in range(4)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(batches, None)
+
+    qop = tmp_path / "qop.onnx"
+    quantize_static(str(exported_onnx), str(qop), Reader(), quant_format=QuantFormat.QOperator)
+    result = lint(qop)
+    assert result["status"] == "fail" and "QLinearConv" in {v["op"] for v in result["violations"]}
+    r = cli("tensorrt", qop, "--emit-script", tmp_path / "kit")
+    assert r.exit_code == 2 and "has no importer for" in r.stderr and not (tmp_path / "kit").exists()
+
+    common = ("--calib", "digits", "--samples", "32", "--holdout", "16", "-q")
+    cpu, trt = tmp_path / "cpu.onnx", tmp_path / "trt.onnx"
+    # simple_cnn is RGB; the CLI's explicit --calib digits still works for a check of graph structure
+    assert cli("quantize", exported_onnx, "-o", cpu, *common).exit_code in (0, 1)
+    assert cli("quantize", exported_onnx, "--target", "tensorrt", "-o", trt, *common).exit_code in (0, 1)
+    for path in (cpu, trt):
+        if not path.exists():  # an artifact that failed its own verification is not installed: keep it for the lint
+            pytest.skip("quantized model failed verification")
+    reasons = " ".join(v["reason"] for v in lint(cpu)["violations"])
+    assert "int32 (bias) tensor behind DequantizeLinear" in reasons and "uint8 Q/DQ" in reasons
+    assert lint(trt)["status"] == "pass"
