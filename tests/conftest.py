@@ -127,3 +127,15 @@ def cli():
 def files_in(folder: Path) -> set[str]:
     """Every file name under a folder (to prove nothing partial was left behind)."""
     return {str(p.relative_to(folder)) for p in Path(folder).rglob("*")}
+
+
+def user_model_class(folder: Path, source: str, module: str, name: str):
+    """Write ``source`` to folder/module.py and return its class ``name`` (what --arch module.py:name loads)."""
+    import importlib.util
+
+    path = Path(folder) / f"{module}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"_test_user_{module}", path)
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return getattr(loaded, name)

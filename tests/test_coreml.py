@@ -541,16 +541,11 @@ class Grn(nn.Module):
 
 
 def test_addcmul_models_convert_and_verify(cli, tmp_path):
-    import sys
-
     import torch
 
-    (tmp_path / "grn.py").write_text(ADDCMUL_NET)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        from grn import Grn
-    finally:
-        sys.path.pop(0)
+    from tests.conftest import user_model_class
+
+    Grn = user_model_class(tmp_path, ADDCMUL_NET, "grn", "Grn")
     torch.manual_seed(0)
     torch.save(Grn().state_dict(), tmp_path / "grn.pt")
     r = cli("coreml", tmp_path / "grn.pt", "--arch", f"{tmp_path / 'grn.py'}:Grn", "--input-shape", "3,16,16",

@@ -398,16 +398,11 @@ def test_fp16_models_open_without_the_nchwc_transformer(cli, digits_models, tmp_
 
 @pytest.fixture
 def overflow_onnx(tmp_path, cli):
-    import sys
-
     import torch
 
-    (tmp_path / "loud.py").write_text(OVERFLOW_MODEL)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        from loud import Loud
-    finally:
-        sys.path.pop(0)
+    from tests.conftest import user_model_class
+
+    Loud = user_model_class(tmp_path, OVERFLOW_MODEL, "loud", "Loud")
     torch.manual_seed(0)
     torch.save(Loud().state_dict(), tmp_path / "loud.pt")
     r = cli("onnx", tmp_path / "loud.pt", "--arch", f"{tmp_path / 'loud.py'}:Loud", "--input-shape", "3,8,8", "-o", tmp_path / "loud.onnx")
@@ -515,16 +510,11 @@ class Scaled(nn.Module):
 
 
 def test_fp16_keeps_multiplications_by_subnormal_factors_in_fp32(cli, tmp_path):
-    import sys
-
     import torch
 
-    (tmp_path / "scaled.py").write_text(UNDERFLOW_MODEL)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        from scaled import Scaled
-    finally:
-        sys.path.pop(0)
+    from tests.conftest import user_model_class
+
+    Scaled = user_model_class(tmp_path, UNDERFLOW_MODEL, "scaled", "Scaled")
     torch.manual_seed(0)
     model = Scaled()
     model.train()
