@@ -477,6 +477,17 @@ def verify(
 
         if precision not in TOLERANCES:
             raise BadInputError(f"--precision must be one of {', '.join(TOLERANCES)}")
+        if artifact.is_dir() and not artifact.suffix == ".mlpackage":
+            from exporter.trt_pipeline import lint_kit
+
+            # a TensorRT build kit: the engine is built elsewhere; here, would TensorRT's parser take its model?
+            found = lint_kit(artifact, ui.progress)
+            if json_out:
+                sys.stdout.write(json.dumps(found, indent=2) + "\n")
+            else:
+                ui.out.print(f"TensorRT lint of {escape(found['model'])}: {found['tensorrt_lint']['status']}; "
+                             "the engine itself is verified on the NVIDIA machine (verify.sh)")
+            return
         opts = _verify_options(False, batch_sizes, images, seed, max_rel_err, min_cosine, min_top1, precision)
         overrides = _spec_overrides(input_shape, mean, std, labels)
         loaded = _load(ui, checkpoint, arch, arch_kwargs, trust_pickle, overrides, weights) if checkpoint else None

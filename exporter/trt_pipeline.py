@@ -237,3 +237,25 @@ def _emit(options, output, source, build_onnx, calib_path, plan, build_opts, inp
         },
         files=files,
     )
+
+
+def lint_kit(kit_dir: Path, progress: Progress = _noop) -> dict:
+    """The TensorRT lint of the model a build kit would build (its ``*.build.json`` names it)."""
+    import json
+
+    from exporter.emit_trt import KIT_MARKER
+
+    kit_dir = Path(kit_dir)
+    if not (kit_dir / KIT_MARKER).is_file():
+        raise BadInputError(f"{kit_dir} is a directory but not a cnnexport TensorRT build kit (no {KIT_MARKER})")
+    sidecars = sorted(kit_dir.glob("*.build.json"))
+    if not sidecars:
+        raise BadInputError(f"{kit_dir} has no *.build.json: the kit is incomplete; write it again with --emit-script")
+    try:
+        sidecar = json.loads(sidecars[0].read_text())
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"{sidecars[0]} cannot be read ({exc})") from None
+    model = kit_dir / str(sidecar.get("source_onnx", ""))
+    if not model.is_file():
+        raise BadInputError(f"{kit_dir} does not hold the model its build.json names ({sidecar.get('source_onnx')})")
+    return {"kit": str(kit_dir), "model": model.name, "tensorrt_lint": check_for_tensorrt(model, trt_stage.DEFAULT_TRT_VERSION, progress)}

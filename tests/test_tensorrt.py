@@ -293,6 +293,9 @@ def test_emit_script_int8_qdq_and_calibrator_kits(cli, lenet5_ckpt, tmp_path):
     assert kinds["tensorrt"]["verification"]["status"] == "skipped"
     lint = kinds["tensorrt"]["details"]["tensorrt_lint"]  # the Q/DQ model the kit builds: what TensorRT's parser takes
     assert lint["status"] == "pass" and lint["violations"] == [] and lint["checked_nodes"] > 10
+    again = cli("verify", tmp_path / "qdq", "--json")  # verify of a kit: the lint of the model it would build
+    assert again.exit_code == 0, again
+    assert again.json()["model"] == "lenet.int8-trt.onnx" and again.json()["tensorrt_lint"]["status"] == "pass"
     command = _kit_command(tmp_path / "qdq")
     assert command[0] == "--onnx=lenet.int8-trt.onnx"
     assert "--minShapes=input:2x1x32x32" in command and "--maxShapes=input:16x1x32x32" in command
@@ -312,6 +315,16 @@ def test_emit_script_int8_qdq_and_calibrator_kits(cli, lenet5_ckpt, tmp_path):
     r = cli("tensorrt", ckpt, *args, "--int8-mode", "calibrator", "--trt-version", "11.0.0", "--emit-script", tmp_path / "c11")
     assert r.exit_code == 2 and "removed implicit INT8 calibration" in " ".join(r.stderr.split())
     assert not (tmp_path / "c11").exists()
+
+    # a kit whose model was swapped for one TensorRT cannot parse is refused by verify
+    import onnx
+    from onnx import helper
+
+    swapped = onnx.load(str(tmp_path / "qdq" / "lenet.int8-trt.onnx"))
+    swapped.graph.node.append(helper.make_node("Bernoulli", [swapped.graph.output[0].name], ["coin"], name="coin"))
+    onnx.save(swapped, str(tmp_path / "qdq" / "lenet.int8-trt.onnx"))
+    bad = cli("verify", tmp_path / "qdq")
+    assert bad.exit_code == 2 and "node coin (Bernoulli)" in " ".join(bad.stderr.split())
 
 
 @no_trt
