@@ -575,3 +575,29 @@ def test_even_batch_size():
 
     assert even_batch_size(300, 16) == 15 and even_batch_size(301, 16) == 7 and even_batch_size(307, 16) == 1
     assert even_batch_size(64, 16) == 16 and even_batch_size(5, 16) == 5
+
+
+def test_int8_leaves_nothing_in_the_working_directory(cli, tmp_path, monkeypatch):
+    """onnxruntime's incomplete symbolic shape inference dumps sym_shape_infer_temp.onnx + a uuid .data into the cwd."""
+    import torch
+
+    timm = pytest.importorskip("timm", reason="timm is not installed (pip install 'cnnexport[timm]')")
+    from tests.conftest import calibrate_batchnorm
+
+    from exporter.spec import ModelSpec
+
+    work = tmp_path / "cwd"
+    work.mkdir()
+    (work / "mine.txt").write_text("a file of the user's")
+    torch.manual_seed(0)
+    model = calibrate_batchnorm(timm.create_model("efficientformerv2_s0", num_classes=3), ModelSpec("e", 3, 3, 224, 224))
+    torch.save(model.state_dict(), tmp_path / "e.pt")
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(0).standard_normal((24, 3, 224, 224)).astype(np.float32))
+    monkeypatch.chdir(work)
+    r = cli("quantize", tmp_path / "e.pt", "--arch", "timm:efficientformerv2_s0", "--calib", calib, "--samples", "16",
+            "--holdout", "8", "-o", tmp_path / "out" / "e.int8.onnx", "--json")
+    assert r.exit_code in (0, 1), r  # pass or fail on random weights: either way nothing may be left here
+    assert sorted(p.name for p in work.iterdir()) == ["mine.txt"]
+    details = r.json()["artifacts"][-1]["details"]
+    assert "symbolic shape inference failed" in details["preprocess"]  # the path that used to leave the dump

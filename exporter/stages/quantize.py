@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import struct
 from pathlib import Path
 
@@ -140,6 +141,28 @@ def intermediate_bytes_per_sample(model) -> int:
     return total
 
 
+SYMBOLIC_SHAPE_DUMP = "sym_shape_infer_temp.onnx"
+
+
+def _remove_symbolic_shape_dump(before: set[str]) -> None:
+    """onnxruntime's symbolic shape inference, when incomplete, saves its model into the current directory
+    (``sym_shape_infer_temp.onnx`` plus a uuid-named ``.data`` file: 52 MB for timm's HRNet-W18-small):
+    a user's working directory is no place for them. Only files that were not there before go."""
+    dump = Path(SYMBOLIC_SHAPE_DUMP)
+    if dump.name in before or not dump.is_file():
+        return
+    import onnx
+
+    try:
+        model = onnx.load(str(dump), load_external_data=False)
+        locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+    except Exception:  # noqa: BLE001 - a damaged dump is removed all the same
+        locations = set()
+    for name in (dump.name, *sorted(locations)):
+        if name not in before and "/" not in name:
+            Path(name).unlink(missing_ok=True)
+
+
 def even_batch_size(samples: int, most: int) -> int:
     """The largest batch size <= most that divides the sample count (1 for a prime count)."""
     return max(d for d in range(1, max(1, min(most, samples)) + 1) if samples % d == 0) if samples > 0 else most
@@ -245,6 +268,7 @@ def export_int8(
     pre_external = {"save_as_external_data": True, "all_tensors_to_one_file": True,
                     "external_data_location": pre.name + ".data"} if external else {}
     symbolic_failure = None
+    before = set(os.listdir("."))
     try:
         with _quiet():
             quant_pre_process(str(source), str(pre), skip_optimization=(target == "tensorrt"), **pre_external)
@@ -252,6 +276,7 @@ def export_int8(
         # onnxruntime's symbolic shape inference trips over some graphs (Swin V2's Expand:
         # "object of type 'NoneType' has no len()"); ONNX's own shape inference is enough for QDQ.
         symbolic_failure = root_cause(exc)
+        _remove_symbolic_shape_dump(before)
         try:
             with _quiet():
                 quant_pre_process(str(source), str(pre), skip_optimization=(target == "tensorrt"), skip_symbolic_shape=True,
