@@ -48,7 +48,8 @@ def _fit(module, name, entry, source, state_dict, prefix, num_classes=None, note
 
 
 def _build(entry, num_classes: int, arch_kwargs: dict):
-    kwargs = {"num_classes": num_classes, **arch_kwargs}
+    """The entry with these builder arguments; ``num_classes`` is the one decided by the fit."""
+    kwargs = {**arch_kwargs, "num_classes": num_classes}
     try:
         return entry.build(**kwargs)
     except Exception as exc:  # noqa: BLE001
@@ -106,11 +107,11 @@ def fit_architecture(
                 found = match_entry(candidate, view)
                 if found is not None:
                     classes = arch_kwargs.get("num_classes", found.num_classes)
-                    module = _build(candidate, classes, {k: v for k, v in arch_kwargs.items() if k != "num_classes"})
+                    module = _build(candidate, classes, arch_kwargs)
                     return _fit(module, candidate.name, candidate, where, state_dict, prefix, classes, notes)
         # the named architecture does not fit: build it anyway so strict loading lists the differences
         classes = arch_kwargs.get("num_classes") or hints.spec.get("num_classes") or entry.num_classes
-        module = _build(entry, classes, {k: v for k, v in arch_kwargs.items() if k != "num_classes"})
+        module = _build(entry, classes, arch_kwargs)
         own = set(module.state_dict())
         closest = max(views, key=lambda pv: len(own & set(pv[1])))[0]  # list the differences where they are fewest
         return _fit(module, entry.name, entry, where, state_dict, closest, classes, notes)
@@ -156,6 +157,6 @@ def _inferred(state_dict, path: Path, views, arch_kwargs: dict, notes: list, pro
         chosen = matches[0]
     entry = by_name[chosen.name]
     classes = arch_kwargs.get("num_classes", chosen.num_classes)
-    module = _build(entry, classes, {k: v for k, v in arch_kwargs.items() if k != "num_classes"})
+    module = _build(entry, classes, arch_kwargs)
     source = "inferred from keys and shapes" + (f" under prefix {prefix!r}" if prefix else "")
     return _fit(module, entry.name, entry, source, state_dict, prefix, classes, notes)
