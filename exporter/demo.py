@@ -2,14 +2,12 @@
 
 Trains LeNet-5 on scikit-learn's 1,797 handwritten digits (8x8, upsampled to 32x32), saves
 a training-style checkpoint, loads it back the way a user's file is loaded, exports every
-artifact kind available here, verifies each (random inputs at two batch sizes plus the
-held-out digits) and reports each artifact's held-out accuracy next to PyTorch's.
+artifact kind available here by running recipes/demo.yaml, verifies each (random inputs at two
+batch sizes plus the held-out digits) and reports each artifact's held-out accuracy next to PyTorch's.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 import time
 from pathlib import Path
 
@@ -43,17 +41,17 @@ def train(model, train_x, train_y, epochs: int, progress=lambda _: None, lr: flo
 
 
 def run_demo(output: Path, epochs: int = 12, progress=lambda _: None) -> dict:
+    """Train, save, then run recipes/demo.yaml on the checkpoint with the held-out digits as one more verification set."""
     import torch
 
     import architectures
-    from exporter.calibration import DIGITS, digits_arrays
-    from exporter.checkpoint import load_checkpoint
+    from exporter import recipe as recipes
+    from exporter.calibration import digits_arrays
+    from exporter.errors import CnnexportError
     from exporter.eval import accuracy
     from exporter.fsutil import ensure_writable_dir, write_text_atomic
-    from exporter.pipeline import QuantizeOptions, VerifyOptions, export_artifact, quantize_artifact, simplify_artifact
-    from exporter.report import build_report, to_json
-    from exporter.runners import open_runner
-    from exporter.runners.torch import TorchRunner
+    from exporter.report import to_json
+    from exporter.run import run_recipe
 
     output = ensure_writable_dir(Path(output))
     spec = architectures.get("lenet5").spec(10)
@@ -78,51 +76,57 @@ def run_demo(output: Path, epochs: int = 12, progress=lambda _: None) -> dict:
     )
     staged.replace(checkpoint)
     np.save(output / "heldout_digits.npy", test_x)
-    loaded = load_checkpoint(checkpoint)
 
     heldout = InputSet(f"held-out digits ({len(test_x)})", test_x)
-    opts = VerifyOptions(extra_inputs=[heldout])
-    results = [
-        export_artifact("torchscript", loaded, output / "lenet5_digits.ts", {}, opts, progress=progress),
-        export_artifact("onnx", loaded, output / "lenet5_digits.onnx", {}, opts, progress=progress),
-    ]
-    if results[-1].files:
-        results.append(simplify_artifact(results[-1].path, None, loaded, opts, progress=progress))
-    if results[-1].files:
-        # calibrate on training digits only; the held-out digits verify and measure accuracy
-        fp32 = results[-1].path
-        for precision in ("int8", "fp16"):
-            quant = QuantizeOptions(precision=precision, calibration=DIGITS, samples=512, seed=SEED)
-            output_name = output / f"lenet5_digits.{precision}.onnx"
-            results.append(quantize_artifact(fp32, quant, output_name, loaded, opts, progress=progress))
-
-    if importlib.util.find_spec("coremltools") is not None:
-        # Core ML fp16 ML program; on Linux its verification and held-out accuracy run through
-        # cnnexport's MIL interpreter (exporter/mil), on macOS through Core ML itself.
-        coreml_opts = dataclasses.replace(opts, precision="fp16")
-        results.append(export_artifact("coreml", loaded, output / "lenet5_digits.mlpackage", {"precision": "fp16"}, coreml_opts, progress=progress))
+    # the shipped demo recipe, plus the Core ML package (checked by the MIL interpreter on Linux)
+    recipe = recipes.load("demo", ["stages.coreml.enabled=true"])
+    run = run_recipe(recipe, checkpoint, output, progress=progress, extra_inputs=[heldout])
+    errors = [o for o in run.outcomes if o.status.startswith("error")]
+    if errors:
+        raise CnnexportError(f"demo stage {errors[0].name}: {errors[0].status}")
 
     progress("measuring held-out accuracy of every artifact")
-    accuracies = {"pytorch": accuracy(TorchRunner(loaded.module), test_x, test_y)}
-    for result in results:
-        if result.files:
-            accuracies[result.path.name] = accuracy(open_runner(result.path), test_x, test_y)
-    report = build_report(
-        results,
-        loaded,
-        extra={
-            "demo": {
-                "dataset": "scikit-learn load_digits, 8x8 upsampled to 32x32",
-                "train_samples": int(len(train_x)),
-                "heldout_samples": int(len(test_x)),
-                "epochs": epochs,
-                "train_seconds": round(train_seconds, 2),
-                "heldout_accuracy": accuracies,
-            }
+    from exporter.runners import open_runner
+    from exporter.runners.torch import TorchRunner
+
+    accuracies = {"pytorch": accuracy(TorchRunner(model.eval()), test_x, test_y)}
+    artifacts = [_artifact(o, output) for o in run.outcomes if o.entry]
+    for art in artifacts:
+        if art["files"]:
+            accuracies[Path(art["path"]).name] = accuracy(open_runner(Path(art["path"])), test_x, test_y)
+    report = {
+        "artifacts": artifacts,
+        "model": run.manifest["model"],
+        "versions": run.manifest["versions"],
+        "demo": {
+            "dataset": "scikit-learn load_digits, 8x8 upsampled to 32x32",
+            "recipe": "demo",
+            "train_samples": int(len(train_x)),
+            "heldout_samples": int(len(test_x)),
+            "epochs": epochs,
+            "train_seconds": round(train_seconds, 2),
+            "heldout_accuracy": accuracies,
         },
-    )
+    }
     write_text_atomic(output / "demo-report.json", to_json(report) + "\n")
     return report
+
+
+def _artifact(outcome, out_dir: Path) -> dict:
+    """A recipe stage's manifest entry in the shape of a verb's report entry."""
+    entry = outcome.entry
+    files = [str(out_dir / f["path"]) for f in entry["files"]]
+    return {
+        "kind": entry["kind"],
+        "path": files[0] if files else outcome.name,
+        "files": files,
+        "sha256": entry["files"][0]["sha256"] if files else None,
+        "bytes": sum(f["bytes"] for f in entry["files"]) if files else None,
+        "seconds": round(outcome.seconds, 3),
+        "cached": outcome.cached,
+        "details": entry["details"],
+        "verification": entry["verification"],
+    }
 
 
 def render_accuracy(report: dict, console) -> None:

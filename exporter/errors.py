@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+# Every exit code of the CLI, in one place (the README's table lists the same).
 EXIT_OK = 0
 EXIT_VERIFICATION_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_BACKEND_UNAVAILABLE = 3
+EXIT_INTERNAL = 4  # an unexpected exception: a bug in cnnexport
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
 
 
 class CnnexportError(Exception):

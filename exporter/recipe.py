@@ -6,37 +6,16 @@ offending key (exit 2). ``--set stages.coreml.precision=fp32`` overrides any key
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, create_model, field_validator
 
 from exporter.errors import BadInputError
+from exporter.kinds import KINDS
+from exporter.options import DataOptions, Numbers, Shape, Strict, ToleranceOverrides, validate_model
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
-
-
-def _split(pattern: str):
-    """A list field that also takes what the CLI flags take: '1,28,28', '0.5 0.5', or one value."""
-
-    def split(value):
-        if isinstance(value, str):
-            return [p for p in re.split(pattern, value.strip()) if p]
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return [value]
-        return value
-
-    return BeforeValidator(split)
-
-
-Numbers = _split(r"[,\s]+")  # --mean 0.5,0.5,0.5 / --batch-sizes 1,4
-Shape = _split(r"[,\sxX]+")  # --input-shape 3,224,224 or 3x224x224
-Names = _split(r"\s*,\s*")  # --exclude Conv,node_12
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ModelSection(Strict):
@@ -48,12 +27,6 @@ class ModelSection(Strict):
     mean: Annotated[Optional[list[float]], Numbers] = None
     std: Annotated[Optional[list[float]], Numbers] = None
     labels: Optional[str] = None  # path of a labels file, relative to the working directory
-
-
-class ToleranceOverrides(Strict):
-    max_rel_err: Optional[float] = None
-    min_cosine: Optional[float] = None
-    min_top1: Optional[float] = None
 
 
 class VerifySection(Strict):
@@ -73,79 +46,15 @@ class VerifySection(Strict):
         return v
 
 
-class DataSection(Strict):
-    data: Optional[str] = None  # folder, .npy/.npz, or 'digits'
-    samples: int = Field(256, ge=1)
-    holdout: int = Field(64, ge=0)
+def stage_section(row) -> type[BaseModel]:
+    """A recipe's stage section: the kind's options model plus ``enabled`` (and what only recipes spell)."""
+    fields = {"enabled": (bool, row.recipe_enabled), **row.recipe_fields}
+    return create_model(row.name.title().replace("_", "") + "Stage", __base__=row.options, **fields)
 
 
-class TorchScriptStage(Strict):
-    enabled: bool = False
-    script: bool = False
-
-
-class OnnxStage(Strict):
-    enabled: bool = True
-    opset: Optional[int] = None
-    exporter: Literal["dynamo", "legacy"] = "dynamo"
-    input_name: str = "input"
-    output_name: str = "logits"
-
-
-class SimplifyStage(Strict):
-    enabled: bool = False
-
-
-class Int8Stage(Strict):
-    enabled: bool = False
-    method: Literal["minmax", "entropy", "percentile"] = "minmax"
-    per_channel: bool = True
-    exclude: Annotated[list[str], Names] = Field(default_factory=list)
-    trt_version: str = "10.8.0"
-
-
-class Fp16Stage(Strict):
-    enabled: bool = False
-    keep_io_types: bool = True
-    overflow: Literal["keep", "fail", "ignore"] = "keep"
-
-
-class CoreMLStage(Strict):
-    enabled: bool = False
-    precision: Literal["fp16", "fp32"] = "fp16"
-    image_input: bool = False
-    classifier: bool = False
-    batch: Optional[str] = None  # "MIN:MAX" or "N"
-    min_target: Optional[str] = None
-    compress: Optional[str] = None  # palettize:N | linear8
-    author: Optional[str] = None
-    license: Optional[str] = None
-    version: Optional[str] = None
-    description: Optional[str] = None
-
-
-class TensorRTStage(Strict):
-    enabled: bool = False
-    precision: Literal["fp32", "fp16", "int8"] = "fp16"
-    int8_mode: Literal["qdq", "calibrator"] = "qdq"
-    batch: str = "1:8:32"
-    workspace: Optional[str] = None
-    optimization_level: Optional[int] = None
-    hardware_compatibility: Literal["none", "ampere_plus", "same_cc"] = "none"
-    version_compatible: bool = False
-    trt_version: Optional[str] = None
-    emit_script: bool = True  # without TensorRT here: write the build kit instead
-
-
-class Stages(Strict):
-    torchscript: TorchScriptStage = Field(default_factory=TorchScriptStage)
-    onnx: OnnxStage = Field(default_factory=OnnxStage)
-    simplify: SimplifyStage = Field(default_factory=SimplifyStage)
-    int8: Int8Stage = Field(default_factory=Int8Stage)
-    int8_tensorrt: Int8Stage = Field(default_factory=Int8Stage)
-    fp16: Fp16Stage = Field(default_factory=Fp16Stage)
-    coreml: CoreMLStage = Field(default_factory=CoreMLStage)
-    tensorrt: TensorRTStage = Field(default_factory=TensorRTStage)
+STAGE_SECTIONS: dict[str, type[BaseModel]] = {row.name: stage_section(row) for row in KINDS}
+Stages = create_model("Stages", __base__=Strict,
+                      **{name: (section, Field(default_factory=section)) for name, section in STAGE_SECTIONS.items()})
 
 
 class Outputs(Strict):
@@ -164,8 +73,8 @@ class Recipe(Strict):
     description: str = ""
     model: ModelSection = Field(default_factory=ModelSection)
     verify: VerifySection = Field(default_factory=VerifySection)
-    calibration: DataSection = Field(default_factory=DataSection)
-    evaluation: DataSection = Field(default_factory=DataSection)
+    calibration: DataOptions = Field(default_factory=DataOptions)
+    evaluation: DataOptions = Field(default_factory=DataOptions)
     stages: Stages = Field(default_factory=Stages)
     outputs: Outputs = Field(default_factory=Outputs)
 
@@ -228,11 +137,4 @@ def load(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
 
 
 def validate(data: dict, origin: str = "recipe") -> Recipe:
-    try:
-        return Recipe.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
-        raise BadInputError(f"{origin}: {where}: {message}{more}") from None
+    return validate_model(Recipe, data, origin)

@@ -1,7 +1,7 @@
 """`cnnexport run --recipe`: the recipe's stages as a graph, cached, parallel and resumable.
 
-Every stage calls the same pipeline function as its single-stage verb (export_artifact,
-simplify_artifact, quantize_artifact, ...), so a recipe run and `cnnexport onnx` cannot drift.
+Every stage is a row of the table (exporter/kinds.py) and runs the same library call as its
+verb (exporter.build.build), so a recipe run and `cnnexport onnx` cannot drift.
 
 Caching: each finished stage leaves a stamp (.cnnexport/stages/NAME.json) holding a key made
 of the stage's input sha256, its options, the model/verify/calibration settings and the
@@ -22,25 +22,14 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
 from exporter.errors import BackendUnavailable, BadInputError, CnnexportError
 from exporter.fsutil import ensure_writable_dir, sha256_of, write_text_atomic
+from exporter.kinds import KINDS, ArtifactKind
 from exporter.recipe import Recipe
 
 STATE_DIR = ".cnnexport"
 # torch.jit.trace / torch.export are not thread-safe: stages that trace take turns.
 TRACE_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    name: str
-    needs: tuple[str, ...]  # upstream stages in order of preference (first enabled one wins); () = the checkpoint
-    suffix: str
-    traces: bool
-    precision: str
-    run: Callable
 
 
 @dataclass
@@ -53,8 +42,9 @@ class Outcome:
 
 
 class RunContext:
-    def __init__(self, recipe: Recipe, checkpoint: Path, out_dir: Path, progress):
+    def __init__(self, recipe: Recipe, checkpoint: Path, out_dir: Path, progress, extra_inputs: list | None = None):
         self.recipe, self.checkpoint, self.out_dir, self.progress = recipe, checkpoint, out_dir, progress
+        self.extra_inputs = list(extra_inputs or [])  # verification sets a Python caller adds (the demo's held-out digits)
         self.base = recipe.outputs.name or checkpoint.name.split(".")[0]
         self._loaded = None
         self.load_error: CnnexportError | None = None  # the model itself is unusable: every stage would fail alike
@@ -87,98 +77,36 @@ class RunContext:
         v = self.recipe.verify
         tol = getattr(v, precision)
         return VerifyOptions(enabled=v.enabled, batch_sizes=tuple(v.batch_sizes), seed=v.seed,
-                             images=Path(v.images) if v.images else None, precision=precision,
-                             max_rel_err=tol.max_rel_err, min_cosine=tol.min_cosine, min_top1=tol.min_top1)
+                             images=Path(v.images) if v.images else None, extra_inputs=list(self.extra_inputs),
+                             precision=precision, max_rel_err=tol.max_rel_err, min_cosine=tol.min_cosine,
+                             min_top1=tol.min_top1)
 
-    def output(self, spec: StageSpec) -> Path:
-        return self.out_dir / f"{self.base}{spec.suffix}"
-
-
-# ----------------------------------------------------------------- stage runners
+    def output(self, row: ArtifactKind) -> Path:
+        return self.out_dir / f"{self.base}{row.suffix}"
 
 
-def _torchscript(ctx: RunContext, spec: StageSpec, upstream: Path | None, options: dict):
-    from exporter.pipeline import export_artifact
+def _run_stage(ctx: RunContext, stage: "PlannedStage", upstream: Path | None):
+    """Build one stage with the same library call as its verb; the last artifact is the stage's."""
+    from exporter import build
 
-    return export_artifact("torchscript", ctx.loaded(), ctx.output(spec), {"script": options["script"]},
-                           ctx.verify_options(spec.precision), progress=ctx.progress)
+    row, options = stage.spec, stage.options_model()
+    if row.name == "tensorrt":
+        from exporter.stages.tensorrt import tensorrt_status
 
-
-def _onnx(ctx: RunContext, spec: StageSpec, upstream: Path | None, options: dict):
-    from exporter.pipeline import export_artifact
-
-    stage_options = {k: options[k] for k in ("opset", "exporter", "input_name", "output_name")}
-    return export_artifact("onnx", ctx.loaded(), ctx.output(spec), stage_options,
-                           ctx.verify_options(spec.precision), progress=ctx.progress)
-
-
-def _simplify(ctx: RunContext, spec: StageSpec, upstream: Path | None, options: dict):
-    from exporter.pipeline import simplify_artifact
-
-    return simplify_artifact(upstream, ctx.output(spec), ctx.loaded(), ctx.verify_options(spec.precision), progress=ctx.progress)
-
-
-def _quantize(target: str | None):
-    def run(ctx: RunContext, spec: StageSpec, upstream: Path | None, options: dict):
-        from exporter.pipeline import QuantizeOptions, quantize_artifact
-
-        r = ctx.recipe
-        if spec.precision == "int8":
-            q = QuantizeOptions(precision="int8", target=target, calibration=r.calibration.data, samples=r.calibration.samples,
-                                holdout=r.calibration.holdout, method=options["method"], per_channel=options["per_channel"],
-                                exclude=tuple(options["exclude"]), trt_version=options["trt_version"],
-                                evaluation=r.evaluation.data, seed=r.verify.seed)
-        else:
-            q = QuantizeOptions(precision="fp16", calibration=r.calibration.data, samples=r.calibration.samples,
-                                holdout=r.calibration.holdout, keep_io_types=options["keep_io_types"],
-                                fp16_overflow=options["overflow"], evaluation=r.evaluation.data, seed=r.verify.seed)
-        return quantize_artifact(upstream, q, ctx.output(spec), ctx.loaded(), ctx.verify_options(spec.precision), progress=ctx.progress)
-
-    return run
-
-
-def _coreml(ctx: RunContext, spec: StageSpec, upstream: Path | None, options: dict):
-    from dataclasses import replace
-
-    from exporter.pipeline import coreml_plan, export_artifact
-
-    batch_range, compression, sizes, tolerance = coreml_plan(options["batch"], options["compress"], tuple(ctx.recipe.verify.batch_sizes))
-    verify_options = replace(ctx.verify_options(tolerance or options["precision"]), batch_sizes=sizes)
-    stage_options = {**options, "batch": batch_range, "compress": compression}
-    return export_artifact("coreml", ctx.loaded(), ctx.output(spec), stage_options, verify_options, progress=ctx.progress)
-
-
-def _tensorrt(ctx: RunContext, spec: StageSpec, upstream: Path | None, options: dict):
-    """The engine where TensorRT runs; elsewhere (emit_script) the build kit, reported as skipped."""
-    from exporter.stages.tensorrt import tensorrt_status
-    from exporter.trt_pipeline import TensorRTOptions, tensorrt_artifacts
-
+        # where TensorRT is absent, the recipe's emit_script writes the build kit beside the artifacts
+        installed, _ = tensorrt_status()
+        kit = ctx.out_dir / f"{ctx.base}-tensorrt-kit" if installed is None and stage.options["emit_script"] else None
+        options = options.model_copy(update={"emit_script": kit})
     r = ctx.recipe
-    installed, _ = tensorrt_status()
-    kit = ctx.out_dir / f"{ctx.base}-tensorrt-kit" if installed is None and options["emit_script"] else None
-    trt = TensorRTOptions(
-        precision=options["precision"], int8_mode=options["int8_mode"], batch=options["batch"], workspace=options["workspace"],
-        optimization_level=options["optimization_level"], hardware_compatibility=options["hardware_compatibility"],
-        version_compatible=options["version_compatible"], trt_version=options["trt_version"], emit_script=kit,
-        calibration=r.calibration.data, samples=r.calibration.samples, holdout=r.calibration.holdout, seed=r.verify.seed,
+    results = build.build(
+        row, upstream or ctx.checkpoint, options, output=ctx.output(row), loaded=ctx.loaded(),
+        verify=ctx.verify_options(row.precision(options)), calibration=r.calibration,
+        evaluation=r.evaluation.data if row.reads_data else None, progress=ctx.progress,
     )
-    results = tensorrt_artifacts(upstream, trt, ctx.output(spec), ctx.loaded(), ctx.verify_options(options["precision"]), progress=ctx.progress)
-    engine = results[-1]
-    if len(results) > 1:  # the Q/DQ or fp16 ONNX the engine was built from travels with it
-        engine.files = [*engine.files, *[f for res in results[:-1] for f in res.files]]
-    return engine
-
-
-STAGES: list[StageSpec] = [
-    StageSpec("torchscript", (), ".ts", True, "fp32", _torchscript),
-    StageSpec("onnx", (), ".onnx", True, "fp32", _onnx),
-    StageSpec("simplify", ("onnx",), ".sim.onnx", False, "fp32", _simplify),
-    StageSpec("int8", ("simplify", "onnx"), ".int8.onnx", False, "int8", _quantize("cpu")),
-    StageSpec("int8_tensorrt", ("simplify", "onnx"), ".int8-trt.onnx", False, "int8", _quantize("tensorrt")),
-    StageSpec("fp16", ("simplify", "onnx"), ".fp16.onnx", False, "fp16", _quantize(None)),
-    StageSpec("coreml", (), ".mlpackage", True, "fp16", _coreml),
-    StageSpec("tensorrt", ("simplify", "onnx"), ".engine", False, "fp16", _tensorrt),
-]
+    last = results[-1]
+    if len(results) > 1:  # what the artifact was built from (the Q/DQ or fp16 ONNX of an engine) travels with it
+        last.files = [*last.files, *[f for res in results[:-1] for f in res.files]]
+    return last
 
 
 # ----------------------------------------------------------------- plan, keys, stamps
@@ -186,17 +114,22 @@ STAGES: list[StageSpec] = [
 
 @dataclass
 class PlannedStage:
-    spec: StageSpec
+    spec: ArtifactKind  # the stage's row of the table
     upstream: str | None
-    options: dict
+    options: dict  # the recipe's stage section, as written (JSON-able: it is part of the cache key)
+
+    def options_model(self):
+        """The kind's options model (recipe-only keys such as tensorrt's emit_script are the caller's)."""
+        values = {k: v for k, v in self.options.items() if k not in self.spec.recipe_fields}
+        return self.spec.parse(values)
 
 
 def plan(recipe: Recipe) -> list[PlannedStage]:
     """Enabled stages in dependency order, each bound to its upstream (or an error if none)."""
     stages = recipe.stages
-    enabled = {s.name for s in STAGES if getattr(stages, s.name).enabled}
+    enabled = {s.name for s in KINDS if getattr(stages, s.name).enabled}
     out = []
-    for spec in STAGES:
+    for spec in KINDS:
         if spec.name not in enabled:
             continue
         upstream = None
@@ -226,9 +159,10 @@ def _data_fingerprint(where: str | None) -> str | None:
     return f"missing:{where}"
 
 
-def stage_key(recipe: Recipe, stage: PlannedStage, input_sha: str, versions: dict) -> str:
+def stage_key(recipe: Recipe, stage: PlannedStage, input_sha: str, versions: dict, extra_inputs: list = ()) -> str:
     r = recipe
     payload = {
+        "extra_inputs": [[s.name, hashlib.sha256(s.array.tobytes()).hexdigest()] for s in extra_inputs],
         "stage": stage.spec.name,
         "options": stage.options,
         "input": input_sha,
@@ -238,7 +172,7 @@ def stage_key(recipe: Recipe, stage: PlannedStage, input_sha: str, versions: dic
         "output_name": r.outputs.name,
         "versions": versions,
     }
-    if stage.spec.precision in ("int8", "fp16") and stage.spec.name != "coreml":
+    if stage.spec.reads_data:
         payload["calibration"] = [r.calibration.model_dump(mode="json"), _data_fingerprint(r.calibration.data)]
         payload["evaluation"] = [r.evaluation.model_dump(mode="json"), _data_fingerprint(r.evaluation.data)]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -330,8 +264,8 @@ NO_CALIBRATION = "needs calibration data: set calibration.data or --calib"
 
 
 def needs_calibration(stage: PlannedStage) -> bool:
-    """INT8 stages calibrate; so does a TensorRT engine built in int8."""
-    return stage.spec.name in ("int8", "int8_tensorrt") or (stage.spec.name == "tensorrt" and stage.options.get("precision") == "int8")
+    """INT8 stages calibrate; so does a TensorRT engine built in int8 (the row says)."""
+    return stage.spec.calibrates(stage.options_model())
 
 
 def check_calibration_data(where: str, spec) -> None:
@@ -351,7 +285,8 @@ def check_calibration_data(where: str, spec) -> None:
     open_source(where, spec)  # a missing path or a .npy of the wrong shape fails here, not after the other stages
 
 
-def run_recipe(recipe: Recipe, checkpoint: Path, out_dir: Path, jobs: int = 1, progress=lambda _: None) -> RunResult:
+def run_recipe(recipe: Recipe, checkpoint: Path, out_dir: Path, jobs: int = 1, progress=lambda _: None,
+               extra_inputs: list | None = None) -> RunResult:
     from exporter.report import versions as library_versions
 
     checkpoint = Path(checkpoint)
@@ -360,7 +295,7 @@ def run_recipe(recipe: Recipe, checkpoint: Path, out_dir: Path, jobs: int = 1, p
     if jobs < 1:
         raise BadInputError("--jobs must be at least 1")
     stages = plan(recipe)
-    ctx = RunContext(recipe, checkpoint, Path(out_dir), progress)
+    ctx = RunContext(recipe, checkpoint, Path(out_dir), progress, extra_inputs)
     calibrated = [s.spec.name for s in stages if needs_calibration(s)]
     if calibrated and recipe.calibration.data is None:
         progress(f"{', '.join(calibrated)}: skipped ({NO_CALIBRATION})")
@@ -407,7 +342,7 @@ def _execute(ctx: RunContext, stages: list[PlannedStage], versions: dict, checkp
             return Outcome(name, f"skipped (needs {stage.upstream}, which did not pass)")
         if needs_calibration(stage) and ctx.recipe.calibration.data is None:
             return Outcome(name, f"skipped ({NO_CALIBRATION})")
-        key = stage_key(ctx.recipe, stage, sha, versions)
+        key = stage_key(ctx.recipe, stage, sha, versions, ctx.extra_inputs)
         cached = _read_stamp(ctx.out_dir, name, key)
         if cached is not None:
             ctx.progress(f"{name}: cached")
@@ -417,9 +352,9 @@ def _execute(ctx: RunContext, stages: list[PlannedStage], versions: dict, checkp
         try:
             if stage.spec.traces:
                 with TRACE_LOCK:
-                    result = stage.spec.run(ctx, stage.spec, upstream_path, stage.options)
+                    result = _run_stage(ctx, stage, upstream_path)
             else:
-                result = stage.spec.run(ctx, stage.spec, upstream_path, stage.options)
+                result = _run_stage(ctx, stage, upstream_path)
         except BackendUnavailable as exc:
             return Outcome(name, f"skipped ({exc})", seconds=time.perf_counter() - t0)
         except CnnexportError as exc:

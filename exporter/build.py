@@ -1,0 +1,239 @@
+"""One entry point for every artifact kind: what each verb, each recipe stage and Python callers run.
+
+    build("int8", "resnet18.pt", {"method": "entropy"}, calibration={"data": "images/"})
+
+reads the kind's row (exporter/kinds.py), checks its options before any work, exports the
+ONNX first when an ONNX-based kind is given a checkpoint, then runs the kind's flow below.
+Each flow stages, verifies and installs through exporter/pipeline.py and returns every
+artifact it made (the ONNX it had to export first, the Q/DQ model an engine was built from, …).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from exporter.errors import BadInputError
+from exporter.kinds import ArtifactKind
+from exporter.options import DataOptions
+from exporter.pipeline import (
+    Progress,
+    VerifyOptions,
+    _noop,
+    _run_stage,
+    _verifier,
+    default_output,
+    export_artifact,
+    onnx_source,
+    simplify_artifact,
+)
+from exporter.report import ArtifactResult, build_report, write_report
+
+
+@dataclass
+class BuildRequest:
+    kind: ArtifactKind
+    options: BaseModel  # the kind's options model
+    source: Path  # a checkpoint, or the ONNX model an ONNX-based kind reads
+    output: Path | None = None  # default: beside the source, with the kind's suffix
+    loaded: Any = None  # the checkpoint (LoadedModel): the model itself, or the reference of an ONNX-based kind
+    verify: VerifyOptions = field(default_factory=VerifyOptions)
+    calibration: DataOptions = field(default_factory=DataOptions)
+    evaluation: str | None = None  # labelled data for top-1/top-5 of a quantized model
+    keep_failed: bool = False
+    progress: Progress = _noop
+    write: bool = True  # write NAME.report.json beside each artifact
+
+
+def request(kind: str | ArtifactKind, source, options: BaseModel | dict | None = None, **fields) -> BuildRequest:
+    """A BuildRequest with the options parsed and checked (BadInputError, exit 2, before any work)."""
+    from exporter import kinds
+
+    row = kinds.get(kind) if isinstance(kind, str) else kind
+    parsed = options if isinstance(options, BaseModel) else row.parse(options)
+    calibration = fields.pop("calibration", None)
+    if not isinstance(calibration, DataOptions):
+        calibration = DataOptions.model_validate(calibration or {})
+    req = BuildRequest(kind=row, options=parsed, source=Path(source), calibration=calibration, **fields)
+    preflight(req)
+    return req
+
+
+def build(kind: str | ArtifactKind, source, options: BaseModel | dict | None = None, **fields) -> list[ArtifactResult]:
+    """Make, verify and install one artifact kind from ``source``; returns every artifact made, last = the kind's."""
+    return run(request(kind, source, options, **fields))
+
+
+def run(req: BuildRequest) -> list[ArtifactResult]:
+    results: list[ArtifactResult] = []
+    if req.kind.source == "onnx" and req.source.suffix.lower() != ".onnx":
+        # a checkpoint for an ONNX-based kind: export (and verify) the ONNX first, beside it
+        if req.loaded is None:
+            from exporter.checkpoint import load_checkpoint
+
+            req.loaded = load_checkpoint(req.source, progress=req.progress)
+        exported = export_artifact("onnx", req.loaded, default_output(req.source, "onnx"), {},
+                                   replace(req.verify, precision="fp32"), req.keep_failed, req.progress, req.write)
+        results.append(exported)
+        if exported.verification.status == "fail" or not exported.files:
+            return results  # nothing is built from a model that failed its own check
+        req = replace(req, source=exported.path)
+    return results + req.kind.builder()(req)
+
+
+def preflight(req: BuildRequest) -> None:
+    """Refuse bad options and missing data before any file is read or written."""
+    name = req.kind.name
+    if req.kind.calibrates(req.options) and req.calibration.data is None:
+        what = "int8 quantization" if name.startswith("int8") else f"{name} --precision int8"
+        raise BadInputError(f"{what} needs calibration data: --calib IMAGE_FOLDER | FILE.npy | digits")
+    if name == "coreml":
+        from exporter.stages.coreml import parse_batch, parse_compression
+
+        parse_batch(req.options.batch)
+        parse_compression(req.options.compress)
+    if name == "tensorrt":
+        from exporter.trt_pipeline import build_options
+
+        build_options(req.options)
+
+
+def _install_report(req: BuildRequest, result: ArtifactResult, spec=None) -> None:
+    if req.write and result.files:
+        write_report(build_report([result], req.loaded, spec), result.path)
+
+
+# ----------------------------------------------------------------- the flows of the table's rows
+
+
+def from_checkpoint(req: BuildRequest) -> list[ArtifactResult]:
+    """TorchScript, ONNX: the stage function straight from the loaded checkpoint."""
+    loaded = req.loaded
+    if loaded is None:
+        from exporter.checkpoint import load_checkpoint
+
+        loaded = load_checkpoint(req.source, progress=req.progress)
+    output = req.output or default_output(req.source, req.kind.name)
+    verify = replace(req.verify, precision=req.kind.precision(req.options))
+    return [export_artifact(req.kind.name, loaded, output, req.options.model_dump(), verify, req.keep_failed, req.progress,
+                            req.write)]
+
+
+def coreml(req: BuildRequest) -> list[ArtifactResult]:
+    """Core ML: the batch range is parsed, and verification batch sizes are clipped into it."""
+    from exporter.stages.coreml import parse_batch, parse_compression
+
+    low, high = parse_batch(req.options.batch)
+    sizes = tuple(sorted({min(max(b, low), high) for b in req.verify.batch_sizes}))
+    stage_options = {**req.options.model_dump(), "batch": (low, high), "compress": parse_compression(req.options.compress)}
+    loaded = req.loaded
+    if loaded is None:
+        from exporter.checkpoint import load_checkpoint
+
+        loaded = load_checkpoint(req.source, progress=req.progress)
+    verify = replace(req.verify, precision=req.kind.precision(req.options), batch_sizes=sizes)
+    output = req.output or default_output(req.source, "coreml")
+    return [export_artifact("coreml", loaded, output, stage_options, verify, req.keep_failed, req.progress, req.write)]
+
+
+def simplify(req: BuildRequest) -> list[ArtifactResult]:
+    return [simplify_artifact(req.source, req.output, req.loaded, replace(req.verify, precision="fp32"), req.keep_failed,
+                              req.progress, req.write)]
+
+
+def quantize(req: BuildRequest) -> list[ArtifactResult]:
+    """INT8 (calibrated, judged on held-out samples) or FP16 of an ONNX model, verified against PyTorch (or the ONNX)."""
+    from exporter.calibration import calibration_split, open_source
+    from exporter.data import InputSet, random_inputs
+    from exporter.runners.torch import TorchRunner
+    from exporter.stages import quantize as stages
+
+    row, opts, data = req.kind, req.options, req.calibration
+    int8 = row.precision(opts) == "int8"
+    source, source_runner, spec, output = onnx_source(req.source, req.output, req.loaded, row.suffix, "quantized")
+    seed = req.verify.seed
+    calib = held = None
+    if data.data is not None:
+        req.progress(f"reading calibration data {data.data}")
+        calib, held = calibration_split(open_source(data.data, spec, seed), data.samples, data.holdout)
+    evaluation = None
+    if req.evaluation is not None:  # checked now: a bad --eval must not surface after the artifact is installed
+        evaluation = open_source(req.evaluation, spec, seed, split="test")
+        if evaluation.labels is None:
+            raise BadInputError(f"--eval {req.evaluation}: {evaluation.description} has no labels; use an ImageFolder "
+                                "(one sub-folder per class), an .npz with 'labels', or 'digits'")
+
+    verify = replace(req.verify, precision=row.precision(opts))
+    if held is not None:
+        extra = InputSet(f"held-out ({len(held)}, not used for calibration)", held.take())
+        # random noise says little about an int8 model calibrated on real data: judge it on held-out data
+        verify = replace(verify, extra_inputs=[*verify.extra_inputs, extra], judge_random=verify.judge_random and not int8)
+
+    def stage(staging: Path, name: str):
+        if int8:
+            target = "tensorrt" if row.name == "int8_tensorrt" else "cpu"
+            return stages.export_int8(source, staging, name, calib, target, opts.method, opts.per_channel, list(opts.exclude),
+                                      opts.trt_version)
+        batches = list(calib.subset(0, 64, "overflow probe").batches(16)) if calib is not None else [random_inputs(spec, 8, seed).array]
+        return stages.export_fp16(source, staging, name, batches, opts.keep_io_types, opts.overflow)
+
+    def references() -> dict:
+        return {"pytorch": TorchRunner(req.loaded.module)} if req.loaded is not None else {"source onnx": source_runner}
+
+    result = _run_stage(stage, output, _verifier(references, spec, verify, row.runner), req.keep_failed, req.progress, row.kind)
+    result.details["samples_heldout"] = len(held) if held is not None else 0
+    if evaluation is not None and result.files:
+        from exporter.eval import evaluate
+        from exporter.runners import open_runner
+
+        req.progress(f"evaluating on {req.evaluation}")
+        reference = next(iter(references().values()))
+        result.details["eval"] = evaluate({"reference": reference, result.path.name: open_runner(result.path)}, evaluation)
+    _install_report(req, result, spec)
+    return [result]
+
+
+def tensorrt(req: BuildRequest) -> list[ArtifactResult]:
+    from exporter.trt_pipeline import tensorrt_artifacts
+
+    return tensorrt_artifacts(req)
+
+
+# ----------------------------------------------------------------- the reference
+
+
+def load_reference(checkpoint: Path, artifact: Path | None = None, *, arch=None, arch_kwargs=None, trust_pickle=False,
+                   overrides: dict | None = None, weights: str = "model", progress: Progress = _noop):
+    """The checkpoint, loaded as the reference of ``artifact`` when given.
+
+    An artifact made by cnnexport carries the input spec it was made with; unless the caller
+    overrides them, its input shape, mean and std win over the architecture's defaults, so the
+    reference sees the inputs the artifact was exported for.
+    """
+    from exporter.checkpoint import load_checkpoint
+
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if artifact is not None:
+        stored = stored_spec(artifact)
+        if stored is not None:
+            given = {"input_shape": stored.input_shape, "mean": stored.mean, "std": stored.std, **given}
+    progress(f"loading {checkpoint}")
+    loaded = load_checkpoint(checkpoint, arch=arch, arch_kwargs=arch_kwargs or {}, trust_pickle=trust_pickle,
+                             spec_overrides=given, weights=weights, progress=progress)
+    which = "" if loaded.weights == "model" and not loaded.prefix else \
+        f", {loaded.weights} weights{' under ' + loaded.prefix if loaded.prefix else ''}"
+    progress(f"model: {loaded.spec.arch} ({loaded.arch_source}), {loaded.spec.num_classes} classes, "
+             f"input {loaded.spec.input_shape}{which}")
+    return loaded
+
+
+def stored_spec(path: Path):
+    """The ModelSpec cnnexport wrote into an artifact, or None."""
+    from exporter.runners import open_runner
+    from exporter.spec import ModelSpec
+
+    meta = open_runner(path).metadata
+    return ModelSpec.from_dict(meta) if meta else None

@@ -1,0 +1,269 @@
+"""The verbs that look at what exists: inspect, verify, bench, eval."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from exporter.cli import common
+from exporter.cli.params import (
+    Arch,
+    ArchKwargs,
+    BatchSizes,
+    Images,
+    InputShape,
+    JsonOut,
+    Labels,
+    MaxRelErr,
+    Mean,
+    MinCosine,
+    MinTop1,
+    Quiet,
+    Seed,
+    Std,
+    TrustPickle,
+    Verbose,
+    Weights,
+)
+from exporter.cli.ui import Ui, fail, render_eval, run_guarded
+from exporter.errors import EXIT_VERIFICATION_FAILED
+
+def _si(value: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:g}"
+
+
+def inspect(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file (.pt/.pth/.safetensors/TorchScript/.pt2).")],
+    arch: Arch = None,
+    arch_kwargs: ArchKwargs = None,
+    trust_pickle: TrustPickle = False,
+    weights: Weights = "model",
+    input_shape: InputShape = None,
+    mean: Mean = None,
+    std: Std = None,
+    labels: Labels = None,
+    flops: Annotated[bool, typer.Option("--flops", help="Also count FLOPs/MACs of one image at the input spec.")] = False,
+    json_out: JsonOut = False,
+    verbose: Verbose = False,
+) -> None:
+    """Show what a checkpoint holds: form, architecture, classes, parameters, input spec (and FLOPs)."""
+    args = dict(locals())
+    ui = Ui(json_out, verbose=verbose)
+
+    def body():
+        from exporter.report import model_section
+
+        loaded = common.load(Ui(json_out, quiet=True).progress, checkpoint, args)
+        info = model_section(loaded)
+        info["notes"] = loaded.notes
+        info["bytes"] = sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file()) if checkpoint.is_dir() else checkpoint.stat().st_size
+        if flops:
+            from exporter.flops import model_cost
+
+            info.update(model_cost(loaded))
+        if json_out:
+            sys.stdout.write(json.dumps(info, indent=2) + "\n")
+            return
+        from rich.table import Table
+
+        table = Table(show_header=False, title=str(checkpoint), title_justify="left")
+        table.add_column(style="bold")
+        table.add_column()
+        table.add_row("form", escape(loaded.form) + (f"  [dim](written by {escape(loaded.written_by)})[/dim]" if loaded.written_by else ""))
+        if loaded.weights != "model" or loaded.prefix:
+            table.add_row("weights", escape(loaded.weights + (f", under prefix {loaded.prefix}" if loaded.prefix else "")))
+        table.add_row("architecture", f"{escape(loaded.spec.arch)}  [dim]({escape(loaded.arch_source)})[/dim]")
+        table.add_row("classes", str(loaded.spec.num_classes))
+        table.add_row("parameters", f"{loaded.params:,}")
+        table.add_row("size on disk", f"{info['bytes'] / 1e6:.2f} MB")
+        if flops:
+            table.add_row("FLOPs / image", f"{_si(info['flops'])} ({_si(info['macs'])} MACs)")
+        table.add_row("input", "x".join(map(str, loaded.spec.input_shape)))
+        table.add_row("mean", ", ".join(f"{v:g}" for v in loaded.spec.channel_mean()))
+        table.add_row("std", ", ".join(f"{v:g}" for v in loaded.spec.channel_std()))
+        if loaded.spec.interpolation or loaded.spec.crop_pct:
+            table.add_row("preprocess", escape(f"resize {loaded.spec.interpolation or '?'}, crop_pct {loaded.spec.crop_pct or '?'}"))
+        if loaded.spec.labels:
+            table.add_row("labels", escape(", ".join(loaded.spec.labels[:10])) + (" …" if len(loaded.spec.labels) > 10 else ""))
+        for note in loaded.notes:
+            table.add_row("note", escape(note))
+        ui.out.print(table)
+
+    run_guarded(ui, body)
+
+
+def verify(
+    artifact: Annotated[Path, typer.Argument(help="Artifact to check (.onnx, TorchScript, ...).")],
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="The PyTorch reference.")] = None,
+    reference: Annotated[Optional[Path], typer.Option("--reference", help="Or: another artifact as the reference.")] = None,
+    precision: Annotated[str, typer.Option("--precision", help="Tolerance set: fp32, fp16 or int8.")] = "fp32",
+    arch: Arch = None,
+    arch_kwargs: ArchKwargs = None,
+    trust_pickle: TrustPickle = False,
+    weights: Weights = "model",
+    input_shape: InputShape = None,
+    mean: Mean = None,
+    std: Std = None,
+    labels: Labels = None,
+    batch_sizes: BatchSizes = "1,4",
+    images: Images = None,
+    seed: Seed = 0,
+    max_rel_err: MaxRelErr = None,
+    min_cosine: MinCosine = None,
+    min_top1: MinTop1 = None,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Re-check an existing artifact against the checkpoint; exit 1 if it does not compute the same."""
+    args = dict(locals())
+    ui = Ui(json_out, quiet, verbose)
+
+    def body():
+        from exporter.errors import BadInputError
+        from exporter.pipeline import verify_existing
+        from exporter.verify import TOLERANCES
+
+        if precision not in TOLERANCES:
+            raise BadInputError(f"--precision must be one of {', '.join(TOLERANCES)}")
+        if artifact.is_dir() and not artifact.suffix == ".mlpackage":
+            from exporter.trt_pipeline import lint_kit
+
+            # a TensorRT build kit: the engine is built elsewhere; here, would TensorRT's parser take its model?
+            found = lint_kit(artifact, ui.progress)
+            if json_out:
+                sys.stdout.write(json.dumps(found, indent=2) + "\n")
+            else:
+                ui.out.print(f"TensorRT lint of {escape(found['model'])}: {found['tensorrt_lint']['status']}; "
+                             "the engine itself is verified on the NVIDIA machine (verify.sh)")
+            return
+        a = args
+        opts = common.verify_options(a, precision)
+        loaded = common.load(ui.progress, checkpoint, a) if checkpoint else None
+        ui.progress(f"verifying {artifact}")
+        result = verify_existing(artifact, loaded, reference, opts)
+        from exporter.build import stored_spec
+        from exporter.report import build_report
+
+        ui.emit(build_report([result], loaded, None if loaded else stored_spec(reference or artifact)))
+        if result.verification.status == "fail":
+            fail(ui, f"verification failed: {result.verification.reason}", EXIT_VERIFICATION_FAILED)
+
+    run_guarded(ui, body)
+
+
+def bench(
+    targets: Annotated[list[Path], typer.Argument(help="Checkpoints (PyTorch eager baseline), artifacts, or folders of artifacts.")],
+    batch: Annotated[str, typer.Option("--batch", help="Batch sizes, e.g. 1,8,32.")] = "1,8",
+    threads: Annotated[Optional[int], typer.Option("--threads", help="Threads for torch and onnxruntime alike (default: torch's).")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    seconds: Annotated[float, typer.Option("--seconds", help="Time budget per target and batch size.")] = 2.0,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 3,
+    min_runs: Annotated[int, typer.Option("--min-runs", help="At least this many timed runs.")] = 5,
+    baseline: Annotated[Optional[str], typer.Option("--baseline", help="Target label to compare against (default: PyTorch eager).")] = None,
+    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a latency/throughput chart (PNG).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Reference checkpoint (also benchmarked as PyTorch eager).")] = None,
+    arch: Arch = None,
+    arch_kwargs: ArchKwargs = None,
+    trust_pickle: TrustPickle = False,
+    weights: Weights = "model",
+    input_shape: InputShape = None,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Latency (p50/p90/p99), throughput and peak memory of each artifact, with speed-ups over a baseline."""
+    args = dict(locals())
+    ui = Ui(json_out, quiet, verbose)
+
+    def body():
+        from exporter import bench as bench_mod
+        from exporter.errors import BadInputError
+        from exporter.spec import parse_batch_sizes
+
+        if device not in ("cpu", "cuda"):
+            raise BadInputError("--device must be cpu or cuda")
+        if seconds <= 0 or warmup < 0 or min_runs < 1 or (threads is not None and threads < 1):
+            raise BadInputError("--seconds must be positive, --warmup >= 0, --min-runs >= 1, --threads >= 1")
+        found = bench_mod.discover(list(targets) + ([checkpoint] if checkpoint else []))
+        loaded, spec = common.reference_for(ui, found, args)
+        settings = bench_mod.BenchSettings(batches=parse_batch_sizes(batch, "--batch"), threads=threads, device=device, warmup=warmup,
+                                           min_runs=min_runs, seconds=seconds, baseline=baseline)
+        result = bench_mod.bench(found, spec, settings, loaded, ui.progress)
+        if plot_path:
+            result["plot"] = str(bench_mod.plot(result, plot_path))
+        if json_out:
+            sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        else:
+            bench_mod.render(result, ui.out)
+            if plot_path:
+                ui.progress(f"wrote {plot_path}")
+
+    run_guarded(ui, body)
+
+
+def eval_(
+    targets: Annotated[list[Path], typer.Argument(help="Artifacts or folders of artifacts to evaluate.")],
+    data: Annotated[str, typer.Option("--data", help="Labelled data: ImageFolder (one sub-folder per class), .npz with inputs+labels, or 'digits'.")],
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="The reference (default: the first artifact).")] = None,
+    top: Annotated[int, typer.Option("--top", help="Also report top-k accuracy.")] = 5,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per batch (data is streamed).")] = 32,
+    arch: Arch = None,
+    arch_kwargs: ArchKwargs = None,
+    trust_pickle: TrustPickle = False,
+    weights: Weights = "model",
+    input_shape: InputShape = None,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Top-1/top-k accuracy of the reference and every artifact, agreement and where they disagree."""
+    args = dict(locals())
+    ui = Ui(json_out, quiet, verbose)
+
+    def body():
+        from exporter.bench import discover
+        from exporter.calibration import open_source
+        from exporter.errors import BadInputError
+        from exporter.eval import evaluate
+        from exporter.runners import open_runner
+        from exporter.runners.torch import TorchRunner
+
+        if top < 1 or batch_size < 1:
+            raise BadInputError("--top and --batch-size must be at least 1")
+        found = [t for t in discover(list(targets) + ([checkpoint] if checkpoint else []))]
+        loaded, spec = common.reference_for(ui, found, args)
+        runners = {}
+        if loaded is not None:
+            runners["pytorch (reference)"] = TorchRunner(loaded.module)
+        for t in found:
+            if t.kind != "pytorch":
+                runners[t.label] = open_runner(t.path, t.kind)
+        source = open_source(data, spec, split="test")
+        ui.progress(f"evaluating {len(runners)} model(s) on {source.description}")
+        result = evaluate(runners, source, batch_size, min(top, spec.num_classes), spec.labels)
+        if json_out:
+            sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        else:
+            render_eval(ui, result)
+            for name, r in list(result["results"].items())[1:]:
+                if r["disagreements"]:
+                    pairs = ", ".join(f"{d['reference']}->{d['artifact']} x{d['count']}" for d in r["disagreements"])
+                    ui.out.print(f"[dim]{escape(name)} disagrees with the reference on: {escape(pairs)}[/dim]")
+
+    run_guarded(ui, body)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(inspect)
+    app.command()(verify)
+    app.command()(bench)
+    app.command(name="eval")(eval_)

@@ -1,0 +1,74 @@
+"""Parsing shared by the verbs: model-loading flags, input-spec flags, verification flags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def spec_overrides(a: dict) -> dict:
+    """--input-shape/--mean/--std/--labels as ModelSpec overrides (None = not given)."""
+    from exporter.spec import parse_floats, parse_input_shape, read_labels
+
+    return {
+        "input_shape": parse_input_shape(a["input_shape"]) if a.get("input_shape") else None,
+        "mean": parse_floats(a["mean"], "--mean") if a.get("mean") else None,
+        "std": parse_floats(a["std"], "--std") if a.get("std") else None,
+        "labels": read_labels(a["labels"]) if a.get("labels") else None,
+    }
+
+
+def arch_kwargs(text: str | None) -> dict:
+    from exporter.errors import BadInputError
+
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"--arch-kwargs is not valid JSON ({exc.msg}); example: '{{\"num_classes\": 7}}'") from None
+    if not isinstance(value, dict):
+        raise BadInputError("--arch-kwargs must be a JSON object, e.g. '{\"num_classes\": 7}'")
+    return value
+
+
+def load(progress, checkpoint: Path, a: dict, artifact: Path | None = None):
+    """The checkpoint as the verb's flags describe it (see exporter.build.load_reference)."""
+    from exporter.build import load_reference
+
+    return load_reference(checkpoint, artifact, arch=a.get("arch"), arch_kwargs=arch_kwargs(a.get("arch_kwargs")),
+                          trust_pickle=a.get("trust_pickle", False), overrides=spec_overrides(a),
+                          weights=a.get("weights", "model"), progress=progress)
+
+
+def verify_options(a: dict, precision: str = "fp32", batch_sizes: str | None = None):
+    from exporter.pipeline import VerifyOptions
+    from exporter.spec import parse_batch_sizes
+
+    return VerifyOptions(
+        enabled=not a.get("no_verify", False),
+        batch_sizes=parse_batch_sizes(batch_sizes or a.get("batch_sizes") or "1,4"),
+        seed=a["seed"],
+        images=a["images"],
+        precision=precision,
+        max_rel_err=a["max_rel_err"],
+        min_cosine=a["min_cosine"],
+        min_top1=a["min_top1"],
+    )
+
+
+def reference_for(ui, found: list, a: dict):
+    """The checkpoint among the targets (loaded), else the spec stored in the first artifact."""
+    from exporter.build import stored_spec
+    from exporter.errors import BadInputError
+
+    checkpoint = next((t.path for t in found if t.kind == "pytorch"), None)
+    overrides = {k: v for k, v in spec_overrides(a).items() if v is not None}
+    if checkpoint is not None:
+        loaded = load(ui.progress, checkpoint, a)
+        return loaded, loaded.spec
+    for t in found:
+        spec = stored_spec(t.path) if t.kind in ("onnx", "torchscript") else None
+        if spec is not None:
+            return None, spec.with_overrides(**overrides)
+    raise BadInputError("no checkpoint among the targets and no artifact carries an input spec; pass --checkpoint")

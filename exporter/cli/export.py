@@ -1,0 +1,91 @@
+"""The verbs that make one artifact kind: onnx, torchscript, coreml, simplify, quantize, tensorrt.
+
+Each verb's flags are its options model's fields (exporter/options.py) plus the shared ones;
+its body parses them, calls exporter.build once and prints the report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from exporter import kinds, options as o
+from exporter.cli import common
+from exporter.cli.params import LOAD, SPEC, UI, VERIFY, Output, Reference, argument, command, param, stage_params, values_for
+from exporter.cli.ui import Ui, finish, render_eval, run_guarded
+
+CALIBRATION = stage_params(o.DataOptions, rename={"data": "calib"})
+CALIB_RENAME = {"data": "calib"}
+Eval = Annotated[Optional[str], typer.Option("--eval", help="Labelled data (ImageFolder, .npz with labels, or 'digits') for top-1/top-5.")]
+
+
+def register(app: typer.Typer) -> None:
+    checkpoint = argument("checkpoint", Path, "Checkpoint to export.")
+    onnx_model = argument("model", Path, "ONNX model, or a checkpoint (exported to ONNX first).")
+    command(app, "onnx", [checkpoint, param("output", Output, None), *stage_params(o.OnnxOptions), *LOAD, *SPEC, *VERIFY, *UI],
+            "Export ONNX with a dynamic batch axis, then verify it against the checkpoint.")(
+        lambda a: _export(a, kinds.get("onnx"), "checkpoint"))
+    command(app, "torchscript", [checkpoint, param("output", Output, None), *stage_params(o.TorchScriptOptions), *LOAD, *SPEC,
+                                 *VERIFY, *UI],
+            "Export TorchScript (trace by default), then verify it against the checkpoint.")(
+        lambda a: _export(a, kinds.get("torchscript"), "checkpoint"))
+    coreml_output = Annotated[Optional[Path], typer.Option("-o", "--output", help="Output .mlpackage (default: beside the checkpoint).")]
+    command(app, "coreml", [argument("checkpoint", Path, "Checkpoint to convert."), param("output", coreml_output, None),
+                            *stage_params(o.CoreMLOptions), *LOAD, *SPEC, *VERIFY, *UI],
+            "Convert to a Core ML ML program (.mlpackage); verify it on Linux with the MIL interpreter.\n\n"
+            "Tolerances: fp32/fp16 programs use the fp32/fp16 pass rule, a compressed program the int8 rule. "
+            "Verification batch sizes are clipped into --batch.")(
+        lambda a: _export(a, kinds.get("coreml"), "checkpoint"))
+    also = Annotated[Optional[Path], typer.Option("--checkpoint", help="Also verify against this checkpoint.")]
+    command(app, "simplify", [argument("model", Path, "ONNX model to simplify with onnxsim."), param("output", Output, None),
+                              param("checkpoint", also, None), *LOAD, *VERIFY, *UI],
+            "Simplify an ONNX model (onnxsim); verify against the original and, with --checkpoint, PyTorch.")(
+        lambda a: _export(a, kinds.get("simplify"), "model"))
+    int8_reference = Annotated[Optional[Path], typer.Option("--checkpoint", help="PyTorch reference when MODEL is ONNX (default: the fp32 ONNX).")]
+    command(app, "quantize", [onnx_model, *stage_params(o.QuantizeChoice), *CALIBRATION, *stage_params(o.Int8Options),
+                              *stage_params(o.Fp16Options), param("eval_data", Eval, None), param("checkpoint", int8_reference, None),
+                              param("output", Output, None), *LOAD, *SPEC, *VERIFY, *UI],
+            "Static INT8 (CPU or TensorRT flavour) or FP16 ONNX, verified and optionally evaluated.")(_quantize)
+    engine = Annotated[Optional[Path], typer.Option("-o", "--output", help="Engine file (default: MODEL.engine beside the model).")]
+    command(app, "tensorrt", [onnx_model, *stage_params(o.TensorRTOptions), *CALIBRATION, param("checkpoint", Reference, None),
+                              param("output", engine, None), *LOAD, *SPEC, *[p for p in VERIFY if p.name != "batch_sizes"], *UI],
+            "TensorRT engine (+ sidecar JSON), verified at the profile's min and max batch; or, with --emit-script, a build kit.")(
+        lambda a: _export(a, kinds.get("tensorrt"), "model"))
+
+
+def _quantize(a: dict) -> None:
+    choice = o.QuantizeChoice(precision=a["precision"].value, target=a["target"].value)
+    _export(a, kinds.quantize_kind(choice.precision, choice.target), "model")
+
+
+def _export(a: dict, row: kinds.ArtifactKind, source_key: str) -> None:
+    ui = Ui(a["json_out"], a["quiet"], a["verbose"])
+
+    def body():
+        from exporter import build
+
+        source = a[source_key]
+        calibration = o.validate_model(o.DataOptions, values_for(o.DataOptions, a, CALIB_RENAME)) if "calib" in a else None
+        req = build.request(row, source, row.parse(values_for(row.options, a), cli=True), output=a["output"],
+                            verify=common.verify_options(a), calibration=calibration, evaluation=a.get("eval_data"),
+                            keep_failed=a["keep_failed"], progress=ui.progress)  # bad options: exit 2 before any work
+        reference = a.get("checkpoint") if source_key == "model" else None
+        if row.source == "checkpoint" or source.suffix.lower() != ".onnx":
+            req.loaded = common.load(ui.progress, source, a)
+        elif reference is not None:
+            # a verb without input-spec flags (simplify) verifies with the spec stored in its ONNX
+            req.loaded = common.load(ui.progress, reference, a, None if "input_shape" in a else source)
+        results = build.run(req)
+        finish(ui, results, req.loaded, None if req.loaded else build.stored_spec(source))
+        last = results[-1]
+        if not ui.json_out and row.name == "simplify":
+            ui.progress(f"nodes: {last.details.get('nodes_before')} -> {last.details.get('nodes_after')}")
+        if not ui.json_out and "eval" in last.details:
+            render_eval(ui, last.details["eval"])
+        kit = last.details.get("kit") if last.kind == "tensorrt" else None
+        if kit and not ui.json_out:
+            ui.progress(f"wrote the build kit {kit}: on the NVIDIA machine run `bash {kit}/build.sh`, then `{last.details['verify']}`")
+
+    run_guarded(ui, body)

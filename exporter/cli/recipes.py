@@ -1,0 +1,184 @@
+"""The verbs around whole runs and the registry: architectures, recipes, run, demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from exporter.cli.params import JsonOut, Quiet, Verbose
+from exporter.cli.ui import Ui, fail, run_guarded
+from exporter.errors import EXIT_BAD_INPUT, EXIT_VERIFICATION_FAILED
+
+def architectures(
+    json_out: JsonOut = False,
+    source: Annotated[
+        Optional[str],
+        typer.Option("--source", help="Only 'classic', 'torchvision' or 'timm' entries (timm's ~1,400 need `pip install cnnexport[timm]`)."),
+    ] = None,
+) -> None:
+    """List the architecture registry with each entry's default input spec (timm's with --source timm)."""
+    ui = Ui(json_out)
+
+    def body():
+        import architectures as registry
+        from exporter.errors import BackendUnavailable, BadInputError
+
+        if source not in (None, "classic", "torchvision", "timm"):
+            raise BadInputError(f"--source must be classic, torchvision or timm, not {source!r}")
+        if source == "timm" and not registry.timm_available():
+            from architectures.timm_models import INSTALL_HINT
+
+            raise BackendUnavailable(f"timm is not installed: {INSTALL_HINT}")
+        rows = registry.entries(source=source)
+        if json_out:
+            data = [
+                {"name": e.name, "source": e.source, "num_classes": e.num_classes, "input_shape": [e.channels, e.height, e.width],
+                 "mean": list(e.mean), "std": list(e.std), "interpolation": e.interpolation, "crop_pct": e.crop_pct,
+                 "description": e.description}
+                for e in rows
+            ]
+            sys.stdout.write(json.dumps(data, indent=2) + "\n")
+            return
+        from rich.table import Table
+
+        table = Table(title=f"{len(rows)} architectures", title_justify="left")
+        for col in ("name", "source", "classes", "input", "mean", "std"):
+            table.add_column(col)
+        for e in rows:
+            table.add_row(e.name, e.source, str(e.num_classes), f"{e.channels}x{e.height}x{e.width}",
+                          ",".join(f"{m:g}" for m in e.mean), ",".join(f"{s:g}" for s in e.std))
+        ui.out.print(table)
+        if source is None:
+            ui.out.print("timm's models: `cnnexport architectures --source timm`" + ("" if registry.timm_available() else " (after pip install 'cnnexport[timm]')"))
+
+    run_guarded(ui, body)
+
+
+def recipes(json_out: JsonOut = False) -> None:
+    """List the shipped recipes (use one with `cnnexport run --recipe NAME`)."""
+    ui = Ui(json_out)
+
+    def body():
+        from exporter import recipe as recipe_mod
+
+        rows = []
+        for name, path in recipe_mod.shipped().items():
+            r = recipe_mod.load(path)
+            rows.append({"name": name, "path": str(path), "description": r.description,
+                         "stages": [n for n, s in r.stages if s.enabled]})
+        if json_out:
+            sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+            return
+        from rich.table import Table
+
+        table = Table(title="shipped recipes", title_justify="left")
+        for col in ("name", "stages", "description"):
+            table.add_column(col)
+        for row in rows:
+            table.add_row(row["name"], ", ".join(row["stages"]), escape(row["description"]))
+        ui.out.print(table)
+
+    run_guarded(ui, body)
+
+
+def run(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to build every artifact from.")],
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="Recipe YAML, or the name of a shipped one (see `cnnexport recipes`).")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output folder (default: dist/<checkpoint name>/).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe key: stages.coreml.precision=fp32 (repeatable).")] = None,
+    calib: Annotated[Optional[str], typer.Option("--calib", help="Calibration data for the INT8 stages (image folder, .npy/.npz); the same as --set calibration.data=...")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Independent stages run in parallel.")] = 1,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; run nothing.")] = False,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Run a recipe: every stage it enables, cached, resumable, with manifest.json and report.md."""
+    ui = Ui(json_out, quiet, verbose)
+
+    def body():
+        from exporter import recipe as recipe_mod
+        from exporter.run import plan, run_recipe
+
+        loaded_recipe = recipe_mod.load(recipe, [*(set_ or []), *([f"calibration.data={calib}"] if calib else [])])
+        stages = plan(loaded_recipe)
+        out_dir = output or Path("dist") / checkpoint.name.split(".")[0]
+        if dry_run:
+            rows = [{"stage": s.spec.name, "input": s.upstream or str(checkpoint), "options": s.options} for s in stages]
+            if json_out:
+                sys.stdout.write(json.dumps({"recipe": loaded_recipe.name, "output": str(out_dir), "plan": rows}, indent=2) + "\n")
+            else:
+                ui.out.print(f"recipe {escape(loaded_recipe.name)} -> {escape(str(out_dir))} (nothing is run)")
+                for row in rows:
+                    ui.out.print(f"  {row['stage']:<14} <- {escape(row['input'])}  {escape(json.dumps(row['options']))}")
+            return
+        result = run_recipe(loaded_recipe, checkpoint, out_dir, jobs, ui.progress)
+        if json_out:
+            sys.stdout.write(json.dumps({"manifest": result.manifest, "timings": {o.name: {"seconds": round(o.seconds, 3), "cached": o.cached}
+                                                                                  for o in result.outcomes}}, indent=2) + "\n")
+        else:
+            _render_run(ui, result)
+        if result.failed:
+            first = result.failed[0]
+            fail(ui, f"stage {first.name}: {first.status}", EXIT_VERIFICATION_FAILED if first.status == "fail" else EXIT_BAD_INPUT)
+
+    run_guarded(ui, body)
+
+
+def _render_run(ui: Ui, result) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"cnnexport run -> {escape(str(result.out_dir))} ({result.seconds:.1f}s)", title_justify="left")
+    for col in ("stage", "artifact", "status", "max err/range", "cosine", "top-1", "time", "cached"):
+        table.add_column(col, overflow="fold")
+    for o in result.outcomes:
+        v = o.entry.get("verification", {}) if o.entry else {}
+        colour = "green" if o.status == "pass" else "red" if o.status == "fail" or o.status.startswith("error") else "yellow"
+        files = ", ".join(Path(f["path"]).name for f in o.entry.get("files", [])) if o.entry else "-"
+        table.add_row(o.name, escape(files or "-"), f"[{colour}]{escape(o.status)}[/{colour}]",
+                      "-" if v.get("max_rel_err") is None else f"{v['max_rel_err']:.2e}",
+                      "-" if v.get("cosine") is None else f"{v['cosine']:.6f}",
+                      "-" if v.get("top1_agreement") is None else f"{v['top1_agreement']:.3f}",
+                      f"{o.seconds:.1f}s", "yes" if o.cached else "no")
+    ui.out.print(table)
+    ui.progress(f"wrote {result.out_dir / 'manifest.json'} and {result.out_dir / 'report.md'}")
+
+
+def demo(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the checkpoint, artifacts and reports.")] = Path("cnnexport-demo"),
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs on the digits.")] = 12,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Train LeNet-5 on scikit-learn's digits, export every artifact, verify each, compare accuracy."""
+    ui = Ui(json_out, quiet, verbose)
+
+    def body():
+        from exporter.demo import run_demo
+        from exporter.errors import BadInputError
+
+        if epochs < 1:
+            raise BadInputError("--epochs must be at least 1")
+        report = run_demo(output, epochs=epochs, progress=ui.progress)
+        ui.emit(report)
+        if not json_out:
+            from exporter.demo import render_accuracy
+
+            render_accuracy(report, ui.out)
+        if any(a["verification"]["status"] == "fail" for a in report["artifacts"]):
+            fail(ui, "the demo produced an artifact that failed verification", EXIT_VERIFICATION_FAILED)
+
+    run_guarded(ui, body)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(architectures)
+    app.command()(recipes)
+    app.command()(run)
+    app.command()(demo)

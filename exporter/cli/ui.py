@@ -1,0 +1,113 @@
+"""Where output goes, and how a typed error becomes one sentence and an exit code."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import typer
+from rich.markup import escape
+
+from exporter.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_VERIFICATION_FAILED, CnnexportError
+
+
+class Ui:
+    """Tables and progress; on stderr when --json owns stdout."""
+
+    def __init__(self, json_out: bool = False, quiet: bool = False, verbose: bool = False):
+        from rich.console import Console
+
+        self.json_out, self.quiet, self.verbose = json_out, quiet, verbose
+        width = None if sys.stdout.isatty() else 160
+        self.out = Console(stderr=json_out, quiet=quiet, highlight=False, width=width)
+        self.err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+        if not verbose:
+            # torch's TorchScript/exporter deprecation chatter is not the user's problem.
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+
+    def progress(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(f"[dim]• {escape(message)}[/dim]")
+
+    def emit(self, report: dict) -> None:
+        from exporter.report import render_table, to_json
+
+        if self.json_out:
+            self.json(report, to_json(report))
+        else:
+            render_table(report, self.out)
+
+    def json(self, data, text: str | None = None) -> None:
+        import json
+
+        sys.stdout.write((text if text is not None else json.dumps(data, indent=2)) + "\n")
+        sys.stdout.flush()
+
+
+def fail(ui: Ui, message: str, code: int) -> None:
+    ui.err.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _terminate_like_ctrl_c() -> None:
+    """SIGTERM (e.g. a CI timeout) cleans up like Ctrl-C instead of dying mid-write."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
+def run_guarded(ui: Ui, body) -> None:
+    """Map typed errors to one sentence and an exit code; tracebacks only with -v."""
+    _terminate_like_ctrl_c()
+    try:
+        body()
+    except typer.Exit:
+        raise
+    except CnnexportError as exc:
+        if ui.verbose:
+            ui.err.print_exception()
+        fail(ui, str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        fail(ui, "interrupted; nothing was written under a final name", EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - last line of defence: a bug, said plainly
+        if ui.verbose:
+            ui.err.print_exception()
+        fail(ui, f"unexpected {type(exc).__name__}: {exc} (this is a bug in cnnexport; re-run with -v and report it)", EXIT_INTERNAL)
+
+
+def finish(ui: Ui, results: list, loaded=None, spec=None) -> None:
+    """Emit one report for the artifacts made; exit 1 if any failed verification."""
+    from exporter.report import build_report
+
+    ui.emit(build_report(results, loaded, spec))
+    failed = [r for r in results if r.verification.status == "fail"]
+    if failed:
+        first = failed[0]
+        where = f"kept as {first.path}" if first.files else "not written (use --keep-failed to keep it)"
+        hint = ""
+        if first.kind.startswith("int8") and first.details.get("method") == "minmax":
+            hint = "; int8 options to try: --method percentile or entropy, --exclude OP_TYPE to keep such layers in float"
+        fail(ui, f"verification failed for {first.kind}: {first.verification.reason}; the artifact was {where}{hint}",
+             EXIT_VERIFICATION_FAILED)
+    if not ui.json_out and len(results) == 1 and results[0].files:
+        ui.progress(f"wrote {results[0].path} and {results[0].path.name}.report.json")
+
+
+def render_eval(ui: Ui, evaluation: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"accuracy on {escape(evaluation['source'])} ({evaluation['samples']} samples)", title_justify="left")
+    for col in ("model", "top-1", f"top-{evaluation.get('top', 5)}", "agrees with reference", "top-1 drop"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for name, r in evaluation["results"].items():
+        top5 = r.get(f"top{evaluation.get('top', 5)}")
+        table.add_row(escape(name), f"{r['top1'] * 100:.2f}%", "-" if top5 is None else f"{top5 * 100:.2f}%",
+                      f"{r['agreement_with_reference'] * 100:.2f}%", f"{r['top1_drop_points']:+.2f} pts")
+    ui.out.print(table)

@@ -1,0 +1,134 @@
+"""The table of artifact kinds: one record per kind, read by the pipeline, recipes, `run` and the CLI.
+
+Adding a target is one stage module (what makes the artifact), one runner (what executes it)
+and one row here with its options model (exporter/options.py); the recipe schema, `run`'s graph,
+the verb's flags and the consistency test follow from the row.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pydantic import BaseModel
+
+from exporter import options as o
+
+
+def _fixed(precision: str) -> Callable[[BaseModel], str]:
+    return lambda _options: precision
+
+
+def _never(_options: BaseModel) -> bool:
+    return False
+
+
+def _always(_options: BaseModel) -> bool:
+    return True
+
+
+def _coreml_precision(options: o.CoreMLOptions) -> str:
+    """A weight-compressed program is judged by the int8 rule, others by their compute precision."""
+    return "int8" if options.compress else options.precision
+
+
+@dataclass(frozen=True)
+class ArtifactKind:
+    name: str  # the recipe's stage key
+    kind: str  # what reports, manifests and tables call the artifact
+    verb: str  # the CLI verb that builds it
+    suffix: str  # resnet18.pt -> resnet18<suffix>
+    source: str  # "checkpoint" | "onnx": what the stage reads (a checkpoint given to an onnx kind is exported first)
+    options: type[BaseModel]  # the single source of its choices and defaults
+    stage: str  # "module:function" that makes the artifact (exporter/stages/)
+    build: str  # "module:function": the flow (stage, verify, install) taking a BuildRequest -> [ArtifactResult, ...]
+    runner: str  # the runner kind (exporter.runners.open_runner) that executes it
+    precision: Callable[[BaseModel], str]  # which pass rule judges it, given its options
+    calibrates: Callable[[BaseModel], bool] = _never  # needs calibration data
+    reads_data: bool = False  # the calibration/evaluation settings are inputs of the stage (cache key)
+    traces: bool = False  # runs torch.jit.trace / torch.export, which are not thread-safe
+    folder: bool = False  # the artifact is a directory (.mlpackage)
+    needs: tuple[str, ...] = ()  # recipe stages it can read from, in order of preference; () = the checkpoint
+    recipe_enabled: bool = False  # on in a recipe that does not mention it
+    recipe_fields: dict = field(default_factory=dict)  # {option: (type, default)} that a recipe spells differently
+
+    def builder(self) -> Callable:
+        return _resolve(self.build)
+
+    def stage_function(self) -> Callable:
+        return _resolve(self.stage)
+
+    def parse(self, values: dict | None = None, cli: bool = False) -> BaseModel:
+        """The options model from a dict (a recipe's stage section minus recipe-only keys, or a verb's flags)."""
+        return o.validate_model(self.options, values or {}, None if cli else f"stages.{self.name}")
+
+
+def _resolve(dotted: str) -> Callable:
+    module, _, function = dotted.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+ONNX_INPUTS = ("simplify", "onnx")
+
+KINDS: tuple[ArtifactKind, ...] = (
+    ArtifactKind(
+        name="torchscript", kind="torchscript", verb="torchscript", suffix=".ts", source="checkpoint",
+        options=o.TorchScriptOptions, stage="exporter.stages.torchscript:export", build="exporter.build:from_checkpoint",
+        runner="torchscript", precision=_fixed("fp32"), traces=True,
+    ),
+    ArtifactKind(
+        name="onnx", kind="onnx", verb="onnx", suffix=".onnx", source="checkpoint",
+        options=o.OnnxOptions, stage="exporter.stages.onnx:export", build="exporter.build:from_checkpoint",
+        runner="onnx", precision=_fixed("fp32"), traces=True, recipe_enabled=True,
+    ),
+    ArtifactKind(
+        name="simplify", kind="simplify", verb="simplify", suffix=".sim.onnx", source="onnx",
+        options=o.SimplifyOptions, stage="exporter.stages.simplify:export", build="exporter.build:simplify",
+        runner="onnx", precision=_fixed("fp32"), needs=("onnx",),
+    ),
+    ArtifactKind(
+        name="int8", kind="int8-cpu", verb="quantize", suffix=".int8.onnx", source="onnx",
+        options=o.Int8Options, stage="exporter.stages.quantize:export_int8", build="exporter.build:quantize",
+        runner="onnx", precision=_fixed("int8"), calibrates=_always, reads_data=True, needs=ONNX_INPUTS,
+    ),
+    ArtifactKind(
+        name="int8_tensorrt", kind="int8-tensorrt", verb="quantize", suffix=".int8-trt.onnx", source="onnx",
+        options=o.Int8Options, stage="exporter.stages.quantize:export_int8", build="exporter.build:quantize",
+        runner="onnx", precision=_fixed("int8"), calibrates=_always, reads_data=True, needs=ONNX_INPUTS,
+    ),
+    ArtifactKind(
+        name="fp16", kind="fp16", verb="quantize", suffix=".fp16.onnx", source="onnx",
+        options=o.Fp16Options, stage="exporter.stages.quantize:export_fp16", build="exporter.build:quantize",
+        runner="onnx", precision=_fixed("fp16"), reads_data=True, needs=ONNX_INPUTS,
+    ),
+    ArtifactKind(
+        name="coreml", kind="coreml", verb="coreml", suffix=".mlpackage", source="checkpoint",
+        options=o.CoreMLOptions, stage="exporter.stages.coreml:export", build="exporter.build:coreml",
+        runner="coreml", precision=_coreml_precision, traces=True, folder=True,
+    ),
+    ArtifactKind(
+        name="tensorrt", kind="tensorrt", verb="tensorrt", suffix=".engine", source="onnx",
+        options=o.TensorRTOptions, stage="exporter.stages.tensorrt:build_engine", build="exporter.build:tensorrt",
+        runner="tensorrt", precision=lambda opts: opts.precision, calibrates=lambda opts: opts.precision == "int8",
+        reads_data=True, needs=ONNX_INPUTS,
+        # a recipe cannot name a folder for every machine: it says whether to write the build kit
+        # (beside the artifacts) where TensorRT is absent
+        recipe_fields={"emit_script": (bool, True)},
+    ),
+)
+
+BY_NAME = {k.name: k for k in KINDS}
+
+
+def get(name: str) -> ArtifactKind:
+    from exporter.errors import BadInputError
+
+    if name not in BY_NAME:
+        raise BadInputError(f"unknown artifact kind {name!r}; choose one of {', '.join(BY_NAME)}")
+    return BY_NAME[name]
+
+
+def quantize_kind(precision: str, target: str) -> ArtifactKind:
+    """`cnnexport quantize --precision P --target T` -> its row."""
+    return BY_NAME["fp16"] if precision == "fp16" else BY_NAME["int8_tensorrt" if target == "tensorrt" else "int8"]

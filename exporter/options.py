@@ -1,0 +1,164 @@
+"""Every stage option, written once: name, type, choices, default and help.
+
+The CLI verbs (exporter/cli/params.py turns each field into a flag), the recipe schema
+(exporter/recipe.py adds ``enabled`` to each model) and ``run``'s stage graph all read these
+models; tests/test_stage_table.py fails when they disagree. A field's description is its
+``--help`` text; ``flag`` in its extras is the CLI spelling when it is not ``--field-name``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from exporter.stages.tensorrt import DEFAULT_TRT_VERSION
+
+
+def _split(pattern: str):
+    """A list field that also takes what the CLI flags take: '1,28,28', '0.5 0.5', or one value."""
+
+    def split(value):
+        if isinstance(value, str):
+            return [p for p in re.split(pattern, value.strip()) if p]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return [value]
+        return value
+
+    return BeforeValidator(split)
+
+
+Numbers = _split(r"[,\s]+")  # --mean 0.5,0.5,0.5 / --batch-sizes 1,4
+Shape = _split(r"[,\sxX]+")  # --input-shape 3,224,224 or 3x224x224
+Names = _split(r"\s*,\s*")  # --exclude Conv,node_12
+
+
+def opt(default: Any = None, help: str = "", flag: str | None = None, **constraints) -> Any:  # noqa: A002 - Typer's word
+    """A field with its CLI help (and flag spelling when it is not --field-name)."""
+    extra = {"flag": flag} if flag else None
+    if isinstance(default, list):
+        return Field(default_factory=lambda d=default: list(d), description=help, json_schema_extra=extra, **constraints)
+    return Field(default, description=help, json_schema_extra=extra, **constraints)
+
+
+class Strict(BaseModel):
+    """Unknown keys are an error (a recipe typo must not silently do nothing)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+Method = Literal["minmax", "entropy", "percentile"]
+
+
+class TorchScriptOptions(Strict):
+    script: bool = opt(False, "Use torch.jit.script instead of tracing.")
+
+
+class OnnxOptions(Strict):
+    opset: Optional[int] = opt(None, "ONNX opset (default: the exporter's).")
+    exporter: Literal["dynamo", "legacy"] = opt("dynamo", "dynamo (torch.export based) or legacy (TorchScript based).")
+    input_name: str = opt("input", "Name of the graph input.")
+    output_name: str = opt("logits", "Name of the graph output.")
+
+
+class SimplifyOptions(Strict):
+    """onnxsim has nothing to choose: it folds constants and removes dead nodes."""
+
+
+class Int8Options(Strict):
+    method: Method = opt("minmax", "Calibration method.")
+    per_channel: bool = opt(True, "Per-channel weight scales.", flag="--per-channel/--per-tensor")
+    exclude: Annotated[list[str], Names] = opt([], "Node name or op type to keep in float (repeatable).")
+    trt_version: str = opt(DEFAULT_TRT_VERSION, "TensorRT version written in the calibration cache header.")
+
+
+class Fp16Options(Strict):
+    keep_io_types: bool = opt(True, "fp16: keep fp32 inputs/outputs.", flag="--keep-io-types/--fp16-io")
+    overflow: Literal["keep", "fail", "ignore"] = opt(
+        "keep", "fp16: values beyond ±65504 (and factors below fp16's normal range) -> keep those nodes fp32, fail, or ignore.",
+        flag="--fp16-overflow")
+
+
+class QuantizeChoice(Strict):
+    """`cnnexport quantize` builds one of three rows (int8, int8_tensorrt, fp16); these two flags pick it."""
+
+    precision: Literal["int8", "fp16"] = opt("int8", "int8 (static, calibrated) or fp16.")
+    target: Literal["cpu", "tensorrt"] = opt("cpu", "int8 flavour: cpu (uint8 act/int8 weights) or tensorrt (symmetric + calibration cache).")
+
+
+class CoreMLOptions(Strict):
+    precision: Literal["fp16", "fp32"] = opt("fp16", "Compute precision of the ML program.")
+    image_input: bool = opt(False, "Take an image (0..255 pixels) and fold the normalization into the model.")
+    classifier: bool = opt(False, "Classifier outputs: classLabel and classLabel_probs (softmax), labels from --labels.")
+    batch: str = opt("1:64", "Batch range MIN:MAX, or N for a fixed batch.")
+    min_target: Optional[str] = opt(None, "Minimum deployment target: iOS15..iOS18, macOS12..macOS15 (default iOS15; iOS16 with --compress).")
+    compress: Optional[str] = opt(None, "Weight compression: palettize:N (N bits, k-means LUT) or linear8 (int8 per channel).")
+    author: Optional[str] = opt(None, "Model metadata: author.")
+    license: Optional[str] = opt(None, "Model metadata: license.")
+    version: Optional[str] = opt(None, "Model metadata: version string.")
+    description: Optional[str] = opt(None, "Model metadata: short description.")
+
+
+class TensorRTOptions(Strict):
+    precision: Literal["fp32", "fp16", "int8"] = opt("fp32", "fp32, fp16, or int8 (needs --calib).")
+    int8_mode: Literal["qdq", "calibrator"] = opt(
+        "qdq", "int8: qdq (explicit Q/DQ model, TensorRT 10 and 11) or calibrator (fp32 model + calibration cache, TensorRT 10 only).")
+    method: Method = opt("minmax", "int8 calibration method.")
+    batch: str = opt("1:8:32", "Optimization profile of the batch axis, MIN:OPT:MAX.")
+    workspace: Optional[str] = opt(None, "Builder workspace limit, e.g. 512M or 2G (default: TensorRT's).")
+    optimization_level: Optional[int] = opt(None, "Builder optimization level 0-5 (TensorRT's default: 3).", flag="--opt-level")
+    hardware_compatibility: Literal["none", "ampere_plus", "same_cc"] = opt(
+        "none", "none (this GPU), ampere_plus (any Ampere or newer), same_cc (same compute capability).", flag="--hardware-compat")
+    version_compatible: bool = opt(False, "Engine also runs on later TensorRT versions (embeds the lean runtime; may be slower).")
+    timing_cache: Optional[Path] = opt(None, "Timing cache file: read if present, updated after the build (faster rebuilds).")
+    trt_version: Optional[str] = opt(
+        None, f"With --emit-script: the target machine's TensorRT version (default {DEFAULT_TRT_VERSION}); decides flags and models.")
+    emit_script: Optional[Path] = opt(
+        None, "Where TensorRT is absent: write a build kit (models, build.sh with the trtexec command, README) to this folder.")
+
+
+class DataOptions(Strict):
+    """Calibration (or evaluation) data: the recipe's `calibration` section, the verbs' --calib/--samples/--holdout."""
+
+    data: Optional[str] = opt(None, "Calibration data: image folder, .npy/.npz of normalized inputs, or 'digits'.", flag="--calib")
+    samples: int = opt(256, "Calibration samples (seeded shuffle).", ge=1)
+    holdout: int = opt(64, "Further samples kept out of calibration to verify on.", ge=0)
+
+
+class ToleranceOverrides(Strict):
+    max_rel_err: Optional[float] = opt(None, "Override: allowed max |error| / reference range.")
+    min_cosine: Optional[float] = opt(None, "Override: minimum per-sample cosine similarity.")
+    min_top1: Optional[float] = opt(None, "Override: minimum top-1 agreement.")
+
+
+def flag_of(model: type[BaseModel], name: str) -> str:
+    """The CLI spelling of a field: its declared flag, else --field-name."""
+    extra = model.model_fields[name].json_schema_extra or {}
+    return extra.get("flag") or "--" + name.replace("_", "-")
+
+
+def default_of(model: type[BaseModel], name: str):
+    field = model.model_fields[name]
+    return field.get_default(call_default_factory=True)
+
+
+def validate_model(model: type[BaseModel], data: dict, origin: str | None = None):
+    """``model`` from ``data``; a problem is one sentence naming the dotted key (BadInputError, exit 2).
+
+    Without ``origin`` the values came from the command line and the sentence names the flag.
+    """
+    from exporter.errors import BadInputError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if origin is None and first["loc"] and first["loc"][0] in model.model_fields:
+            where, origin = flag_of(model, str(first["loc"][0])).split("/")[0], ""
+        else:
+            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
+        raise BadInputError(f"{origin + ': ' if origin else ''}{where}: {message}{more}") from None
