@@ -478,7 +478,7 @@ def verify(
         if precision not in TOLERANCES:
             raise BadInputError(f"--precision must be one of {', '.join(TOLERANCES)}")
         if artifact.is_dir() and not artifact.suffix == ".mlpackage":
-            from exporter.trt_pipeline import lint_kit
+            from exporter.tensorrt import lint_kit
 
             # a TensorRT build kit: the engine is built elsewhere; here, would TensorRT's parser take its model?
             found = lint_kit(artifact, ui.progress)
@@ -654,8 +654,7 @@ def tensorrt(
 
     def body():
         from exporter.pipeline import default_output, export_artifact
-        from exporter.stages.tensorrt import require_tensorrt
-        from exporter.trt_pipeline import TensorRTOptions, tensorrt_artifacts
+        from exporter.tensorrt import TensorRTOptions, require_tensorrt, tensorrt_artifacts
 
         options = TensorRTOptions(
             precision=precision.value, int8_mode=int8_mode.value, batch=batch, workspace=workspace, optimization_level=opt_level,

@@ -150,8 +150,7 @@ def _coreml(ctx: RunContext, spec: StageSpec, upstream: Path | None, options: di
 
 def _tensorrt(ctx: RunContext, spec: StageSpec, upstream: Path | None, options: dict):
     """The engine where TensorRT runs; elsewhere (emit_script) the build kit, reported as skipped."""
-    from exporter.stages.tensorrt import tensorrt_status
-    from exporter.trt_pipeline import TensorRTOptions, tensorrt_artifacts
+    from exporter.tensorrt import TensorRTOptions, tensorrt_artifacts, tensorrt_status
 
     r = ctx.recipe
     installed, _ = tensorrt_status()

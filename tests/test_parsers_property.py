@@ -160,7 +160,7 @@ def test_parse_calibration_cache_of_any_text(text):
 @example("1:8:32")
 @example("8:4:2")
 def test_tensorrt_batch_profile(text):
-    trt = pytest.importorskip("exporter.stages.tensorrt")
+    trt = pytest.importorskip("exporter.tensorrt")
     if not hasattr(trt, "parse_batch_profile"):
         pytest.skip("the TensorRT stage has no --batch parser")
     profile = _valid_or_bad_input(trt.parse_batch_profile, text)

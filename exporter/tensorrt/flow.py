@@ -19,7 +19,11 @@ from exporter.data import InputSet
 from exporter.errors import BadInputError
 from exporter.pipeline import Progress, QuantizeOptions, VerifyOptions, _noop, _run_stage, _verifier, onnx_source, quantize_artifact
 from exporter.report import ArtifactResult, build_report, write_report
-from exporter.stages import tensorrt as trt_stage
+from exporter.tensorrt import machine
+from exporter.tensorrt import plan as trt_plan
+from exporter.tensorrt.build import build_engine
+from exporter.tensorrt.sidecar import sidecar_partial
+from exporter.tensorrt.version import DEFAULT_VERSION, version_text, version_tuple
 from exporter.verify import Verdict
 
 
@@ -33,7 +37,7 @@ class TensorRTOptions:
     hardware_compatibility: str = "none"  # none | ampere_plus | same_cc
     version_compatible: bool = False
     timing_cache: Path | None = None
-    trt_version: str | None = None  # the kit's target where tensorrt is absent (default stages.tensorrt.DEFAULT_TRT_VERSION)
+    trt_version: str | None = None  # the kit's target where tensorrt is absent (default version.DEFAULT_VERSION)
     emit_script: Path | None = None
     calibration: str | Path | None = None
     samples: int = 256
@@ -41,17 +45,17 @@ class TensorRTOptions:
     method: str = "minmax"
     seed: int = 0
 
-    def build_options(self) -> trt_stage.BuildOptions:
+    def build_options(self) -> trt_plan.BuildOptions:
         """Parse and check every option (BadInputError, exit 2) before any work is done."""
-        if self.precision not in trt_stage.PRECISIONS:
-            raise BadInputError(f"--precision must be one of {', '.join(trt_stage.PRECISIONS)}")
+        if self.precision not in trt_plan.PRECISIONS:
+            raise BadInputError(f"--precision must be one of {', '.join(trt_plan.PRECISIONS)}")
         if self.precision == "int8" and self.calibration is None:
             raise BadInputError("--precision int8 needs calibration data: --calib IMAGE_FOLDER | FILE.npy | digits")
         if self.trt_version is not None:
-            trt_stage.version_tuple(self.trt_version)
-        return trt_stage.BuildOptions(
-            profile=trt_stage.parse_batch_profile(self.batch),
-            workspace=trt_stage.parse_size(self.workspace) if self.workspace else None,
+            version_tuple(self.trt_version)
+        return trt_plan.BuildOptions(
+            profile=trt_plan.parse_batch_profile(self.batch),
+            workspace=trt_plan.parse_size(self.workspace) if self.workspace else None,
             optimization_level=self.optimization_level,
             hardware_compatibility=self.hardware_compatibility,
             version_compatible=self.version_compatible,
@@ -96,16 +100,16 @@ def tensorrt_artifacts(
     if isinstance(dims[0], int) and dims[0] > 0 and (profile.min, profile.max) != (dims[0], dims[0]):
         raise BadInputError(f"{source.name} has a fixed batch of {dims[0]}; export it with a dynamic batch axis to build the profile {profile}")
 
-    installed, why_not = trt_stage.tensorrt_status()
+    installed, why_not = machine.tensorrt_status()
     if installed is not None:
-        gpu_ok, gpu_why = trt_stage.cuda_status()
+        gpu_ok, gpu_why = machine.cuda_status()
         if not gpu_ok:
             installed, why_not = None, gpu_why
     emit = options.emit_script is not None
     if installed is None and not emit:
-        trt_stage.require_tensorrt()  # raises BackendUnavailable with what to do
-    target_version = (options.trt_version or trt_stage.DEFAULT_TRT_VERSION) if emit else installed
-    plan = trt_stage.decide_plan(target_version, options.precision, options.int8_mode)
+        machine.require_tensorrt()  # raises BackendUnavailable with what to do
+    target_version = (options.trt_version or DEFAULT_VERSION) if emit else installed
+    plan = trt_plan.decide_plan(target_version, options.precision, options.int8_mode)
     progress(f"TensorRT {target_version}: {plan.precision}{' ' + plan.int8_mode if plan.int8_mode else ''}, "
              f"{'strongly typed' if plan.strongly_typed else 'weakly typed'}, profile {profile}")
 
@@ -115,7 +119,7 @@ def tensorrt_artifacts(
         q_opts = QuantizeOptions(
             precision="int8" if plan.precision == "int8" else "fp16", target="tensorrt", calibration=options.calibration,
             samples=options.samples, holdout=options.holdout, method=options.method,
-            trt_version=_three(target_version), seed=options.seed,
+            trt_version=version_text(target_version), seed=options.seed,
         )
         quantized = quantize_artifact(source, q_opts, None, loaded, verify_options, keep_failed, progress, write)
         results.append(quantized)
@@ -130,7 +134,7 @@ def tensorrt_artifacts(
     if output.suffix.lower() not in (".engine", ".plan"):
         raise BadInputError(f"-o {output.name}: a TensorRT engine file ends in .engine or .plan")
     lint = check_for_tensorrt(build_onnx, target_version, progress)
-    sidecar = trt_stage.sidecar_partial(plan, build_opts, input_name, chw, build_onnx, sha256_of(build_onnx), spec.to_dict())
+    sidecar = sidecar_partial(plan, build_opts, input_name, chw, build_onnx, sha256_of(build_onnx), spec.to_dict())
     sidecar.update(reference_onnx=source.name, reference_onnx_sha256=sha256_of(source), plan_notes=list(plan.notes))
 
     if emit:
@@ -160,8 +164,8 @@ def tensorrt_artifacts(
 
     calib_batches = ()
     result = _run_stage(
-        lambda staging, name: trt_stage.build_engine(build_onnx, staging, name, plan, build_opts, input_name, chw, sidecar,
-                                                     calib_path, calib_batches),
+        lambda staging, name: build_engine(build_onnx, staging, name, plan, build_opts, input_name, chw, sidecar,
+                                           calib_path, calib_batches),
         output,
         _verifier(references, spec, opts, "tensorrt"),
         keep_failed,
@@ -177,7 +181,7 @@ def tensorrt_artifacts(
 
 def check_for_tensorrt(model: Path, trt_version: str, progress: Progress = _noop) -> dict:
     """The TensorRT lint of the model an engine is built from; a violation is bad input (exit 2), no kit."""
-    from exporter.trt_lint import describe_violation, lint
+    from exporter.tensorrt.lint import describe_violation, lint
 
     result = lint(model, trt_version)
     progress(f"TensorRT lint of {Path(model).name}: {result['status']}"
@@ -185,10 +189,6 @@ def check_for_tensorrt(model: Path, trt_version: str, progress: Progress = _noop
     if result["status"] == "fail":
         raise BadInputError(f"TensorRT's ONNX parser would refuse {Path(model).name}: {describe_violation(result)}")
     return result
-
-
-def _three(version: str) -> str:
-    return ".".join(map(str, trt_stage.version_tuple(version)))
 
 
 def _held_out(options: TensorRTOptions, spec, profile) -> InputSet | None:
@@ -205,7 +205,7 @@ def _held_out(options: TensorRTOptions, spec, profile) -> InputSet | None:
 
 
 def _emit(options, output, source, build_onnx, calib_path, plan, build_opts, input_name, chw, sidecar, loaded, why_not, progress) -> ArtifactResult:
-    from exporter.emit_trt import KitRequest, verify_command, write_kit
+    from exporter.tensorrt.kit import KitRequest, verify_command, write_kit
 
     started = time.perf_counter()
     kit_dir = Path(options.emit_script)
@@ -243,7 +243,7 @@ def lint_kit(kit_dir: Path, progress: Progress = _noop) -> dict:
     """The TensorRT lint of the model a build kit would build (its ``*.build.json`` names it)."""
     import json
 
-    from exporter.emit_trt import KIT_MARKER
+    from exporter.tensorrt.kit import KIT_MARKER
 
     kit_dir = Path(kit_dir)
     if not (kit_dir / KIT_MARKER).is_file():
@@ -258,4 +258,4 @@ def lint_kit(kit_dir: Path, progress: Progress = _noop) -> dict:
     model = kit_dir / str(sidecar.get("source_onnx", ""))
     if not model.is_file():
         raise BadInputError(f"{kit_dir} does not hold the model its build.json names ({sidecar.get('source_onnx')})")
-    return {"kit": str(kit_dir), "model": model.name, "tensorrt_lint": check_for_tensorrt(model, trt_stage.DEFAULT_TRT_VERSION, progress)}
+    return {"kit": str(kit_dir), "model": model.name, "tensorrt_lint": check_for_tensorrt(model, DEFAULT_VERSION, progress)}
