@@ -121,7 +121,7 @@ def test_symbolic_shape_inference_failure_falls_back_to_onnx_shape_inference(cli
 
 
 def test_tensorrt_int8_is_symmetric_and_its_cache_covers_every_quantized_tensor(cli, digits_models, tmp_path):
-    from exporter.stages.quantize import activation_scales, parse_calibration_cache
+    from exporter.tensorrt.calibration_cache import activation_scales, parse_calibration_cache
 
     out = tmp_path / "l.int8-trt.onnx"
     r = cli("quantize", digits_models["lenet5"], "--target", "tensorrt", "--calib", "digits", "--samples", "128",

@@ -281,7 +281,7 @@ def test_emit_script_fp16_kit(cli, simple_cnn_ckpt, tmp_path):
 
 @no_trt
 def test_emit_script_int8_qdq_and_calibrator_kits(cli, lenet5_ckpt, tmp_path):
-    from exporter.stages.quantize import parse_calibration_cache
+    from exporter.tensorrt import parse_calibration_cache
 
     ckpt = tmp_path / "lenet.pth"
     shutil.copyfile(lenet5_ckpt, ckpt)

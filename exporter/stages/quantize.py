@@ -8,7 +8,7 @@ INT8 targets:
   tensorrt  symmetric int8 activations and weights (zero points 0) in explicit QDQ form with
             float biases, which TensorRT 10+ consumes directly, plus a TensorRT calibration cache for
             implicit-quantization builds. No graph optimization, so tensor names match
-            the source model the cache refers to.
+            the source model the cache refers to (the cache: tensorrt/calibration_cache.py).
 FP16: the graph in float16 with fp32 inputs/outputs by default; nodes whose weights or
 calibration activations exceed the fp16 range are kept in fp32 (or reported as an error), and
 so are multiplications by a constant that lies wholly below fp16's normal range (timm's
@@ -21,13 +21,14 @@ import contextlib
 import io
 import logging
 import os
-import struct
 from pathlib import Path
 
 import numpy as np
 
 from exporter.errors import BadInputError, ExportError, root_cause
 from exporter.stages import StageOutput
+from exporter.tensorrt.calibration_cache import activation_scales, calibration_cache_text
+from exporter.tensorrt.version import DEFAULT_VERSION as DEFAULT_TRT_VERSION
 
 FP16_MAX = 65504.0
 FP16_MIN_NORMAL = 2.0**-14  # 6.1e-5: smaller float16 values are subnormal and lose significant bits
@@ -35,7 +36,6 @@ MULTIPLYING_OPS = ("Mul", "Div", "MatMul", "Gemm", "Conv")
 METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("cpu", "tensorrt")
 OVERFLOW_POLICIES = ("keep", "fail", "ignore")
-DEFAULT_TRT_VERSION = "10.8.0"
 # Calibration and the fp16 overflow probe read every intermediate tensor of a batch at once; this
 # bounds how many bytes of them one run may produce (ViT-H/14: an estimated 1.5 GB per 224x224 sample).
 INTERMEDIATE_BUDGET = 2 << 30
@@ -180,61 +180,6 @@ def _quantizable_op_types(excluded_ops: list[str]) -> list[str] | None:
     from onnxruntime.quantization.registry import QDQRegistry
 
     return [op for op in QDQRegistry if op not in excluded_ops]
-
-
-def trt_version_code(version: str) -> int:
-    """'10.8.0' -> 100800 (major*10000 + minor*100 + patch), as TensorRT 10 numbers itself."""
-    try:
-        parts = [int(p) for p in version.split(".")[:3]] + [0, 0]
-    except ValueError:
-        raise BadInputError(f"--trt-version expects MAJOR.MINOR.PATCH, got {version!r}") from None
-    major, minor, patch = parts[:3]
-    return major * 10000 + minor * 100 + patch if major >= 10 else major * 1000 + minor * 100 + patch
-
-
-def activation_scales(model) -> dict[str, float]:
-    """tensor name -> scale of every activation QuantizeLinear in a QDQ model."""
-    from onnx import numpy_helper
-
-    inits = {i.name: i for i in model.graph.initializer}
-    scales: dict[str, float] = {}
-    for node in model.graph.node:
-        if node.op_type != "QuantizeLinear" or node.input[0] in inits:
-            continue
-        scale = inits.get(node.input[1])
-        if scale is None:
-            continue
-        value = numpy_helper.to_array(scale)
-        if value.size == 1:
-            scales[node.input[0]] = float(value.reshape(()))
-    return scales
-
-
-def calibration_cache_text(scales: dict[str, float], trt_version: str) -> str:
-    """TensorRT's text calibration cache: a header, then `tensor: <big-endian float32 hex>` lines."""
-    lines = [f"TRT-{trt_version_code(trt_version)}-EntropyCalibration2"]
-    for name in sorted(scales):
-        lines.append(f"{name}: {struct.pack('>f', scales[name]).hex()}")
-    return "\n".join(lines) + "\n"
-
-
-def parse_calibration_cache(text: str) -> tuple[str, dict[str, float]]:
-    """Inverse of calibration_cache_text (used by tests and the TensorRT stage)."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines or not lines[0].startswith("TRT-"):
-        raise BadInputError("not a TensorRT calibration cache: the first line must be TRT-<version>-<algorithm>")
-    scales = {}
-    for number, line in enumerate(lines[1:], start=2):
-        name, sep, hexval = line.rpartition(": ")
-        try:
-            if not sep:
-                raise ValueError
-            scales[name] = struct.unpack(">f", bytes.fromhex(hexval.strip()))[0]
-        except (ValueError, struct.error):
-            raise BadInputError(
-                f"calibration cache line {number} is not `tensor: <8 hex digits>` (a big-endian float32 scale): {line[:80]!r}"
-            ) from None
-    return lines[0], scales
 
 
 def export_int8(

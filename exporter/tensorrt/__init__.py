@@ -5,6 +5,7 @@
     sidecar.py            NAME.engine.json: where an engine may run
     machine.py            is tensorrt / a CUDA GPU here (lazy imports)
     build.py              the engine, with the tensorrt Python API
+    calibration_cache.py  TensorRT's int8 calibration cache text
     lint.py               would TensorRT's ONNX parser take this model (no TensorRT needed)
     kit.py                the build kit written where TensorRT is absent
     flow.py               `cnnexport tensorrt`: quantize, lint, build or kit, verify
@@ -24,6 +25,8 @@ _API = {
     "compatibility_problems": "sidecar", "ensure_compatible": "sidecar",
     "tensorrt_status": "machine", "cuda_status": "machine", "machine_description": "machine", "require_tensorrt": "machine",
     "build_engine": "build",
+    "activation_scales": "calibration_cache", "calibration_cache_text": "calibration_cache",
+    "parse_calibration_cache": "calibration_cache",
     "describe_violation": "lint",  # lint.lint itself: `from exporter.tensorrt.lint import lint` (the module is `lint`)
     "KIT_MARKER": "kit", "KitRequest": "kit", "write_kit": "kit", "verify_command": "kit",
     "TensorRTOptions": "flow", "tensorrt_artifacts": "flow", "check_for_tensorrt": "flow", "lint_kit": "flow",
