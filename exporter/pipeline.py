@@ -322,7 +322,7 @@ def quantize_artifact(
 
     from exporter.calibration import calibration_split, open_source
     from exporter.runners.torch import TorchRunner
-    from exporter.stages import quantize
+    from exporter.stages import fp16, quantize
 
     if options.precision not in ("int8", "fp16"):
         raise BadInputError("--precision must be int8 or fp16")
@@ -363,7 +363,7 @@ def quantize_artifact(
                 list(options.exclude), options.trt_version,
             )
         batches = list(calib.subset(0, 64, "overflow probe").batches(16)) if calib is not None else [random_inputs(spec, 8, options.seed).array]
-        return quantize.export_fp16(source, staging, name, batches, options.keep_io_types, options.fp16_overflow)
+        return fp16.export_fp16(source, staging, name, batches, options.keep_io_types, options.fp16_overflow)
 
     def references() -> dict:
         return {"pytorch": TorchRunner(loaded.module)} if loaded is not None else {"source onnx": source_runner}
