@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 
 from exporter.errors import EXIT_BAD_INPUT, EXIT_VERIFICATION_FAILED, CnnexportError
+from exporter.tensorrt.version import DEFAULT_VERSION as DEFAULT_TRT_VERSION
 
 EXIT_INTERNAL = 4
 EXIT_INTERRUPTED = 130
@@ -537,7 +538,7 @@ def quantize(
     per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Per-channel weight scales.")] = True,
     keep_io_types: Annotated[bool, typer.Option("--keep-io-types/--fp16-io", help="fp16: keep fp32 inputs/outputs.")] = True,
     fp16_overflow: Annotated[Overflow, typer.Option("--fp16-overflow", help="fp16: values beyond ±65504 (and factors below fp16's normal range) -> keep those nodes fp32, fail, or ignore.")] = Overflow.keep,
-    trt_version: Annotated[str, typer.Option("--trt-version", help="TensorRT version written in the calibration cache header.")] = "10.8.0",
+    trt_version: Annotated[str, typer.Option("--trt-version", help="TensorRT version written in the calibration cache header.")] = DEFAULT_TRT_VERSION,
     eval_data: Annotated[Optional[str], typer.Option("--eval", help="Labelled data (ImageFolder, .npz with labels, or 'digits') for top-1/top-5.")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="PyTorch reference when MODEL is ONNX (default: the fp32 ONNX).")] = None,
     output: Output = None,
@@ -627,7 +628,7 @@ def tensorrt(
     version_compatible: Annotated[bool, typer.Option("--version-compatible", help="Engine also runs on later TensorRT versions (embeds the lean runtime; may be slower).")] = False,
     timing_cache: Annotated[Optional[Path], typer.Option("--timing-cache", help="Timing cache file: read if present, updated after the build (faster rebuilds).")] = None,
     emit_script: Annotated[Optional[Path], typer.Option("--emit-script", help="Where TensorRT is absent: write a build kit (models, build.sh with the trtexec command, README) to this folder.")] = None,
-    trt_version: Annotated[Optional[str], typer.Option("--trt-version", help="With --emit-script: the target machine's TensorRT version (default 10.8.0); decides flags and models.")] = None,
+    trt_version: Annotated[Optional[str], typer.Option("--trt-version", help=f"With --emit-script: the target machine's TensorRT version (default {DEFAULT_TRT_VERSION}); decides flags and models.")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="PyTorch reference when MODEL is ONNX (default: the ONNX model).")] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Engine file (default: MODEL.engine beside the model).")] = None,
     arch: Arch = None,

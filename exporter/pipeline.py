@@ -17,6 +17,7 @@ from exporter.errors import BadInputError
 from exporter.fsutil import Staging, sha256_of, size_of
 from exporter.report import ArtifactResult, build_report, write_report
 from exporter.spec import ModelSpec
+from exporter.tensorrt.version import DEFAULT_VERSION as DEFAULT_TRT_VERSION
 from exporter.verify import Verdict, check_metadata, finish, tolerance_for, verify
 
 ARTIFACT_SUFFIX = {"onnx": ".onnx", "torchscript": ".ts", "simplify": ".sim.onnx", "coreml": ".mlpackage"}
@@ -298,7 +299,7 @@ class QuantizeOptions:
     exclude: tuple[str, ...] = ()
     keep_io_types: bool = True
     fp16_overflow: str = "keep"
-    trt_version: str = "10.8.0"
+    trt_version: str = DEFAULT_TRT_VERSION
     evaluation: str | Path | None = None  # labelled data for top-1/top-5
     seed: int = 0
 

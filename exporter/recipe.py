@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Optional
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from exporter.errors import BadInputError
+from exporter.tensorrt.version import DEFAULT_VERSION as DEFAULT_TRT_VERSION
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -101,7 +102,7 @@ class Int8Stage(Strict):
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = True
     exclude: Annotated[list[str], Names] = Field(default_factory=list)
-    trt_version: str = "10.8.0"
+    trt_version: str = DEFAULT_TRT_VERSION
 
 
 class Fp16Stage(Strict):
