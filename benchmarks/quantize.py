@@ -31,10 +31,11 @@ sys.path.insert(0, str(REPO))
 CALIBRATE_SCRIPT = textwrap.dedent(
     """
     import json, resource, sys, time
-    from exporter.pipeline import QuantizeOptions, VerifyOptions, quantize_artifact
+    from exporter.build import build
+    from exporter.pipeline import VerifyOptions
     started = time.perf_counter()
-    result = quantize_artifact(sys.argv[1], QuantizeOptions(calibration=sys.argv[2], samples=int(sys.argv[3]), holdout=32),
-                               sys.argv[4], verify_options=VerifyOptions(enabled=False), write=False)
+    result = build("int8", sys.argv[1], calibration={"data": sys.argv[2], "samples": int(sys.argv[3]), "holdout": 32},
+                   output=sys.argv[4], verify=VerifyOptions(enabled=False), write=False)[-1]
     print(json.dumps({"seconds": time.perf_counter() - started,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "batches": result.details["calibration_batches"]}))
@@ -85,7 +86,8 @@ def main() -> None:
 
     import architectures
     from exporter import export_artifact, load_checkpoint
-    from exporter.pipeline import QuantizeOptions, VerifyOptions, quantize_artifact
+    from exporter.build import build
+    from exporter.pipeline import VerifyOptions
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="cnnexport-bench-"))
@@ -102,13 +104,14 @@ def main() -> None:
     fp32 = export_artifact("onnx", loaded, work / "resnet18.onnx").path
     quiet = VerifyOptions(enabled=False)
     models = {"onnx fp32": fp32}
-    for label, opts in (
-        ("onnx int8 (cpu: u8 act / s8 weight)", QuantizeOptions(calibration=work / "calib.npy", samples=256)),
-        ("onnx int8 (trt: s8/s8 symmetric)", QuantizeOptions(calibration=work / "calib.npy", samples=256, target="tensorrt")),
-        ("onnx fp16", QuantizeOptions(precision="fp16")),
+    calib = {"data": str(work / "calib.npy"), "samples": 256}
+    for label, kind, data in (
+        ("onnx int8 (cpu: u8 act / s8 weight)", "int8", calib),
+        ("onnx int8 (trt: s8/s8 symmetric)", "int8_tensorrt", calib),
+        ("onnx fp16", "fp16", None),
     ):
-        out = work / f"resnet18.{opts.kind}.onnx"
-        models[label] = quantize_artifact(fp32, opts, out, loaded, quiet, write=False).path
+        out = work / f"resnet18.{kind}.onnx"
+        models[label] = build(kind, fp32, calibration=data, output=out, loaded=loaded, verify=quiet, write=False)[-1].path
 
     sessions = {}
     for label, path in models.items():

@@ -96,9 +96,12 @@ def preflight(req: BuildRequest) -> None:
         parse_batch(req.options.batch)
         parse_compression(req.options.compress)
     if name == "tensorrt":
-        from exporter.trt_pipeline import build_options
+        from exporter.tensorrt.flow import build_options
+        from exporter.tensorrt.machine import require_tensorrt
 
         build_options(req.options)
+        if req.options.emit_script is None:
+            require_tensorrt()  # no tensorrt or no GPU: exit 3 before any work, saying what to do
 
 
 def _install_report(req: BuildRequest, result: ArtifactResult, spec=None) -> None:
@@ -149,7 +152,7 @@ def quantize(req: BuildRequest) -> list[ArtifactResult]:
     from exporter.calibration import calibration_split, open_source
     from exporter.data import InputSet, random_inputs
     from exporter.runners.torch import TorchRunner
-    from exporter.stages import quantize as stages
+    from exporter.stages import fp16, quantize as int8_stage
 
     row, opts, data = req.kind, req.options, req.calibration
     int8 = row.precision(opts) == "int8"
@@ -175,10 +178,10 @@ def quantize(req: BuildRequest) -> list[ArtifactResult]:
     def stage(staging: Path, name: str):
         if int8:
             target = "tensorrt" if row.name == "int8_tensorrt" else "cpu"
-            return stages.export_int8(source, staging, name, calib, target, opts.method, opts.per_channel, list(opts.exclude),
+            return int8_stage.export_int8(source, staging, name, calib, target, opts.method, opts.per_channel, list(opts.exclude),
                                       opts.trt_version)
         batches = list(calib.subset(0, 64, "overflow probe").batches(16)) if calib is not None else [random_inputs(spec, 8, seed).array]
-        return stages.export_fp16(source, staging, name, batches, opts.keep_io_types, opts.overflow)
+        return fp16.export_fp16(source, staging, name, batches, opts.keep_io_types, opts.overflow)
 
     def references() -> dict:
         return {"pytorch": TorchRunner(req.loaded.module)} if req.loaded is not None else {"source onnx": source_runner}
@@ -197,7 +200,7 @@ def quantize(req: BuildRequest) -> list[ArtifactResult]:
 
 
 def tensorrt(req: BuildRequest) -> list[ArtifactResult]:
-    from exporter.trt_pipeline import tensorrt_artifacts
+    from exporter.tensorrt.flow import tensorrt_artifacts
 
     return tensorrt_artifacts(req)
 

@@ -99,7 +99,7 @@ KINDS: tuple[ArtifactKind, ...] = (
     ),
     ArtifactKind(
         name="fp16", kind="fp16", verb="quantize", suffix=".fp16.onnx", source="onnx",
-        options=o.Fp16Options, stage="exporter.stages.quantize:export_fp16", build="exporter.build:quantize",
+        options=o.Fp16Options, stage="exporter.stages.fp16:export_fp16", build="exporter.build:quantize",
         runner="onnx", precision=_fixed("fp16"), reads_data=True, needs=ONNX_INPUTS,
     ),
     ArtifactKind(
@@ -109,7 +109,7 @@ KINDS: tuple[ArtifactKind, ...] = (
     ),
     ArtifactKind(
         name="tensorrt", kind="tensorrt", verb="tensorrt", suffix=".engine", source="onnx",
-        options=o.TensorRTOptions, stage="exporter.stages.tensorrt:build_engine", build="exporter.build:tensorrt",
+        options=o.TensorRTOptions, stage="exporter.tensorrt.build:build_engine", build="exporter.build:tensorrt",
         runner="tensorrt", precision=lambda opts: opts.precision, calibrates=lambda opts: opts.precision == "int8",
         reads_data=True, needs=ONNX_INPUTS,
         # a recipe cannot name a folder for every machine: it says whether to write the build kit

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from exporter.stages.tensorrt import DEFAULT_TRT_VERSION
+from exporter.tensorrt.version import DEFAULT_VERSION as DEFAULT_TRT_VERSION
 
 
 def _split(pattern: str):

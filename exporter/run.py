@@ -91,7 +91,7 @@ def _run_stage(ctx: RunContext, stage: "PlannedStage", upstream: Path | None):
 
     row, options = stage.spec, stage.options_model()
     if row.name == "tensorrt":
-        from exporter.stages.tensorrt import tensorrt_status
+        from exporter.tensorrt.machine import tensorrt_status
 
         # where TensorRT is absent, the recipe's emit_script writes the build kit beside the artifacts
         installed, _ = tensorrt_status()

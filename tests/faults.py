@@ -83,7 +83,8 @@ def build_artifacts(folder: Path, arch: str = "simple_cnn") -> tuple[Path, dict[
     from exporter import export_artifact, load_checkpoint
     from exporter.data import normalize
     from exporter.demo import train
-    from exporter.pipeline import QuantizeOptions, VerifyOptions, quantize_artifact, simplify_artifact
+    from exporter.build import build
+    from exporter.pipeline import VerifyOptions, simplify_artifact
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -104,10 +105,10 @@ def build_artifacts(folder: Path, arch: str = "simple_cnn") -> tuple[Path, dict[
     }
     artifacts["simplified"] = simplify_artifact(artifacts["onnx"].path, folder / f"{arch}.sim.onnx", loaded, opts, write=False)
     source = artifacts["simplified"].path
-    artifacts["int8"] = quantize_artifact(source, QuantizeOptions(calibration=calib, samples=96, holdout=32), folder / f"{arch}.int8.onnx",
-                                          loaded, opts, write=False)
-    artifacts["fp16"] = quantize_artifact(source, QuantizeOptions(precision="fp16", calibration=calib, samples=32, holdout=0),
-                                          folder / f"{arch}.fp16.onnx", loaded, opts, write=False)
+    artifacts["int8"] = build("int8", source, calibration={"data": str(calib), "samples": 96, "holdout": 32},
+                              output=folder / f"{arch}.int8.onnx", loaded=loaded, verify=opts, write=False)[-1]
+    artifacts["fp16"] = build("fp16", source, calibration={"data": str(calib), "samples": 32, "holdout": 0},
+                              output=folder / f"{arch}.fp16.onnx", loaded=loaded, verify=opts, write=False)[-1]
     for kind, result in artifacts.items():
         if result.verification.status != "pass":
             raise AssertionError(f"the clean {kind} artifact failed when built: {result.verification.reason}")

@@ -76,6 +76,7 @@ def test_calibration_batches_shrink_to_the_intermediate_budget(cli, digits_model
     """A model whose intermediates would not fit calibrates in smaller batches, to the same scales."""
     import onnx
 
+    import exporter.stages.onnx_tools as onnx_tools
     import exporter.stages.quantize as quantize
 
     def run(name):
@@ -90,7 +91,7 @@ def test_calibration_batches_shrink_to_the_intermediate_budget(cli, digits_model
     roomy, roomy_scales = run("roomy.onnx")
     assert roomy["calibration_batch_size"] == 16 and roomy["calibration_batches"] == 4
     assert 10_000 < measured[0] < 1_000_000  # LeNet-5 on 8x8 digits: tens of KB per sample
-    monkeypatch.setattr(quantize, "INTERMEDIATE_BUDGET", measured[0] * 5)
+    monkeypatch.setattr(onnx_tools, "INTERMEDIATE_BUDGET", measured[0] * 5)
     tight, tight_scales = run("tight.onnx")
     assert tight["calibration_batch_size"] == 5 and tight["calibration_batches"] == 13
     assert tight["onnxruntime_options"]["CalibStridedMinMax"] == 1
@@ -121,7 +122,7 @@ def test_symbolic_shape_inference_failure_falls_back_to_onnx_shape_inference(cli
 
 
 def test_tensorrt_int8_is_symmetric_and_its_cache_covers_every_quantized_tensor(cli, digits_models, tmp_path):
-    from exporter.stages.quantize import activation_scales, parse_calibration_cache
+    from exporter.tensorrt.calibration_cache import activation_scales, parse_calibration_cache
 
     out = tmp_path / "l.int8-trt.onnx"
     r = cli("quantize", digits_models["lenet5"], "--target", "tensorrt", "--calib", "digits", "--samples", "128",

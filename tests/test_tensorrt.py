@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from exporter.errors import BackendUnavailable, BadInputError
-from exporter.stages import tensorrt as trt_stage
+import exporter.tensorrt as trt_stage
 from tests.conftest import files_in
 
 HAVE_TRT = trt_stage.tensorrt_status()[0] is not None
@@ -281,7 +281,7 @@ def test_emit_script_fp16_kit(cli, simple_cnn_ckpt, tmp_path):
 
 @no_trt
 def test_emit_script_int8_qdq_and_calibrator_kits(cli, lenet5_ckpt, tmp_path):
-    from exporter.stages.quantize import parse_calibration_cache
+    from exporter.tensorrt import parse_calibration_cache
 
     ckpt = tmp_path / "lenet.pth"
     shutil.copyfile(lenet5_ckpt, ckpt)
@@ -365,7 +365,7 @@ def test_every_builder_option_reaches_the_command(cli, simple_cnn_ckpt, tmp_path
 
 @no_trt
 def test_kit_is_never_half_written(cli, exported_onnx, tmp_path):
-    from exporter.emit_trt import KitRequest, write_kit
+    from exporter.tensorrt import KitRequest, write_kit
 
     busy = tmp_path / "busy"
     busy.mkdir()
@@ -440,7 +440,7 @@ def test_int8_qdq_engine_is_judged_on_held_out_digits(cli, lenet5_ckpt, tmp_path
 
 def test_absurd_workspace_is_a_clean_error():
     from exporter.errors import BadInputError
-    from exporter.stages.tensorrt import parse_size
+    from exporter.tensorrt import parse_size
 
     with pytest.raises(BadInputError, match="larger than any GPU"):
         parse_size("1" * 400 + "G")
@@ -466,7 +466,7 @@ def test_lint_refuses_ops_without_a_tensorrt_importer_and_names_the_node(cli, tm
     import onnx
     from onnx import helper
 
-    from exporter.trt_lint import lint
+    from exporter.tensorrt.lint import lint
 
     model = _graph([helper.make_node("Relu", ["input"], ["r"], name="relu_1"),
                     helper.make_node("Bernoulli", ["r"], ["output"], name="coin")])  # marked N in the table
@@ -488,7 +488,7 @@ def test_lint_refuses_ops_without_a_tensorrt_importer_and_names_the_node(cli, tm
 def test_lint_says_unknown_where_the_table_cannot_tell():
     from onnx import helper
 
-    from exporter.trt_lint import lint
+    from exporter.tensorrt.lint import lint
 
     custom = _graph([helper.make_node("Relu", ["input"], ["output"], name="r")], opset=23)
     result = lint(custom)
@@ -506,7 +506,7 @@ def test_lint_refuses_qoperator_and_cpu_qdq_models_and_passes_the_tensorrt_flavo
     import numpy as np
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
-    from exporter.trt_lint import lint
+    from exporter.tensorrt.lint import lint
 
     batches = iter([{"input": np.random.default_rng(i).standard_normal((4, 3, 32, 32)).astype(np.float32)} for i in range(4)])
 

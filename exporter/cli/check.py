@@ -135,7 +135,7 @@ def verify(
         if precision not in TOLERANCES:
             raise BadInputError(f"--precision must be one of {', '.join(TOLERANCES)}")
         if artifact.is_dir() and not artifact.suffix == ".mlpackage":
-            from exporter.trt_pipeline import lint_kit
+            from exporter.tensorrt.flow import lint_kit
 
             # a TensorRT build kit: the engine is built elsewhere; here, would TensorRT's parser take its model?
             found = lint_kit(artifact, ui.progress)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from exporter.errors import BadInputError
-from exporter.stages.tensorrt import ensure_compatible, machine_description, read_sidecar, require_tensorrt
+from exporter.tensorrt import ensure_compatible, machine_description, read_sidecar, require_tensorrt
 
 
 class TensorRTRunner:

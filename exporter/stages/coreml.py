@@ -59,7 +59,7 @@ def fp16_safe_op(op) -> bool:
     """coremltools op_selector: True where the op may compute in fp16."""
     import numpy as np
 
-    from exporter.stages.quantize import FP16_MIN_NORMAL
+    from exporter.stages.fp16 import FP16_MIN_NORMAL
 
     if op.op_type not in _MULTIPLYING_MIL_OPS:
         return True

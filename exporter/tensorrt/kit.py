@@ -16,7 +16,6 @@ no half kit, and an existing kit in DIR is replaced only once the new one is com
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -25,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.errors import BadInputError, OutputError
-from exporter.fsutil import Staging
-from exporter.stages.tensorrt import BuildOptions, BuildPlan, trtexec_command
+from exporter.fsutil import Staging, sha256_of
+from exporter.tensorrt.plan import BuildOptions, BuildPlan, trtexec_command
 
 KIT_MARKER = ".cnnexport-trt-kit"
 
@@ -76,7 +75,7 @@ class KitRequest:
     options: BuildOptions
     input_name: str
     chw: tuple[int, int, int]
-    sidecar: dict  # stages.tensorrt.sidecar_partial(...)
+    sidecar: dict  # sidecar.sidecar_partial(...)
     calib: Path | None = None
     timing_cache: str = "timing.cache"
     checkpoint: Path | None = None
@@ -202,14 +201,6 @@ kit was made) at batch {req.options.profile.min} and {req.options.profile.max}, 
 """
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_target(kit_dir: Path) -> None:
     if kit_dir.exists() and not kit_dir.is_dir():
         raise OutputError(f"--emit-script {kit_dir} is a file; give a folder")
@@ -244,7 +235,7 @@ def write_kit(req: KitRequest) -> list[Path]:
         verify = new / "verify.sh"
         verify.write_text(f"#!/usr/bin/env bash\nset -euo pipefail\ncd \"$(dirname \"$0\")\"\n{verify_command(req)} \"$@\"\n")
         verify.chmod(0o755)
-        (new / "checksums.sha256").write_text("".join(f"{_sha256(new / s.name)}  {s.name}\n" for s in sources))
+        (new / "checksums.sha256").write_text("".join(f"{sha256_of(new / s.name)}  {s.name}\n" for s in sources))
         (new / KIT_MARKER).write_text("written by cnnexport tensorrt --emit-script\n")
         files = sorted(p.name for p in new.iterdir() if p.name != KIT_MARKER) + ["README.md"]
         (new / "README.md").write_text(readme(req, command, sorted(files)))

@@ -12,51 +12,35 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from exporter.data import InputSet
 from exporter.errors import BadInputError
-from exporter.pipeline import Progress, QuantizeOptions, VerifyOptions, _noop, _run_stage, _verifier, onnx_source, quantize_artifact
+from exporter.pipeline import Progress, _noop, _run_stage, _verifier, onnx_source
 from exporter.report import ArtifactResult, build_report, write_report
-from exporter.stages import tensorrt as trt_stage
+from exporter.tensorrt import machine
+from exporter.tensorrt import plan as trt_plan
+from exporter.tensorrt.build import build_engine
+from exporter.tensorrt.sidecar import sidecar_partial
+from exporter.tensorrt.version import DEFAULT_VERSION, version_text, version_tuple
 from exporter.verify import Verdict
 
 
-@dataclass
-class TensorRTOptions:
-    precision: str = "fp32"  # fp32 | fp16 | int8
-    int8_mode: str = "qdq"  # qdq (explicit Q/DQ model) | calibrator (fp32 model + calibration cache, TensorRT 10 only)
-    batch: str = "1:8:32"  # min:opt:max of the optimization profile
-    workspace: str | None = None  # e.g. "2G"
-    optimization_level: int | None = None
-    hardware_compatibility: str = "none"  # none | ampere_plus | same_cc
-    version_compatible: bool = False
-    timing_cache: Path | None = None
-    trt_version: str | None = None  # the kit's target where tensorrt is absent (default stages.tensorrt.DEFAULT_TRT_VERSION)
-    emit_script: Path | None = None
-    calibration: str | Path | None = None
-    samples: int = 256
-    holdout: int = 64
-    method: str = "minmax"
-    seed: int = 0
-
-    def build_options(self) -> trt_stage.BuildOptions:
-        """Parse and check every option (BadInputError, exit 2) before any work is done."""
-        if self.precision not in trt_stage.PRECISIONS:
-            raise BadInputError(f"--precision must be one of {', '.join(trt_stage.PRECISIONS)}")
-        if self.precision == "int8" and self.calibration is None:
-            raise BadInputError("--precision int8 needs calibration data: --calib IMAGE_FOLDER | FILE.npy | digits")
-        if self.trt_version is not None:
-            trt_stage.version_tuple(self.trt_version)
-        return trt_stage.BuildOptions(
-            profile=trt_stage.parse_batch_profile(self.batch),
-            workspace=trt_stage.parse_size(self.workspace) if self.workspace else None,
-            optimization_level=self.optimization_level,
-            hardware_compatibility=self.hardware_compatibility,
-            version_compatible=self.version_compatible,
-            timing_cache=Path(self.timing_cache) if self.timing_cache else None,
-        )
+def build_options(options, calibration=None) -> trt_plan.BuildOptions:
+    """Parse and check every option of exporter.options.TensorRTOptions (BadInputError, exit 2) before any work."""
+    if options.precision not in trt_plan.PRECISIONS:
+        raise BadInputError(f"--precision must be one of {', '.join(trt_plan.PRECISIONS)}")
+    if options.trt_version is not None:
+        version_tuple(options.trt_version)
+    return trt_plan.BuildOptions(
+        profile=trt_plan.parse_batch_profile(options.batch),
+        workspace=trt_plan.parse_size(options.workspace) if options.workspace else None,
+        optimization_level=options.optimization_level,
+        hardware_compatibility=options.hardware_compatibility,
+        version_compatible=options.version_compatible,
+        timing_cache=Path(options.timing_cache) if options.timing_cache else None,
+    )
 
 
 def onnx_input(path: Path) -> tuple[str, list]:
@@ -72,22 +56,20 @@ def onnx_input(path: Path) -> tuple[str, list]:
     return inputs[0].name, dims
 
 
-def tensorrt_artifacts(
-    source: Path,
-    options: TensorRTOptions,
-    output: Path | None = None,
-    loaded=None,
-    verify_options: VerifyOptions | None = None,
-    keep_failed: bool = False,
-    progress: Progress = _noop,
-    write: bool = True,
-) -> list[ArtifactResult]:
-    """The engine for ``source`` (an ONNX model), plus the Q/DQ or fp16 models it needed, each verified."""
-    from exporter.fsutil import sha256_of
+def tensorrt_artifacts(req) -> list[ArtifactResult]:
+    """The engine for ``req.source`` (an ONNX model), plus the Q/DQ or fp16 models it needed, each verified.
 
-    build_opts = options.build_options()
+    ``req`` is an exporter.build.BuildRequest whose options are exporter.options.TensorRTOptions.
+    """
+    from exporter import build, kinds
+    from exporter.fsutil import sha256_of
+    from exporter.options import Fp16Options, Int8Options
+
+    options, loaded, progress, write, keep_failed = req.options, req.loaded, req.progress, req.write, req.keep_failed
+    output, verify_options = req.output, req.verify
+    build_opts = build_options(options)
     profile = build_opts.profile
-    source, source_runner, spec, output = onnx_source(source, output, loaded, ".engine", "engine")
+    source, source_runner, spec, output = onnx_source(req.source, output, loaded, ".engine", "engine")
     input_name, dims = onnx_input(source)
     chw = tuple(spec.input_shape)
     fixed = [d for d in dims[1:] if isinstance(d, int) and d > 0]
@@ -96,28 +78,28 @@ def tensorrt_artifacts(
     if isinstance(dims[0], int) and dims[0] > 0 and (profile.min, profile.max) != (dims[0], dims[0]):
         raise BadInputError(f"{source.name} has a fixed batch of {dims[0]}; export it with a dynamic batch axis to build the profile {profile}")
 
-    installed, why_not = trt_stage.tensorrt_status()
+    installed, why_not = machine.tensorrt_status()
     if installed is not None:
-        gpu_ok, gpu_why = trt_stage.cuda_status()
+        gpu_ok, gpu_why = machine.cuda_status()
         if not gpu_ok:
             installed, why_not = None, gpu_why
     emit = options.emit_script is not None
     if installed is None and not emit:
-        trt_stage.require_tensorrt()  # raises BackendUnavailable with what to do
-    target_version = (options.trt_version or trt_stage.DEFAULT_TRT_VERSION) if emit else installed
-    plan = trt_stage.decide_plan(target_version, options.precision, options.int8_mode)
+        machine.require_tensorrt()  # raises BackendUnavailable with what to do
+    target_version = (options.trt_version or DEFAULT_VERSION) if emit else installed
+    plan = trt_plan.decide_plan(target_version, options.precision, options.int8_mode)
     progress(f"TensorRT {target_version}: {plan.precision}{' ' + plan.int8_mode if plan.int8_mode else ''}, "
              f"{'strongly typed' if plan.strongly_typed else 'weakly typed'}, profile {profile}")
 
     results: list[ArtifactResult] = []
     build_onnx, calib_path, held = source, None, None
     if plan.precision == "int8" or plan.onnx == "fp16":
-        q_opts = QuantizeOptions(
-            precision="int8" if plan.precision == "int8" else "fp16", target="tensorrt", calibration=options.calibration,
-            samples=options.samples, holdout=options.holdout, method=options.method,
-            trt_version=_three(target_version), seed=options.seed,
-        )
-        quantized = quantize_artifact(source, q_opts, None, loaded, verify_options, keep_failed, progress, write)
+        if plan.precision == "int8":
+            row, q_opts = kinds.get("int8_tensorrt"), Int8Options(method=options.method, trt_version=version_text(target_version))
+        else:
+            row, q_opts = kinds.get("fp16"), Fp16Options()
+        quantized = build.run(build.BuildRequest(row, q_opts, source, None, loaded, verify_options, req.calibration,
+                                                 keep_failed=keep_failed, progress=progress, write=write))[-1]
         results.append(quantized)
         if quantized.verification.status == "fail" or not quantized.files:
             return results  # no engine from a model that failed its own check
@@ -125,12 +107,12 @@ def tensorrt_artifacts(
             build_onnx = quantized.path
         calib_path = next((f for f in quantized.files if f.suffix == ".calib"), None)
         if plan.precision == "int8":
-            held = _held_out(options, spec, profile)
+            held = _held_out(req.calibration, req.verify.seed, spec, profile)
 
     if output.suffix.lower() not in (".engine", ".plan"):
         raise BadInputError(f"-o {output.name}: a TensorRT engine file ends in .engine or .plan")
     lint = check_for_tensorrt(build_onnx, target_version, progress)
-    sidecar = trt_stage.sidecar_partial(plan, build_opts, input_name, chw, build_onnx, sha256_of(build_onnx), spec.to_dict())
+    sidecar = sidecar_partial(plan, build_opts, input_name, chw, build_onnx, sha256_of(build_onnx), spec.to_dict())
     sidecar.update(reference_onnx=source.name, reference_onnx_sha256=sha256_of(source), plan_notes=list(plan.notes))
 
     if emit:
@@ -141,17 +123,10 @@ def tensorrt_artifacts(
             write_report(build_report(results, loaded, spec), Path(options.emit_script) / output.name)
         return results
 
-    opts = replace(verify_options or VerifyOptions(), batch_sizes=(profile.min, profile.max), precision=plan.precision)
+    opts = replace(verify_options, batch_sizes=(profile.min, profile.max), precision=plan.precision)
     if held is not None:
-        opts = replace(opts, extra_inputs=[*opts.extra_inputs, held])
-        n_random = len(opts.batch_sizes)
-        base_sets = opts.input_sets
-
-        def input_sets(spec_, base_sets=base_sets):
-            # int8 is judged on held-out real data; on noise it only has to run, with the right shape
-            return [replace(s, judged=False) if i < n_random else s for i, s in enumerate(base_sets(spec_))]
-
-        opts.input_sets = input_sets  # type: ignore[method-assign]
+        # int8 is judged on held-out real data; on noise it only has to run, with the right shape
+        opts = replace(opts, extra_inputs=[*opts.extra_inputs, held], judge_random=False)
 
     def references() -> dict:
         from exporter.runners.torch import TorchRunner
@@ -160,8 +135,8 @@ def tensorrt_artifacts(
 
     calib_batches = ()
     result = _run_stage(
-        lambda staging, name: trt_stage.build_engine(build_onnx, staging, name, plan, build_opts, input_name, chw, sidecar,
-                                                     calib_path, calib_batches),
+        lambda staging, name: build_engine(build_onnx, staging, name, plan, build_opts, input_name, chw, sidecar,
+                                           calib_path, calib_batches),
         output,
         _verifier(references, spec, opts, "tensorrt"),
         keep_failed,
@@ -177,7 +152,7 @@ def tensorrt_artifacts(
 
 def check_for_tensorrt(model: Path, trt_version: str, progress: Progress = _noop) -> dict:
     """The TensorRT lint of the model an engine is built from; a violation is bad input (exit 2), no kit."""
-    from exporter.trt_lint import describe_violation, lint
+    from exporter.tensorrt.lint import describe_violation, lint
 
     result = lint(model, trt_version)
     progress(f"TensorRT lint of {Path(model).name}: {result['status']}"
@@ -187,15 +162,11 @@ def check_for_tensorrt(model: Path, trt_version: str, progress: Progress = _noop
     return result
 
 
-def _three(version: str) -> str:
-    return ".".join(map(str, trt_stage.version_tuple(version)))
-
-
-def _held_out(options: TensorRTOptions, spec, profile) -> InputSet | None:
+def _held_out(data, seed: int, spec, profile) -> InputSet | None:
     """The calibration split's held-out samples (never used to calibrate), at most the profile's max batch."""
     from exporter.calibration import calibration_split, open_source
 
-    _, held = calibration_split(open_source(options.calibration, spec, options.seed), options.samples, options.holdout)
+    _, held = calibration_split(open_source(data.data, spec, seed), data.samples, data.holdout)
     if held is None:
         return None
     array = held.take()[: profile.max]
@@ -205,7 +176,7 @@ def _held_out(options: TensorRTOptions, spec, profile) -> InputSet | None:
 
 
 def _emit(options, output, source, build_onnx, calib_path, plan, build_opts, input_name, chw, sidecar, loaded, why_not, progress) -> ArtifactResult:
-    from exporter.emit_trt import KitRequest, verify_command, write_kit
+    from exporter.tensorrt.kit import KitRequest, verify_command, write_kit
 
     started = time.perf_counter()
     kit_dir = Path(options.emit_script)
@@ -243,7 +214,7 @@ def lint_kit(kit_dir: Path, progress: Progress = _noop) -> dict:
     """The TensorRT lint of the model a build kit would build (its ``*.build.json`` names it)."""
     import json
 
-    from exporter.emit_trt import KIT_MARKER
+    from exporter.tensorrt.kit import KIT_MARKER
 
     kit_dir = Path(kit_dir)
     if not (kit_dir / KIT_MARKER).is_file():
@@ -258,4 +229,4 @@ def lint_kit(kit_dir: Path, progress: Progress = _noop) -> dict:
     model = kit_dir / str(sidecar.get("source_onnx", ""))
     if not model.is_file():
         raise BadInputError(f"{kit_dir} does not hold the model its build.json names ({sidecar.get('source_onnx')})")
-    return {"kit": str(kit_dir), "model": model.name, "tensorrt_lint": check_for_tensorrt(model, trt_stage.DEFAULT_TRT_VERSION, progress)}
+    return {"kit": str(kit_dir), "model": model.name, "tensorrt_lint": check_for_tensorrt(model, DEFAULT_VERSION, progress)}
