@@ -103,7 +103,7 @@ class TensorRTRunner(Runner):
         self.batch_range = (self.min_batch, self.max_batch)
         self.requested_fixed_batch = self.min_batch if self.min_batch == self.max_batch else None
         # the engine's own input dimension: -1 (built from a dynamic-batch ONNX model) or a fixed size
-        declared = int(tuple(self.engine.get_tensor_shape(self.input_name))[0])
+        declared = int(self.engine.get_tensor_shape(self.input_name)[0])
         self.batch_dim = "batch" if declared < 0 else declared
         self.metadata = self.sidecar.get("spec") or {}
         self._trt = trt
