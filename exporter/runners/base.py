@@ -58,7 +58,9 @@ class Runner:
 
     precision: str | None = None
     """The precision the artifact declares ("fp16" for an fp16 Core ML package, "int8" for compressed
-    weights, ...); None when it declares none. Verification then uses the precision it is asked for."""
+    weights, ...); None when it declares none. `cnnexport verify` judges an artifact that declares a
+    precision other than fp32 by that precision's rule. The ONNX and TensorRT runners report None: their
+    artifacts record a precision too, but judging them by it would change what `cnnexport verify` does."""
 
     reference_transform: str | None = None
     """How the first output relates to the reference's logits ("softmax": a Core ML classifier's
