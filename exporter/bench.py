@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from exporter.errors import BackendUnavailable, BadInputError
+from exporter.runners.base import Runner
 
 ARTIFACT_GLOBS = ("*.onnx", "*.ts", "*.mlpackage", "*.engine", "*.plan")
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".safetensors", ".bin", ".ckpt", ".pt2"}
@@ -120,7 +121,7 @@ def pin_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
-def open_target(target: Target, settings: BenchSettings, loaded=None):
+def open_target(target: Target, settings: BenchSettings, loaded=None) -> Runner:
     """A runner for the target on the chosen device, or BackendUnavailable with the reason."""
     if settings.device == "cuda":
         import torch
@@ -130,15 +131,11 @@ def open_target(target: Target, settings: BenchSettings, loaded=None):
     if target.kind == "pytorch":
         from exporter.runners.torch import TorchRunner
 
-        module = loaded.module
-        if settings.device == "cuda":
-            return _CudaTorchRunner(module)
-        return TorchRunner(module)
+        return TorchRunner(loaded.module, device=settings.device)
     if target.kind == "torchscript":
         from exporter.runners.torchscript import TorchScriptRunner
 
-        runner = TorchScriptRunner(target.path)
-        return _CudaTorchRunner(runner.module) if settings.device == "cuda" else runner
+        return TorchScriptRunner(target.path, device=settings.device)
     if target.kind == "onnx":
         from exporter.runners.onnxruntime import OnnxRuntimeRunner
 
@@ -148,24 +145,7 @@ def open_target(target: Target, settings: BenchSettings, loaded=None):
     return open_runner(target.path, target.kind)
 
 
-class _CudaTorchRunner:
-    """Torch module on the GPU; synchronizes so timings include the work."""
-
-    def __init__(self, module):
-        import torch
-
-        self.module = module.cuda().eval()
-        self.torch = torch
-
-    def infer(self, batch: np.ndarray) -> dict:
-        torch = self.torch
-        with torch.no_grad():
-            out = self.module(torch.from_numpy(batch).cuda())
-        torch.cuda.synchronize()
-        return {"logits": out}
-
-
-def time_runner(runner, batch: np.ndarray, settings: BenchSettings) -> BenchRow:
+def time_runner(runner: Runner, batch: np.ndarray, settings: BenchSettings) -> BenchRow:
     for _ in range(settings.warmup):
         runner.infer(batch)
     times: list[float] = []
@@ -192,9 +172,9 @@ def bench(targets: list[Target], spec, settings: BenchSettings, loaded=None, pro
             row = BenchRow(target.label, target.kind, batch_size, size_bytes=target.bytes)
             try:
                 _reset_peak_rss()
-                runner = open_target(target, settings, loaded)
-                progress(f"bench {target.label} batch {batch_size}")
-                timed = time_runner(runner, random_inputs(spec, batch_size, settings.seed).array, settings)
+                with open_target(target, settings, loaded) as runner:
+                    progress(f"bench {target.label} batch {batch_size}")
+                    timed = time_runner(runner, random_inputs(spec, batch_size, settings.seed).array, settings)
                 for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "images_per_s", "runs"):
                     setattr(row, key, getattr(timed, key))
                 row.peak_rss_mb = _peak_rss_mb()

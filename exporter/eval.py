@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from exporter.runners.base import Runner
 
-def predict(runner, inputs: np.ndarray, batch_size: int = 128) -> np.ndarray:
+
+def predict(runner: Runner, inputs: np.ndarray, batch_size: int = 128) -> np.ndarray:
     """Top-1 class of every sample."""
     preds = []
     for start in range(0, len(inputs), batch_size):
@@ -14,11 +16,11 @@ def predict(runner, inputs: np.ndarray, batch_size: int = 128) -> np.ndarray:
     return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
 
 
-def accuracy(runner, inputs: np.ndarray, labels: np.ndarray, batch_size: int = 128) -> float:
+def accuracy(runner: Runner, inputs: np.ndarray, labels: np.ndarray, batch_size: int = 128) -> float:
     return float((predict(runner, inputs, batch_size) == labels).mean())
 
 
-def evaluate(runners: dict, source, batch_size: int = 32, top: int = 5, labels: tuple[str, ...] | None = None) -> dict:
+def evaluate(runners: dict[str, Runner], source, batch_size: int = 32, top: int = 5, labels: tuple[str, ...] | None = None) -> dict:
     """Top-1/top-k accuracy of every runner over a labelled Source, streamed in batches.
 
     The first runner is the reference: every other runner gets its agreement with it, its

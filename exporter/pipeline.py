@@ -112,7 +112,7 @@ def _verifier(reference_runners: Callable[[], dict], spec: ModelSpec, opts: Veri
         runner = open_runner(path, kind)
         sets = opts.input_sets(spec)
         verdict = verify(runner, reference_runners(), sets, opts.tolerance(), opts.precision)
-        return finish(verdict, [check_metadata(getattr(runner, "metadata", {}), spec), *_precision_checks(path, kind, opts, sets)])
+        return finish(verdict, [check_metadata(runner.metadata, spec), *_precision_checks(path, kind, opts, sets)])
 
     return run
 
@@ -221,7 +221,7 @@ def verify_existing(
     if spec_overrides:
         spec = spec.with_overrides(**spec_overrides)
     opts = verify_options or VerifyOptions()
-    declared = getattr(runner, "precision", None)  # e.g. a Core ML fp16 or weight-compressed package
+    declared = runner.precision  # e.g. a Core ML fp16 or weight-compressed package
     if declared and declared != "fp32" and opts.precision == "fp32":
         opts = replace(opts, precision=declared)  # judged by its own precision's rule, as when it was exported
     sets = opts.input_sets(spec)

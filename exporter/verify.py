@@ -18,6 +18,7 @@ import numpy as np
 
 from exporter.data import InputSet
 from exporter.errors import UnsupportedOp, first_line
+from exporter.runners.base import Runner, as_runner
 
 
 @dataclass(frozen=True)
@@ -160,8 +161,8 @@ REFERENCE_TRANSFORMS = {"softmax": softmax}
 
 
 def verify(
-    artifact,
-    references: dict[str, object],
+    artifact: Runner,
+    references: dict[str, Runner],
     input_sets: list[InputSet],
     tolerance: Tolerance,
     precision: str = "fp32",
@@ -174,16 +175,16 @@ def verify(
     e.g. `cnnexport coreml --batch 1`) is not a baked batch. An artifact that cannot be executed
     here because its runner lacks an op (``UnsupportedOp``) is ``skipped``, never ``pass``.
     """
-    unsupported = getattr(artifact, "unsupported_op", None)
-    if unsupported is not None:
-        return Verdict.skipped(str(unsupported), precision)
+    artifact = as_runner(artifact)  # the declared contract (exporter/runners/base.py), defaults for what it omits
+    if artifact.unsupported_op is not None:
+        return Verdict.skipped(str(artifact.unsupported_op), precision)
     checks: list[Check] = []
-    batch_dim = getattr(artifact, "batch_dim", None)
-    transform_name = getattr(artifact, "reference_transform", None)
+    batch_dim = artifact.batch_dim
+    transform_name = artifact.reference_transform
     transform = REFERENCE_TRANSFORMS.get(transform_name) if transform_name else None
     if transform_name and transform is None:
         checks.append(Check("declaration", "outputs", 0, "fail", f"the artifact's outputs are {transform_name!r} of the logits, which cnnexport cannot compare"))
-    if isinstance(batch_dim, int) and batch_dim != getattr(artifact, "requested_fixed_batch", None):
+    if isinstance(batch_dim, int) and batch_dim != artifact.requested_fixed_batch:
         checks.append(
             Check("declaration", "input signature", batch_dim, "fail", f"the batch dimension is fixed to {batch_dim}, not dynamic")
         )

@@ -1,9 +1,15 @@
-"""Runners execute one artifact kind. All share one tiny contract:
+"""Runners execute one artifact kind; every one subclasses ``exporter.runners.base.Runner``.
 
-    runner = open_runner(path)          # or TorchRunner(module)
-    outputs = runner.infer(batch)       # batch: float32 NCHW ndarray -> {output name: ndarray}
-    runner.batch_dim                    # declared batch dimension: a name (dynamic), an int (fixed) or None
-    runner.metadata                     # the cnnexport spec stored in the artifact, or {}
+base.py declares the whole contract (attributes with types, defaults and meanings, ``infer``,
+``close`` and ``with`` support); in short:
+
+    with open_runner(path) as runner:   # or TorchRunner(module)
+        outputs = runner.infer(batch)   # batch: float32 NCHW ndarray -> {output name: ndarray}
+        runner.batch_dim                # declared batch dimension: a name (dynamic), an int (fixed) or None
+        runner.batch_range              # (min, max) samples per runtime call (Core ML range, TensorRT profile) or None
+        runner.metadata                 # the cnnexport spec stored in the artifact, or {}
+
+Imports stay lazy: importing this package loads neither torch nor any runtime.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from exporter.errors import BackendUnavailable, BadInputError
+from exporter.runners.base import Runner
 
 
 def detect_kind(path: Path) -> str:
@@ -32,7 +39,8 @@ def detect_kind(path: Path) -> str:
     raise BadInputError(f"cannot tell what kind of artifact {path} is (expected .onnx, TorchScript, .mlpackage or .engine)")
 
 
-def open_runner(path: Path, kind: str | None = None):
+def open_runner(path: Path, kind: str | None = None) -> Runner:
+    """The runner for the artifact at ``path`` (kind detected when not given); BadInputError when it is missing."""
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"artifact {path} does not exist")

@@ -56,3 +56,7 @@ class CoreMLRunner(MilRunner):
                     self.label_name: np.asarray([o[self.label_name] for o in outs], dtype=object)}
         names = [n for n in self.output_names if n in outs[0]]
         return {n: np.concatenate([np.asarray(o[n], np.float32).reshape(-1, *np.asarray(o[n]).shape[1:]) for o in outs]) for n in names}
+
+    def close(self) -> None:
+        super().close()
+        self.model = None

@@ -24,12 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from exporter.errors import BadInputError
+from exporter.runners.base import Runner
 from exporter.spec import METADATA_KEY
 
 COLOR_SPACES = {10: "GRAYSCALE", 20: "RGB", 30: "BGR", 40: "GRAYSCALE_FLOAT16"}
 
 
-class MilRunner:
+class MilRunner(Runner):
     name = "mil-interpreter"
 
     def __init__(self, path: Path):
@@ -37,6 +38,7 @@ class MilRunner:
         from exporter.mil.package import MLPackage
         from exporter.mil.program import Program
 
+        super().__init__()
         self.path = Path(path)
         self.package = MLPackage(self.path)
         # An op the interpreter lacks does not stop the runner from opening (its metadata and
@@ -55,8 +57,9 @@ class MilRunner:
         self.color_space = COLOR_SPACES.get(feature.type.imageType.colorSpace) if self.input_kind == "imageType" else None
         meta = self.package.user_metadata
         self.metadata = json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else {}
-        # The rule the package was exported under: its compute precision, or int8 when its weights are compressed.
-        self.precision = "int8" if meta.get("cnnexport.compression") else meta.get("cnnexport.precision", "fp32")
+        # The rule the package was exported under: its compute precision, or int8 when its weights are
+        # compressed; None for a package that does not say (judged by the precision verification is given).
+        self.precision = "int8" if meta.get("cnnexport.compression") else meta.get("cnnexport.precision")
         self.reference_transform = meta.get("cnnexport.classifier_output") if description.predictedProbabilitiesName else None
         self.batch_range = self._batch_range(feature)
         # `cnnexport coreml --batch N` fixes the batch on request; verification accepts that size.
@@ -128,6 +131,9 @@ class MilRunner:
             labels, probs = self._classifier_outputs(results)
             return {self.probabilities_name: probs, self.label_name: labels}
         return {name: np.asarray(value, dtype=np.float32) for name, value in results.items()}
+
+    def close(self) -> None:
+        self.program = None
 
     def _classifier_outputs(self, results: dict):
         label, probs = None, None

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from exporter.errors import BadInputError
+from exporter.runners.base import Runner
 from exporter.spec import METADATA_KEY, stored_spec
 
 
@@ -16,12 +17,13 @@ from exporter.spec import METADATA_KEY, stored_spec
 FP16_DISABLED_OPTIMIZERS = ["NchwcTransformer"]
 
 
-class OnnxRuntimeRunner:
+class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
     def __init__(self, path: Path, threads: int | None = None, device: str = "cpu"):
         import onnxruntime as ort
 
+        super().__init__()
         from exporter.errors import BackendUnavailable
 
         ort.set_default_logger_severity(4)  # runtime failures are caught and reported by verify
@@ -45,7 +47,9 @@ class OnnxRuntimeRunner:
             raise BadInputError(f"{path} has {len(inputs)} inputs; cnnexport verifies single-input image models")
         self.input_name = inputs[0].name
         shape = inputs[0].shape
+        # onnxruntime reports a dim_param as its name, a dim_value as an int and neither as None
         self.batch_dim = shape[0] if shape else None
+        self.batch_range = (self.batch_dim, self.batch_dim) if isinstance(self.batch_dim, int) else None
         self.output_names = [o.name for o in self.session.get_outputs()]
         meta = self.session.get_modelmeta().custom_metadata_map
         self.metadata = stored_spec(meta.get(METADATA_KEY, ""), path)
@@ -53,6 +57,9 @@ class OnnxRuntimeRunner:
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
         return {name: np.asarray(value) for name, value in zip(self.output_names, outputs)}
+
+    def close(self) -> None:
+        self.session = None
 
 
 def has_fp16_weights(path: Path) -> bool:

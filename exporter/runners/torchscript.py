@@ -12,7 +12,7 @@ from exporter.spec import METADATA_KEY, stored_spec
 class TorchScriptRunner(TorchRunner):
     name = "torchscript"
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, device: str = "cpu"):
         import torch
 
         extra = {METADATA_KEY: ""}
@@ -20,5 +20,5 @@ class TorchScriptRunner(TorchRunner):
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         except Exception as exc:  # noqa: BLE001
             raise BadInputError(f"{path} is not a loadable TorchScript archive ({str(exc).splitlines()[0][:200]})") from None
-        super().__init__(module)
+        super().__init__(module, device=device)
         self.metadata = stored_spec(extra[METADATA_KEY], path)
