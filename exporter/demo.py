@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporter.data import InputSet
+from exporter.inputs import InputSet
 
 SEED = 0
 
@@ -46,7 +46,7 @@ def run_demo(output: Path, epochs: int = 12, progress=lambda _: None) -> dict:
     import torch
 
     import architectures
-    from exporter.calibration import DIGITS, digits_arrays
+    from exporter.inputs import DIGITS, digits_arrays
     from exporter.checkpoint import load_checkpoint
     from exporter.eval import accuracy
     from exporter.fsutil import ensure_writable_dir, write_text_atomic

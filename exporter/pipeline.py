@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from exporter.data import InputSet, random_inputs, user_inputs
+from exporter.inputs import InputSet, random_inputs, user_inputs
 from exporter.errors import BadInputError
 from exporter.fsutil import Staging, sha256_of, size_of
 from exporter.report import ArtifactResult, build_report, write_report
@@ -320,7 +320,7 @@ def quantize_artifact(
     """INT8 or FP16 version of an ONNX model, verified against PyTorch (or the fp32 ONNX)."""
     from dataclasses import replace
 
-    from exporter.calibration import calibration_split, open_source
+    from exporter.inputs import calibration_split, open_source
     from exporter.runners.torch import TorchRunner
     from exporter.stages import quantize
 

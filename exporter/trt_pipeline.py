@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from exporter.data import InputSet
+from exporter.inputs import InputSet
 from exporter.errors import BadInputError
 from exporter.pipeline import Progress, QuantizeOptions, VerifyOptions, _noop, _run_stage, _verifier, onnx_source, quantize_artifact
 from exporter.report import ArtifactResult, build_report, write_report
@@ -193,7 +193,7 @@ def _three(version: str) -> str:
 
 def _held_out(options: TensorRTOptions, spec, profile) -> InputSet | None:
     """The calibration split's held-out samples (never used to calibrate), at most the profile's max batch."""
-    from exporter.calibration import calibration_split, open_source
+    from exporter.inputs import calibration_split, open_source
 
     _, held = calibration_split(open_source(options.calibration, spec, options.seed), options.samples, options.holdout)
     if held is None:
