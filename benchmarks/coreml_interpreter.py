@@ -58,7 +58,7 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from exporter.data import random_inputs
+    from exporter.inputs import random_inputs
     from exporter.mil import load_program
     from exporter.stages import coreml as coreml_stage
     from exporter.stages import onnx as onnx_stage

@@ -54,7 +54,7 @@ def calibration_array(spec, n: int = 96):
     import numpy as np
 
     if spec.channels == 1:
-        from exporter.calibration import digits_arrays
+        from exporter.inputs import digits_arrays
 
         return digits_arrays(spec)[0][:n]
     from benchmarks.quantize import photo_crops

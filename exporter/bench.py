@@ -163,7 +163,7 @@ def time_runner(runner: Runner, batch: np.ndarray, settings: BenchSettings) -> B
 
 
 def bench(targets: list[Target], spec, settings: BenchSettings, loaded=None, progress=lambda _: None) -> dict:
-    from exporter.data import random_inputs
+    from exporter.inputs import random_inputs
 
     threads = pin_threads(settings.threads)
     rows: list[BenchRow] = []

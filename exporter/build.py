@@ -149,8 +149,8 @@ def simplify(req: BuildRequest) -> list[ArtifactResult]:
 
 def quantize(req: BuildRequest) -> list[ArtifactResult]:
     """INT8 (calibrated, judged on held-out samples) or FP16 of an ONNX model, verified against PyTorch (or the ONNX)."""
-    from exporter.calibration import calibration_split, open_source
-    from exporter.data import InputSet, random_inputs
+    from exporter.inputs import calibration_split, open_source
+    from exporter.inputs import InputSet, random_inputs
     from exporter.runners.torch import TorchRunner
     from exporter.stages import fp16, quantize as int8_stage
 

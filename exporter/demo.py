@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporter.data import InputSet
+from exporter.inputs import InputSet
 
 SEED = 0
 
@@ -46,7 +46,7 @@ def run_demo(output: Path, epochs: int = 12, progress=lambda _: None) -> dict:
 
     import architectures
     from exporter import recipe as recipes
-    from exporter.calibration import digits_arrays
+    from exporter.inputs import digits_arrays
     from exporter.errors import CnnexportError
     from exporter.eval import accuracy
     from exporter.fsutil import ensure_writable_dir, write_text_atomic

@@ -74,7 +74,7 @@ def _weights_file(folder: Path) -> Path:
 
 
 def _timm_folder(folder: Path, config: dict):
-    from exporter.checkpoint import RawCheckpoint, read_checkpoint
+    from exporter.checkpoint_read import RawCheckpoint, read_checkpoint
 
     weights = read_checkpoint(_weights_file(folder))
     if weights.state_dict is None:
@@ -100,7 +100,7 @@ def _timm_folder(folder: Path, config: dict):
 
 
 def _transformers_folder(folder: Path, config: dict):
-    from exporter.checkpoint import RawCheckpoint
+    from exporter.checkpoint_read import RawCheckpoint
 
     if config.get("auto_map"):
         raise CheckpointError(f"{folder} needs remote code (config.json auto_map); cnnexport never runs code from a model folder")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from exporter.data import InputSet, random_inputs, user_inputs
+from exporter.inputs import InputSet, random_inputs, user_inputs
 from exporter.errors import BadInputError
 from exporter.fsutil import Staging, sha256_of, size_of
 from exporter.report import ArtifactResult, build_report, write_report

@@ -274,7 +274,7 @@ def check_calibration_data(where: str, spec) -> None:
     The demo digits are 1-channel 8x8 images: stretched onto an RGB 224x224 model they calibrate
     it on data it never sees, and the held-out check on more digits would still say pass.
     """
-    from exporter.calibration import DIGITS, open_source
+    from exporter.inputs import DIGITS, open_source
 
     if str(where) == DIGITS and spec.channels != 1:
         raise BadInputError(

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from exporter.data import InputSet
+from exporter.inputs import InputSet
 from exporter.errors import UnsupportedOp, first_line
 from exporter.runners.base import Runner, as_runner
 

@@ -81,7 +81,7 @@ def build_artifacts(folder: Path, arch: str = "simple_cnn") -> tuple[Path, dict[
 
     import architectures
     from exporter import export_artifact, load_checkpoint
-    from exporter.data import normalize
+    from exporter.inputs import normalize
     from exporter.demo import train
     from exporter.build import build
     from exporter.pipeline import VerifyOptions, simplify_artifact

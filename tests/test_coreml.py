@@ -408,7 +408,7 @@ def test_image_input_with_per_channel_std_classifier_and_labels(cli, simple_cnn_
     classify = next(o for o in fn.block_specializations[fn.opset].operations if o.type == "classify")
     assert "class_0" in str(classify)
     # The classifier's label is the label of the most probable class.
-    from exporter.data import random_inputs
+    from exporter.inputs import random_inputs
     from exporter.runners.mil import MilRunner
     from exporter.spec import ModelSpec
 

@@ -15,7 +15,7 @@ def digits_models(tmp_path_factory):
 
     import architectures
     from exporter import export_artifact, load_checkpoint
-    from exporter.calibration import digits_arrays
+    from exporter.inputs import digits_arrays
     from exporter.demo import train
     from tests.small_models import SmallResNet
 
@@ -167,7 +167,7 @@ def test_accuracy_drop_on_held_out_digits(cli, digits_models, tmp_path, model_na
 
 
 def test_calibration_methods_give_different_scales(digits_models, tmp_path):
-    from exporter.calibration import calibration_split, open_source
+    from exporter.inputs import calibration_split, open_source
     from exporter.runners.onnxruntime import OnnxRuntimeRunner
     from exporter.spec import ModelSpec
     from exporter.stages.quantize import activation_scales, export_int8
@@ -332,7 +332,7 @@ def test_broken_scales_fail_verification(cli, digits_models, tmp_path):
 
 def _heldout_npy(tmp_path: Path) -> Path:
     import architectures
-    from exporter.calibration import digits_arrays
+    from exporter.inputs import digits_arrays
 
     path = tmp_path / "heldout.npy"
     np.save(path, digits_arrays(architectures.get("lenet5").spec(10))[2][:64])
@@ -467,7 +467,7 @@ def test_bad_calibration_data_is_a_clean_error(cli, digits_models, exported_onnx
 def test_image_folder_calibration_streams_in_batches(exported_onnx, tmp_path):
     from PIL import Image
 
-    from exporter.calibration import OrtCalibrationReader, calibration_split, open_source
+    from exporter.inputs import OrtCalibrationReader, calibration_split, open_source
     from exporter.runners.onnxruntime import OnnxRuntimeRunner
     from exporter.spec import ModelSpec
 
@@ -551,7 +551,7 @@ def test_any_sample_count_calibrates_under_every_method(digits_models, tmp_path,
     """300 and 301 are not multiples of the batch (16): the histogram methods used to crash on the last batch."""
     import onnx
 
-    from exporter.calibration import calibration_split, open_source
+    from exporter.inputs import calibration_split, open_source
     from exporter.runners.onnxruntime import OnnxRuntimeRunner
     from exporter.spec import ModelSpec
     from exporter.stages import quantize

@@ -20,7 +20,7 @@ def lenet_ckpt(tmp_path_factory):
     import torch
 
     import architectures
-    from exporter.calibration import digits_arrays
+    from exporter.inputs import digits_arrays
     from exporter.demo import train
 
     folder = tmp_path_factory.mktemp("run_ckpt")

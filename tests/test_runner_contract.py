@@ -395,7 +395,7 @@ def _batches_to_try(runner: Runner) -> list[int]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_runner_contract(case: Case, env_for, loaded):
-    from exporter.data import random_inputs
+    from exporter.inputs import random_inputs
 
     env = env_for(case)
     reference = _reference(loaded)

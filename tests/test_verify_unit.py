@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from exporter.verify import TOLERANCES, Check, Verdict, compare_arrays, tolerance_for, verify
-from exporter.data import InputSet
+from exporter.inputs import InputSet
 
 FP32 = TOLERANCES["fp32"]
 

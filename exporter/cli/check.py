@@ -231,7 +231,7 @@ def eval_(
 
     def body():
         from exporter.bench import discover
-        from exporter.calibration import open_source
+        from exporter.inputs import open_source
         from exporter.errors import BadInputError
         from exporter.eval import evaluate
         from exporter.runners import open_runner

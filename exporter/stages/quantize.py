@@ -128,7 +128,7 @@ def export_int8(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from exporter.calibration import OrtCalibrationReader
+    from exporter.inputs import OrtCalibrationReader
 
     if target not in TARGETS:
         raise BadInputError(f"--target must be one of {', '.join(TARGETS)}")

@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from exporter.data import InputSet
+from exporter.inputs import InputSet
 from exporter.errors import BadInputError
 from exporter.pipeline import Progress, _noop, _run_stage, _verifier, onnx_source
 from exporter.report import ArtifactResult, build_report, write_report
@@ -164,7 +164,7 @@ def check_for_tensorrt(model: Path, trt_version: str, progress: Progress = _noop
 
 def _held_out(data, seed: int, spec, profile) -> InputSet | None:
     """The calibration split's held-out samples (never used to calibrate), at most the profile's max batch."""
-    from exporter.calibration import calibration_split, open_source
+    from exporter.inputs import calibration_split, open_source
 
     _, held = calibration_split(open_source(data.data, spec, seed), data.samples, data.holdout)
     if held is None:
