@@ -130,7 +130,7 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
     import architectures
     from exporter import recipe as recipe_mod
     from exporter.errors import CnnexportError
-    from exporter.run import STAGES as RUN_STAGES
+    from exporter.kinds import KINDS as RUN_STAGES
     from exporter.run import run_recipe
 
     entry = architectures.get(name)

@@ -2,6 +2,9 @@
 
 Python API (heavy libraries load on first use):
 
+    from exporter.build import build                            # what every verb calls
+    made = build("int8", "resnet18.pt", calibration={"data": "images/"})  # [resnet18.onnx, resnet18.int8.onnx]
+
     from exporter import load_checkpoint, export_artifact, simplify_artifact, verify_existing, VerifyOptions
 
     model = load_checkpoint("resnet18.pt")                      # any checkpoint form -> LoadedModel
@@ -14,6 +17,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _API = {
+    "KINDS": "exporter.kinds",
     "load_checkpoint": "exporter.checkpoint",
     "LoadedModel": "exporter.checkpoint",
     "export_artifact": "exporter.pipeline",

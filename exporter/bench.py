@@ -84,6 +84,22 @@ def discover(paths: list[Path]) -> list[Target]:
     return targets
 
 
+def reference(found: list[Target], load, overrides: dict | None = None):
+    """(loaded, spec) for a bench/eval run: the checkpoint among the targets, loaded with ``load(path)``;
+    else no model and the input spec stored in the first artifact that carries one."""
+    from exporter.build import stored_spec
+
+    checkpoint = next((t.path for t in found if t.kind == "pytorch"), None)
+    if checkpoint is not None:
+        loaded = load(checkpoint)
+        return loaded, loaded.spec
+    for t in found:
+        spec = stored_spec(t.path) if t.kind in ("onnx", "torchscript") else None
+        if spec is not None:
+            return None, spec.with_overrides(**{k: v for k, v in (overrides or {}).items() if v is not None})
+    raise BadInputError("no checkpoint among the targets and no artifact carries an input spec; pass --checkpoint")
+
+
 def _is_checkpoint(path: Path) -> bool:
     from exporter.runners import detect_kind
 

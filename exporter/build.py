@@ -86,22 +86,11 @@ def run(req: BuildRequest) -> list[ArtifactResult]:
 
 def preflight(req: BuildRequest) -> None:
     """Refuse bad options and missing data before any file is read or written."""
-    name = req.kind.name
-    if req.kind.calibrates(req.options) and req.calibration.data is None:
-        what = "int8 quantization" if name.startswith("int8") else f"{name} --precision int8"
+    row = req.kind
+    if row.calibrates(req.options) and req.calibration.data is None:
+        what = "int8 quantization" if row.verb == "quantize" else f"{row.verb} --precision int8"
         raise BadInputError(f"{what} needs calibration data: --calib IMAGE_FOLDER | FILE.npy | digits")
-    if name == "coreml":
-        from exporter.stages.coreml import parse_batch, parse_compression
-
-        parse_batch(req.options.batch)
-        parse_compression(req.options.compress)
-    if name == "tensorrt":
-        from exporter.tensorrt.flow import build_options
-        from exporter.tensorrt.machine import require_tensorrt
-
-        build_options(req.options)
-        if req.options.emit_script is None:
-            require_tensorrt()  # no tensorrt or no GPU: exit 3 before any work, saying what to do
+    row.check_options(req.options)
 
 
 def _install_report(req: BuildRequest, result: ArtifactResult, spec=None) -> None:

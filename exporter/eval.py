@@ -73,3 +73,20 @@ def evaluate(runners: dict[str, Runner], source, batch_size: int = 32, top: int 
             for n in names
         },
     }
+
+
+def evaluate_targets(found: list, loaded, spec, data: str, batch_size: int = 32, top: int = 5, progress=lambda _: None) -> dict:
+    """`cnnexport eval`: the reference (PyTorch when a checkpoint is among the targets) and every artifact found."""
+    from exporter.inputs import open_source
+    from exporter.runners import open_runner
+    from exporter.runners.torch import TorchRunner
+
+    runners: dict[str, Runner] = {}
+    if loaded is not None:
+        runners["pytorch (reference)"] = TorchRunner(loaded.module)
+    for t in found:
+        if t.kind != "pytorch":
+            runners[t.label] = open_runner(t.path, t.kind)
+    source = open_source(data, spec, split="test")
+    progress(f"evaluating {len(runners)} model(s) on {source.description}")
+    return evaluate(runners, source, batch_size, min(top, spec.num_classes), spec.labels)

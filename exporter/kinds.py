@@ -52,12 +52,23 @@ class ArtifactKind:
     needs: tuple[str, ...] = ()  # recipe stages it can read from, in order of preference; () = the checkpoint
     recipe_enabled: bool = False  # on in a recipe that does not mention it
     recipe_fields: dict = field(default_factory=dict)  # {option: (type, default)} that a recipe spells differently
+    check: str = ""  # "module:function(options)": refuse bad options / a missing backend before any work
+    from_recipe: str = ""  # "module:function(options, recipe_section, out_dir, base) -> options": recipe_fields applied
 
     def builder(self) -> Callable:
         return _resolve(self.build)
 
     def stage_function(self) -> Callable:
         return _resolve(self.stage)
+
+    def check_options(self, options: BaseModel) -> None:
+        if self.check:
+            _resolve(self.check)(options)
+
+    def options_from_recipe(self, section: dict, out_dir, base: str) -> BaseModel:
+        """The options a recipe's stage section stands for (its recipe-only keys resolved by the row's hook)."""
+        options = self.parse({k: v for k, v in section.items() if k not in self.recipe_fields and k != "enabled"})
+        return _resolve(self.from_recipe)(options, section, out_dir, base) if self.from_recipe else options
 
     def parse(self, values: dict | None = None, cli: bool = False) -> BaseModel:
         """The options model from a dict (a recipe's stage section minus recipe-only keys, or a verb's flags)."""
@@ -105,16 +116,16 @@ KINDS: tuple[ArtifactKind, ...] = (
     ArtifactKind(
         name="coreml", kind="coreml", verb="coreml", suffix=".mlpackage", source="checkpoint",
         options=o.CoreMLOptions, stage="exporter.stages.coreml:export", build="exporter.build:coreml",
-        runner="coreml", precision=_coreml_precision, traces=True, folder=True,
+        runner="coreml", precision=_coreml_precision, traces=True, folder=True, check="exporter.stages.coreml:check_options",
     ),
     ArtifactKind(
         name="tensorrt", kind="tensorrt", verb="tensorrt", suffix=".engine", source="onnx",
         options=o.TensorRTOptions, stage="exporter.tensorrt.build:build_engine", build="exporter.build:tensorrt",
         runner="tensorrt", precision=lambda opts: opts.precision, calibrates=lambda opts: opts.precision == "int8",
-        reads_data=True, needs=ONNX_INPUTS,
+        reads_data=True, needs=ONNX_INPUTS, check="exporter.tensorrt.flow:check_options",
         # a recipe cannot name a folder for every machine: it says whether to write the build kit
         # (beside the artifacts) where TensorRT is absent
-        recipe_fields={"emit_script": (bool, True)},
+        recipe_fields={"emit_script": (bool, True)}, from_recipe="exporter.tensorrt.flow:options_from_recipe",
     ),
 )
 

@@ -154,3 +154,12 @@ def write_report(report: dict, artifact_path: Path) -> Path:
     target = Path(str(artifact_path) + ".report.json")
     write_text_atomic(target, to_json(report) + "\n")
     return target
+
+
+def failure_sentence(result: ArtifactResult) -> str:
+    """What a failed verification says: why, where the artifact went, and what to try."""
+    where = f"kept as {result.path}" if result.files else "not written (use --keep-failed to keep it)"
+    hint = ""
+    if result.kind.startswith("int8") and result.details.get("method") == "minmax":
+        hint = "; int8 options to try: --method percentile or entropy, --exclude OP_TYPE to keep such layers in float"
+    return f"verification failed for {result.kind}: {result.verification.reason}; the artifact was {where}{hint}"

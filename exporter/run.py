@@ -89,14 +89,8 @@ def _run_stage(ctx: RunContext, stage: "PlannedStage", upstream: Path | None):
     """Build one stage with the same library call as its verb; the last artifact is the stage's."""
     from exporter import build
 
-    row, options = stage.spec, stage.options_model()
-    if row.name == "tensorrt":
-        from exporter.tensorrt.machine import tensorrt_status
-
-        # where TensorRT is absent, the recipe's emit_script writes the build kit beside the artifacts
-        installed, _ = tensorrt_status()
-        kit = ctx.out_dir / f"{ctx.base}-tensorrt-kit" if installed is None and stage.options["emit_script"] else None
-        options = options.model_copy(update={"emit_script": kit})
+    row = stage.spec
+    options = row.options_from_recipe(stage.options, ctx.out_dir, ctx.base)
     r = ctx.recipe
     results = build.build(
         row, upstream or ctx.checkpoint, options, output=ctx.output(row), loaded=ctx.loaded(),
@@ -119,9 +113,8 @@ class PlannedStage:
     options: dict  # the recipe's stage section, as written (JSON-able: it is part of the cache key)
 
     def options_model(self):
-        """The kind's options model (recipe-only keys such as tensorrt's emit_script are the caller's)."""
-        values = {k: v for k, v in self.options.items() if k not in self.spec.recipe_fields}
-        return self.spec.parse(values)
+        """The kind's options model (recipe-only keys left out: they do not change what the stage is)."""
+        return self.spec.parse({k: v for k, v in self.options.items() if k not in self.spec.recipe_fields})
 
 
 def plan(recipe: Recipe) -> list[PlannedStage]:

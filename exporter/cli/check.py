@@ -194,7 +194,7 @@ def bench(
         if seconds <= 0 or warmup < 0 or min_runs < 1 or (threads is not None and threads < 1):
             raise BadInputError("--seconds must be positive, --warmup >= 0, --min-runs >= 1, --threads >= 1")
         found = bench_mod.discover(list(targets) + ([checkpoint] if checkpoint else []))
-        loaded, spec = common.reference_for(ui, found, args)
+        loaded, spec = bench_mod.reference(found, lambda path: common.load(ui.progress, path, args), common.spec_overrides(args))
         settings = bench_mod.BenchSettings(batches=parse_batch_sizes(batch, "--batch"), threads=threads, device=device, warmup=warmup,
                                            min_runs=min_runs, seconds=seconds, baseline=baseline)
         result = bench_mod.bench(found, spec, settings, loaded, ui.progress)
@@ -230,26 +230,15 @@ def eval_(
     ui = Ui(json_out, quiet, verbose)
 
     def body():
-        from exporter.bench import discover
-        from exporter.inputs import open_source
+        from exporter.bench import discover, reference
         from exporter.errors import BadInputError
-        from exporter.eval import evaluate
-        from exporter.runners import open_runner
-        from exporter.runners.torch import TorchRunner
+        from exporter.eval import evaluate_targets
 
         if top < 1 or batch_size < 1:
             raise BadInputError("--top and --batch-size must be at least 1")
-        found = [t for t in discover(list(targets) + ([checkpoint] if checkpoint else []))]
-        loaded, spec = common.reference_for(ui, found, args)
-        runners = {}
-        if loaded is not None:
-            runners["pytorch (reference)"] = TorchRunner(loaded.module)
-        for t in found:
-            if t.kind != "pytorch":
-                runners[t.label] = open_runner(t.path, t.kind)
-        source = open_source(data, spec, split="test")
-        ui.progress(f"evaluating {len(runners)} model(s) on {source.description}")
-        result = evaluate(runners, source, batch_size, min(top, spec.num_classes), spec.labels)
+        found = discover(list(targets) + ([checkpoint] if checkpoint else []))
+        loaded, spec = reference(found, lambda path: common.load(ui.progress, path, args), common.spec_overrides(args))
+        result = evaluate_targets(found, loaded, spec, data, batch_size, top, ui.progress)
         if json_out:
             sys.stdout.write(json.dumps(result, indent=2) + "\n")
         else:

@@ -55,20 +55,3 @@ def verify_options(a: dict, precision: str = "fp32", batch_sizes: str | None = N
         min_cosine=a["min_cosine"],
         min_top1=a["min_top1"],
     )
-
-
-def reference_for(ui, found: list, a: dict):
-    """The checkpoint among the targets (loaded), else the spec stored in the first artifact."""
-    from exporter.build import stored_spec
-    from exporter.errors import BadInputError
-
-    checkpoint = next((t.path for t in found if t.kind == "pytorch"), None)
-    overrides = {k: v for k, v in spec_overrides(a).items() if v is not None}
-    if checkpoint is not None:
-        loaded = load(ui.progress, checkpoint, a)
-        return loaded, loaded.spec
-    for t in found:
-        spec = stored_spec(t.path) if t.kind in ("onnx", "torchscript") else None
-        if spec is not None:
-            return None, spec.with_overrides(**overrides)
-    raise BadInputError("no checkpoint among the targets and no artifact carries an input spec; pass --checkpoint")

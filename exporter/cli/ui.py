@@ -84,18 +84,12 @@ def run_guarded(ui: Ui, body) -> None:
 
 def finish(ui: Ui, results: list, loaded=None, spec=None) -> None:
     """Emit one report for the artifacts made; exit 1 if any failed verification."""
-    from exporter.report import build_report
+    from exporter.report import build_report, failure_sentence
 
     ui.emit(build_report(results, loaded, spec))
     failed = [r for r in results if r.verification.status == "fail"]
     if failed:
-        first = failed[0]
-        where = f"kept as {first.path}" if first.files else "not written (use --keep-failed to keep it)"
-        hint = ""
-        if first.kind.startswith("int8") and first.details.get("method") == "minmax":
-            hint = "; int8 options to try: --method percentile or entropy, --exclude OP_TYPE to keep such layers in float"
-        fail(ui, f"verification failed for {first.kind}: {first.verification.reason}; the artifact was {where}{hint}",
-             EXIT_VERIFICATION_FAILED)
+        fail(ui, failure_sentence(failed[0]), EXIT_VERIFICATION_FAILED)
     if not ui.json_out and len(results) == 1 and results[0].files:
         ui.progress(f"wrote {results[0].path} and {results[0].path.name}.report.json")
 

@@ -113,6 +113,12 @@ def parse_batch(text: str | None) -> tuple[int, int]:
     return values[0], values[1]
 
 
+def check_options(options) -> None:
+    """The stage table's preflight: --batch and --compress parse (BadInputError, exit 2)."""
+    parse_batch(options.batch)
+    parse_compression(options.compress)
+
+
 def image_preprocessing(spec) -> tuple[float, list[float], list[float] | None]:
     """(scale, bias per channel, in-model per-channel multiplier or None) for an image input."""
     mean, std = spec.channel_mean(), spec.channel_std()

@@ -43,6 +43,20 @@ def build_options(options, calibration=None) -> trt_plan.BuildOptions:
     )
 
 
+def check_options(options) -> None:
+    """The stage table's preflight: every option parses, and without --emit-script TensorRT and a GPU are here."""
+    build_options(options)
+    if options.emit_script is None:
+        machine.require_tensorrt()  # no tensorrt or no GPU: exit 3 before any work, saying what to do
+
+
+def options_from_recipe(options, section: dict, out_dir: Path, base: str):
+    """A recipe's `emit_script: true` means: where TensorRT is absent, write the build kit beside the artifacts."""
+    installed, _ = machine.tensorrt_status()
+    kit = Path(out_dir) / f"{base}-tensorrt-kit" if installed is None and section.get("emit_script") else None
+    return options.model_copy(update={"emit_script": kit})
+
+
 def onnx_input(path: Path) -> tuple[str, list]:
     """(name, dims) of the model's image input, read from the model (never assumed to be 'input')."""
     import onnx
