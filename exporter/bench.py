@@ -20,7 +20,8 @@ import numpy as np
 from exporter.errors import BackendUnavailable, BadInputError
 from exporter.runners.base import Runner
 
-ARTIFACT_GLOBS = ("*.onnx", "*.ts", "*.mlpackage", "*.engine", "*.plan")
+ARTIFACT_GLOBS = ("*.onnx", "*.ts", "*.mlpackage", "*.engine", "*.plan", "*.xml")
+RUNTIMES = ("onnxruntime", "openvino")  # what ONNX targets can be timed on
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".safetensors", ".bin", ".ckpt", ".pt2"}
 
 
@@ -30,6 +31,7 @@ class Target:
     kind: str
     path: Path
     bytes: int | None = None
+    runtime: str | None = None  # an ONNX model timed on OpenVINO instead of onnxruntime
 
 
 @dataclass
@@ -60,7 +62,16 @@ class BenchSettings:
     seconds: float = 2.0
     seed: int = 0
     baseline: str | None = None  # a target label; default: PyTorch eager, else the first target
+    runtimes: tuple[str, ...] = ("onnxruntime",)  # "openvino" also times every ONNX target on OpenVINO
     extra: dict = field(default_factory=dict)
+
+
+def _artifact_bytes(path: Path) -> int:
+    """Bytes on disk, with the weights an artifact keeps beside it (an IR's .bin, an ONNX's .data)."""
+    from exporter.fsutil import size_of
+
+    companions = [path.with_suffix(".bin")] if path.suffix == ".xml" else [Path(str(path) + ".data")]
+    return size_of(path) + sum(size_of(c) for c in companions if c.is_file())
 
 
 def discover(paths: list[Path]) -> list[Target]:
@@ -76,12 +87,25 @@ def discover(paths: list[Path]) -> list[Target]:
             found = sorted({p for pattern in ARTIFACT_GLOBS for p in path.glob(pattern) if ".rejected." not in p.name})
             if not found:
                 raise BadInputError(f"{path} contains no artifacts ({', '.join(ARTIFACT_GLOBS)})")
-            targets += [Target(p.name, detect_kind(p), p, size_of(p)) for p in found]
+            targets += [Target(p.name, detect_kind(p), p, _artifact_bytes(p)) for p in found]
         elif path.suffix.lower() in CHECKPOINT_SUFFIXES and _is_checkpoint(path):
             targets.append(Target(f"pytorch eager ({path.name})", "pytorch", path, size_of(path)))
         else:
-            targets.append(Target(path.name, detect_kind(path), path, size_of(path)))
+            targets.append(Target(path.name, detect_kind(path), path, _artifact_bytes(path)))
     return targets
+
+
+def with_runtimes(targets: list[Target], runtimes: tuple[str, ...]) -> list[Target]:
+    """Each ONNX target once per runtime asked for (onnxruntime first), so one table compares them on the same file."""
+    unknown = [r for r in runtimes if r not in RUNTIMES]
+    if unknown:
+        raise BadInputError(f"--runtime {unknown[0]}: choose {' or '.join(RUNTIMES)}")
+    out = []
+    for t in targets:
+        out.append(t)
+        if t.kind == "onnx" and "openvino" in runtimes:
+            out.append(Target(f"{t.label} [openvino]", t.kind, t.path, t.bytes, runtime="openvino"))
+    return out
 
 
 def reference(found: list[Target], load, overrides: dict | None = None):
@@ -94,7 +118,7 @@ def reference(found: list[Target], load, overrides: dict | None = None):
         loaded = load(checkpoint)
         return loaded, loaded.spec
     for t in found:
-        spec = stored_spec(t.path) if t.kind in ("onnx", "torchscript") else None
+        spec = stored_spec(t.path) if t.kind in ("onnx", "torchscript", "openvino") else None
         if spec is not None:
             return None, spec.with_overrides(**{k: v for k, v in (overrides or {}).items() if v is not None})
     raise BadInputError("no checkpoint among the targets and no artifact carries an input spec; pass --checkpoint")
@@ -152,6 +176,12 @@ def open_target(target: Target, settings: BenchSettings, loaded=None) -> Runner:
         from exporter.runners.torchscript import TorchScriptRunner
 
         return TorchScriptRunner(target.path, device=settings.device)
+    if target.kind == "openvino" or target.runtime == "openvino":
+        if settings.device != "cpu":
+            raise BackendUnavailable("cnnexport times OpenVINO on its CPU plugin only")
+        from exporter.runners.openvino import OpenVINORunner
+
+        return OpenVINORunner(target.path, threads=settings.threads)
     if target.kind == "onnx":
         from exporter.runners.onnxruntime import OnnxRuntimeRunner
 
@@ -183,6 +213,7 @@ def bench(targets: list[Target], spec, settings: BenchSettings, loaded=None, pro
 
     threads = pin_threads(settings.threads)
     rows: list[BenchRow] = []
+    targets = with_runtimes(targets, settings.runtimes)
     for target in targets:
         for batch_size in settings.batches:
             row = BenchRow(target.label, target.kind, batch_size, size_bytes=target.bytes)
@@ -205,7 +236,7 @@ def bench(targets: list[Target], spec, settings: BenchSettings, loaded=None, pro
         if r.images_per_s and base.get(r.batch):
             r.speedup = r.images_per_s / base[r.batch]
     return {
-        "settings": {"batches": list(settings.batches), "threads": threads, "device": settings.device,
+        "settings": {"batches": list(settings.batches), "threads": threads, "device": settings.device, "runtimes": list(settings.runtimes),
                      "warmup": settings.warmup, "min_runs": settings.min_runs, "seconds": settings.seconds,
                      "baseline": baseline, "cpu_count": os.cpu_count()},
         "rows": [asdict(r) for r in rows],

@@ -136,16 +136,21 @@ def simplify(req: BuildRequest) -> list[ArtifactResult]:
                               req.progress, req.write)]
 
 
-def quantize(req: BuildRequest) -> list[ArtifactResult]:
-    """INT8 (calibrated, judged on held-out samples) or FP16 of an ONNX model, verified against PyTorch (or the ONNX)."""
-    from exporter.inputs import calibration_split, open_source
-    from exporter.inputs import InputSet, random_inputs
-    from exporter.runners.torch import TorchRunner
-    from exporter.stages import fp16, quantize as int8_stage
+def _from_onnx(req: BuildRequest, what: str, make) -> list[ArtifactResult]:
+    """The flow of a kind made from an ONNX model with calibration data: int8, fp16, OpenVINO.
 
-    row, opts, data = req.kind, req.options, req.calibration
-    int8 = row.precision(opts) == "int8"
-    source, source_runner, spec, output = onnx_source(req.source, req.output, req.loaded, row.suffix, "quantized")
+    ``make(source, staging, name, calib, spec)`` writes the artifact. Calibration samples come
+    from the first part of the seeded split; the held-out part (never calibrated on) is one more
+    verification set, and the one an int8 artifact is judged on (random noise then only has to
+    run with the right shape). With ``req.evaluation`` the installed artifact's top-1/top-5 is
+    measured against the reference.
+    """
+    from exporter.inputs import InputSet, calibration_split, open_source
+    from exporter.runners.torch import TorchRunner
+
+    row, data = req.kind, req.calibration
+    rule = row.precision(req.options)
+    source, source_runner, spec, output = onnx_source(req.source, req.output, req.loaded, row.suffix_of(req.options), what)
     seed = req.verify.seed
     calib = held = None
     if data.data is not None:
@@ -157,25 +162,16 @@ def quantize(req: BuildRequest) -> list[ArtifactResult]:
         if evaluation.labels is None:
             raise BadInputError(f"--eval {req.evaluation}: {evaluation.description} has no labels; use an ImageFolder "
                                 "(one sub-folder per class), an .npz with 'labels', or 'digits'")
-
-    verify = replace(req.verify, precision=row.precision(opts))
+    verify = replace(req.verify, precision=rule)
     if held is not None:
         extra = InputSet(f"held-out ({len(held)}, not used for calibration)", held.take())
-        # random noise says little about an int8 model calibrated on real data: judge it on held-out data
-        verify = replace(verify, extra_inputs=[*verify.extra_inputs, extra], judge_random=verify.judge_random and not int8)
-
-    def stage(staging: Path, name: str):
-        if int8:
-            target = "tensorrt" if row.name == "int8_tensorrt" else "cpu"
-            return int8_stage.export_int8(source, staging, name, calib, target, opts.method, opts.per_channel, list(opts.exclude),
-                                      opts.trt_version)
-        batches = list(calib.subset(0, 64, "overflow probe").batches(16)) if calib is not None else [random_inputs(spec, 8, seed).array]
-        return fp16.export_fp16(source, staging, name, batches, opts.keep_io_types, opts.overflow)
+        verify = replace(verify, extra_inputs=[*verify.extra_inputs, extra], judge_random=verify.judge_random and rule != "int8")
 
     def references() -> dict:
         return {"pytorch": TorchRunner(req.loaded.module)} if req.loaded is not None else {"source onnx": source_runner}
 
-    result = _run_stage(stage, output, _verifier(references, spec, verify, row.runner), req.keep_failed, req.progress, row.kind)
+    result = _run_stage(lambda staging, name: make(source, staging, name, calib, spec), output,
+                        _verifier(references, spec, verify, row.runner), req.keep_failed, req.progress, row.kind)
     result.details["samples_heldout"] = len(held) if held is not None else 0
     if evaluation is not None and result.files:
         from exporter.eval import evaluate
@@ -183,9 +179,49 @@ def quantize(req: BuildRequest) -> list[ArtifactResult]:
 
         req.progress(f"evaluating on {req.evaluation}")
         reference = next(iter(references().values()))
-        result.details["eval"] = evaluate({"reference": reference, result.path.name: open_runner(result.path)}, evaluation)
+        result.details["eval"] = evaluate({"reference": reference, result.path.name: open_runner(result.path, row.runner)},
+                                          evaluation)
     _install_report(req, result, spec)
     return [result]
+
+
+def quantize(req: BuildRequest) -> list[ArtifactResult]:
+    """INT8 (calibrated, judged on held-out samples) or FP16 of an ONNX model, verified against PyTorch (or the ONNX)."""
+    from exporter.inputs import random_inputs
+    from exporter.stages import fp16, quantize as int8_stage
+
+    row, opts = req.kind, req.options
+
+    def make(source: Path, staging: Path, name: str, calib, spec):
+        if row.precision(opts) == "int8":
+            target = "tensorrt" if row.name == "int8_tensorrt" else "cpu"
+            return int8_stage.export_int8(source, staging, name, calib, target, opts.method, opts.per_channel,
+                                          list(opts.exclude), opts.trt_version)
+        probe = list(calib.subset(0, 64, "overflow probe").batches(16)) if calib is not None else \
+            [random_inputs(spec, 8, req.verify.seed).array]
+        return fp16.export_fp16(source, staging, name, probe, opts.keep_io_types, opts.overflow)
+
+    return _from_onnx(req, "quantized", make)
+
+
+def openvino(req: BuildRequest) -> list[ArtifactResult]:
+    """An OpenVINO IR of the ONNX model (int8: NNCF on the calibration split), verified by OpenVINO itself."""
+    from exporter.stages import openvino as ov_stage
+
+    opts = req.options
+
+    def make(source: Path, staging: Path, name: str, calib, spec):
+        out = ov_stage.export(source, staging, name, opts.precision, calib if opts.precision == "int8" else None,
+                              opts.method, list(opts.exclude))
+        default = ov_stage.deployment_default_hint()
+        out.details["deployment_default_hint"] = default
+        if default != out.details["inference_precision_hint"]:
+            out.details["deployment_note"] = (
+                f"verified with INFERENCE_PRECISION_HINT={out.details['inference_precision_hint']}; an application that "
+                f"does not pin it computes this IR in {default} on this CPU")
+        return out
+
+    return _from_onnx(req, "OpenVINO", make)
 
 
 def tensorrt(req: BuildRequest) -> list[ArtifactResult]:

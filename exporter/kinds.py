@@ -28,6 +28,11 @@ def _always(_options: BaseModel) -> bool:
     return True
 
 
+def _openvino_rule(options: o.OpenVINOOptions) -> str:
+    """bf16 is judged by the fp16 rule."""
+    return {"fp32": "fp32", "bf16": "fp16", "int8": "int8"}[options.precision]
+
+
 def _coreml_precision(options: o.CoreMLOptions) -> str:
     """A weight-compressed program is judged by the int8 rule, others by their compute precision."""
     return "int8" if options.compress else options.precision
@@ -54,6 +59,10 @@ class ArtifactKind:
     recipe_fields: dict = field(default_factory=dict)  # {option: (type, default)} that a recipe spells differently
     check: str = ""  # "module:function(options)": refuse bad options / a missing backend before any work
     from_recipe: str = ""  # "module:function(options, recipe_section, out_dir, base) -> options": recipe_fields applied
+    suffixes: dict = field(default_factory=dict)  # {options.precision: suffix} where the precision names the file
+
+    def suffix_of(self, options: BaseModel) -> str:
+        return self.suffixes.get(getattr(options, "precision", None), self.suffix)
 
     def builder(self) -> Callable:
         return _resolve(self.build)
@@ -126,6 +135,13 @@ KINDS: tuple[ArtifactKind, ...] = (
         # a recipe cannot name a folder for every machine: it says whether to write the build kit
         # (beside the artifacts) where TensorRT is absent
         recipe_fields={"emit_script": (bool, True)}, from_recipe="exporter.tensorrt.flow:options_from_recipe",
+    ),
+    ArtifactKind(
+        name="openvino", kind="openvino", verb="openvino", suffix=".xml", source="onnx",
+        options=o.OpenVINOOptions, stage="exporter.stages.openvino:export", build="exporter.build:openvino",
+        runner="openvino", precision=_openvino_rule, calibrates=lambda opts: opts.precision == "int8",
+        reads_data=True, needs=ONNX_INPUTS, check="exporter.stages.openvino:check_options",
+        suffixes={"bf16": ".bf16.xml", "int8": ".int8.xml"},
     ),
 )
 

@@ -119,6 +119,13 @@ class TensorRTOptions(Strict):
         None, "Where TensorRT is absent: write a build kit (models, build.sh with the trtexec command, README) to this folder.")
 
 
+class OpenVINOOptions(Strict):
+    precision: Literal["fp32", "bf16", "int8"] = opt(
+        "fp32", "fp32, bf16 (the CPU plugin computes in bf16: AMX/AVX-512-BF16 CPUs), or int8 (NNCF, needs --calib).")
+    method: Method = opt("minmax", "int8: NNCF's activation range: minmax or percentile (NNCF has no entropy).")
+    exclude: Annotated[list[str], Names] = opt([], "int8: op type (Conv, Gemm, … or OpenVINO's) or node name NNCF leaves in float (repeatable).")
+
+
 class DataOptions(Strict):
     """Calibration (or evaluation) data: the recipe's `calibration` section, the verbs' --calib/--samples/--holdout."""
 

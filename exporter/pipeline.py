@@ -68,6 +68,13 @@ def rejected_name(output: Path) -> str:
     return output.name[: len(output.name) - len(suffix)] + ".rejected" + suffix
 
 
+def _rejected(name: str, output: Path) -> str:
+    """A staged file's name once rejected: its companions follow the artifact (x.bin with x.xml, x.onnx.data with x.onnx)."""
+    stem, rejected = output.name[: -len(output.suffix)] if output.suffix else output.name, rejected_name(output)
+    rejected_stem = rejected[: -len(output.suffix)] if output.suffix else rejected
+    return rejected_stem + name[len(stem):] if name.startswith(stem) else name
+
+
 def _run_stage(stage_fn, output: Path, verify_fn, keep_failed: bool, progress: Progress, kind: str,
                folder: bool = False) -> ArtifactResult:
     """Stage -> verify the staged files -> install them (or not); ``folder``: the artifact is a directory."""
@@ -87,7 +94,7 @@ def _run_stage(stage_fn, output: Path, verify_fn, keep_failed: bool, progress: P
         else:
             rename = {}
             if verdict.status == "fail":
-                rename = {name: name.replace(output.name, rejected_name(output), 1) for name in produced.files}
+                rename = {name: _rejected(name, output) for name in produced.files}
             files = staging.commit(produced.files, rename)
             final = files[-1]
         result = ArtifactResult(

@@ -81,8 +81,8 @@ class RunContext:
                              precision=precision, max_rel_err=tol.max_rel_err, min_cosine=tol.min_cosine,
                              min_top1=tol.min_top1)
 
-    def output(self, row: ArtifactKind) -> Path:
-        return self.out_dir / f"{self.base}{row.suffix}"
+    def output(self, row: ArtifactKind, options=None) -> Path:
+        return self.out_dir / f"{self.base}{row.suffix_of(options) if options is not None else row.suffix}"
 
 
 def _run_stage(ctx: RunContext, stage: "PlannedStage", upstream: Path | None):
@@ -93,7 +93,7 @@ def _run_stage(ctx: RunContext, stage: "PlannedStage", upstream: Path | None):
     options = row.options_from_recipe(stage.options, ctx.out_dir, ctx.base)
     r = ctx.recipe
     results = build.build(
-        row, upstream or ctx.checkpoint, options, output=ctx.output(row), loaded=ctx.loaded(),
+        row, upstream or ctx.checkpoint, options, output=ctx.output(row, options), loaded=ctx.loaded(),
         verify=ctx.verify_options(row.precision(options)), calibration=r.calibration,
         evaluation=r.evaluation.data if row.reads_data else None, progress=ctx.progress,
     )

@@ -71,6 +71,11 @@ def artifacts(loaded, tmp_path_factory) -> dict[str, Path]:
         result = export_artifact(kind, loaded, folder / name, options, VerifyOptions(enabled=False))
         assert result.path.exists(), result
         paths[kind] = result.path
+    if importlib.util.find_spec("openvino") is not None:
+        from exporter.build import build
+
+        paths["openvino"] = build("openvino", paths["onnx"], output=folder / "m.xml", loaded=loaded,
+                                  verify=VerifyOptions(enabled=False))[-1].path
     return paths
 
 
@@ -305,6 +310,17 @@ def _open_tensorrt(env):
     return TensorRTRunner(env.path, memory=TorchDeviceMemory("cpu"))
 
 
+def _open_openvino(env):
+    from exporter.runners.openvino import OpenVINORunner
+
+    return OpenVINORunner(env.path)
+
+
+def _garbage_ir(path: Path, good: Path) -> None:
+    _garbage(path, good)
+    path.with_suffix(".bin").write_bytes(good.with_suffix(".bin").read_bytes())  # good weights, a broken graph
+
+
 def _garbage(path: Path, good: Path) -> None:
     path.write_bytes(b"\x00 not an artifact \xff" * 8)
 
@@ -334,9 +350,11 @@ CASES = [
          suffix=".mlpackage", damage=_empty_package),
     Case("tensorrt", _open_tensorrt, "exporter.runners.tensorrt:TensorRTRunner", "batch", (2, 4), None,
          suffix=".engine", damage=_garbage_engine),
+    Case("openvino", _open_openvino, "exporter.runners.openvino:OpenVINORunner", "batch", None, None,
+         suffix=".xml", damage=_garbage_ir),
 ]
 ARTIFACT_OF = {"torchscript": "torchscript", "onnxruntime": "onnx", "mil-interpreter": "coreml", "coreml-predict": "coreml",
-               "tensorrt": "onnx"}
+               "tensorrt": "onnx", "openvino": "openvino"}
 
 
 @dataclass
@@ -352,7 +370,7 @@ def env_for(loaded, artifacts, tmp_path, monkeypatch):
     def make(case: Case) -> Env:
         kind = ARTIFACT_OF.get(case.id)
         if kind and kind not in artifacts:
-            pytest.skip(f"no {kind} artifact here (coremltools not installed)")
+            pytest.skip(f"no {kind} artifact here ({'openvino' if kind == 'openvino' else 'coremltools'} not installed)")
         path = artifacts[kind] if kind else None
         if case.id == "tensorrt":
             path = _fake_engine(path, tmp_path / "m.engine", loaded.spec, *case.batch_range)

@@ -93,7 +93,7 @@ def test_every_verb_that_builds_a_kind_exists_and_every_row_resolves():
         assert row.verb in commands, row.verb
         assert callable(row.builder()) and callable(row.stage_function()), row.name
         assert row.source in ("checkpoint", "onnx")
-        assert row.runner in ("onnx", "torchscript", "coreml", "tensorrt"), row.runner
+        assert row.runner in ("onnx", "torchscript", "coreml", "tensorrt", "openvino"), row.runner
         assert all(n in kinds.BY_NAME for n in row.needs), row.needs
         assert row.name not in names and row.suffix not in suffixes
         names.add(row.name)

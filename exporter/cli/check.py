@@ -171,6 +171,7 @@ def bench(
     baseline: Annotated[Optional[str], typer.Option("--baseline", help="Target label to compare against (default: PyTorch eager).")] = None,
     plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a latency/throughput chart (PNG).")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Reference checkpoint (also benchmarked as PyTorch eager).")] = None,
+    runtime: Annotated[Optional[list[str]], typer.Option("--runtime", help="Also time every ONNX target on this runtime: openvino (repeatable; onnxruntime always).")] = None,
     arch: Arch = None,
     arch_kwargs: ArchKwargs = None,
     trust_pickle: TrustPickle = False,
@@ -196,7 +197,8 @@ def bench(
         found = bench_mod.discover(list(targets) + ([checkpoint] if checkpoint else []))
         loaded, spec = bench_mod.reference(found, lambda path: common.load(ui.progress, path, args), common.spec_overrides(args))
         settings = bench_mod.BenchSettings(batches=parse_batch_sizes(batch, "--batch"), threads=threads, device=device, warmup=warmup,
-                                           min_runs=min_runs, seconds=seconds, baseline=baseline)
+                                           min_runs=min_runs, seconds=seconds, baseline=baseline,
+                                           runtimes=("onnxruntime", *[r for r in (runtime or []) if r != "onnxruntime"]))
         result = bench_mod.bench(found, spec, settings, loaded, ui.progress)
         if plot_path:
             result["plot"] = str(bench_mod.plot(result, plot_path))

@@ -1,4 +1,4 @@
-"""The verbs that make one artifact kind: onnx, torchscript, coreml, simplify, quantize, tensorrt.
+"""The verbs that make one artifact kind: onnx, torchscript, coreml, simplify, quantize, tensorrt, openvino.
 
 Each verb's flags are its options model's fields (exporter/options.py) plus the shared ones;
 its body parses them, calls exporter.build once and prints the report.
@@ -53,6 +53,12 @@ def register(app: typer.Typer) -> None:
                               param("output", engine, None), *LOAD, *SPEC, *[p for p in VERIFY if p.name != "batch_sizes"], *UI],
             "TensorRT engine (+ sidecar JSON), verified at the profile's min and max batch; or, with --emit-script, a build kit.")(
         lambda a: _export(a, kinds.get("tensorrt"), "model"))
+    xml = Annotated[Optional[Path], typer.Option("-o", "--output", help="IR file NAME.xml (weights in NAME.bin; default: beside the model).")]
+    command(app, "openvino", [onnx_model, *stage_params(o.OpenVINOOptions), *CALIBRATION, param("eval_data", Eval, None),
+                              param("checkpoint", Reference, None), param("output", xml, None), *LOAD, *SPEC, *VERIFY, *UI],
+            "OpenVINO IR for CPU servers: fp32, bf16 or int8 (NNCF), verified by OpenVINO with its precision pinned.\n\n"
+            "bf16 is judged by the fp16 rule, int8 by the int8 rule on held-out calibration samples.")(
+        lambda a: _export(a, kinds.get("openvino"), "model"))
 
 
 def _quantize(a: dict) -> None:

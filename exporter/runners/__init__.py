@@ -30,6 +30,8 @@ def detect_kind(path: Path) -> str:
         return "onnx"
     if suffix == ".mlpackage":
         return "coreml"
+    if suffix == ".xml":
+        return "openvino"
     if suffix in (".engine", ".plan"):
         return "tensorrt"
     if path.is_file() and zipfile.is_zipfile(path):
@@ -49,6 +51,10 @@ def open_runner(path: Path, kind: str | None = None) -> Runner:
         from exporter.runners.tensorrt import TensorRTRunner
 
         return TensorRTRunner(path)
+    if kind == "openvino":  # needs openvino: BackendUnavailable (exit 3) with the install line otherwise
+        from exporter.runners.openvino import OpenVINORunner
+
+        return OpenVINORunner(path)
     if kind == "onnx":
         from exporter.runners.onnxruntime import OnnxRuntimeRunner
 

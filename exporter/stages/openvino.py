@@ -1,0 +1,165 @@
+"""OpenVINO IR (.xml + .bin) from our verified ONNX: fp32, bf16, or int8 through NNCF.
+
+fp32 and bf16 IRs hold the same fp32 weights: bf16 is how the CPU plugin computes
+(``INFERENCE_PRECISION_HINT``), which the IR records for its runner and for deployers. OpenVINO
+does not apply a hint stored in the IR, and on AMX / AVX-512-BF16 CPUs it computes every model in
+bf16 unless the application pins the hint; so each IR says which hint it was verified with.
+
+int8 is NNCF post-training quantization (``nncf.quantize``: FakeQuantize per channel for weights,
+per tensor for activations, with its fast bias correction) on the calibration samples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+from exporter.errors import BackendUnavailable, BadInputError
+from exporter.spec import METADATA_KEY
+from exporter.stages import StageOutput
+
+INSTALL_HINT = "pip install 'cnnexport[openvino]'"
+PRECISIONS = ("fp32", "bf16", "int8")
+HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the layers NNCF leaves in float stay fp32
+# our --method -> NNCF's activation range estimator (NNCF has no entropy calibration)
+RANGE_ESTIMATORS = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE"}
+# --exclude takes ONNX op types as for `quantize`; NNCF ignores OpenVINO op types
+OPENVINO_TYPES = {"Conv": "Convolution", "ConvTranspose": "ConvolutionBackpropData", "Gemm": "MatMul", "MatMul": "MatMul",
+                  "Add": "Add", "Mul": "Multiply", "AveragePool": "AvgPool", "GlobalAveragePool": "ReduceMean",
+                  "MaxPool": "MaxPool", "Concat": "Concat", "Softmax": "SoftMax", "Sigmoid": "Sigmoid",
+                  "HardSwish": "HSwish", "HardSigmoid": "HSigmoid", "Relu": "Relu"}
+
+
+def import_openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise BackendUnavailable(f"OpenVINO is not installed: {INSTALL_HINT}") from None
+    return openvino
+
+
+def _import_nncf():
+    try:
+        import nncf
+    except ImportError:
+        raise BackendUnavailable(f"INT8 OpenVINO IRs need NNCF, which is not installed: {INSTALL_HINT}") from None
+    return nncf
+
+
+def cpu_has_bf16() -> bool:
+    ov = import_openvino()
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def deployment_default_hint() -> str:
+    """What the CPU plugin computes in when an application does not pin the hint (bf16 on AMX CPUs)."""
+    ov = import_openvino()
+    return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
+
+
+def check_options(options) -> None:
+    """The stage table's preflight: OpenVINO (and NNCF for int8) importable, the method one NNCF has."""
+    import_openvino()
+    if options.precision == "int8":
+        _import_nncf()
+        if options.method not in RANGE_ESTIMATORS:
+            raise BadInputError(f"--method {options.method}: NNCF has no {options.method} calibration; "
+                                f"use {' or '.join(RANGE_ESTIMATORS)}")
+
+
+def _onnx_metadata(source: Path) -> dict:
+    import onnx
+
+    model = onnx.load(str(source), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _ignored_scope(nncf, model, exclude: list[str]):
+    """NNCF's IgnoredScope from --exclude: ONNX op types mapped to OpenVINO's, other words are node names."""
+    if not exclude:
+        return None, {}
+    types = {op.get_type_name() for op in model.get_ops()}
+    names = {op.get_friendly_name() for op in model.get_ops()}
+    ignored_types, ignored_names, unknown = [], [], []
+    for item in exclude:
+        ov_type = OPENVINO_TYPES.get(item, item)
+        if ov_type in types:
+            ignored_types.append(ov_type)
+        elif item in names:
+            ignored_names.append(item)
+        else:
+            unknown.append(item)
+    if unknown:
+        raise BadInputError(f"--exclude {', '.join(unknown)}: no such op type or node in the OpenVINO model "
+                            f"(op types here: {', '.join(sorted(types))})")
+    return nncf.IgnoredScope(names=ignored_names, types=ignored_types), {"types": ignored_types, "names": ignored_names}
+
+
+def export(source: Path, staging_dir: Path, name: str, precision: str = "fp32", calibration=None,
+           method: str = "minmax", exclude: list[str] | tuple[str, ...] = ()) -> StageOutput:
+    """Convert ``source`` (ONNX) to an IR ``name`` in ``staging_dir``; int8 calibrates on ``calibration`` (a Source)."""
+    ov = import_openvino()
+    if precision not in PRECISIONS:
+        raise BadInputError(f"--precision must be one of {', '.join(PRECISIONS)}")
+    try:
+        model = ov.convert_model(str(source))
+    except Exception as exc:  # noqa: BLE001 - OpenVINO's frontend raises its own errors
+        raise BadInputError(f"OpenVINO cannot convert {Path(source).name} ({str(exc).splitlines()[0][:300]})") from None
+    details: dict = {"precision": precision, "converted_from": f"onnx ({Path(source).name})",
+                     "inference_precision_hint": HINTS[precision], "openvino": ov.get_version()}
+    if precision == "int8":
+        details.update(_quantize(model, calibration, method, list(exclude)))
+        model = details.pop("_model")
+    metadata = _onnx_metadata(source)
+    if METADATA_KEY in metadata:
+        model.set_rt_info(metadata[METADATA_KEY], ["cnnexport", "spec"])
+    model.set_rt_info(precision, ["cnnexport", "precision"])
+    # recorded for deployers (and read by our runner): the hint this IR was verified with
+    model.set_rt_info(HINTS[precision], ["runtime_options", "INFERENCE_PRECISION_HINT"])
+    xml = Path(staging_dir) / name
+    if xml.suffix != ".xml":
+        raise BadInputError(f"-o {name}: an OpenVINO IR is NAME.xml (its weights go to NAME.bin beside it)")
+    ov.save_model(model, str(xml), compress_to_fp16=False)  # the default would halve the weights to fp16
+    details["ops"] = len(model.get_ops())
+    return StageOutput(files=[xml.name, xml.with_suffix(".bin").name], details=details)
+
+
+def _quantize(model, calibration, method: str, exclude: list[str]) -> dict:
+    nncf = _import_nncf()
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    if calibration is None:
+        raise BadInputError("an int8 OpenVINO IR needs calibration data: --calib IMAGE_FOLDER | FILE.npy | digits")
+    if method not in RANGE_ESTIMATORS:
+        raise BadInputError(f"--method {method}: NNCF has no {method} calibration; use {' or '.join(RANGE_ESTIMATORS)}")
+    samples = [s[None] for batch in calibration.batches(32) for s in batch]  # one sample per item, as NNCF counts
+    scope, ignored = _ignored_scope(nncf, model, exclude)
+    estimator = getattr(RangeEstimatorParametersSet, RANGE_ESTIMATORS[method])
+    nncf.set_log_level(logging.ERROR)
+    with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout belongs to --json
+        quantized = nncf.quantize(
+            model, nncf.Dataset(samples), subset_size=len(samples), fast_bias_correction=True,
+            target_device=nncf.TargetDevice.CPU, ignored_scope=scope,
+            advanced_parameters=AdvancedQuantizationParameters(activations_range_estimator_params=estimator),
+        )
+    fake_quantize = sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops())
+    if fake_quantize == 0:
+        raise BadInputError("NNCF quantized nothing in this model (no FakeQuantize was inserted)")
+    return {"_model": quantized, "method": method, "calibration_samples": len(samples),
+            "nncf": {"version": nncf.__version__, "range_estimator": RANGE_ESTIMATORS[method], "fast_bias_correction": True,
+                     "target_device": "CPU", "ignored": ignored},
+            "fake_quantize_nodes": int(fake_quantize)}
+
+
+def stored(model) -> tuple[dict, str]:
+    """(cnnexport spec, declared precision) an IR carries in its rt_info."""
+    spec, precision = {}, "fp32"
+    if model.has_rt_info(["cnnexport", "spec"]):
+        spec = json.loads(model.get_rt_info(["cnnexport", "spec"]).astype(str))
+    if model.has_rt_info(["cnnexport", "precision"]):
+        precision = model.get_rt_info(["cnnexport", "precision"]).astype(str)
+    return spec, precision
