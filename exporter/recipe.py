@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, create_model, field_validator
 from exporter.errors import BadInputError
 from exporter.kinds import KINDS
 from exporter.options import DataOptions, Numbers, Shape, Strict, ToleranceOverrides, validate_model
+from exporter.recommend import BenchSection
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -76,6 +77,7 @@ class Recipe(Strict):
     calibration: DataOptions = Field(default_factory=DataOptions)
     evaluation: DataOptions = Field(default_factory=DataOptions)
     stages: Stages = Field(default_factory=Stages)
+    bench: BenchSection = Field(default_factory=BenchSection)
     outputs: Outputs = Field(default_factory=Outputs)
 
 

@@ -247,6 +247,7 @@ class RunResult:
     outcomes: list[Outcome]
     manifest: dict
     seconds: float
+    bench: dict | None = None  # the recipe's bench step (timings: bench.json, not the manifest)
 
     @property
     def failed(self) -> list[Outcome]:
@@ -310,6 +311,13 @@ def run_recipe(recipe: Recipe, checkpoint: Path, out_dir: Path, jobs: int = 1, p
         manifest = build_manifest(recipe, checkpoint, checkpoint_sha, versions, outcomes)
         write_text_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         result = RunResult(out_dir, outcomes, manifest, time.perf_counter() - started)
+        if recipe.bench.enabled:
+            from exporter.recommend import bench_run
+
+            result.bench = bench_run(outcomes, out_dir, recipe.bench, progress)
+            if result.bench is not None:
+                write_text_atomic(out_dir / "bench.json", json.dumps(result.bench, indent=2) + "\n")
+            result.seconds = time.perf_counter() - started
         write_text_atomic(out_dir / "report.md", render_markdown(result))
         return result
     finally:
@@ -424,4 +432,14 @@ def render_markdown(result: RunResult) -> str:
     rules = sorted({f"{o.entry['verification']['precision']}: {o.entry['verification']['rule']}" for o in result.outcomes
                     if o.entry and o.entry.get("verification", {}).get("rule")})
     lines += ["", *[f"- pass rule {r}" for r in rules], ""]
+    if result.bench is not None:
+        from exporter.recommend import describe
+
+        lines += [f"**{describe(result.bench['recommended'])}** (timings in `bench.json`; one run on a shared machine is noisy)", "",
+                  "| artifact | batch | images/s | vs onnxruntime fp32 |", "|---|---|---|---|"]
+        for r in result.bench["rows"]:
+            if r["status"] == "ok":
+                lines.append(f"| {r['target']} | {r['batch']} | {r['images_per_s']:.1f} | "
+                             f"{'-' if r['speedup'] is None else format(r['speedup'], '.2f') + 'x'} |")
+        lines.append("")
     return "\n".join(lines)

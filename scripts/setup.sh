@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv (if missing) and installs cnnexport with its test, Core ML, timm, transformers and
-# consumers (OpenVINO, OpenCV) extras.
+# Creates .venv (if missing) and installs cnnexport with its test, Core ML, timm, transformers,
+# OpenVINO (openvino + nncf) and consumers (OpenCV) extras.
 # torch/torchvision are pinned to the pair prebuilt for Python 3.11 on our machines;
 # any torch>=2.6 works (see pyproject.toml).
 set -euo pipefail
@@ -11,6 +11,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install --quiet -e ".[test,coreml,timm,transformers,consumers]" 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import torch, torchvision, onnx, onnxruntime, onnxsim, typer, timm, transformers, pytorch_lightning, openvino, cv2" \
+.venv/bin/python -m pip install --quiet -e ".[test,coreml,timm,transformers,openvino,consumers]" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import torch, torchvision, onnx, onnxruntime, onnxsim, typer, timm, transformers, pytorch_lightning, openvino, nncf, cv2" \
   || { echo "setup failed: a dependency did not install" >&2; exit 1; }

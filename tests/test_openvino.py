@@ -189,3 +189,40 @@ def test_recipe_openvino_stage_builds_and_caches(cli, digits_lenet, tmp_path):
     assert stage["status"] == "pass" and [f["path"] for f in stage["files"]] == ["lenet5.int8.xml", "lenet5.int8.bin"]
     second = cli("run", ckpt, "--recipe", recipe, "-o", out, "--json")
     assert second.exit_code == 0 and second.json()["timings"]["openvino"]["cached"] is True
+
+
+def test_server_cpu_recipe_benches_the_verified_artifacts_and_recommends_the_fastest(cli, digits_lenet, tmp_path):
+    ckpt = _copy(digits_lenet, tmp_path)
+    out = tmp_path / "srv"
+    args = ("run", ckpt, "--recipe", "server-cpu", "--calib", "digits", "-o", out, "--set", "bench.seconds=0.05",
+            "--set", "bench.batch_sizes=1,4", "--set", "bench.threads=2", "--json")
+    r = cli(*args)
+    assert r.exit_code == 0, r
+    data = r.json()
+    assert {k: v["status"] for k, v in data["manifest"]["stages"].items()} == {
+        "onnx": "pass", "simplify": "pass", "int8": "pass", "openvino": "pass"}
+    bench = data["bench"]
+    rows = {(row["target"], row["batch"]) for row in bench["rows"] if row["status"] == "ok"}
+    for target in ("lenet5.onnx", "lenet5.onnx [openvino]", "lenet5.int8.onnx", "lenet5.int8.onnx [openvino]", "lenet5.int8.xml"):
+        assert (target, 1) in rows and (target, 4) in rows, target
+    best = bench["recommended"]
+    assert best["target"] in {t for t, _ in rows} and set(best["speedup_vs_onnxruntime_fp32"]) == {"1", "4"}
+    assert bench["settings"]["baseline"] == "lenet5.onnx"
+    assert json.loads((out / "bench.json").read_text())["recommended"] == best
+    assert "fastest verified CPU artifact on this machine: " + best["target"] in (out / "report.md").read_text()
+    manifest = (out / "manifest.json").read_text()
+    assert "images_per_s" not in manifest  # timings stay out of the byte-identical manifest
+    again = cli(*args)
+    assert again.exit_code == 0 and (out / "manifest.json").read_text() == manifest
+    assert all(t["cached"] for t in again.json()["timings"].values())
+
+
+def test_server_cpu_recipe_without_calibration_still_recommends_among_what_passed(cli, digits_lenet, tmp_path):
+    ckpt = _copy(digits_lenet, tmp_path)
+    r = cli("run", ckpt, "--recipe", "server-cpu", "-o", tmp_path / "srv", "--set", "bench.seconds=0.05",
+            "--set", "bench.batch_sizes=2", "--json")
+    assert r.exit_code == 0, r
+    stages = r.json()["manifest"]["stages"]
+    assert stages["int8"]["status"].startswith("skipped (needs calibration data") and stages["openvino"]["status"].startswith("skipped")
+    targets = {row["target"] for row in r.json()["bench"]["rows"]}
+    assert not any("int8" in t for t in targets) and "lenet5.onnx [openvino]" in targets

@@ -120,7 +120,8 @@ def run(
         result = run_recipe(loaded_recipe, checkpoint, out_dir, jobs, ui.progress)
         if json_out:
             sys.stdout.write(json.dumps({"manifest": result.manifest, "timings": {o.name: {"seconds": round(o.seconds, 3), "cached": o.cached}
-                                                                                  for o in result.outcomes}}, indent=2) + "\n")
+                                                                                  for o in result.outcomes},
+                                         "bench": result.bench}, indent=2) + "\n")
         else:
             _render_run(ui, result)
         if result.failed:
@@ -146,6 +147,12 @@ def _render_run(ui: Ui, result) -> None:
                       "-" if v.get("top1_agreement") is None else f"{v['top1_agreement']:.3f}",
                       f"{o.seconds:.1f}s", "yes" if o.cached else "no")
     ui.out.print(table)
+    if result.bench is not None:
+        from exporter.bench import render
+        from exporter.recommend import describe
+
+        render(result.bench, ui.out)
+        ui.out.print(f"[bold]{escape(describe(result.bench['recommended']))}[/bold]")
     ui.progress(f"wrote {result.out_dir / 'manifest.json'} and {result.out_dir / 'report.md'}")
 
 
