@@ -79,7 +79,9 @@ def run_demo(output: Path, epochs: int = 12, progress=lambda _: None) -> dict:
 
     heldout = InputSet(f"held-out digits ({len(test_x)})", test_x)
     # the shipped demo recipe, plus the Core ML package (checked by the MIL interpreter on Linux)
-    recipe = recipes.load("demo", ["stages.coreml.enabled=true"])
+    # and an OpenVINO INT8 IR (NNCF, calibrated on the same training digits)
+    recipe = recipes.load("demo", ["stages.coreml.enabled=true", "stages.openvino.enabled=true",
+                                   "stages.openvino.precision=int8"])
     run = run_recipe(recipe, checkpoint, output, progress=progress, extra_inputs=[heldout])
     errors = [o for o in run.outcomes if o.status.startswith("error")]
     if errors:
