@@ -118,10 +118,29 @@ def _verifier(reference_runners: Callable[[], dict], spec: ModelSpec, opts: Veri
 
         runner = open_runner(path, kind)
         sets = opts.input_sets(spec)
-        verdict = verify(runner, reference_runners(), sets, opts.tolerance(), opts.precision)
-        return finish(verdict, [check_metadata(runner.metadata, spec), *_precision_checks(path, kind, opts, sets)])
+        references = reference_runners()
+        verdict = verify(runner, references, sets, opts.tolerance(), opts.precision)
+        verdict = finish(verdict, [check_metadata(runner.metadata, spec), *_precision_checks(path, kind, opts, sets)])
+        if verdict.status == "fail" and kind == "onnx" and "pytorch" in references:
+            verdict.first_divergent = _first_divergent(path, references["pytorch"].module, verdict, sets, opts)
+        return verdict
 
     return run
+
+
+def _first_divergent(path: Path, module, verdict: Verdict, sets: list[InputSet], opts: VerifyOptions) -> dict | None:
+    """One extra pass over the inputs that failed: the first layer past the rule, or None if it cannot be told."""
+    from exporter.debug import explain
+    from exporter.errors import CnnexportError
+
+    failed = next((c.inputs for c in verdict.checks if c.status == "fail" and c.judged and c.reference == "pytorch"), None)
+    batch = next((s.array for s in sets if s.name == failed), None)
+    if batch is None:
+        return None
+    try:
+        return explain(path, module, batch[:64], opts.precision, opts.tolerance())["first_divergent"]
+    except (CnnexportError, RuntimeError, ValueError, KeyError) as exc:  # a diagnosis must never hide the verdict
+        return {"unavailable": f"{type(exc).__name__}: {exc}"[:300]}
 
 
 def export_artifact(

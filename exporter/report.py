@@ -162,6 +162,11 @@ def failure_sentence(result: ArtifactResult) -> str:
     hint = ""
     if result.kind.startswith("int8") and result.details.get("method") == "minmax":
         hint = "; int8 options to try: --method percentile or entropy, --exclude OP_TYPE to keep such layers in float"
+    first = result.verification.first_divergent
+    if first and "module" in first:
+        from exporter.debug import describe
+
+        hint += f"; {describe(first)}; every layer: cnnexport debug ARTIFACT --checkpoint CKPT"
     return f"verification failed for {result.kind}: {result.verification.reason}; the artifact was {where}{hint}"
 
 

@@ -71,6 +71,7 @@ class Verdict:
     precision: str = "fp32"
     tolerance: Tolerance | None = None
     checks: list[Check] = field(default_factory=list)
+    first_divergent: dict | None = None  # a failed ONNX artifact: the first layer past the rule (exporter.debug)
 
     @classmethod
     def skipped(cls, reason: str, precision: str = "fp32") -> "Verdict":
@@ -99,6 +100,7 @@ class Verdict:
             "top5_overlap": self._worst("top5_overlap", min),
             "batch_sizes": sorted({c.batch_size for c in self.checks if c.reference != "metadata"}),
             "checks": [asdict(c) for c in self.checks],
+            **({"first_divergent": self.first_divergent} if self.first_divergent else {}),
         }
 
 

@@ -253,8 +253,61 @@ def eval_(
     run_guarded(ui, body)
 
 
+def debug(
+    artifact: Annotated[Path, typer.Argument(help="ONNX artifact to compare layer by layer (fp32, fp16 or int8 QDQ).")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="The PyTorch reference.")],
+    images: Annotated[Optional[str], typer.Option("--images", help="Inputs: image folder, .npy/.npz of normalized inputs, or 'digits' (default: seeded random inputs).")] = None,
+    samples: Annotated[int, typer.Option("--samples", help="How many inputs to run.")] = 16,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="Rule each layer is judged by: fp32, fp16 or int8 (default: the artifact's).")] = None,
+    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write error against depth (PNG).")] = None,
+    arch: Arch = None,
+    arch_kwargs: ArchKwargs = None,
+    trust_pickle: TrustPickle = False,
+    weights: Weights = "model",
+    input_shape: InputShape = None,
+    mean: Mean = None,
+    std: Std = None,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Per-layer error of an artifact against PyTorch, in the model's module names; names the first divergent layer.
+
+    Exit 1 when a layer exceeds the rule (0 when none does).
+    """
+    args = dict(locals())
+    ui = Ui(json_out, quiet, verbose)
+
+    def body():
+        from exporter.debug import inputs_for, plot, precision_of, render
+        from exporter.debug import explain as explain_layers
+        from exporter.errors import BadInputError
+        from exporter.verify import TOLERANCES, tolerance_for
+
+        if samples < 1:
+            raise BadInputError("--samples must be at least 1")
+        if precision is not None and precision not in TOLERANCES:
+            raise BadInputError(f"--precision must be one of {', '.join(TOLERANCES)}")
+        loaded = common.load(ui.progress, checkpoint, args, artifact if artifact.suffix == ".onnx" else None)
+        rule = precision or precision_of(artifact)
+        batch = inputs_for(images, loaded.spec, samples)
+        ui.progress(f"comparing {artifact.name} with PyTorch layer by layer on {len(batch)} input(s), {rule} rule")
+        result = explain_layers(artifact, loaded.module, batch, rule, tolerance_for(rule))
+        if plot_path:
+            result["plot"] = str(plot(result, plot_path))
+        if json_out:
+            ui.json(result)
+        else:
+            render(result, ui.out)
+        if result["first_divergent"] is not None:
+            raise typer.Exit(EXIT_VERIFICATION_FAILED)
+
+    run_guarded(ui, body)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(inspect)
     app.command()(verify)
     app.command()(bench)
     app.command(name="eval")(eval_)
+    app.command()(debug)
