@@ -201,6 +201,10 @@ def quantize(req: BuildRequest) -> list[ArtifactResult]:
             [random_inputs(spec, 8, req.verify.seed).array]
         return fp16.export_fp16(source, staging, name, probe, opts.keep_io_types, opts.overflow)
 
+    if row.precision(opts) == "int8" and opts.fallback == "auto":
+        from exporter.fallback import quantize_with_fallback
+
+        return quantize_with_fallback(req, quantize)  # each attempt is this function with fallback "none"
     return _from_onnx(req, "quantized", make)
 
 

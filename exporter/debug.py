@@ -135,7 +135,8 @@ def _run_torch(module, batch: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
         if name and not any(True for _ in sub.children()):
             def hook(mod, inputs, output, name=name):
                 if isinstance(output, torch.Tensor):
-                    calls.append((name, type(mod).__name__, output.detach().float().cpu().numpy()))
+                    # a copy: an in-place activation (ReLU(inplace=True)) would rewrite the tensor afterwards
+                    calls.append((name, type(mod).__name__, output.detach().float().cpu().numpy().copy()))
             handles.append(sub.register_forward_hook(hook))
     try:
         with torch.no_grad():

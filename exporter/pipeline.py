@@ -131,7 +131,6 @@ def _verifier(reference_runners: Callable[[], dict], spec: ModelSpec, opts: Veri
 def _first_divergent(path: Path, module, verdict: Verdict, sets: list[InputSet], opts: VerifyOptions) -> dict | None:
     """One extra pass over the inputs that failed: the first layer past the rule, or None if it cannot be told."""
     from exporter.debug import explain
-    from exporter.errors import CnnexportError
 
     failed = next((c.inputs for c in verdict.checks if c.status == "fail" and c.judged and c.reference == "pytorch"), None)
     batch = next((s.array for s in sets if s.name == failed), None)
@@ -139,7 +138,7 @@ def _first_divergent(path: Path, module, verdict: Verdict, sets: list[InputSet],
         return None
     try:
         return explain(path, module, batch[:64], opts.precision, opts.tolerance())["first_divergent"]
-    except (CnnexportError, RuntimeError, ValueError, KeyError) as exc:  # a diagnosis must never hide the verdict
+    except Exception as exc:  # noqa: BLE001 - a diagnosis must never hide the verdict it explains
         return {"unavailable": f"{type(exc).__name__}: {exc}"[:300]}
 
 
@@ -253,6 +252,8 @@ def verify_existing(
     sets = opts.input_sets(spec)
     verdict = verify(runner, references, sets, opts.tolerance(), opts.precision)
     verdict = finish(verdict, [check_metadata(runner.metadata, spec), *_precision_checks(artifact, kind, opts, sets)])
+    if verdict.status == "fail" and kind == "onnx" and loaded is not None:
+        verdict.first_divergent = _first_divergent(artifact, loaded.module, verdict, sets, opts)
     result = ArtifactResult(
         kind=kind,
         path=artifact,

@@ -226,7 +226,8 @@ def test_release_recipe_runs_every_stage_and_tensorrt_is_skipped_not_passed(cli,
 
 
 ONLY_ONNX_AND_INT8 = ["--set", "stages.torchscript.enabled=false", "--set", "stages.coreml.enabled=false",
-                      "--set", "stages.tensorrt.enabled=false", "--set", "stages.fp16.enabled=false"]
+                      "--set", "stages.tensorrt.enabled=false", "--set", "stages.fp16.enabled=false",
+                      "--set", "stages.openvino.enabled=false"]
 
 
 def test_release_without_calibration_data_skips_int8_and_says_so(cli, lenet_ckpt, tmp_path):

@@ -119,6 +119,7 @@ def verify(
     max_rel_err: MaxRelErr = None,
     min_cosine: MinCosine = None,
     min_top1: MinTop1 = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Also compare an ONNX artifact layer by layer (as `cnnexport debug`).")] = False,
     json_out: JsonOut = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -153,9 +154,25 @@ def verify(
         from exporter.build import stored_spec
         from exporter.report import build_report
 
-        ui.emit(build_report([result], loaded, None if loaded else stored_spec(reference or artifact)))
+        report = build_report([result], loaded, None if loaded else stored_spec(reference or artifact))
+        if explain:
+            from exporter.debug import explain as explain_layers
+            from exporter.debug import render
+            from exporter.inputs import user_inputs
+
+            if loaded is None:
+                raise BadInputError("--explain compares against PyTorch: pass --checkpoint")
+            batch = user_inputs(images, loaded.spec).array if images else opts.input_sets(loaded.spec)[-1].array
+            report["explain"] = explain_layers(artifact, loaded.module, batch, opts.precision, opts.tolerance())
+        ui.emit(report)
+        if explain and not json_out:
+            render(report["explain"], ui.out)
         if result.verification.status == "fail":
-            fail(ui, f"verification failed: {result.verification.reason}", EXIT_VERIFICATION_FAILED)
+            from exporter.debug import describe
+
+            first = result.verification.first_divergent
+            where = f"; {describe(first)}" if first and "module" in first else ""
+            fail(ui, f"verification failed: {result.verification.reason}{where}", EXIT_VERIFICATION_FAILED)
 
     run_guarded(ui, body)
 
@@ -286,6 +303,11 @@ def debug(
 
         if samples < 1:
             raise BadInputError("--samples must be at least 1")
+        if artifact.suffix.lower() != ".onnx":
+            raise BadInputError(f"cnnexport debug compares ONNX models layer by layer; {artifact.name} is not one "
+                                "(other kinds: cnnexport verify)")
+        if not artifact.is_file():
+            raise BadInputError(f"artifact {artifact} does not exist")
         if precision is not None and precision not in TOLERANCES:
             raise BadInputError(f"--precision must be one of {', '.join(TOLERANCES)}")
         loaded = common.load(ui.progress, checkpoint, args, artifact if artifact.suffix == ".onnx" else None)

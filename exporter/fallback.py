@@ -1,0 +1,129 @@
+"""Accuracy-aware INT8 (`quantize --fallback auto`): the fewest layers kept in float that pass.
+
+Quantize; verify on the held-out split; while it fails, name the first divergent layer
+(exporter.debug) and keep it in float — when the layer is named for the channels its int8
+output crushes, it and the layers reading that output, so the tensor stays float (onnxruntime
+quantizes a tensor for its producer and for each reader) — and quantize again. With --eval and --max-drop, a model that passes the rule but loses more top-1
+points than allowed also gives up its worst layer. It stops, failing with the reason, before
+more than MAX_FLOAT_SHARE of the weighted layers would stay in float. Attempts are built in a
+private folder; only the final model is installed, with `details.float_fallback`: the layers,
+why each was kept, and the speed cost measured against the all-int8 attempt.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+MAX_FLOAT_SHARE = 0.25
+MAX_ROUNDS = 12
+
+
+def _drop(result, max_drop: float | None) -> float | None:
+    """Top-1 points lost on --eval data when that is more than --max-drop allows, else None."""
+    evaluation = result.details.get("eval")
+    if max_drop is None or not evaluation:
+        return None
+    drop = evaluation["results"][result.path.name]["top1_drop_points"]
+    return drop if drop > max_drop else None
+
+
+def _held_out(req, spec):
+    from exporter.inputs import calibration_split, open_source
+
+    _, held = calibration_split(open_source(req.calibration.data, spec, req.verify.seed), req.calibration.samples,
+                                req.calibration.holdout)
+    return held.take(64) if held is not None else None
+
+
+def _next(result, table: list, excluded: list[str], max_drop_hit: bool) -> list[tuple[str, str]]:
+    """(node, why) to keep in float next."""
+    from exporter.debug import describe, first_divergent
+
+    first = result.verification.first_divergent
+    if first and "node" in first and not max_drop_hit:
+        if first["status"] == "pass":  # its int8 output crushes channels: it and its readers keep that tensor float
+            readers = [layer.node for layer in table if first["node"] in layer.upstream]
+            picked = [(first["node"], f"its int8 output crushes channels (worst channel off by {first['channel_err']:.2f}x)")]
+            picked += [(n, f"reads {first['module']}'s output") for n in readers]
+            return [(n, why) for n, why in picked if n not in excluded]
+        if first["node"] not in excluded:
+            return [(first["node"], describe(first).split("; ")[0])]
+    tolerance = result.verification.tolerance
+    candidates = [layer for layer in table if layer.node not in excluded]
+    if not candidates:
+        return []
+    named = first_divergent(candidates, tolerance) if tolerance else None
+    worst = named or max(candidates, key=lambda layer: layer.max_rel_err)
+    why = "loses the most on the held-out split" + (" (top-1 drop over --max-drop)" if max_drop_hit else "")
+    return [(worst.node, f"{why}: max err/range {worst.max_rel_err:.3g}")]
+
+
+def _images_per_second(path: Path, batch, seconds: float = 1.0) -> float:
+    from exporter.runners.onnxruntime import OnnxRuntimeRunner
+
+    runner = OnnxRuntimeRunner(path)
+    runner.infer(batch)
+    runs, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds or runs < 3:
+        runner.infer(batch)
+        runs += 1
+    return runs * len(batch) / (time.perf_counter() - started)
+
+
+def quantize_with_fallback(req, attempt) -> list:
+    """``attempt(request) -> [ArtifactResult]`` quantizes once; returns the final, installed model (or the last failure)."""
+    from exporter.build import _install_report
+    from exporter.debug import layer_table, onnx_layers
+    from exporter.errors import BadInputError
+    from exporter.pipeline import onnx_source
+
+    if req.loaded is None:
+        raise BadInputError("--fallback auto measures every layer against PyTorch: pass --checkpoint CKPT (or quantize the checkpoint)")
+    _, _, spec, output = onnx_source(req.source, req.output, req.loaded, req.kind.suffix_of(req.options), "quantized")
+    total = len(onnx_layers(req.source)[1])
+    limit = int(MAX_FLOAT_SHARE * total)
+    held = _held_out(req, spec)
+    work = Path(tempfile.mkdtemp(prefix=".cnnexport-fallback-", dir=output.parent))
+    excluded: list[str] = []
+    reasons: list[dict] = []
+    first_path = None
+    try:
+        for round_ in range(MAX_ROUNDS):
+            options = req.options.model_copy(update={"exclude": [*req.options.exclude, *excluded], "fallback": "none"})
+            trial = replace(req, options=options, output=work / f"attempt{round_}{output.suffix}", keep_failed=True, write=False)
+            result = attempt(trial)[-1]
+            first_path = first_path or result.path
+            drop = _drop(result, getattr(req.options, "max_drop", None))
+            if result.verification.status == "pass" and drop is None:
+                break
+            req.progress(f"--fallback auto: round {round_ + 1}, {len(excluded)} layer(s) in float: "
+                         f"{result.verification.reason or f'top-1 drop {drop:.2f} pts'}")
+            table = layer_table(result.path, req.loaded.module, held, result.verification.tolerance) if held is not None else []
+            picked = _next(result, table, excluded, drop is not None and result.verification.status == "pass")
+            if not picked or len(excluded) + len(picked) > limit:
+                result.verification.reason += (f"; --fallback auto stopped: passing would need more than {MAX_FLOAT_SHARE:.0%} "
+                                               f"of the {total} layers in float ({len(excluded)} kept so far)")
+                result.files, result.details["installed"] = [], False
+                return [result]
+            modules = {layer.node: layer.module for layer in table}
+            excluded += [node for node, _ in picked]
+            reasons += [{"node": node, "module": modules.get(node), "why": why} for node, why in picked]
+        final = attempt(replace(req, options=req.options.model_copy(update={"exclude": [*req.options.exclude, *excluded],
+                                                                            "fallback": "none"}), write=False))
+        last = final[-1]
+        cost = None
+        if excluded and last.files and held is not None:
+            int8, mixed = _images_per_second(first_path, held[:8]), _images_per_second(last.path, held[:8])
+            cost = {"all_int8_images_per_s": round(int8, 1), "with_fallback_images_per_s": round(mixed, 1),
+                    "speed_ratio": round(mixed / int8, 3)}
+        last.details["float_fallback"] = {"layers": reasons, "kept_in_float": len(excluded), "weighted_layers": total,
+                                          "share": round(len(excluded) / total, 3) if total else 0.0, "limit": MAX_FLOAT_SHARE,
+                                          "speed": cost}
+        _install_report(req, last, spec)
+        return final
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,151 @@
+"""`cnnexport debug`, the first divergent layer on failed verification, and `quantize --fallback auto`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+ARCH = ("--arch", "tests.small_models:SmallResNet", "--input-shape", "1,32,32", "--mean", "0.5", "--std", "0.5")
+
+
+@pytest.fixture(scope="module")
+def digits_resnets(tmp_path_factory):
+    """A small ResNet trained on the digits, and the same function with one BatchNorm channel x400 / next conv /400.
+
+    The outlier model computes what the good one does (ReLU is positively homogeneous), but one
+    channel of layer2's first activation now spans ~400x the others: per-tensor uint8
+    activations crush the rest, and plain INT8 is refused.
+    """
+    import torch
+
+    import architectures
+    from exporter.demo import train
+    from exporter.inputs import digits_arrays
+    from tests.small_models import SmallResNet
+
+    folder = tmp_path_factory.mktemp("debug_models")
+    train_x, train_y, _, _ = digits_arrays(architectures.get("lenet5").spec(10))
+    torch.manual_seed(0)
+    model, _ = train(SmallResNet(), train_x, train_y, epochs=4)
+    torch.save(model.state_dict(), folder / "good.pt")
+    reference = model(torch.from_numpy(train_x[:64])).detach()
+    with torch.no_grad():
+        model.layer2.bn1.weight[3] *= 400
+        model.layer2.bn1.bias[3] *= 400
+        model.layer2.conv2.weight[:, 3] /= 400
+    assert torch.allclose(model(torch.from_numpy(train_x[:64])), reference, atol=1e-3)  # the same function
+    torch.save(model.state_dict(), folder / "outlier.pt")
+    return folder
+
+
+def test_a_weight_changed_inside_one_conv_is_reported_as_that_module(cli, tmp_path):
+    import onnx
+    import torch
+
+    from tests.conftest import build_model
+
+    model = build_model("resnet18", 10)
+    ckpt = tmp_path / "resnet18.pt"
+    torch.save(model.state_dict(), ckpt)
+    assert cli("onnx", ckpt, "--arch", "resnet18", "--input-shape", "3,64,64").exit_code == 0
+    good = cli("debug", tmp_path / "resnet18.onnx", "--checkpoint", ckpt, "--arch", "resnet18", "--json")
+    assert good.exit_code == 0, good
+    assert good.json()["first_divergent"] is None and len(good.json()["layers"]) == 21  # 20 convs + fc
+    assert all(layer["status"] == "pass" for layer in good.json()["layers"])
+
+    broken = onnx.load(str(tmp_path / "resnet18.onnx"))
+    for init in broken.graph.initializer:
+        if init.name == "layer2.0.conv1.weight":
+            w = onnx.numpy_helper.to_array(init).copy()
+            w[5] *= -3.0
+            init.CopyFrom(onnx.numpy_helper.from_array(w, init.name))
+    onnx.save(broken, str(tmp_path / "broken.onnx"))
+    r = cli("debug", tmp_path / "broken.onnx", "--checkpoint", ckpt, "--arch", "resnet18", "--json")
+    assert r.exit_code == 1, r
+    first = r.json()["first_divergent"]
+    assert first["module"] == "layer2.0.conv1" and first["op"] == "Conv"
+    layers = r.json()["layers"]
+    assert all(layer["status"] == "pass" for layer in layers[: first["index"]])  # its inputs were within the rule
+    v = cli("verify", tmp_path / "broken.onnx", "--checkpoint", ckpt, "--arch", "resnet18", "--input-shape", "3,64,64")
+    assert v.exit_code == 1 and "first divergent layer: layer2.0.conv1" in v.stderr, v
+    e = cli("verify", tmp_path / "broken.onnx", "--checkpoint", ckpt, "--arch", "resnet18", "--input-shape", "3,64,64",
+            "--explain", "--json")
+    assert e.exit_code == 1 and e.json()["explain"]["first_divergent"]["module"] == "layer2.0.conv1"
+
+
+def test_plain_int8_of_the_outlier_model_is_refused_naming_the_outlier_layer(cli, digits_resnets, tmp_path):
+    good = cli("quantize", digits_resnets / "good.pt", *ARCH, "--calib", "digits", "-o", tmp_path / "good.int8.onnx", "--json")
+    assert good.exit_code == 0, good
+    g = cli("debug", tmp_path / "good.int8.onnx", "--checkpoint", digits_resnets / "good.pt", *ARCH[:2], "--images", "digits",
+            "--samples", "64", "--json")
+    assert g.exit_code == 0 and g.json()["first_divergent"] is None, g  # a good artifact has no divergent layer
+    assert g.json()["precision"] == "int8"
+
+    r = cli("quantize", digits_resnets / "outlier.pt", *ARCH, "--calib", "digits", "-o", tmp_path / "o.int8.onnx", "--json")
+    assert r.exit_code == 1, r
+    v = r.json()["artifacts"][-1]["verification"]
+    assert v["cosine"] < 0.98
+    first = v["first_divergent"]
+    assert first["module"] == "layer2.conv1" and "layer2.bn1" in first["output_of"], first
+    assert "--equalize" in first["advice"] and first["node"] in first["advice"]
+    assert "first divergent layer: layer2.conv1" in r.stderr and "cnnexport debug" in r.stderr
+
+
+def test_fallback_auto_rescues_the_outlier_with_a_few_layers_in_float(cli, digits_resnets, tmp_path):
+    out = tmp_path / "o.int8.onnx"
+    r = cli("quantize", digits_resnets / "outlier.pt", *ARCH, "--calib", "digits", "--fallback", "auto", "--eval", "digits",
+            "--max-drop", "1", "-o", out, "--json")
+    assert r.exit_code == 0, r
+    art = r.json()["artifacts"][-1]
+    v, fallback = art["verification"], art["details"]["float_fallback"]
+    assert v["status"] == "pass" and v["cosine"] >= 0.98
+    assert 1 <= fallback["kept_in_float"] <= 3 and fallback["share"] <= 0.25
+    assert {layer["module"] for layer in fallback["layers"]} >= {"layer2.conv1"}
+    assert all(layer["why"] for layer in fallback["layers"])
+    assert 0 < fallback["speed"]["speed_ratio"] and fallback["speed"]["all_int8_images_per_s"] > 0
+    evaluation = art["details"]["eval"]["results"]
+    assert evaluation[out.name]["top1_drop_points"] <= 1.0
+    assert out.exists() and not list(tmp_path.glob(".cnnexport-fallback-*"))  # attempts are cleaned up
+
+
+def test_fallback_stops_with_a_reason_when_too_many_layers_would_stay_float(cli, digits_resnets, tmp_path, monkeypatch):
+    import exporter.fallback as fallback
+
+    monkeypatch.setattr(fallback, "MAX_FLOAT_SHARE", 0.05)  # 0 of 10 layers may stay float
+    out = tmp_path / "o.int8.onnx"
+    r = cli("quantize", digits_resnets / "outlier.pt", *ARCH, "--calib", "digits", "--fallback", "auto", "-o", out)
+    assert r.exit_code == 1 and "--fallback auto stopped" in r.stderr, r
+    assert not out.exists()
+
+
+def test_fallback_needs_the_pytorch_reference(cli, digits_resnets, tmp_path):
+    assert cli("onnx", digits_resnets / "good.pt", *ARCH, "-o", tmp_path / "g.onnx").exit_code == 0
+    r = cli("quantize", tmp_path / "g.onnx", "--calib", "digits", "--fallback", "auto")
+    assert r.exit_code == 2 and "--checkpoint" in r.stderr, r
+
+
+def test_debug_plot_and_refusals(cli, digits_resnets, tmp_path):
+    assert cli("onnx", digits_resnets / "good.pt", *ARCH, "-o", tmp_path / "g.onnx").exit_code == 0
+    png = tmp_path / "depth.png"
+    r = cli("debug", tmp_path / "g.onnx", "--checkpoint", digits_resnets / "good.pt", *ARCH[:2], "--plot", png)
+    assert r.exit_code == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", r
+    assert "layer by layer" in r.stdout and "no layer exceeds the rule" in r.stdout
+    bad = cli("debug", digits_resnets / "good.pt", "--checkpoint", digits_resnets / "good.pt", *ARCH[:2])
+    assert bad.exit_code == 2 and "ONNX" in bad.stderr and "Traceback" not in bad.stderr, bad
+    assert cli("debug", tmp_path / "g.onnx", "--checkpoint", digits_resnets / "good.pt", *ARCH[:2], "--precision", "fp8").exit_code == 2
+
+
+def test_layer_pairing_follows_folded_batchnorm_and_functional_relu(digits_resnets, tmp_path):
+    """Unit: the ONNX Conv (BatchNorm folded in) pairs with the BatchNorm's output; int8 readers see relu(bn)."""
+    from exporter import export_artifact, load_checkpoint
+    from exporter.debug import layer_table
+    from exporter.verify import tolerance_for
+
+    loaded = load_checkpoint(digits_resnets / "good.pt", arch="tests.small_models:SmallResNet",
+                             spec_overrides={"input_shape": (1, 32, 32), "mean": (0.5,), "std": (0.5,)})
+    onnx = export_artifact("onnx", loaded, tmp_path / "g.onnx").path
+    batch = np.random.default_rng(0).standard_normal((4, 1, 32, 32)).astype(np.float32)
+    table = {layer.module: layer for layer in layer_table(onnx, loaded.module, batch, tolerance_for("fp32"))}
+    assert table["layer1.conv1"].output_of == "layer1.bn1" and table["fc"].op == "Gemm"
+    assert table["layer2.conv2"].upstream == (table["layer2.conv1"].node,)  # it reads layer2.conv1's output
+    assert all(layer.max_rel_err < 1e-4 for layer in table.values())
