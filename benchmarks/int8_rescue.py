@@ -1,0 +1,101 @@
+"""The zoo's INT8 refusals, retried: plain, --equalize, --fallback auto (and both), one line per model.
+
+Run:  .venv/bin/python benchmarks/int8_rescue.py [--models swin_v2_s,timm:nf_regnet_b0,timm:repvit_m0_9]
+          [--input-shape 3,64,64] [--samples 64] [--markdown benchmarks/INT8_RESCUE.md]
+
+Models are built exactly as benchmarks/zoo.py builds them (random weights, BatchNorm statistics
+from photo crops, the same calibration array and held-out split); every attempt is verified by
+cnnexport's int8 rule on the held-out samples. Prints held-out cosine, top-1 agreement, and for
+--fallback auto how many layers stayed in float.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+DEFAULT = "swin_v2_s,timm:nf_regnet_b0,timm:repvit_m0_9"
+ATTEMPTS = {"plain": {}, "--equalize": {"equalize": True}, "--fallback auto": {"fallback": "auto"},
+            "--equalize --fallback auto": {"equalize": True, "fallback": "auto"}}
+
+
+def run(name: str, input_shape, samples: int, work: Path) -> dict:
+    import numpy as np
+    import torch
+
+    import architectures
+    from exporter import load_checkpoint
+    from exporter.build import build
+    from exporter.errors import CnnexportError
+    from zoo import calibration_array, recalibrate_batchnorm
+
+    entry = architectures.get(name)
+    spec = entry.spec().with_overrides(input_shape=input_shape) if input_shape else entry.spec()
+    torch.manual_seed(0)
+    model = entry.build()
+    data = calibration_array(spec)
+    np.save(work / "calib.npy", data)
+    recalibrate_batchnorm(model, [torch.from_numpy(data[s:s + 16]) for s in range(0, min(len(data), 64), 16)])
+    ckpt = work / f"{name.replace(':', '_')}.pt"
+    torch.save(model.eval().state_dict(), ckpt)
+    loaded = load_checkpoint(ckpt, arch=name, spec_overrides={"input_shape": spec.input_shape})
+    onnx = build("onnx", ckpt, output=work / f"{ckpt.stem}.onnx", loaded=loaded, write=False)[-1].path
+    calibration = {"data": str(work / "calib.npy"), "samples": samples, "holdout": 16}
+    out = {}
+    for label, options in ATTEMPTS.items():
+        started = time.perf_counter()
+        try:
+            result = build("int8", onnx, options, output=work / f"{ckpt.stem}.{len(out)}.int8.onnx", loaded=loaded,
+                           calibration=calibration, write=False, keep_failed=True)[-1]
+            v = result.verification
+            fallback = result.details.get("float_fallback")
+            out[label] = {"status": v.status, "cosine": v.to_dict()["cosine"], "top1": v.to_dict()["top1_agreement"],
+                          "float_layers": None if fallback is None else f"{fallback['kept_in_float']}/{fallback['weighted_layers']}",
+                          "equalized_pairs": (result.details.get("equalization") or {}).get("pairs"),
+                          "reason": v.reason[:160] if v.status != "pass" else "", "seconds": round(time.perf_counter() - started, 1)}
+        except CnnexportError as exc:
+            out[label] = {"status": f"error ({str(exc)[:160]})", "seconds": round(time.perf_counter() - started, 1)}
+        print(f"• {name} {label}: {out[label]}", file=sys.stderr, flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=DEFAULT)
+    parser.add_argument("--input-shape", default="3,64,64")
+    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--markdown", type=Path)
+    args = parser.parse_args()
+    shape = tuple(int(x) for x in args.input_shape.split(",")) if args.input_shape else None
+    rows = {}
+    for name in args.models.split(","):
+        with tempfile.TemporaryDirectory(prefix="cnnexport-rescue-") as work:
+            rows[name] = run(name, shape, args.samples, Path(work))
+    lines = [f"INT8 rescue (input {args.input_shape}, {args.samples} calibration samples, held-out 16; int8 rule: "
+             "cosine >= 0.98, top-1 agreement >= 0.9, max err <= 0.25 x range)", "",
+             "| model | " + " | ".join(ATTEMPTS) + " |", "|---|" + "---|" * len(ATTEMPTS)]
+    for name, attempts in rows.items():
+        cells = []
+        for label in ATTEMPTS:
+            a = attempts[label]
+            if a["status"] in ("pass", "fail"):
+                extra = f", {a['float_layers']} layers float" if a.get("float_layers") else ""
+                cells.append(f"{a['status']} (cos {a['cosine']:.4f}, top-1 {a['top1']:.3f}{extra}; {a['seconds']}s)")
+            else:
+                cells.append(a["status"])
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
