@@ -72,6 +72,8 @@ class Int8Options(Strict):
     per_channel: bool = opt(True, "Per-channel weight scales.", flag="--per-channel/--per-tensor")
     exclude: Annotated[list[str], Names] = opt([], "Node name or op type to keep in float (repeatable).")
     trt_version: str = opt(DEFAULT_TRT_VERSION, "TensorRT version written in the calibration cache header.")
+    equalize: bool = opt(False, "int8: cross-layer equalization of consecutive Conv(-ReLU)-Conv pairs before quantizing "
+                               "(Nagel et al. 2019); the fp32 function is checked unchanged first.")
 
 
 class Fp16Options(Strict):
