@@ -37,6 +37,9 @@ def _graph(act: str = "Relu", group2: int = 1, batchnorm: bool = False):
     if act == "Relu6":
         inits.update(lo=np.array(0.0), hi=np.array(6.0))
         nodes.append(helper.make_node("Clip", [t, "lo", "hi"], ["a1"]))
+    elif act in ("SiLU", "Hardswish"):  # x * gate(x), as torch exports them
+        gate = "Sigmoid" if act == "SiLU" else "HardSigmoid"
+        nodes += [helper.make_node(gate, [t], ["gate"]), helper.make_node("Mul", [t, "gate"], ["a1"])]
     else:
         nodes.append(helper.make_node(act, [t], ["a1"]))
     nodes += [helper.make_node("Conv", ["a1", "w2"], ["c2"], pads=[1] * 4, group=group2), helper.make_node("Relu", ["c2"], ["a2"]),
@@ -94,11 +97,12 @@ def test_relu6_pairs_are_skipped_and_counted():
     assert _spread(equalized, "w1") == pytest.approx(_spread(model, "w1"))  # the Clip pair's first conv is untouched
 
 
-def test_sigmoid_between_is_skipped():
+@pytest.mark.parametrize("act", ["Sigmoid", "SiLU", "Hardswish"])
+def test_pairs_through_other_activations_are_skipped(act):
     from exporter.stages.equalize import equalize
 
-    _, report = equalize(_graph(act="Sigmoid"))
-    assert report["skipped"] == {"Sigmoid between: not positively homogeneous": 1}
+    _, report = equalize(_graph(act=act))
+    assert report["pairs"] == 1 and report["skipped"] == {f"{act} between: not positively homogeneous": 1}
 
 
 # ----------------------------------------------------------------- the outlier example, through the CLI

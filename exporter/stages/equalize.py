@@ -137,16 +137,19 @@ def fold_batchnorm(g: _Graph) -> int:
     return len(folded)
 
 
-def _silu(g: _Graph, t: str):
-    """x * sigmoid(x) on tensor t (how SiLU/Swish is exported): the Mul node, else None."""
+GATES = {"Sigmoid": "SiLU", "HardSigmoid": "Hardswish"}  # x * gate(x): how SiLU/Swish and Hardswish are exported
+
+
+def _gated(g: _Graph, t: str):
+    """x * Sigmoid(x) or x * HardSigmoid(x) on tensor t: (the Mul node, the activation's name), else None."""
     nodes = g.consumers.get(t, [])
     if len(nodes) != 2:
         return None
-    sig = next((n for n in nodes if n.op_type == "Sigmoid"), None)
+    gate = next((n for n in nodes if n.op_type in GATES), None)
     mul = next((n for n in nodes if n.op_type == "Mul"), None)
-    if sig is None or mul is None or set(mul.input) != {t, sig.output[0]} or len(g.consumers.get(sig.output[0], [])) != 1:
+    if gate is None or mul is None or set(mul.input) != {t, gate.output[0]} or len(g.consumers.get(gate.output[0], [])) != 1:
         return None
-    return mul
+    return mul, GATES[gate.op_type]
 
 
 def _axes(g: _Graph, node) -> list[int]:
@@ -211,9 +214,9 @@ def find_pairs(g: _Graph) -> tuple[list[dict], dict]:
             nodes = g.consumers.get(t, [])
             if t in g.outputs or not nodes:
                 break
-            mul = _silu(g, t)
-            if mul is not None:
-                blocked, t = blocked or "SiLU", mul.output[0]
+            gated = _gated(g, t)
+            if gated is not None:
+                blocked, t = blocked or gated[1], gated[0].output[0]
                 continue
             if len(nodes) > 1:
                 skip("output feeds several nodes (residual or branch)")
