@@ -196,7 +196,7 @@ def quantize(req: BuildRequest) -> list[ArtifactResult]:
         if row.precision(opts) == "int8":
             target = "tensorrt" if row.name == "int8_tensorrt" else "cpu"
             return int8_stage.export_int8(source, staging, name, calib, target, opts.method, opts.per_channel,
-                                          list(opts.exclude), opts.trt_version)
+                                          list(opts.exclude), opts.trt_version, equalize=opts.equalize)
         probe = list(calib.subset(0, 64, "overflow probe").batches(16)) if calib is not None else \
             [random_inputs(spec, 8, req.verify.seed).array]
         return fp16.export_fp16(source, staging, name, probe, opts.keep_io_types, opts.overflow)

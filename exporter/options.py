@@ -72,6 +72,8 @@ class Int8Options(Strict):
     per_channel: bool = opt(True, "Per-channel weight scales.", flag="--per-channel/--per-tensor")
     exclude: Annotated[list[str], Names] = opt([], "Node name or op type to keep in float (repeatable).")
     trt_version: str = opt(DEFAULT_TRT_VERSION, "TensorRT version written in the calibration cache header.")
+    equalize: bool = opt(False, "int8: cross-layer equalization of consecutive Conv(-ReLU)-Conv pairs before quantizing "
+                               "(Nagel et al. 2019); the fp32 function is checked unchanged first.")
     fallback: Literal["none", "auto"] = opt(
         "none", "auto: keep the fewest layers in float needed to pass the int8 rule on the held-out split (and --max-drop).")
     max_drop: Optional[float] = opt(None, "With --fallback auto and --eval: the most top-1 points the labelled data may lose.", ge=0)

@@ -123,6 +123,7 @@ def export_int8(
     per_channel: bool = True,
     exclude: list[str] | tuple[str, ...] = (),
     trt_version: str = DEFAULT_TRT_VERSION,
+    equalize: bool = False,
 ) -> StageOutput:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -160,6 +161,11 @@ def export_int8(
         except Exception:  # noqa: BLE001
             raise ExportError(f"onnxruntime's quantization pre-processing failed: {symbolic_failure}") from exc
 
+    equalization = None
+    if equalize:  # cross-layer equalization of the pre-processed (BatchNorm-folded) graph, its fp32 function checked
+        from exporter.stages.equalize import equalize_file
+
+        pre, equalization = equalize_file(pre, calibration)
     graph = onnx.load(str(pre), load_external_data=False)
     float_attention = [n for n in attention_nodes(graph) if n not in node_names]
     float_residual = [n for n in residual_stream_nodes(graph) if n not in node_names]
@@ -241,6 +247,8 @@ def export_int8(
         "quantize_linear_nodes": sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node),
         "onnxruntime_options": {k: v for k, v in extra_options.items()},
     }
+    if equalization is not None:
+        details["equalization"] = equalization
     copy_metadata(source_model, quantized, {"cnnexport.precision": "int8", "cnnexport.int8_target": target})
     files = save_model(quantized, target_path)
     if symmetric:
