@@ -149,3 +149,12 @@ def test_layer_pairing_follows_folded_batchnorm_and_functional_relu(digits_resne
     assert table["layer1.conv1"].output_of == "layer1.bn1" and table["fc"].op == "Gemm"
     assert table["layer2.conv2"].upstream == (table["layer2.conv1"].node,)  # it reads layer2.conv1's output
     assert all(layer.max_rel_err < 1e-4 for layer in table.values())
+
+
+def test_equalize_rescues_the_outlier_with_no_layer_in_float(cli, digits_resnets, tmp_path):
+    r = cli("quantize", digits_resnets / "outlier.pt", *ARCH, "--calib", "digits", "--equalize", "--fallback", "auto",
+            "-o", tmp_path / "eq.int8.onnx", "--json")
+    assert r.exit_code == 0, r
+    art = r.json()["artifacts"][-1]
+    assert art["verification"]["cosine"] >= 0.98 and art["details"]["equalization"]["pairs"] >= 1
+    assert art["details"]["float_fallback"]["kept_in_float"] == 0
