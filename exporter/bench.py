@@ -271,7 +271,7 @@ def plot(result: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from exporter.fsutil import ensure_writable_dir
+    from exporter.fsutil import save_figure
 
     rows = [r for r in result["rows"] if r["status"] == "ok"]
     if not rows:
@@ -293,10 +293,4 @@ def plot(result: dict, path: Path) -> Path:
     s = result["settings"]
     fig.suptitle(f"cnnexport bench: {s['device']}, {s['threads']} threads")
     fig.tight_layout()
-    path = Path(path)
-    ensure_writable_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)

@@ -319,7 +319,7 @@ def plot(result: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from exporter.fsutil import ensure_writable_dir
+    from exporter.fsutil import save_figure
 
     layers = result["layers"]
     fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(layers) + 3), 4))
@@ -331,10 +331,4 @@ def plot(result: dict, path: Path) -> Path:
     ax.set_title(f"{Path(result['artifact']).name}: error against depth")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    ensure_writable_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)

@@ -163,3 +163,16 @@ def size_of(path: Path) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
+
+
+def save_figure(fig, path: Path) -> Path:
+    """A matplotlib figure as PNG, written atomically (no half-written chart under the final name)."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    ensure_writable_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
