@@ -49,8 +49,10 @@ def _next(result, table: list, excluded: list[str], max_drop_hit: bool) -> list[
             readers = [layer.node for layer in table if first["node"] in layer.upstream]
             picked = [(first["node"], f"its int8 output crushes channels (worst channel off by {first['channel_err']:.2f}x)")]
             picked += [(n, f"reads {first['module']}'s output") for n in readers]
-            return [(n, why) for n, why in picked if n not in excluded]
-        if first["node"] not in excluded:
+            picked = [(n, why) for n, why in picked if n not in excluded]
+            if picked:
+                return picked
+        elif first["node"] not in excluded:
             return [(first["node"], describe(first).split("; ")[0])]
     tolerance = result.verification.tolerance
     candidates = [layer for layer in table if layer.node not in excluded]
@@ -105,13 +107,20 @@ def quantize_with_fallback(req, attempt) -> list:
             table = layer_table(result.path, req.loaded.module, held, result.verification.tolerance) if held is not None else []
             picked = _next(result, table, excluded, drop is not None and result.verification.status == "pass")
             if not picked or len(excluded) + len(picked) > limit:
-                result.verification.reason += (f"; --fallback auto stopped: passing would need more than {MAX_FLOAT_SHARE:.0%} "
-                                               f"of the {total} layers in float ({len(excluded)} kept so far)")
+                why = (f"passing would need more than {MAX_FLOAT_SHARE:.0%} of the {total} layers in float" if picked else
+                       "no further layer can be named: the rest are within the rule layer by layer, so the loss is spread "
+                       "thinly, or sits in layers whose weights carry no parameter name")
+                result.verification.reason += f"; --fallback auto stopped: {why} ({len(excluded)} kept in float so far)"
                 result.files, result.details["installed"] = [], False
                 return [result]
             modules = {layer.node: layer.module for layer in table}
             excluded += [node for node, _ in picked]
             reasons += [{"node": node, "module": modules.get(node), "why": why} for node, why in picked]
+        else:
+            result.verification.reason += (f"; --fallback auto stopped after {MAX_ROUNDS} rounds "
+                                           f"({len(excluded)} layers kept in float, still failing)")
+            result.files, result.details["installed"] = [], False
+            return [result]
         final = attempt(replace(req, options=req.options.model_copy(update={"exclude": [*req.options.exclude, *excluded],
                                                                             "fallback": "none"}), write=False))
         last = final[-1]
