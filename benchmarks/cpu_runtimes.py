@@ -34,15 +34,9 @@ TARGET = {"model": "resnet18", "ratio": 5.0}  # best verified CPU artifact vs on
 def _model(name: str, crops: np.ndarray, work: Path):
     import torch
 
-    import architectures
+    from quantize import photo_model
 
-    torch.manual_seed(0)
-    module = architectures.get(name).build()
-    module.train()
-    with torch.no_grad():  # BatchNorm statistics from real photos: random-init outputs are ~0 otherwise
-        for start in range(0, 256, 32):
-            module(torch.from_numpy(crops[start:start + 32]))
-    torch.save(module.eval().state_dict(), work / f"{name}.pt")
+    torch.save(photo_model(name, crops).state_dict(), work / f"{name}.pt")
     return work / f"{name}.pt"
 
 

@@ -77,17 +77,11 @@ def _digits(name: str, work: Path):
 def _photo(name: str, crops, size: int, work: Path):
     import torch
 
-    import architectures
     from exporter import load_checkpoint
+    from quantize import photo_model
 
     arch = name.removesuffix("_x400")
-    torch.manual_seed(0)
-    module = architectures.get(arch).build()
-    module.train()
-    with torch.no_grad():  # BatchNorm statistics from real photos: random-init outputs are ~0 otherwise
-        for start in range(0, 256, 32):
-            module(torch.from_numpy(crops[start:start + 32]))
-    state = module.eval().state_dict()
+    state = photo_model(arch, crops).state_dict()
     if name.endswith("_x400"):
         state = _outlier(state, "layer1.0.bn1", "layer1.0.conv2")
     path = work / f"{name}.pt"

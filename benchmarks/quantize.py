@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -59,6 +58,22 @@ def photo_crops(n: int, size: int = 224, seed: int = 0) -> np.ndarray:
         crop = photo[y : y + size, x : x + size].transpose(2, 0, 1)
         out[i] = ((crop[:, :, ::-1] if rng.random() < 0.5 else crop) - mean) / std
     return out
+
+
+def photo_model(name: str, crops: np.ndarray):
+    """A registry model with seeded random weights and BatchNorm statistics from real photo crops
+    (random-init outputs are ~0 otherwise), in eval mode."""
+    import torch
+
+    import architectures
+
+    torch.manual_seed(0)
+    module = architectures.get(name).build()
+    module.train()
+    with torch.no_grad():
+        for start in range(0, 256, 32):
+            module(torch.from_numpy(crops[start:start + 32]))
+    return module.eval()
 
 
 def throughput(fn, batch: np.ndarray, seconds: float) -> float:
