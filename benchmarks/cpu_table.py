@@ -36,22 +36,15 @@ def main() -> None:
     import torch
 
     sys.path.insert(0, str(REPO))
-    import architectures
-    from benchmarks.quantize import photo_crops
+    from benchmarks.quantize import photo_crops, photo_model
 
     work = Path(tempfile.mkdtemp(prefix="cnnexport-cpu-table-"))
     crops = photo_crops(320)
     np.save(work / "calib.npy", crops)
     sections = []
     for name in args.models.split(","):
-        torch.manual_seed(0)
-        model = architectures.get(name).build()
-        model.train()
-        with torch.no_grad():
-            for start in range(0, 128, 16):
-                model(torch.from_numpy(crops[start : start + 16]))
         ckpt = work / f"{name}.pt"
-        torch.save(model.eval().state_dict(), ckpt)
+        torch.save(photo_model(name, crops, samples=128, batch=16).state_dict(), ckpt)
         out = work / name
         run = subprocess.run([str(CLI), "run", str(ckpt), "--recipe", "demo", "-o", str(out), "-q",
                               "--set", f"calibration.data={work / 'calib.npy'}", "--set", "calibration.samples=256",

@@ -60,9 +60,9 @@ def photo_crops(n: int, size: int = 224, seed: int = 0) -> np.ndarray:
     return out
 
 
-def photo_model(name: str, crops: np.ndarray):
-    """A registry model with seeded random weights and BatchNorm statistics from real photo crops
-    (random-init outputs are ~0 otherwise), in eval mode."""
+def photo_model(name: str, crops: np.ndarray, samples: int = 256, batch: int = 32):
+    """A registry model with seeded random weights and BatchNorm statistics from the first ``samples``
+    photo crops (random-init outputs are ~0 otherwise), in eval mode."""
     import torch
 
     import architectures
@@ -71,8 +71,8 @@ def photo_model(name: str, crops: np.ndarray):
     module = architectures.get(name).build()
     module.train()
     with torch.no_grad():
-        for start in range(0, 256, 32):
-            module(torch.from_numpy(crops[start:start + 32]))
+        for start in range(0, samples, batch):
+            module(torch.from_numpy(crops[start:start + batch]))
     return module.eval()
 
 
