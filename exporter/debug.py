@@ -178,7 +178,7 @@ def _pair(module: str, out: np.ndarray, calls: list) -> tuple[str, float, float,
     return best
 
 
-def layer_table(artifact: Path, module, batch: np.ndarray, tolerance) -> list[Layer]:
+def layer_table(artifact: Path, module, batch: np.ndarray, tolerance, calls: list | None = None) -> list[Layer]:
     """Every weighted layer of ``artifact`` (ONNX) against ``module`` (PyTorch) on ``batch``, in execution order."""
     artifact = Path(artifact)
     if artifact.suffix.lower() != ".onnx":
@@ -189,7 +189,7 @@ def layer_table(artifact: Path, module, batch: np.ndarray, tolerance) -> list[La
                             "mapped back to the model; export it with cnnexport (dynamo exporter)")
     weighted = {node.name for node, _, _ in layers}
     values = _run_onnx(model, [t for _, _, t in layers], batch)
-    calls = _run_torch(module, batch)
+    calls = calls if calls is not None else _run_torch(module, batch)
     table = []
     for node, owner, tensor in layers:
         paired = _pair(owner, values[tensor], calls)
@@ -227,12 +227,12 @@ def first_divergent(table: list[Layer], tolerance) -> Layer | None:
     return min(crushed, key=lambda layer: layer.index) if crushed else failing
 
 
-def advice(layer: Layer, precision: str, module=None, batch: np.ndarray | None = None) -> str:
+def advice(layer: Layer, precision: str, calls: list | None = None) -> str:
     """What to do about the first divergent layer."""
     if precision == "int8":
         hint = f"keep it in float (--exclude {layer.node}) or let --fallback auto choose"
         crushed = f" (its worst output channel is off by {layer.channel_err:.2f}x that channel's range)" if layer.status == "pass" else ""
-        spread = _channel_spread(module, layer, batch) if module is not None and batch is not None else None
+        spread = _channel_spread(calls, layer) if calls is not None else None
         if spread is not None and spread > 20:
             return (f"one output channel of {layer.output_of} spans {spread:.0f}x the median channel, so per-tensor int8 "
                     f"activations crush the others{crushed}: use --equalize, or {hint}")
@@ -243,8 +243,7 @@ def advice(layer: Layer, precision: str, module=None, batch: np.ndarray | None =
             "--exporter legacy; a changed weight in the artifact itself shows here too")
 
 
-def _channel_spread(module, layer: Layer, batch: np.ndarray) -> float | None:
-    calls = _run_torch(module, batch)
+def _channel_spread(calls: list, layer: Layer) -> float | None:
     target = layer.output_of.split("(")[-1].rstrip(")")  # relu(layer2.bn1) -> layer2.bn1
     value = next((v for name, _, v in calls if name == target), None)
     if value is None or value.ndim < 2:
@@ -256,7 +255,8 @@ def _channel_spread(module, layer: Layer, batch: np.ndarray) -> float | None:
 
 def explain(artifact: Path, module, batch: np.ndarray, precision: str, tolerance) -> dict:
     """The JSON `cnnexport debug` prints: every layer, the first divergent one and what to do."""
-    table = layer_table(artifact, module, batch, tolerance)
+    calls = _run_torch(module, batch)  # once: the table and the advice read the same PyTorch outputs
+    table = layer_table(artifact, module, batch, tolerance, calls)
     first = first_divergent(table, tolerance)
     return {
         "artifact": str(artifact),
@@ -265,7 +265,7 @@ def explain(artifact: Path, module, batch: np.ndarray, precision: str, tolerance
                 f"cosine >= {tolerance.min_cosine:g}",
         "inputs": int(batch.shape[0]),
         "layers": [asdict(layer) for layer in table],
-        "first_divergent": None if first is None else {**asdict(first), "advice": advice(first, precision, module, batch)},
+        "first_divergent": None if first is None else {**asdict(first), "advice": advice(first, precision, calls)},
     }
 
 
