@@ -32,6 +32,7 @@ class LoadedModel:
     prefix: str = ""  # key prefix the network's weights sat under (a LightningModule attribute)
     left_out: list[str] = field(default_factory=list)  # keys of the file that are not the network's
     written_by: str | None = None  # the training tool whose layout was recognised
+    dropped_outputs: list[str] = field(default_factory=list)  # outputs of forward left out by --outputs
 
     @property
     def params(self) -> int:
@@ -144,11 +145,15 @@ def load_checkpoint(
     spec_overrides: dict | None = None,
     weights: str = "model",
     progress=None,
+    outputs: tuple[str, ...] | None = None,
+    tasks: dict[str, str] | None = None,
 ) -> LoadedModel:
     """The one entry point: any checkpoint form -> LoadedModel (module in eval mode, fp32).
 
     ``weights`` picks which weights of a training checkpoint: ``model`` (default), ``ema``, a
     top-level key, or a key prefix ending in '.' (``model.`` of a Lightning checkpoint).
+    ``outputs`` keeps a subset of what forward returns (``--outputs out``); ``tasks`` overrides
+    the task an output's shape suggests (``--task``, see exporter/outputs.py).
     """
     import architectures
 
@@ -208,10 +213,14 @@ def load_checkpoint(
         if found is not None:
             meta_spec["input_shape"] = found
     spec = _resolve_spec(module, name, entry, meta_spec, overrides, arch_kwargs)
-    _smoke_test(module, spec)
+    classes_given = entry is not None or "num_classes" in overrides or "num_classes" in meta_spec
+    labels = overrides.get("labels") or meta_spec.get("labels")
+    module, spec, dropped = _resolve_outputs(module, spec, outputs, tasks, classes_given, labels)
+    if dropped:
+        notes.append(f"outputs left out (--outputs): {', '.join(dropped)}")
     return LoadedModel(
         module=module, spec=spec, path=path, form=raw.form, arch_source=arch_source, notes=notes,
-        weights=raw.weights, prefix=prefix, left_out=left_out, written_by=raw.written_by,
+        weights=raw.weights, prefix=prefix, left_out=left_out, written_by=raw.written_by, dropped_outputs=dropped,
     )
 
 
@@ -258,31 +267,23 @@ def _resolve_spec(module, name: str, entry, meta_spec: dict, overrides: dict, ar
         std = tuple(cfg.get("std", ())) or ((0.5,) * c if c != 3 else (0.229, 0.224, 0.225))
         base = ModelSpec(arch=name, num_classes=arch_kwargs.get("num_classes", 0) or 1, channels=c, height=h, width=w, mean=mean, std=std)
     merged = {**meta_spec, **{k: v for k, v in overrides.items() if v is not None}}
-    labels = merged.pop("labels", None)
+    merged.pop("labels", None)  # applied with the class count read off the outputs (_resolve_outputs)
     merged.pop("arch", None)
-    spec = base.with_overrides(**merged)
-    if entry is None and "num_classes" not in merged:
-        spec = spec.with_overrides(num_classes=_output_classes(module, spec))
-    if labels is not None:
-        spec = spec.with_overrides(labels=labels)
-    return spec
+    merged.pop("outputs", None)
+    return base.with_overrides(**merged)
 
 
-def _output_classes(module, spec: ModelSpec) -> int:
+def _resolve_outputs(module, spec: ModelSpec, wanted, tasks, classes_given: bool, labels=None):
+    """One forward pass at the spec's shape: a wrong input size fails here with a clear message, and
+    what forward returns becomes the spec's named outputs (the module is wrapped to return them).
+
+    Returns (module, spec with outputs and num_classes, names dropped by ``wanted``).
+    """
+    from dataclasses import replace as _replace
+
     import torch
 
-    try:
-        with torch.no_grad():
-            out = module(torch.zeros(1, *spec.input_shape))
-    except Exception:  # noqa: BLE001 - the smoke test reports this properly
-        return spec.num_classes
-    out = out[0] if isinstance(out, (tuple, list)) else out
-    return int(out.shape[-1]) if hasattr(out, "shape") and out.ndim >= 1 else spec.num_classes
-
-
-def _smoke_test(module, spec: ModelSpec) -> None:
-    """One forward pass at the spec's shape, so a wrong input size fails here with a clear message."""
-    import torch
+    from exporter.outputs import describe, flat_module, flatten, select
 
     try:
         with torch.no_grad():
@@ -292,11 +293,22 @@ def _smoke_test(module, spec: ModelSpec) -> None:
             f"the model does not run on input of shape (N, {', '.join(map(str, spec.input_shape))}): "
             f"{first_line(exc)}; pass --input-shape C,H,W"
         ) from exc
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    if not isinstance(out, torch.Tensor):
-        raise BadInputError(f"the model returns {type(out).__name__}; cnnexport needs a model that returns a logits tensor")
-    if out.shape[-1] != spec.num_classes:
+    found, dropped = select(flatten(out, batch=2), wanted)
+    described = describe(found, tasks)
+    first_classes = next((o for o in described if o.classes is not None), None)
+    if first_classes is None:
+        num_classes = spec.num_classes if classes_given else 0
+    elif not classes_given:
+        num_classes = first_classes.classes
+    elif first_classes.classes != spec.num_classes:
         raise BadInputError(
-            f"the model outputs {out.shape[-1]} values per image but the spec says {spec.num_classes} classes"
+            f"the model outputs {first_classes.classes} classes per {'image' if first_classes.task == 'classify' else 'pixel'} "
+            f"(output {first_classes.name!r}) but the spec says {spec.num_classes} classes"
         )
+    else:
+        num_classes = spec.num_classes
+    labels = tuple(labels) if labels is not None else None
+    if labels is not None and len(labels) != num_classes:
+        raise BadInputError(f"the labels list has {len(labels)} entries but the model has {num_classes} classes")
+    spec = _replace(spec, num_classes=num_classes, outputs=described, labels=labels)
+    return flat_module(module, found), spec, dropped

@@ -60,7 +60,7 @@ class OnnxOptions(Strict):
     opset: Optional[int] = opt(None, "ONNX opset (default: the exporter's).")
     exporter: Literal["dynamo", "legacy"] = opt("dynamo", "dynamo (torch.export based) or legacy (TorchScript based).")
     input_name: str = opt("input", "Name of the graph input.")
-    output_name: str = opt("logits", "Name of the graph output.")
+    output_name: str = opt("logits", "Name of the graph output of a one-output model (a multi-output model's outputs are named by their path in what forward returns).")
 
 
 class SimplifyOptions(Strict):

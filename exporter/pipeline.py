@@ -119,7 +119,7 @@ def _verifier(reference_runners: Callable[[], dict], spec: ModelSpec, opts: Veri
         runner = open_runner(path, kind)
         sets = opts.input_sets(spec)
         references = reference_runners()
-        verdict = verify(runner, references, sets, opts.tolerance(), opts.precision)
+        verdict = verify(runner, references, sets, opts.tolerance(), opts.precision, spec=spec)
         verdict = finish(verdict, [check_metadata(runner.metadata, spec), *_precision_checks(path, kind, opts, sets)])
         if verdict.status == "fail" and kind == "onnx" and "pytorch" in references:
             verdict.first_divergent = _first_divergent(path, references["pytorch"].module, verdict, sets, opts)
@@ -250,7 +250,7 @@ def verify_existing(
     if declared and declared != "fp32" and opts.precision == "fp32":
         opts = replace(opts, precision=declared)  # judged by its own precision's rule, as when it was exported
     sets = opts.input_sets(spec)
-    verdict = verify(runner, references, sets, opts.tolerance(), opts.precision)
+    verdict = verify(runner, references, sets, opts.tolerance(), opts.precision, spec=spec)
     verdict = finish(verdict, [check_metadata(runner.metadata, spec), *_precision_checks(artifact, kind, opts, sets)])
     if verdict.status == "fail" and kind == "onnx" and loaded is not None:
         verdict.first_divergent = _first_divergent(artifact, loaded.module, verdict, sets, opts)

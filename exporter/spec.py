@@ -34,6 +34,8 @@ class ModelSpec:
     # args): recorded so a deployment's preprocessing can match; nothing here resizes.
     interpolation: str | None = None
     crop_pct: float | None = None
+    # What forward returns, one entry per named output (exporter/outputs.py); () = one logits output.
+    outputs: tuple = ()
 
     def __post_init__(self) -> None:
         if self.channels < 1 or self.height < 1 or self.width < 1:
@@ -58,6 +60,16 @@ class ModelSpec:
             )
 
     @property
+    def output_names(self) -> list[str]:
+        from exporter.outputs import SINGLE_OUTPUT_NAME
+
+        return [o.name for o in self.outputs] or [SINGLE_OUTPUT_NAME]
+
+    def output_spec(self, name: str):
+        """The OutputSpec of output ``name``; None when the spec does not list it (a classifier's logits)."""
+        return next((o for o in self.outputs if o.name == name), None)
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
         return (self.channels, self.height, self.width)
 
@@ -73,7 +85,7 @@ class ModelSpec:
         if "input_shape" in clean:
             c, h, w = clean.pop("input_shape")
             clean.update(channels=c, height=h, width=w)
-        for key in ("mean", "std", "labels"):
+        for key in ("mean", "std", "labels", "outputs"):
             if key in clean:
                 clean[key] = tuple(clean[key])
         return replace(self, **clean)
@@ -83,6 +95,7 @@ class ModelSpec:
         d["mean"] = list(self.mean)
         d["std"] = list(self.std)
         d["labels"] = list(self.labels) if self.labels is not None else None
+        d["outputs"] = [o.to_dict() for o in self.outputs]
         return d
 
     def to_json(self) -> str:
@@ -90,6 +103,8 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
+        from exporter.outputs import OutputSpec
+
         try:
             return cls(
                 arch=str(d["arch"]),
@@ -102,8 +117,9 @@ class ModelSpec:
                 labels=tuple(d["labels"]) if d.get("labels") is not None else None,
                 interpolation=str(d["interpolation"]) if d.get("interpolation") is not None else None,
                 crop_pct=float(d["crop_pct"]) if d.get("crop_pct") is not None else None,
+                outputs=tuple(OutputSpec.from_dict(o) for o in d.get("outputs") or ()),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BadInputError(f"the stored input spec is malformed ({exc})") from exc
 
 

@@ -37,7 +37,7 @@ class Ui:
         if self.json_out:
             self.json(report, to_json(report))
         else:
-            render_table(report, self.out)
+            render_table(report, self.out, all_outputs=self.verbose)
 
     def json(self, data, text: str | None = None) -> None:
         import json

@@ -11,25 +11,53 @@ class TorchRunner(Runner):
     name = "pytorch"
     batch_dim = "dynamic"  # a module declares no input signature: any batch size
 
-    def __init__(self, module, output_name: str = "logits", device: str = "cpu"):
+    def __init__(self, module, output_names: list[str] | str | None = None, device: str = "cpu"):
+        """``output_names``: what to call the outputs forward returns, in order (default: the names a
+        multi-output model was wrapped with at load, else each tensor's path; a lone tensor is ``logits``)."""
         super().__init__()
         if device != "cpu" and hasattr(module, "to"):
             module = module.to(device)
         self.module = module.eval() if hasattr(module, "eval") else module
         self.device = device
-        self.output_name = output_name
-        self.output_names = [output_name]
+        if isinstance(output_names, str):
+            output_names = [output_names]
+        self.declared_names = list(output_names or getattr(module, "output_names", None) or [])
+        self.output_names = list(self.declared_names) or ["logits"]
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         import torch
 
+        from exporter.outputs import named
+
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         with torch.no_grad():
             out = self.module(x if self.device == "cpu" else x.to(self.device))
-        if isinstance(out, (tuple, list)):
-            out = out[0]
+        outputs = named(out, self.declared_names)
+        self.output_names = list(outputs)
         # .cpu() of a CUDA tensor waits for the work, so a timed call includes it
-        return {self.output_name: out.detach().float().cpu().numpy()}
+        return {name: value.detach().float().cpu().numpy() for name, value in outputs.items()}
+
+    def numeric_noise(self, batch: np.ndarray) -> dict[str, float]:
+        """{output: max |fp32 - fp64| / range} of this module on ``batch``: how closely fp32 arithmetic
+        can reproduce it at all. An ill-conditioned model (tiny BatchNorm variances, large cancelling
+        activations) differs from itself by more than a fixed tolerance allows."""
+        import copy
+
+        import torch
+
+        from exporter.outputs import named
+
+        fp32 = self.infer(batch)
+        double = copy.deepcopy(self.module).to("cpu").double()
+        with torch.no_grad():
+            out = named(double(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float64))), self.declared_names)
+        noise = {}
+        for name, value in out.items():
+            if name in fp32:
+                exact = value.detach().cpu().numpy()
+                span = float(exact.max() - exact.min()) or 1.0
+                noise[name] = float(np.abs(fp32[name].astype(np.float64) - exact).max() / span)
+        return noise
 
     def close(self) -> None:
         self.module = None

@@ -20,5 +20,7 @@ class TorchScriptRunner(TorchRunner):
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         except Exception as exc:  # noqa: BLE001
             raise BadInputError(f"{path} is not a loadable TorchScript archive ({str(exc).splitlines()[0][:200]})") from None
-        super().__init__(module, device=device)
-        self.metadata = stored_spec(extra[METADATA_KEY], path)
+        metadata = stored_spec(extra[METADATA_KEY], path)
+        names = [o["name"] for o in metadata.get("outputs") or () if isinstance(o, dict) and "name" in o]
+        super().__init__(module, output_names=names or None, device=device)  # traced tuples carry no names
+        self.metadata = metadata

@@ -174,6 +174,11 @@ def export(
     if color_layout not in ("RGB", "BGR"):
         raise BadInputError(f"color layout must be RGB or BGR, got {color_layout!r}")
 
+    output_names = spec.output_names
+    if classifier and (len(output_names) != 1 or (spec.outputs and spec.outputs[0].task != "classify")):
+        raise BadInputError(
+            f"--classifier needs a model with one (N, C) logits output; this one returns {', '.join(output_names)}"
+            + (f" ({spec.outputs[0].task})" if len(spec.outputs) == 1 else "") + ": export it without --classifier")
     labels = list(spec.labels) if spec.labels else [str(i) for i in range(spec.num_classes)]
     scale, bias, inv_std = image_preprocessing(spec) if image_input else (None, None, None)
     module = wrap_for_tracing(loaded.module, inv_std, softmax=classifier)
@@ -194,7 +199,7 @@ def export(
     if classifier:
         convert_args["classifier_config"] = ct.ClassifierConfig(labels)
     else:
-        convert_args["outputs"] = [ct.TensorType(name="logits")]
+        convert_args["outputs"] = [ct.TensorType(name=n) for n in output_names]
 
     captured = io.StringIO()
     quiet = logging.getLogger("coremltools")
@@ -231,7 +236,9 @@ def export(
     mlmodel.author = author or ""
     mlmodel.license = license or ""
     mlmodel.version = version or ""
-    mlmodel.short_description = description or f"{spec.arch} classifier ({spec.num_classes} classes), exported by cnnexport"
+    what = {"segment": "segmentation model", "dense": "dense model", "regress": "model"}.get(
+        spec.outputs[0].task if spec.outputs else "classify", "classifier")
+    mlmodel.short_description = description or f"{spec.arch} {what} ({spec.num_classes} classes), exported by cnnexport"
     c, h, w = spec.input_shape
     mean_text = ", ".join(f"{m:g}" for m in spec.channel_mean())
     std_text = ", ".join(f"{s:g}" for s in spec.channel_std())
@@ -244,7 +251,10 @@ def export(
         mlmodel.output_description["classLabel"] = "most likely class"
         mlmodel.output_description["classLabel_probs"] = "probability of each class (softmax of the logits)"
     else:
-        mlmodel.output_description["logits"] = f"class logits, {spec.num_classes} per sample"
+        for output in spec.outputs or ():
+            mlmodel.output_description[output.name] = _output_text(output)
+        if not spec.outputs:
+            mlmodel.output_description["logits"] = f"class logits, {spec.num_classes} per sample"
     meta = mlmodel.user_defined_metadata
     meta[METADATA_KEY] = spec.to_json()
     meta["cnnexport.version"] = __version__
@@ -272,7 +282,7 @@ def export(
             "image_bias": bias,
             "in_model_std_multiplier": inv_std,
             "classifier": classifier,
-            "outputs": ["classLabel", "classLabel_probs"] if classifier else ["logits"],
+            "outputs": ["classLabel", "classLabel_probs"] if classifier else output_names,
             "batch": [low, high],
             "min_target": target_name,
             "compression": compression.describe() if compression else None,
@@ -281,6 +291,16 @@ def export(
             "coremltools": ct.__version__,
         },
     )
+
+
+def _output_text(output) -> str:
+    """The Core ML description of one output: what it holds per sample."""
+    shape = "x".join(map(str, output.shape))
+    return {
+        "classify": f"class logits, {output.classes} per sample",
+        "segment": f"class-map logits ({shape}: {output.classes} classes per pixel; argmax over axis 1 gives the class map)",
+        "dense": f"dense regression map ({shape} per sample)",
+    }.get(output.task, f"regression output ({shape} per sample)")
 
 
 def _converts_with_fixed_batch(ct, traced, convert_args: dict, spec, batch: int) -> bool:

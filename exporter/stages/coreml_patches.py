@@ -29,9 +29,9 @@ def wrap_for_tracing(module, inv_std, softmax: bool):
             if self.has_scale:
                 x = x * self.inv_std
             out = self.inner(x)
-            if isinstance(out, (tuple, list)):
-                out = out[0]
-            return torch.softmax(out, dim=1) if softmax else out
+            if not softmax:
+                return out  # every output (a multi-output model is wrapped to return a tuple at load)
+            return torch.softmax(out[0] if isinstance(out, (tuple, list)) else out, dim=1)
 
     return CoreMLWrapper().eval()
 

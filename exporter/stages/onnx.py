@@ -38,6 +38,16 @@ def save_model(model, path: Path) -> list[str]:
     return [path.name, data_name]
 
 
+def rename_values(model, names: dict[str, str]) -> None:
+    """Rename graph values (outputs included) everywhere they are produced, read or described."""
+    graph = model.graph
+    for node in graph.node:
+        node.input[:] = [names.get(n, n) for n in node.input]
+        node.output[:] = [names.get(n, n) for n in node.output]
+    for info in [*graph.output, *graph.value_info, *graph.input]:
+        info.name = names.get(info.name, info.name)
+
+
 def has_external_data(model) -> bool:
     import onnx
 
@@ -77,13 +87,17 @@ def export(
         raise ExportError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
     module, spec = loaded.module, loaded.spec
     notes = []
-    if exporter == "dynamo" and isinstance(module, torch.jit.ScriptModule):
+    from exporter.outputs import unwrap
+
+    if exporter == "dynamo" and isinstance(unwrap(module), torch.jit.ScriptModule):
         exporter = "legacy"
         notes.append("TorchScript input cannot go through torch.export; used the legacy exporter")
     target = Path(staging_dir) / name
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     external = weight_bytes >= TWO_GB * 0.95
     x = example_batch(spec)
+    # a lone output takes the chosen name; a multi-output model's outputs keep their paths' names
+    output_names = [output_name] if len(spec.output_names) == 1 else spec.output_names
     captured = io.StringIO()
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(captured), torch.no_grad():
@@ -95,13 +109,15 @@ def export(
                     str(target),
                     dynamo=True,
                     input_names=[input_name],
-                    output_names=[output_name],
+                    output_names=output_names,
                     dynamic_shapes=({0: torch.export.Dim("batch")},),
                     opset_version=opset,
                     external_data=external,
                     verbose=False,
                 )
             else:
+                # the TorchScript-based exporter refuses value names it uses itself ('0', '1'): placeholders, renamed below
+                placeholders = [f"cnnexport_output_{i}" for i in range(len(output_names))]
                 with decomposed_attention():  # the fused attention op has no legacy ONNX symbolic
                     torch.onnx.export(
                         module,
@@ -109,8 +125,8 @@ def export(
                         str(target),
                         dynamo=False,
                         input_names=[input_name],
-                        output_names=[output_name],
-                        dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+                        output_names=placeholders,
+                        dynamic_axes={input_name: {0: "batch"}, **{n: {0: "batch"} for n in placeholders}},
                         opset_version=opset or 17,
                     )
     except Exception as exc:  # noqa: BLE001 - torch.onnx raises many error types
@@ -118,6 +134,8 @@ def export(
         raise ExportError(f"torch.onnx.export ({exporter}) failed: {root_cause(exc)}; try --exporter {other}") from exc
 
     model = onnx.load(str(target), load_external_data=False)
+    if exporter == "legacy":
+        rename_values(model, dict(zip(placeholders, output_names)))
     add_metadata(model, spec, {"cnnexport.exporter": exporter})
     if external:
         onnx.load_external_data_for_model(model, str(staging_dir))
@@ -136,7 +154,8 @@ def export(
             "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
             "nodes": len(model.graph.node),
             "input": input_name,
-            "output": output_name,
+            "output": output_names[0],
+            "outputs": output_names,
             "external_data": external,
             **({"notes": notes} if notes else {}),
         },

@@ -99,6 +99,7 @@ def build_script(req: KitRequest, command: list[str]) -> str:
     return f"""#!/usr/bin/env bash
 # Build {req.engine_name} on this machine (the one that will run it): TensorRT engines are tied
 # to the GPU and the TensorRT version that build them. Written by cnnexport for TensorRT {major}.x.
+# Input: {req.input_name}; outputs, each verified: {", ".join(req.sidecar.get("outputs") or [])}
 #   bash build.sh                      # trtexec from PATH
 #   TRTEXEC=/opt/tensorrt/bin/trtexec bash build.sh
 set -euo pipefail
@@ -179,7 +180,8 @@ It checks `checksums.sha256`, then runs:
 |---|---|
 {chr(10).join(rows)}
 
-and writes `{req.engine_name}.json`, the sidecar: TensorRT version, GPU, compute capability, batch
+The engine reads `{req.input_name}` and returns {", ".join(f"`{o}`" for o in req.sidecar.get("outputs") or [])}; `verify`
+compares every one of them. It writes `{req.engine_name}.json`, the sidecar: TensorRT version, GPU, compute capability, batch
 profile, precision and the source model's sha256. `cnnexport` refuses to run the engine where
 these do not match.
 

@@ -32,6 +32,7 @@ def sidecar_partial(plan: BuildPlan, options: BuildOptions, input_name: str, chw
         "builder_flags": list(plan.builder_flags),
         "cleared_flags": list(plan.cleared_flags),
         "input": input_name,
+        "outputs": _onnx_outputs(source_onnx),
         "profile": {"min": plan_shape(options.profile.min, chw), "opt": plan_shape(options.profile.opt, chw),
                     "max": plan_shape(options.profile.max, chw)},
         "workspace_bytes": options.workspace,
@@ -42,6 +43,13 @@ def sidecar_partial(plan: BuildPlan, options: BuildOptions, input_name: str, chw
         "source_onnx_sha256": source_sha256,
         "spec": spec,
     }
+
+
+def _onnx_outputs(path: Path) -> list[str]:
+    """The engine's output names, in order: the ONNX graph's (TensorRT keeps them)."""
+    import onnx
+
+    return [o.name for o in onnx.load(str(path), load_external_data=False).graph.output]
 
 
 def plan_shape(batch: int, chw: tuple[int, int, int]) -> list[int]:
