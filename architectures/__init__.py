@@ -1,7 +1,7 @@
 """Architecture registry: name -> builder + default input spec.
 
-Entries come from two places: every torchvision classification model (built with
-``weights=None``; nothing is downloaded) and the classic models in
+Entries come from two places: every torchvision classification and segmentation model (built
+with ``weights=None``; nothing is downloaded) and the classic models in
 ``architectures.classic`` that torchvision lacks. Importing this package is cheap;
 torch and torchvision are imported on first use.
 """
@@ -29,6 +29,7 @@ class ArchEntry:
     description: str = ""
     interpolation: str | None = None
     crop_pct: float | None = None
+    task: str = "classify"  # what the first output is: classify (logits) or segment (class maps)
 
     def build(self, **kwargs):
         """Build a randomly initialised model; ``num_classes`` defaults to the entry's."""

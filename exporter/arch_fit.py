@@ -118,6 +118,28 @@ def fit_architecture(
     return _inferred(state_dict, path, views, arch_kwargs, notes, progress)
 
 
+def _with_aux_head(views, candidates, arch_kwargs: dict) -> list:
+    """torchvision segmentation weights trained with --aux-loss carry an aux_classifier the default build lacks.
+
+    Only the few segmentation entries are rebuilt with ``aux_loss=True`` (the key fingerprints are
+    of default builds); a fit sets ``aux_loss`` for the build that follows.
+    """
+    from dataclasses import replace
+    from functools import partial
+
+    from exporter.arch_inference import match_entry
+
+    for prefix, view in views:
+        if not any(k.startswith("aux_classifier.") for k in view):
+            continue
+        segmenters = [replace(e, builder=partial(e.builder, aux_loss=True)) for e in candidates if e.task == "segment"]
+        matches = [m for m in (match_entry(e, view) for e in segmenters) if m is not None]
+        if matches:
+            arch_kwargs["aux_loss"] = True
+            return [(prefix, view, matches)]
+    return []
+
+
 def _inferred(state_dict, path: Path, views, arch_kwargs: dict, notes: list, progress) -> Fit:
     import architectures
 
@@ -132,6 +154,8 @@ def _inferred(state_dict, path: Path, views, arch_kwargs: dict, notes: list, pro
             fitting.append((prefix, view, matches))
             if prefix == "":
                 break  # the whole dict is a network: its sub-modules are not candidates
+    if not fitting:
+        fitting = _with_aux_head(views, candidates, arch_kwargs)
     if not fitting:
         raise ArchitectureError(
             f"no registry architecture has the keys and shapes of {path.name}; "

@@ -238,7 +238,8 @@ def tensorrt(req: BuildRequest) -> list[ArtifactResult]:
 
 
 def load_reference(checkpoint: Path, artifact: Path | None = None, *, arch=None, arch_kwargs=None, trust_pickle=False,
-                   overrides: dict | None = None, weights: str = "model", progress: Progress = _noop):
+                   overrides: dict | None = None, weights: str = "model", progress: Progress = _noop,
+                   outputs: tuple[str, ...] | None = None, tasks: dict | None = None):
     """The checkpoint, loaded as the reference of ``artifact`` when given.
 
     An artifact made by cnnexport carries the input spec it was made with; unless the caller
@@ -254,11 +255,14 @@ def load_reference(checkpoint: Path, artifact: Path | None = None, *, arch=None,
             given = {"input_shape": stored.input_shape, "mean": stored.mean, "std": stored.std, **given}
     progress(f"loading {checkpoint}")
     loaded = load_checkpoint(checkpoint, arch=arch, arch_kwargs=arch_kwargs or {}, trust_pickle=trust_pickle,
-                             spec_overrides=given, weights=weights, progress=progress)
+                             spec_overrides=given, weights=weights, progress=progress, outputs=outputs, tasks=tasks)
     which = "" if loaded.weights == "model" and not loaded.prefix else \
         f", {loaded.weights} weights{' under ' + loaded.prefix if loaded.prefix else ''}"
-    progress(f"model: {loaded.spec.arch} ({loaded.arch_source}), {loaded.spec.num_classes} classes, "
-             f"input {loaded.spec.input_shape}{which}")
+    spec = loaded.spec
+    shown = "" if len(spec.outputs) <= 1 else f", outputs {', '.join(f'{o.name} ({o.task})' for o in spec.outputs)}"
+    dropped = f" (left out: {', '.join(loaded.dropped_outputs)})" if loaded.dropped_outputs else ""
+    progress(f"model: {spec.arch} ({loaded.arch_source}), {spec.num_classes} classes, "
+             f"input {spec.input_shape}{which}{shown}{dropped}")
     return loaded
 
 

@@ -1,4 +1,5 @@
-"""Hugging Face model folders: a timm Hub folder or a transformers image classifier.
+"""Hugging Face model folders: a timm Hub folder, a transformers image classifier, or a
+segmentation_models_pytorch model.
 
 - timm (``save_for_hf`` / ``push_to_hf_hub``): ``config.json`` with ``architecture``,
   ``num_classes``, ``model_args``, ``label_names`` and ``pretrained_cfg`` (input_size, mean, std,
@@ -7,6 +8,10 @@
   weights in ``model.safetensors``; an image processor's ``preprocessor_config.json`` may sit
   beside it with the size, mean and std. The model returns an output object; the artifact's
   output is its ``logits``.
+
+- segmentation_models_pytorch (``save_pretrained``, the Hub mixin): ``config.json`` with
+  ``_model_class`` (Unet, FPN, DeepLabV3Plus, …) and the constructor's arguments, beside
+  ``model.safetensors``. The model returns its class map.
 
 Weights are read as safetensors or with the same restricted unpickler as any checkpoint;
 remote code (``auto_map``) is never run.
@@ -25,6 +30,7 @@ from exporter.training_formats import Hints, spec_from_metadata
 UNSAFE_MODEL_ARGS = ("checkpoint_path", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "weights_only")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors")
 TRANSFORMERS_INSTALL = "pip install 'cnnexport[transformers]'"
+SMP_INSTALL = "pip install segmentation-models-pytorch"
 
 
 def transformers_available() -> bool:
@@ -58,8 +64,11 @@ def read_folder(folder: Path, weights: str = "model"):
         return _timm_folder(folder, config)
     if isinstance(config.get("architectures"), list) and config["architectures"]:
         return _transformers_folder(folder, config)
+    if isinstance(config.get("_model_class"), str):
+        return _smp_folder(folder, config)
     raise CheckpointError(
-        f"{config_path} names no model: expected timm's 'architecture' or transformers' 'architectures'"
+        f"{config_path} names no model: expected timm's 'architecture', transformers' 'architectures' "
+        "or segmentation_models_pytorch's '_model_class'"
     )
 
 
@@ -126,6 +135,39 @@ def _transformers_folder(folder: Path, config: dict):
         form=f"transformers folder ({weights_file.name})", module=LogitsOnly(model), hints=hints,
         written_by=f"transformers save_pretrained ({config.get('model_type', '?')})",
     )
+
+
+def _smp_folder(folder: Path, config: dict):
+    """segmentation_models_pytorch: the class named by ``_model_class``, built without downloading encoder weights."""
+    import importlib.util
+
+    from exporter.checkpoint_read import RawCheckpoint, read_checkpoint
+
+    if importlib.util.find_spec("segmentation_models_pytorch") is None:
+        raise BackendUnavailable(f"{folder} is a segmentation_models_pytorch folder and it is not installed: {SMP_INSTALL}")
+    import segmentation_models_pytorch as smp
+
+    name = config["_model_class"]
+    cls = getattr(smp, name, None)
+    if not isinstance(cls, type):
+        raise CheckpointError(f"{folder}/config.json names model class {name!r}, which segmentation_models_pytorch "
+                              f"{smp.__version__} does not have")
+    kwargs = {k: v for k, v in config.items() if not k.startswith("_")}
+    kwargs["encoder_weights"] = None  # the folder's own weights follow; never download
+    try:
+        model = cls(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - user config
+        raise CheckpointError(f"segmentation_models_pytorch cannot build {name} from {folder}/config.json ({first_line(exc)})") from exc
+    weights = read_checkpoint(_weights_file(folder))
+    if weights.state_dict is None:
+        raise CheckpointError(f"{folder}'s weights file holds no state_dict")
+    from exporter.checkpoint import load_state_dict_strict
+
+    load_state_dict_strict(model, weights.state_dict, f"smp.{name}")
+    spec = {"input_shape": (int(kwargs.get("in_channels") or 3), 256, 256)}  # any multiple of 32; --input-shape to change
+    hints = Hints(names=[(f"smp.{name}({kwargs.get('encoder_name', '?')})", "config.json _model_class")], spec=spec)
+    return RawCheckpoint(form=f"segmentation_models_pytorch folder ({_weights_file(folder).name})", module=model,
+                         hints=hints, notes=weights.notes, written_by=f"segmentation_models_pytorch {smp.__version__} save_pretrained")
 
 
 def _transformers_spec(folder: Path, config: dict) -> dict:

@@ -7,7 +7,7 @@ offending key (exit 2). ``--set stages.coreml.precision=fp32`` overrides any key
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, Union
 
 from pydantic import BaseModel, Field, create_model, field_validator
 
@@ -28,6 +28,8 @@ class ModelSection(Strict):
     mean: Annotated[Optional[list[float]], Numbers] = None
     std: Annotated[Optional[list[float]], Numbers] = None
     labels: Optional[str] = None  # path of a labels file, relative to the working directory
+    outputs: Optional[list[str]] = None  # keep only these outputs of forward (like --outputs); default: all
+    task: Union[str, dict[str, str], None] = None  # classify|segment|dense|regress, or {output: task} (like --task)
 
 
 class VerifySection(Strict):

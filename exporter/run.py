@@ -58,6 +58,7 @@ class RunContext:
                 raise self.load_error
             if self._loaded is None:
                 from exporter.checkpoint import load_checkpoint
+                from exporter.outputs import parse_tasks
                 from exporter.spec import read_labels
 
                 m = self.recipe.model
@@ -65,8 +66,10 @@ class RunContext:
                     overrides = {"input_shape": m.input_shape, "mean": m.mean, "std": m.std,
                                  "labels": read_labels(m.labels) if m.labels else None}
                     self.progress(f"loading {self.checkpoint}")
+                    tasks = parse_tasks(",".join(f"{k}={v}" for k, v in m.task.items()) if isinstance(m.task, dict) else m.task)
                     self._loaded = load_checkpoint(self.checkpoint, m.arch, m.arch_kwargs, m.trust_pickle, overrides, weights=m.weights,
-                                                   progress=self.progress)
+                                                   progress=self.progress, outputs=tuple(m.outputs) if m.outputs else None,
+                                                   tasks=tasks)
                 except CnnexportError as exc:
                     self.load_error = exc
                     raise

@@ -355,11 +355,14 @@ def verify(
             checks.extend(_compare_outputs(pairs, reference, inputs, ref_name, tolerance, transform, spec))
     failed = [c for c in checks if c.status == "fail"]
     if failed:
-        first = failed[0]
-        where = f" / output {first.output}" if first.output and len({c.output for c in checks if c.output}) > 1 else ""
-        reason = f"{first.reference} / {first.inputs}{where}: {first.reason}"
-        return Verdict("fail", reason, precision, tolerance, checks)
+        return Verdict("fail", failure_reason(failed[0], checks), precision, tolerance, checks)
     return Verdict("pass", "", precision, tolerance, checks)
+
+
+def failure_reason(check: Check, checks: list[Check]) -> str:
+    """'pytorch / random b=4 / output scores: max error ...' (the output named when there are several)."""
+    where = f" / output {check.output}" if check.output and len({c.output for c in checks if c.output}) > 1 else ""
+    return f"{check.reference} / {check.inputs}{where}: {check.reason}"
 
 
 def pair_outputs(expected: dict, actual: dict, transformed: bool = False) -> tuple[list, str]:
@@ -454,7 +457,7 @@ def finish(verdict: Verdict, extra: list[Check]) -> Verdict:
     checks = extra + verdict.checks
     failed = [c for c in verdict.checks + extra if c.status == "fail"]  # the comparison's own reason (a baked batch, ...) first
     if failed:
-        return Verdict("fail", f"{failed[0].reference} / {failed[0].inputs}: {failed[0].reason}", verdict.precision, verdict.tolerance, checks)
+        return Verdict("fail", failure_reason(failed[0], checks), verdict.precision, verdict.tolerance, checks)
     return Verdict(verdict.status, verdict.reason, verdict.precision, verdict.tolerance, checks)
 
 

@@ -11,10 +11,13 @@ def test_registry_holds_every_torchvision_classifier_and_the_classics():
     import torchvision
 
     tv = set(torchvision.models.list_models(module=torchvision.models))
+    segmentation = set(torchvision.models.list_models(module=torchvision.models.segmentation))
     names = set(architectures.names())
-    assert tv <= names
+    assert tv <= names and segmentation <= names
+    assert {"fcn_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"} <= segmentation
     assert set(CLASSIC) <= names
-    assert len(names) == len(tv) + len(CLASSIC)
+    assert len(names) == len(tv) + len(segmentation) + len(CLASSIC)
+    assert {architectures.get(n).task for n in segmentation} == {"segment"}
 
 
 @pytest.mark.parametrize("name,shape", sorted(CLASSIC.items()))

@@ -35,10 +35,12 @@ def arch_kwargs(text: str | None) -> dict:
 def load(progress, checkpoint: Path, a: dict, artifact: Path | None = None):
     """The checkpoint as the verb's flags describe it (see exporter.build.load_reference)."""
     from exporter.build import load_reference
+    from exporter.outputs import parse_outputs, parse_tasks
 
     return load_reference(checkpoint, artifact, arch=a.get("arch"), arch_kwargs=arch_kwargs(a.get("arch_kwargs")),
                           trust_pickle=a.get("trust_pickle", False), overrides=spec_overrides(a),
-                          weights=a.get("weights", "model"), progress=progress)
+                          weights=a.get("weights", "model"), progress=progress,
+                          outputs=parse_outputs(a.get("outputs")), tasks=parse_tasks(a.get("task")))
 
 
 def verify_options(a: dict, precision: str = "fp32", batch_sizes: str | None = None):

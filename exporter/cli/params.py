@@ -44,6 +44,16 @@ Weights = Annotated[
         "state_dict_ema), another top-level key, or a key prefix ending in '.' (e.g. model. of a Lightning .ckpt).",
     ),
 ]
+Outputs = Annotated[
+    Optional[str],
+    typer.Option("--outputs", help="Keep only these outputs of what forward returns, by name (e.g. out to drop a "
+                 "segmentation model's aux head); default: every output. The names are paths: out, aux, 0, 1.cls."),
+]
+Task = Annotated[
+    Optional[str],
+    typer.Option("--task", help="How outputs are judged: classify|segment|dense|regress for all, or NAME=TASK,... "
+                 "(default: from each output's shape: (N,C) classify, (N,C,H,W) segment, else regress)."),
+]
 InputShape = Annotated[Optional[str], typer.Option("--input-shape", help="Input C,H,W (default: the architecture's).")]
 Mean = Annotated[Optional[str], typer.Option("--mean", help="Per-channel normalization mean, e.g. 0.485,0.456,0.406.")]
 Std = Annotated[Optional[str], typer.Option("--std", help="Per-channel normalization std.")]
@@ -70,7 +80,7 @@ def argument(name: str, annotation, help: str) -> inspect.Parameter:  # noqa: A0
 
 
 LOAD = [param("arch", Arch, None), param("arch_kwargs", ArchKwargs, None), param("trust_pickle", TrustPickle, False),
-        param("weights", Weights, "model")]
+        param("weights", Weights, "model"), param("outputs", Outputs, None), param("task", Task, None)]
 SPEC = [param("input_shape", InputShape, None), param("mean", Mean, None), param("std", Std, None), param("labels", Labels, None)]
 VERIFY_INPUTS = [param("images", Images, None), param("seed", Seed, 0), param("max_rel_err", MaxRelErr, None),
                  param("min_cosine", MinCosine, None), param("min_top1", MinTop1, None)]

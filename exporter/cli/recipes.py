@@ -39,7 +39,7 @@ def architectures(
             data = [
                 {"name": e.name, "source": e.source, "num_classes": e.num_classes, "input_shape": [e.channels, e.height, e.width],
                  "mean": list(e.mean), "std": list(e.std), "interpolation": e.interpolation, "crop_pct": e.crop_pct,
-                 "description": e.description}
+                 "task": e.task, "description": e.description}
                 for e in rows
             ]
             sys.stdout.write(json.dumps(data, indent=2) + "\n")
@@ -47,10 +47,10 @@ def architectures(
         from rich.table import Table
 
         table = Table(title=f"{len(rows)} architectures", title_justify="left")
-        for col in ("name", "source", "classes", "input", "mean", "std"):
+        for col in ("name", "source", "task", "classes", "input", "mean", "std"):
             table.add_column(col)
         for e in rows:
-            table.add_row(e.name, e.source, str(e.num_classes), f"{e.channels}x{e.height}x{e.width}",
+            table.add_row(e.name, e.source, e.task, str(e.num_classes), f"{e.channels}x{e.height}x{e.width}",
                           ",".join(f"{m:g}" for m in e.mean), ",".join(f"{s:g}" for s in e.std))
         ui.out.print(table)
         if source is None:

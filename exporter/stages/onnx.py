@@ -96,8 +96,10 @@ def export(
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     external = weight_bytes >= TWO_GB * 0.95
     x = example_batch(spec)
-    # a lone output takes the chosen name; a multi-output model's outputs keep their paths' names
-    output_names = [output_name] if len(spec.output_names) == 1 else spec.output_names
+    # a lone tensor output takes the chosen name; other outputs keep their paths' names (out, aux, 0, 1.cls)
+    from exporter.outputs import SINGLE_OUTPUT_NAME
+
+    output_names = [output_name] if spec.output_names == [SINGLE_OUTPUT_NAME] else spec.output_names
     captured = io.StringIO()
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(captured), torch.no_grad():

@@ -1,0 +1,78 @@
+"""Dense models nobody here wrote: torchvision's segmentation models by registry name and inferred
+from their keys, segmentation_models_pytorch from its own save_pretrained folder and as state_dicts."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def _verification(result) -> dict:
+    assert result.exit_code == 0, result
+    return result.json()["artifacts"][-1]["verification"]
+
+
+def test_lraspp_is_inferred_from_its_keys_with_its_class_count(cli, tmp_path):
+    import torch
+    import torchvision
+
+    model = torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=4)
+    torch.save(model.state_dict(), tmp_path / "seg_model.pt")
+    result = cli("onnx", tmp_path / "seg_model.pt", "--input-shape", "3,64,64", "-o", tmp_path / "lraspp.onnx", "--json", "-q")
+    v = _verification(result)
+    report = result.json()
+    assert report["model"]["arch"] == "lraspp_mobilenet_v3_large" and "inferred" in report["model"]["arch_source"]
+    assert report["model"]["num_classes"] == 4  # the class axis, not the 64-pixel width
+    assert v["status"] == "pass" and list(v["outputs"]) == ["out"]
+    assert v["outputs"]["out"]["task"] == "segment" and v["outputs"]["out"]["pixel_agreement"] == 1.0
+
+
+def test_deeplabv3_with_aux_head_exports_both_outputs_or_only_out(cli, tmp_path):
+    import torch
+    import torchvision
+
+    model = torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None,
+                                                                        num_classes=3, aux_loss=True)
+    torch.save({"model": model.state_dict(), "epoch": 3}, tmp_path / "deeplab.pth")  # torchvision's train.py layout
+    both = _verification(cli("onnx", tmp_path / "deeplab.pth", "--input-shape", "3,64,64", "-o", tmp_path / "both.onnx",
+                             "--json", "-q"))
+    assert both["status"] == "pass" and list(both["outputs"]) == ["out", "aux"]
+    result = cli("onnx", tmp_path / "deeplab.pth", "--arch", "deeplabv3_mobilenet_v3_large", "--arch-kwargs",
+                 '{"aux_loss": true, "num_classes": 3}', "--outputs", "out", "--input-shape", "3,64,64",
+                 "-o", tmp_path / "out.onnx", "--json", "-q")
+    only = _verification(result)
+    assert only["status"] == "pass" and list(only["outputs"]) == ["out"]
+    assert result.json()["model"]["dropped_outputs"] == ["aux"]
+
+
+SMP = [("Unet", "resnet18", "folder"), ("FPN", "mobilenet_v2", "folder"), ("DeepLabV3Plus", "resnet18", "state_dict"),
+       ("Unet", "mobilenet_v2", "state_dict")]
+
+
+@pytest.mark.parametrize("model_class,encoder,saved_as", SMP, ids=[f"{m}-{e}-{s}" for m, e, s in SMP])
+def test_segmentation_models_pytorch(cli, tmp_path, model_class, encoder, saved_as):
+    smp = pytest.importorskip("segmentation_models_pytorch", reason="segmentation-models-pytorch is a test extra")
+    import json
+
+    import torch
+
+    torch.manual_seed(0)
+    model = getattr(smp, model_class)(encoder_name=encoder, encoder_weights=None, classes=3)
+    model.train()
+    with torch.no_grad():  # BatchNorm statistics from data, as after training
+        for _ in range(2):
+            model(torch.randn(4, 3, 64, 64))
+    model.eval()
+    if saved_as == "folder":
+        model.save_pretrained(str(tmp_path / "smp_model"))
+        source, arch = tmp_path / "smp_model", []
+    else:
+        torch.save(model.state_dict(), tmp_path / "smp.pt")
+        source = tmp_path / "smp.pt"
+        arch = ["--arch", f"segmentation_models_pytorch:{model_class}", "--arch-kwargs",
+                json.dumps({"encoder_name": encoder, "encoder_weights": None, "classes": 3})]
+    result = cli("onnx", source, *arch, "--input-shape", "3,64,64", "-o", tmp_path / "smp.onnx", "--json", "-q")
+    v = _verification(result)
+    assert v["status"] == "pass"
+    assert result.json()["model"]["num_classes"] == 3
+    row = v["outputs"]["logits"]
+    assert row["task"] == "segment" and row["pixel_agreement"] == 1.0 and row["miou"] >= 0.99
