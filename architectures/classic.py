@@ -154,6 +154,33 @@ class SimpleCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
+class TinyUNet(nn.Module):
+    """A two-level U-Net (encoder, bottleneck, decoder with skip connections): per-pixel class logits (N, C, H, W).
+
+    The dense counterpart of LeNet-5 (`cnnexport demo --task segment` trains it on generated shapes);
+    H and W must be multiples of 4.
+    """
+
+    def __init__(self, num_classes: int = 4, in_channels: int = 3, width: int = 8):
+        super().__init__()
+        self.enc1 = _conv_bn_relu(in_channels, width, 1)
+        self.enc2 = _conv_bn_relu(width, width * 2, 1)
+        self.bottleneck = _conv_bn_relu(width * 2, width * 4, 1)
+        self.up2 = nn.ConvTranspose2d(width * 4, width * 2, 2, stride=2)
+        self.dec2 = _conv_bn_relu(width * 4, width * 2, 1)
+        self.up1 = nn.ConvTranspose2d(width * 2, width, 2, stride=2)
+        self.dec1 = _conv_bn_relu(width * 2, width, 1)
+        self.head = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x):
+        e1 = self.enc1(x)
+        e2 = self.enc2(nn.functional.max_pool2d(e1, 2))
+        b = self.bottleneck(nn.functional.max_pool2d(e2, 2))
+        d2 = self.dec2(torch.cat([self.up2(b), e2], dim=1))
+        d1 = self.dec1(torch.cat([self.up1(d2), e1], dim=1))
+        return self.head(d1)
+
+
 def register_all(register) -> None:
     register(ArchEntry("lenet5", LeNet5, 10, 1, 32, 32, (0.5,), (0.5,), description="LeNet-5, tanh + avg pool, 1x32x32"))
     register(
@@ -172,4 +199,6 @@ def register_all(register) -> None:
             description="ResNet-34 for 32x32 CIFAR images",
         )
     )
+    register(ArchEntry("tiny_unet", TinyUNet, 4, 3, 48, 48, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), task="segment",
+                       description="two-level U-Net, per-pixel class logits, 3x48x48"))
     register(ArchEntry("simple_cnn", SimpleCNN, 10, 3, 32, 32, CIFAR_MEAN, CIFAR_STD, description="small 3-block CNN, 3x32x32"))

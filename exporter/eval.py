@@ -76,7 +76,10 @@ def evaluate(runners: dict[str, Runner], source, batch_size: int = 32, top: int 
 
 
 def evaluate_targets(found: list, loaded, spec, data: str, batch_size: int = 32, top: int = 5, progress=lambda _: None) -> dict:
-    """`cnnexport eval`: the reference (PyTorch when a checkpoint is among the targets) and every artifact found."""
+    """`cnnexport eval`: the reference (PyTorch when a checkpoint is among the targets) and every artifact found.
+
+    A classifier is judged by top-1/top-k on labelled images; a segmentation model (its spec has a
+    segment output) by mIoU and pixel accuracy on image + mask pairs."""
     from exporter.inputs import open_source
     from exporter.runners import open_runner
     from exporter.runners.torch import TorchRunner
@@ -87,6 +90,13 @@ def evaluate_targets(found: list, loaded, spec, data: str, batch_size: int = 32,
     for t in found:
         if t.kind != "pytorch":
             runners[t.label] = open_runner(t.path, t.kind)
+    segment = next((o for o in spec.outputs if o.task == "segment"), None)
+    if segment is not None:  # class maps: image + mask pairs, mIoU and pixel accuracy (exporter/segmentation.py)
+        from exporter import segmentation
+
+        images, masks, description = segmentation.read_pairs(data, spec)
+        progress(f"evaluating {len(runners)} model(s) on {description}, output {segment.name}")
+        return segmentation.evaluate(runners, images, masks, segment.classes, segment.name, batch_size, description)
     source = open_source(data, spec, split="test")
     progress(f"evaluating {len(runners)} model(s) on {source.description}")
     return evaluate(runners, source, batch_size, min(top, spec.num_classes), spec.labels)

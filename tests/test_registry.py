@@ -16,7 +16,7 @@ def test_registry_holds_every_torchvision_classifier_and_the_classics():
     assert tv <= names and segmentation <= names
     assert {"fcn_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"} <= segmentation
     assert set(CLASSIC) <= names
-    assert len(names) == len(tv) + len(segmentation) + len(CLASSIC)
+    assert len(names) == len(tv) + len(segmentation) + len(CLASSIC) + 1  # + tiny_unet
     assert {architectures.get(n).task for n in segmentation} == {"segment"}
 
 
@@ -30,6 +30,16 @@ def test_classic_models_run_at_their_default_spec(name, shape):
     with torch.no_grad():
         out = model(torch.zeros(2, *shape))
     assert tuple(out.shape) == (2, 7)
+
+
+def test_tiny_unet_returns_class_maps_at_its_default_spec():
+    import torch
+
+    entry = architectures.get("tiny_unet")
+    assert entry.task == "segment" and entry.spec().input_shape == (3, 48, 48)
+    with torch.no_grad():
+        out = entry.build(num_classes=7).eval()(torch.zeros(2, 3, 48, 48))
+    assert tuple(out.shape) == (2, 7, 48, 48)
 
 
 def test_lenet_variants_differ_in_what_they_compute():

@@ -239,7 +239,9 @@ def bench(
 
 def eval_(
     targets: Annotated[list[Path], typer.Argument(help="Artifacts or folders of artifacts to evaluate.")],
-    data: Annotated[str, typer.Option("--data", help="Labelled data: ImageFolder (one sub-folder per class), .npz with inputs+labels, or 'digits'.")],
+    data: Annotated[str, typer.Option("--data", help="Labelled data: ImageFolder (one sub-folder per class), .npz with inputs+labels, "
+                                      "or 'digits'; for a segmentation model a folder with images/ + masks/ (PNG class indices) "
+                                      "or an .npz with images + masks.")],
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="The reference (default: the first artifact).")] = None,
     top: Annotated[int, typer.Option("--top", help="Also report top-k accuracy.")] = 5,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per batch (data is streamed).")] = 32,
@@ -254,7 +256,8 @@ def eval_(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Top-1/top-k accuracy of the reference and every artifact, agreement and where they disagree."""
+    """Accuracy of the reference and every artifact side by side: top-1/top-k, agreement and where they disagree;
+    mIoU and pixel accuracy for a segmentation model."""
     args = dict(locals())
     ui = Ui(json_out, quiet, verbose)
 
@@ -270,6 +273,10 @@ def eval_(
         result = evaluate_targets(found, loaded, spec, data, batch_size, top, ui.progress)
         if json_out:
             sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        elif result.get("task") == "segment":
+            from exporter.segmentation import render
+
+            render(result, ui.out)
         else:
             render_eval(ui, result)
             for name, r in list(result["results"].items())[1:]:

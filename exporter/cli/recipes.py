@@ -158,26 +158,32 @@ def _render_run(ui: Ui, result) -> None:
 
 def demo(
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the checkpoint, artifacts and reports.")] = Path("cnnexport-demo"),
-    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs on the digits.")] = 12,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default: 12 on the digits, 20 on the shapes).")] = None,
+    task: Annotated[str, typer.Option("--task", help="classify: LeNet-5 on scikit-learn's digits; segment: a tiny U-Net on generated shapes.")] = "classify",
     json_out: JsonOut = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Train LeNet-5 on scikit-learn's digits, export every artifact, verify each, compare accuracy."""
+    """Train a real model on real data, export every artifact, verify each, compare held-out accuracy.
+
+    --task classify (default): LeNet-5 on scikit-learn's digits, top-1 per artifact. --task segment: a tiny
+    U-Net on generated shapes, mIoU per artifact."""
     ui = Ui(json_out, quiet, verbose)
 
     def body():
-        from exporter.demo import run_demo
+        import importlib
+
         from exporter.errors import BadInputError
 
-        if epochs < 1:
+        if task not in ("classify", "segment"):
+            raise BadInputError(f"--task must be classify or segment, not {task!r}")
+        if epochs is not None and epochs < 1:
             raise BadInputError("--epochs must be at least 1")
-        report = run_demo(output, epochs=epochs, progress=ui.progress)
+        demo_module = importlib.import_module("exporter.demo" if task == "classify" else "exporter.demo_segment")
+        report = demo_module.run_demo(output, progress=ui.progress, **({"epochs": epochs} if epochs else {}))
         ui.emit(report)
         if not json_out:
-            from exporter.demo import render_accuracy
-
-            render_accuracy(report, ui.out)
+            demo_module.render_accuracy(report, ui.out)
         if any(a["verification"]["status"] == "fail" for a in report["artifacts"]):
             fail(ui, "the demo produced an artifact that failed verification", EXIT_VERIFICATION_FAILED)
 

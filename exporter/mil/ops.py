@@ -274,6 +274,43 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
     return out
 
 
+@op("conv_transpose")
+def conv_transpose(x, weight, bias=None, pad=None, output_shape=None, pad_type="valid", strides=None, dilations=None,
+                   groups=1, **_):
+    """Transposed 2-D convolution (a U-Net's up-sampling): each input pixel scatters weight x value into the output.
+
+    MIL's weight layout is (C_in, C_out / groups, kH, kW); pads crop the full output, as in PyTorch.
+    """
+    if x.ndim != 4:
+        raise BadInputError(f"conv_transpose on rank-{x.ndim} input is not supported by the interpreter")
+    groups = int(_scalar(groups, 1))
+    if groups != 1:
+        from exporter.errors import UnsupportedOp
+
+        raise UnsupportedOp(f"unsupported op conv_transpose with groups={groups}")
+    n, c, h, w = x.shape
+    cin, cout, kh, kw = weight.shape
+    sh, sw = _ints(strides) if strides is not None else [1, 1]
+    dh, dw = _ints(dilations) if dilations is not None else [1, 1]
+    full = np.zeros((n, cout, (h - 1) * sh + dh * (kh - 1) + 1, (w - 1) * sw + dw * (kw - 1) + 1), dtype=np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            contribution = np.einsum("nchw,cd->ndhw", x, weight[:, :, i, j], optimize=True)
+            full[:, :, i * dh : i * dh + sh * (h - 1) + 1 : sh, j * dw : j * dw + sw * (w - 1) + 1 : sw] += contribution
+    kind = str(_scalar(pad_type, "valid"))
+    if kind == "custom" and pad is not None:
+        pt, pb, pl, pr = _ints(pad)
+        full = full[:, :, pt : full.shape[2] - pb, pl : full.shape[3] - pr]
+    elif kind not in ("valid", "custom"):
+        raise BadInputError(f"conv_transpose pad_type {kind} is not supported by the interpreter")
+    if output_shape is not None:
+        oh, ow = _ints(output_shape)[-2:]
+        full = np.pad(full, ((0, 0), (0, 0), (0, max(oh - full.shape[2], 0)), (0, max(ow - full.shape[3], 0))))[:, :, :oh, :ow]
+    if bias is not None:
+        full += bias.reshape(1, cout, 1, 1)
+    return full
+
+
 def _pool(x, kernel_sizes, strides, pad_type, pad, ceil_mode, reducer, exclude_padding=True):
     if x.ndim != 4:
         raise BadInputError(f"pooling on rank-{x.ndim} input is not supported by the interpreter")
