@@ -35,6 +35,18 @@ def test_conv_matches_torch(cin, cout, k, stride, pad, dil, groups):
     assert np.abs(ours - ref).max() < 1e-4
 
 
+@pytest.mark.parametrize("k,stride,pad,dil,out_pad", [(2, 2, 0, 1, 0), (3, 2, 1, 1, 1), (4, 2, 1, 1, 0), (3, 1, 1, 2, 0)])
+def test_conv_transpose_matches_torch(k, stride, pad, dil, out_pad):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 7, 9)).astype(np.float32)
+    w = rng.standard_normal((4, 6, k, k)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    expected = F.conv_transpose2d(_t(x), _t(w), _t(b), stride=stride, padding=pad, output_padding=out_pad, dilation=dil).numpy()
+    got = ops.conv_transpose(x, w, b, pad=[pad] * 4, pad_type="custom", strides=[stride] * 2, dilations=[dil] * 2,
+                             output_shape=list(expected.shape) if out_pad else None)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
 def test_conv_same_padding_matches_tensorflow_rule():
     x = np.arange(2 * 1 * 5 * 5, dtype=np.float32).reshape(2, 1, 5, 5)
     w = np.ones((1, 1, 2, 2), np.float32)

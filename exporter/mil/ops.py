@@ -298,14 +298,15 @@ def conv_transpose(x, weight, bias=None, pad=None, output_shape=None, pad_type="
             contribution = np.einsum("nchw,cd->ndhw", x, weight[:, :, i, j], optimize=True)
             full[:, :, i * dh : i * dh + sh * (h - 1) + 1 : sh, j * dw : j * dw + sw * (w - 1) + 1 : sw] += contribution
     kind = str(_scalar(pad_type, "valid"))
-    if kind == "custom" and pad is not None:
-        pt, pb, pl, pr = _ints(pad)
-        full = full[:, :, pt : full.shape[2] - pb, pl : full.shape[3] - pr]
-    elif kind not in ("valid", "custom"):
+    if kind not in ("valid", "custom"):
         raise BadInputError(f"conv_transpose pad_type {kind} is not supported by the interpreter")
-    if output_shape is not None:
+    pt, pb, pl, pr = _ints(pad) if kind == "custom" and pad is not None else (0, 0, 0, 0)
+    if output_shape is not None:  # output_padding: rows/columns past the cropped end, still inside the full output
         oh, ow = _ints(output_shape)[-2:]
-        full = np.pad(full, ((0, 0), (0, 0), (0, max(oh - full.shape[2], 0)), (0, max(ow - full.shape[3], 0))))[:, :, :oh, :ow]
+    else:
+        oh, ow = full.shape[2] - pt - pb, full.shape[3] - pl - pr
+    full = np.pad(full, ((0, 0), (0, 0), (0, max(pt + oh - full.shape[2], 0)), (0, max(pl + ow - full.shape[3], 0))))
+    full = full[:, :, pt : pt + oh, pl : pl + ow]
     if bias is not None:
         full += bias.reshape(1, cout, 1, 1)
     return full
