@@ -3,6 +3,7 @@
 Run:  .venv/bin/python benchmarks/zoo.py [--models a,b,...] [--timeout 900] [--input-shape 3,64,64] [--resume]
       .venv/bin/python benchmarks/zoo.py --report-only        # rebuild ZOO.md from zoo.jsonl
       .venv/bin/python benchmarks/zoo.py --source timm        # timm's CNN families -> zoo_timm.jsonl, ZOO_TIMM.md
+      .venv/bin/python benchmarks/zoo.py --models smp:Unet/resnet18,... --input-shape 3,128,128   # segmentation_models_pytorch
 
 Each model runs in its own process (`--child`), under a time limit: a random-init model with
 BatchNorm statistics recalibrated on real data (photo crops, or the digits for 1-channel
@@ -28,7 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 JSONL = REPO / "benchmarks" / "zoo.jsonl"
 MARKDOWN = REPO / "benchmarks" / "ZOO.md"
-BROKEN = {"resnet18", "mobilenet_v2", "lenet5", "lenet_mnist", "efficientnet_b0", "timm:resnet18", "timm:efficientnet_b0",
+BROKEN = {"lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large", "smp:Unet/resnet18", "smp:FPN/resnet18",
+          "resnet18", "mobilenet_v2", "lenet5", "lenet_mnist", "efficientnet_b0", "timm:resnet18", "timm:efficientnet_b0",
           "timm:mobilenetv3_small_050", "timm:convnext_atto", "timm:fastvit_t8"}
 # A broad sample of timm's CNN families (and the conv/attention hybrids deployed like CNNs), the
 # smallest variant of each so the sweep runs on 2 cores: ResNet variants, EfficientNet/-Lite/-V2,
@@ -46,6 +48,16 @@ mobilevitv2_050 efficientformer_l1 efficientformerv2_s0 levit_128s tiny_vit_5m_2
 inception_v3 hrnet_w18_small dpn48b cspresnet50 cs3darknet_focus_s darknet17 ese_vovnet19b_dw gernet_s hgnetv2_b0
 hgnet_tiny
 """.split()
+# segmentation_models_pytorch models (`smp:Class/encoder`): built as user code (a factory file, --arch file.py:build),
+# the way a team exports its own smp model; segmentation models are judged per pixel (agreement, mIoU).
+SMP_SAMPLE = ["smp:Unet/resnet18", "smp:Unet/mobilenet_v2", "smp:FPN/resnet18", "smp:DeepLabV3Plus/resnet18",
+              "smp:DeepLabV3Plus/mobilenet_v2"]
+SMP_FACTORY = """import segmentation_models_pytorch as smp
+
+
+def build(num_classes=3):
+    return smp.{cls}(encoder_name={encoder!r}, encoder_weights=None, classes=num_classes)
+"""
 STAGES = ["torchscript", "onnx", "onnx_legacy", "simplify", "int8", "fp16", "coreml", "tensorrt", "broken"]
 
 
@@ -133,13 +145,20 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
     from exporter.kinds import KINDS as RUN_STAGES
     from exporter.run import run_recipe
 
-    entry = architectures.get(name)
+    arch, arch_kwargs = name, {}
+    if name.startswith("smp:"):
+        cls, encoder = name[4:].split("/")
+        (out / "smp_factory.py").write_text(SMP_FACTORY.format(cls=cls, encoder=encoder))
+        entry = _smp_entry(name, out / "smp_factory.py")
+        arch, arch_kwargs = f"{out / 'smp_factory.py'}:build", {"num_classes": 3}
+    else:
+        entry = architectures.get(name)
     spec = entry.spec()
     started = time.perf_counter()
     torch.manual_seed(0)
     model = entry.build()
     note = None
-    if input_shape and entry.source in ("torchvision", "timm"):  # classic models have fixed input sizes
+    if input_shape and entry.source in ("torchvision", "timm", "smp"):  # classic models have fixed input sizes
         try:
             note = _upsampling_pool(model, torch.zeros(2, *input_shape))
             if note is None:
@@ -166,7 +185,7 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
     enabled = {s: {"enabled": True} for s in ("torchscript", "onnx", "simplify", "int8", "fp16", "coreml", "tensorrt") if s in available}
     recipe = recipe_mod.validate({
         "name": "zoo",
-        "model": {"arch": name, "input_shape": list(spec.input_shape)},
+        "model": {"arch": arch, "arch_kwargs": arch_kwargs, "input_shape": list(spec.input_shape)},
         "verify": {"batch_sizes": [1, 2]},
         "calibration": {"data": str(out / "calib.npy"), "samples": samples, "holdout": 16},
         "stages": enabled,
@@ -177,13 +196,15 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
             v = o.entry.get("verification", {}) if o.entry else {}
             status = f"fail ({v['reason']})" if o.status == "fail" and v.get("reason") else o.status
             line["stages"][o.name] = {"status": status, "seconds": round(o.seconds, 1),
-                                      "max_rel_err": v.get("max_rel_err"), "cosine": v.get("cosine"), "top1": v.get("top1_agreement")}
+                                      "max_rel_err": v.get("max_rel_err"), "cosine": v.get("cosine"), "top1": v.get("top1_agreement"),
+                                      "pixel_agreement": v.get("pixel_agreement"), "miou": v.get("miou"),
+                                      "outputs": sorted(v.get("outputs") or {})}
     except CnnexportError as exc:
         line["stages"]["onnx"] = {"status": f"error ({exc})"}
 
     from exporter import export_artifact, load_checkpoint, verify_existing
 
-    loaded = load_checkpoint(ckpt, arch=name, spec_overrides={"input_shape": spec.input_shape})
+    loaded = load_checkpoint(ckpt, arch=arch, arch_kwargs=arch_kwargs, spec_overrides={"input_shape": spec.input_shape})
     coreml = line["stages"].get("coreml", {})
     if coreml.get("status", "").startswith("error (coremltools cannot convert this model with a flexible batch"):
         # what the error tells the user to do: a fixed batch of 1
@@ -214,21 +235,31 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
         from onnx import numpy_helper
 
         broken = onnx.load(str(onnx_file))
-        # the classifier's first row negated (a random-init net can have early channels that barely
-        # reach the output, so perturbing an early weight may change nothing measurable)
-        init = [i for i in broken.graph.initializer if len(i.dims) == 2][-1]
+        # the classifier's (or the class-map head's) first class negated: a random-init net can have early
+        # channels that barely reach the output, so perturbing an early weight may change nothing measurable
+        heads = [i for i in broken.graph.initializer if len(i.dims) in (2, 4) and spec.num_classes in (i.dims[0], i.dims[-1])]
+        init = heads[-1]
         arr = numpy_helper.to_array(init).copy()
-        if arr.shape[0] == spec.num_classes:  # Gemm weight [classes, features]
-            arr[0, :] *= -1
+        if arr.shape[0] == spec.num_classes:  # Gemm weight [classes, features], Conv weight [classes, C, k, k]
+            arr[0] *= -1
         else:  # MatMul weight [features, classes]
-            arr[:, 0] *= -1
+            arr[..., 0] *= -1
         init.CopyFrom(numpy_helper.from_array(arr, init.name))
         onnx.save(broken, str(out / "broken.onnx"))
-        verdict = verify_existing(out / "broken.onnx", load_checkpoint(ckpt, arch=name, spec_overrides={"input_shape": spec.input_shape}), write=False)
+        verdict = verify_existing(out / "broken.onnx", loaded, write=False)
         caught = verdict.verification.status == "fail"
         line["stages"]["broken"] = {"status": "caught" if caught else "MISSED", "reason": verdict.verification.reason}
     line["seconds"] = round(time.perf_counter() - started, 1)
     return line
+
+
+def _smp_entry(name: str, factory: Path):
+    """A registry-like entry for an smp model built by the factory file (classes=3, 256x256 by default)."""
+    import architectures
+    from exporter.checkpoint import resolve_user_arch
+
+    return architectures.ArchEntry(name, lambda num_classes=3: resolve_user_arch(f"{factory}:build", {"num_classes": num_classes}),
+                                   3, 3, 256, 256, source="smp", task="segment")
 
 
 def child_death(returncode: int, stderr: str) -> str:
