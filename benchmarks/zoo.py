@@ -176,7 +176,8 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
     data = calibration_array(spec)
     np.save(out / "calib.npy", data)
     recalibrate_batchnorm(model, [torch.from_numpy(data[start : start + 16]) for start in range(0, min(len(data), 64), 16)])
-    ckpt = out / f"{name}.pt"
+    stem = name.replace("/", "-").replace(":", "-")  # smp:Unet/resnet18 -> smp-Unet-resnet18
+    ckpt = out / f"{stem}.pt"
     torch.save(model.eval().state_dict(), ckpt)
     del model  # every stage loads the checkpoint itself: no second copy of a 2.5 GB model for the whole run
     line["setup_seconds"] = round(time.perf_counter() - started, 1)
@@ -213,7 +214,7 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
         t0 = time.perf_counter()
         why = coreml["status"].split(" (", 2)[2].split("); the model", 1)[0]
         try:
-            fixed = export_artifact("coreml", loaded, out / "fixed" / f"{name}.mlpackage", {"batch": (1, 1)},
+            fixed = export_artifact("coreml", loaded, out / "fixed" / f"{stem}.mlpackage", {"batch": (1, 1)},
                                     VerifyOptions(batch_sizes=(1,), precision="fp16"))
             status = fixed.verification.status if fixed.verification.status != "fail" else f"fail ({fixed.verification.reason})"
         except CnnexportError as exc:
@@ -223,13 +224,13 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
 
     t0 = time.perf_counter()
     try:
-        legacy = export_artifact("onnx", loaded, out / "legacy" / f"{name}.onnx", {"exporter": "legacy"})
+        legacy = export_artifact("onnx", loaded, out / "legacy" / f"{stem}.onnx", {"exporter": "legacy"})
         status = legacy.verification.status if legacy.verification.status != "fail" else f"fail ({legacy.verification.reason})"
         line["stages"]["onnx_legacy"] = {"status": status, "seconds": round(time.perf_counter() - t0, 1)}
     except CnnexportError as exc:
         line["stages"]["onnx_legacy"] = {"status": f"error ({exc})", "seconds": round(time.perf_counter() - t0, 1)}
 
-    onnx_file = out / "dist" / f"{name}.onnx"
+    onnx_file = out / "dist" / f"{stem}.onnx"
     if name in BROKEN and onnx_file.exists():
         import onnx
         from onnx import numpy_helper
@@ -359,7 +360,7 @@ def main() -> None:
             done_before = {json.loads(raw)["model"] for raw in args.jsonl.read_text().splitlines() if raw.strip()}
             names = [n for n in names if n not in done_before]
         for name in names:
-            with tempfile.TemporaryDirectory(prefix=f"zoo-{name}-") as tmp:
+            with tempfile.TemporaryDirectory(prefix=f"zoo-{name.replace('/', '-').replace(':', '-')}-") as tmp:
                 cmd = [sys.executable, __file__, "--child", name, "--child-out", tmp, "--samples", str(args.samples)]
                 if args.input_shape:
                     cmd += ["--input-shape", args.input_shape]

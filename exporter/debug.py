@@ -197,9 +197,19 @@ def layer_table(artifact: Path, module, batch: np.ndarray, tolerance, calls: lis
             continue  # no PyTorch output of that shape: not comparable (e.g. a reshaped Gemm input)
         output_of, err, cos, reference = paired
         ok = err <= tolerance.max_rel_err and cos >= tolerance.min_cosine
-        table.append(Layer(len(table), owner, output_of, node.op_type, node.name, tensor, err, cos, "pass" if ok else "fail",
-                           _channel_err(reference, values[tensor]), _upstream(node, producers, weighted)))
+        table.append(Layer(len(table), _user_name(owner, module), _user_name(output_of, module), node.op_type, node.name, tensor,
+                           err, cos, "pass" if ok else "fail", _channel_err(reference, values[tensor]),
+                           _upstream(node, producers, weighted)))
     return table
+
+
+def _user_name(name: str, module) -> str:
+    """A module path as the user's model names it: without the multi-output wrapper's ``model.`` (exporter/flat_model.py)."""
+    from exporter.outputs import unwrap
+
+    if unwrap(module) is module:
+        return name
+    return name.replace("(model.", "(").removeprefix("model.")
 
 
 def _channel_err(ref: np.ndarray, out: np.ndarray) -> float:
@@ -245,7 +255,7 @@ def advice(layer: Layer, precision: str, calls: list | None = None) -> str:
 
 def _channel_spread(calls: list, layer: Layer) -> float | None:
     target = layer.output_of.split("(")[-1].rstrip(")")  # relu(layer2.bn1) -> layer2.bn1
-    value = next((v for name, _, v in calls if name == target), None)
+    value = next((v for name, _, v in calls if name in (target, "model." + target)), None)  # model.: a multi-output wrapper
     if value is None or value.ndim < 2:
         return None
     ranges = np.abs(value).max(axis=tuple(i for i in range(value.ndim) if i != 1))

@@ -153,6 +153,11 @@ def test_dict_outputs_are_named_and_verified_in_every_artifact_kind(zoo, cli, tm
                *_arch(zoo, "TinySeg"), "-o", tmp_path / "seg.int8.onnx", "--json", "-q")
     v8 = _passes_every_output(int8, {"out", "aux"})
     assert v8["outputs"]["out"]["pixel_agreement"] >= 0.9 and v8["outputs"]["out"]["miou"] >= 0.8
+    # debug names the layers as the user's class does (no trace of the multi-output wrapper)
+    debug = cli("debug", tmp_path / "seg.int8.onnx", "--checkpoint", ckpt, *_arch(zoo, "TinySeg"), "--json")
+    assert debug.exit_code in (0, 1), debug
+    modules = {layer["module"] for layer in debug.json()["layers"]}
+    assert {"head", "aux", "body.0"} <= modules
 
 
 def test_core_ml_and_openvino_carry_every_output(zoo, cli, tmp_path):
