@@ -294,3 +294,21 @@ def test_well_conditioned_model_keeps_the_fixed_rule(zoo, cli, tmp_path):
     v = _passes_every_output(cli("onnx", zoo["tinyseg"], *_arch(zoo, "TinySeg"), "-o", tmp_path / "s.onnx", "--json", "-q"),
                              {"out", "aux"})
     assert all(row["noise_rel_err"] is None and "decided_by" not in row for row in v["outputs"].values())
+
+
+def test_recipe_model_outputs_and_task(zoo, cli, tmp_path):
+    """`model.outputs` / `model.task` in a recipe do what --outputs / --task do on a verb."""
+    recipe = tmp_path / "seg.yaml"
+    recipe.write_text(
+        "name: seg\n"
+        f"model: {{arch: '{zoo['folder'] / 'heads.py'}:TinySeg', input_shape: [3, 32, 32], outputs: [out], task: {{out: segment}}}}\n"
+        f"calibration: {{data: '{zoo['calib']}', samples: 64, holdout: 32}}\n"
+        "stages: {onnx: {enabled: true}, int8: {enabled: true}}\n"
+    )
+    result = cli("run", zoo["tinyseg"], "--recipe", recipe, "-o", tmp_path / "out", "--json")
+    assert result.exit_code == 0, result
+    manifest = result.json()["manifest"]
+    assert [o["name"] for o in manifest["model"]["outputs"]] == ["out"] and manifest["model"]["dropped_outputs"] == ["aux"]
+    for stage in ("onnx", "int8"):
+        v = manifest["stages"][stage]["verification"]
+        assert v["status"] == "pass" and list(v["outputs"]) == ["out"] and v["outputs"]["out"]["task"] == "segment"
