@@ -238,6 +238,12 @@ def test_outputs_selection_and_task_override(zoo, cli, tmp_path):
     with open_runner(onnx_path) as runner:
         assert runner.output_names == ["out"]
 
+    info = cli("inspect", ckpt, *_arch(zoo, "TinySeg"), "--outputs", "out", "--json")
+    assert info.exit_code == 0, info
+    assert info.json()["outputs"] == [{"name": "out", "task": "segment", "classes": 5, "shape": [5, 32, 32]}]
+    assert info.json()["dropped_outputs"] == ["aux"]
+    table = cli("inspect", ckpt, *_arch(zoo, "TinySeg"))
+    assert "out segment (Nx5x32x32), aux segment (Nx5x32x32)" in table.stdout
     unknown = cli("onnx", ckpt, *_arch(zoo, "TinySeg"), "--outputs", "mask", "-o", tmp_path / "x.onnx")
     assert unknown.exit_code == 2 and "--outputs names mask, which the model does not return (its outputs: out, aux)" in unknown.stderr
     assert not (tmp_path / "x.onnx").exists()

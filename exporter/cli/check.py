@@ -58,7 +58,7 @@ def inspect(
     json_out: JsonOut = False,
     verbose: Verbose = False,
 ) -> None:
-    """Show what a checkpoint holds: form, architecture, classes, parameters, input spec (and FLOPs)."""
+    """Show what a checkpoint holds: form, architecture, classes, outputs and their tasks, parameters, input spec (and FLOPs)."""
     args = dict(locals())
     ui = Ui(json_out, verbose=verbose)
 
@@ -86,6 +86,10 @@ def inspect(
             table.add_row("weights", escape(loaded.weights + (f", under prefix {loaded.prefix}" if loaded.prefix else "")))
         table.add_row("architecture", f"{escape(loaded.spec.arch)}  [dim]({escape(loaded.arch_source)})[/dim]")
         table.add_row("classes", str(loaded.spec.num_classes))
+        shown = [f"{o.name} {o.task} ({'x'.join(map(str, ('N', *o.shape)))})" for o in loaded.spec.outputs]
+        if loaded.dropped_outputs:
+            shown.append(f"[dim]left out: {', '.join(loaded.dropped_outputs)}[/dim]")
+        table.add_row("outputs", escape(", ".join(shown[:len(loaded.spec.outputs)])) + "".join(f"; {x}" for x in shown[len(loaded.spec.outputs):]))
         table.add_row("parameters", f"{loaded.params:,}")
         table.add_row("size on disk", f"{info['bytes'] / 1e6:.2f} MB")
         if flops:
