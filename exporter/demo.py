@@ -18,8 +18,8 @@ from exporter.inputs import InputSet
 SEED = 0
 
 
-def train(model, train_x, train_y, epochs: int, progress=lambda _: None, lr: float = 3e-3):
-    """Plain Adam + cross-entropy training in batches of 64 (seeded)."""
+def train(model, train_x, train_y, epochs: int, progress=lambda _: None, lr: float = 3e-3, batch_size: int = 64):
+    """Plain Adam + cross-entropy training (per sample, or per pixel for class maps), seeded."""
     import torch
 
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -29,8 +29,8 @@ def train(model, train_x, train_y, epochs: int, progress=lambda _: None, lr: flo
     for epoch in range(epochs):
         order = torch.randperm(len(x), generator=generator)
         total = 0.0
-        for start in range(0, len(x), 64):
-            idx = order[start : start + 64]
+        for start in range(0, len(x), batch_size):
+            idx = order[start : start + batch_size]
             optimizer.zero_grad()
             loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
             loss.backward()

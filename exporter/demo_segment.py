@@ -45,26 +45,11 @@ def shapes(count: int, seed: int = SEED, size: int = SIZE) -> tuple[np.ndarray, 
     return np.clip(images, 0, 1).astype(np.float32), masks
 
 
-def train(model, x: np.ndarray, y: np.ndarray, epochs: int, progress=lambda _: None, lr: float = 2e-2):
-    """Adam + per-pixel cross-entropy in batches of 32 (seeded)."""
-    import torch
+def train(model, x: np.ndarray, y: np.ndarray, epochs: int, progress=lambda _: None):
+    """The digits demo's training loop, per pixel, in batches of 32."""
+    from exporter.demo import train as train_loop
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    inputs, targets = torch.from_numpy(x), torch.from_numpy(y)
-    generator = torch.Generator().manual_seed(SEED)
-    model.train()
-    for epoch in range(epochs):
-        order = torch.randperm(len(inputs), generator=generator)
-        total = 0.0
-        for start in range(0, len(inputs), 32):
-            idx = order[start:start + 32]
-            optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(inputs[idx]), targets[idx])
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(idx)
-        progress(f"epoch {epoch + 1}/{epochs}: loss {total / len(inputs):.4f}")
-    return model.eval(), optimizer
+    return train_loop(model, x, y, epochs, progress, lr=2e-2, batch_size=32)
 
 
 def run_demo(output: Path, epochs: int = 20, progress=lambda _: None, train_samples: int = 640, test_samples: int = 96) -> dict:
