@@ -221,7 +221,7 @@ def pair_outputs(expected: dict, actual: dict, transformed: bool = False) -> tup
         return [(name, expected[name], next(iter(actual.values())))], ""
     if all(name in actual for name in expected):
         return [(name, expected[name], actual[name]) for name in expected], ""
-    numeric = {k: v for k, v in actual.items() if getattr(np.asarray(v), "dtype", None) is not None and np.asarray(v).dtype != object}
+    numeric = {k: v for k, v in actual.items() if np.asarray(v).dtype != object}  # not a Core ML classLabel
     if len(numeric) == len(expected):
         return [(name, value, art) for (name, value), art in zip(expected.items(), numeric.values())], ""
     missing = [n for n in expected if n not in actual]
