@@ -42,6 +42,12 @@ def test_deeplabv3_with_aux_head_exports_both_outputs_or_only_out(cli, tmp_path)
     only = _verification(result)
     assert only["status"] == "pass" and list(only["outputs"]) == ["out"]
     assert result.json()["model"]["dropped_outputs"] == ["aux"]
+    scripted = _verification(cli("torchscript", tmp_path / "deeplab.pth", "--script", "--input-shape", "3,64,64",
+                                 "-o", tmp_path / "deeplab.ts", "--json", "-q"))
+    assert scripted["status"] == "pass" and list(scripted["outputs"]) == ["out", "aux"]  # the scripted dict, by key
+    refused = cli("torchscript", tmp_path / "deeplab.pth", "--script", "--outputs", "out", "--input-shape", "3,64,64",
+                  "-o", tmp_path / "x.ts")
+    assert refused.exit_code == 2 and "--script exports every output the model returns" in refused.stderr
 
 
 SMP = [("Unet", "resnet18", "folder"), ("FPN", "mobilenet_v2", "folder"), ("DeepLabV3Plus", "resnet18", "state_dict"),

@@ -71,7 +71,15 @@ def _sorted_constants(code: bytes) -> bytes:
 def export(loaded, staging_dir: Path, name: str, script: bool = False) -> StageOutput:
     import torch
 
+    from exporter.outputs import unwrap
+
     module = loaded.module
+    if script and unwrap(module) is not module:
+        # a multi-output model: script the user's own module (a dict/tuple return is TorchScript too);
+        # the wrapper that picks outputs (exporter/flat_model.py) is Python that the script compiler rejects
+        if getattr(loaded, "dropped_outputs", None):
+            raise ExportError("--script exports every output the model returns; drop --outputs, or trace (no --script)")
+        module = unwrap(module)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
