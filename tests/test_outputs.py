@@ -318,3 +318,14 @@ def test_recipe_model_outputs_and_task(zoo, cli, tmp_path):
     for stage in ("onnx", "int8"):
         v = manifest["stages"][stage]["verification"]
         assert v["status"] == "pass" and list(v["outputs"]) == ["out"] and v["outputs"]["out"]["task"] == "segment"
+
+
+def test_tensorrt_kit_lists_every_output(zoo, cli, tmp_path):
+    onnx_path = tmp_path / "head.onnx"
+    assert cli("onnx", zoo["rawhead"], *_arch(zoo, "RawHead"), "-o", onnx_path, "-q").exit_code == 0
+    result = cli("tensorrt", onnx_path, "--emit-script", tmp_path / "kit", "-q")
+    assert result.exit_code in (0, 3), result
+    sidecar = json.loads((tmp_path / "kit" / "head.engine.build.json").read_text())
+    assert sidecar["outputs"] == ["0", "1"]
+    assert "outputs, each verified: 0, 1" in (tmp_path / "kit" / "build.sh").read_text()
+    assert "returns `0`, `1`" in (tmp_path / "kit" / "README.md").read_text()
