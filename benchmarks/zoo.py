@@ -279,9 +279,9 @@ def _memory_gib() -> int:
     return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)
 
 
-def render(lines: list[dict], not_run: list[str] | None = None, timm_run: bool = False) -> str:
+def render(lines: list[dict], not_run: list[str] | None = None, timm_run: bool = False, what: str | None = None) -> str:
     present = [s for s in STAGES if any(s in line["stages"] for line in lines)]
-    what = "`--source timm`: a sample of timm's CNN families (TIMM_SAMPLE)" if timm_run else "every registry model"
+    what = what or ("`--source timm`: a sample of timm's CNN families (TIMM_SAMPLE)" if timm_run else "every registry model")
     out = ["# Zoo coverage" + (" — timm" if timm_run else ""), "",
            f"Produced by `benchmarks/zoo.py` {what}, random weights with BatchNorm statistics "
            "recalibrated on real data, through every stage, verified at batch 1 and 2 (fp32 rules for ONNX/TorchScript, "
@@ -387,7 +387,10 @@ def main() -> None:
     import architectures
 
     everything = ["timm:" + n for n in TIMM_SAMPLE] if timm_run else architectures.names()
-    args.markdown.write_text(render(list(lines.values()), [n for n in everything if n not in lines], timm_run))
+    what = None
+    if args.jsonl != JSONL and not timm_run:  # a table of its own (e.g. the dense models): only what it holds
+        everything, what = list(lines), f"on the models in `{args.jsonl.relative_to(REPO) if args.jsonl.is_relative_to(REPO) else args.jsonl.name}`"
+    args.markdown.write_text(render(list(lines.values()), [n for n in everything if n not in lines], timm_run, what))
     print(f"wrote {args.markdown} ({len(lines)} models)")
 
 
