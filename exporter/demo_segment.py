@@ -52,7 +52,7 @@ def train(model, x: np.ndarray, y: np.ndarray, epochs: int, progress=lambda _: N
     return train_loop(model, x, y, epochs, progress, lr=2e-2, batch_size=32)
 
 
-def run_demo(output: Path, epochs: int = 20, progress=lambda _: None, train_samples: int = 640, test_samples: int = 96) -> dict:
+def run_demo(output: Path, epochs: int = 20, progress=lambda _: None, train_samples: int = 512, test_samples: int = 96) -> dict:
     import torch
 
     import architectures
