@@ -88,14 +88,12 @@ def run_demo(output: Path, epochs: int = 12, progress=lambda _: None) -> dict:
         raise CnnexportError(f"demo stage {errors[0].name}: {errors[0].status}")
 
     progress("measuring held-out accuracy of every artifact")
-    from exporter.runners import open_runner
     from exporter.runners.torch import TorchRunner
 
     accuracies = {"pytorch": accuracy(TorchRunner(model.eval()), test_x, test_y)}
     artifacts = [_artifact(o, output) for o in run.outcomes if o.entry]
-    for art in artifacts:
-        if art["files"]:
-            accuracies[Path(art["path"]).name] = accuracy(open_runner(Path(art["path"])), test_x, test_y)
+    for name, runner in runnable(artifacts).items():
+        accuracies[name] = accuracy(runner, test_x, test_y)
     report = {
         "artifacts": artifacts,
         "model": run.manifest["model"],
@@ -112,6 +110,14 @@ def run_demo(output: Path, epochs: int = 12, progress=lambda _: None) -> dict:
     }
     write_text_atomic(output / "demo-report.json", to_json(report) + "\n")
     return report
+
+
+def runnable(artifacts: list[dict]) -> dict:
+    """{file name: runner} of every installed artifact that can run here (not `skipped`, e.g. an op the MIL interpreter lacks)."""
+    from exporter.runners import open_runner
+
+    return {Path(a["path"]).name: open_runner(Path(a["path"])) for a in artifacts
+            if a["files"] and a["verification"]["status"] != "skipped"}
 
 
 def _artifact(outcome, out_dir: Path) -> dict:

@@ -58,13 +58,12 @@ def run_demo(output: Path, epochs: int = 20, progress=lambda _: None, train_samp
     import architectures
     from exporter import recipe as recipes
     from exporter import segmentation
-    from exporter.demo import _artifact
+    from exporter.demo import _artifact, runnable
     from exporter.errors import CnnexportError
     from exporter.fsutil import ensure_writable_dir, write_text_atomic
     from exporter.inputs import normalize
     from exporter.report import to_json
     from exporter.run import run_recipe
-    from exporter.runners import open_runner
     from exporter.runners.torch import TorchRunner
 
     output = ensure_writable_dir(Path(output))
@@ -97,10 +96,7 @@ def run_demo(output: Path, epochs: int = 20, progress=lambda _: None, train_samp
 
     progress("measuring held-out mIoU of every artifact")
     artifacts = [_artifact(o, output) for o in run.outcomes if o.entry]
-    runners = {"pytorch": TorchRunner(model.eval())}
-    for art in artifacts:
-        if art["files"] and art["verification"]["status"] != "skipped":  # skipped: cannot run here (an op the MIL interpreter lacks)
-            runners[Path(art["path"]).name] = open_runner(Path(art["path"]))
+    runners = {"pytorch": TorchRunner(model.eval()), **runnable(artifacts)}
     evaluation = segmentation.evaluate(runners, test_x, test_y, len(CLASSES), description=f"{test_samples} held-out shape images")
     report = {
         "artifacts": artifacts,
