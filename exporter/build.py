@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from exporter.errors import BadInputError
+from exporter.errors import BadInputError, CnnexportError
 from exporter.kinds import ArtifactKind
 from exporter.options import DataOptions
 from exporter.pipeline import (
@@ -46,6 +46,7 @@ class BuildRequest:
     keep_failed: bool = False
     progress: Progress = _noop
     write: bool = True  # write NAME.report.json beside each artifact
+    reads: tuple = ()  # other user files the request reads, as (role, path): the --checkpoint reference, --labels, ...
 
 
 def request(kind: str | ArtifactKind, source, options: BaseModel | dict | None = None, **fields) -> BuildRequest:
@@ -68,13 +69,24 @@ def build(kind: str | ArtifactKind, source, options: BaseModel | dict | None = N
 
 
 def run(req: BuildRequest) -> list[ArtifactResult]:
-    results: list[ArtifactResult] = []
-    if req.kind.source == "onnx" and req.source.suffix.lower() != ".onnx":
-        # a checkpoint for an ONNX-based kind: export (and verify) the ONNX first, beside it
-        if req.loaded is None:
-            from exporter.checkpoint import load_checkpoint
+    from exporter.guard import protecting
 
-            req.loaded = load_checkpoint(req.source, progress=req.progress)
+    with protecting(inputs_of(req)):
+        return _run(req)
+
+
+def _run(req: BuildRequest) -> list[ArtifactResult]:
+    results: list[ArtifactResult] = []
+    from_checkpoint = req.kind.source == "checkpoint" or req.source.suffix.lower() != ".onnx"
+    if req.loaded is None and from_checkpoint:
+        from exporter.checkpoint import load_checkpoint
+
+        req.loaded = load_checkpoint(req.source, progress=req.progress)
+    spec = req.loaded.spec if req.loaded is not None else _stored_spec_or_none(req.source)
+    if spec is not None:
+        check_data(req, spec)  # every data source opened and counted before the first stage writes anything
+    if req.kind.source == "onnx" and from_checkpoint:
+        # a checkpoint for an ONNX-based kind: export (and verify) the ONNX first, beside it
         exported = export_artifact("onnx", req.loaded, default_output(req.source, "onnx"), {},
                                    replace(req.verify, precision="fp32"), req.keep_failed, req.progress, req.write)
         results.append(exported)
@@ -91,6 +103,79 @@ def preflight(req: BuildRequest) -> None:
         what = "int8 quantization" if row.verb == "quantize" else f"{row.verb} --precision int8"
         raise BadInputError(f"{what} needs calibration data: --calib IMAGE_FOLDER | FILE.npy | digits")
     row.check_options(req.options)
+    from exporter.guard import refuse_clobbering
+
+    refuse_clobbering(planned_outputs(req), inputs_of(req))
+
+
+CLI_DATA_FLAGS = {"calibration": "--calib", "evaluation": "--eval", "images": "--images"}
+
+
+def check_data(req: BuildRequest, spec, flags: dict | None = None) -> None:
+    """Open and count the calibration, evaluation and --images sources (BadInputError names the flag)."""
+    from exporter.inputs import check_source
+
+    flags = flags or CLI_DATA_FLAGS
+    row = req.kind
+    if req.calibration.data is not None and (row.calibrates(req.options) or row.reads_data):
+        check_source(req.calibration.data, spec, flags["calibration"])
+    if req.evaluation is not None:
+        check_source(req.evaluation, spec, flags["evaluation"], labels=True, split="test")
+    if req.verify.enabled and req.verify.images is not None:
+        check_source(req.verify.images, spec, flags["images"], verification=True)
+
+
+def _stored_spec_or_none(source: Path):
+    """The spec an ONNX source carries, or None (the flow then says what is missing)."""
+    try:
+        return stored_spec(source) if Path(source).is_file() else None
+    except CnnexportError:
+        return None
+
+
+def inputs_of(req: BuildRequest) -> list[tuple[str, Any]]:
+    """Every user file the request reads, with the role a refusal names it by."""
+    source_role = "the ONNX model" if req.source.suffix.lower() == ".onnx" else "the checkpoint"
+    loaded = getattr(req.loaded, "path", None)
+    return [(source_role, req.source), ("the checkpoint", loaded), ("the --calib data", req.calibration.data),
+            ("the --eval data", req.evaluation), ("the --images data", req.verify.images), *req.reads]
+
+
+def planned_outputs(req: BuildRequest) -> list[tuple[Path, bool]]:
+    """Every path the request may write, as (path, is a folder that gets replaced), before any work."""
+    row, source = req.kind, Path(req.source)
+    planned: list[tuple[Path, bool]] = []
+    if row.source == "onnx" and source.suffix.lower() != ".onnx":
+        source = default_output(source, "onnx")  # the ONNX exported first, beside the checkpoint
+        planned.append((source, False))
+    if req.output is not None:
+        primary = Path(req.output)
+    elif row.source == "onnx":
+        primary = source.with_name(source.name.removesuffix(".onnx") + row.suffix_of(req.options))
+    else:
+        primary = default_output(source, row.name)
+    planned.append((primary, row.folder))
+    kit = getattr(req.options, "emit_script", None)
+    if kit:
+        planned.append((Path(kit), True))
+    return [item for path, folder in planned for item in [(path, folder), *((c, False) for c in companions(path))]]
+
+
+def companions(path: Path) -> list[Path]:
+    """The files written beside an artifact: its report, external weights, sidecar, rejected copy."""
+    from exporter.pipeline import rejected_name
+
+    path = Path(path)
+    rejected = path.with_name(rejected_name(path))
+    near = [Path(str(path) + ".report.json"), rejected, Path(str(rejected) + ".report.json")]
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        near.append(Path(str(path) + ".data"))
+    elif suffix == ".xml":
+        near += [path.with_suffix(".bin"), rejected.with_suffix(".bin")]
+    elif suffix in (".engine", ".plan"):
+        near.append(Path(str(path) + ".json"))
+    return near
 
 
 def _install_report(req: BuildRequest, result: ArtifactResult, spec=None) -> None:

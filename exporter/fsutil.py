@@ -84,9 +84,14 @@ class Staging:
         moved aside, the new one moved in, and the old one put back if that fails. Either way
         the old package is never deleted before the new one is in place.
         """
+        from exporter.guard import check_target
+
         rename = rename or {}
+        order = list(names[1:]) + list(names[:1])
+        for name in order:  # every target first: nothing moves when one of them is an input
+            check_target(self.final_dir / rename.get(name, name))
         moved = []
-        for name in list(names[1:]) + list(names[:1]):
+        for name in order:
             target = self.final_dir / rename.get(name, name)
             source = self.path / name
             if target.is_dir() and not source.is_dir():
@@ -132,7 +137,10 @@ def replace_dir(source: Path, target: Path, backup: Path) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    from exporter.guard import check_target
+
     path = Path(path)
+    check_target(path)
     ensure_writable_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -252,6 +252,36 @@ def open_source(where: str | Path, spec: ModelSpec, seed: int = 0, split: str = 
     return replace(source, indices=rng.permutation(len(source)))
 
 
+def check_source(where: str | Path, spec: ModelSpec, flag: str, *, labels: bool = False, split: str = "train",
+                 verification: bool = False) -> int:
+    """Open and count a data source before any work: it exists, holds samples, its first one reads and fits.
+
+    A problem is one sentence that starts with ``flag`` (``--calib``, ``calibration.data``). Returns the
+    number of samples.
+    """
+    try:
+        if str(where) == DIGITS and spec.channels != 1:
+            raise BadInputError(
+                f"the demo digits (1-channel 8x8 images) do not fit this model, which takes {spec.channels}x{spec.height}x{spec.width} "
+                "inputs; use data like its inputs: an image folder or a .npy of normalized inputs")
+        if verification:
+            path = Path(where)
+            if not path.exists():
+                raise BadInputError(f"{path} does not exist")
+            source = array_source(path, spec) if path.suffix.lower() in ARRAY_SUFFIXES else image_source(path, spec, strict=False)
+        else:
+            source = open_source(where, spec, split=split)
+        if len(source) == 0:
+            raise BadInputError(f"{where} holds no samples")
+        source.subset(0, 1, "first sample").take()  # readable, the model's shape and colour
+        if labels and source.labels is None:
+            raise BadInputError(f"{source.description} has no labels; use an ImageFolder (one sub-folder per class), "
+                                "an .npz with 'labels', or 'digits'")
+    except BadInputError as exc:
+        raise BadInputError(f"{flag}: {exc}") from None
+    return len(source)
+
+
 def user_inputs(path: Path, spec: ModelSpec) -> InputSet:
     """The --images verification set: the first 16 images of a folder, or the first 64 samples of a .npy/.npz."""
     path = Path(path)

@@ -60,6 +60,12 @@ class ArtifactKind:
     check: str = ""  # "module:function(options)": refuse bad options / a missing backend before any work
     from_recipe: str = ""  # "module:function(options, recipe_section, out_dir, base) -> options": recipe_fields applied
     suffixes: dict = field(default_factory=dict)  # {options.precision: suffix} where the precision names the file
+    # the backends that make and run it: their versions key its cache (exporter.run.stage_key) and fill its report
+    packages: tuple[str, ...] = ()
+
+    def versioned(self) -> tuple[str, ...]:
+        """The packages whose versions decide this stage's output: the reference's and the row's own."""
+        return REFERENCE_PACKAGES + tuple(p for p in self.packages if p not in REFERENCE_PACKAGES)
 
     def suffix_of(self, options: BaseModel) -> str:
         return self.suffixes.get(getattr(options, "precision", None), self.suffix)
@@ -90,42 +96,51 @@ def _resolve(dotted: str) -> Callable:
 
 
 ONNX_INPUTS = ("simplify", "onnx")
+REFERENCE_PACKAGES = ("torch", "torchvision", "numpy")  # the PyTorch reference every stage is verified against
+ONNX_RUNTIME = ("onnx", "onnxruntime")  # reads and runs the ONNX every ONNX-based stage starts from
 
 KINDS: tuple[ArtifactKind, ...] = (
     ArtifactKind(
         name="torchscript", kind="torchscript", verb="torchscript", suffix=".ts", source="checkpoint",
         options=o.TorchScriptOptions, stage="exporter.stages.torchscript:export", build="exporter.build:from_checkpoint",
         runner="torchscript", precision=_fixed("fp32"), traces=True,
+        packages=(),
     ),
     ArtifactKind(
         name="onnx", kind="onnx", verb="onnx", suffix=".onnx", source="checkpoint",
         options=o.OnnxOptions, stage="exporter.stages.onnx:export", build="exporter.build:from_checkpoint",
         runner="onnx", precision=_fixed("fp32"), traces=True, recipe_enabled=True,
+        packages=("onnxscript", *ONNX_RUNTIME),
     ),
     ArtifactKind(
         name="simplify", kind="simplify", verb="simplify", suffix=".sim.onnx", source="onnx",
         options=o.SimplifyOptions, stage="exporter.stages.simplify:export", build="exporter.build:simplify",
         runner="onnx", precision=_fixed("fp32"), needs=("onnx",),
+        packages=(*ONNX_RUNTIME, "onnxsim"),
     ),
     ArtifactKind(
         name="int8", kind="int8-cpu", verb="quantize", suffix=".int8.onnx", source="onnx",
         options=o.Int8Options, stage="exporter.stages.quantize:export_int8", build="exporter.build:quantize",
         runner="onnx", precision=_fixed("int8"), calibrates=_always, reads_data=True, needs=ONNX_INPUTS,
+        packages=ONNX_RUNTIME,
     ),
     ArtifactKind(
         name="int8_tensorrt", kind="int8-tensorrt", verb="quantize", suffix=".int8-trt.onnx", source="onnx",
         options=o.Int8Options, stage="exporter.stages.quantize:export_int8", build="exporter.build:quantize",
         runner="onnx", precision=_fixed("int8"), calibrates=_always, reads_data=True, needs=ONNX_INPUTS,
+        packages=ONNX_RUNTIME,
     ),
     ArtifactKind(
         name="fp16", kind="fp16", verb="quantize", suffix=".fp16.onnx", source="onnx",
         options=o.Fp16Options, stage="exporter.stages.fp16:export_fp16", build="exporter.build:quantize",
         runner="onnx", precision=_fixed("fp16"), reads_data=True, needs=ONNX_INPUTS,
+        packages=ONNX_RUNTIME,
     ),
     ArtifactKind(
         name="coreml", kind="coreml", verb="coreml", suffix=".mlpackage", source="checkpoint",
         options=o.CoreMLOptions, stage="exporter.stages.coreml:export", build="exporter.build:coreml",
         runner="coreml", precision=_coreml_precision, traces=True, folder=True, check="exporter.stages.coreml:check_options",
+        packages=("coremltools",),
     ),
     ArtifactKind(
         name="tensorrt", kind="tensorrt", verb="tensorrt", suffix=".engine", source="onnx",
@@ -135,6 +150,7 @@ KINDS: tuple[ArtifactKind, ...] = (
         # a recipe cannot name a folder for every machine: it says whether to write the build kit
         # (beside the artifacts) where TensorRT is absent
         recipe_fields={"emit_script": (bool, True)}, from_recipe="exporter.tensorrt.flow:options_from_recipe",
+        packages=(*ONNX_RUNTIME, "tensorrt"),
     ),
     ArtifactKind(
         name="openvino", kind="openvino", verb="openvino", suffix=".xml", source="onnx",
@@ -142,10 +158,19 @@ KINDS: tuple[ArtifactKind, ...] = (
         runner="openvino", precision=_openvino_rule, calibrates=lambda opts: opts.precision == "int8",
         reads_data=True, needs=ONNX_INPUTS, check="exporter.stages.openvino:check_options",
         suffixes={"bf16": ".bf16.xml", "int8": ".int8.xml"},
+        packages=(*ONNX_RUNTIME, "openvino", "nncf"),
     ),
 )
 
 BY_NAME = {k.name: k for k in KINDS}
+
+
+def versioned_packages() -> tuple[str, ...]:
+    """Every backend some row names, in table order: what reports list and caches key on."""
+    out: list[str] = []
+    for row in KINDS:
+        out += [p for p in row.versioned() if p not in out]
+    return tuple(out)
 
 
 def get(name: str) -> ArtifactKind:

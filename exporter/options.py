@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from exporter.tensorrt.version import DEFAULT_VERSION as DEFAULT_TRT_VERSION
 
@@ -56,11 +56,33 @@ class TorchScriptOptions(Strict):
     script: bool = opt(False, "Use torch.jit.script instead of tracing.")
 
 
+def opset_range(exporter: str) -> tuple[int, int]:
+    """The opsets the installed exporter writes as asked (measured: dynamo turns anything else into 18, silently)."""
+    import onnx.defs
+    from torch.onnx import _constants
+
+    if exporter == "legacy":
+        return _constants.ONNX_MIN_OPSET, _constants.ONNX_MAX_OPSET
+    return 18, onnx.defs.onnx_opset_version()
+
+
 class OnnxOptions(Strict):
-    opset: Optional[int] = opt(None, "ONNX opset (default: the exporter's).")
     exporter: Literal["dynamo", "legacy"] = opt("dynamo", "dynamo (torch.export based) or legacy (TorchScript based).")
+    opset: Optional[int] = opt(None, "ONNX opset (default: the exporter's; dynamo writes 18 and later, legacy 7 to 23).")
     input_name: str = opt("input", "Name of the graph input.")
     output_name: str = opt("logits", "Name of the graph output of a one-output model (a multi-output model's outputs are named by their path in what forward returns).")
+
+    @field_validator("opset")
+    @classmethod
+    def _opset_supported(cls, value, info: ValidationInfo):
+        if value is None:
+            return value
+        exporter = info.data.get("exporter", "dynamo")
+        low, high = opset_range(exporter)
+        if not low <= value <= high:
+            hint = "; opsets below 18 need the legacy exporter (--exporter legacy, or exporter: legacy in a recipe)" if exporter == "dynamo" and value < low else ""
+            raise ValueError(f"opset {value} is outside what the installed {exporter} exporter writes ({low} to {high}){hint}")
+        return value
 
 
 class SimplifyOptions(Strict):
@@ -171,6 +193,6 @@ def validate_model(model: type[BaseModel], data: dict, origin: str | None = None
             where, origin = flag_of(model, str(first["loc"][0])).split("/")[0], ""
         else:
             where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
         raise BadInputError(f"{origin + ': ' if origin else ''}{where}: {message}{more}") from None

@@ -10,8 +10,6 @@ from pathlib import Path
 
 from exporter.verify import Verdict
 
-VERSIONED = ("torch", "torchvision", "onnx", "onnxruntime", "onnxsim", "onnxscript", "coremltools", "tensorrt", "numpy")
-
 
 @dataclass
 class ArtifactResult:
@@ -38,10 +36,12 @@ class ArtifactResult:
 
 
 def versions() -> dict:
+    """cnnexport, Python and every backend a row of the stage table names (exporter.kinds), where installed."""
     from exporter import __version__
+    from exporter.kinds import versioned_packages
 
     out = {"cnnexport": __version__, "python": platform.python_version()}
-    for name in VERSIONED:
+    for name in versioned_packages():
         try:
             out[name] = importlib_metadata.version(name)
         except importlib_metadata.PackageNotFoundError:

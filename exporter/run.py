@@ -167,7 +167,8 @@ def stage_key(recipe: Recipe, stage: PlannedStage, input_sha: str, versions: dic
         "verify": r.verify.model_dump(mode="json"),
         "images": _data_fingerprint(r.verify.images),
         "output_name": r.outputs.name,
-        "versions": versions,
+        # only what made this stage: upgrading OpenVINO rebuilds the OpenVINO stage, not the ONNX one
+        "versions": {k: v for k, v in versions.items() if k in ("cnnexport", "python", *stage.spec.versioned())},
     }
     if stage.spec.reads_data:
         payload["calibration"] = [r.calibration.model_dump(mode="json"), _data_fingerprint(r.calibration.data)]
@@ -266,26 +267,52 @@ def needs_calibration(stage: PlannedStage) -> bool:
     return stage.spec.calibrates(stage.options_model())
 
 
-def check_calibration_data(where: str, spec) -> None:
-    """Refuse, before any work, calibration data that is not shaped like the model's inputs.
+def check_run_data(recipe: Recipe, stages: list[PlannedStage], ctx: "RunContext") -> None:
+    """Open and count the calibration, evaluation and verify.images sources the stages will read."""
+    from exporter.inputs import check_source
 
-    The demo digits are 1-channel 8x8 images: stretched onto an RGB 224x224 model they calibrate
-    it on data it never sees, and the held-out check on more digits would still say pass.
-    """
-    from exporter.inputs import DIGITS, open_source
+    reading = [s for s in stages if s.spec.reads_data]
+    sources = [(recipe.calibration.data, "calibration.data", {}) if reading else (None, "", {}),
+               (recipe.evaluation.data, "evaluation.data", {"labels": True, "split": "test"}) if reading else (None, "", {}),
+               (recipe.verify.images, "verify.images", {"verification": True}) if recipe.verify.enabled else (None, "", {})]
+    sources = [s for s in sources if s[0] is not None]
+    if not sources:
+        return
+    spec = ctx.loaded().spec
+    for where, key, how in sources:
+        check_source(where, spec, key, **how)
 
-    if str(where) == DIGITS and spec.channels != 1:
-        raise BadInputError(
-            f"calibration.data is the demo digits (1-channel 8x8 images) but this model takes "
-            f"{spec.channels}x{spec.height}x{spec.width} inputs; calibrate on data like them: "
-            "set calibration.data (or --calib) to an image folder or a .npy of normalized inputs"
-        )
-    open_source(where, spec)  # a missing path or a .npy of the wrong shape fails here, not after the other stages
+
+def run_inputs(recipe: Recipe, checkpoint: Path, reads: tuple = ()) -> list:
+    """Every user file a run reads, as (role, path), for exporter.guard."""
+    m = recipe.model
+    arch_file = (m.arch or "").rpartition(":")[0]
+    return [("the checkpoint", checkpoint), ("calibration.data", recipe.calibration.data),
+            ("evaluation.data", recipe.evaluation.data), ("verify.images", recipe.verify.images), ("model.labels", m.labels),
+            *((("model.arch's file", arch_file),) if arch_file.endswith(".py") else ()), *reads]
+
+
+def planned_outputs(ctx: "RunContext", stages: list[PlannedStage]) -> list[tuple[Path, bool]]:
+    """Every path a run may write, as (path, is a folder that gets replaced)."""
+    from exporter.build import companions
+
+    out = ctx.out_dir
+    planned = [(out / name, False) for name in ("manifest.json", "report.md", "bench.json")] + [(out / STATE_DIR, True)]
+    for stage in stages:
+        row = stage.spec
+        options = row.options_from_recipe(stage.options, out, ctx.base)
+        primary = ctx.output(row, options)
+        planned += [(primary, row.folder), *((c, False) for c in companions(primary))]
+        kit = getattr(options, "emit_script", None)
+        if kit:
+            planned.append((Path(kit), True))
+    return planned
 
 
 def run_recipe(recipe: Recipe, checkpoint: Path, out_dir: Path, jobs: int = 1, progress=lambda _: None,
-               extra_inputs: list | None = None) -> RunResult:
-    from exporter.report import versions as library_versions
+               extra_inputs: list | None = None, reads: tuple = ()) -> RunResult:
+    """Every stage of ``recipe`` from ``checkpoint`` into ``out_dir``; ``reads``: more user files (the recipe file)."""
+    from exporter.guard import protecting, refuse_clobbering
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
@@ -294,11 +321,20 @@ def run_recipe(recipe: Recipe, checkpoint: Path, out_dir: Path, jobs: int = 1, p
         raise BadInputError("--jobs must be at least 1")
     stages = plan(recipe)
     ctx = RunContext(recipe, checkpoint, Path(out_dir), progress, extra_inputs)
+    inputs = run_inputs(recipe, checkpoint, reads)
+    refuse_clobbering(planned_outputs(ctx, stages), inputs)
+    with protecting(inputs):
+        return _run_checked(recipe, checkpoint, ctx, stages, jobs, progress)
+
+
+def _run_checked(recipe: Recipe, checkpoint: Path, ctx: RunContext, stages: list[PlannedStage], jobs: int, progress) -> RunResult:
+    from exporter.report import versions as library_versions
+
+    out_dir = ctx.out_dir
     calibrated = [s.spec.name for s in stages if needs_calibration(s)]
     if calibrated and recipe.calibration.data is None:
         progress(f"{', '.join(calibrated)}: skipped ({NO_CALIBRATION})")
-    elif calibrated:
-        check_calibration_data(recipe.calibration.data, ctx.loaded().spec)  # before any stage, before any file
+    check_run_data(recipe, stages, ctx)  # every stage's data sources, before stage one and before any file
     created = not Path(out_dir).exists()
     out_dir = ctx.out_dir = ensure_writable_dir(Path(out_dir))
     lock = OutputLock(out_dir)

@@ -43,6 +43,13 @@ def load(progress, checkpoint: Path, a: dict, artifact: Path | None = None):
                           outputs=parse_outputs(a.get("outputs")), tasks=parse_tasks(a.get("task")))
 
 
+def reads(a: dict) -> tuple:
+    """The user files a verb reads besides its source, as (role, path), for exporter.guard."""
+    arch_file = (a.get("arch") or "").rpartition(":")[0]
+    return (("the --checkpoint reference", a.get("checkpoint")), ("the --labels file", a.get("labels")),
+            *((("the --arch file", arch_file),) if arch_file.endswith(".py") else ()))
+
+
 def verify_options(a: dict, precision: str = "fp32", batch_sizes: str | None = None):
     from exporter.pipeline import VerifyOptions
     from exporter.spec import parse_batch_sizes

@@ -76,7 +76,7 @@ def _export(a: dict, row: kinds.ArtifactKind, source_key: str) -> None:
         calibration = o.validate_model(o.DataOptions, values_for(o.DataOptions, a, CALIB_RENAME)) if "calib" in a else None
         req = build.request(row, source, row.parse(values_for(row.options, a), cli=True), output=a["output"],
                             verify=common.verify_options(a), calibration=calibration, evaluation=a.get("eval_data"),
-                            keep_failed=a["keep_failed"], progress=ui.progress)  # bad options: exit 2 before any work
+                            keep_failed=a["keep_failed"], progress=ui.progress, reads=common.reads(a))  # bad options: exit 2 before any work
         reference = a.get("checkpoint") if source_key == "model" else None
         if row.source == "checkpoint" or source.suffix.lower() != ".onnx":
             req.loaded = common.load(ui.progress, source, a)

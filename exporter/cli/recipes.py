@@ -117,7 +117,8 @@ def run(
                 for row in rows:
                     ui.out.print(f"  {row['stage']:<14} <- {escape(row['input'])}  {escape(json.dumps(row['options']))}")
             return
-        result = run_recipe(loaded_recipe, checkpoint, out_dir, jobs, ui.progress)
+        recipe_file = (("the recipe", Path(recipe)),) if Path(recipe).is_file() else ()
+        result = run_recipe(loaded_recipe, checkpoint, out_dir, jobs, ui.progress, reads=recipe_file)
         if json_out:
             sys.stdout.write(json.dumps({"manifest": result.manifest, "timings": {o.name: {"seconds": round(o.seconds, 3), "cached": o.cached}
                                                                                   for o in result.outcomes},

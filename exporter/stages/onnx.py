@@ -136,6 +136,9 @@ def export(
         raise ExportError(f"torch.onnx.export ({exporter}) failed: {root_cause(exc)}; try --exporter {other}") from exc
 
     model = onnx.load(str(target), load_external_data=False)
+    written = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and written != opset:  # never a file of another opset than the one asked for
+        raise ExportError(f"torch.onnx.export ({exporter}) wrote opset {written}, not the --opset {opset} asked for")
     if exporter == "legacy":
         rename_values(model, dict(zip(placeholders, output_names)))
     add_metadata(model, spec, {"cnnexport.exporter": exporter})
@@ -153,7 +156,7 @@ def export(
         files=files,
         details={
             "exporter": exporter,
-            "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+            "opset": written,
             "nodes": len(model.graph.node),
             "input": input_name,
             "output": output_names[0],

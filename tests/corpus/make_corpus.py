@@ -925,7 +925,7 @@ def _(c, i):
 
 @case("output-overwrites-source", "output")
 def _(c, i):
-    return _bad(i, "output", ("simplify", c.good_onnx, "-o", c.good_onnx), ["overwrite its source"])
+    return _bad(i, "output", ("simplify", c.good_onnx, "-o", c.good_onnx), ["is the ONNX model", "destroy"])
 
 
 # --------------------------------------------------------------------------- building and judging
