@@ -69,9 +69,11 @@ def build(kind: str | ArtifactKind, source, options: BaseModel | dict | None = N
 
 
 def run(req: BuildRequest) -> list[ArtifactResult]:
+    from exporter.fsutil import folder_lock
     from exporter.guard import protecting
 
-    with protecting(inputs_of(req)):
+    folders = {path.parent for path, _ in planned_outputs(req)}
+    with protecting(inputs_of(req)), folder_lock(folders, req.progress):
         return _run(req)
 
 

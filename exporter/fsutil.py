@@ -6,11 +6,14 @@ replaces a previous good artifact.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
+from typing import Iterator
 
 from exporter.errors import OutputError
 
@@ -24,6 +27,60 @@ def ensure_writable_dir(directory: Path) -> Path:
     if not os.access(directory, os.W_OK | os.X_OK):
         raise OutputError(f"output folder {directory} is not writable; choose another with -o")
     return directory
+
+
+_held_lock = threading.Lock()
+_held: dict[str, list] = {}  # real path of a locked folder -> [fd, holders in this process]
+
+
+@contextlib.contextmanager
+def folder_lock(directories, progress=lambda _: None) -> Iterator[None]:
+    """Hold an exclusive flock on each output folder while artifacts and reports go into it.
+
+    Two cnnexport processes writing into one folder take turns (the second waits, saying so),
+    so an artifact and its report always come from the same process. The lock is on the
+    folder itself (nothing is written for it) and is reentrant within a process: the stages a
+    ``run --jobs N`` builds in threads share it. The kernel drops it when a process dies.
+    """
+    import fcntl
+
+    taken = []
+    try:
+        for directory in sorted({_existing_ancestor(d) for d in directories}):
+            with _held_lock:
+                if directory in _held:
+                    _held[directory][1] += 1
+                    taken.append(directory)
+                    continue
+            try:
+                fd = os.open(directory, os.O_RDONLY)
+            except OSError:
+                continue  # an unreadable folder: the write itself will say why it cannot be used
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                progress(f"waiting for another cnnexport writing into {directory}")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            with _held_lock:
+                _held[directory] = [fd, 1]
+            taken.append(directory)
+        yield
+    finally:
+        for directory in taken:
+            with _held_lock:
+                entry = _held[directory]
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del _held[directory]
+                    os.close(entry[0])  # closing the descriptor releases the flock
+
+
+def _existing_ancestor(directory) -> str:
+    """The folder, or its nearest existing parent when it does not exist yet (creating it is the export's job)."""
+    path = Path(os.path.realpath(directory))
+    while not path.is_dir() and path != path.parent:
+        path = path.parent
+    return str(path)
 
 
 STAGING_PREFIX = ".cnnexport-tmp-"
