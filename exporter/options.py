@@ -98,7 +98,7 @@ class Int8Options(Strict):
                                "(Nagel et al. 2019); the fp32 function is checked unchanged first.")
     fallback: Literal["none", "auto"] = opt(
         "none", "auto: keep the fewest layers in float needed to pass the int8 rule on the held-out split (and --max-drop).")
-    max_drop: Optional[float] = opt(None, "With --fallback auto and --eval: the most top-1 points the labelled data may lose.", ge=0)
+    max_drop: Optional[float] = opt(None, "With --fallback auto and --eval: the most top-1 points the labelled data may lose.", ge=0, le=100)
 
 
 class Fp16Options(Strict):
@@ -135,7 +135,7 @@ class TensorRTOptions(Strict):
     method: Method = opt("minmax", "int8 calibration method.")
     batch: str = opt("1:8:32", "Optimization profile of the batch axis, MIN:OPT:MAX.")
     workspace: Optional[str] = opt(None, "Builder workspace limit, e.g. 512M or 2G (default: TensorRT's).")
-    optimization_level: Optional[int] = opt(None, "Builder optimization level 0-5 (TensorRT's default: 3).", flag="--opt-level")
+    optimization_level: Optional[int] = opt(None, "Builder optimization level 0-5 (TensorRT's default: 3).", flag="--opt-level", ge=0, le=5)
     hardware_compatibility: Literal["none", "ampere_plus", "same_cc"] = opt(
         "none", "none (this GPU), ampere_plus (any Ampere or newer), same_cc (same compute capability).", flag="--hardware-compat")
     version_compatible: bool = opt(False, "Engine also runs on later TensorRT versions (embeds the lean runtime; may be slower).")
@@ -162,9 +162,9 @@ class DataOptions(Strict):
 
 
 class ToleranceOverrides(Strict):
-    max_rel_err: Optional[float] = opt(None, "Override: allowed max |error| / reference range.")
-    min_cosine: Optional[float] = opt(None, "Override: minimum per-sample cosine similarity.")
-    min_top1: Optional[float] = opt(None, "Override: minimum top-1 agreement.")
+    max_rel_err: Optional[float] = opt(None, "Override: allowed max |error| / reference range.", gt=0)
+    min_cosine: Optional[float] = opt(None, "Override: minimum per-sample cosine similarity.", ge=-1, le=1)
+    min_top1: Optional[float] = opt(None, "Override: minimum top-1 agreement.", ge=0, le=1)
 
 
 def flag_of(model: type[BaseModel], name: str) -> str:

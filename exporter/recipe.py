@@ -35,7 +35,7 @@ class ModelSection(Strict):
 class VerifySection(Strict):
     enabled: bool = True
     batch_sizes: Annotated[list[int], Numbers] = Field(default_factory=lambda: [1, 4])
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     images: Optional[str] = None
     fp32: ToleranceOverrides = Field(default_factory=ToleranceOverrides)
     fp16: ToleranceOverrides = Field(default_factory=ToleranceOverrides)

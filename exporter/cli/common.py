@@ -51,9 +51,11 @@ def reads(a: dict) -> tuple:
 
 
 def verify_options(a: dict, precision: str = "fp32", batch_sizes: str | None = None):
+    from exporter.options import ToleranceOverrides, validate_model
     from exporter.pipeline import VerifyOptions
     from exporter.spec import parse_batch_sizes
 
+    validate_model(ToleranceOverrides, {k: a[k] for k in ToleranceOverrides.model_fields})  # exit 2 naming the flag
     return VerifyOptions(
         enabled=not a.get("no_verify", False),
         batch_sizes=parse_batch_sizes(batch_sizes or a.get("batch_sizes") or "1,4"),

@@ -15,7 +15,7 @@ from typing import Annotated, Literal, Optional, Union, get_args, get_origin
 
 import typer
 
-from exporter.options import default_of, flag_of
+from exporter.options import ToleranceOverrides, default_of, flag_of
 
 KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
@@ -63,10 +63,7 @@ BatchSizes = Annotated[str, typer.Option("--batch-sizes", help="Batch sizes veri
 Images = Annotated[
     Optional[Path], typer.Option("--images", help="Also verify on real inputs: a folder of images, or a .npy/.npz of normalized NCHW arrays.")
 ]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of the random verification inputs.")]
-MaxRelErr = Annotated[Optional[float], typer.Option("--max-rel-err", help="Override: allowed max |error| / reference range.")]
-MinCosine = Annotated[Optional[float], typer.Option("--min-cosine", help="Override: minimum per-sample cosine similarity.")]
-MinTop1 = Annotated[Optional[float], typer.Option("--min-top1", help="Override: minimum top-1 agreement.")]
+Seed = Annotated[int, typer.Option("--seed", min=0, help="Seed of the random verification inputs.")]
 KeepFailed = Annotated[bool, typer.Option("--keep-failed", help="Keep an artifact that failed verification as NAME.rejected.EXT.")]
 Reference = Annotated[Optional[Path], typer.Option("--checkpoint", help="PyTorch reference when MODEL is ONNX (default: the ONNX model).")]
 
@@ -82,11 +79,6 @@ def argument(name: str, annotation, help: str) -> inspect.Parameter:  # noqa: A0
 LOAD = [param("arch", Arch, None), param("arch_kwargs", ArchKwargs, None), param("trust_pickle", TrustPickle, False),
         param("weights", Weights, "model"), param("outputs", Outputs, None), param("task", Task, None)]
 SPEC = [param("input_shape", InputShape, None), param("mean", Mean, None), param("std", Std, None), param("labels", Labels, None)]
-VERIFY_INPUTS = [param("images", Images, None), param("seed", Seed, 0), param("max_rel_err", MaxRelErr, None),
-                 param("min_cosine", MinCosine, None), param("min_top1", MinTop1, None)]
-VERIFY = [param("no_verify", NoVerify, False), param("batch_sizes", BatchSizes, "1,4"), *VERIFY_INPUTS,
-          param("keep_failed", KeepFailed, False)]
-UI = [param("json_out", JsonOut, False), param("quiet", Quiet, False), param("verbose", Verbose, False)]
 
 
 @lru_cache(maxsize=None)
@@ -122,6 +114,14 @@ def stage_params(model, skip: tuple[str, ...] = (), rename: dict[str, str] | Non
         option = typer.Option(flag_of(model, name), help=field.description or "")
         out.append(param((rename or {}).get(name, name), Annotated[annotation, option], default))
     return out
+
+
+TOLERANCES = stage_params(ToleranceOverrides)  # --max-rel-err, --min-cosine, --min-top1: the recipe's verify.<precision> keys
+MaxRelErr, MinCosine, MinTop1 = (p.annotation for p in TOLERANCES)
+VERIFY_INPUTS = [param("images", Images, None), param("seed", Seed, 0), *TOLERANCES]
+VERIFY = [param("no_verify", NoVerify, False), param("batch_sizes", BatchSizes, "1,4"), *VERIFY_INPUTS,
+          param("keep_failed", KeepFailed, False)]
+UI = [param("json_out", JsonOut, False), param("quiet", Quiet, False), param("verbose", Verbose, False)]
 
 
 def plain(value):

@@ -92,7 +92,7 @@ def run(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output folder (default: dist/<checkpoint name>/).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe key: stages.coreml.precision=fp32 (repeatable).")] = None,
     calib: Annotated[Optional[str], typer.Option("--calib", help="Calibration data for the INT8 stages (image folder, .npy/.npz); the same as --set calibration.data=...")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Independent stages run in parallel.")] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Independent stages run in parallel.")] = 1,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; run nothing.")] = False,
     json_out: JsonOut = False,
     quiet: Quiet = False,
