@@ -159,7 +159,7 @@ def _render_run(ui: Ui, result) -> None:
 
 def demo(
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the checkpoint, artifacts and reports.")] = Path("cnnexport-demo"),
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default: 12 on the digits, 20 on the shapes).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Training epochs (default: 12 on the digits, 20 on the shapes).")] = None,
     task: Annotated[str, typer.Option("--task", help="classify: LeNet-5 on scikit-learn's digits; segment: a tiny U-Net on generated shapes.")] = "classify",
     json_out: JsonOut = False,
     quiet: Quiet = False,
