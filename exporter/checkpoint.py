@@ -15,6 +15,7 @@ from typing import Any
 
 from exporter.checkpoint_read import ExportedProgramModule, read_checkpoint
 from exporter.errors import ArchitectureError, BadInputError, CheckpointError, first_line
+from exporter.quantized_forms import place_fused_batchnorms
 from exporter.spec import ModelSpec
 
 
@@ -128,6 +129,28 @@ def check_finite(state_dict: dict) -> None:
         )
 
 
+def _under(fused: dict[str, str], prefix: str) -> dict[str, str]:
+    """The fused-BatchNorm map relative to the prefix the network's weights sat under."""
+    if not prefix:
+        return fused
+    return {g[len(prefix):]: c[len(prefix):] for g, c in fused.items() if g.startswith(prefix) and c.startswith(prefix)}
+
+
+def _module_tensors(module) -> list:
+    try:
+        return [*module.parameters(), *module.buffers()]
+    except Exception:  # noqa: BLE001 - a module without the usual accessors says nothing about its dtype
+        return []
+
+
+def _reduced_precision(tensors) -> list[str]:
+    """The half-precision dtypes (float16, bfloat16) among the floating-point weights, in a stable order."""
+    import torch
+
+    found = {t.dtype for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point()}
+    return [name for dtype, name in ((torch.float16, "float16"), (torch.bfloat16, "bfloat16")) if dtype in found]
+
+
 def _guess_channels(module) -> int:
     from torch import nn
 
@@ -196,6 +219,8 @@ def load_checkpoint(
         check_finite(raw.state_dict)
         fit = fit_architecture(raw.state_dict, path, arch, arch_kwargs, raw.hints, weights, progress)
         module, name, entry, arch_source = fit.module, fit.name, fit.entry, fit.arch_source
+        if raw.fused_batchnorms:
+            fit.state_dict = place_fused_batchnorms(module, fit.state_dict, _under(raw.fused_batchnorms, fit.prefix))
         prefix, left_out = fit.prefix, fit.left_out
         notes += fit.notes
         if fit.num_classes is not None:
@@ -205,6 +230,9 @@ def load_checkpoint(
             notes.append(f"network weights under prefix {prefix!r}" + (f"; left out {len(left_out)} other key(s): {shown}" if left_out else ""))
         load_state_dict_strict(module, fit.state_dict, name)
 
+    stored = _reduced_precision(raw.state_dict.values() if raw.state_dict is not None else _module_tensors(module))
+    if stored:
+        notes.append(f"weights stored as {' and '.join(stored)} were upcast to float32 (the reference model and every artifact are fp32)")
     module = module.float().eval()
     said = overrides.get("input_shape") or meta_spec.get("input_shape") or getattr(module, "input_shape", None)
     probe = entry is None and arch_source == "--arch (user code)" and not said

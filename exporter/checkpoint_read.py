@@ -11,11 +11,21 @@ import contextlib
 import json
 import re
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from exporter.errors import CheckpointError, first_line
+from exporter.quantized_forms import (
+    QUANTIZED_ADVICE,
+    drop_observers,
+    is_quantized_state_dict,
+    prepared_note,
+    quantized_globals,
+    quantized_module_names,
+    unfuse_batchnorms,
+)
 from exporter.training_formats import EMA_KEYS, MODEL_KEYS, Hints, spec_from_metadata
 
 PREFIXES = ("module.", "_orig_mod.")
@@ -31,6 +41,8 @@ class RawCheckpoint:
     hints: Hints = field(default_factory=Hints)
     weights: str = "model"
     written_by: str | None = None
+    # BatchNorms a QAT checkpoint had fused into convs: {prefix their weights were moved to: conv prefix}
+    fused_batchnorms: dict = field(default_factory=dict)
 
 
 def _is_tensor_dict(obj) -> bool:
@@ -83,6 +95,30 @@ def _zip_names(path: Path) -> list[str]:
         return []
 
 
+def zip_layout(names: list[str]) -> str | None:
+    """What wrote a zip, from the archive's own layout (never from the user's module paths inside it).
+
+    Every writer puts its records under one top-level folder (the file's stem, or ``archive``):
+    torch.export.save writes ``archive_format`` there (before torch 2.5,
+    ``serialized_exported_program.json``), torch.jit.save ``constants.pkl`` and the ``code/`` of
+    the scripted classes (which torch.load itself checks for), torch.save ``data.pkl`` alone.
+    A TorchScript archive of torchvision's models holds ``code/__torch__/torchvision/models/...``
+    and a user package may be called ``models`` or ``code``: only these top-level records count.
+    Returns "exported-program", "torchscript", "torch.save" or None (not one of these).
+    """
+    if not names:
+        return None
+    top = names[0].split("/", 1)[0] + "/" if "/" in names[0] else ""
+    own = {n[len(top):] for n in names if n.startswith(top)}
+    if "archive_format" in own or any(n.endswith("serialized_exported_program.json") for n in names):
+        return "exported-program"
+    if "constants.pkl" in own and any(n.startswith("code/") for n in own):
+        return "torchscript"
+    if "data.pkl" in own:
+        return "torch.save"
+    return None
+
+
 def read_checkpoint(path: Path, trust_pickle: bool = False, weights: str = "model") -> RawCheckpoint:
     """Read the file (or Hugging Face folder) into a state_dict or a module, saying clearly why one is refused."""
     import torch
@@ -106,17 +142,16 @@ def read_checkpoint(path: Path, trust_pickle: bool = False, weights: str = "mode
     if path.suffix == ".safetensors" or (len(head) > 9 and head[8:9] == b"{" and not zipfile.is_zipfile(path)):
         return _read_safetensors(path)
 
-    names = _zip_names(path)
-    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names) and not any(
-        n.endswith("serialized_exported_program.json") or "/models/" in n for n in names
-    ):
+    layout = zip_layout(_zip_names(path))
+    if layout == "torchscript":
         try:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:  # noqa: BLE001 - torch raises many types here
             raise CheckpointError(f"{path} looks like a TorchScript archive but cannot be loaded ({first_line(exc)})") from exc
+        _refuse_quantized_module(path, module)
         return RawCheckpoint(form="torchscript", module=module)
     # decided by content, not by the .pt2 suffix: a torch.save file named .pt2 goes through the safe loader below
-    if any(n.endswith("serialized_exported_program.json") or n.endswith("archive_format") for n in names):
+    if layout == "exported-program":
         try:
             with _quiet_logger("torch.export"):  # it logs a traceback before raising
                 program = torch.export.load(str(path))
@@ -137,6 +172,13 @@ def read_checkpoint(path: Path, trust_pickle: bool = False, weights: str = "mode
             ) from exc
         if "Weights only load failed" not in text:
             raise CheckpointError(_unreadable_message(path, exc)) from exc
+        quantized = quantized_globals(path)
+        if quantized:
+            # torch.save(model) after torch.ao convert: even unpickled (--trust-pickle) it is broken in torch itself
+            raise CheckpointError(
+                f"{path} holds a whole quantized model (torch.ao converted: {', '.join(sorted(set(n.rsplit('.', 1)[-1] for n in quantized))[:4])}); "
+                + QUANTIZED_ADVICE
+            ) from exc
         if not trust_pickle:
             raise CheckpointError(_refused_pickle_message(path, exc)) from exc
         try:
@@ -214,12 +256,11 @@ def _read_safetensors(path: Path) -> RawCheckpoint:
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"{path} is not a readable safetensors file ({first_line(exc)})") from exc
     meta = _metadata_from_strings(metadata)
-    state_dict, stripped = strip_prefixes(dict(state_dict))
-    notes = [f"stripped prefix {p!r}" for p in stripped]
+    state_dict, notes, fused = network_weights(path, dict(state_dict))
     hints = Hints(spec=spec_from_metadata(meta))
     if isinstance(meta.get("arch"), str):
         hints.names.append((meta["arch"], "checkpoint metadata"))
-    return RawCheckpoint(form="safetensors", state_dict=state_dict, metadata=meta, notes=notes, hints=hints)
+    return RawCheckpoint(form="safetensors", state_dict=state_dict, metadata=meta, notes=notes, hints=hints, fused_batchnorms=fused)
 
 
 def _metadata_from_strings(metadata: dict[str, str]) -> dict:
@@ -239,16 +280,21 @@ def _interpret(path: Path, obj: Any, weights: str = "model") -> RawCheckpoint:
     from exporter.training_formats import clean_ema, read_hints, select_weights, written_by
 
     if isinstance(obj, nn.Module):
+        _refuse_quantized_module(path, obj)
+        _refuse_meta_module(path, obj)
         return RawCheckpoint(form="pickled-module", module=obj)
     if not isinstance(obj, dict):
         raise CheckpointError(
             f"{path} holds a {type(obj).__name__}, not a model: expected a state_dict, a training dict or a module"
         )
+    for value in [obj, *(obj.get(k) for k in MODEL_KEYS + EMA_KEYS)]:
+        if is_quantized_state_dict(value):
+            raise CheckpointError(f"{path} holds a quantized (torch.ao converted) model's weights (int8 tensors with scale/zero_point); " + QUANTIZED_ADVICE)
     if _is_tensor_dict(obj):
         if weights != "model" and not weights.endswith("."):
             raise CheckpointError(f"{path} is a plain state_dict: it has no {weights!r} weights to choose")
-        state_dict, stripped = strip_prefixes(obj)
-        return RawCheckpoint(form="state_dict", state_dict=state_dict, notes=[f"stripped prefix {p!r}" for p in stripped])
+        state_dict, notes, fused = network_weights(path, obj)
+        return RawCheckpoint(form="state_dict", state_dict=state_dict, notes=notes, fused_batchnorms=fused)
     key, value = select_weights(obj, "model" if weights.endswith(".") else weights, lambda v: isinstance(v, nn.Module) or _is_tensor_dict(v))
     if value is None:
         keys = ", ".join(map(str, list(obj)[:8]))
@@ -259,20 +305,74 @@ def _interpret(path: Path, obj: Any, weights: str = "model") -> RawCheckpoint:
     hints, tool = read_hints(obj), written_by(obj)
     chosen = "ema" if key in EMA_KEYS else weights if weights not in ("model", "ema") else "model"
     if isinstance(value, nn.Module):
+        _refuse_quantized_module(path, value)
+        _refuse_meta_module(path, value)
         return RawCheckpoint(form=f"training-dict[{key}] with pickled module", module=value, hints=hints, weights=chosen, written_by=tool)
     notes = []
     if key in EMA_KEYS:
         value, dropped = clean_ema(value)
         notes += dropped
-    state_dict, stripped = strip_prefixes(value)
-    notes += [f"stripped prefix {p!r}" for p in stripped]
+    state_dict, found, fused = network_weights(path, value)
+    notes += found
     others = sorted(str(k) for k in obj if k != key)
     if others:
         notes.append("also holds: " + ", ".join(others[:8]) + (" …" if len(others) > 8 else ""))
     unused_ema = [k for k in EMA_KEYS if k in obj and k != key]
     if unused_ema and chosen == "model":
         notes.append(f"EMA weights under {unused_ema[0]!r} not used (pass --weights ema for them)")
-    return RawCheckpoint(form=f"training-dict[{key}]", state_dict=state_dict, notes=notes + hints.notes, hints=hints, weights=chosen, written_by=tool)
+    return RawCheckpoint(
+        form=f"training-dict[{key}]", state_dict=state_dict, notes=notes + hints.notes, hints=hints, weights=chosen,
+        written_by=tool, fused_batchnorms=fused,
+    )
+
+
+def network_weights(path: Path, state_dict: dict) -> tuple[dict, list[str], dict]:
+    """(the network's float weights, notes, fused BatchNorms) of a state_dict, refusing what holds none.
+
+    Observer/fake-quantize buffers of a torch.ao prepared model are left out before the
+    DataParallel/compile prefixes are stripped (QuantWrapper keeps the network under ``module.``
+    beside its ``quant.`` observers), and BatchNorms fused into convs for QAT are moved back.
+    """
+    _refuse_meta(path, state_dict)
+    kept, dropped = drop_observers(state_dict)
+    state_dict, stripped = strip_prefixes(kept)
+    notes = [f"stripped prefix {p!r}" for p in stripped]
+    fused: dict = {}
+    if dropped:
+        unfused, fused = unfuse_batchnorms(state_dict)
+        state_dict = OrderedDict(unfused)
+        notes.append(prepared_note(dropped, fused))
+    return state_dict, notes, fused
+
+
+_META_ADVICE = (
+    "it was saved from a model on the meta device (built under torch.device('meta') or with empty weights); "
+    "save the state_dict after the real weights are loaded (model.to_empty(device='cpu') + load_state_dict)"
+)
+
+
+def _refuse_meta(path: Path, state_dict: dict) -> None:
+    import torch
+
+    if any(isinstance(v, torch.Tensor) and v.is_meta for v in state_dict.values()):
+        raise CheckpointError(f"{path} holds no weight values: {_META_ADVICE}")
+
+
+def _refuse_meta_module(path: Path, module) -> None:
+    import itertools
+
+    try:
+        tensors = list(itertools.chain(module.parameters(), module.buffers()))
+    except Exception:  # noqa: BLE001 - a TorchScript or broken module: nothing to judge here
+        return
+    if any(t.is_meta for t in tensors):
+        raise CheckpointError(f"{path} holds no weight values: {_META_ADVICE}")
+
+
+def _refuse_quantized_module(path: Path, module) -> None:
+    found = quantized_module_names(module)
+    if found:
+        raise CheckpointError(f"{path} holds a whole quantized model (torch.ao converted: {', '.join(found[:4])}); " + QUANTIZED_ADVICE)
 
 
 def _exported_program_module_class():

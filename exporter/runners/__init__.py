@@ -35,8 +35,10 @@ def detect_kind(path: Path) -> str:
     if suffix in (".engine", ".plan"):
         return "tensorrt"
     if path.is_file() and zipfile.is_zipfile(path):
+        from exporter.checkpoint_read import zip_layout
+
         with zipfile.ZipFile(path) as zf:
-            if any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist()):
+            if zip_layout(zf.namelist()) == "torchscript":
                 return "torchscript"
     raise BadInputError(f"cannot tell what kind of artifact {path} is (expected .onnx, TorchScript, .mlpackage or .engine)")
 
