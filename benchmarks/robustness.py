@@ -35,6 +35,7 @@ def run_corpus(root: Path) -> dict:
         "clean_errors": sum(v.clean for v in verdicts),
         "tracebacks": sum(v.traceback for v in verdicts),
         "partial_files": sum(bool(v.partial_files) for v in verdicts),
+        "harmed_inputs": sum(bool(v.harmed_inputs) for v in verdicts),
         "payloads_run": sum(v.payload_ran for v in verdicts),
         "by_input": {kind: sum(c.input == kind for c in cases) for kind in sorted({c.input for c in cases})},
         "problems": {v.case.id: v.problems for v in verdicts if not v.clean},
@@ -112,6 +113,7 @@ def main() -> int:
         print(f"  clean errors     {corpus['clean_errors']}")
         print(f"  tracebacks       {corpus['tracebacks']}  (must be 0)")
         print(f"  partial files    {corpus['partial_files']}  (must be 0)")
+        print(f"  harmed inputs    {corpus['harmed_inputs']}  (must be 0)")
         print(f"  payloads run     {corpus['payloads_run']}  (must be 0)")
         for case_id, problems in corpus["problems"].items():
             print(f"  ! {case_id}: {'; '.join(problems)}")
@@ -125,7 +127,7 @@ def main() -> int:
             print(f"  ! missed {cell}: {reason}")
         for kind, reason in faults["false_alarm_reasons"].items():
             print(f"  ! false alarm on clean {kind}: {reason}")
-    bad = (corpus["tracebacks"] or corpus["partial_files"] or corpus["payloads_run"] or corpus["clean_errors"] != corpus["cases_tried"]
+    bad = (corpus["tracebacks"] or corpus["partial_files"] or corpus["harmed_inputs"] or corpus["payloads_run"] or corpus["clean_errors"] != corpus["cases_tried"]
            or faults["missed"] or faults["false_alarms"])
     return 1 if bad else 0
 

@@ -69,6 +69,7 @@ class Verdict:
     problems: list[str] = field(default_factory=list)
     traceback: bool = False
     partial_files: list[str] = field(default_factory=list)
+    harmed_inputs: list[str] = field(default_factory=list)  # files under in/ that changed or vanished
     payload_ran: bool = False
 
     @property
@@ -928,6 +929,259 @@ def _(c, i):
     return _bad(i, "output", ("simplify", c.good_onnx, "-o", c.good_onnx), ["is the ONNX model", "destroy"])
 
 
+# ---- outputs that land on an input (issue 24): refused before any work, the input untouched
+
+
+def _torchscript_ckpt(c: Corpus, name: str = "scripted.ts") -> Path:
+    """A traced TorchScript checkpoint of simple_cnn (what `cnnexport torchscript` writes)."""
+    import torch
+
+    import architectures
+
+    path = c.path(name)
+    if not path.exists():
+        model = architectures.get("simple_cnn").build().eval()
+        torch.jit.trace(model, torch.zeros(1, 3, 32, 32)).save(str(path))
+    return path
+
+
+def _image_folder(c: Corpus, name: str) -> Path:
+    folder = c.path(f"{name}/x").parent
+    for n in range(2):
+        _image(folder / f"{n}.png")
+    return folder
+
+
+HARM_WORDS = ("would destroy", "choose another output path")
+
+
+@case("output-is-the-checkpoint", "output")
+def _(c, i):
+    return _bad(i, "output", ("onnx", c.good_ckpt, "--arch", "simple_cnn", "-o", c.good_ckpt), ["is the checkpoint", *HARM_WORDS])
+
+
+@case("output-is-the-checkpoint-via-missing-dotdot", "output")
+def _(c, i):
+    return _bad(i, "output", ("onnx", c.good_ckpt, "--arch", "simple_cnn", "-o", c.inputs / "nowhere" / ".." / "good.pt"),
+                ["is the checkpoint", *HARM_WORDS])
+
+
+@case("output-is-a-symlink-to-the-checkpoint", "output")
+def _(c, i):
+    link = c.path("link.onnx")
+    if not link.is_symlink():
+        os.symlink(c.good_ckpt.name, link)
+    return _bad(i, "output", ("onnx", c.good_ckpt, "--arch", "simple_cnn", "-o", link), ["is the checkpoint", *HARM_WORDS])
+
+
+@case("output-is-a-hardlink-to-the-checkpoint", "output")
+def _(c, i):
+    hard = c.path("hard.onnx")
+    if not hard.exists():
+        os.link(c.good_ckpt, hard)
+    return _bad(i, "output", ("onnx", c.good_ckpt, "--arch", "simple_cnn", "-o", hard), ["is the checkpoint", *HARM_WORDS])
+
+
+@case("output-is-the-calibration-file", "output")
+def _(c, i):
+    return _bad(i, "output", ("quantize", c.good_onnx, "--calib", c.good_npy, "-o", c.good_npy), ["the --calib data", *HARM_WORDS])
+
+
+@case("output-inside-the-calibration-folder", "output")
+def _(c, i):
+    folder = _image_folder(c, "calib_images")
+    return _bad(i, "output", ("quantize", c.good_onnx, "--calib", folder, "-o", folder / "q.onnx"), ["inside the --calib data"])
+
+
+@case("output-is-the-images-file", "output")
+def _(c, i):
+    return _bad(i, "output", ("onnx", c.good_ckpt, "--arch", "simple_cnn", "--images", c.good_npy, "-o", c.good_npy),
+                ["the --images data", *HARM_WORDS])
+
+
+@case("output-is-the-labels-file", "output")
+def _(c, i):
+    labels = c.path("ten_labels.txt")
+    labels.write_text("\n".join(f"class{n}" for n in range(10)) + "\n")
+    return _bad(i, "output", ("onnx", c.good_ckpt, "--arch", "simple_cnn", "--labels", labels, "-o", labels),
+                ["the --labels file", *HARM_WORDS])
+
+
+@case("output-is-the-arch-file", "output")
+def _(c, i):
+    net = c.path("user_net.py")
+    net.write_text("import torch\nclass Net(torch.nn.Module):\n    pass\n")
+    return _bad(i, "output", ("onnx", c.good_ckpt, "--arch", f"{net}:Net", "-o", net), ["the --arch file", *HARM_WORDS])
+
+
+@case("output-is-the-reference-checkpoint", "output")
+def _(c, i):
+    return _bad(i, "output", ("simplify", c.good_onnx, "--checkpoint", c.good_ckpt, "-o", c.good_ckpt),
+                ["the --checkpoint reference", *HARM_WORDS])
+
+
+@case("output-quantize-over-its-onnx", "output")
+def _(c, i):
+    return _bad(i, "output", ("quantize", c.good_onnx, "--calib", c.good_npy, "-o", c.good_onnx), ["is the ONNX model", *HARM_WORDS])
+
+
+@case("output-report-is-the-checkpoint", "output")
+def _(c, i):
+    ckpt = c.path("m.onnx.report.json")
+    ckpt.write_bytes(c.good_ckpt.read_bytes())
+    return _bad(i, "output", ("onnx", ckpt, "--arch", "simple_cnn", "-o", c.inputs / "m.onnx"), ["m.onnx.report.json", "is the checkpoint"])
+
+
+@case("output-torchscript-default-is-the-torchscript-checkpoint", "output")
+def _(c, i):
+    return _bad(i, "output", ("torchscript", _torchscript_ckpt(c)), ["scripted.ts", "is the checkpoint", *HARM_WORDS])
+
+
+@case("run-output-folder-holds-the-checkpoint-under-an-artifact-name", "output")
+def _(c, i):
+    return _bad(i, "output", ("run", _torchscript_ckpt(c), "--recipe", "release", "-o", c.inputs), ["scripted.ts", "is the checkpoint"])
+
+
+@case("run-output-inside-the-calibration-folder", "output")
+def _(c, i):
+    folder = _image_folder(c, "run_calib_images")
+    return _bad(i, "output", ("run", c.good_ckpt, "--recipe", "release", "-o", folder / "dist", "--calib", folder,
+                              "--set", "model.arch=simple_cnn"), ["inside calibration.data"])
+
+
+@case("run-recipe-where-the-report-goes", "output")
+def _(c, i):
+    recipe = c.path("report.md")
+    recipe.write_text("name: mine\nmodel: {arch: simple_cnn}\nstages:\n  onnx: {}\n")
+    return _bad(i, "output", ("run", c.good_ckpt, "--recipe", recipe, "-o", c.inputs), ["report.md", "is the recipe"])
+
+
+@case("run-output-folder-is-a-file", "output")
+def _(c, i):
+    return _bad(i, "output", ("run", c.good_ckpt, "--recipe", "release", "-o", c.good_npy, "--set", "model.arch=simple_cnn"),
+                ["calib.npy"])
+
+
+# ---- every option checked before work, naming the flag or key and the range
+
+
+OPTION_CASES = [
+    ("cli-opset-99", ("onnx", "{ckpt}", "--arch", "simple_cnn", "--opset", "99", "-o", "{out}"), ["--opset", "18 to"], False),
+    ("cli-opset-7-dynamo", ("onnx", "{ckpt}", "--arch", "simple_cnn", "--opset", "7", "-o", "{out}"), ["--opset", "--exporter legacy"], False),
+    ("cli-opset-24-legacy", ("onnx", "{ckpt}", "--arch", "simple_cnn", "--exporter", "legacy", "--opset", "24", "-o", "{out}"),
+     ["--opset", "7 to 23"], False),
+    ("cli-min-top1-above-1", ("onnx", "{ckpt}", "--arch", "simple_cnn", "--min-top1", "1.5", "-o", "{out}"), ["--min-top1", "1"], False),
+    ("cli-min-cosine-below-minus-1", ("onnx", "{ckpt}", "--arch", "simple_cnn", "--min-cosine", "-2", "-o", "{out}"),
+     ["--min-cosine", "-1"], False),
+    ("cli-max-rel-err-zero", ("onnx", "{ckpt}", "--arch", "simple_cnn", "--max-rel-err", "0", "-o", "{out}"), ["--max-rel-err", "0"], False),
+    ("cli-verify-min-top1-above-1", ("verify", "{onnx}", "--checkpoint", "{ckpt}", "--arch", "simple_cnn", "--min-top1", "7"),
+     ["--min-top1"], False),
+    ("cli-seed-negative", ("onnx", "{ckpt}", "--arch", "simple_cnn", "--seed", "-1", "-o", "{out}"), ["--seed"], True),
+    ("cli-opt-level-9", ("tensorrt", "{onnx}", "--opt-level", "9", "--emit-script", "{out}"), ["--opt-level", "5"], False),
+    ("cli-max-drop-200", ("quantize", "{onnx}", "--calib", "{npy}", "--fallback", "auto", "--max-drop", "200", "-o", "{out}"),
+     ["--max-drop", "100"], False),
+    ("cli-holdout-negative", ("quantize", "{onnx}", "--calib", "{npy}", "--holdout", "-3", "-o", "{out}"), ["--holdout", "0"], False),
+    ("cli-samples-zero", ("quantize", "{onnx}", "--calib", "{npy}", "--samples", "0", "-o", "{out}"), ["--samples", "1"], False),
+    ("cli-method-unknown", ("quantize", "{onnx}", "--calib", "{npy}", "--method", "kl", "-o", "{out}"), ["--method"], True),
+    ("cli-openvino-entropy", ("openvino", "{onnx}", "--precision", "int8", "--calib", "{npy}", "--method", "entropy", "-o", "{out}"),
+     ["--method entropy", "NNCF"], False),
+    ("cli-coreml-compress-bits", ("coreml", "{ckpt}", "--arch", "simple_cnn", "--compress", "palettize:99", "-o", "{out}"),
+     ["palettize"], False),
+    ("cli-tensorrt-workspace-unit", ("tensorrt", "{onnx}", "--workspace", "12Q", "--emit-script", "{out}"), ["--workspace"], False),
+    ("cli-bench-threads-0", ("bench", "{onnx}", "--threads", "0"), ["--threads"], True),
+    ("cli-bench-seconds-0", ("bench", "{onnx}", "--seconds", "0"), ["--seconds"], True),
+    ("cli-eval-top-0", ("eval", "{onnx}", "--data", "digits", "--top", "0"), ["--top"], True),
+    ("cli-eval-batch-size-0", ("eval", "{onnx}", "--data", "digits", "--batch-size", "0"), ["--batch-size"], True),
+    ("cli-debug-samples-0", ("debug", "{onnx}", "--checkpoint", "{ckpt}", "--samples", "0"), ["--samples"], True),
+    ("cli-run-jobs-0", ("run", "{ckpt}", "--recipe", "release", "--jobs", "0", "-o", "{out}"), ["--jobs"], True),
+    ("cli-demo-epochs-0", ("demo", "--epochs", "0", "-o", "{out}"), ["--epochs"], True),
+    ("cli-set-opset-99", ("run", "{ckpt}", "--recipe", "release", "--set", "stages.onnx.opset=99", "-o", "{out}"),
+     ["stages.onnx.opset", "18 to"], False),
+    ("cli-set-verify-seed-negative", ("run", "{ckpt}", "--recipe", "release", "--set", "verify.seed=-1", "-o", "{out}"),
+     ["verify.seed"], False),
+    ("cli-set-tolerance-above-1", ("run", "{ckpt}", "--recipe", "release", "--set", "verify.int8.min_top1=2", "-o", "{out}"),
+     ["verify.int8.min_top1"], False),
+    ("cli-set-calibration-samples-zero", ("run", "{ckpt}", "--recipe", "release", "--set", "calibration.samples=0", "-o", "{out}"),
+     ["calibration.samples"], False),
+    ("cli-set-opt-level-9", ("run", "{ckpt}", "--recipe", "release", "--set", "stages.tensorrt.optimization_level=9", "-o", "{out}"),
+     ["stages.tensorrt.optimization_level"], False),
+]
+
+
+def _option_case(c: Corpus, i: str, args, words, usage: bool) -> Case:
+    fill = {"{ckpt}": str(c.good_ckpt), "{onnx}": str(c.good_onnx), "{npy}": str(c.good_npy), "{out}": c.out(i)}
+    return Case(i, "cli", tuple(fill.get(a, a) for a in args), EXIT_BAD_INPUT, tuple(words), usage=usage)
+
+
+for _id, _args, _words, _usage in OPTION_CASES:
+    case(_id, "cli")(lambda c, i, a=_args, w=_words, u=_usage: _option_case(c, i, a, w, u))
+
+
+# ---- data sources opened and counted before the first stage (a checkpoint given to an ONNX verb exports nothing first)
+
+
+def _quantize_ckpt(c: Corpus, calib, *extra) -> tuple[str, ...]:
+    return ("quantize", str(c.good_ckpt), "--arch", "simple_cnn", "--calib", str(calib), *extra)
+
+
+@case("quantize-ckpt-empty-calib-folder", "data")
+def _(c, i):
+    folder = c.path("empty_for_ckpt/x").parent
+    folder.mkdir(exist_ok=True)
+    return _bad(i, "data", _quantize_ckpt(c, folder), ["--calib", "no images"])
+
+
+@case("quantize-ckpt-corrupt-calib-image", "data")
+def _(c, i):
+    folder = c.path("corrupt_for_ckpt/x").parent
+    (folder / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    return _bad(i, "data", _quantize_ckpt(c, folder), ["--calib", "cannot be read"])
+
+
+@case("quantize-ckpt-missing-calib", "data")
+def _(c, i):
+    return _bad(i, "data", _quantize_ckpt(c, c.inputs / "no_such_calib"), ["--calib", "does not exist"])
+
+
+@case("quantize-ckpt-eval-without-labels", "data")
+def _(c, i):
+    return _bad(i, "data", _quantize_ckpt(c, c.good_npy, "--eval", c.good_npy), ["--eval", "no labels"])
+
+
+@case("openvino-ckpt-int8-empty-calib", "data")
+def _(c, i):
+    folder = c.path("empty_for_openvino/x").parent
+    folder.mkdir(exist_ok=True)
+    return _bad(i, "data", ("openvino", c.good_ckpt, "--arch", "simple_cnn", "--precision", "int8", "--calib", folder),
+                ["--calib", "no images"])
+
+
+@case("onnx-images-missing", "data")
+def _(c, i):
+    return _bad(i, "data", ("onnx", c.good_ckpt, "--arch", "simple_cnn", "--images", c.inputs / "absent_images", "-o", c.out("x.onnx")),
+                ["--images", "does not exist"])
+
+
+@case("run-evaluation-without-labels", "data")
+def _(c, i):
+    return _bad(i, "data", _run_args(c, "release", i, "--calib", str(c.good_npy), "--set", "model.arch=simple_cnn",
+                                     "--set", f"evaluation.data={c.good_npy}"), ["evaluation.data", "no labels"])
+
+
+@case("run-verify-images-missing", "data")
+def _(c, i):
+    return _bad(i, "data", _run_args(c, "release", i, "--set", "model.arch=simple_cnn",
+                                     "--set", f"verify.images={c.inputs / 'absent_images'}"), ["verify.images", "does not exist"])
+
+
+@case("run-calib-empty-folder", "data")
+def _(c, i):
+    folder = c.path("empty_for_run/x").parent
+    folder.mkdir(exist_ok=True)
+    return _bad(i, "data", _run_args(c, "release", i, "--calib", str(folder), "--set", "model.arch=simple_cnn"),
+                ["calibration.data", "no images"])
+
+
 # --------------------------------------------------------------------------- building and judging
 
 
@@ -996,6 +1250,9 @@ def judge(case_: Case, outcome: Outcome, before: dict, after: dict) -> Verdict:
     if changed:
         v.partial_files = changed
         v.problems.append(f"files written or changed: {changed[:5]}")
+    v.harmed_inputs = [k for k in before if k.startswith("in") and not before[k][0] and before[k] != after.get(k)]
+    if v.harmed_inputs:
+        v.problems.append(f"inputs changed or gone: {v.harmed_inputs[:5]}")
     ran = [m for m in case_.markers if Path(m).exists()]
     if ran:
         v.payload_ran = True
