@@ -75,6 +75,7 @@ def model_section(loaded=None, spec=None) -> dict:
             left_out_keys=loaded.left_out,
             written_by=loaded.written_by,
             dropped_outputs=loaded.dropped_outputs,
+            notes=list(loaded.notes),  # upcast fp16/bf16 weights, QAT buffers left out, prefixes stripped, ...
         )
     return section
 

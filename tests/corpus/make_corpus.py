@@ -1182,6 +1182,27 @@ def _(c, i):
                 ["calibration.data", "no images"])
 
 
+# ---- checkpoint forms torch itself writes that are refused (tests/corpus/torch_forms.py writes them)
+
+TORCH_FORM_IDS = ("torch-quantized-state-dict", "torch-quantized-state-dict-arch", "torch-quantized-training-dict",
+                  "torch-quantized-module", "torch-quantized-module-trusted", "torch-quantized-module-legacy",
+                  "torch-quantized-torchscript", "torch-meta-state-dict", "torch-meta-state-dict-arch",
+                  "torch-meta-module-trusted", "torch-meta-module")
+
+
+def _torch_form(c: Corpus, i: str) -> Case:
+    if not hasattr(c, "torch_forms"):  # written once per corpus: the converted model takes a few seconds
+        from tests.corpus.torch_forms import write_torch_form_cases
+
+        c.torch_forms = {cid: (args, code, words) for cid, args, code, words in write_torch_form_cases(c.inputs / "torch_forms")}
+    args, code, words = c.torch_forms[i]
+    return Case(i, "checkpoint", tuple(args), code, tuple(words))
+
+
+for _id in TORCH_FORM_IDS:
+    case(_id, "checkpoint")(_torch_form)
+
+
 # --------------------------------------------------------------------------- building and judging
 
 
