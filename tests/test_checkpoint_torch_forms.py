@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import build_model, files_in, user_model_class
 from tests.corpus.torch_forms import simple_cnn, write_torch_form_cases
+from tests.test_checkpoint_forms import _inspect as inspect
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -35,13 +36,6 @@ def assert_error(r, code: int, *needles: str) -> str:
     for needle in needles:
         assert needle.lower() in message.lower(), f"{needle!r} not in {message!r}"
     return message
-
-
-def inspect(cli, path, *args) -> dict:
-    r = cli("inspect", path, "--json", *args)
-    assert r.exit_code == 0, r
-    assert "Traceback" not in r.stdout + r.stderr
-    return r.json()
 
 
 def export_onnx(cli, path, out, *args) -> dict:

@@ -107,7 +107,7 @@ def test_killed_run_resumes_without_redoing_finished_stages(lenet_ckpt, tmp_path
 
 def test_a_failing_stage_does_not_stop_independent_ones(cli, lenet_ckpt, tmp_path):
     out = tmp_path / "dist"
-    r = cli("run", lenet_ckpt, "--recipe", "demo", "-o", out, *FAST, "--set", "verify.int8.min_cosine=1.5", "--json")
+    r = cli("run", lenet_ckpt, "--recipe", "demo", "-o", out, *FAST, "--set", "verify.int8.max_rel_err=1e-9", "--json")
     assert r.exit_code == 1, r
     status = _stage_status(r.json()["manifest"])
     assert status["int8"] == "fail" and status["fp16"] == "pass" and status["simplify"] == "pass"
@@ -115,7 +115,7 @@ def test_a_failing_stage_does_not_stop_independent_ones(cli, lenet_ckpt, tmp_pat
 
 
 def test_stages_downstream_of_a_failure_are_skipped_with_the_reason(cli, lenet_ckpt, tmp_path):
-    r = cli("run", lenet_ckpt, "--recipe", "server-onnx-cpu", "-o", tmp_path / "d", *FAST, "--set", "verify.fp32.min_cosine=1.5", "--json")
+    r = cli("run", lenet_ckpt, "--recipe", "server-onnx-cpu", "-o", tmp_path / "d", *FAST, "--set", "verify.fp32.max_rel_err=1e-15", "--json")
     assert r.exit_code == 1, r
     status = _stage_status(r.json()["manifest"])
     assert status["onnx"] == "fail"

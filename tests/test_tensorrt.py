@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from exporter.errors import BackendUnavailable, BadInputError
@@ -331,7 +332,9 @@ def test_emit_script_int8_qdq_and_calibrator_kits(cli, lenet5_ckpt, tmp_path):
 def test_emit_script_for_tensorrt_11_builds_the_fp16_onnx(cli, exported_onnx, tmp_path):
     model = tmp_path / "m.onnx"
     shutil.copyfile(exported_onnx, model)
-    r = cli("tensorrt", model, "--precision", "fp16", "--trt-version", "11.0.0", "--calib", "digits", "--batch", "1:4:8",
+    calib = tmp_path / "calib.npy"  # simple_cnn takes RGB 32x32: the 1-channel digits are refused as its calibration data
+    np.save(calib, np.random.default_rng(0).standard_normal((32, 3, 32, 32)).astype(np.float32))
+    r = cli("tensorrt", model, "--precision", "fp16", "--trt-version", "11.0.0", "--calib", calib, "--batch", "1:4:8",
             "--emit-script", tmp_path / "kit", "--json")
     assert r.exit_code == 0, r
     kinds = {a["kind"]: a for a in r.json()["artifacts"]}
@@ -521,9 +524,10 @@ def test_lint_refuses_qoperator_and_cpu_qdq_models_and_passes_the_tensorrt_flavo
     r = cli("tensorrt", qop, "--emit-script", tmp_path / "kit")
     assert r.exit_code == 2 and "has no importer for" in r.stderr and not (tmp_path / "kit").exists()
 
-    common = ("--calib", "digits", "--samples", "32", "--holdout", "16", "-q")
+    calib = tmp_path / "calib.npy"  # simple_cnn takes RGB 32x32 (the 1-channel digits are refused for it)
+    np.save(calib, np.random.default_rng(0).standard_normal((48, 3, 32, 32)).astype(np.float32))
+    common = ("--calib", calib, "--samples", "32", "--holdout", "16", "-q")
     cpu, trt = tmp_path / "cpu.onnx", tmp_path / "trt.onnx"
-    # simple_cnn is RGB; the CLI's explicit --calib digits still works for a check of graph structure
     assert cli("quantize", exported_onnx, "-o", cpu, *common).exit_code in (0, 1)
     assert cli("quantize", exported_onnx, "--target", "tensorrt", "-o", trt, *common).exit_code in (0, 1)
     for path in (cpu, trt):
