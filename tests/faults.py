@@ -414,6 +414,7 @@ class VerifyOutcome:
     exit_code: int
     reason: str
     stderr: str
+    stdout: str = ""  # the --json report (tests.verdicts reads the verdict from it)
 
 
 def verify_cli(artifact: Path, checkpoint: Path, kind: str, images: Path | None = None) -> VerifyOutcome:
@@ -430,4 +431,4 @@ def verify_cli(artifact: Path, checkpoint: Path, kind: str, images: Path | None 
         reason = json.loads(r.stdout)["artifacts"][0]["verification"]["reason"]
     except (ValueError, KeyError, IndexError):
         reason = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
-    return VerifyOutcome(r.exit_code, reason, r.stderr)
+    return VerifyOutcome(r.exit_code, reason, r.stderr, r.stdout)

@@ -85,11 +85,17 @@ def test_openvino_reads_and_computes_every_onnx_kind(artifacts, kind):
 
 # What OpenCV's DNN module does not take (README, "Backends"): the fp16 graph's first Conv fails to
 # parse (4.14 and 5.0: "inputs.size() != 0" / "!inputs.empty()"), and the uint8-activation QDQ model
-# is refused at forward by 5.0 ("bufidx >= 0") and computed wrongly by 4.14 (cosine 0.04 vs PyTorch).
+# is refused by 5.0 while it reads the model ("bufidx >= 0"; measured, not at forward) and computed wrongly by 4.14 (cosine 0.04 vs PyTorch).
 OPENCV_REFUSES = ("fp16", "int8-cpu")
+# where OpenCV 5 refuses each (the step, and the words of its cv2.error); 4.x computes int8 wrongly instead
+OPENCV_REFUSAL = {"fp16": ("read", r"Conv.*parse error.*(!inputs\.empty\(\)|inputs\.size\(\) != 0)"),
+                  "int8-cpu": ("read", r"bufidx >= 0")}
 
 
-def _opencv_outputs(cv2, path, data):
+def _opencv_outputs(cv2, path, data, steps: list | None = None):
+    """OpenCV's outputs at batch 1 and 4; ``steps`` records how far it got (read, forward)."""
+    steps = steps if steps is not None else []
+    steps.append("read")
     net = cv2.dnn.readNetFromONNX(str(path))
     net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
@@ -97,6 +103,7 @@ def _opencv_outputs(cv2, path, data):
     for batch_size in (1, 4):
         batch = np.ascontiguousarray(data[:batch_size])
         net.setInput(batch)
+        steps.append("forward")
         outputs[batch_size] = np.asarray(net.forward())
     return outputs
 
@@ -112,15 +119,27 @@ def test_opencv_dnn_reads_and_computes_onnx_kinds(artifacts, kind):
 
 @pytest.mark.parametrize("kind", OPENCV_REFUSES)
 def test_opencv_dnn_does_not_compute_these_kinds_correctly(artifacts, kind):
-    """Asserted, so that an OpenCV that learns them fails here and the README's table gets updated."""
+    """Asserted, so that an OpenCV that learns them fails here and the README's table gets updated.
+
+    A refusal must be OpenCV's own, at the step and in the words recorded above: any other error
+    (an import problem, a wrong path, our own code) fails the test.
+    """
+    import re
+
     cv2 = pytest.importorskip("cv2", reason="opencv-python-headless is not installed")
     from exporter.verify import compare_arrays, tolerance_for
 
     folder, model, data = artifacts
     name, precision = KINDS[kind]
+    assert (folder / name).is_file(), f"the {kind} artifact was not built"
+    steps: list[str] = []
     try:
-        outputs = _opencv_outputs(cv2, folder / name, data)
-    except cv2.error:
-        return  # refused
+        outputs = _opencv_outputs(cv2, folder / name, data, steps)
+    except cv2.error as exc:
+        step, words = OPENCV_REFUSAL[kind]
+        assert int(cv2.__version__.split(".")[0]) >= 5, f"OpenCV {cv2.__version__} refused {kind}; 4.x computed it"
+        assert steps[-1] == step, f"OpenCV refused {kind} at {steps[-1]}, expected at {step}: {exc}"
+        assert re.search(words, " ".join(str(exc).split())), f"OpenCV refused {kind} for another reason: {exc}"
+        return
     verdicts = [compare_arrays(_reference(model, data[:b]), out, tolerance_for(precision))["status"] for b, out in outputs.items()]
     assert "fail" in verdicts, f"OpenCV {cv2.__version__} now computes {kind} correctly: update OPENCV_REFUSES and the README"
