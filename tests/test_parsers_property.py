@@ -79,11 +79,39 @@ def test_input_spec_from_command_line_strings(shape, mean, std):
 @SETTINGS
 @given(st.one_of(ANY_TEXT, st.builds(lambda d: __import__("json").dumps(d), st.dictionaries(ANY_TEXT, st.integers() | ANY_TEXT, max_size=4))))
 def test_stored_spec_of_an_artifact(text):
-    """The cnnexport.spec metadata of a (possibly damaged) artifact."""
-    value = _valid_or_bad_input(stored_spec, text, "m.onnx")
-    if value is not None:
-        assert isinstance(value, dict)
-        _valid_or_bad_input(ModelSpec.from_dict, value)
+    """The cnnexport.spec metadata of a (possibly damaged) artifact: exactly its JSON object, or an error naming it."""
+    import json
+
+    try:
+        value = stored_spec(text, "m.onnx")
+    except BadInputError as exc:
+        assert "m.onnx" in str(exc) and "cnnexport.spec" in str(exc), str(exc)  # names the file and the entry
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            return
+        assert not isinstance(parsed, dict), f"a JSON object was refused: {text!r}"
+        return
+    assert value == (json.loads(text) if text else {})  # what was stored comes back unchanged
+    spec = _valid_or_bad_input(ModelSpec.from_dict, value)
+    if spec is not None:  # a spec that reads round-trips through what an artifact stores
+        assert ModelSpec.from_dict(stored_spec(spec.to_json(), "m.onnx")) == spec
+
+
+@st.composite
+def specs(draw):
+    channels, classes = draw(st.sampled_from([1, 3, 4])), draw(st.integers(1, 6))
+    finite = st.floats(-10, 10, allow_nan=False)
+    labels = draw(st.none() | st.lists(st.text(max_size=8), min_size=classes, max_size=classes).map(tuple))
+    return ModelSpec(draw(st.text(min_size=1, max_size=12)), classes, channels, draw(st.integers(1, 512)),
+                     draw(st.integers(1, 512)), tuple(draw(finite) for _ in range(channels)),
+                     tuple(draw(st.floats(0.01, 10)) for _ in range(channels)), labels=labels)
+
+
+@SETTINGS
+@given(specs())
+def test_a_spec_round_trips_through_artifact_metadata(spec):
+    assert ModelSpec.from_dict(stored_spec(spec.to_json(), "m.onnx")) == spec
 
 
 # --------------------------------------------------------------------------- recipe --set
