@@ -84,16 +84,25 @@ def test_recipe_stages_are_exactly_the_table_rows_in_its_order():
     assert list(Recipe().stages.__class__.model_fields) == [r.name for r in kinds.KINDS]
 
 
-def test_every_verb_that_builds_a_kind_exists_and_every_row_resolves():
-    from exporter.runners import open_runner  # noqa: F401 - the runner kinds below are what it dispatches on
+def _dispatched_runner_kinds() -> set[str]:
+    """The runner kinds exporter.runners.open_runner dispatches on, read from its code."""
+    import inspect
 
+    from exporter.runners import open_runner
+
+    return set(re.findall(r'kind == "(\w+)"', inspect.getsource(open_runner)))
+
+
+def test_every_verb_that_builds_a_kind_exists_and_every_row_resolves():
+    dispatched = _dispatched_runner_kinds()
+    assert len(dispatched) >= 5, dispatched
     commands = _cli().commands
     names, suffixes = set(), set()
     for row in kinds.KINDS:
         assert row.verb in commands, row.verb
         assert callable(row.builder()) and callable(row.stage_function()), row.name
         assert row.source in ("checkpoint", "onnx")
-        assert row.runner in ("onnx", "torchscript", "coreml", "tensorrt", "openvino"), row.runner
+        assert row.runner in dispatched, f"{row.name}: open_runner has no branch for runner {row.runner!r}"
         assert all(n in kinds.BY_NAME for n in row.needs), row.needs
         assert row.name not in names and row.suffix not in suffixes
         names.add(row.name)
@@ -113,11 +122,18 @@ def test_shared_verification_and_calibration_defaults_match_the_recipe_sections(
     from exporter.recipe import DataOptions, VerifySection
 
     verify = VerifySection()
-    for verb in ("onnx", "torchscript", "coreml", "simplify", "quantize"):
+    verbs = sorted({row.verb for row in kinds.KINDS})
+    sized = [verb for verb in verbs if "batch_sizes" in _flags(_cli().commands[verb])]
+    # every verb verifies at chosen batch sizes, except tensorrt: its profile's min and max are the sizes
+    assert set(verbs) - set(sized) == {kinds.BY_NAME["tensorrt"].verb}, sized
+    for verb in verbs:
         flags = _flags(_cli().commands[verb])
-        assert [int(b) for b in flags["batch_sizes"].default.split(",")] == verify.batch_sizes, verb
+        if verb in sized:
+            assert [int(b) for b in flags["batch_sizes"].default.split(",")] == verify.batch_sizes, verb
         assert flags["seed"].default == verify.seed, verb
-    for verb in ("quantize", "tensorrt"):
+    calibrating = sorted({row.verb for row in kinds.KINDS if row.reads_data})
+    assert calibrating, "no row reads calibration data"
+    for verb in calibrating:
         flags = _flags(_cli().commands[verb])
         assert flags["samples"].default == DataOptions().samples and flags["holdout"].default == DataOptions().holdout
         assert "--calib" in flags["calib"].opts
