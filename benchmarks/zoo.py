@@ -226,7 +226,9 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
     try:
         legacy = export_artifact("onnx", loaded, out / "legacy" / f"{stem}.onnx", {"exporter": "legacy"})
         status = legacy.verification.status if legacy.verification.status != "fail" else f"fail ({legacy.verification.reason})"
-        line["stages"]["onnx_legacy"] = {"status": status, "seconds": round(time.perf_counter() - t0, 1)}
+        v = legacy.verification.to_dict()
+        line["stages"]["onnx_legacy"] = {"status": status, "seconds": round(time.perf_counter() - t0, 1),
+                                         "max_rel_err": v.get("max_rel_err"), "cosine": v.get("cosine")}
     except CnnexportError as exc:
         line["stages"]["onnx_legacy"] = {"status": f"error ({exc})", "seconds": round(time.perf_counter() - t0, 1)}
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import build_model, files_in
+from tests.verdicts import verified
 
 pytest.importorskip("coremltools")
 
@@ -70,7 +71,7 @@ def test_lenet5_fp32_package_matches_pytorch_and_carries_metadata(cli, lenet5_ck
     assert r.exit_code == 0, r
     art = r.json()["artifacts"][0]
     v = art["verification"]
-    assert v["status"] == "pass" and v["max_rel_err"] <= 1e-4 and v["batch_sizes"] == [1, 4]
+    assert verified(v) and v["max_rel_err"] <= 1e-4 and v["batch_sizes"] == [1, 4]
     assert art["details"]["precision"] == "fp32" and art["details"]["batch"] == [1, 64]
     assert art["bytes"] > 200_000 and files_in(tmp_path) >= {"lenet.mlpackage", "lenet.mlpackage.report.json"}
     spec = _spec(out)
@@ -88,7 +89,7 @@ def test_fp16_program_rounds_like_fp16_and_passes_the_fp16_rule(cli, lenet5_ckpt
     r = cli("coreml", lenet5_ckpt, "-o", tmp_path / "l16.mlpackage", "--json")
     assert r.exit_code == 0, r
     v = r.json()["artifacts"][0]["verification"]
-    assert v["status"] == "pass" and v["precision"] == "fp16" and v["top1_agreement"] == 1.0
+    assert verified(v) and v["precision"] == "fp16" and v["top1_agreement"] == 1.0
     # fp16 rounding is visible: far above fp32 round-off, within the fp16 tolerance.
     assert 1e-5 < v["max_rel_err"] <= 1e-2
     from exporter.runners.mil import MilRunner
@@ -105,7 +106,7 @@ def test_verify_passes_the_package_and_fails_one_changed_weight_blob(cli, lenet_
     good = cli("verify", lenet_pkg, "--checkpoint", lenet5_ckpt, "--json")
     assert good.exit_code == 0, good
     assert good.json()["artifacts"][0]["kind"] == "coreml"
-    assert good.json()["artifacts"][0]["verification"]["status"] == "pass"
+    assert verified(good.json()["artifacts"][0]["verification"])
     bad = tmp_path / "bad.mlpackage"
     shutil.copytree(lenet_pkg, bad)
     weights, offset, size = _first_conv_weight_blob(bad)
@@ -165,7 +166,7 @@ def test_batch_range_fixed_batch_and_a_range_too_small(cli, lenet5_ckpt, tmp_pat
     r = cli("coreml", lenet5_ckpt, "-o", tmp_path / "f.mlpackage", "--batch", "1", "--precision", "fp32", "--json")
     assert r.exit_code == 0, r
     v = r.json()["artifacts"][0]["verification"]
-    assert v["status"] == "pass" and v["batch_sizes"] == [1]
+    assert verified(v) and v["batch_sizes"] == [1]
     assert MilRunner(tmp_path / "f.mlpackage").batch_dim == 1
     for bad in ("0:4", "4:2", "x"):
         r = cli("coreml", lenet5_ckpt, "-o", tmp_path / "x.mlpackage", "--batch", bad)
@@ -283,7 +284,7 @@ def _fp32_package_of_user_model(cli, tmp_path, source: str, cls: str) -> dict:
 def test_a_channel_shuffle_converts_despite_the_coremltools_numpy_cast_bug(cli, tmp_path):
     """coremltools 9.0 + NumPy 2.4 fail on int(size) casts; cnnexport's converter fix makes it convert and verify."""
     art = _fp32_package_of_user_model(cli, tmp_path, SHUFFLE_MODEL, "Shuffled")
-    assert art["verification"]["status"] == "pass" and art["verification"]["max_rel_err"] <= 1e-4
+    assert verified(art["verification"]) and art["verification"]["max_rel_err"] <= 1e-4
     assert art["details"]["ops"]["transpose"] >= 1
 
 
@@ -313,7 +314,7 @@ def test_zero_and_swapaxes_convert_as_fill_and_transpose(cli, tmp_path):
     import torch
 
     art = _fp32_package_of_user_model(cli, tmp_path, ALIASES_MODEL, "Aliases")
-    assert art["verification"]["status"] == "pass" and art["verification"]["max_rel_err"] <= 1e-4
+    assert verified(art["verification"]) and art["verification"]["max_rel_err"] <= 1e-4
     assert art["details"]["ops"]["transpose"] >= 1
     assert torch.swapaxes.__name__ == "swapaxes" and torch.Tensor.zero_.__name__ == "zero_"  # restored after tracing
 
@@ -342,13 +343,13 @@ def test_multi_head_attention_is_traced_as_plain_ops(cli, tmp_path):
     import torch
 
     art = _fp32_package_of_user_model(cli, tmp_path, ATTENTION_MODEL, "Attention")
-    assert art["verification"]["status"] == "pass" and art["verification"]["max_rel_err"] <= 1e-4
+    assert verified(art["verification"]) and art["verification"]["max_rel_err"] <= 1e-4
     assert art["details"]["ops"]["softmax"] >= 1
     assert torch.backends.mha.get_fastpath_enabled()  # restored after tracing
     r = cli("onnx", tmp_path / "m.pt", "--arch", f"{tmp_path / 'attention.py'}:Attention", "--input-shape", "3,8,8",
             "--exporter", "legacy", "-o", tmp_path / "m.onnx", "--json")
     assert r.exit_code == 0, r
-    assert r.json()["artifacts"][0]["verification"]["status"] == "pass"
+    assert verified(r.json()["artifacts"][0]["verification"])
 
 
 def test_bad_options_are_exit_2(cli, lenet5_ckpt, tmp_path):
@@ -391,7 +392,7 @@ def test_image_input_with_per_channel_std_classifier_and_labels(cli, simple_cnn_
     assert r.exit_code == 0, r
     art = r.json()["artifacts"][0]
     v = art["verification"]
-    assert v["status"] == "pass" and v["max_rel_err"] <= 1e-4, v
+    assert verified(v) and v["max_rel_err"] <= 1e-4, v
     d = art["details"]
     # CIFAR std differs per channel: Core ML's single image scale takes 1/255, the bias the mean,
     # and 1/std stays in the model as a per-channel multiply.
@@ -451,7 +452,7 @@ def test_weight_compression_palettize_and_linear8(cli, simple_cnn_ckpt, tmp_path
     art = r.json()["artifacts"][0]
     assert art["details"]["compression"] == "palettize:4" and art["details"]["min_target"] == "iOS16"
     assert art["details"]["ops"]["constexpr_lut_to_dense"] >= 2
-    assert art["verification"]["precision"] == "int8" and art["verification"]["status"] == "pass"
+    assert art["verification"]["precision"] == "int8" and verified(art["verification"])
     assert art["verification"]["max_rel_err"] > 1e-3  # the 16-entry palettes really changed the weights
     assert art["bytes"] < 0.5 * plain_bytes  # 4-bit indices instead of fp16 weights
     assert _spec(tmp_path / "p4.mlpackage").description.metadata.userDefined["cnnexport.compression"] == "palettize:4"
@@ -460,10 +461,10 @@ def test_weight_compression_palettize_and_linear8(cli, simple_cnn_ckpt, tmp_path
         assert r.exit_code == 0, r
         art = r.json()["artifacts"][0]
         assert art["details"]["ops"][op] >= 2, art["details"]["ops"]
-        assert art["verification"]["status"] == "pass" and art["verification"]["cosine"] > 0.999
+        assert verified(art["verification"]) and art["verification"]["cosine"] > 0.999
     r = cli("coreml", simple_cnn_ckpt, "-o", tmp_path / "p18.mlpackage", "--compress", "palettize:6", "--min-target", "iOS18", "--json")
     assert r.exit_code == 0, r
-    assert r.json()["artifacts"][0]["verification"]["status"] == "pass"
+    assert verified(r.json()["artifacts"][0]["verification"])
 
 
 # ----------------------------------------------------------------- torchvision models
@@ -476,10 +477,10 @@ def test_torchvision_models_fp32_and_fp16(name, models_dir, tmp_path):
     loaded = load_checkpoint(_ckpt(models_dir, name))
     fp32 = export_artifact("coreml", loaded, tmp_path / f"{name}32.mlpackage", {"precision": "fp32"}, VerifyOptions(batch_sizes=(1, 3)))
     v = fp32.verification.to_dict()
-    assert v["status"] == "pass" and v["max_rel_err"] <= 1e-4, v
+    assert verified(v) and v["max_rel_err"] <= 1e-4, v
     fp16 = export_artifact("coreml", loaded, tmp_path / f"{name}16.mlpackage", {}, VerifyOptions(batch_sizes=(4,), precision="fp16"))
     v = fp16.verification.to_dict()
-    assert v["status"] == "pass" and v["top1_agreement"] == 1.0 and v["max_rel_err"] <= 1e-2, v
+    assert verified(v) and v["top1_agreement"] == 1.0 and v["max_rel_err"] <= 1e-2, v
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=slow) for n in ("mobilenet_v3_small", "efficientnet_b0", "densenet121", "convnext_tiny")])
@@ -489,10 +490,10 @@ def test_bigger_torchvision_models_fp32_and_fp16(name, models_dir, tmp_path):
     loaded = load_checkpoint(_ckpt(models_dir, name))
     fp32 = export_artifact("coreml", loaded, tmp_path / f"{name}32.mlpackage", {"precision": "fp32"}, VerifyOptions(batch_sizes=(2,)))
     v = fp32.verification.to_dict()
-    assert v["status"] == "pass" and v["max_rel_err"] <= 1e-4, v
+    assert verified(v) and v["max_rel_err"] <= 1e-4, v
     fp16 = export_artifact("coreml", loaded, tmp_path / f"{name}16.mlpackage", {}, VerifyOptions(batch_sizes=(2,), precision="fp16"))
     v = fp16.verification.to_dict()
-    assert v["status"] == "pass" and v["top1_agreement"] == 1.0, v
+    assert verified(v) and v["top1_agreement"] == 1.0, v
 
 
 @pytest.mark.macos
@@ -551,4 +552,4 @@ def test_addcmul_models_convert_and_verify(cli, tmp_path):
     r = cli("coreml", tmp_path / "grn.pt", "--arch", f"{tmp_path / 'grn.py'}:Grn", "--input-shape", "3,16,16",
             "-o", tmp_path / "grn.mlpackage", "--json")
     assert r.exit_code == 0, r
-    assert r.json()["artifacts"][0]["verification"]["status"] == "pass"
+    assert verified(r.json()["artifacts"][0]["verification"])

@@ -4,6 +4,7 @@ from their keys, segmentation_models_pytorch from its own save_pretrained folder
 from __future__ import annotations
 
 import pytest
+from tests.verdicts import verified
 
 
 def _verification(result) -> dict:
@@ -22,7 +23,7 @@ def test_lraspp_is_inferred_from_its_keys_with_its_class_count(cli, tmp_path):
     report = result.json()
     assert report["model"]["arch"] == "lraspp_mobilenet_v3_large" and "inferred" in report["model"]["arch_source"]
     assert report["model"]["num_classes"] == 4  # the class axis, not the 64-pixel width
-    assert v["status"] == "pass" and list(v["outputs"]) == ["out"]
+    assert verified(v) and list(v["outputs"]) == ["out"]
     assert v["outputs"]["out"]["task"] == "segment" and v["outputs"]["out"]["pixel_agreement"] == 1.0
 
 
@@ -35,16 +36,16 @@ def test_deeplabv3_with_aux_head_exports_both_outputs_or_only_out(cli, tmp_path)
     torch.save({"model": model.state_dict(), "epoch": 3}, tmp_path / "deeplab.pth")  # torchvision's train.py layout
     both = _verification(cli("onnx", tmp_path / "deeplab.pth", "--input-shape", "3,64,64", "-o", tmp_path / "both.onnx",
                              "--json", "-q"))
-    assert both["status"] == "pass" and list(both["outputs"]) == ["out", "aux"]
+    assert verified(both) and list(both["outputs"]) == ["out", "aux"]
     result = cli("onnx", tmp_path / "deeplab.pth", "--arch", "deeplabv3_mobilenet_v3_large", "--arch-kwargs",
                  '{"aux_loss": true, "num_classes": 3}', "--outputs", "out", "--input-shape", "3,64,64",
                  "-o", tmp_path / "out.onnx", "--json", "-q")
     only = _verification(result)
-    assert only["status"] == "pass" and list(only["outputs"]) == ["out"]
+    assert verified(only) and list(only["outputs"]) == ["out"]
     assert result.json()["model"]["dropped_outputs"] == ["aux"]
     scripted = _verification(cli("torchscript", tmp_path / "deeplab.pth", "--script", "--input-shape", "3,64,64",
                                  "-o", tmp_path / "deeplab.ts", "--json", "-q"))
-    assert scripted["status"] == "pass" and list(scripted["outputs"]) == ["out", "aux"]  # the scripted dict, by key
+    assert verified(scripted) and list(scripted["outputs"]) == ["out", "aux"]  # the scripted dict, by key
     refused = cli("torchscript", tmp_path / "deeplab.pth", "--script", "--outputs", "out", "--input-shape", "3,64,64",
                   "-o", tmp_path / "x.ts")
     assert refused.exit_code == 2 and "--script exports every output the model returns" in refused.stderr
@@ -78,7 +79,7 @@ def test_segmentation_models_pytorch(cli, tmp_path, model_class, encoder, saved_
                 json.dumps({"encoder_name": encoder, "encoder_weights": None, "classes": 3})]
     result = cli("onnx", source, *arch, "--input-shape", "3,64,64", "-o", tmp_path / "smp.onnx", "--json", "-q")
     v = _verification(result)
-    assert v["status"] == "pass"
+    assert verified(v)
     assert result.json()["model"]["num_classes"] == 3
     row = v["outputs"]["logits"]
     assert row["task"] == "segment" and row["pixel_agreement"] == 1.0 and row["miou"] >= 0.99

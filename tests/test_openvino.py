@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from tests.verdicts import verified
 
 pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'cnnexport[openvino]'")
 
@@ -43,9 +44,9 @@ def test_fp32_ir_from_a_checkpoint_matches_pytorch_at_batch_1_and_4_with_the_hin
     r = cli("openvino", ckpt, "--json")
     assert r.exit_code == 0, r
     onnx, ir = r.json()["artifacts"]
-    assert onnx["kind"] == "onnx" and onnx["verification"]["status"] == "pass"  # the verified ONNX it is converted from
+    assert onnx["kind"] == "onnx" and verified(onnx["verification"])  # the verified ONNX it is converted from
     v = ir["verification"]
-    assert ir["kind"] == "openvino" and v["status"] == "pass" and v["precision"] == "fp32", v
+    assert ir["kind"] == "openvino" and verified(v) and v["precision"] == "fp32", v
     assert v["batch_sizes"] == [1, 4] and v["max_rel_err"] <= 1e-4 and v["cosine"] >= 0.99999
     assert sorted(p.name for p in tmp_path.glob("lenet5.*")) == [
         "lenet5.bin", "lenet5.onnx", "lenet5.onnx.report.json", "lenet5.pt", "lenet5.xml", "lenet5.xml.report.json"]
@@ -86,7 +87,7 @@ def test_int8_ir_is_quantized_by_nncf_and_judged_on_held_out_samples(cli, digits
     assert r.exit_code == 0, r
     onnx, ir = r.json()["artifacts"]
     v, d = ir["verification"], ir["details"]
-    assert ir["path"].endswith("lenet5.int8.xml") and v["status"] == "pass" and v["precision"] == "int8", v
+    assert ir["path"].endswith("lenet5.int8.xml") and verified(v) and v["precision"] == "int8", v
     assert d["fake_quantize_nodes"] > 0 and d["nncf"]["fast_bias_correction"] and d["calibration_samples"] == 256
     assert d["inference_precision_hint"] == "f32" and d["samples_heldout"] == 64
     judged = [c for c in v["checks"] if c["judged"] and c["reference"] != "metadata"]
@@ -104,7 +105,7 @@ def test_bf16_ir_passes_the_fp16_rule_or_is_skipped_on_a_cpu_without_bf16(cli, d
     assert r.exit_code == 0, r
     v = r.json()["artifacts"][-1]["verification"]
     if ov_stage.cpu_has_bf16():
-        assert v["status"] == "pass" and v["precision"] == "fp16", v
+        assert verified(v) and v["precision"] == "fp16", v
         assert 0 < v["max_rel_err"] <= 1e-2  # computed in bf16: not bit-exact, within the fp16 rule
     else:
         assert v["status"] == "skipped" and v["reason"] == "cpu has no bf16"
@@ -186,7 +187,7 @@ def test_recipe_openvino_stage_builds_and_caches(cli, digits_lenet, tmp_path):
     assert first.exit_code == 0, first
     manifest = json.loads((out / "manifest.json").read_text())
     stage = manifest["stages"]["openvino"]
-    assert stage["status"] == "pass" and [f["path"] for f in stage["files"]] == ["lenet5.int8.xml", "lenet5.int8.bin"]
+    assert verified(stage["verification"]) and [f["path"] for f in stage["files"]] == ["lenet5.int8.xml", "lenet5.int8.bin"]
     second = cli("run", ckpt, "--recipe", recipe, "-o", out, "--json")
     assert second.exit_code == 0 and second.json()["timings"]["openvino"]["cached"] is True
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import files_in
+from tests.verdicts import verified
 
 FAST = ["--set", "calibration.samples=64", "--set", "calibration.holdout=32"]
 
@@ -209,7 +210,7 @@ def test_release_recipe_runs_every_stage_and_tensorrt_is_skipped_not_passed(cli,
     assert r.exit_code == 0, r
     stages = r.json()["manifest"]["stages"]
     for name in ("torchscript", "onnx", "simplify", "int8", "int8_tensorrt", "fp16", "coreml"):
-        assert stages[name]["status"] == "pass", (name, stages[name]["status"])
+        assert verified(stages[name]["verification"]), (name, stages[name]["status"])
     assert stages["int8_tensorrt"]["files"][0]["path"] == "lenet5_digits.int8-trt.onnx"  # primary file first
     trt = stages["tensorrt"]
     try:
@@ -237,7 +238,7 @@ def test_release_without_calibration_data_skips_int8_and_says_so(cli, lenet_ckpt
     stages = r.json()["manifest"]["stages"]
     reason = "skipped (needs calibration data: set calibration.data or --calib)"
     assert stages["int8"]["status"] == reason and stages["int8_tensorrt"]["status"] == reason
-    assert stages["onnx"]["status"] == "pass" and stages["simplify"]["status"] == "pass"
+    assert verified(stages["onnx"]["verification"]) and verified(stages["simplify"]["verification"])
     assert "int8, int8_tensorrt: skipped (needs calibration data" in r.stderr
     assert not list(out.glob("*.int8*"))
 
@@ -262,4 +263,4 @@ def test_calibration_data_unlike_the_model_is_refused_before_any_work(cli, simpl
     r = cli("run", simple_cnn_ckpt, "--recipe", "server-onnx-cpu", "-o", out, "--calib", good,
             "--set", "calibration.samples=32", "--set", "calibration.holdout=16", "--json")
     assert r.exit_code == 0, r
-    assert r.json()["manifest"]["stages"]["int8"]["status"] == "pass"
+    assert verified(r.json()["manifest"]["stages"]["int8"]["verification"])

@@ -19,6 +19,7 @@ import pytest
 from exporter.errors import BackendUnavailable, BadInputError
 import exporter.tensorrt as trt_stage
 from tests.conftest import files_in
+from tests.verdicts import verified
 
 HAVE_TRT = trt_stage.tensorrt_status()[0] is not None
 no_trt = pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed here: the no-TensorRT path cannot be observed")
@@ -254,7 +255,7 @@ def test_emit_script_fp16_kit(cli, simple_cnn_ckpt, tmp_path):
     assert r.exit_code == 0, r
     report = r.json()
     onnx_entry, engine = report["artifacts"]
-    assert onnx_entry["kind"] == "onnx" and onnx_entry["verification"]["status"] == "pass"
+    assert onnx_entry["kind"] == "onnx" and verified(onnx_entry["verification"])
     assert engine["verification"]["status"] == "skipped" and engine["verification"]["reason"] == "tensorrt not installed"
     assert engine["details"]["installed"] is False and engine["sha256"] is None
     assert _kit_command(kit) == [
@@ -290,7 +291,7 @@ def test_emit_script_int8_qdq_and_calibrator_kits(cli, lenet5_ckpt, tmp_path):
     r = cli("tensorrt", ckpt, *args, "--emit-script", tmp_path / "qdq")
     assert r.exit_code == 0, r
     kinds = {a["kind"]: a for a in r.json()["artifacts"]}
-    assert kinds["int8-tensorrt"]["verification"]["status"] == "pass"
+    assert verified(kinds["int8-tensorrt"]["verification"])
     assert kinds["tensorrt"]["verification"]["status"] == "skipped"
     lint = kinds["tensorrt"]["details"]["tensorrt_lint"]  # the Q/DQ model the kit builds: what TensorRT's parser takes
     assert lint["status"] == "pass" and lint["violations"] == [] and lint["checked_nodes"] > 10
@@ -338,7 +339,7 @@ def test_emit_script_for_tensorrt_11_builds_the_fp16_onnx(cli, exported_onnx, tm
             "--emit-script", tmp_path / "kit", "--json")
     assert r.exit_code == 0, r
     kinds = {a["kind"]: a for a in r.json()["artifacts"]}
-    assert kinds["fp16"]["verification"]["status"] == "pass"
+    assert verified(kinds["fp16"]["verification"])
     command = _kit_command(tmp_path / "kit")
     assert command[0] == "--onnx=m.fp16.onnx" and "--stronglyTyped" in command and "--fp16" not in command
     assert (tmp_path / "kit" / "m.fp16.onnx").read_bytes() == (tmp_path / "m.fp16.onnx").read_bytes()
@@ -420,7 +421,7 @@ def test_engine_builds_verifies_and_refuses_a_foreign_sidecar(cli, simple_cnn_ck
     r = cli("tensorrt", ckpt, "--precision", precision, "--batch", "1:4:8", "--timing-cache", tmp_path / "t.cache", "--json")
     assert r.exit_code == 0, r
     engine = _engine_entry(r.json())
-    assert engine["verification"]["status"] == "pass" and engine["verification"]["batch_sizes"] == [1, 8]
+    assert verified(engine["verification"]) and engine["verification"]["batch_sizes"] == [1, 8]
     sidecar = json.loads((tmp_path / "net.engine.json").read_text())
     assert sidecar["precision"] == precision and sidecar["tensorrt_version"] and sidecar["compute_capability"]
     assert (tmp_path / "t.cache").stat().st_size > 0
