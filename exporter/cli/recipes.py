@@ -178,8 +178,6 @@ def demo(
 
         if task not in ("classify", "segment"):
             raise BadInputError(f"--task must be classify or segment, not {task!r}")
-        if epochs is not None and epochs < 1:
-            raise BadInputError("--epochs must be at least 1")
         demo_module = importlib.import_module("exporter.demo" if task == "classify" else "exporter.demo_segment")
         report = demo_module.run_demo(output, progress=ui.progress, **({"epochs": epochs} if epochs else {}))
         ui.emit(report)
