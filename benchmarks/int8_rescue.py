@@ -2,6 +2,7 @@
 
 Run:  .venv/bin/python benchmarks/int8_rescue.py [--models swin_v2_s,timm:nf_regnet_b0,timm:repvit_m0_9]
           [--input-shape 3,64,64] [--samples 64] [--markdown benchmarks/INT8_RESCUE.md]
+      .venv/bin/python benchmarks/int8_rescue.py --digits   # the two trained digits nets with an outlier channel
 
 Models are built exactly as benchmarks/zoo.py builds them (random weights, BatchNorm statistics
 from photo crops, the same calibration array and held-out split); every attempt is verified by
@@ -66,13 +67,90 @@ def run(name: str, input_shape, samples: int, work: Path) -> dict:
     return out
 
 
+# Trained on the digits, then one BatchNorm channel x400 and the conv reading it /400: the same function,
+# an activation one channel dominates (what tests/test_debug.py builds).
+OUTLIERS = {"SmallResNet (10 layers)": ("SmallResNet", "layer2.bn1", "layer2.conv2", 4),
+            "SixLayerCNN (6 layers)": ("SixLayerCNN", "features.5", "features.8", 6)}
+
+
+def run_digits(label: str, work: Path) -> dict:
+    """plain / --equalize / --fallback auto (--eval digits --max-drop 1) on a trained digits net with an outlier channel."""
+    import torch
+
+    import architectures
+    import tests.small_models as small
+    from exporter import load_checkpoint
+    from exporter.build import build
+    from exporter.demo import train
+    from exporter.errors import CnnexportError
+    from exporter.inputs import digits_arrays
+
+    name, bn_path, reader_path, epochs = OUTLIERS[label]
+    train_x, train_y, _, _ = digits_arrays(architectures.get("lenet5").spec(10))
+    torch.manual_seed(0)
+    model, _ = train(getattr(small, name)(), train_x, train_y, epochs=epochs)
+    with torch.no_grad():
+        bn, reader = model.get_submodule(bn_path), model.get_submodule(reader_path)
+        bn.weight[3] *= 400
+        bn.bias[3] *= 400
+        reader.weight[:, 3] /= 400
+    ckpt = work / f"{name}.pt"
+    torch.save(model.state_dict(), ckpt)
+    loaded = load_checkpoint(ckpt, arch=f"tests.small_models:{name}",
+                             spec_overrides={"input_shape": (1, 32, 32), "mean": (0.5,), "std": (0.5,)})
+    onnx = build("onnx", ckpt, output=work / f"{name}.onnx", loaded=loaded, write=False)[-1].path
+    out = {}
+    for attempt, options in ATTEMPTS.items():
+        started = time.perf_counter()
+        extra = {"max_drop": 1.0} if "fallback" in options else {}
+        try:
+            result = build("int8", onnx, {**options, **extra}, output=work / f"{name}.{len(out)}.int8.onnx", loaded=loaded,
+                           calibration={"data": "digits"}, evaluation="digits", write=False, keep_failed=True)[-1]
+            v, fallback = result.verification, result.details.get("float_fallback")
+            evaluation = (result.details.get("eval") or {}).get("results", {}).get(result.path.name, {})
+            out[attempt] = {"status": v.status, "cosine": v.to_dict()["cosine"], "top1": v.to_dict()["top1_agreement"],
+                            "drop": evaluation.get("top1_drop_points"),
+                            "float_layers": None if fallback is None else f"{fallback['kept_in_float']}/{fallback['weighted_layers']}",
+                            "seconds": round(time.perf_counter() - started, 1)}
+        except CnnexportError as exc:
+            out[attempt] = {"status": f"error ({str(exc)[:160]})", "seconds": round(time.perf_counter() - started, 1)}
+        print(f"• {label} {attempt}: {out[attempt]}", file=sys.stderr, flush=True)
+    return out
+
+
+def digits_table() -> str:
+    rows = {}
+    for label in OUTLIERS:
+        with tempfile.TemporaryDirectory(prefix="cnnexport-rescue-") as work:
+            rows[label] = run_digits(label, Path(work))
+    lines = ["Digits nets with an outlier channel (input 1,32,32, calibration: the digits' calibration split, held-out "
+             "64; --fallback auto with --eval digits --max-drop 1; drop = held-out top-1 points lost vs PyTorch)", "",
+             "| model | " + " | ".join(ATTEMPTS) + " |", "|---|" + "---|" * len(ATTEMPTS)]
+    for label, attempts in rows.items():
+        cells = []
+        for attempt in ATTEMPTS:
+            a = attempts[attempt]
+            if a["status"] in ("pass", "fail"):
+                extra = f", {a['float_layers']} layers float" if a.get("float_layers") else ""
+                drop = f", drop {a['drop']:.2f} pts" if a.get("drop") is not None else ""
+                cells.append(f"{a['status']} (cos {a['cosine']:.4f}, top-1 {a['top1']:.3f}{drop}{extra}; {a['seconds']}s)")
+            else:
+                cells.append(a["status"])
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=DEFAULT)
     parser.add_argument("--input-shape", default="3,64,64")
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--digits", action="store_true", help="the trained digits nets with an outlier channel instead")
     args = parser.parse_args()
+    if args.digits:
+        print(digits_table())
+        return
     shape = tuple(int(x) for x in args.input_shape.split(",")) if args.input_shape else None
     rows = {}
     for name in args.models.split(","):

@@ -18,7 +18,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-MAX_FLOAT_SHARE = 0.25
+DEFAULT_FLOAT_LAYERS = 2
+DEFAULT_FLOAT_SHARE = 0.25
 MAX_ROUNDS = 12
 
 
@@ -76,6 +77,49 @@ def _images_per_second(path: Path, batch, seconds: float = 1.0) -> float:
     return runs * len(batch) / (time.perf_counter() - started)
 
 
+def float_budget(total: int, layers: int | None, share: float | None) -> tuple[int, str]:
+    """The most weighted layers the installed model may keep in float, and where that number comes from."""
+    if layers is None and share is None:
+        budget = min(total, max(DEFAULT_FLOAT_LAYERS, int(DEFAULT_FLOAT_SHARE * total)))
+        return budget, (f"the default budget (the larger of {DEFAULT_FLOAT_LAYERS} layers and "
+                        f"{DEFAULT_FLOAT_SHARE:.0%} of the {total})")
+    limits = []
+    if layers is not None:
+        limits.append((layers, f"--max-float-layers {layers}"))
+    if share is not None:
+        limits.append((int(share * total), f"--max-float-share {share:g} ({int(share * total)} of the {total})"))
+    return min(limits)
+
+
+def _tried(round_: int, kept: int, result, drop: float | None) -> dict:
+    verdict = result.verification.to_dict()
+    return {"round": round_ + 1, "kept_in_float": kept, "status": result.verification.status,
+            "cosine": verdict["cosine"], "top1_agreement": verdict["top1_agreement"],
+            **({"top1_drop_points": round(drop, 2)} if drop is not None else {})}
+
+
+def _crushed(result) -> str | None:
+    """The layer whose int8 output has a channel dominating the rest, when verification named one."""
+    first = result.verification.first_divergent
+    if first and first.get("status") == "pass" and "channel_err" in first:
+        return first.get("module") or first.get("node")
+    return None
+
+
+def _stop_message(why: str, tries: list[dict], budget: int, budget_from: str, crushed: str | None, equalize: bool) -> str:
+    """What --fallback auto tried, the best it reached, and what to change."""
+    scored = [t for t in tries if t["cosine"] is not None]
+    best = max(scored, key=lambda t: (t["status"] == "pass", t["cosine"])) if scored else None
+    reached = (f"; best: cosine {best['cosine']:.4f}, top-1 agreement {best['top1_agreement']:.3f} with "
+               f"{best['kept_in_float']} layer(s) in float" if best and best["top1_agreement"] is not None else
+               f"; best: cosine {best['cosine']:.4f} with {best['kept_in_float']} layer(s) in float" if best else "")
+    rounds = ", ".join(str(t["kept_in_float"]) for t in tries)
+    hint = (f"; --equalize is worth a try: {crushed}'s int8 output has one channel that crushes the others"
+            if crushed and not equalize else "")
+    return (f"--fallback auto stopped: {why} (tried {len(tries)} round(s) with {rounds} layer(s) in float{reached}; "
+            f"budget {budget} from {budget_from}){hint}")
+
+
 def quantize_with_fallback(req, attempt) -> list:
     """``attempt(request) -> [ArtifactResult]`` quantizes once; returns the final, installed model (or the last failure)."""
     from exporter.build import _install_report
@@ -87,42 +131,54 @@ def quantize_with_fallback(req, attempt) -> list:
         raise BadInputError("--fallback auto measures every layer against PyTorch: pass --checkpoint CKPT (or quantize the checkpoint)")
     _, _, spec, output = onnx_source(req.source, req.output, req.loaded, req.kind.suffix_of(req.options), "quantized")
     total = len(onnx_layers(req.source)[1])
-    limit = int(MAX_FLOAT_SHARE * total)
+    budget, budget_from = float_budget(total, req.options.max_float_layers, req.options.max_float_share)
     held = _held_out(req, spec)
     work = Path(tempfile.mkdtemp(prefix=".cnnexport-fallback-", dir=output.parent))
     excluded: list[str] = []
     reasons: list[dict] = []
-    first_path = None
+    tries: list[dict] = []
+    first_path = crushed = None
+
+    def stop(result, why: str) -> list:
+        result.verification.status = "fail"
+        message = _stop_message(why, tries, budget, budget_from, crushed, req.options.equalize)
+        result.verification.reason = "; ".join(part for part in (result.verification.reason, message) if part)
+        result.details["float_fallback"] = {"layers": reasons, "kept_in_float": len(excluded), "weighted_layers": total,
+                                            "budget": budget, "budget_from": budget_from, "tries": tries, "installed": False}
+        result.files, result.details["installed"] = [], False
+        return [result]
+
     try:
         for round_ in range(MAX_ROUNDS):
-            options = req.options.model_copy(update={"exclude": [*req.options.exclude, *excluded], "fallback": "none"})
+            options = req.options.model_copy(update={"exclude": [*req.options.exclude, *excluded], "fallback": "none",
+                                                     "max_drop": None, "max_float_layers": None, "max_float_share": None})
             trial = replace(req, options=options, output=work / f"attempt{round_}{output.suffix}", keep_failed=True, write=False)
             result = attempt(trial)[-1]
             first_path = first_path or result.path
-            drop = _drop(result, getattr(req.options, "max_drop", None))
-            if result.verification.status == "pass" and drop is None:
+            drop = _drop(result, req.options.max_drop)
+            tries.append(_tried(round_, len(excluded), result, None if drop is None else drop))
+            crushed = crushed or _crushed(result)
+            passed = result.verification.status == "pass" and drop is None
+            if passed and len(excluded) <= budget:
                 break
-            req.progress(f"--fallback auto: round {round_ + 1}, {len(excluded)} layer(s) in float: "
+            if passed:
+                return stop(result, f"passing needs {len(excluded)} layers in float, more than the budget of {budget}: "
+                                    f"rerun with --max-float-layers {len(excluded)} (max_float_layers in a recipe) "
+                                    f"to install it")
+            req.progress(f"--fallback auto: round {round_ + 1}, {len(excluded)} layer(s) in float (budget {budget}): "
                          f"{result.verification.reason or f'top-1 drop {drop:.2f} pts'}")
             table = layer_table(result.path, req.loaded.module, held, result.verification.tolerance) if held is not None else []
             picked = _next(result, table, excluded, drop is not None and result.verification.status == "pass")
-            if not picked or len(excluded) + len(picked) > limit:
-                why = (f"passing would need more than {MAX_FLOAT_SHARE:.0%} of the {total} layers in float" if picked else
-                       "no further layer can be named: the rest are within the rule layer by layer, so the loss is spread "
-                       "thinly, or sits in layers whose weights carry no parameter name")
-                result.verification.reason += f"; --fallback auto stopped: {why} ({len(excluded)} kept in float so far)"
-                result.files, result.details["installed"] = [], False
-                return [result]
+            if not picked:
+                return stop(result, "no further layer can be named: the rest are within the rule layer by layer, so the "
+                                    "loss is spread thinly, or sits in layers whose weights carry no parameter name")
             modules = {layer.node: layer.module for layer in table}
             excluded += [node for node, _ in picked]
             reasons += [{"node": node, "module": modules.get(node), "why": why} for node, why in picked]
         else:
-            result.verification.reason += (f"; --fallback auto stopped after {MAX_ROUNDS} rounds "
-                                           f"({len(excluded)} layers kept in float, still failing)")
-            result.files, result.details["installed"] = [], False
-            return [result]
-        final = attempt(replace(req, options=req.options.model_copy(update={"exclude": [*req.options.exclude, *excluded],
-                                                                            "fallback": "none"}), write=False))
+            over = f"; passing needs more than {len(excluded)} layers in float" if len(excluded) > budget else ""
+            return stop(result, f"still failing after {MAX_ROUNDS} rounds{over}")
+        final = attempt(replace(req, options=options, write=False))
         last = final[-1]
         cost = None
         if excluded and last.files and held is not None:
@@ -130,8 +186,8 @@ def quantize_with_fallback(req, attempt) -> list:
             cost = {"all_int8_images_per_s": round(int8, 1), "with_fallback_images_per_s": round(mixed, 1),
                     "speed_ratio": round(mixed / int8, 3)}
         last.details["float_fallback"] = {"layers": reasons, "kept_in_float": len(excluded), "weighted_layers": total,
-                                          "share": round(len(excluded) / total, 3) if total else 0.0, "limit": MAX_FLOAT_SHARE,
-                                          "speed": cost}
+                                          "share": round(len(excluded) / total, 3) if total else 0.0, "budget": budget,
+                                          "budget_from": budget_from, "tries": tries, "speed": cost}
         _install_report(req, last, spec)
         return final
     finally:

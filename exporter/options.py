@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from exporter.tensorrt.version import DEFAULT_VERSION as DEFAULT_TRT_VERSION
 
@@ -99,6 +99,21 @@ class Int8Options(Strict):
     fallback: Literal["none", "auto"] = opt(
         "none", "auto: keep the fewest layers in float needed to pass the int8 rule on the held-out split (and --max-drop).")
     max_drop: Optional[float] = opt(None, "With --fallback auto and --eval: the most top-1 points the labelled data may lose.", ge=0, le=100)
+    max_float_layers: Optional[int] = opt(
+        None, "With --fallback auto: the most weighted layers the model may keep in float (default: the larger of "
+              "2 and 25% of its weighted layers).", ge=0)
+    max_float_share: Optional[float] = opt(
+        None, "With --fallback auto: the largest share (0-1) of weighted layers the model may keep in float; with "
+              "--max-float-layers too, both hold.", ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _fallback_flags_need_fallback(self):
+        given = [name for name in ("max_drop", "max_float_layers", "max_float_share") if getattr(self, name) is not None]
+        if given and self.fallback != "auto":
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ValueError(f"{flags} only {'applies' if len(given) == 1 else 'apply'} with --fallback auto "
+                             "(fallback: auto in a recipe)")
+        return self
 
 
 class Fp16Options(Strict):
@@ -192,7 +207,7 @@ def validate_model(model: type[BaseModel], data: dict, origin: str | None = None
         if origin is None and first["loc"] and first["loc"][0] in model.model_fields:
             where, origin = flag_of(model, str(first["loc"][0])).split("/")[0], ""
         else:
-            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+            where = ".".join(str(p) for p in first["loc"]) or ("" if origin is None else "(top level)")
         message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
-        raise BadInputError(f"{origin + ': ' if origin else ''}{where}: {message}{more}") from None
+        raise BadInputError(f"{origin + ': ' if origin else ''}{where + ': ' if where else ''}{message}{more}") from None

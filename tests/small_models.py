@@ -33,3 +33,20 @@ class SmallResNet(nn.Module):
     def forward(self, x):
         x = self.layer3(self.layer2(self.layer1(self.stem(x))))
         return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class SixLayerCNN(nn.Module):
+    """Four Conv-BN-ReLU blocks and two Linear layers: a LeNet-sized digits net with six weighted layers."""
+
+    def __init__(self, num_classes=10, in_channels=1):
+        super().__init__()
+        widths = [in_channels, 8, 16, 16, 32]
+        blocks = []
+        for cin, cout in zip(widths, widths[1:]):
+            blocks += [nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)]
+        self.features = nn.Sequential(*blocks)
+        self.fc1 = nn.Linear(32 * 2 * 2, 32)
+        self.fc2 = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(torch.flatten(self.features(x), 1))))

@@ -109,14 +109,105 @@ def test_fallback_auto_rescues_the_outlier_with_a_few_layers_in_float(cli, digit
     assert out.exists() and not list(tmp_path.glob(".cnnexport-fallback-*"))  # attempts are cleaned up
 
 
-def test_fallback_stops_with_a_reason_when_too_many_layers_would_stay_float(cli, digits_resnets, tmp_path, monkeypatch):
-    import exporter.fallback as fallback
+SIX = ("--arch", "tests.small_models:SixLayerCNN", "--input-shape", "1,32,32", "--mean", "0.5", "--std", "0.5")
 
-    monkeypatch.setattr(fallback, "MAX_FLOAT_SHARE", 0.05)  # 0 of 10 layers may stay float
+
+@pytest.fixture(scope="module")
+def six_layer_outlier(tmp_path_factory):
+    """A six-layer digits CNN with one BatchNorm channel x400 and the next conv /400 (the same function).
+
+    Rescuing it needs two layers in float (the conv whose output the channel dominates and the conv
+    reading it): more than 25% of six, the share that used to be the only budget.
+    """
+    import torch
+
+    import architectures
+    from exporter.demo import train
+    from exporter.inputs import digits_arrays
+    from tests.small_models import SixLayerCNN
+
+    folder = tmp_path_factory.mktemp("six_layer")
+    train_x, train_y, _, _ = digits_arrays(architectures.get("lenet5").spec(10))
+    torch.manual_seed(0)
+    model, _ = train(SixLayerCNN(), train_x, train_y, epochs=6)
+    reference = model(torch.from_numpy(train_x[:64])).detach()
+    with torch.no_grad():
+        bn, reader = model.features[5], model.features[8]
+        bn.weight[3] *= 400
+        bn.bias[3] *= 400
+        reader.weight[:, 3] /= 400
+    assert torch.allclose(model(torch.from_numpy(train_x[:64])), reference, atol=1e-3)
+    torch.save(model.state_dict(), folder / "outlier.pt")
+    return folder / "outlier.pt"
+
+
+def test_fallback_auto_rescues_a_six_layer_net_within_the_default_budget(cli, six_layer_outlier, tmp_path):
+    out = tmp_path / "six.int8.onnx"
+    plain = cli("quantize", six_layer_outlier, *SIX, "--calib", "digits", "-o", tmp_path / "plain.int8.onnx", "--json")
+    assert plain.exit_code == 1 and plain.json()["artifacts"][-1]["verification"]["cosine"] < 0.5, plain
+    r = cli("quantize", six_layer_outlier, *SIX, "--calib", "digits", "--fallback", "auto", "--eval", "digits",
+            "--max-drop", "1", "-o", out, "--json")
+    assert r.exit_code == 0, r
+    art = r.json()["artifacts"][-1]
+    v, fallback = art["verification"], art["details"]["float_fallback"]
+    assert verified(v) and v["cosine"] >= 0.98
+    assert fallback["weighted_layers"] == 6 and fallback["budget"] == 2 and "default budget" in fallback["budget_from"]
+    assert fallback["kept_in_float"] == 2, fallback
+    assert {layer["module"] for layer in fallback["layers"]} == {"features.4", "features.8"}
+    assert [t["status"] for t in fallback["tries"]] == ["fail", "pass"] and fallback["tries"][0]["cosine"] < 0.5
+    assert art["details"]["eval"]["results"][out.name]["top1_drop_points"] <= 1.0
+    assert 0 < fallback["speed"]["speed_ratio"]
+    assert out.exists() and not list(tmp_path.glob(".cnnexport-fallback-*"))
+
+
+def test_a_budget_below_what_passing_needs_is_tried_then_refused_with_the_number(cli, six_layer_outlier, tmp_path):
+    out = tmp_path / "six.int8.onnx"
+    r = cli("quantize", six_layer_outlier, *SIX, "--calib", "digits", "--fallback", "auto", "--max-float-layers", "1",
+            "-o", out, "--json")
+    assert r.exit_code == 1, r
+    art = r.json()["artifacts"][-1]
+    fallback = art["details"]["float_fallback"]
+    assert art["verification"]["status"] == "fail" and fallback["installed"] is False and fallback["budget"] == 1
+    assert [t["kept_in_float"] for t in fallback["tries"]] == [0, 2] and fallback["tries"][-1]["status"] == "pass"
+    assert "passing needs 2 layers in float, more than the budget of 1" in r.stderr
+    assert "--max-float-layers 2" in r.stderr and "best: cosine 0.99" in r.stderr
+    assert "--equalize is worth a try: features.4" in r.stderr  # the table showed a crushed channel
+    assert not out.exists() and not list(tmp_path.glob(".cnnexport-fallback-*"))
+
+
+def test_a_share_budget_stops_the_ten_layer_resnet_after_trying(cli, digits_resnets, tmp_path):
     out = tmp_path / "o.int8.onnx"
-    r = cli("quantize", digits_resnets / "outlier.pt", *ARCH, "--calib", "digits", "--fallback", "auto", "-o", out)
+    r = cli("quantize", digits_resnets / "outlier.pt", *ARCH, "--calib", "digits", "--fallback", "auto",
+            "--max-float-share", "0.1", "-o", out)
     assert r.exit_code == 1 and "--fallback auto stopped" in r.stderr, r
+    assert "budget 1 from --max-float-share 0.1 (1 of the 10)" in r.stderr and "round(s) with 0, " in r.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flag,value", [("--max-float-layers", "3"), ("--max-float-share", "0.5"), ("--max-drop", "1")])
+def test_budget_flags_without_fallback_auto_are_refused(cli, tmp_path, flag, value):
+    r = cli("quantize", tmp_path / "missing.onnx", "--calib", "digits", flag, value)
+    assert r.exit_code == 2 and f"{flag} only applies with --fallback auto" in r.stderr, r
+
+
+def test_the_float_budget():
+    from exporter.fallback import float_budget
+
+    assert [float_budget(n, None, None)[0] for n in (1, 6, 10, 40)] == [1, 2, 2, 10]
+    assert float_budget(10, 3, None) == (3, "--max-float-layers 3")
+    assert float_budget(10, None, 0.5)[0] == 5 and float_budget(10, 3, 0.5)[0] == 3 and float_budget(10, 8, 0.5)[0] == 5
+    assert float_budget(10, 0, None)[0] == 0
+
+
+def test_a_recipe_budget_without_fallback_names_the_key():
+    from exporter import recipe
+    from exporter.errors import BadInputError
+
+    data = {"model": {"arch": "lenet5"}, "stages": {"int8": {"enabled": True, "max_float_layers": 2}}}
+    with pytest.raises(BadInputError, match=r"stages\.int8.*--max-float-layers only applies with --fallback auto"):
+        recipe.validate(data)
+    ok = recipe.validate({**data, "stages": {"int8": {"enabled": True, "fallback": "auto", "max_float_layers": 2}}})
+    assert ok.stages.int8.max_float_layers == 2
 
 
 def test_fallback_needs_the_pytorch_reference(cli, digits_resnets, tmp_path):
