@@ -2,7 +2,7 @@
 
 Entries come from two places: every torchvision classification and segmentation model (built
 with ``weights=None``; nothing is downloaded) and the classic models in
-``architectures.classic`` that torchvision lacks. Importing this package is cheap;
+``exporter.architectures.classic`` that torchvision lacks. Importing this package is cheap;
 torch and torchvision are imported on first use.
 """
 
@@ -70,7 +70,7 @@ def _ensure_loaded() -> None:
     if _loaded:
         return
     _loaded = True
-    from architectures import classic, torchvision_models
+    from exporter.architectures import classic, torchvision_models
 
     classic.register_all(register)
     torchvision_models.register_all(register)
@@ -79,7 +79,7 @@ def _ensure_loaded() -> None:
 def _ensure_timm() -> bool:
     """Register timm's models (once); False when timm is not installed."""
     global _timm_loaded
-    from architectures import timm_models
+    from exporter.architectures import timm_models
 
     if not timm_models.available():
         return False
@@ -91,7 +91,7 @@ def _ensure_timm() -> bool:
 
 
 def timm_available() -> bool:
-    from architectures import timm_models
+    from exporter.architectures import timm_models
 
     return timm_models.available()
 
@@ -111,7 +111,7 @@ def entries(include_timm: bool = False, source: str | None = None) -> list[ArchE
 
 def get(name: str) -> ArchEntry | None:
     """Registry name, then timm's: 'timm:NAME' or 'timm/NAME.tag' always, a bare NAME only timm knows."""
-    from architectures import timm_models
+    from exporter.architectures import timm_models
 
     _ensure_loaded()
     wanted = timm_models.timm_name(name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from architectures import IMAGENET_MEAN, IMAGENET_STD, ArchEntry
+from exporter.architectures import IMAGENET_MEAN, IMAGENET_STD, ArchEntry
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)

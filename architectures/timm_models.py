@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 
-from architectures import IMAGENET_MEAN, IMAGENET_STD, ArchEntry
+from exporter.architectures import IMAGENET_MEAN, IMAGENET_STD, ArchEntry
 
 PREFIX = "timm:"
 INSTALL_HINT = "pip install 'cnnexport[timm]'"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from architectures import IMAGENET_MEAN, IMAGENET_STD, ArchEntry
+from exporter.architectures import IMAGENET_MEAN, IMAGENET_STD, ArchEntry
 
 # torchvision models whose default input is not 224x224.
 _INPUT_SIZE = {"inception_v3": 299}

@@ -85,7 +85,7 @@ print(json.dumps(row))
 def param_count(name: str) -> int:
     import torch
 
-    import architectures
+    from exporter import architectures
 
     with torch.device("meta"):
         try:
@@ -148,7 +148,7 @@ def main() -> None:
             if row.get("verifies"):
                 done[row["model"]] = row
 
-    import architectures
+    from exporter import architectures
 
     registry = sorted(architectures.names(), key=param_count)
     names = [n for n in registry if n in args.only.split(",")] if args.only else registry

@@ -34,7 +34,7 @@ TARGET = 3.0
 def build(name: str, seed: int = 0):
     import torch
 
-    import architectures
+    from exporter import architectures
 
     entry = architectures.get(name)
     torch.manual_seed(seed)

@@ -55,7 +55,7 @@ def _outlier(state: dict, bn: str, conv: str) -> dict:
 def _digits(name: str, work: Path):
     import torch
 
-    import architectures
+    from exporter import architectures
     from exporter import load_checkpoint
     from exporter.demo import train
     from exporter.inputs import digits_arrays

@@ -23,7 +23,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     sys.path.insert(0, str(REPO))
     os.environ["CNNEXPORT_CACHE"] = tempfile.mkdtemp(prefix="cnnexport-index-")
-    import architectures
+    from exporter import architectures
     from exporter.arch_inference import infer_architecture, registry_fingerprints
 
     t0 = time.perf_counter()

@@ -31,7 +31,7 @@ def run(name: str, input_shape, samples: int, work: Path) -> dict:
     import numpy as np
     import torch
 
-    import architectures
+    from exporter import architectures
     from exporter import load_checkpoint
     from exporter.build import build
     from exporter.errors import CnnexportError
@@ -77,7 +77,7 @@ def run_digits(label: str, work: Path) -> dict:
     """plain / --equalize / --fallback auto (--eval digits --max-drop 1) on a trained digits net with an outlier channel."""
     import torch
 
-    import architectures
+    from exporter import architectures
     import tests.small_models as small
     from exporter import load_checkpoint
     from exporter.build import build

@@ -65,7 +65,7 @@ def photo_model(name: str, crops: np.ndarray, samples: int = 256, batch: int = 3
     photo crops (random-init outputs are ~0 otherwise), in eval mode."""
     import torch
 
-    import architectures
+    from exporter import architectures
 
     torch.manual_seed(0)
     module = architectures.get(name).build()
@@ -99,7 +99,7 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    import architectures
+    from exporter import architectures
     from exporter import export_artifact, load_checkpoint
     from exporter.build import build
     from exporter.pipeline import VerifyOptions

@@ -139,7 +139,7 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
     import torch
 
     sys.path.insert(0, str(REPO))
-    import architectures
+    from exporter import architectures
     from exporter import recipe as recipe_mod
     from exporter.errors import CnnexportError
     from exporter.kinds import KINDS as RUN_STAGES
@@ -258,7 +258,7 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
 
 def _smp_entry(name: str, factory: Path):
     """A registry-like entry for an smp model built by the factory file (classes=3, 256x256 by default)."""
-    import architectures
+    from exporter import architectures
     from exporter.checkpoint import resolve_user_arch
 
     return architectures.ArchEntry(name, lambda num_classes=3: resolve_user_arch(f"{factory}:build", {"num_classes": num_classes}),
@@ -352,7 +352,7 @@ def main() -> None:
         return
     if not args.report_only:
         sys.path.insert(0, str(REPO))
-        import architectures
+        from exporter import architectures
 
         from benchmarks.coreml_coverage import param_count
 
@@ -386,7 +386,7 @@ def main() -> None:
                 entry = json.loads(raw)
                 lines[entry["model"]] = entry  # the latest line per model wins
     sys.path.insert(0, str(REPO))
-    import architectures
+    from exporter import architectures
 
     everything = ["timm:" + n for n in TIMM_SAMPLE] if timm_run else architectures.names()
     what = None

@@ -57,8 +57,8 @@ def _build(entry, num_classes: int, arch_kwargs: dict):
 
 
 def unknown_arch(name: str) -> ArchitectureError:
-    import architectures
-    from architectures import timm_models
+    from exporter import architectures
+    from exporter.architectures import timm_models
 
     if timm_models.timm_name(name) is not None and not architectures.timm_available():
         return BackendUnavailable(f"architecture {name!r} is timm's, and timm is not installed: {timm_models.INSTALL_HINT}")
@@ -77,7 +77,7 @@ def fit_architecture(
     weights: str = "model",
     progress: Callable[[str], None] | None = None,
 ) -> Fit:
-    import architectures
+    from exporter import architectures
 
     from exporter.arch_inference import match_entry
     from exporter.checkpoint import resolve_user_arch
@@ -141,7 +141,7 @@ def _with_aux_head(views, candidates, arch_kwargs: dict) -> list:
 
 
 def _inferred(state_dict, path: Path, views, arch_kwargs: dict, notes: list, progress) -> Fit:
-    import architectures
+    from exporter import architectures
 
     from exporter.arch_inference import infer_architecture, preferred, same_function
 

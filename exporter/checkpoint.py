@@ -178,7 +178,7 @@ def load_checkpoint(
     ``outputs`` keeps a subset of what forward returns (``--outputs out``); ``tasks`` overrides
     the task an output's shape suggests (``--task``, see exporter/outputs.py).
     """
-    import architectures
+    from exporter import architectures
 
     from exporter.arch_fit import fit_architecture, unknown_arch
 

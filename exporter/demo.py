@@ -44,7 +44,7 @@ def run_demo(output: Path, epochs: int = 12, progress=lambda _: None) -> dict:
     """Train, save, then run recipes/demo.yaml on the checkpoint with the held-out digits as one more verification set."""
     import torch
 
-    import architectures
+    from exporter import architectures
     from exporter import recipe as recipes
     from exporter.inputs import digits_arrays
     from exporter.errors import CnnexportError

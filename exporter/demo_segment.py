@@ -55,7 +55,7 @@ def train(model, x: np.ndarray, y: np.ndarray, epochs: int, progress=lambda _: N
 def run_demo(output: Path, epochs: int = 20, progress=lambda _: None, train_samples: int = 512, test_samples: int = 96) -> dict:
     import torch
 
-    import architectures
+    from exporter import architectures
     from exporter import recipe as recipes
     from exporter import segmentation
     from exporter.demo import _artifact, runnable

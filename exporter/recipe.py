@@ -16,7 +16,6 @@ from exporter.kinds import KINDS
 from exporter.options import DataOptions, Numbers, Shape, Strict, ToleranceOverrides, validate_model
 from exporter.recommend import BenchSection
 
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 
 
 class ModelSection(Strict):
@@ -83,8 +82,15 @@ class Recipe(Strict):
     outputs: Outputs = Field(default_factory=Outputs)
 
 
+def recipes_dir() -> Path:
+    """The shipped recipes: the repository's recipes/ folder, installed as package data (exporter.recipes)."""
+    from importlib.resources import files
+
+    return Path(str(files("exporter.recipes")))
+
+
 def shipped() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+    return {p.stem: p for p in sorted(recipes_dir().glob("*.yaml"))}
 
 
 def resolve_path(name_or_path: str | Path) -> Path:

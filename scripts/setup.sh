@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -m pip install --quiet -r scripts/torch-pins.txt 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install --quiet -e ".[test,coreml,timm,transformers,openvino,consumers]" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import torch, torchvision, onnx, onnxruntime, onnxsim, typer, timm, transformers, pytorch_lightning, openvino, nncf, cv2, segmentation_models_pytorch" \
   || { echo "setup failed: a dependency did not install" >&2; exit 1; }

@@ -78,7 +78,7 @@ def build_model(name: str, num_classes: int | None = None, seed: int = 0):
     """A registry model with seeded random weights and calibrated BatchNorm."""
     import torch
 
-    import architectures
+    from exporter import architectures
 
     entry = architectures.get(name)
     torch.manual_seed(seed)

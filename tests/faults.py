@@ -79,7 +79,7 @@ def build_artifacts(folder: Path, arch: str = "simple_cnn") -> tuple[Path, dict[
     """
     import torch
 
-    import architectures
+    from exporter import architectures
     from exporter import export_artifact, load_checkpoint
     from exporter.inputs import normalize
     from exporter.demo import train

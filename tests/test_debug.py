@@ -19,7 +19,7 @@ def digits_resnets(tmp_path_factory):
     """
     import torch
 
-    import architectures
+    from exporter import architectures
     from exporter.demo import train
     from exporter.inputs import digits_arrays
     from tests.small_models import SmallResNet
@@ -121,7 +121,7 @@ def six_layer_outlier(tmp_path_factory):
     """
     import torch
 
-    import architectures
+    from exporter import architectures
     from exporter.demo import train
     from exporter.inputs import digits_arrays
     from tests.small_models import SixLayerCNN

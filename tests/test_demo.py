@@ -72,7 +72,7 @@ def test_eval_reads_a_folder_of_image_and_mask_pngs(cli, tmp_path):
     import torch
     from PIL import Image
 
-    import architectures
+    from exporter import architectures
     from exporter.demo_segment import shapes
 
     pixels, masks = shapes(6, seed=3)

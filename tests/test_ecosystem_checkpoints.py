@@ -269,7 +269,7 @@ def test_timm_hub_folder(cli, timm_module, tmp_path, safe):
 
 
 def test_timm_registry_names_and_listing(cli, timm_module):
-    import architectures
+    from exporter import architectures
 
     assert architectures.get("resnet18").source == "torchvision"  # the bare shared name stays torchvision's
     assert architectures.get("timm:resnet18").source == "timm"
@@ -466,8 +466,8 @@ def test_same_keys_same_function_picks_the_builtin_and_says_so(cli, timm_module,
 def test_timm_names_without_timm_exit_3_with_the_install_line(cli, monkeypatch, tmp_path):
     import torch
 
-    import architectures
-    from architectures import timm_models
+    from exporter import architectures
+    from exporter.architectures import timm_models
 
     monkeypatch.setattr(timm_models, "available", lambda: False)
     monkeypatch.setattr(architectures, "_REGISTRY", {k: v for k, v in architectures._REGISTRY.items() if v.source != "timm"})

@@ -118,7 +118,7 @@ def outlier_ckpt(tmp_path_factory):
     """
     import torch
 
-    import architectures
+    from exporter import architectures
     from exporter.demo import train
     from exporter.inputs import digits_arrays
     from tests.small_models import SmallResNet

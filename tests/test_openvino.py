@@ -17,7 +17,7 @@ def digits_lenet(tmp_path_factory):
     """LeNet-5 trained briefly on the digits (real outputs, not random-init ~0 logits)."""
     import torch
 
-    import architectures
+    from exporter import architectures
     from exporter.demo import train
     from exporter.inputs import digits_arrays
 

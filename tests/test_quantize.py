@@ -14,7 +14,7 @@ def digits_models(tmp_path_factory):
     """LeNet-5 and a small ResNet-style net, each trained briefly on the digits, saved and exported."""
     import torch
 
-    import architectures
+    from exporter import architectures
     from exporter import export_artifact, load_checkpoint
     from exporter.inputs import digits_arrays
     from exporter.demo import train
@@ -333,7 +333,7 @@ def test_broken_scales_fail_verification(cli, digits_models, tmp_path):
 
 
 def _heldout_npy(tmp_path: Path) -> Path:
-    import architectures
+    from exporter import architectures
     from exporter.inputs import digits_arrays
 
     path = tmp_path / "heldout.npy"

@@ -20,7 +20,7 @@ def lenet_ckpt(tmp_path_factory):
     """A LeNet-5 trained on the digits (the demo's checkpoint form)."""
     import torch
 
-    import architectures
+    from exporter import architectures
     from exporter.inputs import digits_arrays
     from exporter.demo import train
 

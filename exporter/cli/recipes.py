@@ -25,13 +25,13 @@ def architectures(
     ui = Ui(json_out)
 
     def body():
-        import architectures as registry
+        from exporter import architectures as registry
         from exporter.errors import BackendUnavailable, BadInputError
 
         if source not in (None, "classic", "torchvision", "timm"):
             raise BadInputError(f"--source must be classic, torchvision or timm, not {source!r}")
         if source == "timm" and not registry.timm_available():
-            from architectures.timm_models import INSTALL_HINT
+            from exporter.architectures.timm_models import INSTALL_HINT
 
             raise BackendUnavailable(f"timm is not installed: {INSTALL_HINT}")
         rows = registry.entries(source=source)

@@ -178,7 +178,7 @@ class Corpus:
 def simple_cnn_state_dict() -> dict:
     import torch
 
-    import architectures
+    from exporter import architectures
 
     torch.manual_seed(0)
     return architectures.get("simple_cnn").build().state_dict()
@@ -355,7 +355,7 @@ def _(c, i):
 def _(c, i):
     import torch
 
-    import architectures
+    from exporter import architectures
 
     path = c.path("lenet_keys.pt")
     torch.manual_seed(0)
@@ -376,7 +376,7 @@ def _(c, i):
 def _(c, i):
     import torch
 
-    import architectures
+    from exporter import architectures
 
     path = c.path("twelve.pt")
     torch.manual_seed(0)
@@ -936,7 +936,7 @@ def _torchscript_ckpt(c: Corpus, name: str = "scripted.ts") -> Path:
     """A traced TorchScript checkpoint of simple_cnn (what `cnnexport torchscript` writes)."""
     import torch
 
-    import architectures
+    from exporter import architectures
 
     path = c.path(name)
     if not path.exists():

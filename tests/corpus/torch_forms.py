@@ -27,7 +27,7 @@ META_WORDS = ("holds no weight values", "meta device")
 def simple_cnn(seed: int = 0):
     import torch
 
-    import architectures
+    from exporter import architectures
 
     torch.manual_seed(seed)
     return architectures.get("simple_cnn").build().eval()
@@ -54,7 +54,7 @@ def converted_simple_cnn():
 def meta_simple_cnn():
     import torch
 
-    import architectures
+    from exporter import architectures
 
     with torch.device("meta"):
         return architectures.get("simple_cnn").build()

@@ -1,0 +1,551 @@
+"""The docs cannot go stale: every `$ cnnexport ...` line of README.md and docs/ runs here.
+
+The convention (docs/index.md, "How to read the examples"): inside a fenced code block, a line
+`$ cnnexport ARGS` is a command, and the lines after it, up to the next `$ ` line or the end of
+the block, are what it prints. A trailing `# exit N` is its exit code (default 0);
+`# exit N without MODULE` is its exit code on a machine where MODULE does not import (there,
+the command runs and must exit N; where MODULE imports, it is skipped, saying why). Any other
+trailing `# ...` is a remark. Shown output is checked line by line: each shown line, with the
+table borders dropped, its whitespace collapsed and every number written `#`, must appear in
+what the command printed (stdout and stderr); a line holding `…` is an elision, not checked.
+
+The commands run in process (Typer's CliRunner on exporter.cli:app, so torch is imported
+once), in one session workspace: the README first, then the pages in mkdocs.yml's nav order,
+each page's commands in order, so a command may read what an earlier one on its page wrote.
+The workspace holds the small files the examples name (build_workspace; docs/index.md lists
+them), and every python block of the docs with `title="NAME"` is written into it as NAME (the
+user model files the pages show are the ones the commands load).
+
+CNNEXPORT_DOCS_DUMP=FOLDER writes each command's full output there (page, line, argv, exit
+code, seconds): what to paste into a page after a change.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+README = ROOT / "README.md"
+BENCHMARKS = DOCS / "benchmarks"  # a symlink to ../benchmarks: the tables are linked, never copied
+README_MAX_LINES = 250
+
+# --------------------------------------------------------------------------- reading the pages
+
+
+@dataclass
+class Block:
+    page: str
+    line: int  # 1-based line of the opening fence
+    info: str  # what follows the fence: language and attributes
+    lines: list[str]
+
+
+@dataclass
+class Example:
+    page: str
+    line: int
+    text: str  # the command line as written, without "$ "
+    argv: list[str]
+    exit_code: int = 0
+    unless: str | None = None  # `# exit N without MODULE`: N only where MODULE is missing
+    shown: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return f"{self.page}:{self.line}"
+
+
+FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})(.*)$")
+
+
+def code_blocks(path: Path) -> list[Block]:
+    """Every fenced code block of a markdown page, its lines dedented by the fence's indentation."""
+    page = page_name(path)
+    blocks, current, indent, fence = [], None, "", ""
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        match = FENCE.match(raw)
+        if current is None:
+            if match:
+                indent, fence = match.group(1), match.group(2)
+                current = Block(page, number, match.group(3).strip(), [])
+            continue
+        if match and match.group(2).startswith(fence[0] * len(fence)) and not match.group(3).strip():
+            blocks.append(current)
+            current = None
+            continue
+        current.lines.append(raw[len(indent):] if raw.startswith(indent) else raw.lstrip())
+    return blocks
+
+
+def page_name(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def split_comment(line: str) -> tuple[str, str]:
+    """'cnnexport x --a "b # c"  # exit 1' -> ('cnnexport x --a "b # c"', 'exit 1'): the first # outside quotes."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip(), line[i + 1:].strip()
+    return line.rstrip(), ""
+
+
+EXIT_NOTE = re.compile(r"^exit (\d+)(?: without ([A-Za-z_][\w.]*))?\b")
+
+
+def examples_of(path: Path) -> list[Example]:
+    found = []
+    for block in code_blocks(path):
+        current = None
+        for offset, line in enumerate(block.lines, 1):
+            if line.startswith("$ "):
+                command, note = split_comment(line[2:])
+                current = None
+                if not command.startswith("cnnexport"):
+                    continue  # test_commands_follow_the_convention says so
+                argv = shlex.split(command)[1:]
+                match = EXIT_NOTE.match(note)
+                current = Example(block.page, block.line + offset, command, argv)
+                if match:
+                    current.exit_code, current.unless = int(match.group(1)), match.group(2)
+                found.append(current)
+            elif current is not None:
+                current.shown.append(line)
+    return found
+
+
+def nav_pages() -> list[str]:
+    """The pages of mkdocs.yml's nav, in order (paths relative to docs/)."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    pages: list[str] = []
+
+    def walk(node):
+        if isinstance(node, str):
+            pages.append(node)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            for value in node.values():
+                walk(value)
+
+    walk(config["nav"])
+    return [p for p in pages if not re.match(r"^[a-z]+://", p)]
+
+
+def doc_files() -> list[Path]:
+    """README.md, then every docs page in nav order (the benchmark tables, which hold no commands, left out)."""
+    pages = [DOCS / p for p in nav_pages() if not p.startswith("benchmarks/")]
+    rest = sorted(p for p in DOCS.rglob("*.md") if p not in pages and BENCHMARKS not in p.parents)
+    return [README, *pages, *rest]
+
+
+EXAMPLES = [example for path in doc_files() for example in examples_of(path)]
+
+# --------------------------------------------------------------------------- comparing output
+
+BOX = re.compile(r"[\u2500-\u257f]")
+NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:e[-+]?\d+)?")
+
+
+def normalized(text: str) -> str:
+    """Table borders dropped, every number '#', whitespace collapsed (rich pads and wraps at its width)."""
+    return " ".join(NUMBER.sub("#", BOX.sub(" ", text)).split())
+
+
+def missing_lines(shown: list[str], printed: str) -> list[str]:
+    haystack = f" {normalized(printed)} "
+    missing = []
+    for line in shown:
+        wanted = normalized(line)
+        if not wanted or "…" in line:
+            continue
+        if f" {wanted} " not in haystack:
+            missing.append(line)
+    return missing
+
+
+# --------------------------------------------------------------------------- the workspace
+
+
+def _registry():
+    try:
+        from exporter import architectures  # where the registry moves (issue 25)
+    except ImportError:
+        import architectures
+    return architectures
+
+
+def titled_files() -> dict[str, str]:
+    """Every ```python title="NAME"``` block of the docs: the files the examples' commands load."""
+    files = {}
+    for path in doc_files():
+        for block in code_blocks(path):
+            match = re.search(r'title="([^"]+)"', block.info)
+            if match:
+                name = match.group(1)
+                assert name not in files, f"{block.page}:{block.line}: a second block titled {name}"
+                files[name] = "\n".join(block.lines) + "\n"
+    return files
+
+
+def _photo_crops(count: int, size: int, seed: int = 0):
+    """RGB crops of scikit-learn's two sample photos (the only colour images that ship in a package)."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images
+    rng = np.random.default_rng(seed)
+    crops = []
+    for i in range(count):
+        photo = photos[i % 2]
+        side = int(rng.integers(64, 200))
+        y, x = int(rng.integers(0, photo.shape[0] - side)), int(rng.integers(0, photo.shape[1] - side))
+        crops.append(Image.fromarray(photo[y:y + side, x:x + side]).resize((size, size), Image.BILINEAR))
+    return crops
+
+
+def _import_file(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(f"_docs_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
+def build_workspace(ws: Path) -> None:
+    """The files the examples name (docs/index.md, "The example files"), small so that every command runs in seconds."""
+    import argparse
+
+    import numpy as np
+    import torch
+
+    from exporter.demo import train
+    from exporter.inputs import digits_arrays
+    from tests.conftest import build_model, calibrate_batchnorm
+
+    registry = _registry()
+    for name, text in titled_files().items():
+        (ws / name).parent.mkdir(parents=True, exist_ok=True)
+        (ws / name).write_text(text, encoding="utf-8")
+    shutil.copytree(ROOT / "recipes", ws / "recipes", ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+
+    # simple_cnn.pt: the small RGB classifier (3x32x32, 10 classes), random weights, a plain state_dict
+    simple = build_model("simple_cnn")
+    torch.save(simple.state_dict(), ws / "simple_cnn.pt")
+    torch.save(simple, ws / "whole_model.pt")  # a whole pickled nn.Module: refused without --trust-pickle
+    (ws / "labels.txt").write_text("".join(f"{c}\n" for c in
+                                           ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")))
+    (ws / "digits.txt").write_text("".join(f"{d}\n" for d in range(10)))
+
+    # images/: 128 photo crops at 32x32 (calibration data); labelled/: the same as an ImageFolder; calib.npy normalized
+    spec = registry.get("simple_cnn").spec(10)
+    crops = _photo_crops(128, 32)
+    (ws / "images").mkdir()
+    for i, crop in enumerate(crops):
+        crop.save(ws / "images" / f"crop{i:03d}.png")
+        label = ws / "labelled" / f"class{i % 10}"
+        label.mkdir(parents=True, exist_ok=True)
+        crop.save(label / f"crop{i:03d}.png")
+    pixels = np.stack([np.asarray(c, dtype=np.float32) / 255.0 for c in crops]).transpose(0, 3, 1, 2)
+    mean, std = np.array(spec.mean, np.float32)[:, None, None], np.array(spec.std, np.float32)[:, None, None]
+    np.save(ws / "calib.npy", ((pixels - mean) / std).astype(np.float32))
+
+    # samples/: 16 digits as 32x32 greyscale PNGs (real inputs for LeNet-5)
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    (ws / "samples").mkdir()
+    for i, image in enumerate(load_digits().images[:16]):
+        Image.fromarray((image * 255 / 16).astype(np.uint8)).resize((32, 32), Image.BILINEAR).save(ws / "samples" / f"{i}.png")
+
+    # tampered.onnx: simple_cnn's ONNX with one weight of its first convolution moved by 0.5
+    import onnx
+    from onnx import numpy_helper
+
+    from exporter import export_artifact, load_checkpoint
+
+    scratch = ws / ".scratch"
+    made = export_artifact("onnx", load_checkpoint(ws / "simple_cnn.pt"), scratch / "simple_cnn.onnx")
+    assert made.verification.status == "pass", made.verification.reason
+    graph = onnx.load(str(scratch / "simple_cnn.onnx"))
+    first_conv = next(n for n in graph.graph.node if n.op_type == "Conv")
+    for init in graph.graph.initializer:
+        if init.name == first_conv.input[1]:
+            weight = numpy_helper.to_array(init).copy()
+            weight.flat[0] += 0.5
+            init.CopyFrom(numpy_helper.from_array(weight, init.name))
+    onnx.save(graph, str(ws / "tampered.onnx"))
+    shutil.rmtree(scratch)
+
+    # checkpoint.pth: what torchvision's references/classification/train.py --model-ema saves
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    tv = build_model("mobilenet_v3_small", num_classes=10)
+    optimizer = torch.optim.SGD(tv.parameters(), lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=30, gamma=0.1)
+    ema = AveragedModel(tv, multi_avg_fn=get_ema_multi_avg_fn(0.5), use_buffers=True)
+    ema.update_parameters(tv)
+    args = argparse.Namespace(model="mobilenet_v3_small", model_ema=True, val_resize_size=73, val_crop_size=64,
+                              train_crop_size=64, interpolation="bilinear", epochs=3, lr=0.1)
+    torch.save({"model": tv.state_dict(), "optimizer": optimizer.state_dict(), "lr_scheduler": scheduler.state_dict(),
+                "epoch": 3, "args": args, "model_ema": ema.state_dict()}, ws / "checkpoint.pth")
+
+    # mynet.pth: the user class of docs/cli/onnx.md (mymodels.py:MyNet), 7 classes
+    torch.manual_seed(0)
+    mynet = _import_file(ws / "mymodels.py", "MyNet")(num_classes=7)
+    torch.save(calibrate_batchnorm(mynet, spec).state_dict(), ws / "mynet.pth")
+
+    # outlier.pt: sixlayer.py's net trained on the digits, one BatchNorm channel x400 and the next conv /400
+    lenet_spec = registry.get("lenet5").spec(10)
+    train_x, train_y, _, _ = digits_arrays(lenet_spec)
+    torch.manual_seed(0)
+    six, _ = train(_import_file(ws / "sixlayer.py", "SixLayerCNN")(), train_x, train_y, epochs=6)
+    with torch.no_grad():
+        bn, reader = six.features[5], six.features[8]
+        bn.weight[3] *= 400
+        bn.bias[3] *= 400
+        reader.weight[:, 3] /= 400
+    torch.save(six.state_dict(), ws / "outlier.pt")
+
+    # seg.pt + seg_val/: the two-head segmentation net of docs/verification.md, and images/ + masks/ to evaluate it on
+    torch.manual_seed(0)
+    seg = _import_file(ws / "twohead.py", "TwoHeadSeg")()
+    calibrate_batchnorm(seg, SimpleNamespace(input_shape=(3, 64, 64)))
+    torch.save(seg.state_dict(), ws / "seg.pt")
+    for sub in ("images", "masks"):
+        (ws / "seg_val" / sub).mkdir(parents=True)
+    for i, crop in enumerate(_photo_crops(8, 64, seed=1)):
+        crop.save(ws / "seg_val" / "images" / f"{i}.png")
+        mask = (np.asarray(crop.convert("L")) // 86).astype(np.uint8)  # three classes by brightness
+        Image.fromarray(mask).save(ws / "seg_val" / "masks" / f"{i}.png")
+
+    # ssd_head.pt: SSDlite's head without post-processing (ssd_head.py), 3 classes
+    torch.manual_seed(0)
+    head = _import_file(ws / "ssd_head.py", "SSDLiteHead")(num_classes=3)
+    calibrate_batchnorm(head, SimpleNamespace(input_shape=(3, 320, 320)), steps=2)
+    torch.save(head.state_dict(), ws / "ssd_head.pt")
+
+
+# --------------------------------------------------------------------------- running the commands
+
+
+@dataclass
+class Ran:
+    exit_code: int
+    output: str
+    seconds: float
+
+
+def invoke(argv: list[str], cwd: Path) -> Ran:
+    from typer.testing import CliRunner
+
+    from exporter.cli import app
+
+    started = time.perf_counter()
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(app, argv)
+    finally:
+        os.chdir(before)
+    output = result.output
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        import traceback
+
+        output += "".join(traceback.format_exception(result.exception))
+    return Ran(result.exit_code, output, time.perf_counter() - started)
+
+
+class Session:
+    """Runs the examples in order, each once, up to the one a test asks for."""
+
+    def __init__(self, ws: Path, dump: Path | None):
+        self.ws, self.dump = ws, dump
+        self.done: list[Ran | None] = []
+        self.by_argv: dict[tuple[str, ...], Ran] = {}
+
+    def result(self, index: int) -> Ran | None:
+        while len(self.done) <= index:
+            self.done.append(self._run(EXAMPLES[len(self.done)]))
+        return self.done[index]
+
+    def _run(self, example: Example) -> Ran | None:
+        """None where the page documents the command for a machine without a module this one has."""
+        if example.unless and importlib.util.find_spec(example.unless) is not None:
+            return None
+        key = tuple(example.argv)
+        if key in self.by_argv:  # shown twice with the same arguments (the README and its page): run once
+            return self.by_argv[key]
+        ran = self.by_argv[key] = invoke(example.argv, self.ws)
+        if self.dump is not None:
+            self.dump.mkdir(parents=True, exist_ok=True)
+            name = re.sub(r"[^\w.]+", "_", example.id)
+            (self.dump / f"{name}.txt").write_text(
+                f"$ {example.text}\n# exit {ran.exit_code}, {ran.seconds:.1f}s\n{ran.output}", encoding="utf-8")
+        return ran
+
+
+@pytest.fixture(scope="session")
+def docs_session(tmp_path_factory):
+    ws = tmp_path_factory.mktemp("docs-workspace")
+    started = time.perf_counter()
+    build_workspace(ws)
+    dump = os.environ.get("CNNEXPORT_DOCS_DUMP")
+    session = Session(ws, Path(dump) if dump else None)
+    if session.dump is not None:
+        session.dump.mkdir(parents=True, exist_ok=True)
+        (session.dump / "_workspace.txt").write_text(f"{time.perf_counter() - started:.1f}s\n")
+    return session
+
+
+@pytest.mark.parametrize("index", range(len(EXAMPLES)), ids=[e.id for e in EXAMPLES])
+def test_example(docs_session, index):
+    example = EXAMPLES[index]
+    ran = docs_session.result(index)
+    if ran is None:
+        pytest.skip(f"{example.unless} is installed here; the page documents this command without it")
+    assert ran.exit_code == example.exit_code, (
+        f"{example.id}: `{example.text}` exited {ran.exit_code}, the page says {example.exit_code}\n{ran.output[-3000:]}")
+    missing = missing_lines(example.shown, ran.output)
+    assert not missing, (
+        f"{example.id}: `{example.text}` did not print these shown lines (numbers aside):\n"
+        + "\n".join(missing) + f"\n--- it printed:\n{ran.output[-4000:]}")
+
+
+# --------------------------------------------------------------------------- the pages themselves
+
+
+def verbs() -> list[str]:
+    import typer
+
+    from exporter.cli import app
+
+    return sorted(typer.main.get_command(app).commands)
+
+
+def all_flags() -> set[str]:
+    import typer
+
+    from exporter.cli import app
+
+    flags = set()
+    for command in typer.main.get_command(app).commands.values():
+        for param in command.params:
+            flags.update(o for o in (*param.opts, *param.secondary_opts) if o.startswith("--"))
+    return flags
+
+
+def test_readme_is_a_front_page_under_250_lines():
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) < README_MAX_LINES, f"README.md has {len(lines)} lines: move detail to docs/"
+
+
+def test_readme_keeps_the_ci_test_command_byte_for_byte():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()[-1]
+    assert ci in README.read_text(encoding="utf-8").splitlines(), f"README.md no longer shows CI's command: {ci}"
+
+
+def test_every_verb_has_a_page_and_a_readme_row():
+    readme = README.read_text(encoding="utf-8")
+    for verb in verbs():
+        page = DOCS / "cli" / f"{verb}.md"
+        assert page.exists(), f"`cnnexport {verb}` has no page: write {page.relative_to(ROOT)}"
+        assert re.search(rf"^\| \[`{verb}`\]\(docs/cli/{verb}\.md\) \|", readme, re.M), f"README's verb table lacks {verb}"
+        assert any(e.page == page_name(page) and e.argv[:1] == [verb] for e in EXAMPLES), f"{page}: no `$ cnnexport {verb}` example"
+    pages = {p.stem for p in (DOCS / "cli").glob("*.md")}
+    assert pages <= set(verbs()), f"pages for verbs that do not exist: {sorted(pages - set(verbs()))}"
+
+
+def test_nav_lists_every_page_and_only_pages_that_exist():
+    nav = nav_pages()
+    on_disk = {str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md")}
+    assert not set(nav) - on_disk, f"mkdocs.yml names missing pages: {sorted(set(nav) - on_disk)}"
+    assert not on_disk - set(nav), f"pages missing from mkdocs.yml's nav: {sorted(on_disk - set(nav))}"
+    assert len(nav) == len(set(nav)), "a page is twice in the nav"
+
+
+def test_benchmark_tables_are_linked_not_copied():
+    assert BENCHMARKS.is_symlink() and BENCHMARKS.resolve() == (ROOT / "benchmarks").resolve()
+    rows = set()
+    for table in (ROOT / "benchmarks").glob("*.md"):
+        rows.update(line.strip() for line in table.read_text(encoding="utf-8").splitlines()
+                    if line.startswith("| ") and re.search(r"\d", line))
+    for path in doc_files():
+        copied = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() in rows]
+        assert not copied, f"{page_name(path)} copies rows of benchmarks/*.md (link the table instead): {copied[:2]}"
+
+
+def test_example_commands_follow_the_convention():
+    """Example commands are `$ cnnexport ...` lines (so they run here); no other `$ ` lines, no bare `cnnexport` lines."""
+    wrong = []
+    for path in doc_files():
+        for block in code_blocks(path):
+            if block.info.split()[:1] in (["python"], ["json"], ["yaml"]):
+                continue
+            for offset, line in enumerate(block.lines, 1):
+                bare = line.lstrip().startswith("cnnexport ")
+                foreign = line.startswith("$ ") and not line.startswith("$ cnnexport")
+                if bare or foreign:
+                    wrong.append(f"{block.page}:{block.line + offset}: {line}")
+    assert not wrong, "write example commands as `$ cnnexport ...`:\n" + "\n".join(wrong)
+
+
+# flags of other programs the pages mention (trtexec's, torchvision train.py's, the benchmark scripts', pytest's, mkdocs')
+FOREIGN_FLAGS = {
+    "--onnx", "--saveEngine", "--minShapes", "--optShapes", "--maxShapes", "--fp16", "--int8", "--stronglyTyped",
+    "--timingCacheFile", "--skipInference", "--model-ema", "--val-crop-size", "--models", "--resume", "--report-only",
+    "--jsonl", "--markdown", "--batches", "--strict", "--durations",
+}
+
+
+def test_every_documented_flag_exists():
+    known = all_flags() | FOREIGN_FLAGS
+    unknown = []
+    for path in doc_files():
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for flag in re.findall(r"(?<![\w-])--[a-z][a-zA-Z0-9-]*", line):
+                if flag not in known:
+                    unknown.append(f"{page_name(path)}:{number}: {flag}")
+    assert not unknown, "flags no verb has (`cnnexport VERB --help`):\n" + "\n".join(unknown)
+
+
+def test_exit_code_tables_list_every_code():
+    from exporter import errors
+
+    codes = {v for k, v in vars(errors).items() if k.startswith("EXIT_") and isinstance(v, int)}
+    for path in (README, DOCS / "index.md"):
+        text = path.read_text(encoding="utf-8")
+        table = {int(m) for m in re.findall(r"^\| (\d+) \|", text, re.M)}
+        assert table == codes, f"{page_name(path)}'s exit-code table lists {sorted(table)}, exporter/errors.py has {sorted(codes)}"
+
+
+def test_mkdocs_builds_strict(tmp_path):
+    pytest.importorskip("mkdocs", reason="mkdocs is not installed (pip install -e '.[docs]')")
+    pytest.importorskip("material", reason="mkdocs-material is not installed (pip install -e '.[docs]')")
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
