@@ -24,7 +24,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     os.environ["CNNEXPORT_CACHE"] = tempfile.mkdtemp(prefix="cnnexport-index-")
     from exporter import architectures
-    from exporter.arch_inference import infer_architecture, registry_fingerprints
+    from exporter.loading.arch_inference import infer_architecture, registry_fingerprints
 
     t0 = time.perf_counter()
     entries = architectures.entries(include_timm=True)

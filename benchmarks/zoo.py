@@ -259,7 +259,7 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
 def _smp_entry(name: str, factory: Path):
     """A registry-like entry for an smp model built by the factory file (classes=3, 256x256 by default)."""
     from exporter import architectures
-    from exporter.checkpoint import resolve_user_arch
+    from exporter.loading.modules import resolve_user_arch
 
     return architectures.ArchEntry(name, lambda num_classes=3: resolve_user_arch(f"{factory}:build", {"num_classes": num_classes}),
                                    3, 3, 256, 256, source="smp", task="segment")

@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 
 _API = {
     "KINDS": "exporter.kinds",
-    "load_checkpoint": "exporter.checkpoint",
-    "LoadedModel": "exporter.checkpoint",
+    "load_checkpoint": "exporter.loading.checkpoint",
+    "LoadedModel": "exporter.loading.checkpoint",
     "export_artifact": "exporter.pipeline",
     "simplify_artifact": "exporter.pipeline",
     "verify_existing": "exporter.pipeline",

@@ -22,15 +22,16 @@ from exporter.options import DataOptions
 from exporter.pipeline import (
     Progress,
     VerifyOptions,
-    _noop,
-    _run_stage,
-    _verifier,
+    noop,
+    run_stage,
+    verifier,
     default_output,
     export_artifact,
     onnx_source,
     simplify_artifact,
 )
-from exporter.report import ArtifactResult, build_report, write_report
+from exporter.report import ArtifactResult, install_report
+from exporter.runners import artifact_spec
 
 
 @dataclass
@@ -44,7 +45,7 @@ class BuildRequest:
     calibration: DataOptions = field(default_factory=DataOptions)
     evaluation: str | None = None  # labelled data for top-1/top-5 of a quantized model
     keep_failed: bool = False
-    progress: Progress = _noop
+    progress: Progress = noop
     write: bool = True  # write NAME.report.json beside each artifact
     reads: tuple = ()  # other user files the request reads, as (role, path): the --checkpoint reference, --labels, ...
 
@@ -81,7 +82,7 @@ def _run(req: BuildRequest) -> list[ArtifactResult]:
     results: list[ArtifactResult] = []
     from_checkpoint = req.kind.source == "checkpoint" or req.source.suffix.lower() != ".onnx"
     if req.loaded is None and from_checkpoint:
-        from exporter.checkpoint import load_checkpoint
+        from exporter.loading.checkpoint import load_checkpoint
 
         req.loaded = load_checkpoint(req.source, progress=req.progress)
     spec = req.loaded.spec if req.loaded is not None else _stored_spec_or_none(req.source)
@@ -130,7 +131,7 @@ def check_data(req: BuildRequest, spec, flags: dict | None = None) -> None:
 def _stored_spec_or_none(source: Path):
     """The spec an ONNX source carries, or None (the flow then says what is missing)."""
     try:
-        return stored_spec(source) if Path(source).is_file() else None
+        return artifact_spec(source) if Path(source).is_file() else None
     except CnnexportError:
         return None
 
@@ -180,11 +181,6 @@ def companions(path: Path) -> list[Path]:
     return near
 
 
-def _install_report(req: BuildRequest, result: ArtifactResult, spec=None) -> None:
-    if req.write and result.files:
-        write_report(build_report([result], req.loaded, spec), result.path)
-
-
 # ----------------------------------------------------------------- the flows of the table's rows
 
 
@@ -192,7 +188,7 @@ def from_checkpoint(req: BuildRequest) -> list[ArtifactResult]:
     """TorchScript, ONNX: the stage function straight from the loaded checkpoint."""
     loaded = req.loaded
     if loaded is None:
-        from exporter.checkpoint import load_checkpoint
+        from exporter.loading.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(req.source, progress=req.progress)
     output = req.output or default_output(req.source, req.kind.name)
@@ -210,7 +206,7 @@ def coreml(req: BuildRequest) -> list[ArtifactResult]:
     stage_options = {**req.options.model_dump(), "batch": (low, high), "compress": parse_compression(req.options.compress)}
     loaded = req.loaded
     if loaded is None:
-        from exporter.checkpoint import load_checkpoint
+        from exporter.loading.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(req.source, progress=req.progress)
     verify = replace(req.verify, precision=req.kind.precision(req.options), batch_sizes=sizes)
@@ -257,18 +253,18 @@ def _from_onnx(req: BuildRequest, what: str, make) -> list[ArtifactResult]:
     def references() -> dict:
         return {"pytorch": TorchRunner(req.loaded.module)} if req.loaded is not None else {"source onnx": source_runner}
 
-    result = _run_stage(lambda staging, name: make(source, staging, name, calib, spec), output,
-                        _verifier(references, spec, verify, row.runner), req.keep_failed, req.progress, row.kind)
+    result = run_stage(lambda staging, name: make(source, staging, name, calib, spec), output,
+                        verifier(references, spec, verify, row.runner), req.keep_failed, req.progress, row.kind)
     result.details["samples_heldout"] = len(held) if held is not None else 0
     if evaluation is not None and result.files:
-        from exporter.eval import evaluate
+        from exporter.measure.eval import evaluate
         from exporter.runners import open_runner
 
         req.progress(f"evaluating on {req.evaluation}")
         reference = next(iter(references().values()))
         result.details["eval"] = evaluate({"reference": reference, result.path.name: open_runner(result.path, row.runner)},
                                           evaluation)
-    _install_report(req, result, spec)
+    install_report(result, req.loaded, spec, req.write)
     return [result]
 
 
@@ -289,7 +285,7 @@ def quantize(req: BuildRequest) -> list[ArtifactResult]:
         return fp16.export_fp16(source, staging, name, probe, opts.keep_io_types, opts.overflow)
 
     if row.precision(opts) == "int8" and opts.fallback == "auto":
-        from exporter.fallback import quantize_with_fallback
+        from exporter.rescue.fallback import quantize_with_fallback
 
         return quantize_with_fallback(req, quantize)  # each attempt is this function with fallback "none"
     return _from_onnx(req, "quantized", make)
@@ -318,14 +314,14 @@ def openvino(req: BuildRequest) -> list[ArtifactResult]:
 def tensorrt(req: BuildRequest) -> list[ArtifactResult]:
     from exporter.tensorrt.flow import tensorrt_artifacts
 
-    return tensorrt_artifacts(req)
+    return tensorrt_artifacts(req, run)
 
 
 # ----------------------------------------------------------------- the reference
 
 
 def load_reference(checkpoint: Path, artifact: Path | None = None, *, arch=None, arch_kwargs=None, trust_pickle=False,
-                   overrides: dict | None = None, weights: str = "model", progress: Progress = _noop,
+                   overrides: dict | None = None, weights: str = "model", progress: Progress = noop,
                    outputs: tuple[str, ...] | None = None, tasks: dict | None = None):
     """The checkpoint, loaded as the reference of ``artifact`` when given.
 
@@ -333,11 +329,11 @@ def load_reference(checkpoint: Path, artifact: Path | None = None, *, arch=None,
     overrides them, its input shape, mean and std win over the architecture's defaults, so the
     reference sees the inputs the artifact was exported for.
     """
-    from exporter.checkpoint import load_checkpoint
+    from exporter.loading.checkpoint import load_checkpoint
 
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     if artifact is not None:
-        stored = stored_spec(artifact)
+        stored = artifact_spec(artifact)
         if stored is not None:
             given = {"input_shape": stored.input_shape, "mean": stored.mean, "std": stored.std, **given}
     progress(f"loading {checkpoint}")
@@ -353,10 +349,3 @@ def load_reference(checkpoint: Path, artifact: Path | None = None, *, arch=None,
     return loaded
 
 
-def stored_spec(path: Path):
-    """The ModelSpec cnnexport wrote into an artifact, or None."""
-    from exporter.runners import open_runner
-    from exporter.spec import ModelSpec
-
-    meta = open_runner(path).metadata
-    return ModelSpec.from_dict(meta) if meta else None

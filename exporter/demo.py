@@ -48,7 +48,7 @@ def run_demo(output: Path, epochs: int = 12, progress=lambda _: None) -> dict:
     from exporter import recipe as recipes
     from exporter.inputs import digits_arrays
     from exporter.errors import CnnexportError
-    from exporter.eval import accuracy
+    from exporter.measure.eval import accuracy
     from exporter.fsutil import ensure_writable_dir, write_text_atomic
     from exporter.report import to_json
     from exporter.run import run_recipe
@@ -91,7 +91,7 @@ def run_demo(output: Path, epochs: int = 12, progress=lambda _: None) -> dict:
     from exporter.runners.torch import TorchRunner
 
     accuracies = {"pytorch": accuracy(TorchRunner(model.eval()), test_x, test_y)}
-    artifacts = [_artifact(o, output) for o in run.outcomes if o.entry]
+    artifacts = [artifact_row(o, output) for o in run.outcomes if o.entry]
     for name, runner in runnable(artifacts).items():
         accuracies[name] = accuracy(runner, test_x, test_y)
     report = {
@@ -120,7 +120,7 @@ def runnable(artifacts: list[dict]) -> dict:
             if a["files"] and a["verification"]["status"] != "skipped"}
 
 
-def _artifact(outcome, out_dir: Path) -> dict:
+def artifact_row(outcome, out_dir: Path) -> dict:
     """A recipe stage's manifest entry in the shape of a verb's report entry."""
     entry = outcome.entry
     files = [str(out_dir / f["path"]) for f in entry["files"]]

@@ -58,7 +58,7 @@ def run_demo(output: Path, epochs: int = 20, progress=lambda _: None, train_samp
     from exporter import architectures
     from exporter import recipe as recipes
     from exporter import segmentation
-    from exporter.demo import _artifact, runnable
+    from exporter.demo import artifact_row, runnable
     from exporter.errors import CnnexportError
     from exporter.fsutil import ensure_writable_dir, write_text_atomic
     from exporter.inputs import normalize
@@ -95,7 +95,7 @@ def run_demo(output: Path, epochs: int = 20, progress=lambda _: None, train_samp
         raise CnnexportError(f"demo stage {errors[0].name}: {errors[0].status}")
 
     progress("measuring held-out mIoU of every artifact")
-    artifacts = [_artifact(o, output) for o in run.outcomes if o.entry]
+    artifacts = [artifact_row(o, output) for o in run.outcomes if o.entry]
     runners = {"pytorch": TorchRunner(model.eval()), **runnable(artifacts)}
     evaluation = segmentation.evaluate(runners, test_x, test_y, len(CLASSES), description=f"{test_samples} held-out shape images")
     report = {

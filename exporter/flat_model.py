@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from exporter.outputs import pick
@@ -23,3 +25,10 @@ class FlatOutputs(torch.nn.Module):
     def forward(self, x):
         out = self.model(x)
         return tuple(pick(out, path) for path in self.paths)
+
+
+def flat_module(module, found: list[tuple[str, tuple, Any]]):
+    """``module`` itself when it returns one tensor; else a module returning the chosen outputs as a tuple."""
+    if len(found) == 1 and found[0][1] == ():
+        return module
+    return FlatOutputs(module, [path for _, path, _ in found], [name for name, _, _ in found])

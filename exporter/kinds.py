@@ -1,8 +1,12 @@
-"""The table of artifact kinds: one record per kind, read by the pipeline, recipes, `run` and the CLI.
+"""The table of artifact kinds: one record per kind, read by the pipeline, recipes, `run`, bench and the CLI.
 
-Adding a target is one stage module (what makes the artifact), one runner (what executes it)
-and one row here with its options model (exporter/options.py); the recipe schema, `run`'s graph,
-the verb's flags and the consistency test follow from the row.
+A row is the whole plug-in: its options model, the stage that makes the artifact, the Format
+that recognises and runs its files (runner factory, suffixes, content check, bench devices), the
+backend packages that key its cache, its recipe section and its verb. Everything that used to be
+an if-chain over kind names (runners.detect_kind / open_runner, bench's folder globs and runner
+choice, the recipe bench's CPU kinds, the CLI's verbs) is read from these rows. A target outside
+this package registers its row through the ``cnnexport.targets`` entry point group (see
+``load_plugins``; docs/architecture.md, "Adding a target").
 """
 
 from __future__ import annotations
@@ -39,6 +43,34 @@ def _coreml_precision(options: o.CoreMLOptions) -> str:
 
 
 @dataclass(frozen=True)
+class Format:
+    """How an artifact's files are recognised and executed; several rows can share one (every ONNX kind)."""
+
+    name: str  # what detect_kind returns and open_runner takes
+    runner: str  # "module:function(path, threads=None, device=...) -> Runner", imported when a file is opened
+    suffixes: tuple[str, ...] = ()  # file names it claims by suffix
+    detect: str = ""  # "module:function(path) -> bool" for files no suffix names (a TorchScript zip)
+    globs: tuple[str, ...] = ()  # what `bench FOLDER` searches for besides the suffixes
+    bench_devices: tuple[str, ...] = ("cpu",)  # devices `bench` can time it on ("cpu", "cuda"); () = never
+    describe: str = ""  # how the CLI names it in "expected ..." messages
+    also_runs_on: tuple[str, ...] = ()  # other Formats whose runner executes these files too (`bench --runtime`)
+
+    def open(self, path, **kwargs):
+        return resolve(self.runner)(path, **kwargs)
+
+    def claims(self, path) -> bool:
+        from pathlib import Path
+
+        path = Path(path)
+        if path.suffix.lower() in self.suffixes:
+            return True
+        return bool(self.detect) and path.is_file() and resolve(self.detect)(path)
+
+    def patterns(self) -> tuple[str, ...]:
+        return tuple(f"*{s}" for s in self.suffixes) + self.globs
+
+
+@dataclass(frozen=True)
 class ArtifactKind:
     name: str  # the recipe's stage key
     kind: str  # what reports, manifests and tables call the artifact
@@ -48,7 +80,7 @@ class ArtifactKind:
     options: type[BaseModel]  # the single source of its choices and defaults
     stage: str  # "module:function" that makes the artifact (exporter/stages/)
     build: str  # "module:function": the flow (stage, verify, install) taking a BuildRequest -> [ArtifactResult, ...]
-    runner: str  # the runner kind (exporter.runners.open_runner) that executes it
+    format: Format  # what recognises and executes its files (exporter.runners.open_runner)
     precision: Callable[[BaseModel], str]  # which pass rule judges it, given its options
     calibrates: Callable[[BaseModel], bool] = _never  # needs calibration data
     reads_data: bool = False  # the calibration/evaluation settings are inputs of the stage (cache key)
@@ -62,6 +94,13 @@ class ArtifactKind:
     suffixes: dict = field(default_factory=dict)  # {options.precision: suffix} where the precision names the file
     # the backends that make and run it: their versions key its cache (exporter.run.stage_key) and fill its report
     packages: tuple[str, ...] = ()
+    bench: str | None = "cpu"  # where a recipe's bench step times it ("cpu"); None: not a CPU deployment artifact
+    help: str = ""  # the verb's one-line help, for a verb generated from the row (exporter/cli/export.py)
+
+    @property
+    def runner(self) -> str:
+        """The name of its Format: what open_runner and the verifier are given."""
+        return self.format.name
 
     def versioned(self) -> tuple[str, ...]:
         """The packages whose versions decide this stage's output: the reference's and the row's own."""
@@ -71,81 +110,91 @@ class ArtifactKind:
         return self.suffixes.get(getattr(options, "precision", None), self.suffix)
 
     def builder(self) -> Callable:
-        return _resolve(self.build)
+        return resolve(self.build)
 
     def stage_function(self) -> Callable:
-        return _resolve(self.stage)
+        return resolve(self.stage)
 
     def check_options(self, options: BaseModel) -> None:
         if self.check:
-            _resolve(self.check)(options)
+            resolve(self.check)(options)
 
     def options_from_recipe(self, section: dict, out_dir, base: str) -> BaseModel:
         """The options a recipe's stage section stands for (its recipe-only keys resolved by the row's hook)."""
         options = self.parse({k: v for k, v in section.items() if k not in self.recipe_fields and k != "enabled"})
-        return _resolve(self.from_recipe)(options, section, out_dir, base) if self.from_recipe else options
+        return resolve(self.from_recipe)(options, section, out_dir, base) if self.from_recipe else options
 
     def parse(self, values: dict | None = None, cli: bool = False) -> BaseModel:
         """The options model from a dict (a recipe's stage section minus recipe-only keys, or a verb's flags)."""
         return o.validate_model(self.options, values or {}, None if cli else f"stages.{self.name}")
 
 
-def _resolve(dotted: str) -> Callable:
+def resolve(dotted: str) -> Callable:
     module, _, function = dotted.partition(":")
     return getattr(importlib.import_module(module), function)
 
 
 ONNX_INPUTS = ("simplify", "onnx")
+ONNX = Format("onnx", "exporter.runners.onnxruntime:open_artifact", (".onnx",), bench_devices=("cpu", "cuda"), describe=".onnx",
+              also_runs_on=("openvino",))
+TORCHSCRIPT = Format("torchscript", "exporter.runners.torchscript:open_artifact", detect="exporter.runners.torchscript:is_torchscript",
+                     globs=("*.ts",), bench_devices=("cpu", "cuda"), describe="TorchScript")
+COREML = Format("coreml", "exporter.runners.coreml:open_artifact", (".mlpackage",), describe=".mlpackage")
+TENSORRT = Format("tensorrt", "exporter.runners.tensorrt:open_artifact", (".engine", ".plan"), bench_devices=("cuda",),
+                  describe=".engine")
+OPENVINO = Format("openvino", "exporter.runners.openvino:open_artifact", (".xml",), describe=".xml")
 REFERENCE_PACKAGES = ("torch", "torchvision", "numpy")  # the PyTorch reference every stage is verified against
 ONNX_RUNTIME = ("onnx", "onnxruntime")  # reads and runs the ONNX every ONNX-based stage starts from
 
-KINDS: tuple[ArtifactKind, ...] = (
+KINDS: list[ArtifactKind] = [
     ArtifactKind(
         name="torchscript", kind="torchscript", verb="torchscript", suffix=".ts", source="checkpoint",
         options=o.TorchScriptOptions, stage="exporter.stages.torchscript:export", build="exporter.build:from_checkpoint",
-        runner="torchscript", precision=_fixed("fp32"), traces=True,
+        format=TORCHSCRIPT, precision=_fixed("fp32"), traces=True,
+        help="Export TorchScript (trace by default), then verify it against the checkpoint.",
         packages=(),
     ),
     ArtifactKind(
         name="onnx", kind="onnx", verb="onnx", suffix=".onnx", source="checkpoint",
         options=o.OnnxOptions, stage="exporter.stages.onnx:export", build="exporter.build:from_checkpoint",
-        runner="onnx", precision=_fixed("fp32"), traces=True, recipe_enabled=True,
+        format=ONNX, precision=_fixed("fp32"), traces=True, recipe_enabled=True,
+        help="Export ONNX with a dynamic batch axis, then verify it against the checkpoint.",
         packages=("onnxscript", *ONNX_RUNTIME),
     ),
     ArtifactKind(
         name="simplify", kind="simplify", verb="simplify", suffix=".sim.onnx", source="onnx",
         options=o.SimplifyOptions, stage="exporter.stages.simplify:export", build="exporter.build:simplify",
-        runner="onnx", precision=_fixed("fp32"), needs=("onnx",),
+        format=ONNX, precision=_fixed("fp32"), needs=("onnx",),
         packages=(*ONNX_RUNTIME, "onnxsim"),
     ),
     ArtifactKind(
         name="int8", kind="int8-cpu", verb="quantize", suffix=".int8.onnx", source="onnx",
         options=o.Int8Options, stage="exporter.stages.quantize:export_int8", build="exporter.build:quantize",
-        runner="onnx", precision=_fixed("int8"), calibrates=_always, reads_data=True, needs=ONNX_INPUTS,
+        format=ONNX, precision=_fixed("int8"), calibrates=_always, reads_data=True, needs=ONNX_INPUTS,
         packages=ONNX_RUNTIME,
     ),
     ArtifactKind(
         name="int8_tensorrt", kind="int8-tensorrt", verb="quantize", suffix=".int8-trt.onnx", source="onnx",
         options=o.Int8Options, stage="exporter.stages.quantize:export_int8", build="exporter.build:quantize",
-        runner="onnx", precision=_fixed("int8"), calibrates=_always, reads_data=True, needs=ONNX_INPUTS,
+        format=ONNX, bench=None, precision=_fixed("int8"), calibrates=_always, reads_data=True, needs=ONNX_INPUTS,
         packages=ONNX_RUNTIME,
     ),
     ArtifactKind(
         name="fp16", kind="fp16", verb="quantize", suffix=".fp16.onnx", source="onnx",
         options=o.Fp16Options, stage="exporter.stages.fp16:export_fp16", build="exporter.build:quantize",
-        runner="onnx", precision=_fixed("fp16"), reads_data=True, needs=ONNX_INPUTS,
+        format=ONNX, precision=_fixed("fp16"), reads_data=True, needs=ONNX_INPUTS,
         packages=ONNX_RUNTIME,
     ),
     ArtifactKind(
         name="coreml", kind="coreml", verb="coreml", suffix=".mlpackage", source="checkpoint",
         options=o.CoreMLOptions, stage="exporter.stages.coreml:export", build="exporter.build:coreml",
-        runner="coreml", precision=_coreml_precision, traces=True, folder=True, check="exporter.stages.coreml:check_options",
+        format=COREML, precision=_coreml_precision, traces=True, folder=True, bench=None, check="exporter.stages.coreml:check_options",
         packages=("coremltools",),
     ),
     ArtifactKind(
         name="tensorrt", kind="tensorrt", verb="tensorrt", suffix=".engine", source="onnx",
         options=o.TensorRTOptions, stage="exporter.tensorrt.build:build_engine", build="exporter.build:tensorrt",
-        runner="tensorrt", precision=lambda opts: opts.precision, calibrates=lambda opts: opts.precision == "int8",
+        format=TENSORRT, precision=lambda opts: opts.precision, bench=None, calibrates=lambda opts: opts.precision == "int8",
         reads_data=True, needs=ONNX_INPUTS, check="exporter.tensorrt.flow:check_options",
         # a recipe cannot name a folder for every machine: it says whether to write the build kit
         # (beside the artifacts) where TensorRT is absent
@@ -155,14 +204,40 @@ KINDS: tuple[ArtifactKind, ...] = (
     ArtifactKind(
         name="openvino", kind="openvino", verb="openvino", suffix=".xml", source="onnx",
         options=o.OpenVINOOptions, stage="exporter.stages.openvino:export", build="exporter.build:openvino",
-        runner="openvino", precision=_openvino_rule, calibrates=lambda opts: opts.precision == "int8",
+        format=OPENVINO, precision=_openvino_rule, calibrates=lambda opts: opts.precision == "int8",
         reads_data=True, needs=ONNX_INPUTS, check="exporter.stages.openvino:check_options",
         suffixes={"bf16": ".bf16.xml", "int8": ".int8.xml"},
         packages=(*ONNX_RUNTIME, "openvino", "nncf"),
     ),
-)
+]
 
 BY_NAME = {k.name: k for k in KINDS}
+PLUGIN_GROUP = "cnnexport.targets"
+
+
+def register(row: ArtifactKind) -> ArtifactKind:
+    """Add a row to the table (a plug-in's target); its verb, recipe section, runner and bench follow."""
+    if row.name in BY_NAME:
+        raise ValueError(f"artifact kind {row.name!r} is already registered")
+    KINDS.append(row)
+    BY_NAME[row.name] = row
+    return row
+
+
+def load_plugins() -> None:
+    """Rows from installed packages: each ``cnnexport.targets`` entry point names an ArtifactKind (or a list)."""
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=PLUGIN_GROUP):
+        found = point.load()
+        for row in found if isinstance(found, (list, tuple)) else [found]:
+            if row.name not in BY_NAME:
+                register(row)
+
+
+def formats() -> list[Format]:
+    """Every Format some row uses, in table order."""
+    return list({row.format.name: row.format for row in KINDS}.values())
 
 
 def versioned_packages() -> tuple[str, ...]:
@@ -184,3 +259,6 @@ def get(name: str) -> ArtifactKind:
 def quantize_kind(precision: str, target: str) -> ArtifactKind:
     """`cnnexport quantize --precision P --target T` -> its row."""
     return BY_NAME["fp16"] if precision == "fp16" else BY_NAME["int8_tensorrt" if target == "tensorrt" else "int8"]
+
+
+load_plugins()

@@ -187,15 +187,6 @@ def select(found: list[tuple[str, tuple, Any]], wanted: tuple[str, ...] | None) 
     return kept, [n for n in names if n not in wanted]
 
 
-def flat_module(module, found: list[tuple[str, tuple, Any]]):
-    """``module`` itself when it returns one tensor; else a module returning the chosen outputs as a tuple."""
-    if len(found) == 1 and found[0][1] == ():
-        return module
-    from exporter.flat_model import FlatOutputs
-
-    return FlatOutputs(module, [path for _, path, _ in found], [name for name, _, _ in found])
-
-
 def unwrap(module):
     """The user's model inside a FlatOutputs wrapper (the module itself otherwise)."""
     return module.model if getattr(module, "output_names", None) is not None and hasattr(module, "paths") else module

@@ -50,7 +50,7 @@ class VerifyOptions:
 Progress = Callable[[str], None]
 
 
-def _noop(_: str) -> None:
+def noop(_: str) -> None:
     pass
 
 
@@ -75,7 +75,7 @@ def _rejected(name: str, output: Path) -> str:
     return rejected_stem + name[len(stem):] if name.startswith(stem) else name
 
 
-def _run_stage(stage_fn, output: Path, verify_fn, keep_failed: bool, progress: Progress, kind: str,
+def run_stage(stage_fn, output: Path, verify_fn, keep_failed: bool, progress: Progress, kind: str,
                folder: bool = False) -> ArtifactResult:
     """Stage -> verify the staged files -> install them (or not); ``folder``: the artifact is a directory."""
     output = Path(output)
@@ -110,7 +110,7 @@ def _run_stage(stage_fn, output: Path, verify_fn, keep_failed: bool, progress: P
     return result
 
 
-def _verifier(reference_runners: Callable[[], dict], spec: ModelSpec, opts: VerifyOptions, kind: str):
+def verifier(reference_runners: Callable[[], dict], spec: ModelSpec, opts: VerifyOptions, kind: str):
     def run(path: Path) -> Verdict:
         if not opts.enabled:
             return Verdict.skipped("--no-verify", opts.precision)
@@ -130,7 +130,7 @@ def _verifier(reference_runners: Callable[[], dict], spec: ModelSpec, opts: Veri
 
 def _first_divergent(path: Path, module, verdict: Verdict, sets: list[InputSet], opts: VerifyOptions) -> dict | None:
     """One extra pass over the inputs that failed: the first layer past the rule, or None if it cannot be told."""
-    from exporter.debug import explain
+    from exporter.rescue.debug import explain
 
     failed = next((c.inputs for c in verdict.checks if c.status == "fail" and c.judged and c.reference == "pytorch"), None)
     batch = next((s.array for s in sets if s.name == failed), None)
@@ -149,7 +149,7 @@ def export_artifact(
     options: dict | None = None,
     verify_options: VerifyOptions | None = None,
     keep_failed: bool = False,
-    progress: Progress = _noop,
+    progress: Progress = noop,
     write: bool = True,
 ) -> ArtifactResult:
     """Export ``loaded`` (a LoadedModel) as a checkpoint kind ('onnx' | 'torchscript' | 'coreml') to ``output``, verified.
@@ -165,10 +165,10 @@ def export_artifact(
     stage = row.stage_function()
     opts = verify_options or VerifyOptions()
     options = options or {}
-    result = _run_stage(
+    result = run_stage(
         lambda staging, name: stage(loaded, staging, name, **options),
         output,
-        _verifier(lambda: {"pytorch": TorchRunner(loaded.module)}, loaded.spec, opts, row.runner),
+        verifier(lambda: {"pytorch": TorchRunner(loaded.module)}, loaded.spec, opts, row.runner),
         keep_failed,
         progress,
         row.kind,
@@ -185,7 +185,7 @@ def simplify_artifact(
     loaded=None,
     verify_options: VerifyOptions | None = None,
     keep_failed: bool = False,
-    progress: Progress = _noop,
+    progress: Progress = noop,
     write: bool = True,
 ) -> ArtifactResult:
     """onnxsim ``source``; verify against the source model and, when given, the checkpoint."""
@@ -201,10 +201,10 @@ def simplify_artifact(
         return refs
 
     opts = verify_options or VerifyOptions()
-    result = _run_stage(
+    result = run_stage(
         lambda staging, name: simplify.export(source, staging, name),
         output,
-        _verifier(references, spec, opts, "onnx"),
+        verifier(references, spec, opts, "onnx"),
         keep_failed,
         progress,
         "simplify",

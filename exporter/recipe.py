@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, create_model, field_validator
 from exporter.errors import BadInputError
 from exporter.kinds import KINDS
 from exporter.options import DataOptions, Numbers, Shape, Strict, ToleranceOverrides, validate_model
-from exporter.recommend import BenchSection
+from exporter.measure.recommend import BenchSection
 
 
 

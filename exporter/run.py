@@ -22,11 +22,12 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from exporter.errors import BackendUnavailable, BadInputError, CnnexportError
 from exporter.fsutil import ensure_writable_dir, sha256_of, write_text_atomic
 from exporter.kinds import KINDS, ArtifactKind
 from exporter.recipe import Recipe
-from exporter.report import run_markdown
+from exporter.run_markdown import run_markdown
 
 STATE_DIR = ".cnnexport"
 # torch.jit.trace / torch.export are not thread-safe: stages that trace take turns.
@@ -57,7 +58,7 @@ class RunContext:
             if self.load_error is not None:
                 raise self.load_error
             if self._loaded is None:
-                from exporter.checkpoint import load_checkpoint
+                from exporter.loading.checkpoint import load_checkpoint
                 from exporter.outputs import parse_tasks
                 from exporter.spec import read_labels
 
@@ -352,7 +353,7 @@ def _run_checked(recipe: Recipe, checkpoint: Path, ctx: RunContext, stages: list
         write_text_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         result = RunResult(out_dir, outcomes, manifest, time.perf_counter() - started)
         if recipe.bench.enabled:
-            from exporter.recommend import bench_run
+            from exporter.measure.recommend import bench_run
 
             result.bench = bench_run(outcomes, out_dir, recipe.bench, progress)
             if result.bench is not None:

@@ -74,7 +74,7 @@ class Verdict:
     precision: str = "fp32"
     tolerance: Tolerance | None = None
     checks: list[Check] = field(default_factory=list)
-    first_divergent: dict | None = None  # a failed ONNX artifact: the first layer past the rule (exporter.debug)
+    first_divergent: dict | None = None  # a failed ONNX artifact: the first layer past the rule (exporter.rescue.debug)
 
     @classmethod
     def skipped(cls, reason: str, precision: str = "fp32") -> "Verdict":

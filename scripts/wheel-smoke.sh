@@ -37,7 +37,7 @@ set -e
 "$WORK/venv/bin/python" - release.json "$RC" <<'PY'
 import json, sys
 report, rc = json.load(open(sys.argv[1])), int(sys.argv[2])
-rows = {name: stage["status"] for name, stage in report["stages"].items()}
+rows = {name: stage["status"] for name, stage in report["manifest"]["stages"].items()}
 print("wheel-smoke: run --recipe release:", ", ".join(f"{k} {v}" for k, v in rows.items()), f"(exit {rc})")
 failed = [k for k, v in rows.items() if v == "fail"]
 if rc != 0 or failed or not {"onnx", "int8"} <= {k for k, v in rows.items() if v == "pass"}:

@@ -245,7 +245,7 @@ def test_eager_qat_state_dict_exports_as_the_float_model(cli, tmp_path, qnet, ob
     assert "observer/fake-quantize buffers" in note and "2 BatchNorm(s)" in note and "cnnexport quantize" in note
     export_onnx(cli, path, tmp_path / "out" / "qat.onnx", "--arch", arch, "--input-shape", "3,16,16")
     # the float weights are the model's own: conv+bn moved back, not folded
-    from exporter.checkpoint import load_checkpoint
+    from exporter.loading.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(path, arch=arch, spec_overrides={"input_shape": (3, 16, 16)})
     x = torch.rand(2, 3, 16, 16)

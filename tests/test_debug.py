@@ -191,7 +191,7 @@ def test_budget_flags_without_fallback_auto_are_refused(cli, tmp_path, flag, val
 
 
 def test_the_float_budget():
-    from exporter.fallback import float_budget
+    from exporter.rescue.fallback import float_budget
 
     assert [float_budget(n, None, None)[0] for n in (1, 6, 10, 40)] == [1, 2, 2, 10]
     assert float_budget(10, 3, None) == (3, "--max-float-layers 3")
@@ -230,7 +230,7 @@ def test_debug_plot_and_refusals(cli, digits_resnets, tmp_path):
 def test_layer_pairing_follows_folded_batchnorm_and_functional_relu(digits_resnets, tmp_path):
     """Unit: the ONNX Conv (BatchNorm folded in) pairs with the BatchNorm's output; int8 readers see relu(bn)."""
     from exporter import export_artifact, load_checkpoint
-    from exporter.debug import layer_table
+    from exporter.rescue.debug import layer_table
     from exporter.verify import tolerance_for
 
     loaded = load_checkpoint(digits_resnets / "good.pt", arch="tests.small_models:SmallResNet",

@@ -484,7 +484,7 @@ def test_timm_names_without_timm_exit_3_with_the_install_line(cli, monkeypatch, 
 def test_transformers_folder_without_transformers_exits_3(cli, monkeypatch, tmp_path):
     import json
 
-    from exporter import hf_folder
+    from exporter.loading import hf_folder
 
     monkeypatch.setattr(hf_folder, "transformers_available", lambda: False)
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["ResNetForImageClassification"], "model_type": "resnet"}))
@@ -497,7 +497,7 @@ def test_transformers_folder_without_transformers_exits_3(cli, monkeypatch, tmp_
 
 
 def test_prefix_views_put_the_network_first():
-    from exporter.training_formats import prefix_views
+    from exporter.loading.training_formats import prefix_views
 
     sd = {"model.conv.weight": 1, "model.fc.weight": 2, "model.fc.bias": 3, "criterion.weight": 4, "metric.a": 5, "metric.b": 6}
     views = prefix_views(sd)
@@ -507,7 +507,7 @@ def test_prefix_views_put_the_network_first():
 
 
 def test_spec_hints_from_train_script_args():
-    from exporter.training_formats import read_hints
+    from exporter.loading.training_formats import read_hints
 
     tv = read_hints({"model": {}, "args": _torchvision_reference_args(model="resnet50", val_crop_size=176, val_resize_size=232,
                                                                         interpolation="bicubic"), "lr_scheduler": {}})
@@ -523,7 +523,7 @@ def test_spec_hints_from_train_script_args():
 
 
 def test_allowlist_is_exactly_the_harmless_types():
-    from exporter.safe_pickle import safe_globals
+    from exporter.loading.safe_pickle import safe_globals
 
     names = {f"{g.__module__}.{g.__qualname__}" if not isinstance(g, tuple) else g[1] for g in safe_globals()}
     assert {"argparse.Namespace", "pathlib.PosixPath", "pathlib.WindowsPath", "numpy.ndarray", "numpy.dtype",

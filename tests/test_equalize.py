@@ -63,7 +63,7 @@ def _run(model, x):
 def _spread(model, name):
     from onnx import numpy_helper
 
-    from exporter.stages.equalize import _first_ranges, range_spread
+    from exporter.rescue.equalize import _first_ranges, range_spread
 
     w = next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == name)
     return range_spread(_first_ranges(w))
@@ -72,7 +72,7 @@ def _spread(model, name):
 @pytest.mark.parametrize("kwargs", [{}, {"batchnorm": True}, {"group2": 8}, {"group2": 2}, {"act": "LeakyRelu"}],
                          ids=["relu", "batchnorm-folded", "depthwise", "grouped", "leaky-relu"])
 def test_equalize_keeps_the_function_and_evens_out_the_channel_ranges(kwargs):
-    from exporter.stages.equalize import equalize
+    from exporter.rescue.equalize import equalize
 
     model = _graph(**kwargs)
     x = np.random.default_rng(1).normal(size=(4, 3, 8, 8)).astype(np.float32)
@@ -89,7 +89,7 @@ def test_equalize_keeps_the_function_and_evens_out_the_channel_ranges(kwargs):
 
 
 def test_relu6_pairs_are_skipped_and_counted():
-    from exporter.stages.equalize import equalize
+    from exporter.rescue.equalize import equalize
 
     model = _graph(act="Relu6")
     equalized, report = equalize(model)
@@ -100,7 +100,7 @@ def test_relu6_pairs_are_skipped_and_counted():
 
 @pytest.mark.parametrize("act", ["Sigmoid", "SiLU", "Hardswish"])
 def test_pairs_through_other_activations_are_skipped(act):
-    from exporter.stages.equalize import equalize
+    from exporter.rescue.equalize import equalize
 
     _, report = equalize(_graph(act=act))
     assert report["pairs"] == 1 and report["skipped"] == {f"{act} between: not positively homogeneous": 1}
@@ -165,7 +165,7 @@ def test_an_outlier_channel_fails_plain_int8_and_passes_with_equalize(cli, outli
 
 def test_equalization_that_changes_the_function_is_refused(cli, outlier_ckpt, tmp_path, monkeypatch):
     """The fp32 check is real: a wrong scale (here: the second layer left unscaled) is an error and nothing is written."""
-    import exporter.stages.equalize as eq
+    import exporter.rescue.equalize as eq
 
     real = eq._second_ranges
 

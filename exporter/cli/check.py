@@ -70,7 +70,7 @@ def inspect(
         info["notes"] = loaded.notes
         info["bytes"] = sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file()) if checkpoint.is_dir() else checkpoint.stat().st_size
         if flops:
-            from exporter.flops import model_cost
+            from exporter.measure.flops import model_cost
 
             info.update(model_cost(loaded))
         if json_out:
@@ -161,13 +161,13 @@ def verify(
         loaded = common.load(ui.progress, checkpoint, a) if checkpoint else None
         ui.progress(f"verifying {artifact}")
         result = verify_existing(artifact, loaded, reference, opts)
-        from exporter.build import stored_spec
+        from exporter.runners import artifact_spec
         from exporter.report import build_report
 
-        report = build_report([result], loaded, None if loaded else stored_spec(reference or artifact))
+        report = build_report([result], loaded, None if loaded else artifact_spec(reference or artifact))
         if explain:
-            from exporter.debug import explain as explain_layers
-            from exporter.debug import render
+            from exporter.rescue.debug import explain as explain_layers
+            from exporter.rescue.debug import render
             from exporter.inputs import user_inputs
 
             if loaded is None:
@@ -178,7 +178,7 @@ def verify(
         if explain and not json_out:
             render(report["explain"], ui.out)
         if result.verification.status == "fail":
-            from exporter.debug import describe
+            from exporter.rescue.debug import describe
 
             first = result.verification.first_divergent
             where = f"; {describe(first)}" if first and "module" in first else ""
@@ -215,7 +215,7 @@ def bench(
     ui = Ui(json_out, quiet, verbose)
 
     def body():
-        from exporter import bench as bench_mod
+        from exporter.measure import bench as bench_mod
         from exporter.errors import BadInputError
         from exporter.spec import parse_batch_sizes
 
@@ -266,9 +266,9 @@ def eval_(
     ui = Ui(json_out, quiet, verbose)
 
     def body():
-        from exporter.bench import discover, reference
+        from exporter.measure.bench import discover, reference
         from exporter.errors import BadInputError
-        from exporter.eval import evaluate_targets
+        from exporter.measure.eval import evaluate_targets
 
         if top < 1 or batch_size < 1:
             raise BadInputError("--top and --batch-size must be at least 1")
@@ -319,8 +319,8 @@ def debug(
     ui = Ui(json_out, quiet, verbose)
 
     def body():
-        from exporter.debug import inputs_for, plot, precision_of, render
-        from exporter.debug import explain as explain_layers
+        from exporter.rescue.debug import inputs_for, plot, precision_of, render
+        from exporter.rescue.debug import explain as explain_layers
         from exporter.errors import BadInputError
         from exporter.verify import TOLERANCES, tolerance_for
 

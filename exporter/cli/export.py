@@ -22,15 +22,33 @@ Eval = Annotated[Optional[str], typer.Option("--eval", help="Labelled data (Imag
 
 
 def register(app: typer.Typer) -> None:
-    checkpoint = argument("checkpoint", Path, "Checkpoint to export.")
-    onnx_model = argument("model", Path, "ONNX model, or a checkpoint (exported to ONNX first).")
-    command(app, "onnx", [checkpoint, param("output", Output, None), *stage_params(o.OnnxOptions), *LOAD, *SPEC, *VERIFY, *UI],
-            "Export ONNX with a dynamic batch axis, then verify it against the checkpoint.")(
-        lambda a: _export(a, kinds.get("onnx"), "checkpoint"))
-    command(app, "torchscript", [checkpoint, param("output", Output, None), *stage_params(o.TorchScriptOptions), *LOAD, *SPEC,
-                                 *VERIFY, *UI],
-            "Export TorchScript (trace by default), then verify it against the checkpoint.")(
-        lambda a: _export(a, kinds.get("torchscript"), "checkpoint"))
+    """Every row's verb, in table order: a row whose verb has no hand-made command here gets one from the row."""
+    custom = {"coreml": _coreml, "simplify": _simplify, "quantize": _quantize_command, "tensorrt": _tensorrt,
+              "openvino": _openvino}
+    for verb in dict.fromkeys(row.verb for row in kinds.KINDS):
+        if verb in custom:
+            custom[verb](app)
+        else:
+            row_command(app, next(row for row in kinds.KINDS if row.verb == verb))
+
+
+def row_command(app: typer.Typer, row: kinds.ArtifactKind) -> None:
+    """A verb made from its row alone (onnx, torchscript, a plug-in's target): its options, the shared flags, _export."""
+    if row.source == "checkpoint":
+        params = [argument("checkpoint", Path, "Checkpoint to export.")]
+    else:
+        params = [argument("model", Path, "ONNX model, or a checkpoint (exported to ONNX first)."),
+                  *(CALIBRATION if row.reads_data else []), param("checkpoint", Reference, None)]
+    params += [param("output", Output, None), *stage_params(row.options), *LOAD, *SPEC, *VERIFY, *UI]
+    source_key = "checkpoint" if row.source == "checkpoint" else "model"
+    command(app, row.verb, params, row.help or f"Make a {row.kind} artifact, then verify it against the checkpoint.")(
+        lambda a: _export(a, row, source_key))
+
+
+ONNX_MODEL = ("model", "ONNX model, or a checkpoint (exported to ONNX first).")
+
+
+def _coreml(app: typer.Typer) -> None:
     coreml_output = Annotated[Optional[Path], typer.Option("-o", "--output", help="Output .mlpackage (default: beside the checkpoint).")]
     command(app, "coreml", [argument("checkpoint", Path, "Checkpoint to convert."), param("output", coreml_output, None),
                             *stage_params(o.CoreMLOptions), *LOAD, *SPEC, *VERIFY, *UI],
@@ -38,24 +56,39 @@ def register(app: typer.Typer) -> None:
             "Tolerances: fp32/fp16 programs use the fp32/fp16 pass rule, a compressed program the int8 rule. "
             "Verification batch sizes are clipped into --batch.")(
         lambda a: _export(a, kinds.get("coreml"), "checkpoint"))
+
+
+def _simplify(app: typer.Typer) -> None:
     also = Annotated[Optional[Path], typer.Option("--checkpoint", help="Also verify against this checkpoint.")]
     command(app, "simplify", [argument("model", Path, "ONNX model to simplify with onnxsim."), param("output", Output, None),
                               param("checkpoint", also, None), *LOAD, *VERIFY, *UI],
             "Simplify an ONNX model (onnxsim); verify against the original and, with --checkpoint, PyTorch.")(
         lambda a: _export(a, kinds.get("simplify"), "model"))
+
+
+def _quantize_command(app: typer.Typer) -> None:
     int8_reference = Annotated[Optional[Path], typer.Option("--checkpoint", help="PyTorch reference when MODEL is ONNX (default: the fp32 ONNX).")]
-    command(app, "quantize", [onnx_model, *stage_params(o.QuantizeChoice), *CALIBRATION, *stage_params(o.Int8Options),
-                              *stage_params(o.Fp16Options), param("eval_data", Eval, None), param("checkpoint", int8_reference, None),
-                              param("output", Output, None), *LOAD, *SPEC, *VERIFY, *UI],
+    command(app, "quantize", [argument(*ONNX_MODEL[:1], Path, ONNX_MODEL[1]), *stage_params(o.QuantizeChoice), *CALIBRATION,
+                              *stage_params(o.Int8Options), *stage_params(o.Fp16Options), param("eval_data", Eval, None),
+                              param("checkpoint", int8_reference, None), param("output", Output, None), *LOAD, *SPEC, *VERIFY,
+                              *UI],
             "Static INT8 (CPU or TensorRT flavour) or FP16 ONNX, verified and optionally evaluated.")(_quantize)
+
+
+def _tensorrt(app: typer.Typer) -> None:
     engine = Annotated[Optional[Path], typer.Option("-o", "--output", help="Engine file (default: MODEL.engine beside the model).")]
-    command(app, "tensorrt", [onnx_model, *stage_params(o.TensorRTOptions), *CALIBRATION, param("checkpoint", Reference, None),
-                              param("output", engine, None), *LOAD, *SPEC, *[p for p in VERIFY if p.name != "batch_sizes"], *UI],
+    command(app, "tensorrt", [argument(*ONNX_MODEL[:1], Path, ONNX_MODEL[1]), *stage_params(o.TensorRTOptions), *CALIBRATION,
+                              param("checkpoint", Reference, None), param("output", engine, None), *LOAD, *SPEC,
+                              *[p for p in VERIFY if p.name != "batch_sizes"], *UI],
             "TensorRT engine (+ sidecar JSON), verified at the profile's min and max batch; or, with --emit-script, a build kit.")(
         lambda a: _export(a, kinds.get("tensorrt"), "model"))
+
+
+def _openvino(app: typer.Typer) -> None:
     xml = Annotated[Optional[Path], typer.Option("-o", "--output", help="IR file NAME.xml (weights in NAME.bin; default: beside the model).")]
-    command(app, "openvino", [onnx_model, *stage_params(o.OpenVINOOptions), *CALIBRATION, param("eval_data", Eval, None),
-                              param("checkpoint", Reference, None), param("output", xml, None), *LOAD, *SPEC, *VERIFY, *UI],
+    command(app, "openvino", [argument(*ONNX_MODEL[:1], Path, ONNX_MODEL[1]), *stage_params(o.OpenVINOOptions), *CALIBRATION,
+                              param("eval_data", Eval, None), param("checkpoint", Reference, None), param("output", xml, None),
+                              *LOAD, *SPEC, *VERIFY, *UI],
             "OpenVINO IR for CPU servers: fp32, bf16 or int8 (NNCF), verified by OpenVINO with its precision pinned.\n\n"
             "bf16 is judged by the fp16 rule, int8 by the int8 rule on held-out calibration samples.")(
         lambda a: _export(a, kinds.get("openvino"), "model"))
@@ -71,6 +104,7 @@ def _export(a: dict, row: kinds.ArtifactKind, source_key: str) -> None:
 
     def body():
         from exporter import build
+        from exporter.runners import artifact_spec
 
         source = a[source_key]
         calibration = o.validate_model(o.DataOptions, values_for(o.DataOptions, a, CALIB_RENAME)) if "calib" in a else None
@@ -84,7 +118,7 @@ def _export(a: dict, row: kinds.ArtifactKind, source_key: str) -> None:
             # a verb without input-spec flags (simplify) verifies with the spec stored in its ONNX
             req.loaded = common.load(ui.progress, reference, a, None if "input_shape" in a else source)
         results = build.run(req)
-        finish(ui, results, req.loaded, None if req.loaded else build.stored_spec(source))
+        finish(ui, results, req.loaded, None if req.loaded else artifact_spec(source))
         last = results[-1]
         if not ui.json_out and row.name == "simplify":
             ui.progress(f"nodes: {last.details.get('nodes_before')} -> {last.details.get('nodes_after')}")

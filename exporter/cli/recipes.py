@@ -149,8 +149,8 @@ def _render_run(ui: Ui, result) -> None:
                       f"{o.seconds:.1f}s", "yes" if o.cached else "no")
     ui.out.print(table)
     if result.bench is not None:
-        from exporter.bench import render
-        from exporter.recommend import describe
+        from exporter.measure.bench import render
+        from exporter.measure.recommend import describe
 
         render(result.bench, ui.out)
         ui.out.print(f"[bold]{escape(describe(result.bench['recommended']))}[/bold]")

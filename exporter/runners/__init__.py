@@ -21,58 +21,37 @@ from exporter.runners.base import Runner
 
 
 def detect_kind(path: Path) -> str:
-    """Artifact kind from the file itself (suffix first, then content)."""
-    import zipfile
+    """Artifact kind from the file itself: the first Format of the stage table that claims it (suffix, then content)."""
+    from exporter.kinds import formats
 
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        return "onnx"
-    if suffix == ".mlpackage":
-        return "coreml"
-    if suffix == ".xml":
-        return "openvino"
-    if suffix in (".engine", ".plan"):
-        return "tensorrt"
-    if path.is_file() and zipfile.is_zipfile(path):
-        from exporter.checkpoint_read import zip_layout
+    found = next((f.name for f in formats() if f.claims(path)), None)
+    if found is None:
+        expected = ", ".join(f.describe or f.name for f in formats())
+        raise BadInputError(f"cannot tell what kind of artifact {path} is (expected {expected})")
+    return found
 
-        with zipfile.ZipFile(path) as zf:
-            if zip_layout(zf.namelist()) == "torchscript":
-                return "torchscript"
-    raise BadInputError(f"cannot tell what kind of artifact {path} is (expected .onnx, TorchScript, .mlpackage or .engine)")
+
+def artifact_spec(path: Path):
+    """The ModelSpec cnnexport wrote into an artifact, or None."""
+    from exporter.spec import ModelSpec
+
+    meta = open_runner(path).metadata
+    return ModelSpec.from_dict(meta) if meta else None
 
 
 def open_runner(path: Path, kind: str | None = None) -> Runner:
-    """The runner for the artifact at ``path`` (kind detected when not given); BadInputError when it is missing."""
+    """The runner for the artifact at ``path`` (kind detected when not given); BadInputError when it is missing.
+
+    A backend that is not installed is BackendUnavailable (exit 3) with the install line, from the runner itself.
+    """
+    from exporter.kinds import formats
+
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"artifact {path} does not exist")
     kind = kind or detect_kind(path)
-    if kind == "tensorrt":  # needs tensorrt + a GPU: BackendUnavailable (exit 3) otherwise
-        from exporter.runners.tensorrt import TensorRTRunner
-
-        return TensorRTRunner(path)
-    if kind == "openvino":  # needs openvino: BackendUnavailable (exit 3) with the install line otherwise
-        from exporter.runners.openvino import OpenVINORunner
-
-        return OpenVINORunner(path)
-    if kind == "onnx":
-        from exporter.runners.onnxruntime import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(path)
-    if kind == "torchscript":
-        from exporter.runners.torchscript import TorchScriptRunner
-
-        return TorchScriptRunner(path)
-    if kind == "coreml":
-        import platform
-
-        if platform.system() == "Darwin":
-            from exporter.runners.coreml import CoreMLRunner
-
-            return CoreMLRunner(path)
-        from exporter.runners.mil import MilRunner
-
-        return MilRunner(path)
-    raise BackendUnavailable(f"verifying {kind} artifacts is not available in this version of cnnexport")
+    found = next((f for f in formats() if f.name == kind), None)
+    if found is None:
+        raise BackendUnavailable(f"verifying {kind} artifacts is not available in this version of cnnexport")
+    return found.open(path)

@@ -60,3 +60,10 @@ class CoreMLRunner(MilRunner):
     def close(self) -> None:
         super().close()
         self.model = None
+
+
+def open_artifact(path: Path, threads: int | None = None, device: str = "cpu"):
+    """Core ML's own runtime on macOS; elsewhere the MIL interpreter (exporter/runners/mil.py)."""
+    if platform.system() == "Darwin":
+        return CoreMLRunner(path)
+    return MilRunner(path)

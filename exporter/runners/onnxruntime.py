@@ -95,3 +95,8 @@ def nonfinite_fp16_tensors(path: Path, batch: np.ndarray) -> list[str]:
     names = [o.name for o in session.get_outputs()]
     values = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(batch, dtype=np.float32)})
     return [n for n, v in zip(names, values) if v.dtype == np.float16 and not np.isfinite(v).all()]
+
+
+def open_artifact(path: Path, threads: int | None = None, device: str = "cpu") -> OnnxRuntimeRunner:
+    """The ONNX format's runner (exporter.kinds.ONNX)."""
+    return OnnxRuntimeRunner(path, threads=threads, device=device)

@@ -81,3 +81,10 @@ class OpenVINORunner(Runner):
     def close(self) -> None:
         self._request = None
         self._compiled = None
+
+
+def open_artifact(path: Path, threads: int | None = None, device: str = "cpu") -> OpenVINORunner:
+    """The OpenVINO format's runner: the CPU plugin (an ONNX file given here runs on OpenVINO too)."""
+    if device != "cpu":
+        raise BackendUnavailable("cnnexport runs OpenVINO on its CPU plugin only")
+    return OpenVINORunner(path, threads=threads)

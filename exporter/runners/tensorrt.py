@@ -154,3 +154,8 @@ def _torch_dtype(np_dtype):
 
     return {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16,
             np.dtype(np.int8): torch.int8, np.dtype(np.int32): torch.int32, np.dtype(np.int64): torch.int64}[np.dtype(np_dtype)]
+
+
+def open_artifact(path: Path, threads: int | None = None, device: str = "cuda") -> TensorRTRunner:
+    """The TensorRT format's runner: needs tensorrt and a GPU (BackendUnavailable, exit 3, otherwise)."""
+    return TensorRTRunner(path)

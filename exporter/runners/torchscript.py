@@ -24,3 +24,20 @@ class TorchScriptRunner(TorchRunner):
         names = [o["name"] for o in metadata.get("outputs") or () if isinstance(o, dict) and "name" in o]
         super().__init__(module, output_names=names or None, device=device)  # traced tuples carry no names
         self.metadata = metadata
+
+
+def open_artifact(path: Path, threads: int | None = None, device: str = "cpu") -> TorchScriptRunner:
+    """The TorchScript format's runner (threads: torch's own, pinned by the caller)."""
+    return TorchScriptRunner(path, device=device)
+
+
+def is_torchscript(path: Path) -> bool:
+    """A zip whose own records say torch.jit.save wrote it (exporter.loading.checkpoint_read.zip_layout)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    from exporter.loading.checkpoint_read import zip_layout
+
+    with zipfile.ZipFile(path) as zf:
+        return zip_layout(zf.namelist()) == "torchscript"

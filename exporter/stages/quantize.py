@@ -163,7 +163,7 @@ def export_int8(
 
     equalization = None
     if equalize:  # cross-layer equalization of the pre-processed (BatchNorm-folded) graph, its fp32 function checked
-        from exporter.stages.equalize import equalize_file
+        from exporter.rescue.equalize import equalize_file
 
         pre, equalization = equalize_file(pre, calibration)
     graph = onnx.load(str(pre), load_external_data=False)

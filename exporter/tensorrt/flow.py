@@ -17,7 +17,7 @@ from pathlib import Path
 
 from exporter.inputs import InputSet
 from exporter.errors import BadInputError
-from exporter.pipeline import Progress, _noop, _run_stage, _verifier, onnx_source
+from exporter.pipeline import Progress, noop, run_stage, verifier, onnx_source
 from exporter.report import ArtifactResult, build_report, write_report
 from exporter.tensorrt import machine
 from exporter.tensorrt import plan as trt_plan
@@ -70,12 +70,14 @@ def onnx_input(path: Path) -> tuple[str, list]:
     return inputs[0].name, dims
 
 
-def tensorrt_artifacts(req) -> list[ArtifactResult]:
+def tensorrt_artifacts(req, build_one) -> list[ArtifactResult]:
     """The engine for ``req.source`` (an ONNX model), plus the Q/DQ or fp16 models it needed, each verified.
 
-    ``req`` is an exporter.build.BuildRequest whose options are exporter.options.TensorRTOptions.
+    ``req`` is an exporter.build.BuildRequest whose options are exporter.options.TensorRTOptions;
+    ``build_one(request) -> [ArtifactResult]`` builds the int8 / fp16 ONNX the engine is made from
+    (exporter.build.run, passed in so that the build layer imports this module and not the reverse).
     """
-    from exporter import build, kinds
+    from exporter import kinds
     from exporter.fsutil import sha256_of
     from exporter.options import Fp16Options, Int8Options
 
@@ -112,8 +114,7 @@ def tensorrt_artifacts(req) -> list[ArtifactResult]:
             row, q_opts = kinds.get("int8_tensorrt"), Int8Options(method=options.method, trt_version=version_text(target_version))
         else:
             row, q_opts = kinds.get("fp16"), Fp16Options()
-        quantized = build.run(build.BuildRequest(row, q_opts, source, None, loaded, verify_options, req.calibration,
-                                                 keep_failed=keep_failed, progress=progress, write=write))[-1]
+        quantized = build_one(replace(req, kind=row, options=q_opts, source=source, output=None, evaluation=None))[-1]
         results.append(quantized)
         if quantized.verification.status == "fail" or not quantized.files:
             return results  # no engine from a model that failed its own check
@@ -148,11 +149,11 @@ def tensorrt_artifacts(req) -> list[ArtifactResult]:
         return {"pytorch": TorchRunner(loaded.module)} if loaded is not None else {"source onnx": source_runner}
 
     calib_batches = ()
-    result = _run_stage(
+    result = run_stage(
         lambda staging, name: build_engine(build_onnx, staging, name, plan, build_opts, input_name, chw, sidecar,
                                            calib_path, calib_batches),
         output,
-        _verifier(references, spec, opts, "tensorrt"),
+        verifier(references, spec, opts, "tensorrt"),
         keep_failed,
         progress,
         "tensorrt",
@@ -164,7 +165,7 @@ def tensorrt_artifacts(req) -> list[ArtifactResult]:
     return results
 
 
-def check_for_tensorrt(model: Path, trt_version: str, progress: Progress = _noop) -> dict:
+def check_for_tensorrt(model: Path, trt_version: str, progress: Progress = noop) -> dict:
     """The TensorRT lint of the model an engine is built from; a violation is bad input (exit 2), no kit."""
     from exporter.tensorrt.lint import describe_violation, lint
 
@@ -224,7 +225,7 @@ def _emit(options, output, source, build_onnx, calib_path, plan, build_opts, inp
     )
 
 
-def lint_kit(kit_dir: Path, progress: Progress = _noop) -> dict:
+def lint_kit(kit_dir: Path, progress: Progress = noop) -> dict:
     """The TensorRT lint of the model a build kit would build (its ``*.build.json`` names it)."""
     import json
 

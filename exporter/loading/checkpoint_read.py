@@ -2,7 +2,7 @@
 
 Every form people save: safetensors, torch.save zip or legacy pickle (weights-only unless
 ``trust_pickle``), TorchScript archives, exported programs (.pt2), training dicts. Each refusal
-says why. exporter.checkpoint turns the result into a LoadedModel.
+says why. exporter.loading.checkpoint turns the result into a LoadedModel.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.errors import CheckpointError, first_line
-from exporter.quantized_forms import (
+from exporter.loading.quantized_forms import (
     QUANTIZED_ADVICE,
     drop_observers,
     is_quantized_state_dict,
@@ -26,7 +26,7 @@ from exporter.quantized_forms import (
     quantized_module_names,
     unfuse_batchnorms,
 )
-from exporter.training_formats import EMA_KEYS, MODEL_KEYS, Hints, spec_from_metadata
+from exporter.loading.training_formats import EMA_KEYS, MODEL_KEYS, Hints, spec_from_metadata
 
 PREFIXES = ("module.", "_orig_mod.")
 
@@ -120,18 +120,17 @@ def zip_layout(names: list[str]) -> str | None:
 
 
 def read_checkpoint(path: Path, trust_pickle: bool = False, weights: str = "model") -> RawCheckpoint:
-    """Read the file (or Hugging Face folder) into a state_dict or a module, saying clearly why one is refused."""
+    """Read the file into a state_dict or a module, saying clearly why one is refused (folders: hf_folder)."""
     import torch
 
-    from exporter.safe_pickle import load_weights_only
+    from exporter.loading.safe_pickle import load_weights_only
 
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.is_dir():
-        from exporter.hf_folder import read_folder
-
-        return read_folder(path, weights)
+        raise CheckpointError(f"{path} is a folder; cnnexport reads folders saved by save_pretrained "
+                              "(exporter.loading.hf_folder.read_folder)")
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); the save was probably interrupted")
@@ -277,7 +276,7 @@ def _metadata_from_strings(metadata: dict[str, str]) -> dict:
 def _interpret(path: Path, obj: Any, weights: str = "model") -> RawCheckpoint:
     from torch import nn
 
-    from exporter.training_formats import clean_ema, read_hints, select_weights, written_by
+    from exporter.loading.training_formats import clean_ema, read_hints, select_weights, written_by
 
     if isinstance(obj, nn.Module):
         _refuse_quantized_module(path, obj)

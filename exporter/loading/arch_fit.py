@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from exporter.errors import ArchitectureError, BackendUnavailable, first_line
-from exporter.training_formats import Hints, prefix_views
+from exporter.loading.training_formats import Hints, prefix_views
 
 
 @dataclass
@@ -79,8 +79,8 @@ def fit_architecture(
 ) -> Fit:
     from exporter import architectures
 
-    from exporter.arch_inference import match_entry
-    from exporter.checkpoint import resolve_user_arch
+    from exporter.loading.arch_inference import match_entry
+    from exporter.loading.modules import resolve_user_arch
 
     views = _views(state_dict, weights)
     if arch and ":" in arch and architectures.get(arch) is None and not arch.startswith("timm:"):
@@ -127,7 +127,7 @@ def _with_aux_head(views, candidates, arch_kwargs: dict) -> list:
     from dataclasses import replace
     from functools import partial
 
-    from exporter.arch_inference import match_entry
+    from exporter.loading.arch_inference import match_entry
 
     for prefix, view in views:
         if not any(k.startswith("aux_classifier.") for k in view):
@@ -143,7 +143,7 @@ def _with_aux_head(views, candidates, arch_kwargs: dict) -> list:
 def _inferred(state_dict, path: Path, views, arch_kwargs: dict, notes: list, progress) -> Fit:
     from exporter import architectures
 
-    from exporter.arch_inference import infer_architecture, preferred, same_function
+    from exporter.loading.arch_inference import infer_architecture, preferred, same_function
 
     candidates = architectures.entries(include_timm=True)
     by_name = {e.name: e for e in candidates}

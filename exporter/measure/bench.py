@@ -17,10 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from exporter.errors import BackendUnavailable, BadInputError
+from exporter.errors import BackendUnavailable, BadInputError, CnnexportError
 from exporter.runners.base import Runner
 
-ARTIFACT_GLOBS = ("*.onnx", "*.ts", "*.mlpackage", "*.engine", "*.plan", "*.xml")
+
+
+def artifact_globs() -> tuple[str, ...]:
+    """What a folder given to bench is searched for: every Format's suffixes and globs (exporter.kinds)."""
+    from exporter.kinds import formats
+
+    return tuple(dict.fromkeys(p for f in formats() for p in f.patterns()))
 RUNTIMES = ("onnxruntime", "openvino")  # what ONNX targets can be timed on
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".safetensors", ".bin", ".ckpt", ".pt2"}
 
@@ -84,9 +90,10 @@ def discover(paths: list[Path]) -> list[Target]:
         if not path.exists():
             raise BadInputError(f"{path} does not exist")
         if path.is_dir() and path.suffix != ".mlpackage":
-            found = sorted({p for pattern in ARTIFACT_GLOBS for p in path.glob(pattern) if ".rejected." not in p.name})
+            globs = artifact_globs()
+            found = sorted({p for pattern in globs for p in path.glob(pattern) if ".rejected." not in p.name})
             if not found:
-                raise BadInputError(f"{path} contains no artifacts ({', '.join(ARTIFACT_GLOBS)})")
+                raise BadInputError(f"{path} contains no artifacts ({', '.join(globs)})")
             targets += [Target(p.name, detect_kind(p), p, _artifact_bytes(p)) for p in found]
         elif path.suffix.lower() in CHECKPOINT_SUFFIXES and _is_checkpoint(path):
             targets.append(Target(f"pytorch eager ({path.name})", "pytorch", path, size_of(path)))
@@ -103,22 +110,26 @@ def with_runtimes(targets: list[Target], runtimes: tuple[str, ...]) -> list[Targ
     out = []
     for t in targets:
         out.append(t)
-        if t.kind == "onnx" and "openvino" in runtimes:
-            out.append(Target(f"{t.label} [openvino]", t.kind, t.path, t.bytes, runtime="openvino"))
+        for runtime in runtimes if t.kind != "pytorch" else ():
+            if runtime in _format(t.kind).also_runs_on:  # an ONNX file on OpenVINO too
+                out.append(Target(f"{t.label} [{runtime}]", t.kind, t.path, t.bytes, runtime=runtime))
     return out
 
 
 def reference(found: list[Target], load, overrides: dict | None = None):
     """(loaded, spec) for a bench/eval run: the checkpoint among the targets, loaded with ``load(path)``;
     else no model and the input spec stored in the first artifact that carries one."""
-    from exporter.build import stored_spec
+    from exporter.runners import artifact_spec
 
     checkpoint = next((t.path for t in found if t.kind == "pytorch"), None)
     if checkpoint is not None:
         loaded = load(checkpoint)
         return loaded, loaded.spec
     for t in found:
-        spec = stored_spec(t.path) if t.kind in ("onnx", "torchscript", "openvino") else None
+        try:  # a runner that cannot open here (TensorRT without a GPU) carries no spec for us
+            spec = artifact_spec(t.path)
+        except CnnexportError:
+            spec = None
         if spec is not None:
             return None, spec.with_overrides(**{k: v for k, v in (overrides or {}).items() if v is not None})
     raise BadInputError("no checkpoint among the targets and no artifact carries an input spec; pass --checkpoint")
@@ -152,6 +163,16 @@ def _peak_rss_mb() -> float | None:
     return None
 
 
+def _format(name: str):
+    """The stage table's Format called ``name`` (exporter.kinds)."""
+    from exporter.kinds import formats
+
+    found = next((f for f in formats() if f.name == name), None)
+    if found is None:
+        raise BackendUnavailable(f"cnnexport cannot time {name} artifacts")
+    return found
+
+
 def pin_threads(threads: int | None) -> int:
     """Same thread count for every backend; returns the count in effect."""
     import torch
@@ -172,23 +193,11 @@ def open_target(target: Target, settings: BenchSettings, loaded=None) -> Runner:
         from exporter.runners.torch import TorchRunner
 
         return TorchRunner(loaded.module, device=settings.device)
-    if target.kind == "torchscript":
-        from exporter.runners.torchscript import TorchScriptRunner
-
-        return TorchScriptRunner(target.path, device=settings.device)
-    if target.kind == "openvino" or target.runtime == "openvino":
-        if settings.device != "cpu":
-            raise BackendUnavailable("cnnexport times OpenVINO on its CPU plugin only")
-        from exporter.runners.openvino import OpenVINORunner
-
-        return OpenVINORunner(target.path, threads=settings.threads)
-    if target.kind == "onnx":
-        from exporter.runners.onnxruntime import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(target.path, threads=settings.threads, device=settings.device)
-    from exporter.runners import open_runner
-
-    return open_runner(target.path, target.kind)
+    fmt = _format(target.runtime or target.kind)
+    if settings.device not in fmt.bench_devices:
+        where = " or ".join(fmt.bench_devices) or "no device"
+        raise BackendUnavailable(f"cnnexport times {fmt.name} artifacts on {where}, not {settings.device}")
+    return fmt.open(target.path, threads=settings.threads, device=settings.device)
 
 
 def time_runner(runner: Runner, batch: np.ndarray, settings: BenchSettings) -> BenchRow:

@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 
 from exporter.errors import BackendUnavailable, CheckpointError, first_line
-from exporter.training_formats import Hints, spec_from_metadata
+from exporter.loading.training_formats import Hints, spec_from_metadata
 
 # create_model arguments that make timm read or fetch files itself (checkpoint_path runs its own
 # torch.load): never taken from a folder's config.json.
@@ -83,7 +83,7 @@ def _weights_file(folder: Path) -> Path:
 
 
 def _timm_folder(folder: Path, config: dict):
-    from exporter.checkpoint_read import RawCheckpoint, read_checkpoint
+    from exporter.loading.checkpoint_read import RawCheckpoint, read_checkpoint
 
     weights = read_checkpoint(_weights_file(folder))
     if weights.state_dict is None:
@@ -109,7 +109,7 @@ def _timm_folder(folder: Path, config: dict):
 
 
 def _transformers_folder(folder: Path, config: dict):
-    from exporter.checkpoint_read import RawCheckpoint
+    from exporter.loading.checkpoint_read import RawCheckpoint
 
     if config.get("auto_map"):
         raise CheckpointError(f"{folder} needs remote code (config.json auto_map); cnnexport never runs code from a model folder")
@@ -141,7 +141,7 @@ def _smp_folder(folder: Path, config: dict):
     """segmentation_models_pytorch: the class named by ``_model_class``, built without downloading encoder weights."""
     import importlib.util
 
-    from exporter.checkpoint_read import RawCheckpoint, read_checkpoint
+    from exporter.loading.checkpoint_read import RawCheckpoint, read_checkpoint
 
     if importlib.util.find_spec("segmentation_models_pytorch") is None:
         raise BackendUnavailable(f"{folder} is a segmentation_models_pytorch folder and it is not installed: {SMP_INSTALL}")
@@ -161,7 +161,7 @@ def _smp_folder(folder: Path, config: dict):
     weights = read_checkpoint(_weights_file(folder))
     if weights.state_dict is None:
         raise CheckpointError(f"{folder}'s weights file holds no state_dict")
-    from exporter.checkpoint import load_state_dict_strict
+    from exporter.loading.modules import load_state_dict_strict
 
     load_state_dict_strict(model, weights.state_dict, f"smp.{name}")
     spec = {"input_shape": (int(kwargs.get("in_channels") or 3), 256, 256)}  # any multiple of 32; --input-shape to change

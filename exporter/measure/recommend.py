@@ -14,7 +14,6 @@ from typing import Annotated, Literal, Optional
 
 from exporter.options import Numbers, Strict, opt
 
-CPU_KINDS = ("onnx", "simplify", "int8-cpu", "fp16", "openvino", "torchscript")
 
 
 class BenchSection(Strict):
@@ -29,20 +28,23 @@ class BenchSection(Strict):
 
 def bench_run(outcomes: list, out_dir: Path, section: BenchSection, progress=lambda _: None) -> dict | None:
     """Bench the passing CPU artifacts among ``outcomes``; {"settings", "rows", "recommended"} or None if none passed."""
-    from exporter.bench import BenchSettings, Target, bench
-    from exporter.build import stored_spec
+    from exporter.measure.bench import BenchSettings, Target, bench
+    from exporter.runners import artifact_spec
 
+    from exporter.kinds import KINDS
+
+    cpu = {row.kind: row for row in KINDS if row.bench == "cpu"}  # the rows that deploy to a CPU
     targets, fp32 = [], None
     for o in outcomes:
         entry = o.entry
-        if o.status != "pass" or not entry or entry["kind"] not in CPU_KINDS or not entry["files"]:
+        if o.status != "pass" or not entry or entry["kind"] not in cpu or not entry["files"]:
             continue
         path = out_dir / entry["files"][0]["path"]
-        targets.append(Target(path.name, "onnx" if path.suffix == ".onnx" else _runner_kind(entry["kind"]), path,
+        targets.append(Target(path.name, cpu[entry["kind"]].runner, path,
                               sum(f["bytes"] for f in entry["files"])))
         if entry["kind"] == "onnx":
             fp32 = path.name
-    spec = next((s for s in (stored_spec(t.path) for t in targets) if s is not None), None)  # the spec they were made for
+    spec = next((s for s in (artifact_spec(t.path) for t in targets) if s is not None), None)  # the spec they were made for
     if spec is None:
         return None
     progress(f"bench: {len(targets)} verified CPU artifact(s) at batch {', '.join(map(str, section.batch_sizes))}")
@@ -51,10 +53,6 @@ def bench_run(outcomes: list, out_dir: Path, section: BenchSection, progress=lam
     result = bench(targets, spec, settings, progress=progress)
     result["recommended"] = recommend(result["rows"], section.batch_sizes)
     return result
-
-
-def _runner_kind(kind: str) -> str:
-    return {"openvino": "openvino", "torchscript": "torchscript"}.get(kind, "onnx")
 
 
 def recommend(rows: list[dict], batches: list[int]) -> dict | None:

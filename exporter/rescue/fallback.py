@@ -1,7 +1,7 @@
 """Accuracy-aware INT8 (`quantize --fallback auto`): the fewest layers kept in float that pass.
 
 Quantize; verify on the held-out split; while it fails, name the first divergent layer
-(exporter.debug) and keep it in float — when the layer is named for the channels its int8
+(exporter.rescue.debug) and keep it in float — when the layer is named for the channels its int8
 output crushes, it and the layers reading that output, so the tensor stays float (onnxruntime
 quantizes a tensor for its producer and for each reader) — and quantize again. With --eval and --max-drop, a model that passes the rule but loses more top-1
 points than allowed also gives up its worst layer. It stops, failing with the reason, before
@@ -42,7 +42,7 @@ def _held_out(req, spec):
 
 def _next(result, table: list, excluded: list[str], max_drop_hit: bool) -> list[tuple[str, str]]:
     """(node, why) to keep in float next."""
-    from exporter.debug import describe, first_divergent
+    from exporter.rescue.debug import describe, first_divergent
 
     first = result.verification.first_divergent
     if first and "node" in first and not max_drop_hit:
@@ -122,8 +122,8 @@ def _stop_message(why: str, tries: list[dict], budget: int, budget_from: str, cr
 
 def quantize_with_fallback(req, attempt) -> list:
     """``attempt(request) -> [ArtifactResult]`` quantizes once; returns the final, installed model (or the last failure)."""
-    from exporter.build import _install_report
-    from exporter.debug import layer_table, onnx_layers
+    from exporter.report import install_report
+    from exporter.rescue.debug import layer_table, onnx_layers
     from exporter.errors import BadInputError
     from exporter.pipeline import onnx_source
 
@@ -188,7 +188,7 @@ def quantize_with_fallback(req, attempt) -> list:
         last.details["float_fallback"] = {"layers": reasons, "kept_in_float": len(excluded), "weighted_layers": total,
                                           "share": round(len(excluded) / total, 3) if total else 0.0, "budget": budget,
                                           "budget_from": budget_from, "tries": tries, "speed": cost}
-        _install_report(req, last, spec)
+        install_report(last, req.loaded, spec, req.write)
         return final
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""INT8 rescue: per-layer comparison (debug), float fallback, cross-layer equalization."""
