@@ -118,15 +118,10 @@ def run_digits(label: str, work: Path) -> dict:
     return out
 
 
-def digits_table() -> str:
-    rows = {}
-    for label in OUTLIERS:
-        with tempfile.TemporaryDirectory(prefix="cnnexport-rescue-") as work:
-            rows[label] = run_digits(label, Path(work))
-    lines = ["Digits nets with an outlier channel (input 1,32,32, calibration: the digits' calibration split, held-out "
-             "64; --fallback auto with --eval digits --max-drop 1; drop = held-out top-1 points lost vs PyTorch)", "",
-             "| model | " + " | ".join(ATTEMPTS) + " |", "|---|" + "---|" * len(ATTEMPTS)]
-    for label, attempts in rows.items():
+def table(title: str, rows: dict) -> str:
+    """One markdown table: a row per model, a cell per attempt (verdict, cosine, agreement, drop, layers in float)."""
+    lines = [title, "", "| model | " + " | ".join(ATTEMPTS) + " |", "|---|" + "---|" * len(ATTEMPTS)]
+    for name, attempts in rows.items():
         cells = []
         for attempt in ATTEMPTS:
             a = attempts[attempt]
@@ -136,8 +131,17 @@ def digits_table() -> str:
                 cells.append(f"{a['status']} (cos {a['cosine']:.4f}, top-1 {a['top1']:.3f}{drop}{extra}; {a['seconds']}s)")
             else:
                 cells.append(a["status"])
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def digits_table() -> str:
+    rows = {}
+    for label in OUTLIERS:
+        with tempfile.TemporaryDirectory(prefix="cnnexport-rescue-") as work:
+            rows[label] = run_digits(label, Path(work))
+    return table("Digits nets with an outlier channel (input 1,32,32, calibration: the digits' calibration split, held-out "
+                 "64; --fallback auto with --eval digits --max-drop 1; drop = held-out top-1 points lost vs PyTorch)", rows)
 
 
 def main() -> None:
@@ -156,20 +160,8 @@ def main() -> None:
     for name in args.models.split(","):
         with tempfile.TemporaryDirectory(prefix="cnnexport-rescue-") as work:
             rows[name] = run(name, shape, args.samples, Path(work))
-    lines = [f"INT8 rescue (input {args.input_shape}, {args.samples} calibration samples, held-out 16; int8 rule: "
-             "cosine >= 0.98, top-1 agreement >= 0.9, max err <= 0.25 x range)", "",
-             "| model | " + " | ".join(ATTEMPTS) + " |", "|---|" + "---|" * len(ATTEMPTS)]
-    for name, attempts in rows.items():
-        cells = []
-        for label in ATTEMPTS:
-            a = attempts[label]
-            if a["status"] in ("pass", "fail"):
-                extra = f", {a['float_layers']} layers float" if a.get("float_layers") else ""
-                cells.append(f"{a['status']} (cos {a['cosine']:.4f}, top-1 {a['top1']:.3f}{extra}; {a['seconds']}s)")
-            else:
-                cells.append(a["status"])
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
+    text = table(f"INT8 rescue (input {args.input_shape}, {args.samples} calibration samples, held-out 16; int8 rule: "
+                 "cosine >= 0.98, top-1 agreement >= 0.9, max err <= 0.25 x range)", rows)
     print(text)
     if args.markdown:
         args.markdown.write_text(text)

@@ -214,7 +214,7 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
         t0 = time.perf_counter()
         why = coreml["status"].split(" (", 2)[2].split("); the model", 1)[0]
         try:
-            fixed = export_artifact("coreml", loaded, out / "fixed" / f"{stem}.mlpackage", {"batch": (1, 1)},
+            fixed = export_artifact("coreml", loaded, out / "fixed" / f"{stem}.mlpackage", {"batch": "1"},
                                     VerifyOptions(batch_sizes=(1,), precision="fp16"))
             status = fixed.verification.status if fixed.verification.status != "fail" else f"fail ({fixed.verification.reason})"
         except CnnexportError as exc:

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from exporter.errors import BadInputError, CnnexportError
-from exporter.kinds import ArtifactKind
+from exporter.kinds import ArtifactKind, resolve
 from exporter.options import DataOptions
 from exporter.pipeline import (
     Progress,
@@ -28,7 +28,6 @@ from exporter.pipeline import (
     default_output,
     export_artifact,
     onnx_source,
-    simplify_artifact,
 )
 from exporter.report import ArtifactResult, install_report
 from exporter.runners import artifact_spec
@@ -185,58 +184,43 @@ def companions(path: Path) -> list[Path]:
 
 
 def from_checkpoint(req: BuildRequest) -> list[ArtifactResult]:
-    """TorchScript, ONNX: the stage function straight from the loaded checkpoint."""
+    """The flow of a row made from the checkpoint (TorchScript, ONNX, Core ML): its stage, verified, installed.
+
+    The row's ``verify_batches`` hook gives the batch sizes the artifact accepts (a Core ML
+    program's --batch range clips them).
+    """
     loaded = req.loaded
     if loaded is None:
         from exporter.loading.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(req.source, progress=req.progress)
-    output = req.output or default_output(req.source, req.kind.name)
-    verify = replace(req.verify, precision=req.kind.precision(req.options))
-    return [export_artifact(req.kind.name, loaded, output, req.options.model_dump(), verify, req.keep_failed, req.progress,
-                            req.write)]
+    row = req.kind
+    output = req.output or default_output(req.source, row.name)
+    verify = replace(req.verify, precision=row.precision(req.options))
+    if row.verify_batches:
+        verify = replace(verify, batch_sizes=resolve(row.verify_batches)(req.options, verify.batch_sizes))
+    return [export_artifact(row.name, loaded, output, req.options, verify, req.keep_failed, req.progress, req.write)]
 
 
-def coreml(req: BuildRequest) -> list[ArtifactResult]:
-    """Core ML: the batch range is parsed, and verification batch sizes are clipped into it."""
-    from exporter.stages.coreml import parse_batch, parse_compression
+def from_onnx(req: BuildRequest) -> list[ArtifactResult]:
+    """The flow of a row made from a verified ONNX model, with or without calibration (simplify, int8, fp16, OpenVINO).
 
-    low, high = parse_batch(req.options.batch)
-    sizes = tuple(sorted({min(max(b, low), high) for b in req.verify.batch_sizes}))
-    stage_options = {**req.options.model_dump(), "batch": (low, high), "compress": parse_compression(req.options.compress)}
-    loaded = req.loaded
-    if loaded is None:
-        from exporter.loading.checkpoint import load_checkpoint
-
-        loaded = load_checkpoint(req.source, progress=req.progress)
-    verify = replace(req.verify, precision=req.kind.precision(req.options), batch_sizes=sizes)
-    output = req.output or default_output(req.source, "coreml")
-    return [export_artifact("coreml", loaded, output, stage_options, verify, req.keep_failed, req.progress, req.write)]
-
-
-def simplify(req: BuildRequest) -> list[ArtifactResult]:
-    return [simplify_artifact(req.source, req.output, req.loaded, replace(req.verify, precision="fp32"), req.keep_failed,
-                              req.progress, req.write)]
-
-
-def _from_onnx(req: BuildRequest, what: str, make) -> list[ArtifactResult]:
-    """The flow of a kind made from an ONNX model with calibration data: int8, fp16, OpenVINO.
-
-    ``make(source, staging, name, calib, spec)`` writes the artifact. Calibration samples come
-    from the first part of the seeded split; the held-out part (never calibrated on) is one more
-    verification set, and the one an int8 artifact is judged on (random noise then only has to
-    run with the right shape). With ``req.evaluation`` the installed artifact's top-1/top-5 is
-    measured against the reference.
+    Calibration samples come from the first part of the seeded split; the held-out part (never
+    calibrated on) is one more verification set, and the one an int8 artifact is judged on
+    (random noise then only has to run with the right shape). With ``req.evaluation`` the
+    installed artifact's top-1/top-5 is measured against the reference. The reference is the
+    checkpoint when given, else the source ONNX (and both for a row that ``checks_source``).
     """
     from exporter.inputs import InputSet, calibration_split, open_source
     from exporter.runners.torch import TorchRunner
+    from exporter.stages import StageRequest
 
     row, data = req.kind, req.calibration
     rule = row.precision(req.options)
-    source, source_runner, spec, output = onnx_source(req.source, req.output, req.loaded, row.suffix_of(req.options), what)
+    source, source_runner, spec, output = onnx_source(req.source, req.output, req.loaded, row.suffix_of(req.options), row.kind)
     seed = req.verify.seed
     calib = held = None
-    if data.data is not None:
+    if data.data is not None and row.reads_data:
         req.progress(f"reading calibration data {data.data}")
         calib, held = calibration_split(open_source(data.data, spec, seed), data.samples, data.holdout)
     evaluation = None
@@ -251,17 +235,23 @@ def _from_onnx(req: BuildRequest, what: str, make) -> list[ArtifactResult]:
         verify = replace(verify, extra_inputs=[*verify.extra_inputs, extra], judge_random=verify.judge_random and rule != "int8")
 
     def references() -> dict:
-        return {"pytorch": TorchRunner(req.loaded.module)} if req.loaded is not None else {"source onnx": source_runner}
+        refs = {"source onnx": source_runner} if req.loaded is None or row.checks_source else {}
+        if req.loaded is not None:
+            refs["pytorch"] = TorchRunner(req.loaded.module)
+        return refs
 
-    result = run_stage(lambda staging, name: make(source, staging, name, calib, spec), output,
-                        verifier(references, spec, verify, row.runner), req.keep_failed, req.progress, row.kind)
-    result.details["samples_heldout"] = len(held) if held is not None else 0
+    stage = row.stage_function()
+    result = run_stage(lambda staging, name: stage(StageRequest(req.options, staging, name, spec, loaded=req.loaded, source=source,
+                                                                calibration=calib, seed=seed, row=row)),
+                       output, verifier(references, spec, verify, row.runner), req.keep_failed, req.progress, row.kind, row.folder)
+    if row.reads_data:
+        result.details["samples_heldout"] = len(held) if held is not None else 0
     if evaluation is not None and result.files:
         from exporter.measure.eval import evaluate
         from exporter.runners import open_runner
 
         req.progress(f"evaluating on {req.evaluation}")
-        reference = next(iter(references().values()))
+        reference = references().get("pytorch") or source_runner
         result.details["eval"] = evaluate({"reference": reference, result.path.name: open_runner(result.path, row.runner)},
                                           evaluation)
     install_report(result, req.loaded, spec, req.write)
@@ -269,46 +259,12 @@ def _from_onnx(req: BuildRequest, what: str, make) -> list[ArtifactResult]:
 
 
 def quantize(req: BuildRequest) -> list[ArtifactResult]:
-    """INT8 (calibrated, judged on held-out samples) or FP16 of an ONNX model, verified against PyTorch (or the ONNX)."""
-    from exporter.inputs import random_inputs
-    from exporter.stages import fp16, quantize as int8_stage
-
-    row, opts = req.kind, req.options
-
-    def make(source: Path, staging: Path, name: str, calib, spec):
-        if row.precision(opts) == "int8":
-            target = "tensorrt" if row.name == "int8_tensorrt" else "cpu"
-            return int8_stage.export_int8(source, staging, name, calib, target, opts.method, opts.per_channel,
-                                          list(opts.exclude), opts.trt_version, equalize=opts.equalize)
-        probe = list(calib.subset(0, 64, "overflow probe").batches(16)) if calib is not None else \
-            [random_inputs(spec, 8, req.verify.seed).array]
-        return fp16.export_fp16(source, staging, name, probe, opts.keep_io_types, opts.overflow)
-
-    if row.precision(opts) == "int8" and opts.fallback == "auto":
+    """INT8: from_onnx, or with --fallback auto the search for the fewest layers in float around it."""
+    if req.options.fallback == "auto":
         from exporter.rescue.fallback import quantize_with_fallback
 
-        return quantize_with_fallback(req, quantize)  # each attempt is this function with fallback "none"
-    return _from_onnx(req, "quantized", make)
-
-
-def openvino(req: BuildRequest) -> list[ArtifactResult]:
-    """An OpenVINO IR of the ONNX model (int8: NNCF on the calibration split), verified by OpenVINO itself."""
-    from exporter.stages import openvino as ov_stage
-
-    opts = req.options
-
-    def make(source: Path, staging: Path, name: str, calib, spec):
-        out = ov_stage.export(source, staging, name, opts.precision, calib if opts.precision == "int8" else None,
-                              opts.method, list(opts.exclude))
-        default = ov_stage.deployment_default_hint()
-        out.details["deployment_default_hint"] = default
-        if default != out.details["inference_precision_hint"]:
-            out.details["deployment_note"] = (
-                f"verified with INFERENCE_PRECISION_HINT={out.details['inference_precision_hint']}; an application that "
-                f"does not pin it computes this IR in {default} on this CPU")
-        return out
-
-    return _from_onnx(req, "OpenVINO", make)
+        return quantize_with_fallback(req, from_onnx)  # each attempt is from_onnx with fallback "none"
+    return from_onnx(req)
 
 
 def tensorrt(req: BuildRequest) -> list[ArtifactResult]:

@@ -54,6 +54,10 @@ class Format:
     bench_devices: tuple[str, ...] = ("cpu",)  # devices `bench` can time it on ("cpu", "cuda"); () = never
     describe: str = ""  # how the CLI names it in "expected ..." messages
     also_runs_on: tuple[str, ...] = ()  # other Formats whose runner executes these files too (`bench --runtime`)
+    # "module:function(folder, progress) -> dict | None": what `verify` checks in a folder that stands for an
+    # artifact built elsewhere (TensorRT's build kit), None when the folder is not one; the dict's "summary" is shown
+    kit: str = ""
+    layers: bool = False  # `debug` compares it with PyTorch layer by layer (exporter/rescue/debug.py reads ONNX)
 
     def open(self, path, **kwargs):
         return resolve(self.runner)(path, **kwargs)
@@ -65,6 +69,10 @@ class Format:
         if path.suffix.lower() in self.suffixes:
             return True
         return bool(self.detect) and path.is_file() and resolve(self.detect)(path)
+
+    def check_kit(self, folder, progress):
+        """The checks of a folder standing for this format's artifact, or None when it is not such a folder."""
+        return resolve(self.kit)(folder, progress) if self.kit else None
 
     def patterns(self) -> tuple[str, ...]:
         return tuple(f"*{s}" for s in self.suffixes) + self.globs
@@ -78,8 +86,9 @@ class ArtifactKind:
     suffix: str  # resnet18.pt -> resnet18<suffix>
     source: str  # "checkpoint" | "onnx": what the stage reads (a checkpoint given to an onnx kind is exported first)
     options: type[BaseModel]  # the single source of its choices and defaults
-    stage: str  # "module:function" that makes the artifact (exporter/stages/)
-    build: str  # "module:function": the flow (stage, verify, install) taking a BuildRequest -> [ArtifactResult, ...]
+    stage: str  # "module:function(StageRequest) -> StageOutput" that makes the artifact (exporter/stages/)
+    build: str  # "module:function": the flow (stage, verify, install) taking a BuildRequest -> [ArtifactResult, ...];
+    # exporter.build:from_checkpoint or :from_onnx for every row but int8 (its --fallback search) and tensorrt
     format: Format  # what recognises and executes its files (exporter.runners.open_runner)
     precision: Callable[[BaseModel], str]  # which pass rule judges it, given its options
     calibrates: Callable[[BaseModel], bool] = _never  # needs calibration data
@@ -94,6 +103,8 @@ class ArtifactKind:
     suffixes: dict = field(default_factory=dict)  # {options.precision: suffix} where the precision names the file
     # the backends that make and run it: their versions key its cache (exporter.run.stage_key) and fill its report
     packages: tuple[str, ...] = ()
+    verify_batches: str = ""  # "module:function(options, batch_sizes) -> batch_sizes": sizes the artifact accepts
+    checks_source: bool = False  # an ONNX-sourced fp32 artifact also compared with the ONNX it was made from
     bench: str | None = "cpu"  # where a recipe's bench step times it ("cpu"); None: not a CPU deployment artifact
     help: str = ""  # the verb's one-line help, for a verb generated from the row (exporter/cli/export.py)
 
@@ -136,12 +147,12 @@ def resolve(dotted: str) -> Callable:
 
 ONNX_INPUTS = ("simplify", "onnx")
 ONNX = Format("onnx", "exporter.runners.onnxruntime:open_artifact", (".onnx",), bench_devices=("cpu", "cuda"), describe=".onnx",
-              also_runs_on=("openvino",))
+              also_runs_on=("openvino",), layers=True)
 TORCHSCRIPT = Format("torchscript", "exporter.runners.torchscript:open_artifact", detect="exporter.runners.torchscript:is_torchscript",
                      globs=("*.ts",), bench_devices=("cpu", "cuda"), describe="TorchScript")
 COREML = Format("coreml", "exporter.runners.coreml:open_artifact", (".mlpackage",), describe=".mlpackage")
 TENSORRT = Format("tensorrt", "exporter.runners.tensorrt:open_artifact", (".engine", ".plan"), bench_devices=("cuda",),
-                  describe=".engine")
+                  describe=".engine", kit="exporter.tensorrt.flow:lint_kit")
 OPENVINO = Format("openvino", "exporter.runners.openvino:open_artifact", (".xml",), describe=".xml")
 REFERENCE_PACKAGES = ("torch", "torchvision", "numpy")  # the PyTorch reference every stage is verified against
 ONNX_RUNTIME = ("onnx", "onnxruntime")  # reads and runs the ONNX every ONNX-based stage starts from
@@ -149,46 +160,47 @@ ONNX_RUNTIME = ("onnx", "onnxruntime")  # reads and runs the ONNX every ONNX-bas
 KINDS: list[ArtifactKind] = [
     ArtifactKind(
         name="torchscript", kind="torchscript", verb="torchscript", suffix=".ts", source="checkpoint",
-        options=o.TorchScriptOptions, stage="exporter.stages.torchscript:export", build="exporter.build:from_checkpoint",
+        options=o.TorchScriptOptions, stage="exporter.stages.torchscript:make", build="exporter.build:from_checkpoint",
         format=TORCHSCRIPT, precision=_fixed("fp32"), traces=True,
         help="Export TorchScript (trace by default), then verify it against the checkpoint.",
         packages=(),
     ),
     ArtifactKind(
         name="onnx", kind="onnx", verb="onnx", suffix=".onnx", source="checkpoint",
-        options=o.OnnxOptions, stage="exporter.stages.onnx:export", build="exporter.build:from_checkpoint",
+        options=o.OnnxOptions, stage="exporter.stages.onnx:make", build="exporter.build:from_checkpoint",
         format=ONNX, precision=_fixed("fp32"), traces=True, recipe_enabled=True,
         help="Export ONNX with a dynamic batch axis, then verify it against the checkpoint.",
         packages=("onnxscript", *ONNX_RUNTIME),
     ),
     ArtifactKind(
         name="simplify", kind="simplify", verb="simplify", suffix=".sim.onnx", source="onnx",
-        options=o.SimplifyOptions, stage="exporter.stages.simplify:export", build="exporter.build:simplify",
-        format=ONNX, precision=_fixed("fp32"), needs=("onnx",),
+        options=o.SimplifyOptions, stage="exporter.stages.simplify:make", build="exporter.build:from_onnx",
+        format=ONNX, precision=_fixed("fp32"), needs=("onnx",), checks_source=True,
         packages=(*ONNX_RUNTIME, "onnxsim"),
     ),
     ArtifactKind(
         name="int8", kind="int8-cpu", verb="quantize", suffix=".int8.onnx", source="onnx",
-        options=o.Int8Options, stage="exporter.stages.quantize:export_int8", build="exporter.build:quantize",
+        options=o.Int8Options, stage="exporter.stages.quantize:make", build="exporter.build:quantize",
         format=ONNX, precision=_fixed("int8"), calibrates=_always, reads_data=True, needs=ONNX_INPUTS,
         packages=ONNX_RUNTIME,
     ),
     ArtifactKind(
         name="int8_tensorrt", kind="int8-tensorrt", verb="quantize", suffix=".int8-trt.onnx", source="onnx",
-        options=o.Int8Options, stage="exporter.stages.quantize:export_int8", build="exporter.build:quantize",
+        options=o.Int8Options, stage="exporter.stages.quantize:make", build="exporter.build:quantize",
         format=ONNX, bench=None, precision=_fixed("int8"), calibrates=_always, reads_data=True, needs=ONNX_INPUTS,
         packages=ONNX_RUNTIME,
     ),
     ArtifactKind(
         name="fp16", kind="fp16", verb="quantize", suffix=".fp16.onnx", source="onnx",
-        options=o.Fp16Options, stage="exporter.stages.fp16:export_fp16", build="exporter.build:quantize",
+        options=o.Fp16Options, stage="exporter.stages.fp16:make", build="exporter.build:from_onnx",
         format=ONNX, precision=_fixed("fp16"), reads_data=True, needs=ONNX_INPUTS,
         packages=ONNX_RUNTIME,
     ),
     ArtifactKind(
         name="coreml", kind="coreml", verb="coreml", suffix=".mlpackage", source="checkpoint",
-        options=o.CoreMLOptions, stage="exporter.stages.coreml:export", build="exporter.build:coreml",
-        format=COREML, precision=_coreml_precision, traces=True, folder=True, bench=None, check="exporter.stages.coreml:check_options",
+        options=o.CoreMLOptions, stage="exporter.stages.coreml:make", build="exporter.build:from_checkpoint",
+        format=COREML, precision=_coreml_precision, traces=True, folder=True, bench=None,
+        verify_batches="exporter.stages.coreml:verify_batches", check="exporter.stages.coreml:check_options",
         packages=("coremltools",),
     ),
     ArtifactKind(
@@ -203,7 +215,7 @@ KINDS: list[ArtifactKind] = [
     ),
     ArtifactKind(
         name="openvino", kind="openvino", verb="openvino", suffix=".xml", source="onnx",
-        options=o.OpenVINOOptions, stage="exporter.stages.openvino:export", build="exporter.build:openvino",
+        options=o.OpenVINOOptions, stage="exporter.stages.openvino:make", build="exporter.build:from_onnx",
         format=OPENVINO, precision=_openvino_rule, calibrates=lambda opts: opts.precision == "int8",
         reads_data=True, needs=ONNX_INPUTS, check="exporter.stages.openvino:check_options",
         suffixes={"bf16": ".bf16.xml", "int8": ".int8.xml"},

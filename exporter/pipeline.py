@@ -12,8 +12,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from exporter.inputs import InputSet, random_inputs, user_inputs
+from pydantic import BaseModel
+
 from exporter.errors import BadInputError
+from exporter.inputs import InputSet, random_inputs, user_inputs
 from exporter.fsutil import Staging, sha256_of, size_of
 from exporter.report import ArtifactResult, build_report, write_report
 from exporter.spec import ModelSpec
@@ -121,11 +123,18 @@ def verifier(reference_runners: Callable[[], dict], spec: ModelSpec, opts: Verif
         references = reference_runners()
         verdict = verify(runner, references, sets, opts.tolerance(), opts.precision, spec=spec)
         verdict = finish(verdict, [check_metadata(runner.metadata, spec), *_precision_checks(path, kind, opts, sets)])
-        if verdict.status == "fail" and kind == "onnx" and "pytorch" in references:
+        if verdict.status == "fail" and _layerwise(kind) and "pytorch" in references:
             verdict.first_divergent = _first_divergent(path, references["pytorch"].module, verdict, sets, opts)
         return verdict
 
     return run
+
+
+def _layerwise(kind: str) -> bool:
+    """Whether the Format called ``kind`` can be compared layer by layer (the first divergent layer)."""
+    from exporter.kinds import formats
+
+    return any(f.name == kind and f.layers for f in formats())
 
 
 def _first_divergent(path: Path, module, verdict: Verdict, sets: list[InputSet], opts: VerifyOptions) -> dict | None:
@@ -146,7 +155,7 @@ def export_artifact(
     kind: str,
     loaded,
     output: Path,
-    options: dict | None = None,
+    options: dict | BaseModel | None = None,
     verify_options: VerifyOptions | None = None,
     keep_failed: bool = False,
     progress: Progress = noop,
@@ -154,19 +163,20 @@ def export_artifact(
 ) -> ArtifactResult:
     """Export ``loaded`` (a LoadedModel) as a checkpoint kind ('onnx' | 'torchscript' | 'coreml') to ``output``, verified.
 
-    ``options`` are the stage function's keyword arguments (see exporter/options.py for the user-facing ones).
+    ``options``: the row's options model, or a dict of its fields (exporter/options.py).
     """
     from exporter import kinds
     from exporter.runners.torch import TorchRunner
+    from exporter.stages import StageRequest
 
     row = kinds.get(kind)
     if row.source != "checkpoint":
         raise BadInputError(f"{kind} is made from an ONNX model, not from a checkpoint; use exporter.build.build")
     stage = row.stage_function()
     opts = verify_options or VerifyOptions()
-    options = options or {}
+    parsed = options if isinstance(options, BaseModel) else row.parse(options or {})
     result = run_stage(
-        lambda staging, name: stage(loaded, staging, name, **options),
+        lambda staging, name: stage(StageRequest(parsed, staging, name, loaded.spec, loaded=loaded, seed=opts.seed, row=row)),
         output,
         verifier(lambda: {"pytorch": TorchRunner(loaded.module)}, loaded.spec, opts, row.runner),
         keep_failed,
@@ -252,7 +262,7 @@ def verify_existing(
     sets = opts.input_sets(spec)
     verdict = verify(runner, references, sets, opts.tolerance(), opts.precision, spec=spec)
     verdict = finish(verdict, [check_metadata(runner.metadata, spec), *_precision_checks(artifact, kind, opts, sets)])
-    if verdict.status == "fail" and kind == "onnx" and loaded is not None:
+    if verdict.status == "fail" and _layerwise(kind) and loaded is not None:
         verdict.first_divergent = _first_divergent(artifact, loaded.module, verdict, sets, opts)
     result = ArtifactResult(
         kind=kind,

@@ -432,13 +432,14 @@ def test_uniform_std_is_folded_into_the_image_scale(cli, lenet5_ckpt, tmp_path):
 
 def test_swapped_channel_order_of_the_image_input_fails(simple_cnn_ckpt, tmp_path):
     from exporter import export_artifact, load_checkpoint
+    from exporter.pipeline import verify_existing
+    from exporter.stages.coreml import export as coreml_export
 
     loaded = load_checkpoint(simple_cnn_ckpt, arch="simple_cnn")
-    out = tmp_path / "bgr.mlpackage"
-    result = export_artifact("coreml", loaded, out, {"precision": "fp32", "image_input": True, "color_layout": "BGR"}, keep_failed=True)
-    v = result.verification
+    # color_layout is the stage function's argument, not a user option: the layout follows the spec
+    coreml_export(loaded, tmp_path, "bgr.mlpackage", precision="fp32", image_input=True, color_layout="BGR")
+    v = verify_existing(tmp_path / "bgr.mlpackage", loaded, write=False).verification
     assert v.status == "fail" and v.to_dict()["max_rel_err"] > 1e-3, v.reason
-    assert not out.exists() and (tmp_path / "bgr.rejected.mlpackage").is_dir()
     # The same model with the spec's RGB layout passes.
     assert export_artifact("coreml", loaded, tmp_path / "rgb.mlpackage", {"precision": "fp32", "image_input": True}).verification.status == "pass"
 

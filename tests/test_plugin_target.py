@@ -29,18 +29,18 @@ from typing import Literal
 from exporter import kinds
 from exporter.options import Strict, opt
 from exporter.runners.onnxruntime import OnnxRuntimeRunner
-from exporter.stages import StageOutput
+from exporter.stages import StageOutput, StageRequest
 
 
 class ToyOptions(Strict):
     flavour: Literal["plain", "salted"] = opt("plain", "How the toy artifact is made.")
 
 
-def export(loaded, staging: Path, name: str, flavour: str = "plain") -> StageOutput:
+def make(req: StageRequest) -> StageOutput:
     from exporter.stages.onnx import export as onnx_export
 
-    made = onnx_export(loaded, staging, name, exporter="legacy")
-    return StageOutput(made.files, {"flavour": flavour})
+    made = onnx_export(req.loaded, req.staging, req.name, exporter="legacy")
+    return StageOutput(made.files, {"flavour": req.options.flavour})
 
 
 class ToyRunner(OnnxRuntimeRunner):
@@ -54,7 +54,7 @@ def open_artifact(path, threads=None, device="cpu"):
 TOY_FORMAT = kinds.Format("toy", "toy_target:open_artifact", (".toy",), describe=".toy")
 ROW = kinds.ArtifactKind(
     name="toy", kind="toy", verb="toy", suffix=".toy", source="checkpoint", options=ToyOptions,
-    stage="toy_target:export", build="exporter.build:from_checkpoint", format=TOY_FORMAT,
+    stage="toy_target:make", build="exporter.build:from_checkpoint", format=TOY_FORMAT,
     precision=lambda _options: "fp32", traces=True, packages=("onnxruntime",),
     help="Make a toy artifact, then verify it against the checkpoint.",
 )

@@ -298,6 +298,9 @@ def test_emit_script_int8_qdq_and_calibrator_kits(cli, lenet5_ckpt, tmp_path):
     again = cli("verify", tmp_path / "qdq", "--json")  # verify of a kit: the lint of the model it would build
     assert again.exit_code == 0, again
     assert again.json()["model"] == "lenet.int8-trt.onnx" and again.json()["tensorrt_lint"]["status"] == "pass"
+    (tmp_path / "plain").mkdir()
+    stray = cli("verify", tmp_path / "plain")  # a folder no Format claims and no kit check recognises
+    assert stray.exit_code == 2 and "is a directory but no artifact" in stray.stderr, stray
     command = _kit_command(tmp_path / "qdq")
     assert command[0] == "--onnx=lenet.int8-trt.onnx"
     assert "--minShapes=input:2x1x32x32" in command and "--maxShapes=input:16x1x32x32" in command

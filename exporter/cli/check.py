@@ -145,17 +145,20 @@ def verify(
 
         if precision not in TOLERANCES:
             raise BadInputError(f"--precision must be one of {', '.join(TOLERANCES)}")
-        if artifact.is_dir() and not artifact.suffix == ".mlpackage":
-            from exporter.tensorrt.flow import lint_kit
+        if artifact.is_dir():
+            from exporter.kinds import formats
 
-            # a TensorRT build kit: the engine is built elsewhere; here, would TensorRT's parser take its model?
-            found = lint_kit(artifact, ui.progress)
-            if json_out:
-                sys.stdout.write(json.dumps(found, indent=2) + "\n")
-            else:
-                ui.out.print(f"TensorRT lint of {escape(found['model'])}: {found['tensorrt_lint']['status']}; "
-                             "the engine itself is verified on the NVIDIA machine (verify.sh)")
-            return
+            if not any(f.claims(artifact) for f in formats()):
+                # a folder standing for an artifact built elsewhere (TensorRT's build kit): its own checks
+                found = next((c for f in formats() if (c := f.check_kit(artifact, ui.progress)) is not None), None)
+                if found is None:
+                    raise BadInputError(f"{artifact} is a directory but no artifact: not a .mlpackage, and not a build "
+                                        "kit cnnexport wrote")
+                if json_out:
+                    sys.stdout.write(json.dumps(found, indent=2) + "\n")
+                else:
+                    ui.out.print(escape(found["summary"]))
+                return
         a = args
         opts = common.verify_options(a, precision)
         loaded = common.load(ui.progress, checkpoint, a) if checkpoint else None

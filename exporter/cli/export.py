@@ -120,12 +120,9 @@ def _export(a: dict, row: kinds.ArtifactKind, source_key: str) -> None:
         results = build.run(req)
         finish(ui, results, req.loaded, None if req.loaded else artifact_spec(source))
         last = results[-1]
-        if not ui.json_out and row.name == "simplify":
-            ui.progress(f"nodes: {last.details.get('nodes_before')} -> {last.details.get('nodes_after')}")
         if not ui.json_out and "eval" in last.details:
             render_eval(ui, last.details["eval"])
-        kit = last.details.get("kit") if last.kind == "tensorrt" else None
-        if kit and not ui.json_out:
-            ui.progress(f"wrote the build kit {kit}: on the NVIDIA machine run `bash {kit}/build.sh`, then `{last.details['verify']}`")
+        for line in [] if ui.json_out else last.details.get("next_steps", []):  # what the stage says to do or know next
+            ui.progress(line)
 
     run_guarded(ui, body)

@@ -129,7 +129,7 @@ def quantize_with_fallback(req, attempt) -> list:
 
     if req.loaded is None:
         raise BadInputError("--fallback auto measures every layer against PyTorch: pass --checkpoint CKPT (or quantize the checkpoint)")
-    _, _, spec, output = onnx_source(req.source, req.output, req.loaded, req.kind.suffix_of(req.options), "quantized")
+    _, _, spec, output = onnx_source(req.source, req.output, req.loaded, req.kind.suffix_of(req.options), req.kind.kind)
     total = len(onnx_layers(req.source)[1])
     budget, budget_from = float_budget(total, req.options.max_float_layers, req.options.max_float_share)
     held = _held_out(req, spec)

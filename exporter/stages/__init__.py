@@ -1,9 +1,31 @@
-"""Stages produce artifacts; they never run or judge them (that is runners/ and verify.py)."""
+"""Stages produce artifacts; they never run or judge them (that is runners/ and verify.py).
+
+Every stage a row names (``ArtifactKind.stage``) is ``make(StageRequest) -> StageOutput``; the
+functions with the stage's own keyword arguments (``export``, ``export_int8``, ...) stay the
+library's API, and ``make`` maps the request onto them.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class StageRequest:
+    """What every stage is given: the model, its spec, calibration samples, the row's options, where to write."""
+
+    options: Any  # the row's options model (exporter/options.py)
+    staging: Path  # the private folder the stage writes into
+    name: str  # the primary file's name
+    spec: Any  # the ModelSpec the artifact is made for
+    loaded: Any = None  # the LoadedModel: what a checkpoint stage exports (the reference of an ONNX stage)
+    source: Path | None = None  # the ONNX file an ONNX stage reads
+    calibration: Any = None  # calibration samples (exporter.inputs source), or None
+    seed: int = 0
+    row: Any = None  # the ArtifactKind being made (a stage that serves two rows reads its name)
 
 
 @dataclass

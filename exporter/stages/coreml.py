@@ -338,3 +338,16 @@ def _op_counts(mlmodel) -> dict[str, int]:
         if operation.type != "const":
             counts[operation.type] = counts.get(operation.type, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def make(req) -> StageOutput:
+    """The coreml row's stage: the batch range and the compression spelled in the options, parsed."""
+    stage_options = {**req.options.model_dump(), "batch": parse_batch(req.options.batch),
+                     "compress": parse_compression(req.options.compress)}
+    return export(req.loaded, req.staging, req.name, **stage_options)
+
+
+def verify_batches(options, batch_sizes: tuple[int, ...]) -> tuple[int, ...]:
+    """The row's hook: verification batch sizes clipped into the program's --batch range."""
+    low, high = parse_batch(options.batch)
+    return tuple(sorted({min(max(b, low), high) for b in batch_sizes}))

@@ -225,3 +225,13 @@ def export_fp16(
             "roundtrip_casts_removed": removed,
         },
     )
+
+
+def make(req) -> StageOutput:
+    """The fp16 row's stage: the overflow probe runs on calibration samples when given, else seeded random inputs."""
+    from exporter.inputs import random_inputs
+
+    opts = req.options
+    probe = list(req.calibration.subset(0, 64, "overflow probe").batches(16)) if req.calibration is not None else \
+        [random_inputs(req.spec, 8, req.seed).array]
+    return export_fp16(req.source, req.staging, req.name, probe, opts.keep_io_types, opts.overflow)

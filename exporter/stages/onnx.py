@@ -165,3 +165,8 @@ def export(
             **({"notes": notes} if notes else {}),
         },
     )
+
+
+def make(req) -> StageOutput:
+    """The onnx row's stage (exporter.stages.StageRequest)."""
+    return export(req.loaded, req.staging, req.name, **req.options.model_dump())

@@ -163,3 +163,17 @@ def stored(model) -> tuple[dict, str]:
     if model.has_rt_info(["cnnexport", "precision"]):
         precision = model.get_rt_info(["cnnexport", "precision"]).astype(str)
     return spec, precision
+
+
+def make(req) -> StageOutput:
+    """The openvino row's stage; the details say when an application that does not pin the hint computes differently."""
+    opts = req.options
+    out = export(req.source, req.staging, req.name, opts.precision, req.calibration if opts.precision == "int8" else None,
+                 opts.method, list(opts.exclude))
+    default = deployment_default_hint()
+    out.details["deployment_default_hint"] = default
+    if default != out.details["inference_precision_hint"]:
+        out.details["deployment_note"] = (
+            f"verified with INFERENCE_PRECISION_HINT={out.details['inference_precision_hint']}; an application that "
+            f"does not pin it computes this IR in {default} on this CPU")
+    return out

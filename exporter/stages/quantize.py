@@ -258,3 +258,11 @@ def export_int8(
         files.append(cache_name)
         details.update(calibration_cache=cache_name, calibration_cache_tensors=len(scales), trt_version=trt_version)
     return StageOutput(files=files, details=details)
+
+
+def make(req) -> StageOutput:
+    """The int8 and int8_tensorrt rows' stage: the flavour is the row's."""
+    opts = req.options
+    target = "tensorrt" if req.row is not None and req.row.name == "int8_tensorrt" else "cpu"
+    return export_int8(req.source, req.staging, req.name, req.calibration, target, opts.method, opts.per_channel,
+                       list(opts.exclude), opts.trt_version, equalize=opts.equalize)

@@ -41,7 +41,8 @@ def export(source: Path, staging_dir: Path, name: str) -> StageOutput:
         files = save_model(simplified, target)
     return StageOutput(
         files=files,
-        details={"nodes_before": before, "nodes_after": len(simplified.graph.node), "onnxsim": onnxsim.__version__,
+        details={"nodes_before": before, "nodes_after": len(simplified.graph.node),
+                 "next_steps": [f"nodes: {before} -> {len(simplified.graph.node)}"], "onnxsim": onnxsim.__version__,
                  "external_data": has_external_data(simplified)},
     )
 
@@ -67,3 +68,8 @@ def _rename_external_data(model, folder: Path, data_name: str) -> None:
     onnx.save_model(model, str(folder / "relocated.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=data_name)
     (folder / "relocated.onnx").unlink()
+
+
+def make(req) -> StageOutput:
+    """The simplify row's stage (onnxsim has no options)."""
+    return export(req.source, req.staging, req.name)

@@ -95,3 +95,8 @@ def export(loaded, staging_dir: Path, name: str, script: bool = False) -> StageO
     torch.jit.save(compiled, str(target), _extra_files={METADATA_KEY: loaded.spec.to_json()})
     make_reproducible(target)
     return StageOutput(files=[name], details={"mode": "script" if script else "trace", "torch": torch.__version__})
+
+
+def make(req) -> StageOutput:
+    """The torchscript row's stage (exporter.stages.StageRequest)."""
+    return export(req.loaded, req.staging, req.name, **req.options.model_dump())

@@ -217,6 +217,8 @@ def _emit(options, output, source, build_onnx, calib_path, plan, build_opts, inp
             "kit_files": [f.name for f in files],
             "build": f"bash {kit_dir / 'build.sh'}",
             "verify": verify_command(req),
+            "next_steps": [f"wrote the build kit {kit_dir}: on the NVIDIA machine run `bash {kit_dir}/build.sh`, then "
+                           f"`{verify_command(req)}`"],
             "input": input_name,
             "plan": plan.to_dict(),
             **build_opts.to_dict(),
@@ -225,15 +227,15 @@ def _emit(options, output, source, build_onnx, calib_path, plan, build_opts, inp
     )
 
 
-def lint_kit(kit_dir: Path, progress: Progress = noop) -> dict:
-    """The TensorRT lint of the model a build kit would build (its ``*.build.json`` names it)."""
+def lint_kit(kit_dir: Path, progress: Progress = noop) -> dict | None:
+    """The TensorRT lint of the model a build kit would build (its ``*.build.json`` names it); None: not a kit."""
     import json
 
     from exporter.tensorrt.kit import KIT_MARKER
 
     kit_dir = Path(kit_dir)
     if not (kit_dir / KIT_MARKER).is_file():
-        raise BadInputError(f"{kit_dir} is a directory but not a cnnexport TensorRT build kit (no {KIT_MARKER})")
+        return None
     sidecars = sorted(kit_dir.glob("*.build.json"))
     if not sidecars:
         raise BadInputError(f"{kit_dir} has no *.build.json: the kit is incomplete; write it again with --emit-script")
@@ -244,4 +246,7 @@ def lint_kit(kit_dir: Path, progress: Progress = noop) -> dict:
     model = kit_dir / str(sidecar.get("source_onnx", ""))
     if not model.is_file():
         raise BadInputError(f"{kit_dir} does not hold the model its build.json names ({sidecar.get('source_onnx')})")
-    return {"kit": str(kit_dir), "model": model.name, "tensorrt_lint": check_for_tensorrt(model, DEFAULT_VERSION, progress)}
+    lint = check_for_tensorrt(model, DEFAULT_VERSION, progress)
+    return {"kit": str(kit_dir), "model": model.name, "tensorrt_lint": lint,
+            "summary": f"TensorRT lint of {model.name}: {lint['status']}; the engine itself is verified on the NVIDIA "
+                       "machine (verify.sh)"}
