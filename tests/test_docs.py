@@ -15,7 +15,9 @@ once), in one session workspace: the README first, then the pages in mkdocs.yml'
 each page's commands in order, so a command may read what an earlier one on its page wrote.
 The workspace holds the small files the examples name (build_workspace; docs/index.md lists
 them), and every python block of the docs with `title="NAME"` is written into it as NAME (the
-user model files the pages show are the ones the commands load).
+user model files the pages show are the ones the commands load); an untitled python block runs
+there too, in its place in that order (its asserts are its checks). A `# slow` example runs with
+CNNEXPORT_SLOW=1, like the suite's other slow tests.
 
 CNNEXPORT_DOCS_DUMP=FOLDER writes each command's full output there (page, line, argv, exit
 code, seconds): what to paste into a page after a change.
@@ -24,7 +26,6 @@ code, seconds): what to paste into a page after a change.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 import shlex
@@ -393,7 +394,9 @@ def build_workspace(ws: Path) -> None:
         mask = (np.asarray(crop.convert("L")) // 86).astype(np.uint8)  # three classes by brightness
         Image.fromarray(mask).save(ws / "seg_val" / "masks" / f"{i}.png")
 
-    # ssd_head.pt: SSDlite's head without post-processing (ssd_head.py), 3 classes
+    # ssd_head.pt: SSDlite's head without post-processing (ssd_head.py), 3 classes; only its slow example reads it
+    if not os.environ.get("CNNEXPORT_SLOW"):
+        return
     torch.manual_seed(0)
     head = _import_file(ws / "ssd_head.py", "SSDLiteHead")(num_classes=3)
     calibrate_batchnorm(head, SimpleNamespace(input_shape=(3, 160, 160)), steps=2)
