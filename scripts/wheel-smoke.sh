@@ -12,7 +12,7 @@ quiet() { "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
 # built from a copy of the tree git knows (tracked and not ignored), so no stale build/ leaks into the wheel
 mkdir "$WORK/src"
 git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
-  [ -e "$f" ] && mkdir -p "$WORK/src/$(dirname "$f")" && cp -p "$f" "$WORK/src/$f"
+  { [ -e "$f" ] || [ -L "$f" ]; } && mkdir -p "$WORK/src/$(dirname "$f")" && cp -P -p "$f" "$WORK/src/$f"
 done
 quiet .venv/bin/python -m pip wheel --quiet --no-deps -w "$WORK/dist" "$WORK/src"
 WHEEL=$(ls "$WORK"/dist/cnnexport-*.whl)
