@@ -10,9 +10,10 @@ the same function on these weights; otherwise the user is asked to choose.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from exporter.errors import ArchitectureError, BackendUnavailable, first_line
 from exporter.training_formats import Hints, prefix_views
@@ -52,7 +53,7 @@ def _build(entry, num_classes: int, arch_kwargs: dict):
     kwargs = {**arch_kwargs, "num_classes": num_classes}
     try:
         return entry.build(**kwargs)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ArchitectureError(f"building {entry.name} with {kwargs} failed: {first_line(exc)}") from exc
 
 
@@ -78,7 +79,6 @@ def fit_architecture(
     progress: Callable[[str], None] | None = None,
 ) -> Fit:
     from exporter import architectures
-
     from exporter.arch_inference import match_entry
     from exporter.checkpoint import resolve_user_arch
 
@@ -142,7 +142,6 @@ def _with_aux_head(views, candidates, arch_kwargs: dict) -> list:
 
 def _inferred(state_dict, path: Path, views, arch_kwargs: dict, notes: list, progress) -> Fit:
     from exporter import architectures
-
     from exporter.arch_inference import infer_architecture, preferred, same_function
 
     candidates = architectures.entries(include_timm=True)

@@ -275,7 +275,8 @@ def _from_onnx(req: BuildRequest, what: str, make) -> list[ArtifactResult]:
 def quantize(req: BuildRequest) -> list[ArtifactResult]:
     """INT8 (calibrated, judged on held-out samples) or FP16 of an ONNX model, verified against PyTorch (or the ONNX)."""
     from exporter.inputs import random_inputs
-    from exporter.stages import fp16, quantize as int8_stage
+    from exporter.stages import fp16
+    from exporter.stages import quantize as int8_stage
 
     row, opts = req.kind, req.options
 

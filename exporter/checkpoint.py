@@ -62,7 +62,7 @@ def resolve_user_arch(arch: str, kwargs: dict):
         sys.path.insert(0, str(file.parent.resolve()))
         try:
             spec.loader.exec_module(module)
-        except Exception as exc:  # noqa: BLE001 - user code can raise anything
+        except Exception as exc:  # user code can raise anything
             raise ArchitectureError(f"importing {file} failed: {type(exc).__name__}: {first_line(exc)}") from exc
         finally:
             sys.path.pop(0)
@@ -76,7 +76,7 @@ def resolve_user_arch(arch: str, kwargs: dict):
         raise ArchitectureError(f"{target} has no class or function named {attr!r}")
     try:
         return factory(**kwargs)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ArchitectureError(f"building {arch} with {kwargs} failed: {type(exc).__name__}: {first_line(exc)}") from exc
 
 
@@ -179,7 +179,6 @@ def load_checkpoint(
     the task an output's shape suggests (``--task``, see exporter/outputs.py).
     """
     from exporter import architectures
-
     from exporter.arch_fit import fit_architecture, unknown_arch
 
     path = Path(path)
@@ -316,7 +315,7 @@ def _resolve_outputs(module, spec: ModelSpec, wanted, tasks, classes_given: bool
     try:
         with torch.no_grad():
             out = module(torch.zeros(2, *spec.input_shape))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise BadInputError(
             f"the model does not run on input of shape (N, {', '.join(map(str, spec.input_shape))}): "
             f"{first_line(exc)}; pass --input-shape C,H,W"

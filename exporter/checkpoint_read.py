@@ -146,7 +146,7 @@ def read_checkpoint(path: Path, trust_pickle: bool = False, weights: str = "mode
     if layout == "torchscript":
         try:
             module = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:  # noqa: BLE001 - torch raises many types here
+        except Exception as exc:  # torch raises many types here
             raise CheckpointError(f"{path} looks like a TorchScript archive but cannot be loaded ({first_line(exc)})") from exc
         _refuse_quantized_module(path, module)
         return RawCheckpoint(form="torchscript", module=module)
@@ -155,14 +155,14 @@ def read_checkpoint(path: Path, trust_pickle: bool = False, weights: str = "mode
         try:
             with _quiet_logger("torch.export"):  # it logs a traceback before raising
                 program = torch.export.load(str(path))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise CheckpointError(f"{path} looks like an exported program (.pt2) but cannot be loaded ({first_line(exc)})") from exc
         _require_dynamic_batch(program, path)
         return RawCheckpoint(form="exported-program", module=program.module(), metadata={"example_inputs": program.example_inputs})
 
     try:
         obj = load_weights_only(str(path))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         text = str(exc)
         if not head.startswith(b"PK") and not _is_pickle_stream(path):
             # random or foreign bytes also fail the weights-only unpickler: say what the file is not,
@@ -193,7 +193,7 @@ def read_checkpoint(path: Path, trust_pickle: bool = False, weights: str = "mode
                 f"{path} is a pickled model whose class cannot be found ({first_line(exc2)}); "
                 "make its code importable, or save a state_dict instead"
             ) from exc2
-        except Exception as exc2:  # noqa: BLE001
+        except Exception as exc2:
             raise CheckpointError(_unreadable_message(path, exc2)) from exc2
     return _interpret(path, obj, weights)
 
@@ -253,7 +253,7 @@ def _read_safetensors(path: Path) -> RawCheckpoint:
         state_dict = load_file(str(path), device="cpu")
         with safe_open(str(path), framework="pt") as fh:
             metadata = dict(fh.metadata() or {})
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({first_line(exc)})") from exc
     meta = _metadata_from_strings(metadata)
     state_dict, notes, fused = network_weights(path, dict(state_dict))

@@ -46,10 +46,10 @@ def run_demo(output: Path, epochs: int = 12, progress=lambda _: None) -> dict:
 
     from exporter import architectures
     from exporter import recipe as recipes
-    from exporter.inputs import digits_arrays
     from exporter.errors import CnnexportError
     from exporter.eval import accuracy
     from exporter.fsutil import ensure_writable_dir, write_text_atomic
+    from exporter.inputs import digits_arrays
     from exporter.report import to_json
     from exporter.run import run_recipe
 

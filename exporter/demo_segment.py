@@ -55,9 +55,8 @@ def train(model, x: np.ndarray, y: np.ndarray, epochs: int, progress=lambda _: N
 def run_demo(output: Path, epochs: int = 20, progress=lambda _: None, train_samples: int = 512, test_samples: int = 96) -> dict:
     import torch
 
-    from exporter import architectures
+    from exporter import architectures, segmentation
     from exporter import recipe as recipes
-    from exporter import segmentation
     from exporter.demo import _artifact, runnable
     from exporter.errors import CnnexportError
     from exporter.fsutil import ensure_writable_dir, write_text_atomic

@@ -19,8 +19,8 @@ import contextlib
 import os
 import threading
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from exporter.errors import BadInputError
 

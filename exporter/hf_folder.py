@@ -124,7 +124,7 @@ def _transformers_folder(folder: Path, config: dict):
         model, info = transformers.AutoModelForImageClassification.from_pretrained(
             str(folder), local_files_only=True, trust_remote_code=False, output_loading_info=True
         )
-    except Exception as exc:  # noqa: BLE001 - transformers raises many types
+    except Exception as exc:  # transformers raises many types
         raise CheckpointError(f"transformers cannot load {folder} as an image classifier ({first_line(exc)})") from exc
     problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")}
     if problems:
@@ -156,7 +156,7 @@ def _smp_folder(folder: Path, config: dict):
     kwargs["encoder_weights"] = None  # the folder's own weights follow; never download
     try:
         model = cls(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - user config
+    except Exception as exc:  # user config
         raise CheckpointError(f"segmentation_models_pytorch cannot build {name} from {folder}/config.json ({first_line(exc)})") from exc
     weights = read_checkpoint(_weights_file(folder))
     if weights.state_dict is None:

@@ -14,9 +14,9 @@ One reader each: ``read_array`` (.npy/.npz), ``image_folder`` (flat or ImageFold
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -192,7 +192,7 @@ class Source:
     def __len__(self) -> int:
         return len(self.indices)
 
-    def subset(self, start: int, stop: int, what: str) -> "Source":
+    def subset(self, start: int, stop: int, what: str) -> Source:
         return replace(self, description=f"{self.description} [{what}]", indices=self.indices[start:stop])
 
     def batches(self, batch_size: int = 32) -> Iterator[np.ndarray]:

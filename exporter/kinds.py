@@ -8,8 +8,8 @@ the verb's flags and the consistency test follow from the row.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from pydantic import BaseModel
 

@@ -35,7 +35,7 @@ class OutputSpec:
         return {"name": self.name, "task": self.task, "classes": self.classes, "shape": list(self.shape)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "OutputSpec":
+    def from_dict(cls, d: dict) -> OutputSpec:
         task = str(d["task"])
         if task not in TASKS:
             raise BadInputError(f"the stored output {d.get('name')!r} has unknown task {task!r}")

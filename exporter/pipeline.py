@@ -8,13 +8,13 @@ place, with its report beside it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
-from exporter.inputs import InputSet, random_inputs, user_inputs
 from exporter.errors import BadInputError
 from exporter.fsutil import Staging, sha256_of, size_of
+from exporter.inputs import InputSet, random_inputs, user_inputs
 from exporter.report import ArtifactResult, build_report, write_report
 from exporter.spec import ModelSpec
 from exporter.verify import Verdict, check_metadata, finish, tolerance_for, verify

@@ -17,7 +17,6 @@ from exporter.options import DataOptions, Numbers, Shape, Strict, ToleranceOverr
 from exporter.recommend import BenchSection
 
 
-
 class ModelSection(Strict):
     arch: Optional[str] = None
     arch_kwargs: dict = Field(default_factory=dict)

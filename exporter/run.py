@@ -22,6 +22,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from exporter.errors import BackendUnavailable, BadInputError, CnnexportError
 from exporter.fsutil import ensure_writable_dir, sha256_of, write_text_atomic
 from exporter.kinds import KINDS, ArtifactKind
@@ -89,7 +90,7 @@ class RunContext:
         return self.out_dir / f"{self.base}{row.suffix_of(options) if options is not None else row.suffix}"
 
 
-def _run_stage(ctx: RunContext, stage: "PlannedStage", upstream: Path | None):
+def _run_stage(ctx: RunContext, stage: PlannedStage, upstream: Path | None):
     """Build one stage with the same library call as its verb; the last artifact is the stage's."""
     from exporter import build
 
@@ -267,7 +268,7 @@ def needs_calibration(stage: PlannedStage) -> bool:
     return stage.spec.calibrates(stage.options_model())
 
 
-def check_run_data(recipe: Recipe, stages: list[PlannedStage], ctx: "RunContext") -> None:
+def check_run_data(recipe: Recipe, stages: list[PlannedStage], ctx: RunContext) -> None:
     """Open and count the calibration, evaluation and verify.images sources the stages will read."""
     from exporter.inputs import check_source
 
@@ -292,7 +293,7 @@ def run_inputs(recipe: Recipe, checkpoint: Path, reads: tuple = ()) -> list:
             *((("model.arch's file", arch_file),) if arch_file.endswith(".py") else ()), *reads]
 
 
-def planned_outputs(ctx: "RunContext", stages: list[PlannedStage]) -> list[tuple[Path, bool]]:
+def planned_outputs(ctx: RunContext, stages: list[PlannedStage]) -> list[tuple[Path, bool]]:
     """Every path a run may write, as (path, is a folder that gets replaced)."""
     from exporter.build import companions
 

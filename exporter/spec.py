@@ -79,7 +79,7 @@ class ModelSpec:
     def channel_std(self) -> tuple[float, ...]:
         return tuple(self.std) * (self.channels if len(self.std) == 1 else 1)
 
-    def with_overrides(self, **overrides) -> "ModelSpec":
+    def with_overrides(self, **overrides) -> ModelSpec:
         """Return a copy with every non-None override applied."""
         clean = {k: v for k, v in overrides.items() if v is not None}
         if "input_shape" in clean:
@@ -102,7 +102,7 @@ class ModelSpec:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
+    def from_dict(cls, d: dict) -> ModelSpec:
         from exporter.outputs import OutputSpec
 
         try:

@@ -34,9 +34,10 @@ from exporter.compare import (  # noqa: F401 - the rule's table and per-output m
     compare_arrays,
     tolerance_for,
 )
-from exporter.inputs import InputSet
 from exporter.errors import UnsupportedOp, first_line
+from exporter.inputs import InputSet
 from exporter.runners.base import Runner, as_runner
+
 
 @dataclass
 class Check:
@@ -77,7 +78,7 @@ class Verdict:
     first_divergent: dict | None = None  # a failed ONNX artifact: the first layer past the rule (exporter.debug)
 
     @classmethod
-    def skipped(cls, reason: str, precision: str = "fp32") -> "Verdict":
+    def skipped(cls, reason: str, precision: str = "fp32") -> Verdict:
         return cls(status="skipped", reason=reason, precision=precision)
 
     @property

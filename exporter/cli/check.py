@@ -35,6 +35,7 @@ from exporter.cli.params import (
 from exporter.cli.ui import Ui, fail, render_eval, run_guarded
 from exporter.errors import EXIT_VERIFICATION_FAILED
 
+
 def _si(value: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if value >= scale:
@@ -319,8 +320,8 @@ def debug(
     ui = Ui(json_out, quiet, verbose)
 
     def body():
-        from exporter.debug import inputs_for, plot, precision_of, render
         from exporter.debug import explain as explain_layers
+        from exporter.debug import inputs_for, plot, precision_of, render
         from exporter.errors import BadInputError
         from exporter.verify import TOLERANCES, tolerance_for
 

@@ -11,7 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from exporter import kinds, options as o
+from exporter import kinds
+from exporter import options as o
 from exporter.cli import common
 from exporter.cli.params import LOAD, SPEC, UI, VERIFY, Output, Reference, argument, command, param, stage_params, values_for
 from exporter.cli.ui import Ui, finish, render_eval, run_guarded

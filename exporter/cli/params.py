@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from enum import Enum
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union, get_args, get_origin
 
@@ -81,7 +81,7 @@ LOAD = [param("arch", Arch, None), param("arch_kwargs", ArchKwargs, None), param
 SPEC = [param("input_shape", InputShape, None), param("mean", Mean, None), param("std", Std, None), param("labels", Labels, None)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def choices(model, name: str) -> type[Enum]:
     """A Literal field's choices as the Enum Typer shows (``--exporter [dynamo|legacy]``)."""
     values = get_args(model.model_fields[name].annotation)

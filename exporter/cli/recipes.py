@@ -14,6 +14,7 @@ from exporter.cli.params import JsonOut, Quiet, Verbose
 from exporter.cli.ui import Ui, fail, run_guarded
 from exporter.errors import EXIT_BAD_INPUT, EXIT_VERIFICATION_FAILED
 
+
 def architectures(
     json_out: JsonOut = False,
     source: Annotated[

@@ -10,7 +10,6 @@ from exporter.errors import BadInputError
 from exporter.runners.base import Runner
 from exporter.spec import METADATA_KEY, stored_spec
 
-
 # onnxruntime's NCHWc layout transformer (an fp32 CPU optimization) segfaults while creating a
 # session for some fp16 graphs (ViT-B/16 from `quantize --precision fp16`, onnxruntime 1.32);
 # it does nothing for fp16, so fp16 models are opened without it.

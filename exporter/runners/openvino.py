@@ -34,9 +34,9 @@ class OpenVINORunner(Runner):
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own errors
             raise BadInputError(f"{path} cannot be read by OpenVINO ({str(exc).splitlines()[0][:300]})") from None
         if path.suffix.lower() == ".onnx":
-            from exporter.spec import METADATA_KEY, stored_spec
-
             import onnx
+
+            from exporter.spec import METADATA_KEY, stored_spec
 
             props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
             self.metadata, declared = stored_spec(props.get(METADATA_KEY, ""), path), "fp32"

@@ -213,7 +213,7 @@ def export(
                 traced = torch.jit.trace(module, example, check_trace=False)
             try:
                 mlmodel = ct.convert(traced, **convert_args)
-            except Exception as exc:  # noqa: BLE001 - coremltools raises many error types
+            except Exception as exc:  # coremltools raises many error types
                 if not flexible or not _converts_with_fixed_batch(ct, traced, convert_args, spec, low):
                     raise
                 raise ExportError(
@@ -226,7 +226,7 @@ def export(
                 mlmodel = _compress(mlmodel, compression)
     except (ExportError, BadInputError):
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ExportError(f"coremltools could not convert the model: {root_cause(exc)}") from exc
     finally:
         quiet.setLevel(previous)
@@ -268,7 +268,7 @@ def export(
     target = Path(staging_dir) / name
     try:
         mlmodel.save(str(target))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ExportError(f"coremltools could not save {name}: {root_cause(exc)}") from exc
     ops = _op_counts(mlmodel)
     return StageOutput(

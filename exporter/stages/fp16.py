@@ -200,7 +200,7 @@ def export_fp16(
                 model.graph.value_info.extend(onnx.shape_inference.infer_shapes(structure).graph.value_info)
             converted = convert_float_to_float16(model, keep_io_types=keep_io_types, node_block_list=kept or None,
                                                  disable_shape_infer=structure is not None)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ExportError(f"fp16 conversion failed: {root_cause(exc)}") from exc
     # only an overflowing value must not pass through fp16 between two fp32 nodes
     removed = _drop_roundtrip_casts(converted) if overflow_nodes else 0

@@ -216,7 +216,7 @@ def export_int8(
             )
     except BadInputError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         hint = ""
         if "shared mode is not supported for weight" in str(exc):
             # measured on timm's PoolFormer-S12: the dynamo graph trips the quantizer, the legacy one passes (cosine 0.996)

@@ -24,7 +24,7 @@ def export(source: Path, staging_dir: Path, name: str) -> StageOutput:
     target = Path(staging_dir) / name
     try:
         _, ok = onnxsim.simplify(str(source), output_path=str(target), external_data_threshold="1.9GB")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ExportError(f"onnxsim failed on {source}: {str(exc).splitlines()[0][:300]}") from exc
     if not ok:
         raise ExportError(f"onnxsim could not validate its simplification of {source}")

@@ -87,7 +87,7 @@ def export(loaded, staging_dir: Path, name: str, script: bool = False) -> StageO
                 compiled = torch.jit.script(module)
             else:
                 compiled = torch.jit.trace(module, example_batch(loaded.spec), check_trace=False)
-    except Exception as exc:  # noqa: BLE001 - the jit raises many error types
+    except Exception as exc:  # the jit raises many error types
         mode = "script" if script else "trace"
         hint = "; try --script" if not script else "; try tracing (drop --script)"
         raise ExportError(f"torch.jit.{mode} failed: {root_cause(exc)}{hint}") from exc

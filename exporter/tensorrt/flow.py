@@ -15,8 +15,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from exporter.inputs import InputSet
 from exporter.errors import BadInputError
+from exporter.inputs import InputSet
 from exporter.pipeline import Progress, _noop, _run_stage, _verifier, onnx_source
 from exporter.report import ArtifactResult, build_report, write_report
 from exporter.tensorrt import machine
