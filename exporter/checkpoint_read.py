@@ -176,7 +176,8 @@ def read_checkpoint(path: Path, trust_pickle: bool = False, weights: str = "mode
         if quantized:
             # torch.save(model) after torch.ao convert: even unpickled (--trust-pickle) it is broken in torch itself
             raise CheckpointError(
-                f"{path} holds a whole quantized model (torch.ao converted: {', '.join(sorted(set(n.rsplit('.', 1)[-1] for n in quantized))[:4])}); "
+                f"{path} holds a whole quantized model "
+                f"(torch.ao converted: {', '.join(sorted(set(n.rsplit('.', 1)[-1] for n in quantized))[:4])}); "
                 + QUANTIZED_ADVICE
             ) from exc
         if not trust_pickle:

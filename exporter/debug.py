@@ -333,11 +333,11 @@ def plot(result: dict, path: Path) -> Path:
 
     layers = result["layers"]
     fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(layers) + 3), 4))
-    ax.semilogy([l["index"] for l in layers], [max(l["max_rel_err"], 1e-9) for l in layers], marker="o", label="max err / range")
+    ax.semilogy([layer["index"] for layer in layers], [max(layer["max_rel_err"], 1e-9) for layer in layers], marker="o", label="max err / range")
     limit = float(result["rule"].split("<= ")[1].split(" x")[0])
     ax.axhline(limit, color="red", linestyle="--", label=f"{result['precision']} rule")
-    ax.set_xticks([l["index"] for l in layers])
-    ax.set_xticklabels([l["module"] for l in layers], rotation=60, ha="right", fontsize=7)
+    ax.set_xticks([layer["index"] for layer in layers])
+    ax.set_xticklabels([layer["module"] for layer in layers], rotation=60, ha="right", fontsize=7)
     ax.set_title(f"{Path(result['artifact']).name}: error against depth")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -3,8 +3,9 @@
 Quantize; verify on the held-out split; while it fails, name the first divergent layer
 (exporter.debug) and keep it in float — when the layer is named for the channels its int8
 output crushes, it and the layers reading that output, so the tensor stays float (onnxruntime
-quantizes a tensor for its producer and for each reader) — and quantize again. With --eval and --max-drop, a model that passes the rule but loses more top-1
-points than allowed also gives up its worst layer. It stops, failing with the reason, before
+quantizes a tensor for its producer and for each reader) — and quantize again. With --eval and
+--max-drop, a model that passes the rule but loses more top-1 points than allowed also gives up
+its worst layer. It stops, failing with the reason, before
 more than MAX_FLOAT_SHARE of the weighted layers would stay in float. Attempts are built in a
 private folder; only the final model is installed, with `details.float_fallback`: the layers,
 why each was kept, and the speed cost measured against the all-int8 attempt.

@@ -262,7 +262,8 @@ def check_source(where: str | Path, spec: ModelSpec, flag: str, *, labels: bool 
     try:
         if str(where) == DIGITS and spec.channels != 1:
             raise BadInputError(
-                f"the demo digits (1-channel 8x8 images) do not fit this model, which takes {spec.channels}x{spec.height}x{spec.width} "
+                "the demo digits (1-channel 8x8 images) do not fit this model, "
+                f"which takes {spec.channels}x{spec.height}x{spec.width} "
                 "inputs; use data like its inputs: an image folder or a .npy of normalized inputs")
         if verification:
             path = Path(where)

@@ -79,7 +79,8 @@ class OnnxOptions(Strict):
     exporter: Literal["dynamo", "legacy"] = opt("dynamo", "dynamo (torch.export based) or legacy (TorchScript based).")
     opset: Optional[int] = opt(None, "ONNX opset (default: the exporter's; dynamo writes 18 and later, legacy 7 to 23).")
     input_name: str = opt("input", "Name of the graph input.")
-    output_name: str = opt("logits", "Name of the graph output of a one-output model (a multi-output model's outputs are named by their path in what forward returns).")
+    output_name: str = opt("logits", "Name of the graph output of a one-output model "
+                           "(a multi-output model's outputs are named by their path in what forward returns).")
 
     @field_validator("opset")
     @classmethod

@@ -100,7 +100,7 @@ class Program:
                     inputs[key] = ("const", _as_compute(decode_value(value, self.package)))
         step = Step(operation.type, operation.outputs[0].name if operation.outputs else operation.type, inputs, outputs)
         if operation.type in CONSTEXPR:
-            for (name, dtype), value in zip(outputs, self._execute(step, {})):
+            for (name, _dtype), value in zip(outputs, self._execute(step, {})):
                 self.constants[name] = _as_compute(value)
             return
         self.steps.append(step)
@@ -123,7 +123,7 @@ class Program:
             raise BadInputError(f"MIL op {step.op_type} ({step.name}) failed: {exc}") from exc
         results = list(result) if isinstance(result, tuple) else [result]
         out = []
-        for (name, dtype), value in zip(step.outputs, results):
+        for (_name, dtype), value in zip(step.outputs, results):
             if dtype is not None and isinstance(value, np.ndarray) and value.dtype != dtype and dtype != np.dtype(object):
                 value = value.astype(dtype)
             elif dtype is not None and dtype != np.dtype(object) and not isinstance(value, np.ndarray):

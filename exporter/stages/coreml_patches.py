@@ -96,7 +96,7 @@ def traced_as_convertible_ops():
     """
     import torch
 
-    def addcmul(input, tensor1, tensor2, *, value=1):
+    def addcmul(input, tensor1, tensor2, *, value=1):  # noqa: A002 - torch.addcmul's own parameter name
         return input + value * tensor1 * tensor2
 
     patches = [
@@ -141,7 +141,7 @@ def fix_scalar_cast(ct) -> bool:
         return False
     try:
         import numpy as np
-        from coremltools.converters.mil import Builder as mb
+        from coremltools.converters.mil import Builder as mb  # noqa: N813 - coremltools' own spelling
         from coremltools.converters.mil.frontend.torch import ops
         from coremltools.converters.mil.frontend.torch.torch_op_registry import register_torch_op
 

@@ -289,7 +289,7 @@ def equalize(model, sweeps: int = SWEEPS, max_scale: float = MAX_SCALE, inplace:
     totals = [np.ones(g.arrays[p["w1"]].shape[0]) for p in pairs]
     before = max((range_spread(_first_ranges(g.arrays[p["w1"]])) for p in pairs), default=1.0)
     done = 0
-    for done in range(1, sweeps + 1 if pairs else 1):
+    for done in range(1, sweeps + 1 if pairs else 1):  # noqa: B007 - read after the loop: the sweeps made
         largest = 0.0
         for pair, total in zip(pairs, totals):
             w1, w2 = g.arrays[pair["w1"]], g.arrays[pair["w2"]]

@@ -220,7 +220,8 @@ def export_int8(
         hint = ""
         if "shared mode is not supported for weight" in str(exc):
             # measured on timm's PoolFormer-S12: the dynamo graph trips the quantizer, the legacy one passes (cosine 0.996)
-            hint = "; this graph from the dynamo exporter trips onnxruntime's quantizer: export with --exporter legacy and quantize that"
+            hint = ("; this graph from the dynamo exporter trips onnxruntime's quantizer: "
+                    "export with --exporter legacy and quantize that")
         raise ExportError(f"onnxruntime static quantization failed: {root_cause(exc)}{hint}") from exc
 
     quantized = onnx.load(str(target_path))

@@ -44,7 +44,8 @@ else:
     m = re.search(r"\[TensorRT v(\d+)\]", log)
     if m:
         code = int(m.group(1))
-        version = f"{code // 10000}.{code // 100 % 100}.{code % 100}" if code >= 100000 else f"{code // 1000}.{code // 100 % 10}.{code % 100}"
+        version = (f"{code // 10000}.{code // 100 % 100}.{code % 100}" if code >= 100000
+                   else f"{code // 1000}.{code // 100 % 10}.{code % 100}")
 gpu = re.search(r"Selected Device:\s*(.+)", log)
 cc = re.search(r"Compute Capability:\s*([0-9.]+)", log)
 gpu, cc = (gpu.group(1).strip() if gpu else None), (cc.group(1) if cc else None)
@@ -60,7 +61,8 @@ side.update(tensorrt_version=version, gpu=gpu, compute_capability=cc, built_by="
 json.dump(side, open(engine + ".json", "w"), indent=2)
 missing = [k for k in ("tensorrt_version", "gpu", "compute_capability") if not side[k]]
 if missing:
-    print("warning: could not read " + ", ".join(missing) + " from the trtexec log; the sidecar leaves them empty", file=sys.stderr)
+    print("warning: could not read " + ", ".join(missing) + " from the trtexec log; the sidecar leaves them empty",
+          file=sys.stderr)
 print(f"sidecar {engine}.json: TensorRT {version}, {gpu}, compute capability {cc}")
 '''
 

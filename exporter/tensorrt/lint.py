@@ -91,7 +91,8 @@ def lint(model_or_path, trt_version: str = "10") -> dict:
         dynamic = [i for i, d in enumerate(dims) if i > 0 and not d.HasField("dim_value")]
         if dynamic:
             findings.append(Finding(graph_input.name, "input", "violation",
-                                    f"dimension(s) {dynamic} of input {graph_input.name} are dynamic; the optimization profile covers the batch only"))
+                                    f"dimension(s) {dynamic} of input {graph_input.name} are dynamic; "
+                                    "the optimization profile covers the batch only"))
     for node in model.graph.node:
         name = node.name or f"{node.op_type}({', '.join(node.output)})"
         if node.domain not in ("", "ai.onnx"):
@@ -114,7 +115,8 @@ def lint(model_or_path, trt_version: str = "10") -> dict:
                 findings.append(Finding(name, node.op_type, "unknown", f"the type of input {node.input[0]} is not known"))
             elif row["types"] and TYPE_NAMES.get(kind, str(kind)) not in row["types"]:
                 findings.append(Finding(name, node.op_type, "violation",
-                                        f"input {node.input[0]} is {TYPE_NAMES.get(kind, kind)}; TensorRT's {node.op_type} takes {', '.join(row['types'])}"))
+                                        f"input {node.input[0]} is {TYPE_NAMES.get(kind, kind)}; "
+                                        f"TensorRT's {node.op_type} takes {', '.join(row['types'])}"))
     # the most decisive first: an op with no importer at all, then Q/DQ rules, types, shapes
     rank = {"no importer": 0, "plugin": 0, "Q/DQ": 1, "DequantizeLinear": 1, "zero point": 1, "takes": 2, "dynamic": 3}
     findings.sort(key=lambda f: min((r for k, r in rank.items() if k in f.reason), default=4))

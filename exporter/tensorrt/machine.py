@@ -47,7 +47,8 @@ def require_tensorrt(purpose: str = "build") -> str:
             if purpose == "build" else "run this on the NVIDIA machine the engine was built for, with tensorrt installed")
     if version is None:
         raise BackendUnavailable(
-            f"{why}: {'building' if purpose == 'build' else 'running'} a TensorRT engine needs the tensorrt package and an NVIDIA GPU; {todo}"
+            f"{why}: {'building' if purpose == 'build' else 'running'} a TensorRT engine "
+            f"needs the tensorrt package and an NVIDIA GPU; {todo}"
         )
     ok, why = cuda_status()
     if not ok:

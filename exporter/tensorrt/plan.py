@@ -159,7 +159,8 @@ def decide_plan(trt_version: str, precision: str, int8_mode: str = "qdq") -> Bui
     if precision == "fp16":
         if major >= 11:
             return BuildPlan(trt_version, precision, None, "fp16", True, (), (), False,
-                             ("TensorRT 11 removed BuilderFlag.FP16: built from the fp16 ONNX (fp32 inputs/outputs) as a strongly typed network",))
+                             ("TensorRT 11 removed BuilderFlag.FP16: built from the fp16 ONNX (fp32 inputs/outputs) "
+                              "as a strongly typed network",))
         return BuildPlan(trt_version, precision, None, "fp32", False, ("FP16",), (), False, weak_typing_note)
     if mode == "qdq":
         return BuildPlan(trt_version, precision, mode, "qdq", True, (), (), False,

@@ -91,7 +91,8 @@ def compatibility_problems(sidecar: dict, machine: dict) -> list[str]:
         built, here = version_tuple(built_v), version_tuple(here_v)
         if sidecar.get("version_compatible"):
             if here < built:
-                problems.append(f"it was built version-compatible with TensorRT {built_v}, which needs TensorRT {built_v} or newer here, not {here_v}")
+                problems.append(f"it was built version-compatible with TensorRT {built_v}, "
+                                f"which needs TensorRT {built_v} or newer here, not {here_v}")
         elif built != here:
             problems.append(f"it was built with TensorRT {built_v} and this machine has TensorRT {here_v}")
     built_cc, here_cc = sidecar.get("compute_capability"), machine.get("compute_capability")
@@ -99,7 +100,8 @@ def compatibility_problems(sidecar: dict, machine: dict) -> list[str]:
         level = sidecar.get("hardware_compatibility", "none")
         if level == "ampere_plus":
             if _cc(here_cc) < (8, 0):
-                problems.append(f"it was built for Ampere and newer GPUs (compute capability >= 8.0) and this GPU ({machine.get('gpu')}) has {here_cc}")
+                problems.append(f"it was built for Ampere and newer GPUs (compute capability >= 8.0) "
+                                f"and this GPU ({machine.get('gpu')}) has {here_cc}")
         elif _cc(built_cc) != _cc(here_cc):
             problems.append(
                 f"it was built on {sidecar.get('gpu')} (compute capability {built_cc}) and this GPU "
