@@ -57,7 +57,7 @@ def _build(entry, num_classes: int, arch_kwargs: dict):
         raise ArchitectureError(f"building {entry.name} with {kwargs} failed: {first_line(exc)}") from exc
 
 
-def unknown_arch(name: str) -> ArchitectureError:
+def unknown_arch(name: str) -> ArchitectureError | BackendUnavailable:
     from exporter import architectures
     from exporter.architectures import timm_models
 
@@ -100,8 +100,8 @@ def fit_architecture(
             continue
         # a bare name both registries know: a Lightning module built with timm.create_model logs timm's
         alternatives = [entry]
-        if ":" not in name and entry.source != "timm" and architectures.get("timm:" + name) is not None:
-            alternatives.append(architectures.get("timm:" + name))
+        if ":" not in name and entry.source != "timm" and (timm_entry := architectures.get("timm:" + name)) is not None:
+            alternatives.append(timm_entry)
         for candidate in alternatives:
             for prefix, view in views:
                 found = match_entry(candidate, view)

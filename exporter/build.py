@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 
+from exporter import options as o
 from exporter.errors import BadInputError, CnnexportError
 from exporter.kinds import ArtifactKind
 from exporter.options import DataOptions
@@ -205,9 +206,10 @@ def coreml(req: BuildRequest) -> list[ArtifactResult]:
     """Core ML: the batch range is parsed, and verification batch sizes are clipped into it."""
     from exporter.stages.coreml import parse_batch, parse_compression
 
-    low, high = parse_batch(req.options.batch)
+    opts = cast(o.CoreMLOptions, req.options)  # the row's options model
+    low, high = parse_batch(opts.batch)
     sizes = tuple(sorted({min(max(b, low), high) for b in req.verify.batch_sizes}))
-    stage_options = {**req.options.model_dump(), "batch": (low, high), "compress": parse_compression(req.options.compress)}
+    stage_options = {**opts.model_dump(), "batch": (low, high), "compress": parse_compression(opts.compress)}
     loaded = req.loaded
     if loaded is None:
         from exporter.checkpoint import load_checkpoint
@@ -279,17 +281,20 @@ def quantize(req: BuildRequest) -> list[ArtifactResult]:
     from exporter.stages import quantize as int8_stage
 
     row, opts = req.kind, req.options
+    int8 = row.precision(opts) == "int8"  # the row's options model: Int8Options, else Fp16Options
 
     def make(source: Path, staging: Path, name: str, calib, spec):
-        if row.precision(opts) == "int8":
+        if int8:
+            i8 = cast(o.Int8Options, opts)
             target = "tensorrt" if row.name == "int8_tensorrt" else "cpu"
-            return int8_stage.export_int8(source, staging, name, calib, target, opts.method, opts.per_channel,
-                                          list(opts.exclude), opts.trt_version, equalize=opts.equalize)
+            return int8_stage.export_int8(source, staging, name, calib, target, i8.method, i8.per_channel,
+                                          list(i8.exclude), i8.trt_version, equalize=i8.equalize)
+        f16 = cast(o.Fp16Options, opts)
         probe = list(calib.subset(0, 64, "overflow probe").batches(16)) if calib is not None else \
             [random_inputs(spec, 8, req.verify.seed).array]
-        return fp16.export_fp16(source, staging, name, probe, opts.keep_io_types, opts.overflow)
+        return fp16.export_fp16(source, staging, name, probe, f16.keep_io_types, f16.overflow)
 
-    if row.precision(opts) == "int8" and opts.fallback == "auto":
+    if int8 and cast(o.Int8Options, opts).fallback == "auto":
         from exporter.fallback import quantize_with_fallback
 
         return quantize_with_fallback(req, quantize)  # each attempt is this function with fallback "none"
@@ -300,7 +305,7 @@ def openvino(req: BuildRequest) -> list[ArtifactResult]:
     """An OpenVINO IR of the ONNX model (int8: NNCF on the calibration split), verified by OpenVINO itself."""
     from exporter.stages import openvino as ov_stage
 
-    opts = req.options
+    opts = cast(o.OpenVINOOptions, req.options)  # the row's options model
 
     def make(source: Path, staging: Path, name: str, calib, spec):
         out = ov_stage.export(source, staging, name, opts.precision, calib if opts.precision == "int8" else None,

@@ -57,6 +57,8 @@ def resolve_user_arch(arch: str, kwargs: dict):
             raise ArchitectureError(f"architecture file {file} does not exist")
         module_name = f"_cnnexport_user_{file.stem}"
         spec = importlib.util.spec_from_file_location(module_name, file)
+        if spec is None or spec.loader is None:
+            raise ArchitectureError(f"architecture file {file} cannot be imported")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
         sys.path.insert(0, str(file.parent.resolve()))
@@ -111,7 +113,7 @@ def load_state_dict_strict(module, state_dict: dict, arch: str) -> None:
         # safetensors files and re-keyed dicts carry no per-module versions: take the model's own
         # (the keys already match it), or a versioned module like MNASNet refuses to load.
         state_dict = OrderedDict(state_dict)
-        state_dict._metadata = own._metadata
+        state_dict._metadata = own._metadata  # type: ignore[attr-defined]  # torch's per-module versions ride on the dict
     try:
         module.load_state_dict(state_dict, strict=True)
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
@@ -212,9 +214,10 @@ def load_checkpoint(
             matches = infer_architecture(module.state_dict(), architectures.entries(), path.stem)
             if len(matches) == 1:
                 entry = architectures.get(matches[0].name)
-                name, arch_source = entry.name, f"{raw.form}; architecture inferred from keys and shapes"
+                name, arch_source = matches[0].name, f"{raw.form}; architecture inferred from keys and shapes"
                 arch_kwargs.setdefault("num_classes", matches[0].num_classes)
     else:
+        assert raw.state_dict is not None  # read_checkpoint gives a module or a state_dict
         check_finite(raw.state_dict)
         fit = fit_architecture(raw.state_dict, path, arch, arch_kwargs, raw.hints, weights, progress)
         module, name, entry, arch_source = fit.module, fit.name, fit.entry, fit.arch_source
@@ -323,7 +326,7 @@ def _resolve_outputs(module, spec: ModelSpec, wanted, tasks, classes_given: bool
     found, dropped = select(flatten(out, batch=2), wanted)
     described = describe(found, tasks)
     first_classes = next((o for o in described if o.classes is not None), None)
-    if first_classes is None:
+    if first_classes is None or first_classes.classes is None:
         num_classes = spec.num_classes if classes_given else 0
     elif not classes_given:
         num_classes = first_classes.classes

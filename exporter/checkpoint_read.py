@@ -74,7 +74,7 @@ def strip_prefixes(state_dict: dict) -> tuple[dict, list[str]]:
                 changed = True
     state_dict = OrderedDict(state_dict)
     if metadata is not None:
-        state_dict._metadata = metadata
+        state_dict._metadata = metadata  # type: ignore[attr-defined]  # torch's per-module versions ride on the dict
     return state_dict, stripped
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -81,6 +82,7 @@ def _class_cosine(ref: np.ndarray, out: np.ndarray) -> float:
 
 def _channel_rel_err(diff: np.ndarray, ref: np.ndarray, value_range: float) -> float:
     """Worst max error / range over the channels (axis 1 of (N, C, H, W), the last axis of (N, A, K))."""
+    axes: tuple[int, ...]
     if ref.ndim == 4:
         axes = (0, 2, 3)
     elif ref.ndim == 3:
@@ -98,7 +100,7 @@ def _segment_metrics(ref: np.ndarray, out: np.ndarray, tol: Tolerance, value_ran
     margin = top2[:, -1] - top2[:, -2]
     decisive = margin > tol.tie_margin * value_range
     ref_cls, out_cls = ref.argmax(axis=1)[decisive], out.argmax(axis=1)[decisive]
-    metrics = {"pixels_decisive": int(decisive.sum())}
+    metrics: dict[str, float] = {"pixels_decisive": int(decisive.sum())}
     if not decisive.any():
         return metrics
     metrics["pixel_agreement"] = float((ref_cls == out_cls).mean())
@@ -133,7 +135,7 @@ def compare_arrays(ref: np.ndarray, out: np.ndarray, tol: Tolerance, task: str |
     rel = max_abs / value_range
     classes = task in ("classify", "segment")
     cosine = _class_cosine(ref64, out64) if classes else float(_cosines(ref64, out64).min())
-    metrics = {"task": task, "max_abs_err": max_abs, "max_rel_err": rel, "cosine": cosine}
+    metrics: dict[str, Any] = {"task": task, "max_abs_err": max_abs, "max_rel_err": rel, "cosine": cosine}
     judged_rel = rel
     if not classes:
         judged_rel = metrics["max_channel_rel_err"] = _channel_rel_err(diff, ref64, value_range)

@@ -190,7 +190,7 @@ def layer_table(artifact: Path, module, batch: np.ndarray, tolerance, calls: lis
     weighted = {node.name for node, _, _ in layers}
     values = _run_onnx(model, [t for _, _, t in layers], batch)
     calls = calls if calls is not None else _run_torch(module, batch)
-    table = []
+    table: list[Layer] = []
     for node, owner, tensor in layers:
         paired = _pair(owner, values[tensor], calls)
         if paired is None:

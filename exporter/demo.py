@@ -54,12 +54,14 @@ def run_demo(output: Path, epochs: int = 12, progress=lambda _: None) -> dict:
     from exporter.run import run_recipe
 
     output = ensure_writable_dir(Path(output))
-    spec = architectures.get("lenet5").spec(10)
+    entry = architectures.get("lenet5")
+    assert entry is not None  # the registry's own
+    spec = entry.spec(10)
     train_x, train_y, test_x, test_y = digits_arrays(spec, SEED)
     progress(f"training LeNet-5 on {len(train_x)} digits, holding out {len(test_x)}")
     started = time.perf_counter()
     torch.manual_seed(SEED)
-    model, optimizer = train(architectures.get("lenet5").build(num_classes=10), train_x, train_y, epochs, progress)
+    model, optimizer = train(entry.build(num_classes=10), train_x, train_y, epochs, progress)
     train_seconds = time.perf_counter() - started
 
     checkpoint = output / "lenet5_digits.pt"

@@ -67,6 +67,7 @@ def run_demo(output: Path, epochs: int = 20, progress=lambda _: None, train_samp
 
     output = ensure_writable_dir(Path(output))
     entry = architectures.get("tiny_unet")
+    assert entry is not None  # the registry's own
     spec = entry.spec(len(CLASSES))
     pixels, masks = shapes(train_samples + test_samples)
     x = normalize(pixels, spec)

@@ -32,7 +32,7 @@ def evaluate(runners: dict[str, Runner], source, batch_size: int = 32, top: int 
     top1 = {n: 0 for n in names}
     topk = {n: 0 for n in names}
     agree = {n: 0 for n in names}
-    confusions = {n: Counter() for n in names}
+    confusions: dict[str, Counter] = {n: Counter() for n in names}
     total = 0
     for batch, truth in source.labelled_batches(batch_size):
         total += len(truth)

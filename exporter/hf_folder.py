@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from exporter.errors import BackendUnavailable, CheckpointError, first_line
 from exporter.training_formats import Hints, spec_from_metadata
@@ -88,14 +89,14 @@ def _timm_folder(folder: Path, config: dict):
     weights = read_checkpoint(_weights_file(folder))
     if weights.state_dict is None:
         raise CheckpointError(f"{folder}'s weights file holds no state_dict")
-    cfg = config.get("pretrained_cfg") if isinstance(config.get("pretrained_cfg"), dict) else {}
+    cfg = config["pretrained_cfg"] if isinstance(config.get("pretrained_cfg"), dict) else {}
     spec = spec_from_metadata({"input_size": cfg.get("input_size"), "mean": cfg.get("mean"), "std": cfg.get("std"),
                                "num_classes": config.get("num_classes"), "label_names": config.get("label_names")})
     if isinstance(cfg.get("interpolation"), str) and cfg["interpolation"]:
         spec["interpolation"] = cfg["interpolation"]
     if isinstance(cfg.get("crop_pct"), (int, float)):
         spec["crop_pct"] = float(cfg["crop_pct"])
-    model_args = config.get("model_args") if isinstance(config.get("model_args"), dict) else {}
+    model_args = config["model_args"] if isinstance(config.get("model_args"), dict) else {}
     unsafe = [k for k in model_args if k in UNSAFE_MODEL_ARGS]
     if unsafe:
         raise CheckpointError(
@@ -174,7 +175,7 @@ def _transformers_spec(folder: Path, config: dict) -> dict:
     """Input spec: preprocessor_config.json where saved, else what the model config says."""
     pre = _read_json(folder / "preprocessor_config.json") if (folder / "preprocessor_config.json").is_file() else {}
     channels = int(config.get("num_channels") or 3)
-    size = pre.get("crop_size") or pre.get("size") or config.get("image_size") or 224
+    size: Any = pre.get("crop_size") or pre.get("size") or config.get("image_size") or 224  # JSON: an int, a dict or a list
     if isinstance(size, dict):
         size = (size.get("height"), size.get("width")) if "height" in size else (size.get("shortest_edge"),) * 2
     elif isinstance(size, int):

@@ -68,8 +68,8 @@ def digits_arrays(spec: ModelSpec, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     digits = load_digits()
     pixels = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
     pixels = torch.nn.functional.interpolate(pixels, size=(spec.height, spec.width), mode="bilinear", align_corners=False)
-    pixels = pixels.clamp(0, 1).repeat(1, spec.channels, 1, 1).numpy()
-    x = normalize(pixels, spec)
+    images = pixels.clamp(0, 1).repeat(1, spec.channels, 1, 1).numpy()
+    x = normalize(images, spec)
     y = digits.target.astype(np.int64)
     order = np.random.default_rng(seed).permutation(len(x))
     split = int(len(x) * 0.8)
@@ -113,13 +113,13 @@ def load_image(path: Path, spec: ModelSpec, strict: bool = False) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as opened:
             if strict:
-                _check_colour(path, img.mode, spec)
-            img = img.convert("L" if spec.channels == 1 else "RGB")
+                _check_colour(path, opened.mode, spec)
+            img = opened.convert("L" if spec.channels == 1 else "RGB")
             scale = max(spec.height, spec.width) / 0.875 / min(img.size)
             new_size = (max(spec.width, round(img.size[0] * scale)), max(spec.height, round(img.size[1] * scale)))
-            img = img.resize(new_size, Image.BILINEAR)
+            img = img.resize(new_size, Image.Resampling.BILINEAR)
             left = (img.size[0] - spec.width) // 2
             top = (img.size[1] - spec.height) // 2
             img = img.crop((left, top, left + spec.width, top + spec.height))
@@ -217,6 +217,7 @@ class Source:
             if not np.isfinite(batch).all():  # checked batch by batch: a large .npy is never read whole for this
                 raise BadInputError(f"{self.description} holds NaN or infinite values; inputs must be finite, normalized floats")
             return batch
+        assert self.files is not None  # an array or image files
         return normalize(np.stack([load_image(self.files[i], self.spec, strict=self.strict) for i in idx]), self.spec)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -49,8 +50,9 @@ class ArtifactKind:
     stage: str  # "module:function" that makes the artifact (exporter/stages/)
     build: str  # "module:function": the flow (stage, verify, install) taking a BuildRequest -> [ArtifactResult, ...]
     runner: str  # the runner kind (exporter.runners.open_runner) that executes it
-    precision: Callable[[BaseModel], str]  # which pass rule judges it, given its options
-    calibrates: Callable[[BaseModel], bool] = _never  # needs calibration data
+    # which pass rule judges it, given its options (an instance of `options`, hence Any)
+    precision: Callable[[Any], str]
+    calibrates: Callable[[Any], bool] = _never  # needs calibration data
     reads_data: bool = False  # the calibration/evaluation settings are inputs of the stage (cache key)
     traces: bool = False  # runs torch.jit.trace / torch.export, which are not thread-safe
     folder: bool = False  # the artifact is a directory (.mlpackage)

@@ -46,7 +46,7 @@ Names = _split(r"\s*,\s*")  # --exclude Conv,node_12
 
 def opt(default: Any = None, help: str = "", flag: str | None = None, **constraints) -> Any:  # noqa: A002 - Typer's word
     """A field with its CLI help (and flag spelling when it is not --field-name)."""
-    extra = {"flag": flag} if flag else None
+    extra: dict[str, Any] | None = {"flag": flag} if flag else None
     if isinstance(default, list):
         return Field(default_factory=lambda d=default: list(d), description=help, json_schema_extra=extra, **constraints)
     return Field(default, description=help, json_schema_extra=extra, **constraints)
@@ -194,8 +194,9 @@ class ToleranceOverrides(Strict):
 
 def flag_of(model: type[BaseModel], name: str) -> str:
     """The CLI spelling of a field: its declared flag, else --field-name."""
-    extra = model.model_fields[name].json_schema_extra or {}
-    return extra.get("flag") or "--" + name.replace("_", "-")
+    extra = model.model_fields[name].json_schema_extra
+    flag = extra.get("flag") if isinstance(extra, dict) else None
+    return flag if isinstance(flag, str) and flag else "--" + name.replace("_", "-")
 
 
 def default_of(model: type[BaseModel], name: str):

@@ -67,7 +67,7 @@ def quantized_module_names(module) -> list[str]:
             found.append(qualified.rsplit(".", 1)[-1])
         children = vars(m).get("_modules") if hasattr(m, "__dict__") else None
         try:  # a dict, or a ScriptModule's OrderedModuleDict
-            stack.extend(c for c in children.values() if c is not None)
+            stack.extend(c for c in children.values() if c is not None)  # type: ignore[union-attr]  # None: caught below
         except Exception:  # noqa: BLE001 - no children to walk
             pass
     return sorted(set(found))

@@ -7,6 +7,7 @@ import platform
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import Literal
 
 from exporter.verify import Verdict
 
@@ -99,7 +100,7 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _size(n: int | None) -> str:
+def _size(n: float | None) -> str:
     if n is None:
         return "-"
     for unit in ("B", "KB", "MB", "GB"):
@@ -124,7 +125,7 @@ def render_table(report: dict, console, all_outputs: bool = False) -> None:
     from rich.table import Table
 
     table = Table(title="cnnexport verification", title_justify="left")
-    for column, justify in (
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
         ("artifact", "left"),
         ("kind", "left"),
         ("size", "right"),
@@ -136,7 +137,8 @@ def render_table(report: dict, console, all_outputs: bool = False) -> None:
         ("cosine", "right"),
         ("agreement", "right"),
         ("batches", "left"),
-    ):
+    )
+    for column, justify in columns:
         table.add_column(column, justify=justify, overflow="fold")
     rules = []
     for art in report["artifacts"]:

@@ -19,9 +19,10 @@ import json
 import shutil
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from exporter.errors import BackendUnavailable, BadInputError, CnnexportError
 from exporter.fsutil import ensure_writable_dir, sha256_of, write_text_atomic
@@ -157,9 +158,9 @@ def _data_fingerprint(where: str | None) -> str | None:
     return f"missing:{where}"
 
 
-def stage_key(recipe: Recipe, stage: PlannedStage, input_sha: str, versions: dict, extra_inputs: list = ()) -> str:
+def stage_key(recipe: Recipe, stage: PlannedStage, input_sha: str, versions: dict, extra_inputs: list | tuple = ()) -> str:
     r = recipe
-    payload = {
+    payload: dict[str, Any] = {
         "extra_inputs": [[s.name, hashlib.sha256(s.array.tobytes()).hexdigest()] for s in extra_inputs],
         "stage": stage.spec.name,
         "options": stage.options,
@@ -273,14 +274,15 @@ def check_run_data(recipe: Recipe, stages: list[PlannedStage], ctx: RunContext) 
     from exporter.inputs import check_source
 
     reading = [s for s in stages if s.spec.reads_data]
-    sources = [(recipe.calibration.data, "calibration.data", {}) if reading else (None, "", {}),
-               (recipe.evaluation.data, "evaluation.data", {"labels": True, "split": "test"}) if reading else (None, "", {}),
-               (recipe.verify.images, "verify.images", {"verification": True}) if recipe.verify.enabled else (None, "", {})]
-    sources = [s for s in sources if s[0] is not None]
-    if not sources:
+    sources: list[tuple[str | None, str, dict[str, Any]]] = [
+        (recipe.calibration.data, "calibration.data", {}) if reading else (None, "", {}),
+        (recipe.evaluation.data, "evaluation.data", {"labels": True, "split": "test"}) if reading else (None, "", {}),
+        (recipe.verify.images, "verify.images", {"verification": True}) if recipe.verify.enabled else (None, "", {})]
+    given = [(where, key, how) for where, key, how in sources if where is not None]
+    if not given:
         return
     spec = ctx.loaded().spec
-    for where, key, how in sources:
+    for where, key, how in given:
         check_source(where, spec, key, **how)
 
 
@@ -417,7 +419,7 @@ def _execute(ctx: RunContext, stages: list[PlannedStage], versions: dict, checkp
         return [done[s.spec.name] for s in stages]
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        running = {}
+        running: dict[Future, PlannedStage] = {}
         while pending or running:
             ready = [s for s in pending if s.upstream is None or s.upstream in done]
             for stage in ready:

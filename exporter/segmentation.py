@@ -101,15 +101,15 @@ def read_pairs(data: str | Path, spec) -> tuple[np.ndarray, np.ndarray, str]:
         raise BadInputError(f"segmentation data {path} must be an .npz (images, masks) or a folder with images/ and masks/")
     from exporter.inputs import IMAGE_SUFFIXES, normalize
 
-    images = sorted(p for p in (path / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    masks = {p.stem: p for p in (path / "masks").iterdir() if p.suffix.lower() == ".png"}
-    missing = [p.name for p in images if p.stem not in masks]
+    image_files = sorted(p for p in (path / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    mask_files = {p.stem: p for p in (path / "masks").iterdir() if p.suffix.lower() == ".png"}
+    missing = [p.name for p in image_files if p.stem not in mask_files]
     if missing:
         raise BadInputError(f"{len(missing)} image(s) in {path / 'images'} have no mask PNG of the same name (first: {missing[0]})")
-    if not images:
+    if not image_files:
         raise BadInputError(f"{path / 'images'} holds no images")
-    pixels, labels = zip(*(_load_pair(p, masks[p.stem], spec) for p in images))
-    return normalize(np.stack(pixels), spec), np.stack(labels), f"{path.name} ({len(images)} image + mask pairs)"
+    pixels, labels = zip(*(_load_pair(p, mask_files[p.stem], spec) for p in image_files))
+    return normalize(np.stack(pixels), spec), np.stack(labels), f"{path.name} ({len(image_files)} image + mask pairs)"
 
 
 def _load_pair(image: Path, mask: Path, spec) -> tuple[np.ndarray, np.ndarray]:
@@ -118,11 +118,11 @@ def _load_pair(image: Path, mask: Path, spec) -> tuple[np.ndarray, np.ndarray]:
     size = (spec.width, spec.height)
     try:
         with Image.open(image) as img:
-            picture = np.asarray(img.convert("L" if spec.channels == 1 else "RGB").resize(size, Image.BILINEAR), np.float32) / 255.0
+            picture = np.asarray(img.convert("L" if spec.channels == 1 else "RGB").resize(size, Image.Resampling.BILINEAR), np.float32) / 255.0
         with Image.open(mask) as m:
             if m.mode not in ("P", "L", "I", "I;16"):
                 raise BadInputError(f"mask {mask} is a {m.mode} image; a mask holds one class index per pixel (palette or grey PNG)")
-            classes = np.asarray(m.resize(size, Image.NEAREST), np.int64)
+            classes = np.asarray(m.resize(size, Image.Resampling.NEAREST), np.int64)
     except (UnidentifiedImageError, OSError) as exc:
         raise BadInputError(f"cannot read {image.name} / {mask.name}: {exc}") from None
     picture = picture[None] if picture.ndim == 2 else picture.transpose(2, 0, 1)

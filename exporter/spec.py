@@ -159,7 +159,7 @@ def parse_input_shape(text: str) -> tuple[int, int, int]:
         raise BadInputError(f"--input-shape expects C,H,W (e.g. 3,224,224), got {text!r}") from None
     if len(dims) != 3 or min(dims) < 1:
         raise BadInputError(f"--input-shape expects three positive integers C,H,W, got {text!r}")
-    return dims  # type: ignore[return-value]
+    return dims
 
 
 def parse_batch_sizes(text: str, option: str = "--batch-sizes") -> tuple[int, ...]:

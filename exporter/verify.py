@@ -298,13 +298,13 @@ def check_metadata(stored: dict, spec) -> Check | None:
     return Check("metadata", "stored input spec", 0, "fail", "artifact metadata disagrees with the reference: " + "; ".join(differences))
 
 
-def finish(verdict: Verdict, extra: list[Check]) -> Verdict:
-    """Fold extra checks (metadata, ...) into a verdict."""
-    extra = [c for c in extra if c is not None]
-    if not extra or verdict.status == "skipped":
+def finish(verdict: Verdict, extra: list[Check | None]) -> Verdict:
+    """Fold extra checks (metadata, ...; None where one did not apply) into a verdict."""
+    found = [c for c in extra if c is not None]
+    if not found or verdict.status == "skipped":
         return verdict
-    checks = extra + verdict.checks
-    failed = [c for c in verdict.checks + extra if c.status == "fail"]  # the comparison's own reason (a baked batch, ...) first
+    checks = found + verdict.checks
+    failed = [c for c in verdict.checks + found if c.status == "fail"]  # the comparison's own reason (a baked batch, ...) first
     if failed:
         return Verdict("fail", failure_reason(failed[0], checks), verdict.precision, verdict.tolerance, checks)
     return Verdict(verdict.status, verdict.reason, verdict.precision, verdict.tolerance, checks)

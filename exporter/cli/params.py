@@ -85,7 +85,7 @@ SPEC = [param("input_shape", InputShape, None), param("mean", Mean, None), param
 def choices(model, name: str) -> type[Enum]:
     """A Literal field's choices as the Enum Typer shows (``--exporter [dynamo|legacy]``)."""
     values = get_args(model.model_fields[name].annotation)
-    return Enum(f"{model.__name__}_{name}", {str(v): str(v) for v in values}, type=str)
+    return Enum(f"{model.__name__}_{name}", {str(v): str(v) for v in values}, type=str)  # type: ignore[return-value]  # the functional API makes a class
 
 
 def _is_list(annotation) -> bool:

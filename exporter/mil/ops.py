@@ -8,6 +8,8 @@ Functions return one array, or a tuple for ops with several outputs.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -84,7 +86,7 @@ def _erf(x):
     return erf(x).astype(x.dtype, copy=False)
 
 
-_UNARY = {
+_UNARY: dict[str, Callable[..., Any]] = {
     "relu": lambda x: np.maximum(x, 0),
     "relu6": lambda x: np.clip(x, 0, 6),
     "sigmoid": _sigmoid,
@@ -108,8 +110,8 @@ _UNARY = {
     "logical_not": np.logical_not,
     "identity": lambda x: x,
 }
-for _name, _fn in _UNARY.items():
-    OPS[_name] = (lambda f: lambda x, **_: f(np.asarray(x)))(_fn)
+for _name, _unary in _UNARY.items():
+    OPS[_name] = (lambda f: lambda x, **_: f(np.asarray(x)))(_unary)
 
 
 @op("rsqrt")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ class Program:
                 unknown.append(operation.type)
         if unknown:
             raise UnsupportedOp(sorted(set(unknown))[0], sorted(set(unknown)))
-        self.constants: dict[str, object] = {}
+        self.constants: dict[str, Any] = {}  # decoded MIL values: arrays, scalars, strings, lists
         self.steps: list[Step] = []
         for operation in block.operations:
             self._compile(operation)
@@ -132,7 +133,7 @@ class Program:
         return out
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        env: dict[str, object] = {}
+        env: dict[str, Any] = {}  # what the ops return: arrays, or scalars and lists for non-tensor outputs
         for spec in self.inputs:
             if spec.name not in feeds:
                 raise BadInputError(f"the program needs an input named {spec.name!r}")

@@ -186,6 +186,7 @@ def export(
     batch_dim = ct.RangeDim(lower_bound=low, upper_bound=high, default=low) if flexible else low
     shape = ct.Shape(shape=(batch_dim, *spec.input_shape))
     if image_input:
+        assert bias is not None  # image_preprocessing's
         layout = ct.colorlayout.GRAYSCALE if spec.channels == 1 else getattr(ct.colorlayout, color_layout)
         inputs = [ct.ImageType(name="image", shape=shape, scale=scale, bias=bias if spec.channels == 3 else bias[0], color_layout=layout)]
     else:

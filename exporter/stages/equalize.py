@@ -132,7 +132,7 @@ def fold_batchnorm(g: _Graph) -> int:
         g.graph.initializer.remove(init)
     if folded:  # consumers and uses changed; the float64 weights stay
         arrays = g.arrays
-        g.__init__(g.model)
+        _Graph.__init__(g, g.model)
         g.arrays = arrays
     return len(folded)
 
@@ -197,7 +197,8 @@ def _channel_map(g: _Graph, node, t: str, channels: int):
 
 def find_pairs(g: _Graph) -> tuple[list[dict], dict]:
     """Conv1 -> [homogeneous ops] -> Conv2/Gemm/MatMul pairs, and the count of skipped ones by reason."""
-    pairs, skipped = [], {}
+    pairs: list[dict] = []
+    skipped: dict[str, int] = {}
 
     def skip(reason):
         skipped[reason] = skipped.get(reason, 0) + 1

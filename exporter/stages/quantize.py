@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from exporter.errors import BadInputError, ExportError, root_cause
 from exporter.stages import StageOutput
@@ -183,7 +184,7 @@ def export_int8(
     # the digits ResNet); its chunk-merged histograms are what makes entropy differ from min/max at all.
     chunk_samples = min(4 * batch_size, samples_within_budget(per_sample, 64))
     reader = OrtCalibrationReader(calibration, source_model.graph.input[0].name, batch_size=batch_size)
-    extra_options = {
+    extra_options: dict[str, Any] = {
         "ActivationSymmetric": symmetric,
         "WeightSymmetric": True,
         # TensorRT's ONNX parser refuses an int32 bias behind DequantizeLinear ("only activation types

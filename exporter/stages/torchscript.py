@@ -37,6 +37,7 @@ def make_reproducible(path: Path) -> None:
     stable_id = str(int(digest.hexdigest(), 16))[:40].encode()
     tmp = path.with_name(path.name + ".tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as dst:
+        assert dst.fp is not None  # open for writing
         for name, data in entries:
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_STORED

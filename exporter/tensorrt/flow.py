@@ -101,6 +101,7 @@ def tensorrt_artifacts(req) -> list[ArtifactResult]:
     if installed is None and not emit:
         machine.require_tensorrt()  # raises BackendUnavailable with what to do
     target_version = (options.trt_version or DEFAULT_VERSION) if emit else installed
+    assert target_version is not None  # installed, or require_tensorrt raised
     plan = trt_plan.decide_plan(target_version, options.precision, options.int8_mode)
     progress(f"TensorRT {target_version}: {plan.precision}{' ' + plan.int8_mode if plan.int8_mode else ''}, "
              f"{'strongly typed' if plan.strongly_typed else 'weakly typed'}, profile {profile}")
@@ -108,6 +109,7 @@ def tensorrt_artifacts(req) -> list[ArtifactResult]:
     results: list[ArtifactResult] = []
     build_onnx, calib_path, held = source, None, None
     if plan.precision == "int8" or plan.onnx == "fp16":
+        q_opts: Int8Options | Fp16Options
         if plan.precision == "int8":
             row, q_opts = kinds.get("int8_tensorrt"), Int8Options(method=options.method, trt_version=version_text(target_version))
         else:
