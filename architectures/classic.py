@@ -80,9 +80,7 @@ class MobileNetV1(nn.Module):
         layers = [_conv_bn_relu(in_channels, ch(32), 2)]
         cin = ch(32)
         for cout, stride in self._CFG:
-            layers.append(
-                nn.Sequential(_conv_bn_relu(cin, cin, stride, groups=cin), _conv_bn_relu(cin, ch(cout), 1, kernel=1))
-            )
+            layers.append(nn.Sequential(_conv_bn_relu(cin, cin, stride, groups=cin), _conv_bn_relu(cin, ch(cout), 1, kernel=1)))
             cin = ch(cout)
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -184,21 +182,69 @@ class TinyUNet(nn.Module):
 def register_all(register) -> None:
     register(ArchEntry("lenet5", LeNet5, 10, 1, 32, 32, (0.5,), (0.5,), description="LeNet-5, tanh + avg pool, 1x32x32"))
     register(
-        ArchEntry("lenet_mnist", LeNetMNIST, 10, 1, 28, 28, (0.1307,), (0.3081,), description="LeNet for MNIST, ReLU + max pool, 1x28x28")
+        ArchEntry(
+            "lenet_mnist",
+            LeNetMNIST,
+            10,
+            1,
+            28,
+            28,
+            (0.1307,),
+            (0.3081,),
+            description="LeNet for MNIST, ReLU + max pool, 1x28x28",
+        )
     )
-    register(ArchEntry("mobilenet_v1", MobileNetV1, 1000, 3, 224, 224, IMAGENET_MEAN, IMAGENET_STD, description="MobileNetV1, depthwise separable"))
     register(
         ArchEntry(
-            "cifar_resnet18", lambda **kw: CifarResNet((2, 2, 2, 2), **kw), 10, 3, 32, 32, CIFAR_MEAN, CIFAR_STD,
+            "mobilenet_v1",
+            MobileNetV1,
+            1000,
+            3,
+            224,
+            224,
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            description="MobileNetV1, depthwise separable",
+        )
+    )
+    register(
+        ArchEntry(
+            "cifar_resnet18",
+            lambda **kw: CifarResNet((2, 2, 2, 2), **kw),
+            10,
+            3,
+            32,
+            32,
+            CIFAR_MEAN,
+            CIFAR_STD,
             description="ResNet-18 for 32x32 CIFAR images",
         )
     )
     register(
         ArchEntry(
-            "cifar_resnet34", lambda **kw: CifarResNet((3, 4, 6, 3), **kw), 10, 3, 32, 32, CIFAR_MEAN, CIFAR_STD,
+            "cifar_resnet34",
+            lambda **kw: CifarResNet((3, 4, 6, 3), **kw),
+            10,
+            3,
+            32,
+            32,
+            CIFAR_MEAN,
+            CIFAR_STD,
             description="ResNet-34 for 32x32 CIFAR images",
         )
     )
-    register(ArchEntry("tiny_unet", TinyUNet, 4, 3, 48, 48, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), task="segment",
-                       description="two-level U-Net, per-pixel class logits, 3x48x48"))
+    register(
+        ArchEntry(
+            "tiny_unet",
+            TinyUNet,
+            4,
+            3,
+            48,
+            48,
+            (0.5, 0.5, 0.5),
+            (0.25, 0.25, 0.25),
+            task="segment",
+            description="two-level U-Net, per-pixel class logits, 3x48x48",
+        )
+    )
     register(ArchEntry("simple_cnn", SimpleCNN, 10, 3, 32, 32, CIFAR_MEAN, CIFAR_STD, description="small 3-block CNN, 3x32x32"))

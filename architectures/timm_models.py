@@ -26,7 +26,7 @@ def timm_name(name: str) -> str | None:
     """'timm:resnet18' / 'timm/resnet18.a1_in1k' -> 'resnet18'; None for a name without a timm prefix."""
     for prefix in (PREFIX, "timm/"):
         if name.startswith(prefix):
-            return name[len(prefix):].split(".")[0]
+            return name[len(prefix) :].split(".")[0]
     return None
 
 

@@ -12,22 +12,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 
 from exporter.errors import BadInputError, CnnexportError
 from exporter.kinds import ArtifactKind, resolve
-from exporter.options import DataOptions
+from exporter.options import DataOptions, Int8Options
 from exporter.pipeline import (
     Progress,
     VerifyOptions,
-    noop,
-    run_stage,
-    verifier,
     default_output,
     export_artifact,
+    noop,
     onnx_source,
+    run_stage,
+    verifier,
 )
 from exporter.report import ArtifactResult, install_report
 from exporter.runners import artifact_spec
@@ -89,8 +89,16 @@ def _run(req: BuildRequest) -> list[ArtifactResult]:
         check_data(req, spec)  # every data source opened and counted before the first stage writes anything
     if req.kind.source == "onnx" and from_checkpoint:
         # a checkpoint for an ONNX-based kind: export (and verify) the ONNX first, beside it
-        exported = export_artifact("onnx", req.loaded, default_output(req.source, "onnx"), {},
-                                   replace(req.verify, precision="fp32"), req.keep_failed, req.progress, req.write)
+        exported = export_artifact(
+            "onnx",
+            req.loaded,
+            default_output(req.source, "onnx"),
+            {},
+            replace(req.verify, precision="fp32"),
+            req.keep_failed,
+            req.progress,
+            req.write,
+        )
         results.append(exported)
         if exported.verification.status == "fail" or not exported.files:
             return results  # nothing is built from a model that failed its own check
@@ -139,8 +147,14 @@ def inputs_of(req: BuildRequest) -> list[tuple[str, Any]]:
     """Every user file the request reads, with the role a refusal names it by."""
     source_role = "the ONNX model" if req.source.suffix.lower() == ".onnx" else "the checkpoint"
     loaded = getattr(req.loaded, "path", None)
-    return [(source_role, req.source), ("the checkpoint", loaded), ("the --calib data", req.calibration.data),
-            ("the --eval data", req.evaluation), ("the --images data", req.verify.images), *req.reads]
+    return [
+        (source_role, req.source),
+        ("the checkpoint", loaded),
+        ("the --calib data", req.calibration.data),
+        ("the --eval data", req.evaluation),
+        ("the --images data", req.verify.images),
+        *req.reads,
+    ]
 
 
 def planned_outputs(req: BuildRequest) -> list[tuple[Path, bool]]:
@@ -227,8 +241,10 @@ def from_onnx(req: BuildRequest) -> list[ArtifactResult]:
     if req.evaluation is not None:  # checked now: a bad --eval must not surface after the artifact is installed
         evaluation = open_source(req.evaluation, spec, seed, split="test")
         if evaluation.labels is None:
-            raise BadInputError(f"--eval {req.evaluation}: {evaluation.description} has no labels; use an ImageFolder "
-                                "(one sub-folder per class), an .npz with 'labels', or 'digits'")
+            raise BadInputError(
+                f"--eval {req.evaluation}: {evaluation.description} has no labels; use an ImageFolder "
+                "(one sub-folder per class), an .npz with 'labels', or 'digits'"
+            )
     verify = replace(req.verify, precision=rule)
     if held is not None:
         extra = InputSet(f"held-out ({len(held)}, not used for calibration)", held.take())
@@ -241,9 +257,19 @@ def from_onnx(req: BuildRequest) -> list[ArtifactResult]:
         return refs
 
     stage = row.stage_function()
-    result = run_stage(lambda staging, name: stage(StageRequest(req.options, staging, name, spec, loaded=req.loaded, source=source,
-                                                                calibration=calib, seed=seed, row=row)),
-                       output, verifier(references, spec, verify, row.runner), req.keep_failed, req.progress, row.kind, row.folder)
+    result = run_stage(
+        lambda staging, name: stage(
+            StageRequest(
+                req.options, staging, name, spec, loaded=req.loaded, source=source, calibration=calib, seed=seed, row=row
+            )
+        ),
+        output,
+        verifier(references, spec, verify, row.runner),
+        req.keep_failed,
+        req.progress,
+        row.kind,
+        row.folder,
+    )
     if row.reads_data:
         result.details["samples_heldout"] = len(held) if held is not None else 0
     if evaluation is not None and result.files:
@@ -252,15 +278,16 @@ def from_onnx(req: BuildRequest) -> list[ArtifactResult]:
 
         req.progress(f"evaluating on {req.evaluation}")
         reference = references().get("pytorch") or source_runner
-        result.details["eval"] = evaluate({"reference": reference, result.path.name: open_runner(result.path, row.runner)},
-                                          evaluation)
+        result.details["eval"] = evaluate(
+            {"reference": reference, result.path.name: open_runner(result.path, row.runner)}, evaluation
+        )
     install_report(result, req.loaded, spec, req.write)
     return [result]
 
 
 def quantize(req: BuildRequest) -> list[ArtifactResult]:
     """INT8: from_onnx, or with --fallback auto the search for the fewest layers in float around it."""
-    if req.options.fallback == "auto":
+    if cast(Int8Options, req.options).fallback == "auto":  # the int8 rows' options model
         from exporter.rescue.fallback import quantize_with_fallback
 
         return quantize_with_fallback(req, from_onnx)  # each attempt is from_onnx with fallback "none"
@@ -276,9 +303,19 @@ def tensorrt(req: BuildRequest) -> list[ArtifactResult]:
 # ----------------------------------------------------------------- the reference
 
 
-def load_reference(checkpoint: Path, artifact: Path | None = None, *, arch=None, arch_kwargs=None, trust_pickle=False,
-                   overrides: dict | None = None, weights: str = "model", progress: Progress = noop,
-                   outputs: tuple[str, ...] | None = None, tasks: dict | None = None):
+def load_reference(
+    checkpoint: Path,
+    artifact: Path | None = None,
+    *,
+    arch=None,
+    arch_kwargs=None,
+    trust_pickle=False,
+    overrides: dict | None = None,
+    weights: str = "model",
+    progress: Progress = noop,
+    outputs: tuple[str, ...] | None = None,
+    tasks: dict | None = None,
+):
     """The checkpoint, loaded as the reference of ``artifact`` when given.
 
     An artifact made by cnnexport carries the input spec it was made with; unless the caller
@@ -293,15 +330,26 @@ def load_reference(checkpoint: Path, artifact: Path | None = None, *, arch=None,
         if stored is not None:
             given = {"input_shape": stored.input_shape, "mean": stored.mean, "std": stored.std, **given}
     progress(f"loading {checkpoint}")
-    loaded = load_checkpoint(checkpoint, arch=arch, arch_kwargs=arch_kwargs or {}, trust_pickle=trust_pickle,
-                             spec_overrides=given, weights=weights, progress=progress, outputs=outputs, tasks=tasks)
-    which = "" if loaded.weights == "model" and not loaded.prefix else \
-        f", {loaded.weights} weights{' under ' + loaded.prefix if loaded.prefix else ''}"
+    loaded = load_checkpoint(
+        checkpoint,
+        arch=arch,
+        arch_kwargs=arch_kwargs or {},
+        trust_pickle=trust_pickle,
+        spec_overrides=given,
+        weights=weights,
+        progress=progress,
+        outputs=outputs,
+        tasks=tasks,
+    )
+    which = (
+        ""
+        if loaded.weights == "model" and not loaded.prefix
+        else f", {loaded.weights} weights{' under ' + loaded.prefix if loaded.prefix else ''}"
+    )
     spec = loaded.spec
     shown = "" if len(spec.outputs) <= 1 else f", outputs {', '.join(f'{o.name} ({o.task})' for o in spec.outputs)}"
     dropped = f" (left out: {', '.join(loaded.dropped_outputs)})" if loaded.dropped_outputs else ""
-    progress(f"model: {spec.arch} ({loaded.arch_source}), {spec.num_classes} classes, "
-             f"input {spec.input_shape}{which}{shown}{dropped}")
+    progress(
+        f"model: {spec.arch} ({loaded.arch_source}), {spec.num_classes} classes, input {spec.input_shape}{which}{shown}{dropped}"
+    )
     return loaded
-
-

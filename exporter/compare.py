@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -81,6 +82,7 @@ def _class_cosine(ref: np.ndarray, out: np.ndarray) -> float:
 
 def _channel_rel_err(diff: np.ndarray, ref: np.ndarray, value_range: float) -> float:
     """Worst max error / range over the channels (axis 1 of (N, C, H, W), the last axis of (N, A, K))."""
+    axes: tuple[int, ...]
     if ref.ndim == 4:
         axes = (0, 2, 3)
     elif ref.ndim == 3:
@@ -98,7 +100,7 @@ def _segment_metrics(ref: np.ndarray, out: np.ndarray, tol: Tolerance, value_ran
     margin = top2[:, -1] - top2[:, -2]
     decisive = margin > tol.tie_margin * value_range
     ref_cls, out_cls = ref.argmax(axis=1)[decisive], out.argmax(axis=1)[decisive]
-    metrics = {"pixels_decisive": int(decisive.sum())}
+    metrics: dict[str, float] = {"pixels_decisive": int(decisive.sum())}
     if not decisive.any():
         return metrics
     metrics["pixel_agreement"] = float((ref_cls == out_cls).mean())
@@ -110,8 +112,14 @@ def _segment_metrics(ref: np.ndarray, out: np.ndarray, tol: Tolerance, value_ran
     return metrics
 
 
-def compare_arrays(ref: np.ndarray, out: np.ndarray, tol: Tolerance, task: str | None = None,
-                   noise: float | None = None, noise_cosine: float | None = None) -> dict:
+def compare_arrays(
+    ref: np.ndarray,
+    out: np.ndarray,
+    tol: Tolerance,
+    task: str | None = None,
+    noise: float | None = None,
+    noise_cosine: float | None = None,
+) -> dict:
     """Metrics of one output, in float64. Returns the Check fields plus status/reason.
 
     ``task`` (classify / segment / dense / regress) picks the agreement metric; default: from the
@@ -133,7 +141,7 @@ def compare_arrays(ref: np.ndarray, out: np.ndarray, tol: Tolerance, task: str |
     rel = max_abs / value_range
     classes = task in ("classify", "segment")
     cosine = _class_cosine(ref64, out64) if classes else float(_cosines(ref64, out64).min())
-    metrics = {"task": task, "max_abs_err": max_abs, "max_rel_err": rel, "cosine": cosine}
+    metrics: dict[str, Any] = {"task": task, "max_abs_err": max_abs, "max_rel_err": rel, "cosine": cosine}
     judged_rel = rel
     if not classes:
         judged_rel = metrics["max_channel_rel_err"] = _channel_rel_err(diff, ref64, value_range)
@@ -160,14 +168,20 @@ def compare_arrays(ref: np.ndarray, out: np.ndarray, tol: Tolerance, task: str |
         if decisive.any() and float(agree[decisive].mean()) < tol.min_top1:
             reasons.append(f"top-1 agreement {float(agree[decisive].mean()):.3f} < {tol.min_top1:g}")
     elif task == "segment":
-        metrics.update(_segment_metrics(ref64, out64, replace(tol, tie_margin=tol.tie_margin * allowed_rel / tol.max_rel_err), value_range))
+        metrics.update(
+            _segment_metrics(ref64, out64, replace(tol, tie_margin=tol.tie_margin * allowed_rel / tol.max_rel_err), value_range)
+        )
         if metrics.get("pixel_agreement") is not None and metrics["pixel_agreement"] < tol.min_top1:
             reasons.append(f"pixel agreement {metrics['pixel_agreement']:.3f} < {tol.min_top1:g}")
         if metrics.get("miou") is not None and metrics["miou"] < tol.min_miou:
             reasons.append(f"class-map mIoU {metrics['miou']:.3f} < {tol.min_miou:g}")
     if judged_rel > allowed_rel or math.isnan(judged_rel):
         where = "x range" if classes else "x its channel's range"
-        noise_text = f" (and > {tol.noise_multiple:g} x the reference's fp32 noise {noise:.3g})" if noise is not None and tol.noise_multiple else ""
+        noise_text = (
+            f" (and > {tol.noise_multiple:g} x the reference's fp32 noise {noise:.3g})"
+            if noise is not None and tol.noise_multiple
+            else ""
+        )
         reasons.insert(0, f"max error {judged_rel:.3g} {where} > {tol.max_rel_err:g}{noise_text}")
     if cosine < min_cosine:
         reasons.append(f"{'centred ' if classes else ''}cosine {cosine:.6f} < {min_cosine:g}")

@@ -46,20 +46,22 @@ def run_demo(output: Path, epochs: int = 12, progress=lambda _: None) -> dict:
 
     from exporter import architectures
     from exporter import recipe as recipes
-    from exporter.inputs import digits_arrays
     from exporter.errors import CnnexportError
-    from exporter.measure.eval import accuracy
     from exporter.fsutil import ensure_writable_dir, write_text_atomic
+    from exporter.inputs import digits_arrays
+    from exporter.measure.eval import accuracy
     from exporter.report import to_json
     from exporter.run import run_recipe
 
     output = ensure_writable_dir(Path(output))
-    spec = architectures.get("lenet5").spec(10)
+    entry = architectures.get("lenet5")
+    assert entry is not None  # the registry's own
+    spec = entry.spec(10)
     train_x, train_y, test_x, test_y = digits_arrays(spec, SEED)
     progress(f"training LeNet-5 on {len(train_x)} digits, holding out {len(test_x)}")
     started = time.perf_counter()
     torch.manual_seed(SEED)
-    model, optimizer = train(architectures.get("lenet5").build(num_classes=10), train_x, train_y, epochs, progress)
+    model, optimizer = train(entry.build(num_classes=10), train_x, train_y, epochs, progress)
     train_seconds = time.perf_counter() - started
 
     checkpoint = output / "lenet5_digits.pt"
@@ -80,8 +82,9 @@ def run_demo(output: Path, epochs: int = 12, progress=lambda _: None) -> dict:
     heldout = InputSet(f"held-out digits ({len(test_x)})", test_x)
     # the shipped demo recipe, plus the Core ML package (checked by the MIL interpreter on Linux)
     # and an OpenVINO INT8 IR (NNCF, calibrated on the same training digits)
-    recipe = recipes.load("demo", ["stages.coreml.enabled=true", "stages.openvino.enabled=true",
-                                   "stages.openvino.precision=int8"])
+    recipe = recipes.load(
+        "demo", ["stages.coreml.enabled=true", "stages.openvino.enabled=true", "stages.openvino.precision=int8"]
+    )
     run = run_recipe(recipe, checkpoint, output, progress=progress, extra_inputs=[heldout])
     errors = [o for o in run.outcomes if o.status.startswith("error")]
     if errors:
@@ -116,8 +119,11 @@ def runnable(artifacts: list[dict]) -> dict:
     """{file name: runner} of every installed artifact that can run here (not `skipped`, e.g. an op the MIL interpreter lacks)."""
     from exporter.runners import open_runner
 
-    return {Path(a["path"]).name: open_runner(Path(a["path"])) for a in artifacts
-            if a["files"] and a["verification"]["status"] != "skipped"}
+    return {
+        Path(a["path"]).name: open_runner(Path(a["path"]))
+        for a in artifacts
+        if a["files"] and a["verification"]["status"] != "skipped"
+    }
 
 
 def artifact_row(outcome, out_dir: Path) -> dict:

@@ -55,9 +55,8 @@ def train(model, x: np.ndarray, y: np.ndarray, epochs: int, progress=lambda _: N
 def run_demo(output: Path, epochs: int = 20, progress=lambda _: None, train_samples: int = 512, test_samples: int = 96) -> dict:
     import torch
 
-    from exporter import architectures
+    from exporter import architectures, segmentation
     from exporter import recipe as recipes
-    from exporter import segmentation
     from exporter.demo import artifact_row, runnable
     from exporter.errors import CnnexportError
     from exporter.fsutil import ensure_writable_dir, write_text_atomic
@@ -68,6 +67,7 @@ def run_demo(output: Path, epochs: int = 20, progress=lambda _: None, train_samp
 
     output = ensure_writable_dir(Path(output))
     entry = architectures.get("tiny_unet")
+    assert entry is not None  # the registry's own
     spec = entry.spec(len(CLASSES))
     pixels, masks = shapes(train_samples + test_samples)
     x = normalize(pixels, spec)
@@ -80,15 +80,30 @@ def run_demo(output: Path, epochs: int = 20, progress=lambda _: None, train_samp
 
     checkpoint = output / "tiny_unet_shapes.pt"
     staged = output / ".tiny_unet_shapes.pt.tmp"
-    torch.save({"arch": "tiny_unet", "epoch": epochs, "model_state_dict": model.state_dict(),
-                "optimizer_state_dict": optimizer.state_dict(), "labels": list(CLASSES)}, staged)
+    torch.save(
+        {
+            "arch": "tiny_unet",
+            "epoch": epochs,
+            "model_state_dict": model.state_dict(),
+            "optimizer_state_dict": optimizer.state_dict(),
+            "labels": list(CLASSES),
+        },
+        staged,
+    )
     staged.replace(checkpoint)
     np.save(output / "calib_shapes.npy", train_x[:256])
     np.savez(output / "heldout_shapes.npz", images=test_x, masks=test_y)
 
     heldout = InputSet(f"held-out shapes ({test_samples})", test_x)
-    recipe = recipes.load("demo", [f"calibration.data={output / 'calib_shapes.npy'}", "calibration.samples=192",
-                                   "stages.coreml.enabled=true", "stages.openvino.enabled=true"])
+    recipe = recipes.load(
+        "demo",
+        [
+            f"calibration.data={output / 'calib_shapes.npy'}",
+            "calibration.samples=192",
+            "stages.coreml.enabled=true",
+            "stages.openvino.enabled=true",
+        ],
+    )
     run = run_recipe(recipe, checkpoint, output, progress=progress, extra_inputs=[heldout])
     errors = [o for o in run.outcomes if o.status.startswith("error")]
     if errors:
@@ -127,6 +142,10 @@ def render_accuracy(report: dict, console) -> None:
         table.add_column(column, justify="left" if column == "model" else "right")
     base = demo["heldout_miou"]["pytorch"]
     for name, miou in demo["heldout_miou"].items():
-        table.add_row(name, f"{miou * 100:.2f}%", f"{demo['heldout_pixel_accuracy'][name] * 100:.2f}%",
-                      "-" if name == "pytorch" else f"{(miou - base) * 100:+.2f} pts")
+        table.add_row(
+            name,
+            f"{miou * 100:.2f}%",
+            f"{demo['heldout_pixel_accuracy'][name] * 100:.2f}%",
+            "-" if name == "pytorch" else f"{(miou - base) * 100:+.2f} pts",
+        )
     console.print(table)

@@ -12,8 +12,8 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from exporter.errors import OutputError
 
@@ -127,7 +127,7 @@ class Staging:
         except OSError as exc:
             raise OutputError(f"cannot write in output folder {self.final_dir} ({exc.strerror})") from None
 
-    def __enter__(self) -> "Staging":
+    def __enter__(self) -> Staging:
         return self
 
     def __exit__(self, *exc) -> None:

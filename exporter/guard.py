@@ -19,8 +19,8 @@ import contextlib
 import os
 import threading
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from exporter.errors import BadInputError
 
@@ -117,4 +117,6 @@ def check_target(target: Path) -> None:
     with _lock:
         role = _roles.get(ident) if _protected.get(ident) else None
     if role:
-        raise BadInputError(f"the output {target} is {role}: writing it would destroy that file; choose another output path with -o")
+        raise BadInputError(
+            f"the output {target} is {role}: writing it would destroy that file; choose another output path with -o"
+        )

@@ -14,9 +14,9 @@ One reader each: ``read_array`` (.npy/.npz), ``image_folder`` (flat or ImageFold
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -68,8 +68,8 @@ def digits_arrays(spec: ModelSpec, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     digits = load_digits()
     pixels = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
     pixels = torch.nn.functional.interpolate(pixels, size=(spec.height, spec.width), mode="bilinear", align_corners=False)
-    pixels = pixels.clamp(0, 1).repeat(1, spec.channels, 1, 1).numpy()
-    x = normalize(pixels, spec)
+    images = pixels.clamp(0, 1).repeat(1, spec.channels, 1, 1).numpy()
+    x = normalize(images, spec)
     y = digits.target.astype(np.int64)
     order = np.random.default_rng(seed).permutation(len(x))
     split = int(len(x) * 0.8)
@@ -113,13 +113,13 @@ def load_image(path: Path, spec: ModelSpec, strict: bool = False) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as opened:
             if strict:
-                _check_colour(path, img.mode, spec)
-            img = img.convert("L" if spec.channels == 1 else "RGB")
+                _check_colour(path, opened.mode, spec)
+            img = opened.convert("L" if spec.channels == 1 else "RGB")
             scale = max(spec.height, spec.width) / 0.875 / min(img.size)
             new_size = (max(spec.width, round(img.size[0] * scale)), max(spec.height, round(img.size[1] * scale)))
-            img = img.resize(new_size, Image.BILINEAR)
+            img = img.resize(new_size, Image.Resampling.BILINEAR)
             left = (img.size[0] - spec.width) // 2
             top = (img.size[1] - spec.height) // 2
             img = img.crop((left, top, left + spec.width, top + spec.height))
@@ -136,7 +136,9 @@ def _check_colour(path: Path, mode: str, spec: ModelSpec) -> None:
     if spec.channels == 3 and grey:
         raise BadInputError(f"image {path} is greyscale but the model takes 3-channel colour images; convert the data set to RGB")
     if spec.channels == 1 and not grey:
-        raise BadInputError(f"image {path} is colour ({mode}) but the model takes 1-channel images; convert the data set to greyscale")
+        raise BadInputError(
+            f"image {path} is colour ({mode}) but the model takes 1-channel images; convert the data set to greyscale"
+        )
 
 
 def read_array(path: Path, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray | None]:
@@ -192,7 +194,7 @@ class Source:
     def __len__(self) -> int:
         return len(self.indices)
 
-    def subset(self, start: int, stop: int, what: str) -> "Source":
+    def subset(self, start: int, stop: int, what: str) -> Source:
         return replace(self, description=f"{self.description} [{what}]", indices=self.indices[start:stop])
 
     def batches(self, batch_size: int = 32) -> Iterator[np.ndarray]:
@@ -201,7 +203,9 @@ class Source:
 
     def labelled_batches(self, batch_size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if self.labels is None:
-            raise BadInputError(f"{self.description} has no labels; use an ImageFolder (one sub-folder per class) or an .npz with 'labels'")
+            raise BadInputError(
+                f"{self.description} has no labels; use an ImageFolder (one sub-folder per class) or an .npz with 'labels'"
+            )
         for start in range(0, len(self.indices), batch_size):
             idx = self.indices[start : start + batch_size]
             yield self._load(idx), self.labels[idx]
@@ -213,10 +217,13 @@ class Source:
 
     def _load(self, idx: np.ndarray) -> np.ndarray:
         if self.array is not None:
-            batch = np.ascontiguousarray(self.array[np.sort(idx)] if isinstance(self.array, np.memmap) else self.array[idx], dtype=np.float32)
+            batch = np.ascontiguousarray(
+                self.array[np.sort(idx)] if isinstance(self.array, np.memmap) else self.array[idx], dtype=np.float32
+            )
             if not np.isfinite(batch).all():  # checked batch by batch: a large .npy is never read whole for this
                 raise BadInputError(f"{self.description} holds NaN or infinite values; inputs must be finite, normalized floats")
             return batch
+        assert self.files is not None  # an array or image files
         return normalize(np.stack([load_image(self.files[i], self.spec, strict=self.strict) for i in idx]), self.spec)
 
 
@@ -252,8 +259,9 @@ def open_source(where: str | Path, spec: ModelSpec, seed: int = 0, split: str = 
     return replace(source, indices=rng.permutation(len(source)))
 
 
-def check_source(where: str | Path, spec: ModelSpec, flag: str, *, labels: bool = False, split: str = "train",
-                 verification: bool = False) -> int:
+def check_source(
+    where: str | Path, spec: ModelSpec, flag: str, *, labels: bool = False, split: str = "train", verification: bool = False
+) -> int:
     """Open and count a data source before any work: it exists, holds samples, its first one reads and fits.
 
     A problem is one sentence that starts with ``flag`` (``--calib``, ``calibration.data``). Returns the
@@ -262,8 +270,10 @@ def check_source(where: str | Path, spec: ModelSpec, flag: str, *, labels: bool 
     try:
         if str(where) == DIGITS and spec.channels != 1:
             raise BadInputError(
-                f"the demo digits (1-channel 8x8 images) do not fit this model, which takes {spec.channels}x{spec.height}x{spec.width} "
-                "inputs; use data like its inputs: an image folder or a .npy of normalized inputs")
+                "the demo digits (1-channel 8x8 images) do not fit this model, "
+                f"which takes {spec.channels}x{spec.height}x{spec.width} "
+                "inputs; use data like its inputs: an image folder or a .npy of normalized inputs"
+            )
         if verification:
             path = Path(where)
             if not path.exists():
@@ -275,8 +285,10 @@ def check_source(where: str | Path, spec: ModelSpec, flag: str, *, labels: bool 
             raise BadInputError(f"{where} holds no samples")
         source.subset(0, 1, "first sample").take()  # readable, the model's shape and colour
         if labels and source.labels is None:
-            raise BadInputError(f"{source.description} has no labels; use an ImageFolder (one sub-folder per class), "
-                                "an .npz with 'labels', or 'digits'")
+            raise BadInputError(
+                f"{source.description} has no labels; use an ImageFolder (one sub-folder per class), "
+                "an .npz with 'labels', or 'digits'"
+            )
     except BadInputError as exc:
         raise BadInputError(f"{flag}: {exc}") from None
     return len(source)

@@ -12,8 +12,9 @@ this package registers its row through the ``cnnexport.targets`` entry point gro
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -90,8 +91,9 @@ class ArtifactKind:
     build: str  # "module:function": the flow (stage, verify, install) taking a BuildRequest -> [ArtifactResult, ...];
     # exporter.build:from_checkpoint or :from_onnx for every row but int8 (its --fallback search) and tensorrt
     format: Format  # what recognises and executes its files (exporter.runners.open_runner)
-    precision: Callable[[BaseModel], str]  # which pass rule judges it, given its options
-    calibrates: Callable[[BaseModel], bool] = _never  # needs calibration data
+    # which pass rule judges it, given its options (an instance of `options`, hence Any)
+    precision: Callable[[Any], str]
+    calibrates: Callable[[Any], bool] = _never  # needs calibration data
     reads_data: bool = False  # the calibration/evaluation settings are inputs of the stage (cache key)
     traces: bool = False  # runs torch.jit.trace / torch.export, which are not thread-safe
     folder: bool = False  # the artifact is a directory (.mlpackage)
@@ -101,7 +103,7 @@ class ArtifactKind:
     check: str = ""  # "module:function(options)": refuse bad options / a missing backend before any work
     from_recipe: str = ""  # "module:function(options, recipe_section, out_dir, base) -> options": recipe_fields applied
     suffixes: dict = field(default_factory=dict)  # {options.precision: suffix} where the precision names the file
-    # the backends that make and run it: their versions key its cache (exporter.run.stage_key) and fill its report
+    # the backends that make and run it: their versions key its cache (exporter.run_cache.stage_key) and fill its report
     packages: tuple[str, ...] = ()
     verify_batches: str = ""  # "module:function(options, batch_sizes) -> batch_sizes": sizes the artifact accepts
     checks_source: bool = False  # an ONNX-sourced fp32 artifact also compared with the ONNX it was made from
@@ -146,78 +148,186 @@ def resolve(dotted: str) -> Callable:
 
 
 ONNX_INPUTS = ("simplify", "onnx")
-ONNX = Format("onnx", "exporter.runners.onnxruntime:open_artifact", (".onnx",), bench_devices=("cpu", "cuda"), describe=".onnx",
-              also_runs_on=("openvino",), layers=True)
-TORCHSCRIPT = Format("torchscript", "exporter.runners.torchscript:open_artifact", detect="exporter.runners.torchscript:is_torchscript",
-                     globs=("*.ts",), bench_devices=("cpu", "cuda"), describe="TorchScript")
+ONNX = Format(
+    "onnx",
+    "exporter.runners.onnxruntime:open_artifact",
+    (".onnx",),
+    bench_devices=("cpu", "cuda"),
+    describe=".onnx",
+    also_runs_on=("openvino",),
+    layers=True,
+)
+TORCHSCRIPT = Format(
+    "torchscript",
+    "exporter.runners.torchscript:open_artifact",
+    detect="exporter.runners.torchscript:is_torchscript",
+    globs=("*.ts",),
+    bench_devices=("cpu", "cuda"),
+    describe="TorchScript",
+)
 COREML = Format("coreml", "exporter.runners.coreml:open_artifact", (".mlpackage",), describe=".mlpackage")
-TENSORRT = Format("tensorrt", "exporter.runners.tensorrt:open_artifact", (".engine", ".plan"), bench_devices=("cuda",),
-                  describe=".engine", kit="exporter.tensorrt.flow:lint_kit")
+TENSORRT = Format(
+    "tensorrt",
+    "exporter.runners.tensorrt:open_artifact",
+    (".engine", ".plan"),
+    bench_devices=("cuda",),
+    describe=".engine",
+    kit="exporter.tensorrt.flow:lint_kit",
+)
 OPENVINO = Format("openvino", "exporter.runners.openvino:open_artifact", (".xml",), describe=".xml")
 REFERENCE_PACKAGES = ("torch", "torchvision", "numpy")  # the PyTorch reference every stage is verified against
 ONNX_RUNTIME = ("onnx", "onnxruntime")  # reads and runs the ONNX every ONNX-based stage starts from
 
 KINDS: list[ArtifactKind] = [
     ArtifactKind(
-        name="torchscript", kind="torchscript", verb="torchscript", suffix=".ts", source="checkpoint",
-        options=o.TorchScriptOptions, stage="exporter.stages.torchscript:make", build="exporter.build:from_checkpoint",
-        format=TORCHSCRIPT, precision=_fixed("fp32"), traces=True,
+        name="torchscript",
+        kind="torchscript",
+        verb="torchscript",
+        suffix=".ts",
+        source="checkpoint",
+        options=o.TorchScriptOptions,
+        stage="exporter.stages.torchscript:make",
+        build="exporter.build:from_checkpoint",
+        format=TORCHSCRIPT,
+        precision=_fixed("fp32"),
+        traces=True,
         help="Export TorchScript (trace by default), then verify it against the checkpoint.",
         packages=(),
     ),
     ArtifactKind(
-        name="onnx", kind="onnx", verb="onnx", suffix=".onnx", source="checkpoint",
-        options=o.OnnxOptions, stage="exporter.stages.onnx:make", build="exporter.build:from_checkpoint",
-        format=ONNX, precision=_fixed("fp32"), traces=True, recipe_enabled=True,
+        name="onnx",
+        kind="onnx",
+        verb="onnx",
+        suffix=".onnx",
+        source="checkpoint",
+        options=o.OnnxOptions,
+        stage="exporter.stages.onnx:make",
+        build="exporter.build:from_checkpoint",
+        format=ONNX,
+        precision=_fixed("fp32"),
+        traces=True,
+        recipe_enabled=True,
         help="Export ONNX with a dynamic batch axis, then verify it against the checkpoint.",
         packages=("onnxscript", *ONNX_RUNTIME),
     ),
     ArtifactKind(
-        name="simplify", kind="simplify", verb="simplify", suffix=".sim.onnx", source="onnx",
-        options=o.SimplifyOptions, stage="exporter.stages.simplify:make", build="exporter.build:from_onnx",
-        format=ONNX, precision=_fixed("fp32"), needs=("onnx",), checks_source=True,
+        name="simplify",
+        kind="simplify",
+        verb="simplify",
+        suffix=".sim.onnx",
+        source="onnx",
+        options=o.SimplifyOptions,
+        stage="exporter.stages.simplify:make",
+        build="exporter.build:from_onnx",
+        format=ONNX,
+        precision=_fixed("fp32"),
+        needs=("onnx",),
+        checks_source=True,
         packages=(*ONNX_RUNTIME, "onnxsim"),
     ),
     ArtifactKind(
-        name="int8", kind="int8-cpu", verb="quantize", suffix=".int8.onnx", source="onnx",
-        options=o.Int8Options, stage="exporter.stages.quantize:make", build="exporter.build:quantize",
-        format=ONNX, precision=_fixed("int8"), calibrates=_always, reads_data=True, needs=ONNX_INPUTS,
+        name="int8",
+        kind="int8-cpu",
+        verb="quantize",
+        suffix=".int8.onnx",
+        source="onnx",
+        options=o.Int8Options,
+        stage="exporter.stages.quantize:make",
+        build="exporter.build:quantize",
+        format=ONNX,
+        precision=_fixed("int8"),
+        calibrates=_always,
+        reads_data=True,
+        needs=ONNX_INPUTS,
         packages=ONNX_RUNTIME,
     ),
     ArtifactKind(
-        name="int8_tensorrt", kind="int8-tensorrt", verb="quantize", suffix=".int8-trt.onnx", source="onnx",
-        options=o.Int8Options, stage="exporter.stages.quantize:make", build="exporter.build:quantize",
-        format=ONNX, bench=None, precision=_fixed("int8"), calibrates=_always, reads_data=True, needs=ONNX_INPUTS,
+        name="int8_tensorrt",
+        kind="int8-tensorrt",
+        verb="quantize",
+        suffix=".int8-trt.onnx",
+        source="onnx",
+        options=o.Int8Options,
+        stage="exporter.stages.quantize:make",
+        build="exporter.build:quantize",
+        format=ONNX,
+        bench=None,
+        precision=_fixed("int8"),
+        calibrates=_always,
+        reads_data=True,
+        needs=ONNX_INPUTS,
         packages=ONNX_RUNTIME,
     ),
     ArtifactKind(
-        name="fp16", kind="fp16", verb="quantize", suffix=".fp16.onnx", source="onnx",
-        options=o.Fp16Options, stage="exporter.stages.fp16:make", build="exporter.build:from_onnx",
-        format=ONNX, precision=_fixed("fp16"), reads_data=True, needs=ONNX_INPUTS,
+        name="fp16",
+        kind="fp16",
+        verb="quantize",
+        suffix=".fp16.onnx",
+        source="onnx",
+        options=o.Fp16Options,
+        stage="exporter.stages.fp16:make",
+        build="exporter.build:from_onnx",
+        format=ONNX,
+        precision=_fixed("fp16"),
+        reads_data=True,
+        needs=ONNX_INPUTS,
         packages=ONNX_RUNTIME,
     ),
     ArtifactKind(
-        name="coreml", kind="coreml", verb="coreml", suffix=".mlpackage", source="checkpoint",
-        options=o.CoreMLOptions, stage="exporter.stages.coreml:make", build="exporter.build:from_checkpoint",
-        format=COREML, precision=_coreml_precision, traces=True, folder=True, bench=None,
-        verify_batches="exporter.stages.coreml:verify_batches", check="exporter.stages.coreml:check_options",
+        name="coreml",
+        kind="coreml",
+        verb="coreml",
+        suffix=".mlpackage",
+        source="checkpoint",
+        options=o.CoreMLOptions,
+        stage="exporter.stages.coreml:make",
+        build="exporter.build:from_checkpoint",
+        format=COREML,
+        precision=_coreml_precision,
+        traces=True,
+        folder=True,
+        bench=None,
+        verify_batches="exporter.stages.coreml:verify_batches",
+        check="exporter.stages.coreml:check_options",
         packages=("coremltools",),
     ),
     ArtifactKind(
-        name="tensorrt", kind="tensorrt", verb="tensorrt", suffix=".engine", source="onnx",
-        options=o.TensorRTOptions, stage="exporter.tensorrt.build:build_engine", build="exporter.build:tensorrt",
-        format=TENSORRT, precision=lambda opts: opts.precision, bench=None, calibrates=lambda opts: opts.precision == "int8",
-        reads_data=True, needs=ONNX_INPUTS, check="exporter.tensorrt.flow:check_options",
+        name="tensorrt",
+        kind="tensorrt",
+        verb="tensorrt",
+        suffix=".engine",
+        source="onnx",
+        options=o.TensorRTOptions,
+        stage="exporter.tensorrt.build:build_engine",
+        build="exporter.build:tensorrt",
+        format=TENSORRT,
+        precision=lambda opts: opts.precision,
+        bench=None,
+        calibrates=lambda opts: opts.precision == "int8",
+        reads_data=True,
+        needs=ONNX_INPUTS,
+        check="exporter.tensorrt.flow:check_options",
         # a recipe cannot name a folder for every machine: it says whether to write the build kit
         # (beside the artifacts) where TensorRT is absent
-        recipe_fields={"emit_script": (bool, True)}, from_recipe="exporter.tensorrt.flow:options_from_recipe",
+        recipe_fields={"emit_script": (bool, True)},
+        from_recipe="exporter.tensorrt.flow:options_from_recipe",
         packages=(*ONNX_RUNTIME, "tensorrt"),
     ),
     ArtifactKind(
-        name="openvino", kind="openvino", verb="openvino", suffix=".xml", source="onnx",
-        options=o.OpenVINOOptions, stage="exporter.stages.openvino:make", build="exporter.build:from_onnx",
-        format=OPENVINO, precision=_openvino_rule, calibrates=lambda opts: opts.precision == "int8",
-        reads_data=True, needs=ONNX_INPUTS, check="exporter.stages.openvino:check_options",
+        name="openvino",
+        kind="openvino",
+        verb="openvino",
+        suffix=".xml",
+        source="onnx",
+        options=o.OpenVINOOptions,
+        stage="exporter.stages.openvino:make",
+        build="exporter.build:from_onnx",
+        format=OPENVINO,
+        precision=_openvino_rule,
+        calibrates=lambda opts: opts.precision == "int8",
+        reads_data=True,
+        needs=ONNX_INPUTS,
+        check="exporter.stages.openvino:check_options",
         suffixes={"bf16": ".bf16.xml", "int8": ".int8.xml"},
         packages=(*ONNX_RUNTIME, "openvino", "nncf"),
     ),

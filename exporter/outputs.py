@@ -35,13 +35,17 @@ class OutputSpec:
         return {"name": self.name, "task": self.task, "classes": self.classes, "shape": list(self.shape)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "OutputSpec":
+    def from_dict(cls, d: dict) -> OutputSpec:
         task = str(d["task"])
         if task not in TASKS:
             raise BadInputError(f"the stored output {d.get('name')!r} has unknown task {task!r}")
         classes = d.get("classes")
-        return cls(name=str(d["name"]), task=task, classes=int(classes) if classes is not None else None,
-                   shape=tuple(int(v) for v in d.get("shape") or ()))
+        return cls(
+            name=str(d["name"]),
+            task=task,
+            classes=int(classes) if classes is not None else None,
+            shape=tuple(int(v) for v in d.get("shape") or ()),
+        )
 
 
 class DetectionPostprocessing(BadInputError):
@@ -135,8 +139,10 @@ def describe(found: list[tuple[str, tuple, Any]], tasks: dict[str, str] | None =
     tasks = dict(tasks or {})
     unknown = [n for n in tasks if n != "*" and n not in {name for name, _, _ in found}]
     if unknown:
-        raise BadInputError(f"--task names output(s) {', '.join(unknown)} the model does not return "
-                            f"(its outputs: {', '.join(name for name, _, _ in found)})")
+        raise BadInputError(
+            f"--task names output(s) {', '.join(unknown)} the model does not return "
+            f"(its outputs: {', '.join(name for name, _, _ in found)})"
+        )
     specs = []
     for name, _, tensor in found:
         shape = tuple(int(d) for d in tensor.shape)
@@ -144,7 +150,9 @@ def describe(found: list[tuple[str, tuple, Any]], tasks: dict[str, str] | None =
         if task in ("classify", "segment"):
             expected = 2 if task == "classify" else 4
             if len(shape) != expected:
-                raise BadInputError(f"output {name!r} has shape {shape}; --task {task} needs an (N, C{', H, W' if expected == 4 else ''}) output")
+                raise BadInputError(
+                    f"output {name!r} has shape {shape}; --task {task} needs an (N, C{', H, W' if expected == 4 else ''}) output"
+                )
         classes = shape[1] if task in ("classify", "segment") else None
         specs.append(OutputSpec(name=name, task=task, classes=classes, shape=shape[1:]))
     return tuple(specs)
@@ -182,7 +190,9 @@ def select(found: list[tuple[str, tuple, Any]], wanted: tuple[str, ...] | None) 
     names = [name for name, _, _ in found]
     unknown = [n for n in wanted if n not in names]
     if unknown:
-        raise BadInputError(f"--outputs names {', '.join(unknown)}, which the model does not return (its outputs: {', '.join(names)})")
+        raise BadInputError(
+            f"--outputs names {', '.join(unknown)}, which the model does not return (its outputs: {', '.join(names)})"
+        )
     kept = [f for f in found if f[0] in wanted]
     return kept, [n for n in names if n not in wanted]
 

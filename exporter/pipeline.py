@@ -8,15 +8,15 @@ place, with its report beside it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from pydantic import BaseModel
 
 from exporter.errors import BadInputError
-from exporter.inputs import InputSet, random_inputs, user_inputs
 from exporter.fsutil import Staging, sha256_of, size_of
+from exporter.inputs import InputSet, random_inputs, user_inputs
 from exporter.report import ArtifactResult, build_report, write_report
 from exporter.spec import ModelSpec
 from exporter.verify import Verdict, check_metadata, finish, tolerance_for, verify
@@ -74,11 +74,12 @@ def _rejected(name: str, output: Path) -> str:
     """A staged file's name once rejected: its companions follow the artifact (x.bin with x.xml, x.onnx.data with x.onnx)."""
     stem, rejected = output.name[: -len(output.suffix)] if output.suffix else output.name, rejected_name(output)
     rejected_stem = rejected[: -len(output.suffix)] if output.suffix else rejected
-    return rejected_stem + name[len(stem):] if name.startswith(stem) else name
+    return rejected_stem + name[len(stem) :] if name.startswith(stem) else name
 
 
-def run_stage(stage_fn, output: Path, verify_fn, keep_failed: bool, progress: Progress, kind: str,
-               folder: bool = False) -> ArtifactResult:
+def run_stage(
+    stage_fn, output: Path, verify_fn, keep_failed: bool, progress: Progress, kind: str, folder: bool = False
+) -> ArtifactResult:
     """Stage -> verify the staged files -> install them (or not); ``folder``: the artifact is a directory."""
     output = Path(output)
     if output.exists() and output.is_dir() and not folder:

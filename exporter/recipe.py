@@ -7,15 +7,14 @@ offending key (exit 2). ``--set stages.coreml.precision=fp32`` overrides any key
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
 from pydantic import BaseModel, Field, create_model, field_validator
 
 from exporter.errors import BadInputError
 from exporter.kinds import KINDS
-from exporter.options import DataOptions, Numbers, Shape, Strict, ToleranceOverrides, validate_model
 from exporter.measure.recommend import BenchSection
-
+from exporter.options import DataOptions, Numbers, Shape, Strict, ToleranceOverrides, validate_model
 
 
 class ModelSection(Strict):
@@ -34,7 +33,7 @@ class ModelSection(Strict):
 class VerifySection(Strict):
     enabled: bool = True
     batch_sizes: Annotated[list[int], Numbers] = Field(default_factory=lambda: [1, 4])
-    seed: int = Field(0, ge=0)
+    seed: int = Field(default=0, ge=0)
     images: Optional[str] = None
     fp32: ToleranceOverrides = Field(default_factory=ToleranceOverrides)
     fp16: ToleranceOverrides = Field(default_factory=ToleranceOverrides)
@@ -55,8 +54,8 @@ def stage_section(row) -> type[BaseModel]:
 
 
 STAGE_SECTIONS: dict[str, type[BaseModel]] = {row.name: stage_section(row) for row in KINDS}
-Stages = create_model("Stages", __base__=Strict,
-                      **{name: (section, Field(default_factory=section)) for name, section in STAGE_SECTIONS.items()})
+_STAGE_FIELDS: dict[str, Any] = {name: (section, Field(default_factory=section)) for name, section in STAGE_SECTIONS.items()}
+Stages = create_model("Stages", __base__=Strict, **_STAGE_FIELDS)
 
 
 class Outputs(Strict):
@@ -77,7 +76,7 @@ class Recipe(Strict):
     verify: VerifySection = Field(default_factory=VerifySection)
     calibration: DataOptions = Field(default_factory=DataOptions)
     evaluation: DataOptions = Field(default_factory=DataOptions)
-    stages: Stages = Field(default_factory=Stages)
+    stages: Stages = Field(default_factory=Stages)  # type: ignore[valid-type]  # a model made by create_model above
     bench: BenchSection = Field(default_factory=BenchSection)
     outputs: Outputs = Field(default_factory=Outputs)
 

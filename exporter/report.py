@@ -7,6 +7,7 @@ import platform
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import Literal
 
 from exporter.verify import Verdict
 
@@ -99,7 +100,7 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _size(n: int | None) -> str:
+def _size(n: float | None) -> str:
     if n is None:
         return "-"
     for unit in ("B", "KB", "MB", "GB"):
@@ -124,7 +125,7 @@ def render_table(report: dict, console, all_outputs: bool = False) -> None:
     from rich.table import Table
 
     table = Table(title="cnnexport verification", title_justify="left")
-    for column, justify in (
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
         ("artifact", "left"),
         ("kind", "left"),
         ("size", "right"),
@@ -136,7 +137,8 @@ def render_table(report: dict, console, all_outputs: bool = False) -> None:
         ("cosine", "right"),
         ("agreement", "right"),
         ("batches", "left"),
-    ):
+    )
+    for column, justify in columns:
         table.add_column(column, justify=justify, overflow="fold")
     rules = []
     for art in report["artifacts"]:
@@ -163,10 +165,19 @@ def render_table(report: dict, console, all_outputs: bool = False) -> None:
         if all_outputs and len(outputs) > 1:
             for name, row in outputs.items():
                 colour = "green" if row["status"] == "pass" else "red"
-                table.add_row("", "", "", "", f"[{colour}]{row['status']}[/{colour}]", escape(f"{name} ({row['task']})"),
-                              _fmt(row.get("max_abs_err"), ".2e"),
-                              _fmt(row.get("max_channel_rel_err") or row.get("max_rel_err"), ".2e"),
-                              _fmt(row.get("cosine"), ".6f"), _agreement(row), "")
+                table.add_row(
+                    "",
+                    "",
+                    "",
+                    "",
+                    f"[{colour}]{row['status']}[/{colour}]",
+                    escape(f"{name} ({row['task']})"),
+                    _fmt(row.get("max_abs_err"), ".2e"),
+                    _fmt(row.get("max_channel_rel_err") or row.get("max_rel_err"), ".2e"),
+                    _fmt(row.get("cosine"), ".6f"),
+                    _agreement(row),
+                    "",
+                )
         if v.get("rule") and v["rule"] not in rules:
             rules.append(f"{v['precision']}: {v['rule']}")
     console.print(table)
@@ -175,9 +186,11 @@ def render_table(report: dict, console, all_outputs: bool = False) -> None:
     for art in report["artifacts"]:
         for name, row in (art["verification"].get("outputs") or {}).items():
             if row.get("decided_by") == "noise":
-                console.print(f"[dim]{escape(Path(art['path']).name)} / {escape(name)}: error {row['max_rel_err']:.3g} x range is above "
-                              f"the fixed fp32 rule but within the reference's own fp32-vs-fp64 noise "
-                              f"({row['noise_rel_err']:.3g} x range); decided by the noise rule[/dim]")
+                console.print(
+                    f"[dim]{escape(Path(art['path']).name)} / {escape(name)}: error {row['max_rel_err']:.3g} x range is above "
+                    f"the fixed fp32 rule but within the reference's own fp32-vs-fp64 noise "
+                    f"({row['noise_rel_err']:.3g} x range); decided by the noise rule[/dim]"
+                )
 
 
 def install_report(result: ArtifactResult, loaded=None, spec=None, write: bool = True) -> None:

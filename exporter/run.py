@@ -14,22 +14,22 @@ resumes where it stopped and never leaves a half file under a final name.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import shutil
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from exporter.errors import BackendUnavailable, BadInputError, CnnexportError
 from exporter.fsutil import ensure_writable_dir, sha256_of, write_text_atomic
 from exporter.kinds import KINDS, ArtifactKind
 from exporter.recipe import Recipe
+from exporter.run_cache import STATE_DIR, read_stamp, stage_key, stamp_path
 from exporter.run_markdown import run_markdown
 
-STATE_DIR = ".cnnexport"
 # torch.jit.trace / torch.export are not thread-safe: stages that trace take turns.
 TRACE_LOCK = threading.Lock()
 
@@ -64,13 +64,25 @@ class RunContext:
 
                 m = self.recipe.model
                 try:
-                    overrides = {"input_shape": m.input_shape, "mean": m.mean, "std": m.std,
-                                 "labels": read_labels(m.labels) if m.labels else None}
+                    overrides = {
+                        "input_shape": m.input_shape,
+                        "mean": m.mean,
+                        "std": m.std,
+                        "labels": read_labels(m.labels) if m.labels else None,
+                    }
                     self.progress(f"loading {self.checkpoint}")
                     tasks = parse_tasks(",".join(f"{k}={v}" for k, v in m.task.items()) if isinstance(m.task, dict) else m.task)
-                    self._loaded = load_checkpoint(self.checkpoint, m.arch, m.arch_kwargs, m.trust_pickle, overrides, weights=m.weights,
-                                                   progress=self.progress, outputs=tuple(m.outputs) if m.outputs else None,
-                                                   tasks=tasks)
+                    self._loaded = load_checkpoint(
+                        self.checkpoint,
+                        m.arch,
+                        m.arch_kwargs,
+                        m.trust_pickle,
+                        overrides,
+                        weights=m.weights,
+                        progress=self.progress,
+                        outputs=tuple(m.outputs) if m.outputs else None,
+                        tasks=tasks,
+                    )
                 except CnnexportError as exc:
                     self.load_error = exc
                     raise
@@ -81,16 +93,23 @@ class RunContext:
 
         v = self.recipe.verify
         tol = getattr(v, precision)
-        return VerifyOptions(enabled=v.enabled, batch_sizes=tuple(v.batch_sizes), seed=v.seed,
-                             images=Path(v.images) if v.images else None, extra_inputs=list(self.extra_inputs),
-                             precision=precision, max_rel_err=tol.max_rel_err, min_cosine=tol.min_cosine,
-                             min_top1=tol.min_top1)
+        return VerifyOptions(
+            enabled=v.enabled,
+            batch_sizes=tuple(v.batch_sizes),
+            seed=v.seed,
+            images=Path(v.images) if v.images else None,
+            extra_inputs=list(self.extra_inputs),
+            precision=precision,
+            max_rel_err=tol.max_rel_err,
+            min_cosine=tol.min_cosine,
+            min_top1=tol.min_top1,
+        )
 
     def output(self, row: ArtifactKind, options=None) -> Path:
         return self.out_dir / f"{self.base}{row.suffix_of(options) if options is not None else row.suffix}"
 
 
-def _run_stage(ctx: RunContext, stage: "PlannedStage", upstream: Path | None):
+def _run_stage(ctx: RunContext, stage: PlannedStage, upstream: Path | None):
     """Build one stage with the same library call as its verb; the last artifact is the stage's."""
     from exporter import build
 
@@ -98,9 +117,15 @@ def _run_stage(ctx: RunContext, stage: "PlannedStage", upstream: Path | None):
     options = row.options_from_recipe(stage.options, ctx.out_dir, ctx.base)
     r = ctx.recipe
     results = build.build(
-        row, upstream or ctx.checkpoint, options, output=ctx.output(row, options), loaded=ctx.loaded(),
-        verify=ctx.verify_options(row.precision(options)), calibration=r.calibration,
-        evaluation=r.evaluation.data if row.reads_data else None, progress=ctx.progress,
+        row,
+        upstream or ctx.checkpoint,
+        options,
+        output=ctx.output(row, options),
+        loaded=ctx.loaded(),
+        verify=ctx.verify_options(row.precision(options)),
+        calibration=r.calibration,
+        evaluation=r.evaluation.data if row.reads_data else None,
+        progress=ctx.progress,
     )
     last = results[-1]
     if len(results) > 1:  # what the artifact was built from (the Q/DQ or fp16 ONNX of an engine) travels with it
@@ -134,66 +159,15 @@ def plan(recipe: Recipe) -> list[PlannedStage]:
         if spec.needs:
             upstream = next((n for n in spec.needs if n in enabled), None)
             if upstream is None:
-                raise BadInputError(f"stage {spec.name} needs one of: {', '.join('stages.' + n for n in spec.needs)} (enable it in the recipe)")
+                raise BadInputError(
+                    f"stage {spec.name} needs one of: {', '.join('stages.' + n for n in spec.needs)} (enable it in the recipe)"
+                )
         options = getattr(stages, spec.name).model_dump(mode="json")
         options.pop("enabled", None)
         out.append(PlannedStage(spec, upstream, options))
     if not out:
         raise BadInputError("the recipe enables no stages")
     return out
-
-
-def _data_fingerprint(where: str | None) -> str | None:
-    """Cheap identity of calibration/evaluation data: names, sizes and mtimes (not contents)."""
-    if where is None or where == "digits":
-        return where
-    path = Path(where)
-    if path.is_dir():
-        items = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file())
-        return hashlib.sha256(json.dumps(items).encode()).hexdigest()
-    if path.is_file():
-        st = path.stat()
-        return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-    return f"missing:{where}"
-
-
-def stage_key(recipe: Recipe, stage: PlannedStage, input_sha: str, versions: dict, extra_inputs: list = ()) -> str:
-    r = recipe
-    payload = {
-        "extra_inputs": [[s.name, hashlib.sha256(s.array.tobytes()).hexdigest()] for s in extra_inputs],
-        "stage": stage.spec.name,
-        "options": stage.options,
-        "input": input_sha,
-        "model": r.model.model_dump(mode="json"),
-        "verify": r.verify.model_dump(mode="json"),
-        "images": _data_fingerprint(r.verify.images),
-        "output_name": r.outputs.name,
-        # only what made this stage: upgrading OpenVINO rebuilds the OpenVINO stage, not the ONNX one
-        "versions": {k: v for k, v in versions.items() if k in ("cnnexport", "python", *stage.spec.versioned())},
-    }
-    if stage.spec.reads_data:
-        payload["calibration"] = [r.calibration.model_dump(mode="json"), _data_fingerprint(r.calibration.data)]
-        payload["evaluation"] = [r.evaluation.model_dump(mode="json"), _data_fingerprint(r.evaluation.data)]
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def _stamp_path(out_dir: Path, name: str) -> Path:
-    return out_dir / STATE_DIR / "stages" / f"{name}.json"
-
-
-def _read_stamp(out_dir: Path, name: str, key: str) -> dict | None:
-    """The stamp's manifest entry if its key matches and every file is intact."""
-    try:
-        stamp = json.loads(_stamp_path(out_dir, name).read_text())
-    except (OSError, ValueError):
-        return None
-    if stamp.get("key") != key:
-        return None
-    for f in stamp["entry"]["files"]:
-        path = out_dir / f["path"]
-        if not path.exists() or sha256_of(path) != f["sha256"]:
-            return None
-    return stamp["entry"]
 
 
 def _status(verification: dict) -> str:
@@ -234,7 +208,9 @@ class OutputLock:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.handle.close()
-            raise BadInputError(f"another cnnexport run is writing to {out_dir}; wait for it to finish or choose another -o") from None
+            raise BadInputError(
+                f"another cnnexport run is writing to {out_dir}; wait for it to finish or choose another -o"
+            ) from None
 
     def release(self) -> None:
         fcntl.flock(self.handle, fcntl.LOCK_UN)
@@ -268,19 +244,21 @@ def needs_calibration(stage: PlannedStage) -> bool:
     return stage.spec.calibrates(stage.options_model())
 
 
-def check_run_data(recipe: Recipe, stages: list[PlannedStage], ctx: "RunContext") -> None:
+def check_run_data(recipe: Recipe, stages: list[PlannedStage], ctx: RunContext) -> None:
     """Open and count the calibration, evaluation and verify.images sources the stages will read."""
     from exporter.inputs import check_source
 
     reading = [s for s in stages if s.spec.reads_data]
-    sources = [(recipe.calibration.data, "calibration.data", {}) if reading else (None, "", {}),
-               (recipe.evaluation.data, "evaluation.data", {"labels": True, "split": "test"}) if reading else (None, "", {}),
-               (recipe.verify.images, "verify.images", {"verification": True}) if recipe.verify.enabled else (None, "", {})]
-    sources = [s for s in sources if s[0] is not None]
-    if not sources:
+    sources: list[tuple[str | None, str, dict[str, Any]]] = [
+        (recipe.calibration.data, "calibration.data", {}) if reading else (None, "", {}),
+        (recipe.evaluation.data, "evaluation.data", {"labels": True, "split": "test"}) if reading else (None, "", {}),
+        (recipe.verify.images, "verify.images", {"verification": True}) if recipe.verify.enabled else (None, "", {}),
+    ]
+    given = [(where, key, how) for where, key, how in sources if where is not None]
+    if not given:
         return
     spec = ctx.loaded().spec
-    for where, key, how in sources:
+    for where, key, how in given:
         check_source(where, spec, key, **how)
 
 
@@ -288,12 +266,18 @@ def run_inputs(recipe: Recipe, checkpoint: Path, reads: tuple = ()) -> list:
     """Every user file a run reads, as (role, path), for exporter.guard."""
     m = recipe.model
     arch_file = (m.arch or "").rpartition(":")[0]
-    return [("the checkpoint", checkpoint), ("calibration.data", recipe.calibration.data),
-            ("evaluation.data", recipe.evaluation.data), ("verify.images", recipe.verify.images), ("model.labels", m.labels),
-            *((("model.arch's file", arch_file),) if arch_file.endswith(".py") else ()), *reads]
+    return [
+        ("the checkpoint", checkpoint),
+        ("calibration.data", recipe.calibration.data),
+        ("evaluation.data", recipe.evaluation.data),
+        ("verify.images", recipe.verify.images),
+        ("model.labels", m.labels),
+        *((("model.arch's file", arch_file),) if arch_file.endswith(".py") else ()),
+        *reads,
+    ]
 
 
-def planned_outputs(ctx: "RunContext", stages: list[PlannedStage]) -> list[tuple[Path, bool]]:
+def planned_outputs(ctx: RunContext, stages: list[PlannedStage]) -> list[tuple[Path, bool]]:
     """Every path a run may write, as (path, is a folder that gets replaced)."""
     from exporter.build import companions
 
@@ -310,8 +294,15 @@ def planned_outputs(ctx: "RunContext", stages: list[PlannedStage]) -> list[tuple
     return planned
 
 
-def run_recipe(recipe: Recipe, checkpoint: Path, out_dir: Path, jobs: int = 1, progress=lambda _: None,
-               extra_inputs: list | None = None, reads: tuple = ()) -> RunResult:
+def run_recipe(
+    recipe: Recipe,
+    checkpoint: Path,
+    out_dir: Path,
+    jobs: int = 1,
+    progress=lambda _: None,
+    extra_inputs: list | None = None,
+    reads: tuple = (),
+) -> RunResult:
     """Every stage of ``recipe`` from ``checkpoint`` into ``out_dir``; ``reads``: more user files (the recipe file)."""
     from exporter.guard import protecting, refuse_clobbering
 
@@ -385,7 +376,7 @@ def _execute(ctx: RunContext, stages: list[PlannedStage], versions: dict, checkp
         if needs_calibration(stage) and ctx.recipe.calibration.data is None:
             return Outcome(name, f"skipped ({NO_CALIBRATION})")
         key = stage_key(ctx.recipe, stage, sha, versions, ctx.extra_inputs)
-        cached = _read_stamp(ctx.out_dir, name, key)
+        cached = read_stamp(ctx.out_dir, name, key)
         if cached is not None:
             ctx.progress(f"{name}: cached")
             return Outcome(name, cached["status"], True, 0.0, cached)
@@ -407,7 +398,7 @@ def _execute(ctx: RunContext, stages: list[PlannedStage], versions: dict, checkp
         entry = _entry_from_result(result, ctx.out_dir, model_section(ctx.loaded()))
         status = entry["status"]
         if result.files and result.verification.status != "fail":
-            write_text_atomic(_stamp_path(ctx.out_dir, name), json.dumps({"key": key, "entry": entry}, sort_keys=True))
+            write_text_atomic(stamp_path(ctx.out_dir, name), json.dumps({"key": key, "entry": entry}, sort_keys=True))
         return Outcome(name, status, False, seconds, entry)
 
     if jobs == 1:
@@ -417,7 +408,7 @@ def _execute(ctx: RunContext, stages: list[PlannedStage], versions: dict, checkp
         return [done[s.spec.name] for s in stages]
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        running = {}
+        running: dict[Future, PlannedStage] = {}
         while pending or running:
             ready = [s for s in pending if s.upstream is None or s.upstream in done]
             for stage in ready:

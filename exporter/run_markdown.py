@@ -10,7 +10,11 @@ def run_markdown(result) -> str:
         f"# cnnexport run: {m['recipe']['name']}",
         "",
         f"checkpoint `{m['checkpoint']['file']}` (sha256 {m['checkpoint']['sha256'][:12]}…)"
-        + (f", model {m['model']['arch']} {m['model']['input_shape']}, {m['model']['num_classes']} classes" if m.get("model") else ""),
+        + (
+            f", model {m['model']['arch']} {m['model']['input_shape']}, {m['model']['num_classes']} classes"
+            if m.get("model")
+            else ""
+        ),
         "",
         "| stage | artifact | status | max err/range | cosine | top-1 | time | cached |",
         "|---|---|---|---|---|---|---|---|",
@@ -26,17 +30,28 @@ def run_markdown(result) -> str:
             f"| {o.name} | {files or '-'} | {o.status} | {fmt(v.get('max_rel_err'), '.2e')} | {fmt(v.get('cosine'), '.6f')} "
             f"| {fmt(v.get('top1_agreement'), '.3f')} | {o.seconds:.1f}s | {'yes' if o.cached else 'no'} |"
         )
-    rules = sorted({f"{o.entry['verification']['precision']}: {o.entry['verification']['rule']}" for o in result.outcomes
-                    if o.entry and o.entry.get("verification", {}).get("rule")})
+    rules = sorted(
+        {
+            f"{o.entry['verification']['precision']}: {o.entry['verification']['rule']}"
+            for o in result.outcomes
+            if o.entry and o.entry.get("verification", {}).get("rule")
+        }
+    )
     lines += ["", *[f"- pass rule {r}" for r in rules], ""]
     if result.bench is not None:
         from exporter.measure.recommend import describe
 
-        lines += [f"**{describe(result.bench['recommended'])}** (timings in `bench.json`; one run on a shared machine is noisy)", "",
-                  "| artifact | batch | images/s | vs onnxruntime fp32 |", "|---|---|---|---|"]
+        lines += [
+            f"**{describe(result.bench['recommended'])}** (timings in `bench.json`; one run on a shared machine is noisy)",
+            "",
+            "| artifact | batch | images/s | vs onnxruntime fp32 |",
+            "|---|---|---|---|",
+        ]
         for r in result.bench["rows"]:
             if r["status"] == "ok":
-                lines.append(f"| {r['target']} | {r['batch']} | {r['images_per_s']:.1f} | "
-                             f"{'-' if r['speedup'] is None else format(r['speedup'], '.2f') + 'x'} |")
+                lines.append(
+                    f"| {r['target']} | {r['batch']} | {r['images_per_s']:.1f} | "
+                    f"{'-' if r['speedup'] is None else format(r['speedup'], '.2f') + 'x'} |"
+                )
         lines.append("")
     return "\n".join(lines)

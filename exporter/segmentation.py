@@ -25,9 +25,13 @@ def confusion(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarr
     keep = truth != IGNORE_INDEX
     t, p = truth[keep].astype(np.int64), pred[keep].astype(np.int64)
     if t.size and (t.max() >= num_classes or t.min() < 0):
-        raise BadInputError(f"the masks hold class {int(t.max())}, but the model has {num_classes} classes "
-                            f"(use {IGNORE_INDEX} for pixels to ignore)")
-    return np.bincount(t * num_classes + np.clip(p, 0, num_classes - 1), minlength=num_classes**2).reshape(num_classes, num_classes)
+        raise BadInputError(
+            f"the masks hold class {int(t.max())}, but the model has {num_classes} classes "
+            f"(use {IGNORE_INDEX} for pixels to ignore)"
+        )
+    return np.bincount(t * num_classes + np.clip(p, 0, num_classes - 1), minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
 
 
 def scores(matrix: np.ndarray) -> dict:
@@ -53,15 +57,22 @@ def class_map(runner, batch: np.ndarray, output: str | None) -> np.ndarray:
     return value.argmax(axis=1)
 
 
-def evaluate(runners: dict, images: np.ndarray, masks: np.ndarray, num_classes: int, output: str | None = None,
-             batch_size: int = 8, description: str = "") -> dict:
+def evaluate(
+    runners: dict,
+    images: np.ndarray,
+    masks: np.ndarray,
+    num_classes: int,
+    output: str | None = None,
+    batch_size: int = 8,
+    description: str = "",
+) -> dict:
     """mIoU and pixel accuracy of every runner; the first is the reference (agreement and drop against it)."""
     names = list(runners)
     matrices = {n: np.zeros((num_classes, num_classes), np.int64) for n in names}
     agree = {n: 0 for n in names}
     pixels = 0
     for start in range(0, len(images), batch_size):
-        batch, truth = images[start:start + batch_size], masks[start:start + batch_size]
+        batch, truth = images[start : start + batch_size], masks[start : start + batch_size]
         reference = None
         for name in names:
             pred = class_map(runners[name], batch, output)
@@ -91,25 +102,30 @@ def read_pairs(data: str | Path, spec) -> tuple[np.ndarray, np.ndarray, str]:
     if path.suffix.lower() == ".npz":
         with np.load(path, allow_pickle=False) as npz:
             if "images" not in npz.files or "masks" not in npz.files:
-                raise BadInputError(f"{path} needs arrays 'images' (N, C, H, W, normalized) and 'masks' (N, H, W); "
-                                    f"it has {', '.join(npz.files)}")
+                raise BadInputError(
+                    f"{path} needs arrays 'images' (N, C, H, W, normalized) and 'masks' (N, H, W); it has {', '.join(npz.files)}"
+                )
             images, masks = np.asarray(npz["images"], np.float32), np.asarray(npz["masks"])
         if images.ndim != 4 or masks.shape != (images.shape[0], *images.shape[2:]):
-            raise BadInputError(f"{path}: images {images.shape} and masks {masks.shape} do not pair up as (N, C, H, W) and (N, H, W)")
+            raise BadInputError(
+                f"{path}: images {images.shape} and masks {masks.shape} do not pair up as (N, C, H, W) and (N, H, W)"
+            )
         return images, masks.astype(np.int64), f"{path.name} ({len(images)} image + mask pairs)"
     if not (path / "images").is_dir() or not (path / "masks").is_dir():
         raise BadInputError(f"segmentation data {path} must be an .npz (images, masks) or a folder with images/ and masks/")
     from exporter.inputs import IMAGE_SUFFIXES, normalize
 
-    images = sorted(p for p in (path / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    masks = {p.stem: p for p in (path / "masks").iterdir() if p.suffix.lower() == ".png"}
-    missing = [p.name for p in images if p.stem not in masks]
+    image_files = sorted(p for p in (path / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    mask_files = {p.stem: p for p in (path / "masks").iterdir() if p.suffix.lower() == ".png"}
+    missing = [p.name for p in image_files if p.stem not in mask_files]
     if missing:
-        raise BadInputError(f"{len(missing)} image(s) in {path / 'images'} have no mask PNG of the same name (first: {missing[0]})")
-    if not images:
+        raise BadInputError(
+            f"{len(missing)} image(s) in {path / 'images'} have no mask PNG of the same name (first: {missing[0]})"
+        )
+    if not image_files:
         raise BadInputError(f"{path / 'images'} holds no images")
-    pixels, labels = zip(*(_load_pair(p, masks[p.stem], spec) for p in images))
-    return normalize(np.stack(pixels), spec), np.stack(labels), f"{path.name} ({len(images)} image + mask pairs)"
+    pixels, labels = zip(*(_load_pair(p, mask_files[p.stem], spec) for p in image_files))
+    return normalize(np.stack(pixels), spec), np.stack(labels), f"{path.name} ({len(image_files)} image + mask pairs)"
 
 
 def _load_pair(image: Path, mask: Path, spec) -> tuple[np.ndarray, np.ndarray]:
@@ -118,11 +134,16 @@ def _load_pair(image: Path, mask: Path, spec) -> tuple[np.ndarray, np.ndarray]:
     size = (spec.width, spec.height)
     try:
         with Image.open(image) as img:
-            picture = np.asarray(img.convert("L" if spec.channels == 1 else "RGB").resize(size, Image.BILINEAR), np.float32) / 255.0
+            picture = (
+                np.asarray(img.convert("L" if spec.channels == 1 else "RGB").resize(size, Image.Resampling.BILINEAR), np.float32)
+                / 255.0
+            )
         with Image.open(mask) as m:
             if m.mode not in ("P", "L", "I", "I;16"):
-                raise BadInputError(f"mask {mask} is a {m.mode} image; a mask holds one class index per pixel (palette or grey PNG)")
-            classes = np.asarray(m.resize(size, Image.NEAREST), np.int64)
+                raise BadInputError(
+                    f"mask {mask} is a {m.mode} image; a mask holds one class index per pixel (palette or grey PNG)"
+                )
+            classes = np.asarray(m.resize(size, Image.Resampling.NEAREST), np.int64)
     except (UnidentifiedImageError, OSError) as exc:
         raise BadInputError(f"cannot read {image.name} / {mask.name}: {exc}") from None
     picture = picture[None] if picture.ndim == 2 else picture.transpose(2, 0, 1)
@@ -137,6 +158,11 @@ def render(report: dict, console) -> None:
     for column in ("model", "mIoU", "pixel accuracy", "pixels as reference", "mIoU vs reference"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for i, (name, r) in enumerate(report["results"].items()):
-        table.add_row(escape(name), f"{r['miou'] * 100:.2f}%", f"{r['pixel_accuracy'] * 100:.2f}%",
-                      f"{r['pixel_agreement_with_reference'] * 100:.2f}%", "-" if i == 0 else f"{-r['miou_drop_points']:+.2f} pts")
+        table.add_row(
+            escape(name),
+            f"{r['miou'] * 100:.2f}%",
+            f"{r['pixel_accuracy'] * 100:.2f}%",
+            f"{r['pixel_agreement_with_reference'] * 100:.2f}%",
+            "-" if i == 0 else f"{-r['miou_drop_points']:+.2f} pts",
+        )
     console.print(table)

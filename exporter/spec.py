@@ -47,17 +47,13 @@ class ModelSpec:
             )
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in (1, self.channels):
-                raise BadInputError(
-                    f"--{name} has {len(values)} values but the model has {self.channels} input channels"
-                )
+                raise BadInputError(f"--{name} has {len(values)} values but the model has {self.channels} input channels")
         if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
             raise BadInputError("--mean and --std values must be finite numbers")
         if any(s <= 0 for s in self.std):
             raise BadInputError("--std values must be positive")
         if self.labels is not None and len(self.labels) != self.num_classes:
-            raise BadInputError(
-                f"the labels list has {len(self.labels)} entries but the model has {self.num_classes} classes"
-            )
+            raise BadInputError(f"the labels list has {len(self.labels)} entries but the model has {self.num_classes} classes")
 
     @property
     def output_names(self) -> list[str]:
@@ -79,7 +75,7 @@ class ModelSpec:
     def channel_std(self) -> tuple[float, ...]:
         return tuple(self.std) * (self.channels if len(self.std) == 1 else 1)
 
-    def with_overrides(self, **overrides) -> "ModelSpec":
+    def with_overrides(self, **overrides) -> ModelSpec:
         """Return a copy with every non-None override applied."""
         clean = {k: v for k, v in overrides.items() if v is not None}
         if "input_shape" in clean:
@@ -102,7 +98,7 @@ class ModelSpec:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
+    def from_dict(cls, d: dict) -> ModelSpec:
         from exporter.outputs import OutputSpec
 
         try:
@@ -159,7 +155,7 @@ def parse_input_shape(text: str) -> tuple[int, int, int]:
         raise BadInputError(f"--input-shape expects C,H,W (e.g. 3,224,224), got {text!r}") from None
     if len(dims) != 3 or min(dims) < 1:
         raise BadInputError(f"--input-shape expects three positive integers C,H,W, got {text!r}")
-    return dims  # type: ignore[return-value]
+    return dims
 
 
 def parse_batch_sizes(text: str, option: str = "--batch-sizes") -> tuple[int, ...]:

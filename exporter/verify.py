@@ -34,9 +34,10 @@ from exporter.compare import (  # noqa: F401 - the rule's table and per-output m
     compare_arrays,
     tolerance_for,
 )
-from exporter.inputs import InputSet
 from exporter.errors import UnsupportedOp, first_line
+from exporter.inputs import InputSet
 from exporter.runners.base import Runner, as_runner
+
 
 @dataclass
 class Check:
@@ -62,8 +63,17 @@ class Check:
     judged: bool = True
 
 
-METRICS = ("max_abs_err", "max_rel_err", "max_channel_rel_err", "cosine", "top1_agreement", "top5_overlap",
-           "pixel_agreement", "miou", "noise_rel_err")
+METRICS = (
+    "max_abs_err",
+    "max_rel_err",
+    "max_channel_rel_err",
+    "cosine",
+    "top1_agreement",
+    "top5_overlap",
+    "pixel_agreement",
+    "miou",
+    "noise_rel_err",
+)
 _WORST = {"cosine": min, "top1_agreement": min, "top5_overlap": min, "pixel_agreement": min, "miou": min}
 
 
@@ -77,7 +87,7 @@ class Verdict:
     first_divergent: dict | None = None  # a failed ONNX artifact: the first layer past the rule (exporter.rescue.debug)
 
     @classmethod
-    def skipped(cls, reason: str, precision: str = "fp32") -> "Verdict":
+    def skipped(cls, reason: str, precision: str = "fp32") -> Verdict:
         return cls(status="skipped", reason=reason, precision=precision)
 
     @property
@@ -101,8 +111,7 @@ class Verdict:
         for name in self.output_names():
             checks = [c for c in self.checks if c.output == name]
             failed = [c for c in checks if c.status == "fail"]
-            row = {"task": checks[0].task, "status": "fail" if failed else "pass",
-                   "reason": failed[0].reason if failed else ""}
+            row = {"task": checks[0].task, "status": "fail" if failed else "pass", "reason": failed[0].reason if failed else ""}
             for metric in METRICS:
                 row[metric] = self._worst(metric, output=name)
             if any(c.decided_by == "noise" for c in checks):
@@ -118,7 +127,7 @@ class Verdict:
         failed = [n for n, row in table.items() if row["status"] == "fail"]
         if failed:
             return failed[0]
-        return max(table, key=lambda n: (table[n]["max_channel_rel_err"] or table[n]["max_rel_err"] or 0.0))
+        return max(table, key=lambda n: table[n]["max_channel_rel_err"] or table[n]["max_rel_err"] or 0.0)
 
     def to_dict(self) -> dict:
         outputs = self.per_output()
@@ -172,26 +181,52 @@ def verify(
     transform_name = artifact.reference_transform
     transform = REFERENCE_TRANSFORMS.get(transform_name) if transform_name else None
     if transform_name and transform is None:
-        checks.append(Check("declaration", "outputs", 0, "fail", f"the artifact's outputs are {transform_name!r} of the logits, which cnnexport cannot compare"))
+        checks.append(
+            Check(
+                "declaration",
+                "outputs",
+                0,
+                "fail",
+                f"the artifact's outputs are {transform_name!r} of the logits, which cnnexport cannot compare",
+            )
+        )
     if isinstance(batch_dim, int) and batch_dim != artifact.requested_fixed_batch:
         checks.append(
-            Check("declaration", "input signature", batch_dim, "fail", f"the batch dimension is fixed to {batch_dim}, not dynamic")
+            Check(
+                "declaration", "input signature", batch_dim, "fail", f"the batch dimension is fixed to {batch_dim}, not dynamic"
+            )
         )
     for ref_name, reference in references.items():
         for inputs in input_sets:
             try:
                 expected = reference.infer(inputs.array)
             except Exception as exc:  # noqa: BLE001 - a reference that cannot run is an input problem
-                checks.append(Check(ref_name, inputs.name, inputs.batch_size, "fail",
-                                    f"the reference failed on these inputs: {first_line(exc)}", judged=inputs.judged))
+                checks.append(
+                    Check(
+                        ref_name,
+                        inputs.name,
+                        inputs.batch_size,
+                        "fail",
+                        f"the reference failed on these inputs: {first_line(exc)}",
+                        judged=inputs.judged,
+                    )
+                )
                 continue
             try:
                 actual = artifact.infer(inputs.array)
             except UnsupportedOp as exc:
                 return Verdict.skipped(str(exc), precision)
             except Exception as exc:  # noqa: BLE001 - runtimes raise their own types
-                checks.append(Check(ref_name, inputs.name, inputs.batch_size, "fail",
-                                    f"the artifact failed at batch {inputs.batch_size}: {first_line(exc)}", judged=inputs.judged))
+                checks.append(
+                    Check(
+                        ref_name,
+                        inputs.name,
+                        inputs.batch_size,
+                        "fail",
+                        f"the artifact failed at batch {inputs.batch_size}: {first_line(exc)}",
+                        judged=inputs.judged,
+                    )
+                )
                 continue
             pairs, problem = pair_outputs(expected, actual, transform is not None)
             if problem:
@@ -225,8 +260,10 @@ def pair_outputs(expected: dict, actual: dict, transformed: bool = False) -> tup
     if len(numeric) == len(expected):
         return [(name, value, art) for (name, value), art in zip(expected.items(), numeric.values())], ""
     missing = [n for n in expected if n not in actual]
-    return [], (f"the artifact returns {len(actual)} output(s) ({', '.join(actual) or 'none'}) but the reference returns "
-                f"{len(expected)} ({', '.join(expected)}); missing: {', '.join(missing)}")
+    return [], (
+        f"the artifact returns {len(actual)} output(s) ({', '.join(actual) or 'none'}) but the reference returns "
+        f"{len(expected)} ({', '.join(expected)}); missing: {', '.join(missing)}"
+    )
 
 
 def _compare_outputs(pairs, reference, inputs: InputSet, ref_name: str, tolerance: Tolerance, transform, spec) -> list[Check]:
@@ -245,7 +282,9 @@ def _compare_outputs(pairs, reference, inputs: InputSet, ref_name: str, toleranc
                 own = compare_arrays(transform(exact[name]) if transform else exact[name], ref_out, tolerance, task)
                 if "max_rel_err" in own:
                     noise = own.get("max_channel_rel_err") or own["max_rel_err"]
-                    metrics = compare_arrays(ref_out, np.asarray(art_out), tolerance, task, noise=noise, noise_cosine=own["cosine"])
+                    metrics = compare_arrays(
+                        ref_out, np.asarray(art_out), tolerance, task, noise=noise, noise_cosine=own["cosine"]
+                    )
         check = Check(ref_name, inputs.name, inputs.batch_size, "pass", output=name, judged=inputs.judged)
         if not inputs.judged and "max_abs_err" in metrics:
             metrics.update(status="pass", reason="runs, shape and finiteness checked; numbers not judged on these inputs")
@@ -294,16 +333,18 @@ def check_metadata(stored: dict, spec) -> Check | None:
             differences.append(f"{name} {tuple(a.tolist())} vs {tuple(b.tolist())}")
     if not differences:
         return Check("metadata", "stored input spec", 0, "pass")
-    return Check("metadata", "stored input spec", 0, "fail", "artifact metadata disagrees with the reference: " + "; ".join(differences))
+    return Check(
+        "metadata", "stored input spec", 0, "fail", "artifact metadata disagrees with the reference: " + "; ".join(differences)
+    )
 
 
-def finish(verdict: Verdict, extra: list[Check]) -> Verdict:
-    """Fold extra checks (metadata, ...) into a verdict."""
-    extra = [c for c in extra if c is not None]
-    if not extra or verdict.status == "skipped":
+def finish(verdict: Verdict, extra: list[Check | None]) -> Verdict:
+    """Fold extra checks (metadata, ...; None where one did not apply) into a verdict."""
+    found = [c for c in extra if c is not None]
+    if not found or verdict.status == "skipped":
         return verdict
-    checks = extra + verdict.checks
-    failed = [c for c in verdict.checks + extra if c.status == "fail"]  # the comparison's own reason (a baked batch, ...) first
+    checks = found + verdict.checks
+    failed = [c for c in verdict.checks + found if c.status == "fail"]  # the comparison's own reason (a baked batch, ...) first
     if failed:
         return Verdict("fail", failure_reason(failed[0], checks), verdict.precision, verdict.tolerance, checks)
     return Verdict(verdict.status, verdict.reason, verdict.precision, verdict.tolerance, checks)
@@ -321,9 +362,16 @@ def fp16_range_check(path, input_sets: list[InputSet]) -> Check | None:
     try:
         overflowing = nonfinite_fp16_tensors(path, batch)
     except Exception as exc:  # noqa: BLE001 - e.g. a baked batch: the artifact fails verification, verify does not crash
-        return Check("fp16 range", "every fp16 tensor", len(batch), "fail", f"the fp16 range probe cannot run the model: {first_line(exc)}")
+        return Check(
+            "fp16 range", "every fp16 tensor", len(batch), "fail", f"the fp16 range probe cannot run the model: {first_line(exc)}"
+        )
     if not overflowing:
         return Check("fp16 range", "every fp16 tensor", len(batch), "pass")
     shown = ", ".join(overflowing[:5])
-    return Check("fp16 range", "every fp16 tensor", len(batch), "fail",
-                 f"{len(overflowing)} fp16 tensor(s) overflow to inf/NaN ({shown}); keep those nodes in fp32")
+    return Check(
+        "fp16 range",
+        "every fp16 tensor",
+        len(batch),
+        "fail",
+        f"{len(overflowing)} fp16 tensor(s) overflow to inf/NaN ({shown}); keep those nodes in fp32",
+    )

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv (if missing) and installs cnnexport with its test, Core ML, timm, transformers,
+# Creates .venv (if missing) and installs cnnexport with its test, dev (ruff, mypy, mkdocs), Core ML, timm, transformers,
 # OpenVINO (openvino + nncf) and consumers (OpenCV) extras.
 # torch/torchvision are pinned to the pair prebuilt for Python 3.11 on our machines;
 # any torch>=2.6 works (see pyproject.toml).
@@ -11,6 +11,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install --quiet -r scripts/torch-pins.txt 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install --quiet -e ".[test,coreml,timm,transformers,openvino,consumers]" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -m pip install --quiet -e ".[test,dev,coreml,timm,transformers,openvino,consumers]" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import torch, torchvision, onnx, onnxruntime, onnxsim, typer, timm, transformers, pytorch_lightning, openvino, nncf, cv2, segmentation_models_pytorch" \
   || { echo "setup failed: a dependency did not install" >&2; exit 1; }
+.venv/bin/python -m ruff --version >/dev/null && .venv/bin/python -m mypy --version >/dev/null && .venv/bin/mkdocs --version >/dev/null \
+  || { echo "setup failed: ruff / mypy / mkdocs (the dev extra) did not install" >&2; exit 1; }

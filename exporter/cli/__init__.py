@@ -1,10 +1,10 @@
 """The `cnnexport` command line: parse, call the library once, print, exit. Nothing else lives here.
 
-    export.py   onnx, torchscript, coreml, simplify, quantize, tensorrt (flags from exporter/options.py)
-    check.py    inspect, verify, bench, eval
-    recipes.py  architectures, recipes, run, demo
-    params.py   the shared flags, and stage flags generated from the options models
-    ui.py       output, and typed errors -> one sentence + exit code (codes: exporter/errors.py)
+export.py   onnx, torchscript, coreml, simplify, quantize, tensorrt (flags from exporter/options.py)
+check.py    inspect, verify, bench, eval
+recipes.py  architectures, recipes, run, demo
+params.py   the shared flags, and stage flags generated from the options models
+ui.py       output, and typed errors -> one sentence + exit code (codes: exporter/errors.py)
 """
 
 from __future__ import annotations

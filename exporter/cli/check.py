@@ -35,6 +35,7 @@ from exporter.cli.params import (
 from exporter.cli.ui import Ui, fail, render_eval, run_guarded
 from exporter.errors import EXIT_VERIFICATION_FAILED
 
+
 def _si(value: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if value >= scale:
@@ -68,7 +69,11 @@ def inspect(
         loaded = common.load(Ui(json_out, quiet=True).progress, checkpoint, args)
         info = model_section(loaded)
         info["notes"] = loaded.notes
-        info["bytes"] = sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file()) if checkpoint.is_dir() else checkpoint.stat().st_size
+        info["bytes"] = (
+            sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file())
+            if checkpoint.is_dir()
+            else checkpoint.stat().st_size
+        )
         if flops:
             from exporter.measure.flops import model_cost
 
@@ -81,7 +86,9 @@ def inspect(
         table = Table(show_header=False, title=str(checkpoint), title_justify="left")
         table.add_column(style="bold")
         table.add_column()
-        table.add_row("form", escape(loaded.form) + (f"  [dim](written by {escape(loaded.written_by)})[/dim]" if loaded.written_by else ""))
+        table.add_row(
+            "form", escape(loaded.form) + (f"  [dim](written by {escape(loaded.written_by)})[/dim]" if loaded.written_by else "")
+        )
         if loaded.weights != "model" or loaded.prefix:
             table.add_row("weights", escape(loaded.weights + (f", under prefix {loaded.prefix}" if loaded.prefix else "")))
         table.add_row("architecture", f"{escape(loaded.spec.arch)}  [dim]({escape(loaded.arch_source)})[/dim]")
@@ -89,7 +96,10 @@ def inspect(
         shown = [f"{o.name} {o.task} ({'x'.join(map(str, ('N', *o.shape)))})" for o in loaded.spec.outputs]
         if loaded.dropped_outputs:
             shown.append(f"[dim]left out: {', '.join(loaded.dropped_outputs)}[/dim]")
-        table.add_row("outputs", escape(", ".join(shown[:len(loaded.spec.outputs)])) + "".join(f"; {x}" for x in shown[len(loaded.spec.outputs):]))
+        table.add_row(
+            "outputs",
+            escape(", ".join(shown[: len(loaded.spec.outputs)])) + "".join(f"; {x}" for x in shown[len(loaded.spec.outputs) :]),
+        )
         table.add_row("parameters", f"{loaded.params:,}")
         table.add_row("size on disk", f"{info['bytes'] / 1e6:.2f} MB")
         if flops:
@@ -98,7 +108,9 @@ def inspect(
         table.add_row("mean", ", ".join(f"{v:g}" for v in loaded.spec.channel_mean()))
         table.add_row("std", ", ".join(f"{v:g}" for v in loaded.spec.channel_std()))
         if loaded.spec.interpolation or loaded.spec.crop_pct:
-            table.add_row("preprocess", escape(f"resize {loaded.spec.interpolation or '?'}, crop_pct {loaded.spec.crop_pct or '?'}"))
+            table.add_row(
+                "preprocess", escape(f"resize {loaded.spec.interpolation or '?'}, crop_pct {loaded.spec.crop_pct or '?'}")
+            )
         if loaded.spec.labels:
             table.add_row("labels", escape(", ".join(loaded.spec.labels[:10])) + (" …" if len(loaded.spec.labels) > 10 else ""))
         for note in loaded.notes:
@@ -129,7 +141,9 @@ def verify(
     max_rel_err: MaxRelErr = None,
     min_cosine: MinCosine = None,
     min_top1: MinTop1 = None,
-    explain: Annotated[bool, typer.Option("--explain", help="Also compare an ONNX artifact layer by layer (as `cnnexport debug`).")] = False,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Also compare an ONNX artifact layer by layer (as `cnnexport debug`).")
+    ] = False,
     json_out: JsonOut = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -152,8 +166,9 @@ def verify(
                 # a folder standing for an artifact built elsewhere (TensorRT's build kit): its own checks
                 found = next((c for f in formats() if (c := f.check_kit(artifact, ui.progress)) is not None), None)
                 if found is None:
-                    raise BadInputError(f"{artifact} is a directory but no artifact: not a .mlpackage, and not a build "
-                                        "kit cnnexport wrote")
+                    raise BadInputError(
+                        f"{artifact} is a directory but no artifact: not a .mlpackage, and not a build kit cnnexport wrote"
+                    )
                 if json_out:
                     sys.stdout.write(json.dumps(found, indent=2) + "\n")
                 else:
@@ -164,14 +179,14 @@ def verify(
         loaded = common.load(ui.progress, checkpoint, a) if checkpoint else None
         ui.progress(f"verifying {artifact}")
         result = verify_existing(artifact, loaded, reference, opts)
-        from exporter.runners import artifact_spec
         from exporter.report import build_report
+        from exporter.runners import artifact_spec
 
         report = build_report([result], loaded, None if loaded else artifact_spec(reference or artifact))
         if explain:
+            from exporter.inputs import user_inputs
             from exporter.rescue.debug import explain as explain_layers
             from exporter.rescue.debug import render
-            from exporter.inputs import user_inputs
 
             if loaded is None:
                 raise BadInputError("--explain compares against PyTorch: pass --checkpoint")
@@ -191,17 +206,28 @@ def verify(
 
 
 def bench(
-    targets: Annotated[list[Path], typer.Argument(help="Checkpoints (PyTorch eager baseline), artifacts, or folders of artifacts.")],
+    targets: Annotated[
+        list[Path], typer.Argument(help="Checkpoints (PyTorch eager baseline), artifacts, or folders of artifacts.")
+    ],
     batch: Annotated[str, typer.Option("--batch", help="Batch sizes, e.g. 1,8,32.")] = "1,8",
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads for torch and onnxruntime alike (default: torch's).")] = None,
+    threads: Annotated[
+        Optional[int], typer.Option("--threads", min=1, help="Threads for torch and onnxruntime alike (default: torch's).")
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
     seconds: Annotated[float, typer.Option("--seconds", min=0.1, help="Time budget per target and batch size.")] = 2.0,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs first.")] = 3,
     min_runs: Annotated[int, typer.Option("--min-runs", min=1, help="At least this many timed runs.")] = 5,
-    baseline: Annotated[Optional[str], typer.Option("--baseline", help="Target label to compare against (default: PyTorch eager).")] = None,
+    baseline: Annotated[
+        Optional[str], typer.Option("--baseline", help="Target label to compare against (default: PyTorch eager).")
+    ] = None,
     plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write a latency/throughput chart (PNG).")] = None,
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Reference checkpoint (also benchmarked as PyTorch eager).")] = None,
-    runtime: Annotated[Optional[list[str]], typer.Option("--runtime", help="Also time every ONNX target on this runtime: openvino (repeatable; onnxruntime always).")] = None,
+    checkpoint: Annotated[
+        Optional[Path], typer.Option("--checkpoint", help="Reference checkpoint (also benchmarked as PyTorch eager).")
+    ] = None,
+    runtime: Annotated[
+        Optional[list[str]],
+        typer.Option("--runtime", help="Also time every ONNX target on this runtime: openvino (repeatable; onnxruntime always)."),
+    ] = None,
     arch: Arch = None,
     arch_kwargs: ArchKwargs = None,
     trust_pickle: TrustPickle = False,
@@ -218,8 +244,8 @@ def bench(
     ui = Ui(json_out, quiet, verbose)
 
     def body():
-        from exporter.measure import bench as bench_mod
         from exporter.errors import BadInputError
+        from exporter.measure import bench as bench_mod
         from exporter.spec import parse_batch_sizes
 
         if device not in ("cpu", "cuda"):
@@ -228,9 +254,16 @@ def bench(
             raise BadInputError("--seconds must be positive, --warmup >= 0, --min-runs >= 1, --threads >= 1")
         found = bench_mod.discover(list(targets) + ([checkpoint] if checkpoint else []))
         loaded, spec = bench_mod.reference(found, lambda path: common.load(ui.progress, path, args), common.spec_overrides(args))
-        settings = bench_mod.BenchSettings(batches=parse_batch_sizes(batch, "--batch"), threads=threads, device=device, warmup=warmup,
-                                           min_runs=min_runs, seconds=seconds, baseline=baseline,
-                                           runtimes=("onnxruntime", *[r for r in (runtime or []) if r != "onnxruntime"]))
+        settings = bench_mod.BenchSettings(
+            batches=parse_batch_sizes(batch, "--batch"),
+            threads=threads,
+            device=device,
+            warmup=warmup,
+            min_runs=min_runs,
+            seconds=seconds,
+            baseline=baseline,
+            runtimes=("onnxruntime", *[r for r in (runtime or []) if r != "onnxruntime"]),
+        )
         result = bench_mod.bench(found, spec, settings, loaded, ui.progress)
         if plot_path:
             result["plot"] = str(bench_mod.plot(result, plot_path))
@@ -246,10 +279,18 @@ def bench(
 
 def eval_(
     targets: Annotated[list[Path], typer.Argument(help="Artifacts or folders of artifacts to evaluate.")],
-    data: Annotated[str, typer.Option("--data", help="Labelled data: ImageFolder (one sub-folder per class), .npz with inputs+labels, "
-                                      "or 'digits'; for a segmentation model a folder with images/ + masks/ (PNG class indices) "
-                                      "or an .npz with images + masks.")],
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="The reference (default: the first artifact).")] = None,
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            help="Labelled data: ImageFolder (one sub-folder per class), .npz with inputs+labels, "
+            "or 'digits'; for a segmentation model a folder with images/ + masks/ (PNG class indices) "
+            "or an .npz with images + masks.",
+        ),
+    ],
+    checkpoint: Annotated[
+        Optional[Path], typer.Option("--checkpoint", help="The reference (default: the first artifact).")
+    ] = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Also report top-k accuracy.")] = 5,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Samples per batch (data is streamed).")] = 32,
     arch: Arch = None,
@@ -269,8 +310,8 @@ def eval_(
     ui = Ui(json_out, quiet, verbose)
 
     def body():
-        from exporter.measure.bench import discover, reference
         from exporter.errors import BadInputError
+        from exporter.measure.bench import discover, reference
         from exporter.measure.eval import evaluate_targets
 
         if top < 1 or batch_size < 1:
@@ -297,9 +338,17 @@ def eval_(
 def debug(
     artifact: Annotated[Path, typer.Argument(help="ONNX artifact to compare layer by layer (fp32, fp16 or int8 QDQ).")],
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="The PyTorch reference.")],
-    images: Annotated[Optional[str], typer.Option("--images", help="Inputs: image folder, .npy/.npz of normalized inputs, or 'digits' (default: seeded random inputs).")] = None,
+    images: Annotated[
+        Optional[str],
+        typer.Option(
+            "--images", help="Inputs: image folder, .npy/.npz of normalized inputs, or 'digits' (default: seeded random inputs)."
+        ),
+    ] = None,
     samples: Annotated[int, typer.Option("--samples", min=1, help="How many inputs to run.")] = 16,
-    precision: Annotated[Optional[str], typer.Option("--precision", help="Rule each layer is judged by: fp32, fp16 or int8 (default: the artifact's).")] = None,
+    precision: Annotated[
+        Optional[str],
+        typer.Option("--precision", help="Rule each layer is judged by: fp32, fp16 or int8 (default: the artifact's)."),
+    ] = None,
     plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Write error against depth (PNG).")] = None,
     arch: Arch = None,
     arch_kwargs: ArchKwargs = None,
@@ -322,16 +371,17 @@ def debug(
     ui = Ui(json_out, quiet, verbose)
 
     def body():
-        from exporter.rescue.debug import inputs_for, plot, precision_of, render
-        from exporter.rescue.debug import explain as explain_layers
         from exporter.errors import BadInputError
+        from exporter.rescue.debug import explain as explain_layers
+        from exporter.rescue.debug import inputs_for, plot, precision_of, render
         from exporter.verify import TOLERANCES, tolerance_for
 
         if samples < 1:
             raise BadInputError("--samples must be at least 1")
         if artifact.suffix.lower() != ".onnx":
-            raise BadInputError(f"cnnexport debug compares ONNX models layer by layer; {artifact.name} is not one "
-                                "(other kinds: cnnexport verify)")
+            raise BadInputError(
+                f"cnnexport debug compares ONNX models layer by layer; {artifact.name} is not one (other kinds: cnnexport verify)"
+            )
         if not artifact.is_file():
             raise BadInputError(f"artifact {artifact} does not exist")
         if precision is not None and precision not in TOLERANCES:

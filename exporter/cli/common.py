@@ -37,17 +37,28 @@ def load(progress, checkpoint: Path, a: dict, artifact: Path | None = None):
     from exporter.build import load_reference
     from exporter.outputs import parse_outputs, parse_tasks
 
-    return load_reference(checkpoint, artifact, arch=a.get("arch"), arch_kwargs=arch_kwargs(a.get("arch_kwargs")),
-                          trust_pickle=a.get("trust_pickle", False), overrides=spec_overrides(a),
-                          weights=a.get("weights", "model"), progress=progress,
-                          outputs=parse_outputs(a.get("outputs")), tasks=parse_tasks(a.get("task")))
+    return load_reference(
+        checkpoint,
+        artifact,
+        arch=a.get("arch"),
+        arch_kwargs=arch_kwargs(a.get("arch_kwargs")),
+        trust_pickle=a.get("trust_pickle", False),
+        overrides=spec_overrides(a),
+        weights=a.get("weights", "model"),
+        progress=progress,
+        outputs=parse_outputs(a.get("outputs")),
+        tasks=parse_tasks(a.get("task")),
+    )
 
 
 def reads(a: dict) -> tuple:
     """The user files a verb reads besides its source, as (role, path), for exporter.guard."""
     arch_file = (a.get("arch") or "").rpartition(":")[0]
-    return (("the --checkpoint reference", a.get("checkpoint")), ("the --labels file", a.get("labels")),
-            *((("the --arch file", arch_file),) if arch_file.endswith(".py") else ()))
+    return (
+        ("the --checkpoint reference", a.get("checkpoint")),
+        ("the --labels file", a.get("labels")),
+        *((("the --arch file", arch_file),) if arch_file.endswith(".py") else ()),
+    )
 
 
 def verify_options(a: dict, precision: str = "fp32", batch_sizes: str | None = None):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from enum import Enum
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union, get_args, get_origin
 
@@ -31,10 +31,15 @@ Arch = Annotated[
         "Default: inferred from the checkpoint's keys and shapes.",
     ),
 ]
-ArchKwargs = Annotated[Optional[str], typer.Option("--arch-kwargs", help='JSON keyword arguments for the builder, e.g. \'{"num_classes": 7}\'.')]
+ArchKwargs = Annotated[
+    Optional[str], typer.Option("--arch-kwargs", help="JSON keyword arguments for the builder, e.g. '{\"num_classes\": 7}'.")
+]
 TrustPickle = Annotated[
     bool,
-    typer.Option("--trust-pickle", help="Allow loading a whole pickled model. Unpickling runs code from the file: only for files you trust."),
+    typer.Option(
+        "--trust-pickle",
+        help="Allow loading a whole pickled model. Unpickling runs code from the file: only for files you trust.",
+    ),
 ]
 Weights = Annotated[
     str,
@@ -46,26 +51,39 @@ Weights = Annotated[
 ]
 Outputs = Annotated[
     Optional[str],
-    typer.Option("--outputs", help="Keep only these outputs of what forward returns, by name (e.g. out to drop a "
-                 "segmentation model's aux head); default: every output. The names are paths: out, aux, 0, 1.cls."),
+    typer.Option(
+        "--outputs",
+        help="Keep only these outputs of what forward returns, by name (e.g. out to drop a "
+        "segmentation model's aux head); default: every output. The names are paths: out, aux, 0, 1.cls.",
+    ),
 ]
 Task = Annotated[
     Optional[str],
-    typer.Option("--task", help="How outputs are judged: classify|segment|dense|regress for all, or NAME=TASK,... "
-                 "(default: from each output's shape: (N,C) classify, (N,C,H,W) segment, else regress)."),
+    typer.Option(
+        "--task",
+        help="How outputs are judged: classify|segment|dense|regress for all, or NAME=TASK,... "
+        "(default: from each output's shape: (N,C) classify, (N,C,H,W) segment, else regress).",
+    ),
 ]
 InputShape = Annotated[Optional[str], typer.Option("--input-shape", help="Input C,H,W (default: the architecture's).")]
 Mean = Annotated[Optional[str], typer.Option("--mean", help="Per-channel normalization mean, e.g. 0.485,0.456,0.406.")]
 Std = Annotated[Optional[str], typer.Option("--std", help="Per-channel normalization std.")]
 Labels = Annotated[Optional[Path], typer.Option("--labels", help="Text file with one class name per line.")]
 NoVerify = Annotated[bool, typer.Option("--no-verify", help="Skip verification (reported as skipped, never pass).")]
-BatchSizes = Annotated[str, typer.Option("--batch-sizes", help="Batch sizes verified (two or more prove the dynamic batch axis).")]
+BatchSizes = Annotated[
+    str, typer.Option("--batch-sizes", help="Batch sizes verified (two or more prove the dynamic batch axis).")
+]
 Images = Annotated[
-    Optional[Path], typer.Option("--images", help="Also verify on real inputs: a folder of images, or a .npy/.npz of normalized NCHW arrays.")
+    Optional[Path],
+    typer.Option("--images", help="Also verify on real inputs: a folder of images, or a .npy/.npz of normalized NCHW arrays."),
 ]
 Seed = Annotated[int, typer.Option("--seed", min=0, help="Seed of the random verification inputs.")]
-KeepFailed = Annotated[bool, typer.Option("--keep-failed", help="Keep an artifact that failed verification as NAME.rejected.EXT.")]
-Reference = Annotated[Optional[Path], typer.Option("--checkpoint", help="PyTorch reference when MODEL is ONNX (default: the ONNX model).")]
+KeepFailed = Annotated[
+    bool, typer.Option("--keep-failed", help="Keep an artifact that failed verification as NAME.rejected.EXT.")
+]
+Reference = Annotated[
+    Optional[Path], typer.Option("--checkpoint", help="PyTorch reference when MODEL is ONNX (default: the ONNX model).")
+]
 
 
 def param(name: str, annotation, default=inspect.Parameter.empty) -> inspect.Parameter:
@@ -73,19 +91,27 @@ def param(name: str, annotation, default=inspect.Parameter.empty) -> inspect.Par
 
 
 def argument(name: str, annotation, help: str) -> inspect.Parameter:  # noqa: A002 - Typer's word
-    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[annotation, typer.Argument(help=help)])
+    return inspect.Parameter(
+        name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[annotation, typer.Argument(help=help)]
+    )
 
 
-LOAD = [param("arch", Arch, None), param("arch_kwargs", ArchKwargs, None), param("trust_pickle", TrustPickle, False),
-        param("weights", Weights, "model"), param("outputs", Outputs, None), param("task", Task, None)]
+LOAD = [
+    param("arch", Arch, None),
+    param("arch_kwargs", ArchKwargs, None),
+    param("trust_pickle", TrustPickle, False),
+    param("weights", Weights, "model"),
+    param("outputs", Outputs, None),
+    param("task", Task, None),
+]
 SPEC = [param("input_shape", InputShape, None), param("mean", Mean, None), param("std", Std, None), param("labels", Labels, None)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def choices(model, name: str) -> type[Enum]:
     """A Literal field's choices as the Enum Typer shows (``--exporter [dynamo|legacy]``)."""
     values = get_args(model.model_fields[name].annotation)
-    return Enum(f"{model.__name__}_{name}", {str(v): str(v) for v in values}, type=str)
+    return Enum(f"{model.__name__}_{name}", {str(v): str(v) for v in values}, type=str)  # type: ignore[return-value]  # the functional API makes a class
 
 
 def _is_list(annotation) -> bool:
@@ -119,8 +145,12 @@ def stage_params(model, skip: tuple[str, ...] = (), rename: dict[str, str] | Non
 TOLERANCES = stage_params(ToleranceOverrides)  # --max-rel-err, --min-cosine, --min-top1: the recipe's verify.<precision> keys
 MaxRelErr, MinCosine, MinTop1 = (p.annotation for p in TOLERANCES)
 VERIFY_INPUTS = [param("images", Images, None), param("seed", Seed, 0), *TOLERANCES]
-VERIFY = [param("no_verify", NoVerify, False), param("batch_sizes", BatchSizes, "1,4"), *VERIFY_INPUTS,
-          param("keep_failed", KeepFailed, False)]
+VERIFY = [
+    param("no_verify", NoVerify, False),
+    param("batch_sizes", BatchSizes, "1,4"),
+    *VERIFY_INPUTS,
+    param("keep_failed", KeepFailed, False),
+]
 UI = [param("json_out", JsonOut, False), param("quiet", Quiet, False), param("verbose", Verbose, False)]
 
 

@@ -14,11 +14,14 @@ from exporter.cli.params import JsonOut, Quiet, Verbose
 from exporter.cli.ui import Ui, fail, run_guarded
 from exporter.errors import EXIT_BAD_INPUT, EXIT_VERIFICATION_FAILED
 
+
 def architectures(
     json_out: JsonOut = False,
     source: Annotated[
         Optional[str],
-        typer.Option("--source", help="Only 'classic', 'torchvision' or 'timm' entries (timm's ~1,400 need `pip install cnnexport[timm]`)."),
+        typer.Option(
+            "--source", help="Only 'classic', 'torchvision' or 'timm' entries (timm's ~1,400 need `pip install cnnexport[timm]`)."
+        ),
     ] = None,
 ) -> None:
     """List the architecture registry with each entry's default input spec (timm's with --source timm)."""
@@ -37,9 +40,18 @@ def architectures(
         rows = registry.entries(source=source)
         if json_out:
             data = [
-                {"name": e.name, "source": e.source, "num_classes": e.num_classes, "input_shape": [e.channels, e.height, e.width],
-                 "mean": list(e.mean), "std": list(e.std), "interpolation": e.interpolation, "crop_pct": e.crop_pct,
-                 "task": e.task, "description": e.description}
+                {
+                    "name": e.name,
+                    "source": e.source,
+                    "num_classes": e.num_classes,
+                    "input_shape": [e.channels, e.height, e.width],
+                    "mean": list(e.mean),
+                    "std": list(e.std),
+                    "interpolation": e.interpolation,
+                    "crop_pct": e.crop_pct,
+                    "task": e.task,
+                    "description": e.description,
+                }
                 for e in rows
             ]
             sys.stdout.write(json.dumps(data, indent=2) + "\n")
@@ -50,11 +62,21 @@ def architectures(
         for col in ("name", "source", "task", "classes", "input", "mean", "std"):
             table.add_column(col)
         for e in rows:
-            table.add_row(e.name, e.source, e.task, str(e.num_classes), f"{e.channels}x{e.height}x{e.width}",
-                          ",".join(f"{m:g}" for m in e.mean), ",".join(f"{s:g}" for s in e.std))
+            table.add_row(
+                e.name,
+                e.source,
+                e.task,
+                str(e.num_classes),
+                f"{e.channels}x{e.height}x{e.width}",
+                ",".join(f"{m:g}" for m in e.mean),
+                ",".join(f"{s:g}" for s in e.std),
+            )
         ui.out.print(table)
         if source is None:
-            ui.out.print("timm's models: `cnnexport architectures --source timm`" + ("" if registry.timm_available() else " (after pip install 'cnnexport[timm]')"))
+            ui.out.print(
+                "timm's models: `cnnexport architectures --source timm`"
+                + ("" if registry.timm_available() else " (after pip install 'cnnexport[timm]')")
+            )
 
     run_guarded(ui, body)
 
@@ -69,8 +91,9 @@ def recipes(json_out: JsonOut = False) -> None:
         rows = []
         for name, path in recipe_mod.shipped().items():
             r = recipe_mod.load(path)
-            rows.append({"name": name, "path": str(path), "description": r.description,
-                         "stages": [n for n, s in r.stages if s.enabled]})
+            rows.append(
+                {"name": name, "path": str(path), "description": r.description, "stages": [n for n, s in r.stages if s.enabled]}
+            )
         if json_out:
             sys.stdout.write(json.dumps(rows, indent=2) + "\n")
             return
@@ -88,10 +111,22 @@ def recipes(json_out: JsonOut = False) -> None:
 
 def run(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to build every artifact from.")],
-    recipe: Annotated[str, typer.Option("--recipe", "-r", help="Recipe YAML, or the name of a shipped one (see `cnnexport recipes`).")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output folder (default: dist/<checkpoint name>/).")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe key: stages.coreml.precision=fp32 (repeatable).")] = None,
-    calib: Annotated[Optional[str], typer.Option("--calib", help="Calibration data for the INT8 stages (image folder, .npy/.npz); the same as --set calibration.data=...")] = None,
+    recipe: Annotated[
+        str, typer.Option("--recipe", "-r", help="Recipe YAML, or the name of a shipped one (see `cnnexport recipes`).")
+    ],
+    output: Annotated[
+        Optional[Path], typer.Option("-o", "--output", help="Output folder (default: dist/<checkpoint name>/).")
+    ] = None,
+    set_: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Override a recipe key: stages.coreml.precision=fp32 (repeatable).")
+    ] = None,
+    calib: Annotated[
+        Optional[str],
+        typer.Option(
+            "--calib",
+            help="Calibration data for the INT8 stages (image folder, .npy/.npz); the same as --set calibration.data=...",
+        ),
+    ] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Independent stages run in parallel.")] = 1,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; run nothing.")] = False,
     json_out: JsonOut = False,
@@ -111,7 +146,9 @@ def run(
         if dry_run:
             rows = [{"stage": s.spec.name, "input": s.upstream or str(checkpoint), "options": s.options} for s in stages]
             if json_out:
-                sys.stdout.write(json.dumps({"recipe": loaded_recipe.name, "output": str(out_dir), "plan": rows}, indent=2) + "\n")
+                sys.stdout.write(
+                    json.dumps({"recipe": loaded_recipe.name, "output": str(out_dir), "plan": rows}, indent=2) + "\n"
+                )
             else:
                 ui.out.print(f"recipe {escape(loaded_recipe.name)} -> {escape(str(out_dir))} (nothing is run)")
                 for row in rows:
@@ -120,14 +157,24 @@ def run(
         recipe_file = (("the recipe", Path(recipe)),) if Path(recipe).is_file() else ()
         result = run_recipe(loaded_recipe, checkpoint, out_dir, jobs, ui.progress, reads=recipe_file)
         if json_out:
-            sys.stdout.write(json.dumps({"manifest": result.manifest, "timings": {o.name: {"seconds": round(o.seconds, 3), "cached": o.cached}
-                                                                                  for o in result.outcomes},
-                                         "bench": result.bench}, indent=2) + "\n")
+            sys.stdout.write(
+                json.dumps(
+                    {
+                        "manifest": result.manifest,
+                        "timings": {o.name: {"seconds": round(o.seconds, 3), "cached": o.cached} for o in result.outcomes},
+                        "bench": result.bench,
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
         else:
             _render_run(ui, result)
         if result.failed:
             first = result.failed[0]
-            fail(ui, f"stage {first.name}: {first.status}", EXIT_VERIFICATION_FAILED if first.status == "fail" else EXIT_BAD_INPUT)
+            fail(
+                ui, f"stage {first.name}: {first.status}", EXIT_VERIFICATION_FAILED if first.status == "fail" else EXIT_BAD_INPUT
+            )
 
     run_guarded(ui, body)
 
@@ -142,11 +189,16 @@ def _render_run(ui: Ui, result) -> None:
         v = o.entry.get("verification", {}) if o.entry else {}
         colour = "green" if o.status == "pass" else "red" if o.status == "fail" or o.status.startswith("error") else "yellow"
         files = ", ".join(Path(f["path"]).name for f in o.entry.get("files", [])) if o.entry else "-"
-        table.add_row(o.name, escape(files or "-"), f"[{colour}]{escape(o.status)}[/{colour}]",
-                      "-" if v.get("max_rel_err") is None else f"{v['max_rel_err']:.2e}",
-                      "-" if v.get("cosine") is None else f"{v['cosine']:.6f}",
-                      "-" if v.get("top1_agreement") is None else f"{v['top1_agreement']:.3f}",
-                      f"{o.seconds:.1f}s", "yes" if o.cached else "no")
+        table.add_row(
+            o.name,
+            escape(files or "-"),
+            f"[{colour}]{escape(o.status)}[/{colour}]",
+            "-" if v.get("max_rel_err") is None else f"{v['max_rel_err']:.2e}",
+            "-" if v.get("cosine") is None else f"{v['cosine']:.6f}",
+            "-" if v.get("top1_agreement") is None else f"{v['top1_agreement']:.3f}",
+            f"{o.seconds:.1f}s",
+            "yes" if o.cached else "no",
+        )
     ui.out.print(table)
     if result.bench is not None:
         from exporter.measure.bench import render
@@ -158,9 +210,15 @@ def _render_run(ui: Ui, result) -> None:
 
 
 def demo(
-    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the checkpoint, artifacts and reports.")] = Path("cnnexport-demo"),
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Training epochs (default: 12 on the digits, 20 on the shapes).")] = None,
-    task: Annotated[str, typer.Option("--task", help="classify: LeNet-5 on scikit-learn's digits; segment: a tiny U-Net on generated shapes.")] = "classify",
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the checkpoint, artifacts and reports.")] = Path(
+        "cnnexport-demo"
+    ),
+    epochs: Annotated[
+        Optional[int], typer.Option("--epochs", min=1, help="Training epochs (default: 12 on the digits, 20 on the shapes).")
+    ] = None,
+    task: Annotated[
+        str, typer.Option("--task", help="classify: LeNet-5 on scikit-learn's digits; segment: a tiny U-Net on generated shapes.")
+    ] = "classify",
     json_out: JsonOut = False,
     quiet: Quiet = False,
     verbose: Verbose = False,

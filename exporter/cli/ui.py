@@ -79,7 +79,11 @@ def run_guarded(ui: Ui, body) -> None:
     except Exception as exc:  # noqa: BLE001 - last line of defence: a bug, said plainly
         if ui.verbose:
             ui.err.print_exception()
-        fail(ui, f"unexpected {type(exc).__name__}: {exc} (this is a bug in cnnexport; re-run with -v and report it)", EXIT_INTERNAL)
+        fail(
+            ui,
+            f"unexpected {type(exc).__name__}: {exc} (this is a bug in cnnexport; re-run with -v and report it)",
+            EXIT_INTERNAL,
+        )
 
 
 def finish(ui: Ui, results: list, loaded=None, spec=None) -> None:
@@ -102,6 +106,11 @@ def render_eval(ui: Ui, evaluation: dict) -> None:
         table.add_column(col, justify="left" if col == "model" else "right")
     for name, r in evaluation["results"].items():
         top5 = r.get(f"top{evaluation.get('top', 5)}")
-        table.add_row(escape(name), f"{r['top1'] * 100:.2f}%", "-" if top5 is None else f"{top5 * 100:.2f}%",
-                      f"{r['agreement_with_reference'] * 100:.2f}%", f"{r['top1_drop_points']:+.2f} pts")
+        table.add_row(
+            escape(name),
+            f"{r['top1'] * 100:.2f}%",
+            "-" if top5 is None else f"{top5 * 100:.2f}%",
+            f"{r['agreement_with_reference'] * 100:.2f}%",
+            f"{r['top1_drop_points']:+.2f} pts",
+        )
     ui.out.print(table)

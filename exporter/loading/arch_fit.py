@@ -10,9 +10,10 @@ the same function on these weights; otherwise the user is asked to choose.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from exporter.errors import ArchitectureError, BackendUnavailable, first_line
 from exporter.loading.training_formats import Hints, prefix_views
@@ -43,7 +44,7 @@ def _views(state_dict: dict, weights: str) -> list[tuple[str, dict]]:
 
 def _fit(module, name, entry, source, state_dict, prefix, num_classes=None, notes=()) -> Fit:
     left_out = sorted(k for k in state_dict if not k.startswith(prefix)) if prefix else []
-    view = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)} if prefix else state_dict
+    view = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)} if prefix else state_dict
     return Fit(module, name, entry, source, view, prefix, left_out, num_classes, list(notes))
 
 
@@ -52,11 +53,11 @@ def _build(entry, num_classes: int, arch_kwargs: dict):
     kwargs = {**arch_kwargs, "num_classes": num_classes}
     try:
         return entry.build(**kwargs)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ArchitectureError(f"building {entry.name} with {kwargs} failed: {first_line(exc)}") from exc
 
 
-def unknown_arch(name: str) -> ArchitectureError:
+def unknown_arch(name: str) -> ArchitectureError | BackendUnavailable:
     from exporter import architectures
     from exporter.architectures import timm_models
 
@@ -78,7 +79,6 @@ def fit_architecture(
     progress: Callable[[str], None] | None = None,
 ) -> Fit:
     from exporter import architectures
-
     from exporter.loading.arch_inference import match_entry
     from exporter.loading.modules import resolve_user_arch
 
@@ -100,8 +100,8 @@ def fit_architecture(
             continue
         # a bare name both registries know: a Lightning module built with timm.create_model logs timm's
         alternatives = [entry]
-        if ":" not in name and entry.source != "timm" and architectures.get("timm:" + name) is not None:
-            alternatives.append(architectures.get("timm:" + name))
+        if ":" not in name and entry.source != "timm" and (timm_entry := architectures.get("timm:" + name)) is not None:
+            alternatives.append(timm_entry)
         for candidate in alternatives:
             for prefix, view in views:
                 found = match_entry(candidate, view)
@@ -142,7 +142,6 @@ def _with_aux_head(views, candidates, arch_kwargs: dict) -> list:
 
 def _inferred(state_dict, path: Path, views, arch_kwargs: dict, notes: list, progress) -> Fit:
     from exporter import architectures
-
     from exporter.loading.arch_inference import infer_architecture, preferred, same_function
 
     candidates = architectures.entries(include_timm=True)

@@ -54,7 +54,7 @@ def _under(fused: dict[str, str], prefix: str) -> dict[str, str]:
     """The fused-BatchNorm map relative to the prefix the network's weights sat under."""
     if not prefix:
         return fused
-    return {g[len(prefix):]: c[len(prefix):] for g, c in fused.items() if g.startswith(prefix) and c.startswith(prefix)}
+    return {g[len(prefix) :]: c[len(prefix) :] for g, c in fused.items() if g.startswith(prefix) and c.startswith(prefix)}
 
 
 def _module_tensors(module) -> list:
@@ -100,7 +100,6 @@ def load_checkpoint(
     the task an output's shape suggests (``--task``, see exporter/outputs.py).
     """
     from exporter import architectures
-
     from exporter.loading.arch_fit import fit_architecture, unknown_arch
 
     path = Path(path)
@@ -118,7 +117,9 @@ def load_checkpoint(
     if raw.module is not None:
         module = raw.module
         arch_source = raw.hints.names[0][1] if raw.hints.names and not arch else raw.form
-        name = arch or next((n for n, _ in raw.hints.names), None) or getattr(module, "original_name", None) or type(module).__name__
+        name = (
+            arch or next((n for n, _ in raw.hints.names), None) or getattr(module, "original_name", None) or type(module).__name__
+        )
         if arch:
             entry = architectures.get(arch)
             if entry is None and ":" not in arch:
@@ -134,9 +135,10 @@ def load_checkpoint(
             matches = infer_architecture(module.state_dict(), architectures.entries(), path.stem)
             if len(matches) == 1:
                 entry = architectures.get(matches[0].name)
-                name, arch_source = entry.name, f"{raw.form}; architecture inferred from keys and shapes"
+                name, arch_source = matches[0].name, f"{raw.form}; architecture inferred from keys and shapes"
                 arch_kwargs.setdefault("num_classes", matches[0].num_classes)
     else:
+        assert raw.state_dict is not None  # read_checkpoint gives a module or a state_dict
         check_finite(raw.state_dict)
         fit = fit_architecture(raw.state_dict, path, arch, arch_kwargs, raw.hints, weights, progress)
         module, name, entry, arch_source = fit.module, fit.name, fit.entry, fit.arch_source
@@ -148,12 +150,17 @@ def load_checkpoint(
             arch_kwargs["num_classes"] = fit.num_classes
         if prefix:
             shown = ", ".join(left_out[:6]) + (" …" if len(left_out) > 6 else "")
-            notes.append(f"network weights under prefix {prefix!r}" + (f"; left out {len(left_out)} other key(s): {shown}" if left_out else ""))
+            notes.append(
+                f"network weights under prefix {prefix!r}"
+                + (f"; left out {len(left_out)} other key(s): {shown}" if left_out else "")
+            )
         load_state_dict_strict(module, fit.state_dict, name)
 
     stored = _reduced_precision(raw.state_dict.values() if raw.state_dict is not None else _module_tensors(module))
     if stored:
-        notes.append(f"weights stored as {' and '.join(stored)} were upcast to float32 (the reference model and every artifact are fp32)")
+        notes.append(
+            f"weights stored as {' and '.join(stored)} were upcast to float32 (the reference model and every artifact are fp32)"
+        )
     module = module.float().eval()
     said = overrides.get("input_shape") or meta_spec.get("input_shape") or getattr(module, "input_shape", None)
     probe = entry is None and arch_source == "--arch (user code)" and not said
@@ -168,8 +175,17 @@ def load_checkpoint(
     if dropped:
         notes.append(f"outputs left out (--outputs): {', '.join(dropped)}")
     return LoadedModel(
-        module=module, spec=spec, path=path, form=raw.form, arch_source=arch_source, notes=notes,
-        weights=raw.weights, prefix=prefix, left_out=left_out, written_by=raw.written_by, dropped_outputs=dropped,
+        module=module,
+        spec=spec,
+        path=path,
+        form=raw.form,
+        arch_source=arch_source,
+        notes=notes,
+        weights=raw.weights,
+        prefix=prefix,
+        left_out=left_out,
+        written_by=raw.written_by,
+        dropped_outputs=dropped,
     )
 
 
@@ -197,8 +213,10 @@ def probe_input_shape(module, notes: list[str]) -> tuple[int, int, int] | None:
         notes.append(f"no input size given: the model runs only at {runs[0]}x{runs[0]} of the sizes tried")
         return (channels, runs[0], runs[0])
     if len(runs) > 1:
-        notes.append(f"no input size given and the model runs at several sizes ({', '.join(map(str, runs))}); "
-                     "using 224x224: pass --input-shape to say what it was trained at")
+        notes.append(
+            f"no input size given and the model runs at several sizes ({', '.join(map(str, runs))}); "
+            "using 224x224: pass --input-shape to say what it was trained at"
+        )
     return None
 
 
@@ -209,12 +227,19 @@ def _resolve_spec(module, name: str, entry, meta_spec: dict, overrides: dict, ar
     else:
         cfg = getattr(module, "pretrained_cfg", None) or getattr(module, "default_cfg", None) or {}
         # a shape from the command line or the checkpoint decides the channel count the default mean/std follow
-        shape = overrides.get("input_shape") or meta_spec.get("input_shape") or cfg.get("input_size") or getattr(module, "input_shape", None)
+        shape = (
+            overrides.get("input_shape")
+            or meta_spec.get("input_shape")
+            or cfg.get("input_size")
+            or getattr(module, "input_shape", None)
+        )
         channels = _guess_channels(module)
         c, h, w = tuple(shape) if shape and len(shape) == 3 else (channels, 224, 224)
         mean = tuple(cfg.get("mean", ())) or ((0.5,) * c if c != 3 else (0.485, 0.456, 0.406))
         std = tuple(cfg.get("std", ())) or ((0.5,) * c if c != 3 else (0.229, 0.224, 0.225))
-        base = ModelSpec(arch=name, num_classes=arch_kwargs.get("num_classes", 0) or 1, channels=c, height=h, width=w, mean=mean, std=std)
+        base = ModelSpec(
+            arch=name, num_classes=arch_kwargs.get("num_classes", 0) or 1, channels=c, height=h, width=w, mean=mean, std=std
+        )
     merged = {**meta_spec, **{k: v for k, v in overrides.items() if v is not None}}
     merged.pop("labels", None)  # applied with the class count read off the outputs (_resolve_outputs)
     merged.pop("arch", None)
@@ -238,7 +263,7 @@ def _resolve_outputs(module, spec: ModelSpec, wanted, tasks, classes_given: bool
     try:
         with torch.no_grad():
             out = module(torch.zeros(2, *spec.input_shape))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise BadInputError(
             f"the model does not run on input of shape (N, {', '.join(map(str, spec.input_shape))}): "
             f"{first_line(exc)}; pass --input-shape C,H,W"
@@ -246,7 +271,7 @@ def _resolve_outputs(module, spec: ModelSpec, wanted, tasks, classes_given: bool
     found, dropped = select(flatten(out, batch=2), wanted)
     described = describe(found, tasks)
     first_classes = next((o for o in described if o.classes is not None), None)
-    if first_classes is None:
+    if first_classes is None or first_classes.classes is None:
         num_classes = spec.num_classes if classes_given else 0
     elif not classes_given:
         num_classes = first_classes.classes

@@ -66,15 +66,19 @@ def strip_prefixes(state_dict: dict) -> tuple[dict, list[str]]:
         changed = False
         for prefix in PREFIXES:
             if state_dict and all(k.startswith(prefix) for k in state_dict):
-                state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+                state_dict = {k[len(prefix) :]: v for k, v in state_dict.items()}
                 if metadata is not None:
                     owner = prefix[:-1]
-                    metadata = {("" if k == owner else k[len(prefix):]): v for k, v in metadata.items() if k == owner or k.startswith(prefix)}
+                    metadata = {
+                        ("" if k == owner else k[len(prefix) :]): v
+                        for k, v in metadata.items()
+                        if k == owner or k.startswith(prefix)
+                    }
                 stripped.append(prefix)
                 changed = True
     state_dict = OrderedDict(state_dict)
     if metadata is not None:
-        state_dict._metadata = metadata
+        state_dict._metadata = metadata  # type: ignore[attr-defined]  # torch's per-module versions ride on the dict
     return state_dict, stripped
 
 
@@ -109,7 +113,7 @@ def zip_layout(names: list[str]) -> str | None:
     if not names:
         return None
     top = names[0].split("/", 1)[0] + "/" if "/" in names[0] else ""
-    own = {n[len(top):] for n in names if n.startswith(top)}
+    own = {n[len(top) :] for n in names if n.startswith(top)}
     if "archive_format" in own or any(n.endswith("serialized_exported_program.json") for n in names):
         return "exported-program"
     if "constants.pkl" in own and any(n.startswith("code/") for n in own):
@@ -129,8 +133,9 @@ def read_checkpoint(path: Path, trust_pickle: bool = False, weights: str = "mode
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.is_dir():
-        raise CheckpointError(f"{path} is a folder; cnnexport reads folders saved by save_pretrained "
-                              "(exporter.loading.hf_folder.read_folder)")
+        raise CheckpointError(
+            f"{path} is a folder; cnnexport reads folders saved by save_pretrained (exporter.loading.hf_folder.read_folder)"
+        )
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); the save was probably interrupted")
@@ -145,7 +150,7 @@ def read_checkpoint(path: Path, trust_pickle: bool = False, weights: str = "mode
     if layout == "torchscript":
         try:
             module = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:  # noqa: BLE001 - torch raises many types here
+        except Exception as exc:  # torch raises many types here
             raise CheckpointError(f"{path} looks like a TorchScript archive but cannot be loaded ({first_line(exc)})") from exc
         _refuse_quantized_module(path, module)
         return RawCheckpoint(form="torchscript", module=module)
@@ -154,14 +159,18 @@ def read_checkpoint(path: Path, trust_pickle: bool = False, weights: str = "mode
         try:
             with _quiet_logger("torch.export"):  # it logs a traceback before raising
                 program = torch.export.load(str(path))
-        except Exception as exc:  # noqa: BLE001
-            raise CheckpointError(f"{path} looks like an exported program (.pt2) but cannot be loaded ({first_line(exc)})") from exc
+        except Exception as exc:
+            raise CheckpointError(
+                f"{path} looks like an exported program (.pt2) but cannot be loaded ({first_line(exc)})"
+            ) from exc
         _require_dynamic_batch(program, path)
-        return RawCheckpoint(form="exported-program", module=program.module(), metadata={"example_inputs": program.example_inputs})
+        return RawCheckpoint(
+            form="exported-program", module=program.module(), metadata={"example_inputs": program.example_inputs}
+        )
 
     try:
         obj = load_weights_only(str(path))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         text = str(exc)
         if not head.startswith(b"PK") and not _is_pickle_stream(path):
             # random or foreign bytes also fail the weights-only unpickler: say what the file is not,
@@ -175,7 +184,8 @@ def read_checkpoint(path: Path, trust_pickle: bool = False, weights: str = "mode
         if quantized:
             # torch.save(model) after torch.ao convert: even unpickled (--trust-pickle) it is broken in torch itself
             raise CheckpointError(
-                f"{path} holds a whole quantized model (torch.ao converted: {', '.join(sorted(set(n.rsplit('.', 1)[-1] for n in quantized))[:4])}); "
+                f"{path} holds a whole quantized model "
+                f"(torch.ao converted: {', '.join(sorted(set(n.rsplit('.', 1)[-1] for n in quantized))[:4])}); "
                 + QUANTIZED_ADVICE
             ) from exc
         if not trust_pickle:
@@ -192,7 +202,7 @@ def read_checkpoint(path: Path, trust_pickle: bool = False, weights: str = "mode
                 f"{path} is a pickled model whose class cannot be found ({first_line(exc2)}); "
                 "make its code importable, or save a state_dict instead"
             ) from exc2
-        except Exception as exc2:  # noqa: BLE001
+        except Exception as exc2:
             raise CheckpointError(_unreadable_message(path, exc2)) from exc2
     return _interpret(path, obj, weights)
 
@@ -252,14 +262,16 @@ def _read_safetensors(path: Path) -> RawCheckpoint:
         state_dict = load_file(str(path), device="cpu")
         with safe_open(str(path), framework="pt") as fh:
             metadata = dict(fh.metadata() or {})
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({first_line(exc)})") from exc
     meta = _metadata_from_strings(metadata)
     state_dict, notes, fused = network_weights(path, dict(state_dict))
     hints = Hints(spec=spec_from_metadata(meta))
     if isinstance(meta.get("arch"), str):
         hints.names.append((meta["arch"], "checkpoint metadata"))
-    return RawCheckpoint(form="safetensors", state_dict=state_dict, metadata=meta, notes=notes, hints=hints, fused_batchnorms=fused)
+    return RawCheckpoint(
+        form="safetensors", state_dict=state_dict, metadata=meta, notes=notes, hints=hints, fused_batchnorms=fused
+    )
 
 
 def _metadata_from_strings(metadata: dict[str, str]) -> dict:
@@ -288,13 +300,18 @@ def _interpret(path: Path, obj: Any, weights: str = "model") -> RawCheckpoint:
         )
     for value in [obj, *(obj.get(k) for k in MODEL_KEYS + EMA_KEYS)]:
         if is_quantized_state_dict(value):
-            raise CheckpointError(f"{path} holds a quantized (torch.ao converted) model's weights (int8 tensors with scale/zero_point); " + QUANTIZED_ADVICE)
+            raise CheckpointError(
+                f"{path} holds a quantized (torch.ao converted) model's weights (int8 tensors with scale/zero_point); "
+                + QUANTIZED_ADVICE
+            )
     if _is_tensor_dict(obj):
         if weights != "model" and not weights.endswith("."):
             raise CheckpointError(f"{path} is a plain state_dict: it has no {weights!r} weights to choose")
         state_dict, notes, fused = network_weights(path, obj)
         return RawCheckpoint(form="state_dict", state_dict=state_dict, notes=notes, fused_batchnorms=fused)
-    key, value = select_weights(obj, "model" if weights.endswith(".") else weights, lambda v: isinstance(v, nn.Module) or _is_tensor_dict(v))
+    key, value = select_weights(
+        obj, "model" if weights.endswith(".") else weights, lambda v: isinstance(v, nn.Module) or _is_tensor_dict(v)
+    )
     if value is None:
         keys = ", ".join(map(str, list(obj)[:8]))
         raise CheckpointError(
@@ -306,7 +323,9 @@ def _interpret(path: Path, obj: Any, weights: str = "model") -> RawCheckpoint:
     if isinstance(value, nn.Module):
         _refuse_quantized_module(path, value)
         _refuse_meta_module(path, value)
-        return RawCheckpoint(form=f"training-dict[{key}] with pickled module", module=value, hints=hints, weights=chosen, written_by=tool)
+        return RawCheckpoint(
+            form=f"training-dict[{key}] with pickled module", module=value, hints=hints, weights=chosen, written_by=tool
+        )
     notes = []
     if key in EMA_KEYS:
         value, dropped = clean_ema(value)
@@ -320,8 +339,13 @@ def _interpret(path: Path, obj: Any, weights: str = "model") -> RawCheckpoint:
     if unused_ema and chosen == "model":
         notes.append(f"EMA weights under {unused_ema[0]!r} not used (pass --weights ema for them)")
     return RawCheckpoint(
-        form=f"training-dict[{key}]", state_dict=state_dict, notes=notes + hints.notes, hints=hints, weights=chosen,
-        written_by=tool, fused_batchnorms=fused,
+        form=f"training-dict[{key}]",
+        state_dict=state_dict,
+        notes=notes + hints.notes,
+        hints=hints,
+        weights=chosen,
+        written_by=tool,
+        fused_batchnorms=fused,
     )
 
 
@@ -371,7 +395,9 @@ def _refuse_meta_module(path: Path, module) -> None:
 def _refuse_quantized_module(path: Path, module) -> None:
     found = quantized_module_names(module)
     if found:
-        raise CheckpointError(f"{path} holds a whole quantized model (torch.ao converted: {', '.join(found[:4])}); " + QUANTIZED_ADVICE)
+        raise CheckpointError(
+            f"{path} holds a whole quantized model (torch.ao converted: {', '.join(found[:4])}); " + QUANTIZED_ADVICE
+        )
 
 
 def _exported_program_module_class():

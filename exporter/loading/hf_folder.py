@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from exporter.errors import BackendUnavailable, CheckpointError, first_line
 from exporter.loading.training_formats import Hints, spec_from_metadata
@@ -88,14 +89,21 @@ def _timm_folder(folder: Path, config: dict):
     weights = read_checkpoint(_weights_file(folder))
     if weights.state_dict is None:
         raise CheckpointError(f"{folder}'s weights file holds no state_dict")
-    cfg = config.get("pretrained_cfg") if isinstance(config.get("pretrained_cfg"), dict) else {}
-    spec = spec_from_metadata({"input_size": cfg.get("input_size"), "mean": cfg.get("mean"), "std": cfg.get("std"),
-                               "num_classes": config.get("num_classes"), "label_names": config.get("label_names")})
+    cfg = config["pretrained_cfg"] if isinstance(config.get("pretrained_cfg"), dict) else {}
+    spec = spec_from_metadata(
+        {
+            "input_size": cfg.get("input_size"),
+            "mean": cfg.get("mean"),
+            "std": cfg.get("std"),
+            "num_classes": config.get("num_classes"),
+            "label_names": config.get("label_names"),
+        }
+    )
     if isinstance(cfg.get("interpolation"), str) and cfg["interpolation"]:
         spec["interpolation"] = cfg["interpolation"]
     if isinstance(cfg.get("crop_pct"), (int, float)):
         spec["crop_pct"] = float(cfg["crop_pct"])
-    model_args = config.get("model_args") if isinstance(config.get("model_args"), dict) else {}
+    model_args = config["model_args"] if isinstance(config.get("model_args"), dict) else {}
     unsafe = [k for k in model_args if k in UNSAFE_MODEL_ARGS]
     if unsafe:
         raise CheckpointError(
@@ -103,8 +111,11 @@ def _timm_folder(folder: Path, config: dict):
         )
     hints = Hints(names=[("timm:" + config["architecture"], "config.json architecture")], spec=spec, arch_kwargs=dict(model_args))
     return RawCheckpoint(
-        form=f"timm hub folder ({_weights_file(folder).name})", state_dict=weights.state_dict, hints=hints,
-        notes=weights.notes, written_by="timm save_for_hf",
+        form=f"timm hub folder ({_weights_file(folder).name})",
+        state_dict=weights.state_dict,
+        hints=hints,
+        notes=weights.notes,
+        written_by="timm save_for_hf",
     )
 
 
@@ -114,7 +125,9 @@ def _transformers_folder(folder: Path, config: dict):
     if config.get("auto_map"):
         raise CheckpointError(f"{folder} needs remote code (config.json auto_map); cnnexport never runs code from a model folder")
     if not transformers_available():
-        raise BackendUnavailable(f"{folder} is a transformers model folder and transformers is not installed: {TRANSFORMERS_INSTALL}")
+        raise BackendUnavailable(
+            f"{folder} is a transformers model folder and transformers is not installed: {TRANSFORMERS_INSTALL}"
+        )
     weights_file = _weights_file(folder)
     import transformers
 
@@ -124,7 +137,7 @@ def _transformers_folder(folder: Path, config: dict):
         model, info = transformers.AutoModelForImageClassification.from_pretrained(
             str(folder), local_files_only=True, trust_remote_code=False, output_loading_info=True
         )
-    except Exception as exc:  # noqa: BLE001 - transformers raises many types
+    except Exception as exc:  # transformers raises many types
         raise CheckpointError(f"transformers cannot load {folder} as an image classifier ({first_line(exc)})") from exc
     problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")}
     if problems:
@@ -132,7 +145,9 @@ def _transformers_folder(folder: Path, config: dict):
         raise CheckpointError(f"the weights in {folder} do not fit {config['architectures'][0]}: {shown}")
     hints = Hints(names=[(config["architectures"][0], "config.json architectures")], spec=_transformers_spec(folder, config))
     return RawCheckpoint(
-        form=f"transformers folder ({weights_file.name})", module=LogitsOnly(model), hints=hints,
+        form=f"transformers folder ({weights_file.name})",
+        module=LogitsOnly(model),
+        hints=hints,
         written_by=f"transformers save_pretrained ({config.get('model_type', '?')})",
     )
 
@@ -150,14 +165,17 @@ def _smp_folder(folder: Path, config: dict):
     name = config["_model_class"]
     cls = getattr(smp, name, None)
     if not isinstance(cls, type):
-        raise CheckpointError(f"{folder}/config.json names model class {name!r}, which segmentation_models_pytorch "
-                              f"{smp.__version__} does not have")
+        raise CheckpointError(
+            f"{folder}/config.json names model class {name!r}, which segmentation_models_pytorch {smp.__version__} does not have"
+        )
     kwargs = {k: v for k, v in config.items() if not k.startswith("_")}
     kwargs["encoder_weights"] = None  # the folder's own weights follow; never download
     try:
         model = cls(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - user config
-        raise CheckpointError(f"segmentation_models_pytorch cannot build {name} from {folder}/config.json ({first_line(exc)})") from exc
+    except Exception as exc:  # user config
+        raise CheckpointError(
+            f"segmentation_models_pytorch cannot build {name} from {folder}/config.json ({first_line(exc)})"
+        ) from exc
     weights = read_checkpoint(_weights_file(folder))
     if weights.state_dict is None:
         raise CheckpointError(f"{folder}'s weights file holds no state_dict")
@@ -166,15 +184,20 @@ def _smp_folder(folder: Path, config: dict):
     load_state_dict_strict(model, weights.state_dict, f"smp.{name}")
     spec = {"input_shape": (int(kwargs.get("in_channels") or 3), 256, 256)}  # any multiple of 32; --input-shape to change
     hints = Hints(names=[(f"smp.{name}({kwargs.get('encoder_name', '?')})", "config.json _model_class")], spec=spec)
-    return RawCheckpoint(form=f"segmentation_models_pytorch folder ({_weights_file(folder).name})", module=model,
-                         hints=hints, notes=weights.notes, written_by=f"segmentation_models_pytorch {smp.__version__} save_pretrained")
+    return RawCheckpoint(
+        form=f"segmentation_models_pytorch folder ({_weights_file(folder).name})",
+        module=model,
+        hints=hints,
+        notes=weights.notes,
+        written_by=f"segmentation_models_pytorch {smp.__version__} save_pretrained",
+    )
 
 
 def _transformers_spec(folder: Path, config: dict) -> dict:
     """Input spec: preprocessor_config.json where saved, else what the model config says."""
     pre = _read_json(folder / "preprocessor_config.json") if (folder / "preprocessor_config.json").is_file() else {}
     channels = int(config.get("num_channels") or 3)
-    size = pre.get("crop_size") or pre.get("size") or config.get("image_size") or 224
+    size: Any = pre.get("crop_size") or pre.get("size") or config.get("image_size") or 224  # JSON: an int, a dict or a list
     if isinstance(size, dict):
         size = (size.get("height"), size.get("width")) if "height" in size else (size.get("shortest_edge"),) * 2
     elif isinstance(size, int):

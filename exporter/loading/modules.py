@@ -28,12 +28,14 @@ def resolve_user_arch(arch: str, kwargs: dict):
             raise ArchitectureError(f"architecture file {file} does not exist")
         module_name = f"_cnnexport_user_{file.stem}"
         spec = importlib.util.spec_from_file_location(module_name, file)
+        if spec is None or spec.loader is None:
+            raise ArchitectureError(f"architecture file {file} cannot be imported")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
         sys.path.insert(0, str(file.parent.resolve()))
         try:
             spec.loader.exec_module(module)
-        except Exception as exc:  # noqa: BLE001 - user code can raise anything
+        except Exception as exc:
             raise ArchitectureError(f"importing {file} failed: {type(exc).__name__}: {first_line(exc)}") from exc
         finally:
             sys.path.pop(0)
@@ -47,7 +49,7 @@ def resolve_user_arch(arch: str, kwargs: dict):
         raise ArchitectureError(f"{target} has no class or function named {attr!r}")
     try:
         return factory(**kwargs)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ArchitectureError(f"building {arch} with {kwargs} failed: {type(exc).__name__}: {first_line(exc)}") from exc
 
 
@@ -82,7 +84,7 @@ def load_state_dict_strict(module, state_dict: dict, arch: str) -> None:
         # safetensors files and re-keyed dicts carry no per-module versions: take the model's own
         # (the keys already match it), or a versioned module like MNASNet refuses to load.
         state_dict = OrderedDict(state_dict)
-        state_dict._metadata = own._metadata
+        state_dict._metadata = own._metadata  # type: ignore[attr-defined]  # torch's per-module versions ride on the dict
     try:
         module.load_state_dict(state_dict, strict=True)
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:

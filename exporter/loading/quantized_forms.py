@@ -24,8 +24,12 @@ _OBSERVER_PART = re.compile(r"^(activation_post_process(_\d+)?|weight_fake_quant
 _BN_PARTS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 # packages of the modules torch.ao.quantization.convert puts in place of float ones
 _QUANTIZED_PACKAGES = (
-    "torch.ao.nn.quantized", "torch.nn.quantized", "torch.ao.nn.intrinsic.quantized", "torch.nn.intrinsic.quantized",
-    "torch.ao.nn.quantized.dynamic", "torch.ao.nn.quantized.reference",
+    "torch.ao.nn.quantized",
+    "torch.nn.quantized",
+    "torch.ao.nn.intrinsic.quantized",
+    "torch.nn.intrinsic.quantized",
+    "torch.ao.nn.quantized.dynamic",
+    "torch.ao.nn.quantized.reference",
 )
 
 QUANTIZED_ADVICE = (
@@ -67,7 +71,7 @@ def quantized_module_names(module) -> list[str]:
             found.append(qualified.rsplit(".", 1)[-1])
         children = vars(m).get("_modules") if hasattr(m, "__dict__") else None
         try:  # a dict, or a ScriptModule's OrderedModuleDict
-            stack.extend(c for c in children.values() if c is not None)
+            stack.extend(c for c in children.values() if c is not None)  # type: ignore[union-attr]  # None: caught below
         except Exception:  # noqa: BLE001 - no children to walk
             pass
     return sorted(set(found))
@@ -138,7 +142,7 @@ def _bn_guess(conv: str) -> str:
         return f"{lead}{int(last) + 1}"
     if "conv" in last:
         i = last.rfind("conv")
-        return lead + last[:i] + "bn" + last[i + 4:]
+        return lead + last[:i] + "bn" + last[i + 4 :]
     return conv + ".bn"
 
 
@@ -174,7 +178,11 @@ def unfuse_batchnorms(state_dict: dict) -> tuple[dict, dict[str, str]]:
 
 def prepared_note(dropped: list[str], fused: dict[str, str]) -> str:
     qat = any("fake_quant" in str(k) for k in dropped)
-    how = "quantization-aware training by torch.ao (prepare_qat / prepare_qat_fx)" if qat else "post-training quantization by torch.ao (prepare / prepare_fx: observers)"
+    how = (
+        "quantization-aware training by torch.ao (prepare_qat / prepare_qat_fx)"
+        if qat
+        else "post-training quantization by torch.ao (prepare / prepare_fx: observers)"
+    )
     return (
         f"a model prepared for {how}: left out its {len(dropped)} observer/fake-quantize buffers"
         + (f" and moved the {len(fused)} BatchNorm(s) fused into convs for QAT back to their own layers" if fused else "")
@@ -196,7 +204,7 @@ def place_fused_batchnorms(module, state_dict: dict, fused: dict[str, str]) -> d
     for guess, conv in fused.items():
         if isinstance(modules.get(guess), _BatchNorm) or conv not in modules or f"{guess}.running_var" not in out:
             continue
-        after = order[order.index(conv) + 1:]
+        after = order[order.index(conv) + 1 :]
         target = next((n for n in after if isinstance(modules[n], _BatchNorm) and n not in taken), None)
         if target is None:
             continue

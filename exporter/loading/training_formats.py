@@ -60,9 +60,7 @@ def select_weights(obj: dict, weights: str, is_weights) -> tuple[str, Any]:
     if weights == "ema":
         key = next((k for k in EMA_KEYS if is_weights(obj.get(k))), None)
         if key is None:
-            raise CheckpointError(
-                "the checkpoint has no EMA weights (none of " + ", ".join(EMA_KEYS) + "); keys: " + _keys(obj)
-            )
+            raise CheckpointError("the checkpoint has no EMA weights (none of " + ", ".join(EMA_KEYS) + "); keys: " + _keys(obj))
         return key, obj[key]
     if not is_weights(obj.get(weights)):
         raise CheckpointError(f"the checkpoint has no weights under {weights!r}; keys: {_keys(obj)}")
@@ -156,7 +154,7 @@ def prefix_views(state_dict: dict, max_depth: int = 2) -> list[tuple[str, dict]]
             prefix = ".".join(parts[:depth]) + "."
             counts[prefix] = counts.get(prefix, 0) + 1
     prefixes = sorted((p for p, n in counts.items() if n >= 2), key=lambda p: (-counts[p], p))
-    return [(p, {k[len(p):]: v for k, v in state_dict.items() if k.startswith(p)}) for p in prefixes]
+    return [(p, {k[len(p) :]: v for k, v in state_dict.items() if k.startswith(p)}) for p in prefixes]
 
 
 def written_by(obj: dict) -> str | None:

@@ -21,12 +21,13 @@ from exporter.errors import BackendUnavailable, BadInputError, CnnexportError
 from exporter.runners.base import Runner
 
 
-
 def artifact_globs() -> tuple[str, ...]:
     """What a folder given to bench is searched for: every Format's suffixes and globs (exporter.kinds)."""
     from exporter.kinds import formats
 
     return tuple(dict.fromkeys(p for f in formats() for p in f.patterns()))
+
+
 RUNTIMES = ("onnxruntime", "openvino")  # what ONNX targets can be timed on
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".safetensors", ".bin", ".ckpt", ".pt2"}
 
@@ -211,9 +212,15 @@ def time_runner(runner: Runner, batch: np.ndarray, settings: BenchSettings) -> B
         times.append(time.perf_counter() - t0)
     ms = np.array(times) * 1000
     return BenchRow(
-        target="", kind="", batch=len(batch),
-        p50_ms=float(np.percentile(ms, 50)), p90_ms=float(np.percentile(ms, 90)), p99_ms=float(np.percentile(ms, 99)),
-        mean_ms=float(ms.mean()), images_per_s=float(len(batch) / (ms.mean() / 1000)), runs=len(times),
+        target="",
+        kind="",
+        batch=len(batch),
+        p50_ms=float(np.percentile(ms, 50)),
+        p90_ms=float(np.percentile(ms, 90)),
+        p99_ms=float(np.percentile(ms, 99)),
+        mean_ms=float(ms.mean()),
+        images_per_s=float(len(batch) / (ms.mean() / 1000)),
+        runs=len(times),
     )
 
 
@@ -245,9 +252,17 @@ def bench(targets: list[Target], spec, settings: BenchSettings, loaded=None, pro
         if r.images_per_s and base.get(r.batch):
             r.speedup = r.images_per_s / base[r.batch]
     return {
-        "settings": {"batches": list(settings.batches), "threads": threads, "device": settings.device, "runtimes": list(settings.runtimes),
-                     "warmup": settings.warmup, "min_runs": settings.min_runs, "seconds": settings.seconds,
-                     "baseline": baseline, "cpu_count": os.cpu_count()},
+        "settings": {
+            "batches": list(settings.batches),
+            "threads": threads,
+            "device": settings.device,
+            "runtimes": list(settings.runtimes),
+            "warmup": settings.warmup,
+            "min_runs": settings.min_runs,
+            "seconds": settings.seconds,
+            "baseline": baseline,
+            "cpu_count": os.cpu_count(),
+        },
         "rows": [asdict(r) for r in rows],
     }
 
@@ -257,16 +272,27 @@ def render(result: dict, console) -> None:
     from rich.table import Table
 
     s = result["settings"]
-    table = Table(title=f"cnnexport bench ({s['device']}, {s['threads']} threads; speed-up vs {escape(s['baseline'])})", title_justify="left")
+    table = Table(
+        title=f"cnnexport bench ({s['device']}, {s['threads']} threads; speed-up vs {escape(s['baseline'])})",
+        title_justify="left",
+    )
     for col in ("target", "kind", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s", "speed-up", "peak RSS", "size"):
         table.add_column(col, justify="left" if col in ("target", "kind") else "right")
     for r in result["rows"]:
         if r["status"] != "ok":
-            table.add_row(escape(r["target"]), r["kind"], str(r["batch"]), f"[yellow]{escape(r['status'])}[/yellow]", "", "", "", "", "", "")
+            table.add_row(
+                escape(r["target"]), r["kind"], str(r["batch"]), f"[yellow]{escape(r['status'])}[/yellow]", "", "", "", "", "", ""
+            )
             continue
         table.add_row(
-            escape(r["target"]), r["kind"], str(r["batch"]), f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}",
-            f"{r['images_per_s']:.1f}", "-" if r["speedup"] is None else f"{r['speedup']:.2f}x",
+            escape(r["target"]),
+            r["kind"],
+            str(r["batch"]),
+            f"{r['p50_ms']:.2f}",
+            f"{r['p90_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            f"{r['images_per_s']:.1f}",
+            "-" if r["speedup"] is None else f"{r['speedup']:.2f}x",
             "-" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:.0f} MB",
             "-" if r["size_bytes"] is None else f"{r['size_bytes'] / 1e6:.1f} MB",
         )

@@ -20,7 +20,9 @@ def accuracy(runner: Runner, inputs: np.ndarray, labels: np.ndarray, batch_size:
     return float((predict(runner, inputs, batch_size) == labels).mean())
 
 
-def evaluate(runners: dict[str, Runner], source, batch_size: int = 32, top: int = 5, labels: tuple[str, ...] | None = None) -> dict:
+def evaluate(
+    runners: dict[str, Runner], source, batch_size: int = 32, top: int = 5, labels: tuple[str, ...] | None = None
+) -> dict:
     """Top-1/top-k accuracy of every runner over a labelled Source, streamed in batches.
 
     The first runner is the reference: every other runner gets its agreement with it, its
@@ -32,7 +34,7 @@ def evaluate(runners: dict[str, Runner], source, batch_size: int = 32, top: int 
     top1 = {n: 0 for n in names}
     topk = {n: 0 for n in names}
     agree = {n: 0 for n in names}
-    confusions = {n: Counter() for n in names}
+    confusions: dict[str, Counter] = {n: Counter() for n in names}
     total = 0
     for batch, truth in source.labelled_batches(batch_size):
         total += len(truth)

@@ -15,7 +15,6 @@ from typing import Annotated, Literal, Optional
 from exporter.options import Numbers, Strict, opt
 
 
-
 class BenchSection(Strict):
     """The recipe's `bench` section."""
 
@@ -28,10 +27,9 @@ class BenchSection(Strict):
 
 def bench_run(outcomes: list, out_dir: Path, section: BenchSection, progress=lambda _: None) -> dict | None:
     """Bench the passing CPU artifacts among ``outcomes``; {"settings", "rows", "recommended"} or None if none passed."""
+    from exporter.kinds import KINDS
     from exporter.measure.bench import BenchSettings, Target, bench
     from exporter.runners import artifact_spec
-
-    from exporter.kinds import KINDS
 
     cpu = {row.kind: row for row in KINDS if row.bench == "cpu"}  # the rows that deploy to a CPU
     targets, fp32 = [], None
@@ -40,16 +38,20 @@ def bench_run(outcomes: list, out_dir: Path, section: BenchSection, progress=lam
         if o.status != "pass" or not entry or entry["kind"] not in cpu or not entry["files"]:
             continue
         path = out_dir / entry["files"][0]["path"]
-        targets.append(Target(path.name, cpu[entry["kind"]].runner, path,
-                              sum(f["bytes"] for f in entry["files"])))
+        targets.append(Target(path.name, cpu[entry["kind"]].runner, path, sum(f["bytes"] for f in entry["files"])))
         if entry["kind"] == "onnx":
             fp32 = path.name
     spec = next((s for s in (artifact_spec(t.path) for t in targets) if s is not None), None)  # the spec they were made for
     if spec is None:
         return None
     progress(f"bench: {len(targets)} verified CPU artifact(s) at batch {', '.join(map(str, section.batch_sizes))}")
-    settings = BenchSettings(batches=tuple(section.batch_sizes), threads=section.threads, seconds=section.seconds,
-                             baseline=fp32, runtimes=tuple(dict.fromkeys(["onnxruntime", *section.runtimes])))
+    settings = BenchSettings(
+        batches=tuple(section.batch_sizes),
+        threads=section.threads,
+        seconds=section.seconds,
+        baseline=fp32,
+        runtimes=tuple(dict.fromkeys(["onnxruntime", *section.runtimes])),
+    )
     result = bench(targets, spec, settings, progress=progress)
     result["recommended"] = recommend(result["rows"], section.batch_sizes)
     return result
@@ -69,14 +71,20 @@ def recommend(rows: list[dict], batches: list[int]) -> dict | None:
         return math.exp(sum(math.log(complete[target][b]["images_per_s"]) for b in batches) / len(batches))
 
     best = max(complete, key=score)
-    runtime = "openvino" if best.endswith("[openvino]") or complete[best][batches[0]]["kind"] == "openvino" else \
-        "torch" if complete[best][batches[0]]["kind"] == "torchscript" else "onnxruntime"
+    runtime = (
+        "openvino"
+        if best.endswith("[openvino]") or complete[best][batches[0]]["kind"] == "openvino"
+        else "torch"
+        if complete[best][batches[0]]["kind"] == "torchscript"
+        else "onnxruntime"
+    )
     return {
         "target": best,
         "runtime": runtime,
         "images_per_s": {str(b): round(complete[best][b]["images_per_s"], 1) for b in batches},
-        "speedup_vs_onnxruntime_fp32": {str(b): None if complete[best][b]["speedup"] is None else round(complete[best][b]["speedup"], 2)
-                                        for b in batches},
+        "speedup_vs_onnxruntime_fp32": {
+            str(b): None if complete[best][b]["speedup"] is None else round(complete[best][b]["speedup"], 2) for b in batches
+        },
     }
 
 
@@ -84,5 +92,6 @@ def describe(recommended: dict | None) -> str:
     if not recommended:
         return "no verified CPU artifact could be timed"
     ratios = ", ".join(f"{x}x at batch {b}" for b, x in recommended["speedup_vs_onnxruntime_fp32"].items() if x is not None)
-    return (f"fastest verified CPU artifact on this machine: {recommended['target']} on {recommended['runtime']}"
-            + (f" ({ratios} vs onnxruntime fp32)" if ratios else ""))
+    return f"fastest verified CPU artifact on this machine: {recommended['target']} on {recommended['runtime']}" + (
+        f" ({ratios} vs onnxruntime fp32)" if ratios else ""
+    )

@@ -8,6 +8,8 @@ Functions return one array, or a tuple for ops with several outputs.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -84,7 +86,7 @@ def _erf(x):
     return erf(x).astype(x.dtype, copy=False)
 
 
-_UNARY = {
+_UNARY: dict[str, Callable[..., Any]] = {
     "relu": lambda x: np.maximum(x, 0),
     "relu6": lambda x: np.clip(x, 0, 6),
     "sigmoid": _sigmoid,
@@ -108,8 +110,8 @@ _UNARY = {
     "logical_not": np.logical_not,
     "identity": lambda x: x,
 }
-for _name, _fn in _UNARY.items():
-    OPS[_name] = (lambda f: lambda x, **_: f(np.asarray(x)))(_fn)
+for _name, _unary in _UNARY.items():
+    OPS[_name] = (lambda f: lambda x, **_: f(np.asarray(x)))(_unary)
 
 
 @op("rsqrt")
@@ -223,8 +225,16 @@ def _spatial_pads(pad_type, pad, sizes, kernels, strides, dilations) -> list[tup
 @op("conv")
 def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilations=None, groups=1, **_):
     if x.ndim == 3:  # conv1d as conv2d over a height of 1
-        out = conv(x[:, :, None], weight[:, :, None], bias, [1, *_ints(strides or [1])],
-                   pad_type, None if pad is None else [0, 0, *_ints(pad)], [1, *_ints(dilations or [1])], groups)
+        out = conv(
+            x[:, :, None],
+            weight[:, :, None],
+            bias,
+            [1, *_ints(strides or [1])],
+            pad_type,
+            None if pad is None else [0, 0, *_ints(pad)],
+            [1, *_ints(dilations or [1])],
+            groups,
+        )
         return out[:, :, 0]
     if x.ndim != 4:
         raise BadInputError(f"conv on rank-{x.ndim} input is not supported by the interpreter")
@@ -275,8 +285,9 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
 
 
 @op("conv_transpose")
-def conv_transpose(x, weight, bias=None, pad=None, output_shape=None, pad_type="valid", strides=None, dilations=None,
-                   groups=1, **_):
+def conv_transpose(
+    x, weight, bias=None, pad=None, output_shape=None, pad_type="valid", strides=None, dilations=None, groups=1, **_
+):
     """Transposed 2-D convolution (a U-Net's up-sampling): each input pixel scatters weight x value into the output.
 
     MIL's weight layout is (C_in, C_out / groups, kH, kW); pads crop the full output, as in PyTorch.
@@ -347,10 +358,14 @@ def _pool(x, kernel_sizes, strides, pad_type, pad, ceil_mode, reducer, exclude_p
         return acc
     if exclude_padding:
         ones = np.pad(np.ones((1, 1, h, w), np.float32), ((0, 0), (0, 0), (pt, pb + extra_h), (pl, pr + extra_w)))
-        count = sum(ones[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] for i in range(kh) for j in range(kw))
+        count = sum(
+            ones[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] for i in range(kh) for j in range(kw)
+        )
     else:
         inside = np.pad(np.ones((1, 1, h + pt + pb, w + pl + pr), np.float32), ((0, 0), (0, 0), (0, extra_h), (0, extra_w)))
-        count = sum(inside[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] for i in range(kh) for j in range(kw))
+        count = sum(
+            inside[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] for i in range(kh) for j in range(kw)
+        )
     return acc / count
 
 
@@ -681,8 +696,18 @@ def upsample_nearest_neighbor(x, scale_factor_height=1, scale_factor_width=1, **
     return x[:, :, rows][:, :, :, cols]
 
 
-_CAST = {"fp16": np.float16, "fp32": np.float32, "fp64": np.float64, "int32": np.int32, "int64": np.int64,
-         "int16": np.int16, "int8": np.int8, "uint8": np.uint8, "uint16": np.uint16, "bool": bool}
+_CAST = {
+    "fp16": np.float16,
+    "fp32": np.float32,
+    "fp64": np.float64,
+    "int32": np.int32,
+    "int64": np.int64,
+    "int16": np.int16,
+    "int8": np.int8,
+    "uint8": np.uint8,
+    "uint16": np.uint16,
+    "bool": bool,
+}
 
 
 @op("cast")

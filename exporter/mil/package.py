@@ -96,7 +96,7 @@ class MLPackage:
             self.model_path = self.path / "Data" / root["path"]
         except (OSError, ValueError, KeyError) as exc:
             raise BadInputError(f"{self.path} has no readable Manifest.json ({exc})") from None
-        Model_pb2, _, _ = proto_modules()
+        Model_pb2, _, _ = proto_modules()  # noqa: N806 - the generated protobuf module's own name
         self.spec = Model_pb2.Model()
         try:
             self.spec.ParseFromString(self.model_path.read_bytes())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ class Program:
                 unknown.append(operation.type)
         if unknown:
             raise UnsupportedOp(sorted(set(unknown))[0], sorted(set(unknown)))
-        self.constants: dict[str, object] = {}
+        self.constants: dict[str, Any] = {}  # decoded MIL values: arrays, scalars, strings, lists
         self.steps: list[Step] = []
         for operation in block.operations:
             self._compile(operation)
@@ -100,7 +101,7 @@ class Program:
                     inputs[key] = ("const", _as_compute(decode_value(value, self.package)))
         step = Step(operation.type, operation.outputs[0].name if operation.outputs else operation.type, inputs, outputs)
         if operation.type in CONSTEXPR:
-            for (name, dtype), value in zip(outputs, self._execute(step, {})):
+            for (name, _dtype), value in zip(outputs, self._execute(step, {})):
                 self.constants[name] = _as_compute(value)
             return
         self.steps.append(step)
@@ -123,7 +124,7 @@ class Program:
             raise BadInputError(f"MIL op {step.op_type} ({step.name}) failed: {exc}") from exc
         results = list(result) if isinstance(result, tuple) else [result]
         out = []
-        for (name, dtype), value in zip(step.outputs, results):
+        for (_name, dtype), value in zip(step.outputs, results):
             if dtype is not None and isinstance(value, np.ndarray) and value.dtype != dtype and dtype != np.dtype(object):
                 value = value.astype(dtype)
             elif dtype is not None and dtype != np.dtype(object) and not isinstance(value, np.ndarray):
@@ -132,7 +133,7 @@ class Program:
         return out
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        env: dict[str, object] = {}
+        env: dict[str, Any] = {}  # what the ops return: arrays, or scalars and lists for non-tensor outputs
         for spec in self.inputs:
             if spec.name not in feeds:
                 raise BadInputError(f"the program needs an input named {spec.name!r}")

@@ -23,7 +23,14 @@ NUMPY_DTYPES = {
     "UINT64": np.dtype(np.uint64),
 }
 # Sub-byte integer types: (bits, signed); values are unpacked to int8 / uint8.
-SUB_BYTE = {"INT4": (4, True), "UINT1": (1, False), "UINT2": (2, False), "UINT3": (3, False), "UINT4": (4, False), "UINT6": (6, False)}
+SUB_BYTE = {
+    "INT4": (4, True),
+    "UINT1": (1, False),
+    "UINT2": (2, False),
+    "UINT3": (3, False),
+    "UINT4": (4, False),
+    "UINT6": (6, False),
+}
 
 
 def dtype_name(code: int) -> str:

@@ -118,8 +118,11 @@ def _run_onnx(model, tensors: list[str], batch: np.ndarray) -> dict[str, np.ndar
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT), None))
             existing.add(name)
     fp16 = any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"],
-                                   disabled_optimizers=FP16_DISABLED_OPTIMIZERS if fp16 else None)
+    session = ort.InferenceSession(
+        model.SerializeToString(),
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=FP16_DISABLED_OPTIMIZERS if fp16 else None,
+    )
     names = [o.name for o in session.get_outputs()]
     values = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(batch, np.float32)})
     return {n: np.asarray(v, np.float32) for n, v in zip(names, values)}
@@ -133,10 +136,12 @@ def _run_torch(module, batch: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
     handles = []
     for name, sub in module.named_modules():
         if name and not any(True for _ in sub.children()):
+
             def hook(mod, inputs, output, name=name):
                 if isinstance(output, torch.Tensor):
                     # a copy: an in-place activation (ReLU(inplace=True)) would rewrite the tensor afterwards
                     calls.append((name, type(mod).__name__, output.detach().float().cpu().numpy().copy()))
+
             handles.append(sub.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -162,7 +167,7 @@ def _pair(module: str, out: np.ndarray, calls: list) -> tuple[str, float, float,
     starts = [i for i, (name, _, _) in enumerate(calls) if name == module]
     best = None
     for start in starts:
-        for name, cls, value in calls[start:start + 4]:
+        for name, cls, value in calls[start : start + 4]:
             if name != module and not any(cls.startswith(f) for f in FOLDED):
                 break
             if value.shape != out.shape:
@@ -185,21 +190,35 @@ def layer_table(artifact: Path, module, batch: np.ndarray, tolerance, calls: lis
         raise BadInputError(f"cnnexport debug compares ONNX models layer by layer; {artifact.name} is not one")
     model, layers, producers = onnx_layers(artifact)
     if not layers:
-        raise BadInputError(f"{artifact.name}: no layer's weights carry a parameter name (…weight), so no layer can be "
-                            "mapped back to the model; export it with cnnexport (dynamo exporter)")
+        raise BadInputError(
+            f"{artifact.name}: no layer's weights carry a parameter name (…weight), so no layer can be "
+            "mapped back to the model; export it with cnnexport (dynamo exporter)"
+        )
     weighted = {node.name for node, _, _ in layers}
     values = _run_onnx(model, [t for _, _, t in layers], batch)
     calls = calls if calls is not None else _run_torch(module, batch)
-    table = []
+    table: list[Layer] = []
     for node, owner, tensor in layers:
         paired = _pair(owner, values[tensor], calls)
         if paired is None:
             continue  # no PyTorch output of that shape: not comparable (e.g. a reshaped Gemm input)
         output_of, err, cos, reference = paired
         ok = err <= tolerance.max_rel_err and cos >= tolerance.min_cosine
-        table.append(Layer(len(table), _user_name(owner, module), _user_name(output_of, module), node.op_type, node.name, tensor,
-                           err, cos, "pass" if ok else "fail", _channel_err(reference, values[tensor]),
-                           _upstream(node, producers, weighted)))
+        table.append(
+            Layer(
+                len(table),
+                _user_name(owner, module),
+                _user_name(output_of, module),
+                node.op_type,
+                node.name,
+                tensor,
+                err,
+                cos,
+                "pass" if ok else "fail",
+                _channel_err(reference, values[tensor]),
+                _upstream(node, producers, weighted),
+            )
+        )
     return table
 
 
@@ -241,16 +260,24 @@ def advice(layer: Layer, precision: str, calls: list | None = None) -> str:
     """What to do about the first divergent layer."""
     if precision == "int8":
         hint = f"keep it in float (--exclude {layer.node}) or let --fallback auto choose"
-        crushed = f" (its worst output channel is off by {layer.channel_err:.2f}x that channel's range)" if layer.status == "pass" else ""
+        crushed = (
+            f" (its worst output channel is off by {layer.channel_err:.2f}x that channel's range)"
+            if layer.status == "pass"
+            else ""
+        )
         spread = _channel_spread(calls, layer) if calls is not None else None
         if spread is not None and spread > 20:
-            return (f"one output channel of {layer.output_of} spans {spread:.0f}x the median channel, so per-tensor int8 "
-                    f"activations crush the others{crushed}: use --equalize, or {hint}")
+            return (
+                f"one output channel of {layer.output_of} spans {spread:.0f}x the median channel, so per-tensor int8 "
+                f"activations crush the others{crushed}: use --equalize, or {hint}"
+            )
         return f"int8 loses this layer's output{crushed}: {hint}"
     if precision == "fp16":
         return "keep overflowing or underflowing nodes in fp32 (--fp16-overflow keep), or export this model in fp32"
-    return ("this layer computes differently from PyTorch: check the checkpoint and --arch, or export with "
-            "--exporter legacy; a changed weight in the artifact itself shows here too")
+    return (
+        "this layer computes differently from PyTorch: check the checkpoint and --arch, or export with "
+        "--exporter legacy; a changed weight in the artifact itself shows here too"
+    )
 
 
 def _channel_spread(calls: list, layer: Layer) -> float | None:
@@ -272,7 +299,7 @@ def explain(artifact: Path, module, batch: np.ndarray, precision: str, tolerance
         "artifact": str(artifact),
         "precision": precision,
         "rule": f"per layer: |artifact - reference| <= {tolerance.max_rel_err:g} x reference range, "
-                f"cosine >= {tolerance.min_cosine:g}",
+        f"cosine >= {tolerance.min_cosine:g}",
         "inputs": int(batch.shape[0]),
         "layers": [asdict(layer) for layer in table],
         "first_divergent": None if first is None else {**asdict(first), "advice": advice(first, precision, calls)},
@@ -282,8 +309,10 @@ def explain(artifact: Path, module, batch: np.ndarray, precision: str, tolerance
 def describe(first: dict | None) -> str:
     if first is None:
         return "no layer exceeds the rule"
-    return (f"first divergent layer: {first['module']} ({first['op']} {first['node']}, output of {first['output_of']}): "
-            f"max err/range {first['max_rel_err']:.3g}, cosine {first['cosine']:.4f}; {first['advice']}")
+    return (
+        f"first divergent layer: {first['module']} ({first['op']} {first['node']}, output of {first['output_of']}): "
+        f"max err/range {first['max_rel_err']:.3g}, cosine {first['cosine']:.4f}; {first['advice']}"
+    )
 
 
 def precision_of(artifact: Path) -> str:
@@ -307,16 +336,26 @@ def render(result: dict, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{escape(Path(result['artifact']).name)} vs PyTorch, layer by layer ({result['inputs']} inputs)",
-                  title_justify="left")
+    table = Table(
+        title=f"{escape(Path(result['artifact']).name)} vs PyTorch, layer by layer ({result['inputs']} inputs)",
+        title_justify="left",
+    )
     for col in ("#", "module", "output of", "op", "node", "max err/range", "cosine", "status"):
         table.add_column(col, justify="right" if col in ("#", "max err/range", "cosine") else "left", overflow="fold")
     first = (result["first_divergent"] or {}).get("index")
     for layer in result["layers"]:
         colour = "green" if layer["status"] == "pass" else "red"
         mark = " <- first divergent" if layer["index"] == first else ""
-        table.add_row(str(layer["index"]), escape(layer["module"]), escape(layer["output_of"]), layer["op"], escape(layer["node"]),
-                      f"{layer['max_rel_err']:.2e}", f"{layer['cosine']:.5f}", f"[{colour}]{layer['status']}{mark}[/{colour}]")
+        table.add_row(
+            str(layer["index"]),
+            escape(layer["module"]),
+            escape(layer["output_of"]),
+            layer["op"],
+            escape(layer["node"]),
+            f"{layer['max_rel_err']:.2e}",
+            f"{layer['cosine']:.5f}",
+            f"[{colour}]{layer['status']}{mark}[/{colour}]",
+        )
     console.print(table)
     console.print(f"[dim]pass rule {escape(result['precision'])} {escape(result['rule'])}[/dim]")
     console.print(escape(describe(result["first_divergent"])))
@@ -333,11 +372,16 @@ def plot(result: dict, path: Path) -> Path:
 
     layers = result["layers"]
     fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(layers) + 3), 4))
-    ax.semilogy([l["index"] for l in layers], [max(l["max_rel_err"], 1e-9) for l in layers], marker="o", label="max err / range")
+    ax.semilogy(
+        [layer["index"] for layer in layers],
+        [max(layer["max_rel_err"], 1e-9) for layer in layers],
+        marker="o",
+        label="max err / range",
+    )
     limit = float(result["rule"].split("<= ")[1].split(" x")[0])
     ax.axhline(limit, color="red", linestyle="--", label=f"{result['precision']} rule")
-    ax.set_xticks([l["index"] for l in layers])
-    ax.set_xticklabels([l["module"] for l in layers], rotation=60, ha="right", fontsize=7)
+    ax.set_xticks([layer["index"] for layer in layers])
+    ax.set_xticklabels([layer["module"] for layer in layers], rotation=60, ha="right", fontsize=7)
     ax.set_title(f"{Path(result['artifact']).name}: error against depth")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -27,13 +27,41 @@ DEAD = 1e-8  # a channel whose range is below this x the layer's largest is left
 CHECK_SAMPLES, CHECK_BATCH = 32, 8
 
 # f(s x) = s f(x) per channel for s > 0: passed through between the two layers
-HOMOGENEOUS = {"Relu", "LeakyRelu", "PRelu", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool",
-               "Identity", "Dropout"}
+HOMOGENEOUS = {
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "LpPool",
+    "Identity",
+    "Dropout",
+}
 REDUCE = {"ReduceMean", "ReduceMax", "ReduceSum"}  # homogeneous when the channel axis is kept
 TO_2D = {"Flatten", "Reshape"}  # (N, C, ...) -> (N, C*S): only a Gemm/MatMul may follow
 # one-input elementwise ops that are not homogeneous: a pair through one is skipped (and counted)
-NOT_HOMOGENEOUS = {"Clip", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu", "Selu", "Celu", "Softplus", "Softsign",
-                   "Gelu", "Mish", "Exp", "Log", "Sqrt", "Erf", "ThresholdedRelu", "Shrink"}
+NOT_HOMOGENEOUS = {
+    "Clip",
+    "Sigmoid",
+    "Tanh",
+    "HardSigmoid",
+    "HardSwish",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Softplus",
+    "Softsign",
+    "Gelu",
+    "Mish",
+    "Exp",
+    "Log",
+    "Sqrt",
+    "Erf",
+    "ThresholdedRelu",
+    "Shrink",
+}
 
 
 def _attr(node, name, default=None):
@@ -132,7 +160,7 @@ def fold_batchnorm(g: _Graph) -> int:
         g.graph.initializer.remove(init)
     if folded:  # consumers and uses changed; the float64 weights stay
         arrays = g.arrays
-        g.__init__(g.model)
+        _Graph.__init__(g, g.model)
         g.arrays = arrays
     return len(folded)
 
@@ -197,7 +225,8 @@ def _channel_map(g: _Graph, node, t: str, channels: int):
 
 def find_pairs(g: _Graph) -> tuple[list[dict], dict]:
     """Conv1 -> [homogeneous ops] -> Conv2/Gemm/MatMul pairs, and the count of skipped ones by reason."""
-    pairs, skipped = [], {}
+    pairs: list[dict] = []
+    skipped: dict[str, int] = {}
 
     def skip(reason):
         skipped[reason] = skipped.get(reason, 0) + 1
@@ -228,8 +257,17 @@ def find_pairs(g: _Graph) -> tuple[list[dict], dict]:
                 if blocked:
                     skip(f"{blocked} between: not positively homogeneous")
                 else:
-                    pairs.append({"first": conv.name or conv.output[0], "second": node.name or node.output[0], "w1": conv.input[1],
-                                  "b1": bias, "w2": target[0], "kind": target[1], "n": target[2]})
+                    pairs.append(
+                        {
+                            "first": conv.name or conv.output[0],
+                            "second": node.name or node.output[0],
+                            "w1": conv.input[1],
+                            "b1": bias,
+                            "w2": target[0],
+                            "kind": target[1],
+                            "n": target[2],
+                        }
+                    )
                 break
             if node.input[0] != t or any(o and (o in g.outputs or g.consumers.get(o)) for o in node.output[1:]):
                 break
@@ -289,7 +327,7 @@ def equalize(model, sweeps: int = SWEEPS, max_scale: float = MAX_SCALE, inplace:
     totals = [np.ones(g.arrays[p["w1"]].shape[0]) for p in pairs]
     before = max((range_spread(_first_ranges(g.arrays[p["w1"]])) for p in pairs), default=1.0)
     done = 0
-    for done in range(1, sweeps + 1 if pairs else 1):
+    for done in range(1, sweeps + 1 if pairs else 1):  # noqa: B007 - read after the loop: the sweeps made
         largest = 0.0
         for pair, total in zip(pairs, totals):
             w1, w2 = g.arrays[pair["w1"]], g.arrays[pair["w2"]]
@@ -316,8 +354,10 @@ def equalize(model, sweeps: int = SWEEPS, max_scale: float = MAX_SCALE, inplace:
         "sweeps": done if pairs else 0,
         "max_scale": float(np.maximum(scales, 1 / scales).max()),
         "channels_at_scale_limit": int((np.abs(np.log(scales)) >= np.log(max_scale) - 1e-9).sum()),
-        "channel_range_spread": {"before": before,
-                                 "after": max((range_spread(_first_ranges(g.arrays[p["w1"]])) for p in pairs), default=1.0)},
+        "channel_range_spread": {
+            "before": before,
+            "after": max((range_spread(_first_ranges(g.arrays[p["w1"]])) for p in pairs), default=1.0),
+        },
         "equalized": [f"{p['first']} -> {p['second']}" for p in pairs[:50]],
     }
     return model, report
@@ -367,6 +407,8 @@ def equalize_file(pre: Path, calibration) -> tuple[Path, dict]:
     report["fp32_max_err_over_range"] = err
     limit = TOLERANCES["fp32"].max_rel_err
     if not err <= limit:
-        raise ExportError(f"cross-layer equalization changed the fp32 function (max error {err:.3g} x range > {limit:g} "
-                          f"over {report['pairs']} pair(s)) and was not applied; quantize without --equalize")
+        raise ExportError(
+            f"cross-layer equalization changed the fp32 function (max error {err:.3g} x range > {limit:g} "
+            f"over {report['pairs']} pair(s)) and was not applied; quantize without --equalize"
+        )
     return out, report

@@ -3,8 +3,9 @@
 Quantize; verify on the held-out split; while it fails, name the first divergent layer
 (exporter.rescue.debug) and keep it in float — when the layer is named for the channels its int8
 output crushes, it and the layers reading that output, so the tensor stays float (onnxruntime
-quantizes a tensor for its producer and for each reader) — and quantize again. With --eval and --max-drop, a model that passes the rule but loses more top-1
-points than allowed also gives up its worst layer. It stops, failing with the reason, before
+quantizes a tensor for its producer and for each reader) — and quantize again. With --eval and
+--max-drop, a model that passes the rule but loses more top-1 points than allowed also gives up
+its worst layer. It stops, failing with the reason, before
 more than MAX_FLOAT_SHARE of the weighted layers would stay in float. Attempts are built in a
 private folder; only the final model is installed, with `details.float_fallback`: the layers,
 why each was kept, and the speed cost measured against the all-int8 attempt.
@@ -35,8 +36,9 @@ def _drop(result, max_drop: float | None) -> float | None:
 def _held_out(req, spec):
     from exporter.inputs import calibration_split, open_source
 
-    _, held = calibration_split(open_source(req.calibration.data, spec, req.verify.seed), req.calibration.samples,
-                                req.calibration.holdout)
+    _, held = calibration_split(
+        open_source(req.calibration.data, spec, req.verify.seed), req.calibration.samples, req.calibration.holdout
+    )
     return held.take(64) if held is not None else None
 
 
@@ -81,8 +83,9 @@ def float_budget(total: int, layers: int | None, share: float | None) -> tuple[i
     """The most weighted layers the installed model may keep in float, and where that number comes from."""
     if layers is None and share is None:
         budget = min(total, max(DEFAULT_FLOAT_LAYERS, int(DEFAULT_FLOAT_SHARE * total)))
-        return budget, (f"the default budget (the larger of {DEFAULT_FLOAT_LAYERS} layers and "
-                        f"{DEFAULT_FLOAT_SHARE:.0%} of the {total})")
+        return budget, (
+            f"the default budget (the larger of {DEFAULT_FLOAT_LAYERS} layers and {DEFAULT_FLOAT_SHARE:.0%} of the {total})"
+        )
     limits = []
     if layers is not None:
         limits.append((layers, f"--max-float-layers {layers}"))
@@ -93,9 +96,14 @@ def float_budget(total: int, layers: int | None, share: float | None) -> tuple[i
 
 def _tried(round_: int, kept: int, result, drop: float | None) -> dict:
     verdict = result.verification.to_dict()
-    return {"round": round_ + 1, "kept_in_float": kept, "status": result.verification.status,
-            "cosine": verdict["cosine"], "top1_agreement": verdict["top1_agreement"],
-            **({"top1_drop_points": round(drop, 2)} if drop is not None else {})}
+    return {
+        "round": round_ + 1,
+        "kept_in_float": kept,
+        "status": result.verification.status,
+        "cosine": verdict["cosine"],
+        "top1_agreement": verdict["top1_agreement"],
+        **({"top1_drop_points": round(drop, 2)} if drop is not None else {}),
+    }
 
 
 def _crushed(result) -> str | None:
@@ -110,25 +118,37 @@ def _stop_message(why: str, tries: list[dict], budget: int, budget_from: str, cr
     """What --fallback auto tried, the best it reached, and what to change."""
     scored = [t for t in tries if t["cosine"] is not None]
     best = max(scored, key=lambda t: (t["status"] == "pass", t["cosine"])) if scored else None
-    reached = (f"; best: cosine {best['cosine']:.4f}, top-1 agreement {best['top1_agreement']:.3f} with "
-               f"{best['kept_in_float']} layer(s) in float" if best and best["top1_agreement"] is not None else
-               f"; best: cosine {best['cosine']:.4f} with {best['kept_in_float']} layer(s) in float" if best else "")
+    reached = (
+        f"; best: cosine {best['cosine']:.4f}, top-1 agreement {best['top1_agreement']:.3f} with "
+        f"{best['kept_in_float']} layer(s) in float"
+        if best and best["top1_agreement"] is not None
+        else f"; best: cosine {best['cosine']:.4f} with {best['kept_in_float']} layer(s) in float"
+        if best
+        else ""
+    )
     rounds = ", ".join(str(t["kept_in_float"]) for t in tries)
-    hint = (f"; --equalize is worth a try: {crushed}'s int8 output has one channel that crushes the others"
-            if crushed and not equalize else "")
-    return (f"--fallback auto stopped: {why} (tried {len(tries)} round(s) with {rounds} layer(s) in float{reached}; "
-            f"budget {budget} from {budget_from}){hint}")
+    hint = (
+        f"; --equalize is worth a try: {crushed}'s int8 output has one channel that crushes the others"
+        if crushed and not equalize
+        else ""
+    )
+    return (
+        f"--fallback auto stopped: {why} (tried {len(tries)} round(s) with {rounds} layer(s) in float{reached}; "
+        f"budget {budget} from {budget_from}){hint}"
+    )
 
 
 def quantize_with_fallback(req, attempt) -> list:
     """``attempt(request) -> [ArtifactResult]`` quantizes once; returns the final, installed model (or the last failure)."""
-    from exporter.report import install_report
-    from exporter.rescue.debug import layer_table, onnx_layers
     from exporter.errors import BadInputError
     from exporter.pipeline import onnx_source
+    from exporter.report import install_report
+    from exporter.rescue.debug import layer_table, onnx_layers
 
     if req.loaded is None:
-        raise BadInputError("--fallback auto measures every layer against PyTorch: pass --checkpoint CKPT (or quantize the checkpoint)")
+        raise BadInputError(
+            "--fallback auto measures every layer against PyTorch: pass --checkpoint CKPT (or quantize the checkpoint)"
+        )
     _, _, spec, output = onnx_source(req.source, req.output, req.loaded, req.kind.suffix_of(req.options), req.kind.kind)
     total = len(onnx_layers(req.source)[1])
     budget, budget_from = float_budget(total, req.options.max_float_layers, req.options.max_float_share)
@@ -143,15 +163,29 @@ def quantize_with_fallback(req, attempt) -> list:
         result.verification.status = "fail"
         message = _stop_message(why, tries, budget, budget_from, crushed, req.options.equalize)
         result.verification.reason = "; ".join(part for part in (result.verification.reason, message) if part)
-        result.details["float_fallback"] = {"layers": reasons, "kept_in_float": len(excluded), "weighted_layers": total,
-                                            "budget": budget, "budget_from": budget_from, "tries": tries, "installed": False}
+        result.details["float_fallback"] = {
+            "layers": reasons,
+            "kept_in_float": len(excluded),
+            "weighted_layers": total,
+            "budget": budget,
+            "budget_from": budget_from,
+            "tries": tries,
+            "installed": False,
+        }
         result.files, result.details["installed"] = [], False
         return [result]
 
     try:
         for round_ in range(MAX_ROUNDS):
-            options = req.options.model_copy(update={"exclude": [*req.options.exclude, *excluded], "fallback": "none",
-                                                     "max_drop": None, "max_float_layers": None, "max_float_share": None})
+            options = req.options.model_copy(
+                update={
+                    "exclude": [*req.options.exclude, *excluded],
+                    "fallback": "none",
+                    "max_drop": None,
+                    "max_float_layers": None,
+                    "max_float_share": None,
+                }
+            )
             trial = replace(req, options=options, output=work / f"attempt{round_}{output.suffix}", keep_failed=True, write=False)
             result = attempt(trial)[-1]
             first_path = first_path or result.path
@@ -162,16 +196,24 @@ def quantize_with_fallback(req, attempt) -> list:
             if passed and len(excluded) <= budget:
                 break
             if passed:
-                return stop(result, f"passing needs {len(excluded)} layers in float, more than the budget of {budget}: "
-                                    f"rerun with --max-float-layers {len(excluded)} (max_float_layers in a recipe) "
-                                    f"to install it")
-            req.progress(f"--fallback auto: round {round_ + 1}, {len(excluded)} layer(s) in float (budget {budget}): "
-                         f"{result.verification.reason or f'top-1 drop {drop:.2f} pts'}")
+                return stop(
+                    result,
+                    f"passing needs {len(excluded)} layers in float, more than the budget of {budget}: "
+                    f"rerun with --max-float-layers {len(excluded)} (max_float_layers in a recipe) "
+                    f"to install it",
+                )
+            req.progress(
+                f"--fallback auto: round {round_ + 1}, {len(excluded)} layer(s) in float (budget {budget}): "
+                f"{result.verification.reason or f'top-1 drop {drop:.2f} pts'}"
+            )
             table = layer_table(result.path, req.loaded.module, held, result.verification.tolerance) if held is not None else []
             picked = _next(result, table, excluded, drop is not None and result.verification.status == "pass")
             if not picked:
-                return stop(result, "no further layer can be named: the rest are within the rule layer by layer, so the "
-                                    "loss is spread thinly, or sits in layers whose weights carry no parameter name")
+                return stop(
+                    result,
+                    "no further layer can be named: the rest are within the rule layer by layer, so the "
+                    "loss is spread thinly, or sits in layers whose weights carry no parameter name",
+                )
             modules = {layer.node: layer.module for layer in table}
             excluded += [node for node, _ in picked]
             reasons += [{"node": node, "module": modules.get(node), "why": why} for node, why in picked]
@@ -183,11 +225,21 @@ def quantize_with_fallback(req, attempt) -> list:
         cost = None
         if excluded and last.files and held is not None:
             int8, mixed = _images_per_second(first_path, held[:8]), _images_per_second(last.path, held[:8])
-            cost = {"all_int8_images_per_s": round(int8, 1), "with_fallback_images_per_s": round(mixed, 1),
-                    "speed_ratio": round(mixed / int8, 3)}
-        last.details["float_fallback"] = {"layers": reasons, "kept_in_float": len(excluded), "weighted_layers": total,
-                                          "share": round(len(excluded) / total, 3) if total else 0.0, "budget": budget,
-                                          "budget_from": budget_from, "tries": tries, "speed": cost}
+            cost = {
+                "all_int8_images_per_s": round(int8, 1),
+                "with_fallback_images_per_s": round(mixed, 1),
+                "speed_ratio": round(mixed / int8, 3),
+            }
+        last.details["float_fallback"] = {
+            "layers": reasons,
+            "kept_in_float": len(excluded),
+            "weighted_layers": total,
+            "share": round(len(excluded) / total, 3) if total else 0.0,
+            "budget": budget,
+            "budget_from": budget_from,
+            "tries": tries,
+            "speed": cost,
+        }
         install_report(last, req.loaded, spec, req.write)
         return final
     finally:

@@ -30,8 +30,16 @@ import numpy as np
 
 # The declared attributes, in the order documented below (the contract test checks each).
 CONTRACT_ATTRIBUTES = (
-    "name", "input_name", "output_names", "metadata", "batch_dim", "batch_range",
-    "precision", "reference_transform", "unsupported_op", "requested_fixed_batch",
+    "name",
+    "input_name",
+    "output_names",
+    "metadata",
+    "batch_dim",
+    "batch_range",
+    "precision",
+    "reference_transform",
+    "unsupported_op",
+    "requested_fixed_batch",
 )
 
 

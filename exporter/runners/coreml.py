@@ -39,7 +39,11 @@ class CoreMLRunner(MilRunner):
             if self.color_space == "BGR":
                 pixels = pixels[:, ::-1]  # PIL images are RGB; Core ML reorders them itself
             images = [
-                Image.fromarray(np.clip(p.transpose(1, 2, 0).squeeze(-1) if p.shape[0] == 1 else p.transpose(1, 2, 0), 0, 255).round().astype(np.uint8))
+                Image.fromarray(
+                    np.clip(p.transpose(1, 2, 0).squeeze(-1) if p.shape[0] == 1 else p.transpose(1, 2, 0), 0, 255)
+                    .round()
+                    .astype(np.uint8)
+                )
                 for p in pixels
             ]
             outs = [self.model.predict({self.input_name: img}) for img in images]
@@ -52,10 +56,15 @@ class CoreMLRunner(MilRunner):
                 probs = out[self.probabilities_name]
                 keys = labels or sorted(probs, key=lambda k: int(k) if str(k).isdigit() else k)
                 rows.append([probs[k] for k in keys])
-            return {self.probabilities_name: np.asarray(rows, np.float32),
-                    self.label_name: np.asarray([o[self.label_name] for o in outs], dtype=object)}
+            return {
+                self.probabilities_name: np.asarray(rows, np.float32),
+                self.label_name: np.asarray([o[self.label_name] for o in outs], dtype=object),
+            }
         names = [n for n in self.output_names if n in outs[0]]
-        return {n: np.concatenate([np.asarray(o[n], np.float32).reshape(-1, *np.asarray(o[n]).shape[1:]) for o in outs]) for n in names}
+        return {
+            n: np.concatenate([np.asarray(o[n], np.float32).reshape(-1, *np.asarray(o[n]).shape[1:]) for o in outs])
+            for n in names
+        }
 
     def close(self) -> None:
         super().close()

@@ -44,6 +44,7 @@ class MilRunner(Runner):
         # An op the interpreter lacks does not stop the runner from opening (its metadata and
         # declaration are still checked); verification reports it as skipped, never pass.
         self.unsupported_op: UnsupportedOp | None = None
+        self.program: Program | None
         try:
             self.program = Program(self.package)
         except UnsupportedOp as exc:
@@ -126,6 +127,7 @@ class MilRunner(Runner):
             if batch.shape[0] < low:
                 raise BadInputError(f"batch {batch.shape[0]} is outside the package's batch range {low}..{high}")
         feed = self._pixels(batch) if self.input_kind == "imageType" else batch
+        assert self.program is not None  # loaded unless unsupported_op says why not (or closed)
         results = self.program.run({self.input_name: feed})
         if self.probabilities_name:
             labels, probs = self._classifier_outputs(results)

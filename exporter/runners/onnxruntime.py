@@ -10,7 +10,6 @@ from exporter.errors import BadInputError
 from exporter.runners.base import Runner
 from exporter.spec import METADATA_KEY, stored_spec
 
-
 # onnxruntime's NCHWc layout transformer (an fp32 CPU optimization) segfaults while creating a
 # session for some fp16 graphs (ViT-B/16 from `quantize --precision fp16`, onnxruntime 1.32);
 # it does nothing for fp16, so fp16 models are opened without it.
@@ -90,8 +89,9 @@ def nonfinite_fp16_tensors(path: Path, batch: np.ndarray) -> list[str]:
         if info.type.tensor_type.elem_type == fp16 and info.name in produced and info.name not in existing:
             model.graph.output.append(info)
             existing.add(info.name)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"],
-                                   disabled_optimizers=FP16_DISABLED_OPTIMIZERS)
+    session = ort.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"], disabled_optimizers=FP16_DISABLED_OPTIMIZERS
+    )
     names = [o.name for o in session.get_outputs()]
     values = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(batch, dtype=np.float32)})
     return [n for n, v in zip(names, values) if v.dtype == np.float16 and not np.isfinite(v).all()]

@@ -9,6 +9,7 @@ one the IR records (fp32 and int8: f32; bf16: bf16), or the caller's.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,9 +35,9 @@ class OpenVINORunner(Runner):
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own errors
             raise BadInputError(f"{path} cannot be read by OpenVINO ({str(exc).splitlines()[0][:300]})") from None
         if path.suffix.lower() == ".onnx":
-            from exporter.spec import METADATA_KEY, stored_spec
-
             import onnx
+
+            from exporter.spec import METADATA_KEY, stored_spec
 
             props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
             self.metadata, declared = stored_spec(props.get(METADATA_KEY, ""), path), "fp32"
@@ -57,7 +58,7 @@ class OpenVINORunner(Runner):
             self.unsupported_op = BackendUnavailable("cpu has no bf16")
             self._request = None
             return
-        config = {"INFERENCE_PRECISION_HINT": self.hint}
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self.hint}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         try:
@@ -74,6 +75,7 @@ class OpenVINORunner(Runner):
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         if self.unsupported_op is not None:
             raise self.unsupported_op
+        assert self._request is not None  # compiled unless unsupported_op says why not
         results = self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
         values = list(results.values())
         return {name: np.array(value, dtype=np.float32) for name, value in zip(self.output_names, values)}

@@ -49,7 +49,12 @@ class TorchDeviceMemory:
         """A contiguous device copy of ``array`` (float32) in ``np_dtype``."""
         import torch
 
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(self.device).to(_torch_dtype(np_dtype)).contiguous()
+        return (
+            torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+            .to(self.device)
+            .to(_torch_dtype(np_dtype))
+            .contiguous()
+        )
 
     def empty(self, shape: tuple[int, ...], np_dtype):
         import torch
@@ -116,7 +121,7 @@ class TensorRTRunner(Runner):
             return self._run(batch)
         parts: list[dict[str, np.ndarray]] = []
         for start in range(0, n, self.max_batch):
-            chunk = batch[start:start + self.max_batch]
+            chunk = batch[start : start + self.max_batch]
             count = len(chunk)
             if count < self.min_batch:
                 chunk = np.concatenate([chunk] * -(-self.min_batch // count))[: self.min_batch]
@@ -152,8 +157,13 @@ class TensorRTRunner(Runner):
 def _torch_dtype(np_dtype):
     import torch
 
-    return {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16,
-            np.dtype(np.int8): torch.int8, np.dtype(np.int32): torch.int32, np.dtype(np.int64): torch.int64}[np.dtype(np_dtype)]
+    return {
+        np.dtype(np.float32): torch.float32,
+        np.dtype(np.float16): torch.float16,
+        np.dtype(np.int8): torch.int8,
+        np.dtype(np.int32): torch.int32,
+        np.dtype(np.int64): torch.int64,
+    }[np.dtype(np_dtype)]
 
 
 def open_artifact(path: Path, threads: int | None = None, device: str = "cuda") -> TensorRTRunner:

@@ -154,7 +154,9 @@ def export(
     except ImportError as exc:
         from exporter.errors import BackendUnavailable
 
-        raise BackendUnavailable(f"Core ML conversion needs coremltools ({exc}); install it with: pip install 'cnnexport[coreml]'") from None
+        raise BackendUnavailable(
+            f"Core ML conversion needs coremltools ({exc}); install it with: pip install 'cnnexport[coreml]'"
+        ) from None
 
     fix_scalar_cast(ct)
     if not name.endswith(".mlpackage"):
@@ -178,7 +180,9 @@ def export(
     if classifier and (len(output_names) != 1 or (spec.outputs and spec.outputs[0].task != "classify")):
         raise BadInputError(
             f"--classifier needs a model with one (N, C) logits output; this one returns {', '.join(output_names)}"
-            + (f" ({spec.outputs[0].task})" if len(spec.outputs) == 1 else "") + ": export it without --classifier")
+            + (f" ({spec.outputs[0].task})" if len(spec.outputs) == 1 else "")
+            + ": export it without --classifier"
+        )
     labels = list(spec.labels) if spec.labels else [str(i) for i in range(spec.num_classes)]
     scale, bias, inv_std = image_preprocessing(spec) if image_input else (None, None, None)
     module = wrap_for_tracing(loaded.module, inv_std, softmax=classifier)
@@ -186,14 +190,21 @@ def export(
     batch_dim = ct.RangeDim(lower_bound=low, upper_bound=high, default=low) if flexible else low
     shape = ct.Shape(shape=(batch_dim, *spec.input_shape))
     if image_input:
+        assert bias is not None  # image_preprocessing's
         layout = ct.colorlayout.GRAYSCALE if spec.channels == 1 else getattr(ct.colorlayout, color_layout)
-        inputs = [ct.ImageType(name="image", shape=shape, scale=scale, bias=bias if spec.channels == 3 else bias[0], color_layout=layout)]
+        inputs = [
+            ct.ImageType(
+                name="image", shape=shape, scale=scale, bias=bias if spec.channels == 3 else bias[0], color_layout=layout
+            )
+        ]
     else:
         inputs = [ct.TensorType(name="input", shape=shape, dtype=np.float32)]
     convert_args = dict(
         inputs=inputs,
         convert_to="mlprogram",
-        compute_precision=ct.transform.FP16ComputePrecision(op_selector=fp16_safe_op) if precision == "fp16" else ct.precision.FLOAT32,
+        compute_precision=ct.transform.FP16ComputePrecision(op_selector=fp16_safe_op)
+        if precision == "fp16"
+        else ct.precision.FLOAT32,
         minimum_deployment_target=getattr(ct.target, target_name),
     )
     if classifier:
@@ -206,14 +217,19 @@ def export(
     previous = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured), torch.no_grad():
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(captured),
+            contextlib.redirect_stderr(captured),
+            torch.no_grad(),
+        ):
             warnings.simplefilter("ignore")
             example = example_batch(spec, max(2, low) if flexible else low)
             with fixed_size_adaptive_pools(module, example) as swapped_pools, traced_as_convertible_ops(), decomposed_attention():
                 traced = torch.jit.trace(module, example, check_trace=False)
             try:
                 mlmodel = ct.convert(traced, **convert_args)
-            except Exception as exc:  # noqa: BLE001 - coremltools raises many error types
+            except Exception as exc:  # coremltools raises many error types
                 if not flexible or not _converts_with_fixed_batch(ct, traced, convert_args, spec, low):
                     raise
                 raise ExportError(
@@ -226,7 +242,7 @@ def export(
                 mlmodel = _compress(mlmodel, compression)
     except (ExportError, BadInputError):
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ExportError(f"coremltools could not convert the model: {root_cause(exc)}") from exc
     finally:
         quiet.setLevel(previous)
@@ -237,16 +253,21 @@ def export(
     mlmodel.license = license or ""
     mlmodel.version = version or ""
     what = {"segment": "segmentation model", "dense": "dense model", "regress": "model"}.get(
-        spec.outputs[0].task if spec.outputs else "classify", "classifier")
+        spec.outputs[0].task if spec.outputs else "classify", "classifier"
+    )
     mlmodel.short_description = description or f"{spec.arch} {what} ({spec.num_classes} classes), exported by cnnexport"
     c, h, w = spec.input_shape
     mean_text = ", ".join(f"{m:g}" for m in spec.channel_mean())
     std_text = ", ".join(f"{s:g}" for s in spec.channel_std())
     if image_input:
         order = "grayscale" if c == 1 else color_layout
-        mlmodel.input_description["image"] = f"{order} image {w}x{h}, pixels 0..255; normalized inside as (p/255 - [{mean_text}]) / [{std_text}]"
+        mlmodel.input_description["image"] = (
+            f"{order} image {w}x{h}, pixels 0..255; normalized inside as (p/255 - [{mean_text}]) / [{std_text}]"
+        )
     else:
-        mlmodel.input_description["input"] = f"float32 NCHW batch ({low}..{high}) x {c}x{h}x{w}, normalized: (pixel/255 - [{mean_text}]) / [{std_text}]"
+        mlmodel.input_description["input"] = (
+            f"float32 NCHW batch ({low}..{high}) x {c}x{h}x{w}, normalized: (pixel/255 - [{mean_text}]) / [{std_text}]"
+        )
     if classifier:
         mlmodel.output_description["classLabel"] = "most likely class"
         mlmodel.output_description["classLabel_probs"] = "probability of each class (softmax of the logits)"
@@ -268,7 +289,7 @@ def export(
     target = Path(staging_dir) / name
     try:
         mlmodel.save(str(target))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ExportError(f"coremltools could not save {name}: {root_cause(exc)}") from exc
     ops = _op_counts(mlmodel)
     return StageOutput(
@@ -322,10 +343,14 @@ def _compress(mlmodel, compression: Compression):
     import coremltools.optimize.coreml as cto
 
     if compression.kind == "palettize":
-        config = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(mode="kmeans", nbits=compression.nbits, weight_threshold=2048))
+        config = cto.OptimizationConfig(
+            global_config=cto.OpPalettizerConfig(mode="kmeans", nbits=compression.nbits, weight_threshold=2048)
+        )
         return cto.palettize_weights(mlmodel, config)
     config = cto.OptimizationConfig(
-        global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=2048)
+        global_config=cto.OpLinearQuantizerConfig(
+            mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=2048
+        )
     )
     return cto.linear_quantize_weights(mlmodel, config)
 
@@ -342,8 +367,11 @@ def _op_counts(mlmodel) -> dict[str, int]:
 
 def make(req) -> StageOutput:
     """The coreml row's stage: the batch range and the compression spelled in the options, parsed."""
-    stage_options = {**req.options.model_dump(), "batch": parse_batch(req.options.batch),
-                     "compress": parse_compression(req.options.compress)}
+    stage_options = {
+        **req.options.model_dump(),
+        "batch": parse_batch(req.options.batch),
+        "compress": parse_compression(req.options.compress),
+    }
     return export(req.loaded, req.staging, req.name, **stage_options)
 
 

@@ -49,7 +49,10 @@ def fixed_size_adaptive_pools(module, example):
     import torch
 
     sizes: dict = {}
-    pools = [(name, m) for name, m in module.named_modules() if isinstance(m, (torch.nn.AdaptiveAvgPool2d, torch.nn.AdaptiveMaxPool2d))]
+    pools = [
+        (name, m) for name, m in module.named_modules() if isinstance(m, (torch.nn.AdaptiveAvgPool2d, torch.nn.AdaptiveMaxPool2d))
+    ]
+
     def recorder(name):
         def hook(_module, args):
             sizes.setdefault(name, tuple(args[0].shape[-2:]))  # returns None: the input is unchanged
@@ -72,7 +75,11 @@ def fixed_size_adaptive_pools(module, example):
         if (oh, ow) == (1, 1) or h % oh or w % ow:
             continue  # 1x1 converts already; a non-multiple has overlapping windows
         kernel = (h // oh, w // ow)
-        fixed = torch.nn.AvgPool2d(kernel, kernel) if isinstance(pool, torch.nn.AdaptiveAvgPool2d) else torch.nn.MaxPool2d(kernel, kernel)
+        fixed = (
+            torch.nn.AvgPool2d(kernel, kernel)
+            if isinstance(pool, torch.nn.AdaptiveAvgPool2d)
+            else torch.nn.MaxPool2d(kernel, kernel)
+        )
         parent = module.get_submodule(name.rsplit(".", 1)[0]) if "." in name else module
         setattr(parent, name.rsplit(".", 1)[-1], fixed)
         swapped.append((parent, name.rsplit(".", 1)[-1], pool))
@@ -96,7 +103,7 @@ def traced_as_convertible_ops():
     """
     import torch
 
-    def addcmul(input, tensor1, tensor2, *, value=1):
+    def addcmul(input, tensor1, tensor2, *, value=1):  # noqa: A002 - torch.addcmul's own parameter name
         return input + value * tensor1 * tensor2
 
     patches = [
@@ -141,7 +148,7 @@ def fix_scalar_cast(ct) -> bool:
         return False
     try:
         import numpy as np
-        from coremltools.converters.mil import Builder as mb
+        from coremltools.converters.mil import Builder as mb  # noqa: N813 - coremltools' own spelling
         from coremltools.converters.mil.frontend.torch import ops
         from coremltools.converters.mil.frontend.torch.torch_op_registry import register_torch_op
 
@@ -166,4 +173,3 @@ def fix_scalar_cast(ct) -> bool:
     register_torch_op(_bool, torch_alias=["bool"], override=True)
     _cast_fix_applied = True
     return True
-

@@ -157,7 +157,9 @@ def _drop_roundtrip_casts(model) -> int:
     keep = [n for n in graph.node if id(n) not in dead]
     del graph.node[:]
     graph.node.extend(keep)
-    produced = {name for node in keep for name in node.output} | {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    produced = (
+        {name for node in keep for name in node.output} | {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    )
     infos = [v for v in graph.value_info if v.name in produced]
     del graph.value_info[:]
     graph.value_info.extend(infos)
@@ -183,8 +185,7 @@ def export_fp16(
     structure = None
     if has_external_data(model):
         structure, model = model, load_onnx(source)
-    overflow_nodes, peaks = (find_fp16_overflow(model, batches, structure, staging_dir)
-                             if on_overflow != "ignore" else ([], {}))
+    overflow_nodes, peaks = find_fp16_overflow(model, batches, structure, staging_dir) if on_overflow != "ignore" else ([], {})
     if overflow_nodes and on_overflow == "fail":
         shown = ", ".join(f"{n} (|x| up to {peaks[n]:.3g})" for n in overflow_nodes[:5])
         raise ExportError(
@@ -198,9 +199,10 @@ def export_fp16(
             if structure is not None:  # past 2 GB the converter cannot infer shapes itself
                 del model.graph.value_info[:]
                 model.graph.value_info.extend(onnx.shape_inference.infer_shapes(structure).graph.value_info)
-            converted = convert_float_to_float16(model, keep_io_types=keep_io_types, node_block_list=kept or None,
-                                                 disable_shape_infer=structure is not None)
-    except Exception as exc:  # noqa: BLE001
+            converted = convert_float_to_float16(
+                model, keep_io_types=keep_io_types, node_block_list=kept or None, disable_shape_infer=structure is not None
+            )
+    except Exception as exc:
         raise ExportError(f"fp16 conversion failed: {root_cause(exc)}") from exc
     # only an overflowing value must not pass through fp16 between two fp32 nodes
     removed = _drop_roundtrip_casts(converted) if overflow_nodes else 0
@@ -232,6 +234,9 @@ def make(req) -> StageOutput:
     from exporter.inputs import random_inputs
 
     opts = req.options
-    probe = list(req.calibration.subset(0, 64, "overflow probe").batches(16)) if req.calibration is not None else \
-        [random_inputs(req.spec, 8, req.seed).array]
+    probe = (
+        list(req.calibration.subset(0, 64, "overflow probe").batches(16))
+        if req.calibration is not None
+        else [random_inputs(req.spec, 8, req.seed).array]
+    )
     return export_fp16(req.source, req.staging, req.name, probe, opts.keep_io_types, opts.overflow)

@@ -131,7 +131,7 @@ def export(
                         dynamic_axes={input_name: {0: "batch"}, **{n: {0: "batch"} for n in placeholders}},
                         opset_version=opset or 17,
                     )
-    except Exception as exc:  # noqa: BLE001 - torch.onnx raises many error types
+    except Exception as exc:  # torch.onnx raises many error types
         other = "legacy" if exporter == "dynamo" else "dynamo"
         raise ExportError(f"torch.onnx.export ({exporter}) failed: {root_cause(exc)}; try --exporter {other}") from exc
 
@@ -150,7 +150,7 @@ def export(
     files = save_model(model, target)
     try:
         onnx.checker.check_model(str(target), full_check=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ExportError(f"the exported ONNX model does not pass onnx.checker: {str(exc).splitlines()[0][:300]}") from exc
     return StageOutput(
         files=files,

@@ -27,10 +27,23 @@ HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the layers NNCF 
 # our --method -> NNCF's activation range estimator (NNCF has no entropy calibration)
 RANGE_ESTIMATORS = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE"}
 # --exclude takes ONNX op types as for `quantize`; NNCF ignores OpenVINO op types
-OPENVINO_TYPES = {"Conv": "Convolution", "ConvTranspose": "ConvolutionBackpropData", "Gemm": "MatMul", "MatMul": "MatMul",
-                  "Add": "Add", "Mul": "Multiply", "AveragePool": "AvgPool", "GlobalAveragePool": "ReduceMean",
-                  "MaxPool": "MaxPool", "Concat": "Concat", "Softmax": "SoftMax", "Sigmoid": "Sigmoid",
-                  "HardSwish": "HSwish", "HardSigmoid": "HSigmoid", "Relu": "Relu"}
+OPENVINO_TYPES = {
+    "Conv": "Convolution",
+    "ConvTranspose": "ConvolutionBackpropData",
+    "Gemm": "MatMul",
+    "MatMul": "MatMul",
+    "Add": "Add",
+    "Mul": "Multiply",
+    "AveragePool": "AvgPool",
+    "GlobalAveragePool": "ReduceMean",
+    "MaxPool": "MaxPool",
+    "Concat": "Concat",
+    "Softmax": "SoftMax",
+    "Sigmoid": "Sigmoid",
+    "HardSwish": "HSwish",
+    "HardSigmoid": "HSigmoid",
+    "Relu": "Relu",
+}
 
 
 def import_openvino():
@@ -66,8 +79,9 @@ def check_options(options) -> None:
     if options.precision == "int8":
         _import_nncf()
         if options.method not in RANGE_ESTIMATORS:
-            raise BadInputError(f"--method {options.method}: NNCF has no {options.method} calibration; "
-                                f"use {' or '.join(RANGE_ESTIMATORS)}")
+            raise BadInputError(
+                f"--method {options.method}: NNCF has no {options.method} calibration; use {' or '.join(RANGE_ESTIMATORS)}"
+            )
 
 
 def _onnx_metadata(source: Path) -> dict:
@@ -93,13 +107,22 @@ def _ignored_scope(nncf, model, exclude: list[str]):
         else:
             unknown.append(item)
     if unknown:
-        raise BadInputError(f"--exclude {', '.join(unknown)}: no such op type or node in the OpenVINO model "
-                            f"(op types here: {', '.join(sorted(types))})")
+        raise BadInputError(
+            f"--exclude {', '.join(unknown)}: no such op type or node in the OpenVINO model "
+            f"(op types here: {', '.join(sorted(types))})"
+        )
     return nncf.IgnoredScope(names=ignored_names, types=ignored_types), {"types": ignored_types, "names": ignored_names}
 
 
-def export(source: Path, staging_dir: Path, name: str, precision: str = "fp32", calibration=None,
-           method: str = "minmax", exclude: list[str] | tuple[str, ...] = ()) -> StageOutput:
+def export(
+    source: Path,
+    staging_dir: Path,
+    name: str,
+    precision: str = "fp32",
+    calibration=None,
+    method: str = "minmax",
+    exclude: list[str] | tuple[str, ...] = (),
+) -> StageOutput:
     """Convert ``source`` (ONNX) to an IR ``name`` in ``staging_dir``; int8 calibrates on ``calibration`` (a Source)."""
     ov = import_openvino()
     if precision not in PRECISIONS:
@@ -108,8 +131,12 @@ def export(source: Path, staging_dir: Path, name: str, precision: str = "fp32", 
         model = ov.convert_model(str(source))
     except Exception as exc:  # noqa: BLE001 - OpenVINO's frontend raises its own errors
         raise BadInputError(f"OpenVINO cannot convert {Path(source).name} ({str(exc).splitlines()[0][:300]})") from None
-    details: dict = {"precision": precision, "converted_from": f"onnx ({Path(source).name})",
-                     "inference_precision_hint": HINTS[precision], "openvino": ov.get_version()}
+    details: dict = {
+        "precision": precision,
+        "converted_from": f"onnx ({Path(source).name})",
+        "inference_precision_hint": HINTS[precision],
+        "openvino": ov.get_version(),
+    }
     if precision == "int8":
         details.update(_quantize(model, calibration, method, list(exclude)))
         model = details.pop("_model")
@@ -142,17 +169,30 @@ def _quantize(model, calibration, method: str, exclude: list[str]) -> dict:
     nncf.set_log_level(logging.ERROR)
     with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout belongs to --json
         quantized = nncf.quantize(
-            model, nncf.Dataset(samples), subset_size=len(samples), fast_bias_correction=True,
-            target_device=nncf.TargetDevice.CPU, ignored_scope=scope,
+            model,
+            nncf.Dataset(samples),
+            subset_size=len(samples),
+            fast_bias_correction=True,
+            target_device=nncf.TargetDevice.CPU,
+            ignored_scope=scope,
             advanced_parameters=AdvancedQuantizationParameters(activations_range_estimator_params=estimator),
         )
     fake_quantize = sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops())
     if fake_quantize == 0:
         raise BadInputError("NNCF quantized nothing in this model (no FakeQuantize was inserted)")
-    return {"_model": quantized, "method": method, "calibration_samples": len(samples),
-            "nncf": {"version": nncf.__version__, "range_estimator": RANGE_ESTIMATORS[method], "fast_bias_correction": True,
-                     "target_device": "CPU", "ignored": ignored},
-            "fake_quantize_nodes": int(fake_quantize)}
+    return {
+        "_model": quantized,
+        "method": method,
+        "calibration_samples": len(samples),
+        "nncf": {
+            "version": nncf.__version__,
+            "range_estimator": RANGE_ESTIMATORS[method],
+            "fast_bias_correction": True,
+            "target_device": "CPU",
+            "ignored": ignored,
+        },
+        "fake_quantize_nodes": int(fake_quantize),
+    }
 
 
 def stored(model) -> tuple[dict, str]:
@@ -168,12 +208,20 @@ def stored(model) -> tuple[dict, str]:
 def make(req) -> StageOutput:
     """The openvino row's stage; the details say when an application that does not pin the hint computes differently."""
     opts = req.options
-    out = export(req.source, req.staging, req.name, opts.precision, req.calibration if opts.precision == "int8" else None,
-                 opts.method, list(opts.exclude))
+    out = export(
+        req.source,
+        req.staging,
+        req.name,
+        opts.precision,
+        req.calibration if opts.precision == "int8" else None,
+        opts.method,
+        list(opts.exclude),
+    )
     default = deployment_default_hint()
     out.details["deployment_default_hint"] = default
     if default != out.details["inference_precision_hint"]:
         out.details["deployment_note"] = (
             f"verified with INFERENCE_PRECISION_HINT={out.details['inference_precision_hint']}; an application that "
-            f"does not pin it computes this IR in {default} on this CPU")
+            f"does not pin it computes this IR in {default} on this CPU"
+        )
     return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from exporter.errors import BadInputError, ExportError, root_cause
 from exporter.stages import StageOutput
@@ -55,8 +56,11 @@ def attention_nodes(model) -> list[str]:
     """
     constants = {i.name for i in model.graph.initializer}
     constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    return [n.name for n in model.graph.node
-            if n.op_type == "Softmax" or (n.op_type == "MatMul" and not any(i in constants for i in n.input))]
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "Softmax" or (n.op_type == "MatMul" and not any(i in constants for i in n.input))
+    ]
 
 
 def residual_stream_nodes(model) -> list[str]:
@@ -73,8 +77,11 @@ def residual_stream_nodes(model) -> list[str]:
     norms = [n for n in model.graph.node if n.op_type == "LayerNormalization"]
     norm_inputs = {i for n in norms for i in n.input}
     norm_outputs = {o for n in norms for o in n.output}
-    adds = [n.name for n in model.graph.node
-            if n.op_type == "Add" and (norm_inputs.intersection(n.output) or norm_outputs.intersection(n.input))]
+    adds = [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "Add" and (norm_inputs.intersection(n.output) or norm_outputs.intersection(n.input))
+    ]
     return [n.name for n in norms] + adds
 
 
@@ -142,8 +149,11 @@ def export_int8(
     node_names, op_types = resolve_exclude(source_model, list(exclude))
     staging_dir = Path(staging_dir)
     pre = staging_dir / "preprocessed.onnx"
-    pre_external = {"save_as_external_data": True, "all_tensors_to_one_file": True,
-                    "external_data_location": pre.name + ".data"} if external else {}
+    pre_external = (
+        {"save_as_external_data": True, "all_tensors_to_one_file": True, "external_data_location": pre.name + ".data"}
+        if external
+        else {}
+    )
     symbolic_failure = None
     before = set(os.listdir("."))
     try:
@@ -156,8 +166,9 @@ def export_int8(
         _remove_symbolic_shape_dump(before)
         try:
             with quiet():
-                quant_pre_process(str(source), str(pre), skip_optimization=(target == "tensorrt"), skip_symbolic_shape=True,
-                                  **pre_external)
+                quant_pre_process(
+                    str(source), str(pre), skip_optimization=(target == "tensorrt"), skip_symbolic_shape=True, **pre_external
+                )
         except Exception:  # noqa: BLE001
             raise ExportError(f"onnxruntime's quantization pre-processing failed: {symbolic_failure}") from exc
 
@@ -183,7 +194,7 @@ def export_int8(
     # the digits ResNet); its chunk-merged histograms are what makes entropy differ from min/max at all.
     chunk_samples = min(4 * batch_size, samples_within_budget(per_sample, 64))
     reader = OrtCalibrationReader(calibration, source_model.graph.input[0].name, batch_size=batch_size)
-    extra_options = {
+    extra_options: dict[str, Any] = {
         "ActivationSymmetric": symmetric,
         "WeightSymmetric": True,
         # TensorRT's ONNX parser refuses an int32 bias behind DequantizeLinear ("only activation types
@@ -209,18 +220,24 @@ def export_int8(
                 activation_type=activation_type,
                 weight_type=weight_type,
                 nodes_to_exclude=(node_names + float_attention + float_residual) or None,
-                calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                                  "percentile": CalibrationMethod.Percentile}[method],
+                calibrate_method={
+                    "minmax": CalibrationMethod.MinMax,
+                    "entropy": CalibrationMethod.Entropy,
+                    "percentile": CalibrationMethod.Percentile,
+                }[method],
                 use_external_data_format=external,
                 extra_options=extra_options,
             )
     except BadInputError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         hint = ""
         if "shared mode is not supported for weight" in str(exc):
             # measured on timm's PoolFormer-S12: the dynamo graph trips the quantizer, the legacy one passes (cosine 0.996)
-            hint = "; this graph from the dynamo exporter trips onnxruntime's quantizer: export with --exporter legacy and quantize that"
+            hint = (
+                "; this graph from the dynamo exporter trips onnxruntime's quantizer: "
+                "export with --exporter legacy and quantize that"
+            )
         raise ExportError(f"onnxruntime static quantization failed: {root_cause(exc)}{hint}") from exc
 
     quantized = onnx.load(str(target_path))
@@ -243,7 +260,11 @@ def export_int8(
         "float_attention_nodes": len(float_attention),
         "float_residual_nodes": len(float_residual),
         "preprocess": ("shape inference only" if symmetric else "shape inference + graph optimization")
-        + (f" (ONNX shape inference only: onnxruntime's symbolic shape inference failed: {symbolic_failure})" if symbolic_failure else ""),
+        + (
+            f" (ONNX shape inference only: onnxruntime's symbolic shape inference failed: {symbolic_failure})"
+            if symbolic_failure
+            else ""
+        ),
         "quantize_linear_nodes": sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node),
         "onnxruntime_options": {k: v for k, v in extra_options.items()},
     }
@@ -264,5 +285,15 @@ def make(req) -> StageOutput:
     """The int8 and int8_tensorrt rows' stage: the flavour is the row's."""
     opts = req.options
     target = "tensorrt" if req.row is not None and req.row.name == "int8_tensorrt" else "cpu"
-    return export_int8(req.source, req.staging, req.name, req.calibration, target, opts.method, opts.per_channel,
-                       list(opts.exclude), opts.trt_version, equalize=opts.equalize)
+    return export_int8(
+        req.source,
+        req.staging,
+        req.name,
+        req.calibration,
+        target,
+        opts.method,
+        opts.per_channel,
+        list(opts.exclude),
+        opts.trt_version,
+        equalize=opts.equalize,
+    )

@@ -24,7 +24,7 @@ def export(source: Path, staging_dir: Path, name: str) -> StageOutput:
     target = Path(staging_dir) / name
     try:
         _, ok = onnxsim.simplify(str(source), output_path=str(target), external_data_threshold="1.9GB")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ExportError(f"onnxsim failed on {source}: {str(exc).splitlines()[0][:300]}") from exc
     if not ok:
         raise ExportError(f"onnxsim could not validate its simplification of {source}")
@@ -41,9 +41,13 @@ def export(source: Path, staging_dir: Path, name: str) -> StageOutput:
         files = save_model(simplified, target)
     return StageOutput(
         files=files,
-        details={"nodes_before": before, "nodes_after": len(simplified.graph.node),
-                 "next_steps": [f"nodes: {before} -> {len(simplified.graph.node)}"], "onnxsim": onnxsim.__version__,
-                 "external_data": has_external_data(simplified)},
+        details={
+            "nodes_before": before,
+            "nodes_after": len(simplified.graph.node),
+            "next_steps": [f"nodes: {before} -> {len(simplified.graph.node)}"],
+            "onnxsim": onnxsim.__version__,
+            "external_data": has_external_data(simplified),
+        },
     )
 
 
@@ -65,8 +69,9 @@ def _rename_external_data(model, folder: Path, data_name: str) -> None:
     onnx.load_external_data_for_model(model, str(folder))  # several files: gather them into one
     for location in locations:
         (folder / location).unlink()
-    onnx.save_model(model, str(folder / "relocated.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=data_name)
+    onnx.save_model(
+        model, str(folder / "relocated.onnx"), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name
+    )
     (folder / "relocated.onnx").unlink()
 
 

@@ -37,6 +37,7 @@ def make_reproducible(path: Path) -> None:
     stable_id = str(int(digest.hexdigest(), 16))[:40].encode()
     tmp = path.with_name(path.name + ".tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as dst:
+        assert dst.fp is not None  # open for writing
         for name, data in entries:
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_STORED
@@ -87,7 +88,7 @@ def export(loaded, staging_dir: Path, name: str, script: bool = False) -> StageO
                 compiled = torch.jit.script(module)
             else:
                 compiled = torch.jit.trace(module, example_batch(loaded.spec), check_trace=False)
-    except Exception as exc:  # noqa: BLE001 - the jit raises many error types
+    except Exception as exc:  # the jit raises many error types
         mode = "script" if script else "trace"
         hint = "; try --script" if not script else "; try tracing (drop --script)"
         raise ExportError(f"torch.jit.{mode} failed: {root_cause(exc)}{hint}") from exc

@@ -103,7 +103,9 @@ def build_engine(
     if options.optimization_level is not None:
         config.builder_optimization_level = options.optimization_level
     if options.hardware_compatibility != "none":
-        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, HARDWARE_LEVELS[options.hardware_compatibility][0])
+        config.hardware_compatibility_level = getattr(
+            trt.HardwareCompatibilityLevel, HARDWARE_LEVELS[options.hardware_compatibility][0]
+        )
     if options.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     profile = builder.create_optimization_profile()

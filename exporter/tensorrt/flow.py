@@ -1,12 +1,12 @@
 """`cnnexport tensorrt`: ONNX (-> Q/DQ or fp16 ONNX) -> TensorRT engine + sidecar, or a build kit.
 
-    source ONNX ──(int8)──> symmetric Q/DQ ONNX + .calib   (pipeline.quantize_artifact, verified)
-                ──(fp16 on TensorRT 11)──> fp16 ONNX        (pipeline.quantize_artifact, verified)
-    then, where tensorrt and a GPU are here: build the engine, verify it at the profile's
-    min and max batch, install it with its sidecar (staged, atomic);
-    else with --emit-script DIR: write the build kit; the engine is reported
-    `skipped (tensorrt not installed)`, never pass;
-    else: BackendUnavailable (exit 3) saying what is missing and what to do.
+source ONNX ──(int8)──> symmetric Q/DQ ONNX + .calib   (pipeline.quantize_artifact, verified)
+            ──(fp16 on TensorRT 11)──> fp16 ONNX        (pipeline.quantize_artifact, verified)
+then, where tensorrt and a GPU are here: build the engine, verify it at the profile's
+min and max batch, install it with its sidecar (staged, atomic);
+else with --emit-script DIR: write the build kit; the engine is reported
+`skipped (tensorrt not installed)`, never pass;
+else: BackendUnavailable (exit 3) saying what is missing and what to do.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from exporter.inputs import InputSet
 from exporter.errors import BadInputError
-from exporter.pipeline import Progress, noop, run_stage, verifier, onnx_source
+from exporter.inputs import InputSet
+from exporter.pipeline import Progress, noop, onnx_source, run_stage, verifier
 from exporter.report import ArtifactResult, build_report, write_report
 from exporter.tensorrt import machine
 from exporter.tensorrt import plan as trt_plan
@@ -92,7 +92,9 @@ def tensorrt_artifacts(req, build_one) -> list[ArtifactResult]:
     if len(dims) != 4 or (len(fixed) == 3 and tuple(fixed) != chw):
         raise BadInputError(f"{source.name}'s input {input_name} has dims {dims}; expected (batch, {', '.join(map(str, chw))})")
     if isinstance(dims[0], int) and dims[0] > 0 and (profile.min, profile.max) != (dims[0], dims[0]):
-        raise BadInputError(f"{source.name} has a fixed batch of {dims[0]}; export it with a dynamic batch axis to build the profile {profile}")
+        raise BadInputError(
+            f"{source.name} has a fixed batch of {dims[0]}; export it with a dynamic batch axis to build the profile {profile}"
+        )
 
     installed, why_not = machine.tensorrt_status()
     if installed is not None:
@@ -103,13 +105,17 @@ def tensorrt_artifacts(req, build_one) -> list[ArtifactResult]:
     if installed is None and not emit:
         machine.require_tensorrt()  # raises BackendUnavailable with what to do
     target_version = (options.trt_version or DEFAULT_VERSION) if emit else installed
+    assert target_version is not None  # installed, or require_tensorrt raised
     plan = trt_plan.decide_plan(target_version, options.precision, options.int8_mode)
-    progress(f"TensorRT {target_version}: {plan.precision}{' ' + plan.int8_mode if plan.int8_mode else ''}, "
-             f"{'strongly typed' if plan.strongly_typed else 'weakly typed'}, profile {profile}")
+    progress(
+        f"TensorRT {target_version}: {plan.precision}{' ' + plan.int8_mode if plan.int8_mode else ''}, "
+        f"{'strongly typed' if plan.strongly_typed else 'weakly typed'}, profile {profile}"
+    )
 
     results: list[ArtifactResult] = []
     build_onnx, calib_path, held = source, None, None
     if plan.precision == "int8" or plan.onnx == "fp16":
+        q_opts: Int8Options | Fp16Options
         if plan.precision == "int8":
             row, q_opts = kinds.get("int8_tensorrt"), Int8Options(method=options.method, trt_version=version_text(target_version))
         else:
@@ -131,8 +137,23 @@ def tensorrt_artifacts(req, build_one) -> list[ArtifactResult]:
     sidecar.update(reference_onnx=source.name, reference_onnx_sha256=sha256_of(source), plan_notes=list(plan.notes))
 
     if emit:
-        results.append(_emit(options, output, source, build_onnx, calib_path, plan, build_opts, input_name, chw, sidecar,
-                             loaded, why_not, progress))
+        results.append(
+            _emit(
+                options,
+                output,
+                source,
+                build_onnx,
+                calib_path,
+                plan,
+                build_opts,
+                input_name,
+                chw,
+                sidecar,
+                loaded,
+                why_not,
+                progress,
+            )
+        )
         results[-1].details["tensorrt_lint"] = lint
         if write:
             write_report(build_report(results, loaded, spec), Path(options.emit_script) / output.name)
@@ -150,8 +171,9 @@ def tensorrt_artifacts(req, build_one) -> list[ArtifactResult]:
 
     calib_batches = ()
     result = run_stage(
-        lambda staging, name: build_engine(build_onnx, staging, name, plan, build_opts, input_name, chw, sidecar,
-                                           calib_path, calib_batches),
+        lambda staging, name: build_engine(
+            build_onnx, staging, name, plan, build_opts, input_name, chw, sidecar, calib_path, calib_batches
+        ),
         output,
         verifier(references, spec, opts, "tensorrt"),
         keep_failed,
@@ -170,8 +192,10 @@ def check_for_tensorrt(model: Path, trt_version: str, progress: Progress = noop)
     from exporter.tensorrt.lint import describe_violation, lint
 
     result = lint(model, trt_version)
-    progress(f"TensorRT lint of {Path(model).name}: {result['status']}"
-             + (f" ({len(result['unknown'])} finding(s) the support table cannot judge)" if result["unknown"] else ""))
+    progress(
+        f"TensorRT lint of {Path(model).name}: {result['status']}"
+        + (f" ({len(result['unknown'])} finding(s) the support table cannot judge)" if result["unknown"] else "")
+    )
     if result["status"] == "fail":
         raise BadInputError(f"TensorRT's ONNX parser would refuse {Path(model).name}: {describe_violation(result)}")
     return result
@@ -190,15 +214,25 @@ def _held_out(data, seed: int, spec, profile) -> InputSet | None:
     return InputSet(f"held-out ({len(array)}, not used for calibration)", array)
 
 
-def _emit(options, output, source, build_onnx, calib_path, plan, build_opts, input_name, chw, sidecar, loaded, why_not, progress) -> ArtifactResult:
+def _emit(
+    options, output, source, build_onnx, calib_path, plan, build_opts, input_name, chw, sidecar, loaded, why_not, progress
+) -> ArtifactResult:
     from exporter.tensorrt.kit import KitRequest, verify_command, write_kit
 
     started = time.perf_counter()
     kit_dir = Path(options.emit_script)
     progress(f"writing the TensorRT build kit -> {kit_dir}")
     req = KitRequest(
-        kit_dir=kit_dir, engine_name=output.name, reference_onnx=source, build_onnx=build_onnx, plan=plan,
-        options=build_opts, input_name=input_name, chw=chw, sidecar=sidecar, calib=calib_path,
+        kit_dir=kit_dir,
+        engine_name=output.name,
+        reference_onnx=source,
+        build_onnx=build_onnx,
+        plan=plan,
+        options=build_opts,
+        input_name=input_name,
+        chw=chw,
+        sidecar=sidecar,
+        calib=calib_path,
         timing_cache=str(build_opts.timing_cache) if build_opts.timing_cache else "timing.cache",
         checkpoint=getattr(loaded, "path", None),
     )
@@ -217,8 +251,10 @@ def _emit(options, output, source, build_onnx, calib_path, plan, build_opts, inp
             "kit_files": [f.name for f in files],
             "build": f"bash {kit_dir / 'build.sh'}",
             "verify": verify_command(req),
-            "next_steps": [f"wrote the build kit {kit_dir}: on the NVIDIA machine run `bash {kit_dir}/build.sh`, then "
-                           f"`{verify_command(req)}`"],
+            "next_steps": [
+                f"wrote the build kit {kit_dir}: on the NVIDIA machine run `bash {kit_dir}/build.sh`, then "
+                f"`{verify_command(req)}`"
+            ],
             "input": input_name,
             "plan": plan.to_dict(),
             **build_opts.to_dict(),
@@ -247,6 +283,10 @@ def lint_kit(kit_dir: Path, progress: Progress = noop) -> dict | None:
     if not model.is_file():
         raise BadInputError(f"{kit_dir} does not hold the model its build.json names ({sidecar.get('source_onnx')})")
     lint = check_for_tensorrt(model, DEFAULT_VERSION, progress)
-    return {"kit": str(kit_dir), "model": model.name, "tensorrt_lint": lint,
-            "summary": f"TensorRT lint of {model.name}: {lint['status']}; the engine itself is verified on the NVIDIA "
-                       "machine (verify.sh)"}
+    return {
+        "kit": str(kit_dir),
+        "model": model.name,
+        "tensorrt_lint": lint,
+        "summary": f"TensorRT lint of {model.name}: {lint['status']}; the engine itself is verified on the NVIDIA "
+        "machine (verify.sh)",
+    }

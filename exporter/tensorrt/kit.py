@@ -31,7 +31,7 @@ KIT_MARKER = ".cnnexport-trt-kit"
 
 # Fills in the sidecar from trtexec's log (TensorRT version, selected GPU, compute capability),
 # falling back to nvidia-smi; kept in build.sh so the kit needs nothing but python3 and trtexec.
-_SIDECAR_PY = r'''
+_SIDECAR_PY = r"""
 import hashlib, json, re, subprocess, sys
 engine, log_path = sys.argv[1], sys.argv[2]
 log = open(log_path, errors="replace").read()
@@ -44,7 +44,8 @@ else:
     m = re.search(r"\[TensorRT v(\d+)\]", log)
     if m:
         code = int(m.group(1))
-        version = f"{code // 10000}.{code // 100 % 100}.{code % 100}" if code >= 100000 else f"{code // 1000}.{code // 100 % 10}.{code % 100}"
+        version = (f"{code // 10000}.{code // 100 % 100}.{code % 100}" if code >= 100000
+                   else f"{code // 1000}.{code // 100 % 10}.{code % 100}")
 gpu = re.search(r"Selected Device:\s*(.+)", log)
 cc = re.search(r"Compute Capability:\s*([0-9.]+)", log)
 gpu, cc = (gpu.group(1).strip() if gpu else None), (cc.group(1) if cc else None)
@@ -60,9 +61,10 @@ side.update(tensorrt_version=version, gpu=gpu, compute_capability=cc, built_by="
 json.dump(side, open(engine + ".json", "w"), indent=2)
 missing = [k for k in ("tensorrt_version", "gpu", "compute_capability") if not side[k]]
 if missing:
-    print("warning: could not read " + ", ".join(missing) + " from the trtexec log; the sidecar leaves them empty", file=sys.stderr)
+    print("warning: could not read " + ", ".join(missing) + " from the trtexec log; the sidecar leaves them empty",
+          file=sys.stderr)
 print(f"sidecar {engine}.json: TensorRT {version}, {gpu}, compute capability {cc}")
-'''
+"""
 
 
 @dataclass
@@ -89,8 +91,10 @@ def _companions(onnx_path: Path) -> list[Path]:
 
 def verify_command(req: KitRequest) -> str:
     batches = f"{req.options.profile.min},{req.options.profile.max}"
-    return (f"cnnexport verify {shlex.quote(req.engine_name)} --reference {shlex.quote(req.reference_onnx.name)} "
-            f"--precision {req.plan.precision} --batch-sizes {batches}")
+    return (
+        f"cnnexport verify {shlex.quote(req.engine_name)} --reference {shlex.quote(req.reference_onnx.name)} "
+        f"--precision {req.plan.precision} --batch-sizes {batches}"
+    )
 
 
 def build_script(req: KitRequest, command: list[str]) -> str:
@@ -152,7 +156,8 @@ def readme(req: KitRequest, command: list[str], files: list[str]) -> str:
         f"\nWith the PyTorch checkpoint on this machine, compare with PyTorch itself:\n\n"
         f"    cnnexport verify {req.engine_name} --checkpoint {req.checkpoint.name} --precision {req.plan.precision} "
         f"--batch-sizes {req.options.profile.min},{req.options.profile.max}\n"
-        if req.checkpoint else ""
+        if req.checkpoint
+        else ""
     )
     return f"""# TensorRT build kit: {req.engine_name}
 
@@ -207,7 +212,9 @@ def _check_target(kit_dir: Path) -> None:
     if kit_dir.exists() and not kit_dir.is_dir():
         raise OutputError(f"--emit-script {kit_dir} is a file; give a folder")
     if kit_dir.is_dir() and any(kit_dir.iterdir()) and not (kit_dir / KIT_MARKER).exists():
-        raise OutputError(f"--emit-script folder {kit_dir} is not empty and holds no earlier build kit; choose an empty or new folder")
+        raise OutputError(
+            f"--emit-script folder {kit_dir} is not empty and holds no earlier build kit; choose an empty or new folder"
+        )
 
 
 def write_kit(req: KitRequest) -> list[Path]:
@@ -215,8 +222,14 @@ def write_kit(req: KitRequest) -> list[Path]:
     kit_dir = Path(req.kit_dir)
     _check_target(kit_dir)
     command = trtexec_command(
-        req.build_onnx.name, req.engine_name, req.input_name, req.chw, req.plan, req.options,
-        req.calib.name if req.calib is not None else None, req.timing_cache,
+        req.build_onnx.name,
+        req.engine_name,
+        req.input_name,
+        req.chw,
+        req.plan,
+        req.options,
+        req.calib.name if req.calib is not None else None,
+        req.timing_cache,
     )
     with Staging(kit_dir.parent) as staging:
         new = staging.path / "kit"
@@ -235,7 +248,7 @@ def write_kit(req: KitRequest) -> list[Path]:
         script.write_text(build_script(req, command))
         script.chmod(0o755)
         verify = new / "verify.sh"
-        verify.write_text(f"#!/usr/bin/env bash\nset -euo pipefail\ncd \"$(dirname \"$0\")\"\n{verify_command(req)} \"$@\"\n")
+        verify.write_text(f'#!/usr/bin/env bash\nset -euo pipefail\ncd "$(dirname "$0")"\n{verify_command(req)} "$@"\n')
         verify.chmod(0o755)
         (new / "checksums.sha256").write_text("".join(f"{sha256_of(new / s.name)}  {s.name}\n" for s in sources))
         (new / KIT_MARKER).write_text("written by cnnexport tensorrt --emit-script\n")

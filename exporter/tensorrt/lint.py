@@ -26,8 +26,26 @@ from pathlib import Path
 
 TABLE_FILE = Path(__file__).with_name("tensorrt_support_10.json")
 # ONNX TensorProto element types, named as the support table names them
-TYPE_NAMES = {1: "FP32", 2: "UINT8", 3: "INT8", 6: "INT32", 7: "INT64", 9: "BOOL", 10: "FP16", 11: "DOUBLE", 16: "BF16",
-              17: "FP8", 18: "FP8", 19: "FP8", 20: "FP8", 22: "INT4", 4: "UINT16", 5: "INT16", 12: "UINT32", 13: "UINT64"}
+TYPE_NAMES = {
+    1: "FP32",
+    2: "UINT8",
+    3: "INT8",
+    6: "INT32",
+    7: "INT64",
+    9: "BOOL",
+    10: "FP16",
+    11: "DOUBLE",
+    16: "BF16",
+    17: "FP8",
+    18: "FP8",
+    19: "FP8",
+    20: "FP8",
+    22: "INT4",
+    4: "UINT16",
+    5: "INT16",
+    12: "UINT32",
+    13: "UINT64",
+}
 
 
 @dataclass(frozen=True)
@@ -75,7 +93,11 @@ def lint(model_or_path, trt_version: str = "10") -> dict:
     """{"status": pass|fail|unknown, "table", "checked_nodes", "violations", "unknown"} for one ONNX model."""
     import onnx
 
-    model = onnx.load(str(model_or_path), load_external_data=False) if not isinstance(model_or_path, onnx.ModelProto) else model_or_path
+    model = (
+        onnx.load(str(model_or_path), load_external_data=False)
+        if not isinstance(model_or_path, onnx.ModelProto)
+        else model_or_path
+    )
     table = support_table()
     ops = table["operators"]
     low, high = table["opset_range"]
@@ -90,20 +112,35 @@ def lint(model_or_path, trt_version: str = "10") -> dict:
         dims = graph_input.type.tensor_type.shape.dim
         dynamic = [i for i, d in enumerate(dims) if i > 0 and not d.HasField("dim_value")]
         if dynamic:
-            findings.append(Finding(graph_input.name, "input", "violation",
-                                    f"dimension(s) {dynamic} of input {graph_input.name} are dynamic; the optimization profile covers the batch only"))
+            findings.append(
+                Finding(
+                    graph_input.name,
+                    "input",
+                    "violation",
+                    f"dimension(s) {dynamic} of input {graph_input.name} are dynamic; "
+                    "the optimization profile covers the batch only",
+                )
+            )
     for node in model.graph.node:
         name = node.name or f"{node.op_type}({', '.join(node.output)})"
         if node.domain not in ("", "ai.onnx"):
-            findings.append(Finding(name, f"{node.domain}.{node.op_type}", "violation",
-                                    f"op {node.op_type} of domain {node.domain} has no TensorRT importer (it would need a plugin)"))
+            findings.append(
+                Finding(
+                    name,
+                    f"{node.domain}.{node.op_type}",
+                    "violation",
+                    f"op {node.op_type} of domain {node.domain} has no TensorRT importer (it would need a plugin)",
+                )
+            )
             continue
         row = ops.get(node.op_type)
         if row is None:
             findings.append(Finding(name, node.op_type, "unknown", "not in TensorRT's operator support table"))
             continue
         if not row["supported"]:
-            findings.append(Finding(name, node.op_type, "violation", f"TensorRT's ONNX parser has no importer for {node.op_type}"))
+            findings.append(
+                Finding(name, node.op_type, "violation", f"TensorRT's ONNX parser has no importer for {node.op_type}")
+            )
             continue
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             findings += _qdq_findings(model, node, name, types)
@@ -113,8 +150,15 @@ def lint(model_or_path, trt_version: str = "10") -> dict:
             if kind is None:
                 findings.append(Finding(name, node.op_type, "unknown", f"the type of input {node.input[0]} is not known"))
             elif row["types"] and TYPE_NAMES.get(kind, str(kind)) not in row["types"]:
-                findings.append(Finding(name, node.op_type, "violation",
-                                        f"input {node.input[0]} is {TYPE_NAMES.get(kind, kind)}; TensorRT's {node.op_type} takes {', '.join(row['types'])}"))
+                findings.append(
+                    Finding(
+                        name,
+                        node.op_type,
+                        "violation",
+                        f"input {node.input[0]} is {TYPE_NAMES.get(kind, kind)}; "
+                        f"TensorRT's {node.op_type} takes {', '.join(row['types'])}",
+                    )
+                )
     # the most decisive first: an op with no importer at all, then Q/DQ rules, types, shapes
     rank = {"no importer": 0, "plugin": 0, "Q/DQ": 1, "DequantizeLinear": 1, "zero point": 1, "takes": 2, "dynamic": 3}
     findings.sort(key=lambda f: min((r for k, r in rank.items() if k in f.reason), default=4))
@@ -135,23 +179,43 @@ def _qdq_findings(model, node, name: str, types: dict) -> list[Finding]:
     if node.op_type == "DequantizeLinear":
         kind = types.get(node.input[0])
         if kind == 6:  # int32
-            out.append(Finding(name, node.op_type, "violation",
-                               "an int32 (bias) tensor behind DequantizeLinear: TensorRT's parser allows only activation types "
-                               "here; keep biases float (cnnexport quantize --target tensorrt)"))
+            out.append(
+                Finding(
+                    name,
+                    node.op_type,
+                    "violation",
+                    "an int32 (bias) tensor behind DequantizeLinear: TensorRT's parser allows only activation types "
+                    "here; keep biases float (cnnexport quantize --target tensorrt)",
+                )
+            )
         elif kind == 2:  # uint8
-            out.append(Finding(name, node.op_type, "violation",
-                               "uint8 Q/DQ: TensorRT takes int8 with zero point 0 (cnnexport quantize --target tensorrt)"))
+            out.append(
+                Finding(
+                    name,
+                    node.op_type,
+                    "violation",
+                    "uint8 Q/DQ: TensorRT takes int8 with zero point 0 (cnnexport quantize --target tensorrt)",
+                )
+            )
         elif kind is None:
             out.append(Finding(name, node.op_type, "unknown", f"the type of {node.input[0]} is not known"))
     else:
         zp_type = types.get(node.input[2]) if len(node.input) > 2 and node.input[2] else 2  # no zero point: uint8
         if zp_type == 2:
-            out.append(Finding(name, node.op_type, "violation",
-                               "uint8 Q/DQ: TensorRT takes int8 with zero point 0 (cnnexport quantize --target tensorrt)"))
+            out.append(
+                Finding(
+                    name,
+                    node.op_type,
+                    "violation",
+                    "uint8 Q/DQ: TensorRT takes int8 with zero point 0 (cnnexport quantize --target tensorrt)",
+                )
+            )
     if len(node.input) > 2 and node.input[2]:
         nonzero = _zero_point_nonzero(model, node.input[2])
         if nonzero:
-            out.append(Finding(name, node.op_type, "violation", f"zero point {node.input[2]} is not 0; TensorRT's Q/DQ are symmetric"))
+            out.append(
+                Finding(name, node.op_type, "violation", f"zero point {node.input[2]} is not 0; TensorRT's Q/DQ are symmetric")
+            )
         elif nonzero is None:
             out.append(Finding(name, node.op_type, "unknown", f"zero point {node.input[2]} is not a constant"))
     return out

@@ -37,17 +37,25 @@ def machine_description() -> dict:
 
     index = torch.cuda.current_device()
     major, minor = torch.cuda.get_device_capability(index)
-    return {"tensorrt_version": trt.__version__, "gpu": torch.cuda.get_device_name(index), "compute_capability": f"{major}.{minor}"}
+    return {
+        "tensorrt_version": trt.__version__,
+        "gpu": torch.cuda.get_device_name(index),
+        "compute_capability": f"{major}.{minor}",
+    }
 
 
 def require_tensorrt(purpose: str = "build") -> str:
     """The installed TensorRT version, or BackendUnavailable saying what to do (to 'build' or to 'run' an engine)."""
     version, why = tensorrt_status()
-    todo = ("install tensorrt on an NVIDIA machine, or use --emit-script DIR to write a ready-to-run trtexec build kit"
-            if purpose == "build" else "run this on the NVIDIA machine the engine was built for, with tensorrt installed")
+    todo = (
+        "install tensorrt on an NVIDIA machine, or use --emit-script DIR to write a ready-to-run trtexec build kit"
+        if purpose == "build"
+        else "run this on the NVIDIA machine the engine was built for, with tensorrt installed"
+    )
     if version is None:
         raise BackendUnavailable(
-            f"{why}: {'building' if purpose == 'build' else 'running'} a TensorRT engine needs the tensorrt package and an NVIDIA GPU; {todo}"
+            f"{why}: {'building' if purpose == 'build' else 'running'} a TensorRT engine "
+            f"needs the tensorrt package and an NVIDIA GPU; {todo}"
         )
     ok, why = cuda_status()
     if not ok:

@@ -154,23 +154,54 @@ def decide_plan(trt_version: str, precision: str, int8_mode: str = "qdq") -> Bui
     )
     mode = int8_mode if precision == "int8" else None
     if precision == "fp32":
-        return BuildPlan(trt_version, precision, None, "fp32", major >= 11, (), ("TF32",), False,
-                         ("TF32 disabled so fp32 means fp32",))
+        return BuildPlan(
+            trt_version, precision, None, "fp32", major >= 11, (), ("TF32",), False, ("TF32 disabled so fp32 means fp32",)
+        )
     if precision == "fp16":
         if major >= 11:
-            return BuildPlan(trt_version, precision, None, "fp16", True, (), (), False,
-                             ("TensorRT 11 removed BuilderFlag.FP16: built from the fp16 ONNX (fp32 inputs/outputs) as a strongly typed network",))
+            return BuildPlan(
+                trt_version,
+                precision,
+                None,
+                "fp16",
+                True,
+                (),
+                (),
+                False,
+                (
+                    "TensorRT 11 removed BuilderFlag.FP16: built from the fp16 ONNX (fp32 inputs/outputs) "
+                    "as a strongly typed network",
+                ),
+            )
         return BuildPlan(trt_version, precision, None, "fp32", False, ("FP16",), (), False, weak_typing_note)
     if mode == "qdq":
-        return BuildPlan(trt_version, precision, mode, "qdq", True, (), (), False,
-                         ("explicit quantization: the symmetric Q/DQ model decides what runs in int8",))
+        return BuildPlan(
+            trt_version,
+            precision,
+            mode,
+            "qdq",
+            True,
+            (),
+            (),
+            False,
+            ("explicit quantization: the symmetric Q/DQ model decides what runs in int8",),
+        )
     if major >= 11:
         raise BadInputError(
             f"TensorRT {trt_version} removed implicit INT8 calibration (BuilderFlag.INT8 and calibrators); "
             "use --int8-mode qdq, the explicitly quantized Q/DQ model"
         )
-    return BuildPlan(trt_version, precision, mode, "fp32", False, ("INT8",), (), True,
-                     ("implicit quantization: BuilderFlag.INT8 with the calibration cache",) + weak_typing_note)
+    return BuildPlan(
+        trt_version,
+        precision,
+        mode,
+        "fp32",
+        False,
+        ("INT8",),
+        (),
+        True,
+        ("implicit quantization: BuilderFlag.INT8 with the calibration cache",) + weak_typing_note,
+    )
 
 
 # ----------------------------------------------------------------- build options
@@ -214,8 +245,16 @@ class BuildOptions:
         }
 
 
-def trtexec_command(onnx_file: str, engine_file: str, input_name: str, chw: tuple[int, int, int], plan: BuildPlan,
-                    options: BuildOptions, calib_file: str | None = None, timing_cache: str = "timing.cache") -> list[str]:
+def trtexec_command(
+    onnx_file: str,
+    engine_file: str,
+    input_name: str,
+    chw: tuple[int, int, int],
+    plan: BuildPlan,
+    options: BuildOptions,
+    calib_file: str | None = None,
+    timing_cache: str = "timing.cache",
+) -> list[str]:
     """The exact trtexec command line that builds what ``build_engine`` builds."""
     return [
         "trtexec",
@@ -227,4 +266,3 @@ def trtexec_command(onnx_file: str, engine_file: str, input_name: str, chw: tupl
         f"--timingCacheFile={timing_cache}",
         "--skipInference",
     ]
-

@@ -18,8 +18,15 @@ from exporter.tensorrt.version import version_tuple
 SIDECAR_FORMAT = "cnnexport-tensorrt-sidecar/1"
 
 
-def sidecar_partial(plan: BuildPlan, options: BuildOptions, input_name: str, chw: tuple[int, int, int],
-                    source_onnx: Path, source_sha256: str, spec: dict) -> dict:
+def sidecar_partial(
+    plan: BuildPlan,
+    options: BuildOptions,
+    input_name: str,
+    chw: tuple[int, int, int],
+    source_onnx: Path,
+    source_sha256: str,
+    spec: dict,
+) -> dict:
     """Everything the sidecar records that does not depend on the machine that builds the engine."""
     from exporter import __version__
 
@@ -33,8 +40,11 @@ def sidecar_partial(plan: BuildPlan, options: BuildOptions, input_name: str, chw
         "cleared_flags": list(plan.cleared_flags),
         "input": input_name,
         "outputs": _onnx_outputs(source_onnx),
-        "profile": {"min": plan_shape(options.profile.min, chw), "opt": plan_shape(options.profile.opt, chw),
-                    "max": plan_shape(options.profile.max, chw)},
+        "profile": {
+            "min": plan_shape(options.profile.min, chw),
+            "opt": plan_shape(options.profile.opt, chw),
+            "max": plan_shape(options.profile.max, chw),
+        },
         "workspace_bytes": options.workspace,
         "optimization_level": options.optimization_level,
         "hardware_compatibility": options.hardware_compatibility,
@@ -91,7 +101,10 @@ def compatibility_problems(sidecar: dict, machine: dict) -> list[str]:
         built, here = version_tuple(built_v), version_tuple(here_v)
         if sidecar.get("version_compatible"):
             if here < built:
-                problems.append(f"it was built version-compatible with TensorRT {built_v}, which needs TensorRT {built_v} or newer here, not {here_v}")
+                problems.append(
+                    f"it was built version-compatible with TensorRT {built_v}, "
+                    f"which needs TensorRT {built_v} or newer here, not {here_v}"
+                )
         elif built != here:
             problems.append(f"it was built with TensorRT {built_v} and this machine has TensorRT {here_v}")
     built_cc, here_cc = sidecar.get("compute_capability"), machine.get("compute_capability")
@@ -99,7 +112,10 @@ def compatibility_problems(sidecar: dict, machine: dict) -> list[str]:
         level = sidecar.get("hardware_compatibility", "none")
         if level == "ampere_plus":
             if _cc(here_cc) < (8, 0):
-                problems.append(f"it was built for Ampere and newer GPUs (compute capability >= 8.0) and this GPU ({machine.get('gpu')}) has {here_cc}")
+                problems.append(
+                    f"it was built for Ampere and newer GPUs (compute capability >= 8.0) "
+                    f"and this GPU ({machine.get('gpu')}) has {here_cc}"
+                )
         elif _cc(built_cc) != _cc(here_cc):
             problems.append(
                 f"it was built on {sidecar.get('gpu')} (compute capability {built_cc}) and this GPU "

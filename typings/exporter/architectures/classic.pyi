@@ -1,0 +1,1 @@
+from architectures.classic import *

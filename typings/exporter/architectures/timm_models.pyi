@@ -1,0 +1,1 @@
+from architectures.timm_models import *

@@ -1,0 +1,1 @@
+from architectures.torchvision_models import *
