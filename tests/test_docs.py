@@ -607,6 +607,14 @@ def test_readme_keeps_the_ci_test_command_byte_for_byte():
     assert ci in README.read_text(encoding="utf-8").splitlines(), f"README.md no longer shows CI's command: {ci}"
 
 
+def test_the_extras_named_are_the_ones_setup_installs():
+    setup = re.search(r'-e "\.\[([\w,]+)\]"', (ROOT / "scripts" / "setup.sh").read_text(encoding="utf-8"))
+    assert setup, "scripts/setup.sh no longer installs the package with extras"
+    for path in doc_files():
+        for named in re.findall(r"\.\[(test,[\w,]+)\]", path.read_text(encoding="utf-8")):
+            assert named == setup.group(1), f"{page_name(path)} says setup installs .[{named}], setup.sh: .[{setup.group(1)}]"
+
+
 def test_every_verb_has_a_page_and_a_readme_row():
     readme = README.read_text(encoding="utf-8")
     for verb in verbs():
@@ -756,8 +764,8 @@ def test_exit_code_tables_list_every_code():
 
 
 def test_mkdocs_builds_strict(tmp_path):
-    pytest.importorskip("mkdocs", reason="mkdocs is not installed (pip install -e '.[docs]')")
-    pytest.importorskip("material", reason="mkdocs-material is not installed (pip install -e '.[docs]')")
+    pytest.importorskip("mkdocs", reason="mkdocs is not installed (the dev extra: pip install -e '.[dev]')")
+    pytest.importorskip("material", reason="mkdocs-material is not installed (the dev extra: pip install -e '.[dev]')")
     import subprocess
     import sys
 
