@@ -54,7 +54,7 @@ def test_lenet_variants_differ_in_what_they_compute():
 
 
 def test_every_entry_builds_without_weights_and_signatures_are_unique():
-    from exporter.arch_inference import shape_signature
+    from exporter.loading.arch_inference import shape_signature
 
     signatures = {e.name: shape_signature(e) for e in architectures.entries()}
     assert [n for n, sig in signatures.items() if not sig] == []
@@ -67,7 +67,7 @@ def test_every_entry_builds_without_weights_and_signatures_are_unique():
 
 
 def test_file_name_hint_picks_the_longest_registry_name():
-    from exporter.arch_inference import name_hint
+    from exporter.loading.arch_inference import name_hint
 
     entries = architectures.entries()
     assert name_hint("resnet18_best", entries).name == "resnet18"
