@@ -20,7 +20,8 @@ def architectures(
     source: Annotated[
         Optional[str],
         typer.Option(
-            "--source", help="Only 'classic', 'torchvision' or 'timm' entries (timm's ~1,400 need `pip install cnnexport[timm]`)."
+            "--source",
+            help="Only 'classic', 'torchvision' or 'timm' entries (timm's ~1,400 need `pip install 'cnnexport\\[timm]'`).",
         ),
     ] = None,
 ) -> None:
