@@ -351,8 +351,20 @@ def load_plugins() -> None:
     from importlib.metadata import entry_points
 
     for point in entry_points(group=PLUGIN_GROUP):
-        found = point.load()
-        for row in found if isinstance(found, (list, tuple)) else [found]:
+        try:
+            found = point.load()
+            rows = list(found) if isinstance(found, (list, tuple)) else [found]
+            if not all(isinstance(row, ArtifactKind) for row in rows):
+                raise TypeError(f"{point.value} is not an ArtifactKind (or a list of them)")
+        except Exception as exc:  # noqa: BLE001 - a broken plug-in must not take every verb down with it
+            import sys
+
+            print(
+                f"cnnexport: ignoring the target plug-in {point.name} ({point.value}): {type(exc).__name__}: {exc}",
+                file=sys.stderr,
+            )
+            continue
+        for row in rows:
             if row.name not in BY_NAME:
                 register(row)
 

@@ -128,3 +128,17 @@ def test_the_toy_target_builds_verifies_benches_and_runs_in_a_recipe(plugin, sim
     assert stages["toy"]["status"] == "pass" and "onnx" not in stages, stages  # disabled stages are not in it
     bench_json = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert any(r["target"].endswith(".toy") and r["status"] == "ok" for r in bench_json["rows"])  # bench="cpu" by default
+
+
+def test_a_broken_plug_in_is_named_and_skipped_not_fatal(tmp_path):
+    site = tmp_path / "site"
+    info = site / "broken_target-0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / "broken_target.py").write_text("ROW = 'not a row'\n")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-target\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[cnnexport.targets]\nbroken = broken_target:ROW\nmissing = no_such_module:ROW\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    r = cnnexport(env, tmp_path, "--help")
+    assert r.returncode == 0 and "onnx" in r.stdout
+    assert "ignoring the target plug-in broken (broken_target:ROW): TypeError" in r.stderr
+    assert "ignoring the target plug-in missing (no_such_module:ROW): ModuleNotFoundError" in r.stderr
