@@ -10,6 +10,7 @@ artifact it made (the ONNX it had to export first, the Q/DQ model an engine was 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -169,7 +170,7 @@ def planned_outputs(req: BuildRequest) -> list[tuple[Path, bool]]:
     elif row.source == "onnx":
         primary = source.with_name(source.name.removesuffix(".onnx") + row.suffix_of(req.options))
     else:
-        primary = default_output(source, row.name)
+        primary = default_output(source, row.name, req.options)
     planned.append((primary, row.folder))
     kit = getattr(req.options, "emit_script", None)
     if kit:
@@ -198,57 +199,116 @@ def companions(path: Path) -> list[Path]:
 
 
 def from_checkpoint(req: BuildRequest) -> list[ArtifactResult]:
-    """The flow of a row made from the checkpoint (TorchScript, ONNX, Core ML): its stage, verified, installed.
+    """The flow of a row made from the checkpoint (TorchScript, ONNX, Core ML, ExecuTorch, LiteRT): staged, verified, installed.
 
     The row's ``verify_batches`` hook gives the batch sizes the artifact accepts (a Core ML
-    program's --batch range clips them).
+    program's --batch range clips them). A row that ``reads_data`` (an int8 ExecuTorch program)
+    gets the calibration split and is judged on its held-out part, as ``from_onnx`` does.
     """
+    from exporter.runners.torch import TorchRunner
+    from exporter.stages import StageRequest
+
     loaded = req.loaded
     if loaded is None:
         from exporter.loading.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(req.source, progress=req.progress)
     row = req.kind
-    output = req.output or default_output(req.source, row.name)
+    output = req.output or default_output(req.source, row.name, req.options)
     verify = replace(req.verify, precision=row.precision(req.options))
     if row.verify_batches:
         verify = replace(verify, batch_sizes=resolve(row.verify_batches)(req.options, verify.batch_sizes))
-    return [export_artifact(row.name, loaded, output, req.options, verify, req.keep_failed, req.progress, req.write)]
+    if not row.reads_data:
+        return [export_artifact(row.name, loaded, output, req.options, verify, req.keep_failed, req.progress, req.write)]
+    data = _data_sets(req, loaded.spec, verify)
+    stage = row.stage_function()
+    result = run_stage(
+        lambda staging, name: stage(
+            StageRequest(
+                req.options, staging, name, loaded.spec, loaded=loaded, calibration=data.calib, seed=verify.seed, row=row
+            )
+        ),
+        output,
+        verifier(lambda: {"pytorch": TorchRunner(loaded.module)}, loaded.spec, data.verify, row.runner),
+        req.keep_failed,
+        req.progress,
+        row.kind,
+        row.folder,
+    )
+    _finish_data_stage(req, result, data, lambda: TorchRunner(loaded.module))
+    install_report(result, loaded, loaded.spec, req.write)
+    return [result]
 
 
-def from_onnx(req: BuildRequest) -> list[ArtifactResult]:
-    """The flow of a row made from a verified ONNX model, with or without calibration (simplify, int8, fp16, OpenVINO).
+@dataclass
+class DataSets:
+    """What a data-reading stage is given and judged on: calibration samples, the held-out set, --eval."""
 
-    Calibration samples come from the first part of the seeded split; the held-out part (never
-    calibrated on) is one more verification set, and the one an int8 artifact is judged on
-    (random noise then only has to run with the right shape). With ``req.evaluation`` the
-    installed artifact's top-1/top-5 is measured against the reference. The reference is the
-    checkpoint when given, else the source ONNX (and both for a row that ``checks_source``).
+    calib: Any
+    held: Any
+    verify: VerifyOptions
+    evaluation: Any
+
+
+def _data_sets(req: BuildRequest, spec, verify: VerifyOptions) -> DataSets:
+    """The seeded calibration split (the held-out part becomes a verification set) and the --eval source.
+
+    The held-out part is never calibrated on; an int8 artifact is judged on it (random noise then
+    only has to run with the right shape). --eval is opened now: a bad one must not surface after
+    the artifact is installed.
     """
     from exporter.inputs import InputSet, calibration_split, open_source
-    from exporter.runners.torch import TorchRunner
-    from exporter.stages import StageRequest
 
-    row, data = req.kind, req.calibration
-    rule = row.precision(req.options)
-    source, source_runner, spec, output = onnx_source(req.source, req.output, req.loaded, row.suffix_of(req.options), row.kind)
-    seed = req.verify.seed
+    data, seed = req.calibration, req.verify.seed
     calib = held = None
-    if data.data is not None and row.reads_data:
+    if data.data is not None and req.kind.reads_data:
         req.progress(f"reading calibration data {data.data}")
         calib, held = calibration_split(open_source(data.data, spec, seed), data.samples, data.holdout)
     evaluation = None
-    if req.evaluation is not None:  # checked now: a bad --eval must not surface after the artifact is installed
+    if req.evaluation is not None:
         evaluation = open_source(req.evaluation, spec, seed, split="test")
         if evaluation.labels is None:
             raise BadInputError(
                 f"--eval {req.evaluation}: {evaluation.description} has no labels; use an ImageFolder "
                 "(one sub-folder per class), an .npz with 'labels', or 'digits'"
             )
-    verify = replace(req.verify, precision=rule)
     if held is not None:
         extra = InputSet(f"held-out ({len(held)}, not used for calibration)", held.take())
-        verify = replace(verify, extra_inputs=[*verify.extra_inputs, extra], judge_random=verify.judge_random and rule != "int8")
+        verify = replace(
+            verify, extra_inputs=[*verify.extra_inputs, extra], judge_random=verify.judge_random and verify.precision != "int8"
+        )
+    return DataSets(calib, held, verify, evaluation)
+
+
+def _finish_data_stage(req: BuildRequest, result: ArtifactResult, data: DataSets, reference: Callable) -> None:
+    """The held-out count in a data-reading row's details and, with --eval, top-1/top-5 beside the reference's."""
+    if req.kind.reads_data:
+        result.details["samples_heldout"] = len(data.held) if data.held is not None else 0
+    if data.evaluation is not None and result.files:
+        from exporter.measure.eval import evaluate
+        from exporter.runners import open_runner
+
+        req.progress(f"evaluating on {req.evaluation}")
+        result.details["eval"] = evaluate(
+            {"reference": reference(), result.path.name: open_runner(result.path, req.kind.runner)}, data.evaluation
+        )
+
+
+def from_onnx(req: BuildRequest) -> list[ArtifactResult]:
+    """The flow of a row made from a verified ONNX model, with or without calibration (simplify, int8, fp16, OpenVINO).
+
+    Calibration samples come from the first part of the seeded split; the held-out part is one
+    more verification set (``_data_sets``). With ``req.evaluation`` the installed artifact's
+    top-1/top-5 is measured against the reference. The reference is the checkpoint when given,
+    else the source ONNX (and both for a row that ``checks_source``).
+    """
+    from exporter.runners.torch import TorchRunner
+    from exporter.stages import StageRequest
+
+    row = req.kind
+    source, source_runner, spec, output = onnx_source(req.source, req.output, req.loaded, row.suffix_of(req.options), row.kind)
+    seed = req.verify.seed
+    data = _data_sets(req, spec, replace(req.verify, precision=row.precision(req.options)))
 
     def references() -> dict:
         refs = {"source onnx": source_runner} if req.loaded is None or row.checks_source else {}
@@ -260,27 +320,17 @@ def from_onnx(req: BuildRequest) -> list[ArtifactResult]:
     result = run_stage(
         lambda staging, name: stage(
             StageRequest(
-                req.options, staging, name, spec, loaded=req.loaded, source=source, calibration=calib, seed=seed, row=row
+                req.options, staging, name, spec, loaded=req.loaded, source=source, calibration=data.calib, seed=seed, row=row
             )
         ),
         output,
-        verifier(references, spec, verify, row.runner),
+        verifier(references, spec, data.verify, row.runner),
         req.keep_failed,
         req.progress,
         row.kind,
         row.folder,
     )
-    if row.reads_data:
-        result.details["samples_heldout"] = len(held) if held is not None else 0
-    if evaluation is not None and result.files:
-        from exporter.measure.eval import evaluate
-        from exporter.runners import open_runner
-
-        req.progress(f"evaluating on {req.evaluation}")
-        reference = references().get("pytorch") or source_runner
-        result.details["eval"] = evaluate(
-            {"reference": reference, result.path.name: open_runner(result.path, row.runner)}, evaluation
-        )
+    _finish_data_stage(req, result, data, lambda: references().get("pytorch") or source_runner)
     install_report(result, req.loaded, spec, req.write)
     return [result]
 

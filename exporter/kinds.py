@@ -346,6 +346,16 @@ def register(row: ArtifactKind) -> ArtifactKind:
     return row
 
 
+def load_builtin_targets() -> None:
+    """The rows of exporter/targets/ (ExecuTorch, LiteRT): registered as a plug-in's are, from their folders."""
+    from exporter.targets import BUILTIN
+
+    for dotted in BUILTIN:
+        row: Any = resolve(dotted)  # a row, not a function: resolve is getattr on the module
+        if row.name not in BY_NAME:
+            register(row)
+
+
 def load_plugins() -> None:
     """Rows from installed packages: each ``cnnexport.targets`` entry point names an ArtifactKind (or a list)."""
     from importlib.metadata import entry_points
@@ -395,4 +405,5 @@ def quantize_kind(precision: str, target: str) -> ArtifactKind:
     return BY_NAME["fp16"] if precision == "fp16" else BY_NAME["int8_tensorrt" if target == "tensorrt" else "int8"]
 
 
+load_builtin_targets()
 load_plugins()

@@ -56,12 +56,12 @@ def noop(_: str) -> None:
     pass
 
 
-def default_output(checkpoint: Path, kind: str) -> Path:
-    """resnet18.pt -> resnet18.onnx beside the checkpoint."""
+def default_output(checkpoint: Path, kind: str, options=None) -> Path:
+    """resnet18.pt -> resnet18.onnx beside the checkpoint (resnet18.int8.pte where the options' precision names the file)."""
     from exporter.kinds import get
 
-    checkpoint = Path(checkpoint)
-    return checkpoint.with_name(checkpoint.stem + get(kind).suffix)
+    checkpoint, row = Path(checkpoint), get(kind)
+    return checkpoint.with_name(checkpoint.stem + (row.suffix if options is None else row.suffix_of(options)))
 
 
 def rejected_name(output: Path) -> str:

@@ -42,12 +42,13 @@ def register(app: typer.Typer) -> None:
 
 def row_command(app: typer.Typer, row: kinds.ArtifactKind) -> None:
     """A verb made from its row alone (onnx, torchscript, a plug-in's target): its options, the shared flags, _export."""
+    data = [*CALIBRATION, param("eval_data", Eval, None)] if row.reads_data else []
     if row.source == "checkpoint":
-        params = [argument("checkpoint", Path, "Checkpoint to export.")]
+        params = [argument("checkpoint", Path, "Checkpoint to export."), *data]
     else:
         params = [
             argument("model", Path, "ONNX model, or a checkpoint (exported to ONNX first)."),
-            *(CALIBRATION if row.reads_data else []),
+            *data,
             param("checkpoint", Reference, None),
         ]
     params += [param("output", Output, None), *stage_params(row.options), *LOAD, *SPEC, *VERIFY, *UI]

@@ -1,0 +1,3 @@
+"""LiteRT (.tflite): placeholder until the LiteRT row lands."""
+
+ROW = None
