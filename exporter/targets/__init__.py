@@ -1,12 +1,31 @@
 """Targets written the plug-in way: each folder is one row of the stage table and nothing else.
 
-A folder holds the row with its options model (``__init__.py``), the stage that makes the
+A folder holds the row with its options model (``row.py``), the stage that makes the
 artifact (``stage.py``) and the runner that executes it (``runner.py``). exporter/kinds.py
 registers the rows named in ``BUILTIN`` exactly as it registers an installed plug-in's
 (``cnnexport.targets`` entry points): nothing else in exporter/ names these targets.
 """
 
+import contextlib
+
 BUILTIN = (
-    "exporter.targets.executorch:ROW",  # Android / embedded: ExecuTorch .pte on XNNPACK
-    # "exporter.targets.litert:ROW",  # Android: LiteRT .tflite (formerly TensorFlow Lite)
+    "exporter.targets.executorch.row:ROW",  # Android / embedded: ExecuTorch .pte on XNNPACK
+    "exporter.targets.litert.row:ROW",  # Android: LiteRT .tflite (formerly TensorFlow Lite)
 )
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Drop what C++ code writes to file descriptor 2 meanwhile (XNNPACK's probes); Python's stderr is untouched."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

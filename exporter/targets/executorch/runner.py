@@ -7,7 +7,6 @@ resets it (``bench`` pins it to the threads it reports).
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
@@ -15,26 +14,10 @@ import numpy as np
 
 from exporter.errors import BackendUnavailable, BadInputError
 from exporter.runners.base import Runner
+from exporter.targets import native_stderr_silenced
 from exporter.targets.executorch import INSTALL_HINT
 
 RULES = {"fp32": None, "int8": "int8"}
-
-
-@contextlib.contextmanager
-def native_stderr_silenced():
-    """Drop what C++ code writes to file descriptor 2 meanwhile (Python's own stderr is untouched)."""
-    import os
-    import sys
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _runtime():

@@ -1,0 +1,56 @@
+"""The executorch row of the stage table: its options model, its format and the row (registered by exporter/kinds.py)."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from exporter import kinds
+from exporter.options import Strict, opt
+
+
+class ExecuTorchOptions(Strict):
+    precision: Literal["fp32", "int8"] = opt(
+        "fp32", "fp32, or int8 (pt2e static quantization with XNNPACKQuantizer, needs --calib; judged by the int8 rule)."
+    )
+    backend: Literal["xnnpack", "portable"] = opt(
+        "xnnpack", "xnnpack (ops XNNPACK supports run in its delegate, the rest in portable kernels) or portable only."
+    )
+    batch: str = opt("1:8:32", "Dynamic batch axis MIN:OPT:MAX (memory is planned for MAX; OPT is the export example).")
+    static_batch: Optional[int] = opt(None, "Fix the batch size to N instead of --batch.", ge=1)
+
+
+def _precision(options: ExecuTorchOptions) -> str:
+    return options.precision
+
+
+def _calibrates(options: ExecuTorchOptions) -> bool:
+    return options.precision == "int8"
+
+
+FORMAT = kinds.Format(
+    "executorch",
+    "exporter.targets.executorch.runner:open_artifact",
+    (".pte",),
+    describe=".pte",
+)
+
+ROW = kinds.ArtifactKind(
+    name="executorch",
+    kind="executorch",
+    verb="executorch",
+    suffix=".pte",
+    source="checkpoint",
+    options=ExecuTorchOptions,
+    stage="exporter.targets.executorch.stage:make",
+    build="exporter.build:from_checkpoint",
+    format=FORMAT,
+    precision=_precision,
+    calibrates=_calibrates,
+    reads_data=True,
+    traces=True,
+    check="exporter.targets.executorch.stage:check_options",
+    verify_batches="exporter.targets.executorch.stage:verify_batches",
+    suffixes={"int8": ".int8.pte"},
+    packages=("executorch", "torchao"),
+    help="ExecuTorch program (.pte) for Android / embedded, XNNPACK on CPU; verified by ExecuTorch's runtime.",
+)
