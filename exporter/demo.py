@@ -81,9 +81,13 @@ def run_demo(output: Path, epochs: int = 12, progress=lambda _: None) -> dict:
 
     heldout = InputSet(f"held-out digits ({len(test_x)})", test_x)
     # the shipped demo recipe, plus the Core ML package (checked by the MIL interpreter on Linux)
-    # and an OpenVINO INT8 IR (NNCF, calibrated on the same training digits)
+    # an OpenVINO INT8 IR (NNCF, calibrated on the same training digits) and the Android programs
+    # (ExecuTorch and LiteRT, fp32 and INT8), each run by its own runtime
+    android = ["executorch", "executorch_int8", "litert", "litert_int8"]
     recipe = recipes.load(
-        "demo", ["stages.coreml.enabled=true", "stages.openvino.enabled=true", "stages.openvino.precision=int8"]
+        "demo",
+        ["stages.coreml.enabled=true", "stages.openvino.enabled=true", "stages.openvino.precision=int8"]
+        + [f"stages.{stage}.enabled=true" for stage in android],
     )
     run = run_recipe(recipe, checkpoint, output, progress=progress, extra_inputs=[heldout])
     errors = [o for o in run.outcomes if o.status.startswith("error")]

@@ -351,9 +351,10 @@ def load_builtin_targets() -> None:
     from exporter.targets import BUILTIN
 
     for dotted in BUILTIN:
-        row: Any = resolve(dotted)  # a row, not a function: resolve is getattr on the module
-        if row.name not in BY_NAME:
-            register(row)
+        found: Any = resolve(dotted)  # rows, not a function: resolve is getattr on the module
+        for row in found if isinstance(found, (list, tuple)) else [found]:
+            if row.name not in BY_NAME:
+                register(row)
 
 
 def load_plugins() -> None:

@@ -9,8 +9,8 @@ registers the rows named in ``BUILTIN`` exactly as it registers an installed plu
 import contextlib
 
 BUILTIN = (
-    "exporter.targets.executorch.row:ROW",  # Android / embedded: ExecuTorch .pte on XNNPACK
-    "exporter.targets.litert.row:ROW",  # Android: LiteRT .tflite (formerly TensorFlow Lite)
+    "exporter.targets.executorch.row:ROWS",  # Android / embedded: ExecuTorch .pte on XNNPACK
+    "exporter.targets.litert.row:ROWS",  # Android: LiteRT .tflite (formerly TensorFlow Lite)
 )
 
 

@@ -1,22 +1,38 @@
-"""The executorch row of the stage table: its options model, its format and the row (registered by exporter/kinds.py)."""
+"""The executorch rows of the stage table: fp32 (its --precision picks int8 too) and int8, one recipe stage each.
+
+Two rows so that one recipe makes both programs (stages.executorch and stages.executorch_int8),
+as the ONNX rows int8 and fp16 do; the verb is made from the first row.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal, Optional
 
 from exporter import kinds
 from exporter.options import Strict, opt
 
 
-class ExecuTorchOptions(Strict):
-    precision: Literal["fp32", "int8"] = opt(
-        "fp32", "fp32, or int8 (pt2e static quantization with XNNPACKQuantizer, needs --calib; judged by the int8 rule)."
-    )
+class ExecuTorchBuild(Strict):
     backend: Literal["xnnpack", "portable"] = opt(
         "xnnpack", "xnnpack (ops XNNPACK supports run in its delegate, the rest in portable kernels) or portable only."
     )
     batch: str = opt("1:8:32", "Dynamic batch axis MIN:OPT:MAX (memory is planned for MAX; OPT is the export example).")
     static_batch: Optional[int] = opt(None, "Fix the batch size to N instead of --batch.", ge=1)
+
+
+class ExecuTorchOptions(ExecuTorchBuild):
+    precision: Literal["fp32", "int8"] = opt(
+        "fp32", "fp32, or int8 (pt2e static quantization with XNNPACKQuantizer, needs --calib; judged by the int8 rule)."
+    )
+
+
+class ExecuTorchInt8Options(ExecuTorchBuild):
+    """The executorch_int8 recipe stage: always int8."""
+
+    @property
+    def precision(self) -> str:
+        return "int8"
 
 
 def _precision(options: ExecuTorchOptions) -> str:
@@ -54,3 +70,13 @@ ROW = kinds.ArtifactKind(
     packages=("executorch", "torchao"),
     help="ExecuTorch program (.pte) for Android / embedded, XNNPACK on CPU; verified by ExecuTorch's runtime.",
 )
+INT8_ROW = replace(
+    ROW,
+    name="executorch_int8",
+    kind="executorch-int8",
+    suffix=".int8.pte",
+    options=ExecuTorchInt8Options,
+    suffixes={},
+    help="",
+)
+ROWS = [ROW, INT8_ROW]

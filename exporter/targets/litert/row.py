@@ -1,22 +1,38 @@
-"""The litert row of the stage table: its options model, its format and the row (registered by exporter/kinds.py)."""
+"""The litert rows of the stage table: float (its --precision picks fp16 or int8 too) and int8, one recipe stage each.
+
+Two rows so that one recipe makes both models (stages.litert and stages.litert_int8), as the
+ONNX rows int8 and fp16 do; the verb is made from the first row.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from exporter import kinds
 from exporter.options import Strict, opt
 
 
-class LiteRTOptions(Strict):
+class LiteRTBuild(Strict):
+    layout: Literal["nchw", "nhwc"] = opt(
+        "nchw", "Input (and 4-D output) layout: nhwc is what Android camera pipelines feed; the graph is the same."
+    )
+
+
+class LiteRTOptions(LiteRTBuild):
     precision: Literal["fp32", "fp16", "int8"] = opt(
         "fp32",
         "fp32; fp16 (weights stored in fp16, judged by the fp16 rule); or int8 (static int8 weights and activations "
         "with ai-edge-quantizer, needs --calib; judged by the int8 rule).",
     )
-    layout: Literal["nchw", "nhwc"] = opt(
-        "nchw", "Input (and 4-D output) layout: nhwc is what Android camera pipelines feed; the graph is the same."
-    )
+
+
+class LiteRTInt8Options(LiteRTBuild):
+    """The litert_int8 recipe stage: always int8."""
+
+    @property
+    def precision(self) -> str:
+        return "int8"
 
 
 def _precision(options: LiteRTOptions) -> str:
@@ -48,3 +64,7 @@ ROW = kinds.ArtifactKind(
     packages=("ai-edge-litert", "ai-edge-quantizer"),
     help="LiteRT model (.tflite) for Android, converted by litert-torch; verified by the LiteRT interpreter.",
 )
+INT8_ROW = replace(
+    ROW, name="litert_int8", kind="litert-int8", suffix=".int8.tflite", options=LiteRTInt8Options, suffixes={}, help=""
+)
+ROWS = [ROW, INT8_ROW]
