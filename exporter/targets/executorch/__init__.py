@@ -5,3 +5,10 @@ imported only when a program is made or opened, so the CLI stays fast without ex
 """
 
 INSTALL_HINT = "pip install 'cnnexport[executorch]'"
+
+
+def quiet_torchao_import() -> None:
+    """torchao registers an Enum with torch's pytree on import, which torch 2.14 logs a deprecation warning for."""
+    import logging
+
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)

@@ -15,12 +15,13 @@ import numpy as np
 from exporter.errors import BackendUnavailable, BadInputError
 from exporter.runners.base import Runner
 from exporter.targets import native_stderr_silenced
-from exporter.targets.executorch import INSTALL_HINT
+from exporter.targets.executorch import INSTALL_HINT, quiet_torchao_import
 
 RULES = {"fp32": None, "int8": "int8"}
 
 
 def _runtime():
+    quiet_torchao_import()
     try:
         from executorch.runtime import Runtime
     except ImportError:

@@ -19,16 +19,13 @@ from pathlib import Path
 
 from exporter.errors import BackendUnavailable, BadInputError, ExportError
 from exporter.stages import StageOutput, StageRequest, decomposed_attention
-from exporter.targets.executorch import INSTALL_HINT
+from exporter.targets.executorch import INSTALL_HINT, quiet_torchao_import
 
 CALIBRATION_BATCH = 32
 
 
 def import_executorch():
-    import logging
-
-    # torchao registers an Enum with torch's pytree on import, which torch 2.14 logs a deprecation for
-    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    quiet_torchao_import()
     try:
         import executorch.exir
         import executorch.runtime
