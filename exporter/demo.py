@@ -40,6 +40,9 @@ def train(model, train_x, train_y, epochs: int, progress=lambda _: None, lr: flo
     return model.eval(), optimizer
 
 
+ANDROID_STAGES = ("executorch", "executorch_int8", "litert", "litert_int8")
+
+
 def run_demo(output: Path, epochs: int = 12, progress=lambda _: None) -> dict:
     """Train, save, then run recipes/demo.yaml on the checkpoint with the held-out digits as one more verification set."""
     import torch
@@ -83,11 +86,10 @@ def run_demo(output: Path, epochs: int = 12, progress=lambda _: None) -> dict:
     # the shipped demo recipe, plus the Core ML package (checked by the MIL interpreter on Linux)
     # an OpenVINO INT8 IR (NNCF, calibrated on the same training digits) and the Android programs
     # (ExecuTorch and LiteRT, fp32 and INT8), each run by its own runtime
-    android = ["executorch", "executorch_int8", "litert", "litert_int8"]
     recipe = recipes.load(
         "demo",
         ["stages.coreml.enabled=true", "stages.openvino.enabled=true", "stages.openvino.precision=int8"]
-        + [f"stages.{stage}.enabled=true" for stage in android],
+        + [f"stages.{stage}.enabled=true" for stage in ANDROID_STAGES],
     )
     run = run_recipe(recipe, checkpoint, output, progress=progress, extra_inputs=[heldout])
     errors = [o for o in run.outcomes if o.status.startswith("error")]

@@ -50,3 +50,4 @@ class SixLayerCNN(nn.Module):
 
     def forward(self, x):
         return self.fc2(torch.relu(self.fc1(torch.flatten(self.features(x), 1))))
+
