@@ -76,6 +76,9 @@ def artifacts(loaded, tmp_path_factory) -> dict[str, Path]:
 
         paths["openvino"] = build("openvino", paths["onnx"], output=folder / "m.xml", loaded=loaded,
                                   verify=VerifyOptions(enabled=False))[-1].path
+    for kind, name, module in (("executorch", "m.pte", "executorch.runtime"), ("litert", "m.tflite", "ai_edge_litert")):
+        if importlib.util.find_spec(module.split(".")[0]) is not None:
+            paths[kind] = export_artifact(kind, loaded, folder / name, {}, VerifyOptions(enabled=False)).path
     return paths
 
 
@@ -262,6 +265,7 @@ class Case:
     has_metadata: bool = True
     suffix: str = ""
     damage: Callable[[Path, Path], None] | None = None  # (path, the good artifact): a damaged artifact of this kind at path
+    fixed_batch: int | None = None  # the batch the export fixed on purpose (a LiteRT model is made at batch 1)
 
 
 def _open_torch(env):
@@ -316,6 +320,18 @@ def _open_openvino(env):
     return OpenVINORunner(env.path)
 
 
+def _open_executorch(env):
+    from exporter.targets.executorch.runner import ExecuTorchRunner
+
+    return ExecuTorchRunner(env.path)
+
+
+def _open_litert(env):
+    from exporter.targets.litert.runner import LiteRTRunner
+
+    return LiteRTRunner(env.path)
+
+
 def _garbage_ir(path: Path, good: Path) -> None:
     _garbage(path, good)
     path.with_suffix(".bin").write_bytes(good.with_suffix(".bin").read_bytes())  # good weights, a broken graph
@@ -352,9 +368,14 @@ CASES = [
          suffix=".engine", damage=_garbage_engine),
     Case("openvino", _open_openvino, "exporter.runners.openvino:OpenVINORunner", "batch", None, None,
          suffix=".xml", damage=_garbage_ir),
+    Case("executorch", _open_executorch, "exporter.targets.executorch.runner:ExecuTorchRunner", "batch", (1, 32), None,
+         suffix=".pte", damage=_garbage),
+    # made at batch 1; simple_cnn's graph lets the interpreter resize it to any batch
+    Case("litert", _open_litert, "exporter.targets.litert.runner:LiteRTRunner", 1, (1, None), None,
+         suffix=".tflite", damage=_garbage, fixed_batch=1),
 ]
 ARTIFACT_OF = {"torchscript": "torchscript", "onnxruntime": "onnx", "mil-interpreter": "coreml", "coreml-predict": "coreml",
-               "tensorrt": "onnx", "openvino": "openvino"}
+               "tensorrt": "onnx", "openvino": "openvino", "executorch": "executorch", "litert": "litert"}
 
 
 @dataclass
@@ -365,12 +386,15 @@ class Env:
     tmp_path: Path
 
 
+MODULE_OF = {"openvino": "openvino", "executorch": "executorch", "litert": "ai-edge-litert"}
+
+
 @pytest.fixture
 def env_for(loaded, artifacts, tmp_path, monkeypatch):
     def make(case: Case) -> Env:
         kind = ARTIFACT_OF.get(case.id)
         if kind and kind not in artifacts:
-            pytest.skip(f"no {kind} artifact here ({'openvino' if kind == 'openvino' else 'coremltools'} not installed)")
+            pytest.skip(f"no {kind} artifact here ({MODULE_OF.get(kind, 'coremltools')} not installed)")
         path = artifacts[kind] if kind else None
         if case.id == "tensorrt":
             path = _fake_engine(path, tmp_path / "m.engine", loaded.spec, *case.batch_range)
@@ -426,7 +450,7 @@ def test_runner_contract(case: Case, env_for, loaded):
         else:
             assert runner.batch_dim == case.batch_dim
         assert runner.batch_range == case.batch_range
-        assert runner.requested_fixed_batch is None
+        assert runner.requested_fixed_batch == case.fixed_batch
         assert runner.precision == case.precision
         assert runner.metadata == (loaded.spec.to_dict() if case.has_metadata else {})
 
