@@ -29,3 +29,18 @@ def native_stderr_silenced():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def first_line(exc: Exception) -> str:
+    """A backend exception's first line (torch.export and converters raise pages), for one-sentence errors."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def options_precision(options) -> str:
+    """The pass rule of a target whose options name their precision (fp32 / fp16 / int8)."""
+    return options.precision
+
+
+def calibrates_when_int8(options) -> bool:
+    return options.precision == "int8"

@@ -11,6 +11,7 @@ from typing import Literal, Optional
 
 from exporter import kinds
 from exporter.options import Strict, opt
+from exporter.targets import calibrates_when_int8, options_precision
 
 
 class ExecuTorchBuild(Strict):
@@ -35,14 +36,6 @@ class ExecuTorchInt8Options(ExecuTorchBuild):
         return "int8"
 
 
-def _precision(options: ExecuTorchOptions) -> str:
-    return options.precision
-
-
-def _calibrates(options: ExecuTorchOptions) -> bool:
-    return options.precision == "int8"
-
-
 FORMAT = kinds.Format(
     "executorch",
     "exporter.targets.executorch.runner:open_artifact",
@@ -60,8 +53,8 @@ ROW = kinds.ArtifactKind(
     stage="exporter.targets.executorch.stage:make",
     build="exporter.build:from_checkpoint",
     format=FORMAT,
-    precision=_precision,
-    calibrates=_calibrates,
+    precision=options_precision,
+    calibrates=calibrates_when_int8,
     reads_data=True,
     traces=True,
     check="exporter.targets.executorch.stage:check_options",

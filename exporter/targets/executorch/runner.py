@@ -7,7 +7,6 @@ resets it (``bench`` pins it to the threads it reports).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -103,14 +102,3 @@ def open_artifact(path: Path, threads: int | None = None, device: str = "cpu") -
     if device != "cpu":
         raise BackendUnavailable("cnnexport runs ExecuTorch programs on the CPU (XNNPACK) only")
     return ExecuTorchRunner(path, threads=threads)
-
-
-def describe(path: Path) -> dict:
-    """What `inspect` shows of a program: its methods, declared precision and batch range."""
-    with ExecuTorchRunner(path) as runner:
-        return {
-            "methods": sorted(runner._program.method_names),
-            "precision": runner.declared_precision,
-            "batch_range": list(runner.batch_range or ()),
-            "spec": json.dumps(runner.metadata)[:200],
-        }

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from exporter.errors import BackendUnavailable, BadInputError, ExportError
 from exporter.stages import StageOutput, StageRequest, decomposed_attention
+from exporter.targets import first_line
 from exporter.targets.executorch import INSTALL_HINT, quiet_torchao_import
 
 CALIBRATION_BATCH = 32
@@ -66,7 +67,7 @@ def _export(module, example, dynamic):
         with decomposed_attention(), torch.no_grad():
             return torch.export.export(module, (example,), dynamic_shapes=dynamic, strict=False)
     except Exception as exc:  # noqa: BLE001 - torch.export raises many kinds; the first line names the problem
-        raise ExportError(f"torch.export refused the model ({_first_line(exc)})") from None
+        raise ExportError(f"torch.export refused the model ({first_line(exc)})") from None
 
 
 def _quantize(module, example, dynamic, calibration):
@@ -165,7 +166,7 @@ def export(loaded, staging: Path, name: str, options, calibration=None) -> Stage
                 _restore_batch_range(edge, exported)
             program = edge.to_executorch()
     except Exception as exc:  # noqa: BLE001 - ExecuTorch's lowering raises its own errors
-        raise ExportError(f"ExecuTorch could not lower the model ({_first_line(exc)})") from None
+        raise ExportError(f"ExecuTorch could not lower the model ({first_line(exc)})") from None
     details.update(delegation(edge))
     target = Path(staging) / name
     target.write_bytes(program.buffer)
@@ -184,11 +185,6 @@ def _quiet():
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         yield
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
 
 
 def make(req: StageRequest) -> StageOutput:

@@ -11,6 +11,7 @@ from typing import Literal
 
 from exporter import kinds
 from exporter.options import Strict, opt
+from exporter.targets import calibrates_when_int8, options_precision
 
 
 class LiteRTBuild(Strict):
@@ -35,14 +36,6 @@ class LiteRTInt8Options(LiteRTBuild):
         return "int8"
 
 
-def _precision(options: LiteRTOptions) -> str:
-    return options.precision
-
-
-def _calibrates(options: LiteRTOptions) -> bool:
-    return options.precision == "int8"
-
-
 FORMAT = kinds.Format("litert", "exporter.targets.litert.runner:open_artifact", (".tflite",), describe=".tflite")
 
 ROW = kinds.ArtifactKind(
@@ -55,8 +48,8 @@ ROW = kinds.ArtifactKind(
     stage="exporter.targets.litert.stage:make",
     build="exporter.build:from_checkpoint",
     format=FORMAT,
-    precision=_precision,
-    calibrates=_calibrates,
+    precision=options_precision,
+    calibrates=calibrates_when_int8,
     reads_data=True,
     traces=True,
     check="exporter.targets.litert.stage:check_options",

@@ -9,7 +9,6 @@ input and output are quantized / dequantized with the scale and zero point it de
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -110,14 +109,3 @@ def open_artifact(path: Path, threads: int | None = None, device: str = "cpu") -
     if device != "cpu":
         raise BackendUnavailable("cnnexport runs LiteRT models on the CPU interpreter only")
     return LiteRTRunner(path, threads=threads)
-
-
-def describe(path: Path) -> dict:
-    with LiteRTRunner(path) as runner:
-        return {
-            "precision": runner.declared_precision,
-            "layout": runner.layout,
-            "input": list(runner._shape),
-            "resizable": runner.resizable,
-            "spec": json.dumps(runner.metadata)[:200],
-        }

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from exporter.errors import BackendUnavailable, BadInputError, ExportError
 from exporter.stages import StageOutput, StageRequest, decomposed_attention, example_batch
+from exporter.targets import first_line
 from exporter.targets.litert import CONVERTER, INSTALL_HINT
 
 WORKER = Path(__file__).with_name("convert_worker.py")
@@ -73,7 +74,7 @@ def convert(module, spec, target: Path, layout: str) -> dict:
             with decomposed_attention(), torch.no_grad():
                 exported = torch.export.export(module.eval(), (example_batch(spec, 1),), strict=False)
         except Exception as exc:  # noqa: BLE001 - torch.export raises many kinds; the first line names the problem
-            raise ExportError(f"torch.export refused the model ({_first_line(exc)})") from None
+            raise ExportError(f"torch.export refused the model ({first_line(exc)})") from None
         torch.export.save(exported, str(program))
         done = env.run_script(WORKER, str(program), str(target), layout, "0", timeout=CONVERT_TIMEOUT_S)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -174,7 +175,7 @@ def read_metadata(path: Path) -> dict[str, str]:
                 found[name] = model.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode()
         return found
     except Exception as exc:  # noqa: BLE001 - a damaged flatbuffer raises struct / index errors
-        raise BadInputError(f"{path} is not a LiteRT model cnnexport can read ({_first_line(exc)})") from None
+        raise BadInputError(f"{path} is not a LiteRT model cnnexport can read ({first_line(exc)})") from None
 
 
 def export(loaded, staging: Path, name: str, options, calibration=None) -> StageOutput:
@@ -204,11 +205,6 @@ def _quiet():
 
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), native_stderr_silenced():
         yield
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
 
 
 def make(req: StageRequest) -> StageOutput:
