@@ -239,7 +239,7 @@ def test_release_without_calibration_data_skips_int8_and_says_so(cli, lenet_ckpt
     reason = "skipped (needs calibration data: set calibration.data or --calib)"
     assert stages["int8"]["status"] == reason and stages["int8_tensorrt"]["status"] == reason
     assert verified(stages["onnx"]["verification"]) and verified(stages["simplify"]["verification"])
-    assert "int8, int8_tensorrt: skipped (needs calibration data" in r.stderr
+    assert "int8, int8_tensorrt, executorch_int8, litert_int8: skipped (needs calibration data" in r.stderr
     assert not list(out.glob("*.int8*"))
 
 
