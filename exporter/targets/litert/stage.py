@@ -148,7 +148,9 @@ def write_metadata(path: Path, entries: dict[str, str]) -> None:
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(path.read_bytes()))
+    # read_model_from_bytearray inlines buffers stored past the flatbuffer by offset (ai-edge-quantizer writes
+    # them so for all but tiny models); a plain object conversion drops them ("out of range offset" on load)
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(path.read_bytes()))
     model.metadata = [m for m in (model.metadata or []) if m.name.decode() not in entries]
     for name, value in entries.items():
         buffer = schema.BufferT()
