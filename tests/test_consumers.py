@@ -84,11 +84,13 @@ def test_openvino_reads_and_computes_every_onnx_kind(artifacts, kind):
 
 
 # What OpenCV's DNN module does not take (README, "Backends"): the fp16 graph's first Conv fails to
-# parse (4.14 and 5.0: "inputs.size() != 0" / "!inputs.empty()"), and the uint8-activation QDQ model
+# parse (4.14 and 5.0: "inputs.size() != 0" / "!inputs.empty()"; 5.1 reads it and then refuses it
+# when given an input: "cannot be loaded by the DNN engine"), and the uint8-activation QDQ model
 # is refused by 5.0 while it reads the model ("bufidx >= 0"; measured, not at forward) and computed wrongly by 4.14 (cosine 0.04 vs PyTorch).
 OPENCV_REFUSES = ("fp16", "int8-cpu")
 # where OpenCV 5 refuses each (the step, and the words of its cv2.error); 4.x computes int8 wrongly instead
-OPENCV_REFUSAL = {"fp16": ("read", r"Conv.*parse error.*(!inputs\.empty\(\)|inputs\.size\(\) != 0)"),
+OPENCV_REFUSAL = {"fp16": ("read", r"Conv.*parse error.*(!inputs\.empty\(\)|inputs\.size\(\) != 0)"
+                            r"|cannot be loaded by the DNN engine"),
                   "int8-cpu": ("read", r"bufidx >= 0")}
 
 
