@@ -51,3 +51,30 @@ class SixLayerCNN(nn.Module):
     def forward(self, x):
         return self.fc2(torch.relu(self.fc1(torch.flatten(self.features(x), 1))))
 
+
+
+class WideSmallResNet(SmallResNet):
+    """SmallResNet at width 48 (about 0.6 M weights): past the 256 KiB from which ai-edge-quantizer
+    stores a model's buffers after the flatbuffer, by offset."""
+
+    def __init__(self, num_classes=10, in_channels=1):
+        super().__init__(num_classes, in_channels, width=48)
+
+
+class ChannelShuffleCNN(nn.Module):
+    """A ShuffleNet unit (split, a branch, concat, then the channel shuffle's view / transpose / view):
+    a graph whose ExecuTorch lowering fixes the batch at the export example (executorch 1.5.1, measured)."""
+
+    def __init__(self, num_classes=10, in_channels=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 8, 3, 2, 1)
+        self.conv2 = nn.Conv2d(4, 4, 3, 1, 1)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        kept, branch = x.chunk(2, dim=1)
+        x = torch.cat((kept, torch.relu(self.conv2(branch))), 1)
+        b, c, h, w = x.shape
+        x = x.view(b, 2, c // 2, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+        return self.fc(x.mean((2, 3)))

@@ -145,6 +145,22 @@ def test_executorch_int8_passes_the_int8_rule_on_held_out_digits_at_under_35_per
     assert verified(fp32["verification"])
 
 
+def test_a_lowering_that_fixes_the_batch_is_refused_with_the_static_batch_hint(cli, tmp_path):
+    import torch
+
+    from tests.small_models import ChannelShuffleCNN
+
+    torch.manual_seed(0)
+    torch.save(ChannelShuffleCNN().state_dict(), tmp_path / "shuffle.pt")
+    arch = ("--arch", "tests.small_models:ChannelShuffleCNN", *DIGITS_SPEC)
+    r = cli("executorch", tmp_path / "shuffle.pt", *arch)
+    assert r.exit_code == 2, r
+    assert "lowering fixed the batch at 8" in r.stderr and "--static-batch N" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shuffle.pt"]
+    art = _last(cli("executorch", tmp_path / "shuffle.pt", *arch, "--static-batch", "1", "--json"))
+    assert verified(art["verification"]) and _batches(art["verification"]) == {1}, art
+
+
 def test_int8_executorch_needs_calibration_and_the_xnnpack_backend(cli, digits_nets, tmp_path):
     ckpt = _copy(digits_nets["lenet5"], tmp_path)
     r = cli("executorch", ckpt, "--precision", "int8")
@@ -215,6 +231,38 @@ def test_fp16_litert_is_judged_by_the_fp16_rule_at_about_half_the_size(cli, digi
     assert 1e-6 < v["max_rel_err"] <= 1e-2  # fp16 weights: not exact, within the fp16 rule
     assert 0.45 < art["details"]["float_bytes"] and (tmp_path / "lenet5.fp16.tflite").stat().st_size / art["details"][
         "float_bytes"] < 0.6
+
+
+def test_quantized_litert_models_past_256_kib_keep_their_offset_stored_weights(cli, tmp_path):
+    """ai-edge-quantizer stores the buffers of all but tiny models after the flatbuffer, by offset;
+    writing our metadata once dropped them and every such model failed to load ('out of range offset')."""
+    import torch
+
+    from tests.small_models import WideSmallResNet
+
+    torch.manual_seed(0)
+    torch.save(WideSmallResNet().state_dict(), tmp_path / "wide.pt")
+    art = _last(cli("litert", tmp_path / "wide.pt", "--arch", "tests.small_models:WideSmallResNet", *DIGITS_SPEC,
+                    "--precision", "fp16", "--json"))
+    assert verified(art["verification"]) and art["details"]["float_bytes"] > 2_000_000, art
+    assert 256 * 1024 < (tmp_path / "wide.fp16.tflite").stat().st_size < 0.6 * art["details"]["float_bytes"]
+    assert cli("verify", tmp_path / "wide.fp16.tflite", "--checkpoint", tmp_path / "wide.pt", "--arch",
+               "tests.small_models:WideSmallResNet", *DIGITS_SPEC).exit_code == 0
+
+
+def test_a_quantizer_failure_is_one_sentence_exit_2_and_leaves_nothing(cli, digits_nets, tmp_path, monkeypatch):
+    from ai_edge_quantizer import quantizer
+
+    def refuse(self, *args, **kwargs):
+        raise ValueError("Failed to get quantization parameters for tensor 'conv1'\n  (a page of detail)")
+
+    monkeypatch.setattr(quantizer.Quantizer, "quantize", refuse)  # what wide_resnet50_2's int8 raised
+    ckpt = _copy(digits_nets["lenet5"], tmp_path)
+    r = cli("litert", ckpt, "--precision", "fp16")
+    assert r.exit_code == 2, r
+    assert "ai-edge-quantizer could not make the fp16 model (Failed to get quantization parameters" in r.stderr, r
+    assert "Traceback" not in r.stderr and "a page of detail" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet5.pt"]
 
 
 def test_nhwc_litert_equals_the_nchw_model_after_the_transpose(cli, digits_nets, built, tmp_path):

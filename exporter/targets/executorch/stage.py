@@ -112,8 +112,24 @@ def _restore_batch_range(edge, exported) -> None:
         env = symbolic.node.shape_env
         for symbol in list(env.var_to_range):
             if str(symbol) in wanted:
+                _refuse_a_fixed_batch(env.var_to_range[symbol], wanted[str(symbol)])
                 env.var_to_range[symbol] = ValueRanges(wanted[str(symbol)].lower, wanted[str(symbol)].upper)
         return
+
+
+def _refuse_a_fixed_batch(lowered, wanted) -> None:
+    """Refuse a program whose lowering fixed the batch at the export example.
+
+    Measured on shufflenet_v2_x0_5 (executorch 1.5.1): the channel shuffle's views leave the
+    batch symbol at [8, 8] after lowering, XNNPACK's tensors are static at batch 8, and the
+    program fails at every other size ("Attempted to resize a static tensor"). Said here, with
+    what to do, rather than as a runtime error at verification.
+    """
+    if lowered.lower == lowered.upper and wanted.lower != wanted.upper:
+        raise ExportError(
+            f"ExecuTorch's lowering fixed the batch at {lowered.lower} (the export example), so the program would "
+            f"not run at the other sizes of --batch {wanted.lower}..{wanted.upper}: export it with --static-batch N"
+        )
 
 
 def delegation(edge) -> dict:
@@ -165,6 +181,8 @@ def export(loaded, staging: Path, name: str, options, calibration=None) -> Stage
             if dynamic is not None:
                 _restore_batch_range(edge, exported)
             program = edge.to_executorch()
+    except ExportError:
+        raise
     except Exception as exc:  # noqa: BLE001 - ExecuTorch's lowering raises its own errors
         raise ExportError(f"ExecuTorch could not lower the model ({first_line(exc)})") from None
     details.update(delegation(edge))

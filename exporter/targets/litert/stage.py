@@ -190,7 +190,13 @@ def export(loaded, staging: Path, name: str, options, calibration=None) -> Stage
     details = {"precision": options.precision, "layout": options.layout, "batch": 1}
     details.update(convert(loaded.module, loaded.spec, float_model, options.layout))
     if options.precision != "fp32":
-        details.update(quantize(float_model, target, options.precision, calibration, options.layout))
+        try:
+            details.update(quantize(float_model, target, options.precision, calibration, options.layout))
+        except (BackendUnavailable, BadInputError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the quantizer raises ValueError / KeyError / RuntimeError on what it cannot take
+            # measured: wide_resnet50_2 int8 -> ValueError "Failed to get quantization parameters ..."
+            raise ExportError(f"ai-edge-quantizer could not make the {options.precision} model ({first_line(exc)})") from None
         details["float_bytes"] = float_model.stat().st_size
         float_model.unlink()
     write_metadata(
