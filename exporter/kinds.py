@@ -108,6 +108,7 @@ class ArtifactKind:
     verify_batches: str = ""  # "module:function(options, batch_sizes) -> batch_sizes": sizes the artifact accepts
     checks_source: bool = False  # an ONNX-sourced fp32 artifact also compared with the ONNX it was made from
     bench: str | None = "cpu"  # where a recipe's bench step times it ("cpu"); None: not a CPU deployment artifact
+    needs_gpu: bool = False  # a fleet on Ray runs it only on a node with a GPU (Ray's "GPU" resource)
     help: str = ""  # the verb's one-line help, for a verb generated from the row (exporter/cli/export.py)
 
     @property
@@ -312,6 +313,7 @@ KINDS: list[ArtifactKind] = [
         recipe_fields={"emit_script": (bool, True)},
         from_recipe="exporter.tensorrt.flow:options_from_recipe",
         packages=(*ONNX_RUNTIME, "tensorrt"),
+        needs_gpu=True,
     ),
     ArtifactKind(
         name="openvino",

@@ -135,19 +135,19 @@ class CliResult:
         return f"<exit {self.exit_code}\nstdout: {self.stdout[-2000:]}\nstderr: {self.stderr[-2000:]}>"
 
 
-@pytest.fixture
-def cli():
-    """Run `cnnexport ARGS...` in process through Typer's CliRunner."""
+def run_cli(*args) -> "CliResult":
+    """`cnnexport ARGS...` in process through Typer's CliRunner (also for module-scoped fixtures)."""
     from typer.testing import CliRunner
 
     from exporter.cli import app
 
-    runner = CliRunner()
+    return CliResult(CliRunner().invoke(app, [str(a) for a in args]))
 
-    def run(*args) -> CliResult:
-        return CliResult(runner.invoke(app, [str(a) for a in args]))
 
-    return run
+@pytest.fixture
+def cli():
+    """Run `cnnexport ARGS...` in process through Typer's CliRunner."""
+    return run_cli
 
 
 def files_in(folder: Path) -> set[str]:

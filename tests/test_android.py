@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from tests.conftest import run_cli as _run
 from tests.verdicts import verified
 
 pytest.importorskip("executorch.runtime", reason="ExecuTorch is not installed: pip install 'cnnexport[executorch]'")
@@ -41,16 +42,6 @@ def digits_nets(tmp_path_factory) -> dict:
     resnet, _ = train(SmallResNet(), train_x, train_y, epochs=3)
     torch.save(resnet.state_dict(), folder / "resnet.pt")
     return {"lenet5": folder / "lenet5.pt", "resnet": folder / "resnet.pt"}
-
-
-def _run(*args):
-    """The real CLI in process (Typer's CliRunner), for module-scoped builds."""
-    from typer.testing import CliRunner
-
-    from exporter.cli import app
-    from tests.conftest import CliResult
-
-    return CliResult(CliRunner().invoke(app, [str(a) for a in args]))
 
 
 @pytest.fixture(scope="module")

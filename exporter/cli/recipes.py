@@ -111,12 +111,20 @@ def recipes(json_out: JsonOut = False) -> None:
 
 
 def run(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to build every artifact from.")],
     recipe: Annotated[
         str, typer.Option("--recipe", "-r", help="Recipe YAML, or the name of a shipped one (see `cnnexport recipes`).")
     ],
+    checkpoints: Annotated[
+        Optional[list[Path]],
+        typer.Argument(
+            help="Checkpoint(s) to build every artifact from. More than one (or --from / --glob) is a fleet: "
+            "one folder each under -o, plus fleet.json and fleet.md.",
+            show_default=False,
+        ),
+    ] = None,
     output: Annotated[
-        Optional[Path], typer.Option("-o", "--output", help="Output folder (default: dist/<checkpoint name>/).")
+        Optional[Path],
+        typer.Option("-o", "--output", help="Output folder (default: dist/<checkpoint name>/; a fleet: dist/fleet/)."),
     ] = None,
     set_: Annotated[
         Optional[list[str]], typer.Option("--set", help="Override a recipe key: stages.coreml.precision=fp32 (repeatable).")
@@ -129,20 +137,50 @@ def run(
         ),
     ] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Independent stages run in parallel.")] = 1,
+    from_list: Annotated[
+        Optional[Path], typer.Option("--from", help="A fleet: a text file listing checkpoints, one per line (# comments).")
+    ] = None,
+    glob_: Annotated[
+        Optional[str], typer.Option("--glob", help="A fleet: the checkpoints matching a pattern, e.g. 'ckpts/**/*.pt'.")
+    ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="Where a fleet runs: local (one checkpoint after another, here), ray (Ray tasks on the cluster in "
+            "--ray-address / RAY_ADDRESS, else on a local Ray instance), auto (ray for more than one checkpoint "
+            "where Ray is installed, else local).",
+        ),
+    ] = "auto",
+    ray_address: Annotated[
+        Optional[str], typer.Option("--ray-address", help="A Ray cluster to run the fleet on (default: RAY_ADDRESS).")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; run nothing.")] = False,
     json_out: JsonOut = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Run a recipe: every stage it enables, cached, resumable, with manifest.json and report.md."""
+    """Run a recipe: every stage it enables, cached, resumable, with manifest.json and report.md.
+
+    Given many checkpoints (a fleet) each gets its own folder under -o; one checkpoint's failure never
+    stops the others, and the exit code says whether all passed.
+    """
     ui = Ui(json_out, quiet, verbose)
 
     def body():
         from exporter import recipe as recipe_mod
+        from exporter.errors import BadInputError
         from exporter.run import plan, run_recipe
 
         loaded_recipe = recipe_mod.load(recipe, [*(set_ or []), *([f"calibration.data={calib}"] if calib else [])])
         stages = plan(loaded_recipe)
+        recipe_file = (("the recipe", Path(recipe)),) if Path(recipe).is_file() else ()
+        if len(checkpoints or []) != 1 or from_list is not None or glob_ is not None or engine == "ray":
+            _run_fleet(ui, loaded_recipe, stages, list(checkpoints or []), output, jobs, dry_run, recipe_file)
+            return
+        checkpoint = (checkpoints or [])[0]
+        if engine not in ("auto", "local"):
+            raise BadInputError(f"--engine {engine}: choose one of auto, local, ray")
         out_dir = output or Path("dist") / checkpoint.name.split(".")[0]
         if dry_run:
             rows = [{"stage": s.spec.name, "input": s.upstream or str(checkpoint), "options": s.options} for s in stages]
@@ -155,7 +193,6 @@ def run(
                 for row in rows:
                     ui.out.print(f"  {row['stage']:<14} <- {escape(row['input'])}  {escape(json.dumps(row['options']))}")
             return
-        recipe_file = (("the recipe", Path(recipe)),) if Path(recipe).is_file() else ()
         result = run_recipe(loaded_recipe, checkpoint, out_dir, jobs, ui.progress, reads=recipe_file)
         if json_out:
             sys.stdout.write(
@@ -177,7 +214,70 @@ def run(
                 ui, f"stage {first.name}: {first.status}", EXIT_VERIFICATION_FAILED if first.status == "fail" else EXIT_BAD_INPUT
             )
 
+    def _run_fleet(ui, loaded_recipe, stages, named, output, jobs, dry_run, recipe_file):
+        from exporter.fleet import collect, members, run_fleet
+
+        fleet = members(collect(named, from_list, glob_))
+        out_dir = output or Path("dist") / "fleet"
+        if dry_run:
+            rows = [{"checkpoint": str(m.checkpoint), "folder": str(out_dir / m.folder)} for m in fleet]
+            plan_rows = [{"stage": s.spec.name, "input": s.upstream or "the checkpoint", "options": s.options} for s in stages]
+            if json_out:
+                sys.stdout.write(
+                    json.dumps({"recipe": loaded_recipe.name, "output": str(out_dir), "fleet": rows, "plan": plan_rows}, indent=2)
+                    + "\n"
+                )
+            else:
+                ui.out.print(
+                    f"recipe {escape(loaded_recipe.name)}: {len(fleet)} checkpoints -> {escape(str(out_dir))} (nothing is run)"
+                )
+                for row in rows:
+                    ui.out.print(f"  {escape(row['checkpoint'])} -> {escape(row['folder'])}")
+            return
+        detail = ui.progress if verbose else None
+        result = run_fleet(
+            loaded_recipe, [m.checkpoint for m in fleet], out_dir, engine, jobs, ui.progress, ray_address, recipe_file, detail
+        )
+        if json_out:
+            sys.stdout.write(json.dumps(result.manifest, indent=2, sort_keys=True) + "\n")
+        else:
+            _render_fleet(ui, result)
+        if result.failed:
+            summary = result.manifest["summary"]
+            fail(
+                ui,
+                f"{len(result.failed)} of {summary['checkpoints']} checkpoints did not pass "
+                f"({summary['failed']} failed verification, {summary['errors']} errors); see {out_dir / 'fleet.md'}",
+                EXIT_VERIFICATION_FAILED if result.verification_failed else EXIT_BAD_INPUT,
+            )
+
     run_guarded(ui, body)
+
+
+def _render_fleet(ui: Ui, result) -> None:
+    from rich.table import Table
+
+    s = result.manifest["summary"]
+    table = Table(
+        title=f"cnnexport run: {s['checkpoints']} checkpoints -> {escape(str(result.out_dir))} "
+        f"({result.engine}, {result.seconds:.1f}s)",
+        title_justify="left",
+    )
+    for col in ("checkpoint", "folder", "status", "stages passed", "time", "problem"):
+        table.add_column(col, overflow="fold")
+    for row in result.rows:
+        stages = row.get("stages", {})
+        colour = "green" if row["status"] == "pass" else "red"
+        table.add_row(
+            escape(Path(row["checkpoint"]).name),
+            escape(row["folder"]),
+            f"[{colour}]{row['status']}[/{colour}]",
+            f"{sum(v['status'] == 'pass' for v in stages.values())}/{len(stages)}",
+            f"{row.get('seconds', 0):.1f}s",
+            escape(row.get("error", "")),
+        )
+    ui.out.print(table)
+    ui.progress(f"wrote {result.out_dir / 'fleet.json'} and {result.out_dir / 'fleet.md'}")
 
 
 def _render_run(ui: Ui, result) -> None:

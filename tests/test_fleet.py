@@ -1,0 +1,163 @@
+"""`cnnexport run` over a fleet of checkpoints: one folder each, here (local) or as Ray tasks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter.fleet import collect, members
+from tests.conftest import run_cli as _run
+
+# what every fleet test builds: ONNX and its simplified sibling, each verified (a few seconds a checkpoint)
+RECIPE = "name: fleet-test\nstages:\n  onnx: {enabled: true}\n  simplify: {enabled: true}\n"
+GOOD = ["lenet_a", "lenet_b", "lenet_c", "simple_d"]
+
+
+@pytest.fixture(scope="module")
+def fleet_dir(tmp_path_factory) -> Path:
+    """Six checkpoints: four good ones (two architectures) and two broken in different ways."""
+    import torch
+
+    from tests.conftest import build_model
+
+    folder = tmp_path_factory.mktemp("fleet")
+    for seed, name in enumerate(GOOD[:3]):
+        torch.save({"arch": "lenet5", "model_state_dict": build_model("lenet5", 10, seed).state_dict()}, folder / f"{name}.pt")
+    torch.save({"arch": "simple_cnn", "model_state_dict": build_model("simple_cnn").state_dict()}, folder / "simple_d.pt")
+    (folder / "corrupt.pt").write_bytes(b"PK\x03\x04 truncated in the middle of a copy")
+    # the wrong architecture: a LeNet-5's weights under simple_cnn's name
+    torch.save({"arch": "simple_cnn", "model_state_dict": build_model("lenet5", 10).state_dict()}, folder / "wrong_arch.pt")
+    (folder / "recipe.yaml").write_text(RECIPE)
+    return folder
+
+
+def _checkpoints(folder: Path) -> list[Path]:
+    return [folder / f"{n}.pt" for n in (*GOOD[:2], "corrupt", *GOOD[2:], "wrong_arch")]
+
+
+@pytest.fixture(scope="module")
+def local_fleet(fleet_dir, tmp_path_factory) -> dict:
+    """The fleet run once on the local engine (JSON), and each good checkpoint run alone."""
+    out = tmp_path_factory.mktemp("fleet_out") / "out"
+    r = _run("run", "--recipe", fleet_dir / "recipe.yaml", *_checkpoints(fleet_dir), "-o", out, "--engine", "local", "--json")
+    alone = tmp_path_factory.mktemp("alone")
+    for name in GOOD:
+        single = _run("run", "--recipe", fleet_dir / "recipe.yaml", fleet_dir / f"{name}.pt", "-o", alone / name)
+        assert single.exit_code == 0, single
+    return {"result": r, "out": out, "alone": alone}
+
+
+def test_one_broken_checkpoint_never_stops_the_others_and_the_exit_code_says_not_all_passed(local_fleet):
+    r = local_fleet["result"]
+    assert r.exit_code == 2, r  # errors, no verification failure
+    manifest = r.json()
+    rows = {row["folder"]: row for row in manifest["checkpoints"]}
+    assert [row["folder"] for row in manifest["checkpoints"]] == ["lenet_a", "lenet_b", "corrupt", "lenet_c", "simple_d",
+                                                                   "wrong_arch"]
+    assert manifest["summary"] == {**manifest["summary"], "checkpoints": 6, "passed": 4, "failed": 0, "errors": 2}
+    for name in GOOD:
+        assert rows[name]["status"] == "pass" and set(rows[name]["stages"]) == {"onnx", "simplify"}, rows[name]
+        assert all(s["status"] == "pass" and s["cosine"] > 0.9999 and len(s["files"][0]["sha256"]) == 64
+                   for s in rows[name]["stages"].values())
+    assert "truncated or corrupt" in rows["corrupt"]["error"], rows["corrupt"]
+    assert "simple_cnn" in rows["wrong_arch"]["error"] and rows["wrong_arch"]["status"] == "error", rows["wrong_arch"]
+    assert "2 of 6 checkpoints did not pass" in r.stderr
+    out = local_fleet["out"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*GOOD, "fleet.json", "fleet.md"])  # nothing for the broken
+    assert json.loads((out / "fleet.json").read_text())["summary"]["passed"] == 4
+    table = (out / "fleet.md").read_text()
+    assert "| lenet_a.pt | lenet_a | pass | pass | pass |" in table and "| corrupt.pt | corrupt | error (" in table
+
+
+def test_each_checkpoints_manifest_is_byte_identical_to_running_it_alone(local_fleet):
+    for name in GOOD:
+        mine = (local_fleet["out"] / name / "manifest.json").read_bytes()
+        assert mine == (local_fleet["alone"] / name / "manifest.json").read_bytes(), name
+
+
+def test_re_running_a_fleet_redoes_only_what_is_missing(cli, local_fleet, fleet_dir, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(local_fleet["out"], out)
+    (out / "lenet_b" / "lenet_b.sim.onnx").unlink()  # one artifact lost
+    r = cli("run", "--recipe", fleet_dir / "recipe.yaml", *_checkpoints(fleet_dir)[:2], "-o", out, "--engine", "local",
+            "--json")
+    assert r.exit_code == 0, r
+    rows = {row["folder"]: row for row in r.json()["checkpoints"]}
+    assert rows["lenet_a"]["stages"]["onnx"]["cached"] and rows["lenet_a"]["stages"]["simplify"]["cached"]
+    assert rows["lenet_b"]["stages"]["onnx"]["cached"] and not rows["lenet_b"]["stages"]["simplify"]["cached"]
+    assert (out / "lenet_b" / "manifest.json").read_bytes() == (local_fleet["out"] / "lenet_b" / "manifest.json").read_bytes()
+
+
+def test_from_a_list_and_a_glob_name_the_same_fleet(cli, fleet_dir, tmp_path):
+    listing = tmp_path / "fleet.txt"
+    listing.write_text(f"# tonight's variants\n{fleet_dir / 'lenet_a.pt'}\n\n{fleet_dir / 'lenet_b.pt'}  # seed 1\n")
+    assert collect([], listing) == [fleet_dir / "lenet_a.pt", fleet_dir / "lenet_b.pt"]
+    assert collect([], None, str(fleet_dir / "lenet_*.pt")) == [fleet_dir / f"{n}.pt" for n in GOOD[:3]]
+    assert collect([fleet_dir / "lenet_a.pt"], listing) == [fleet_dir / "lenet_a.pt", fleet_dir / "lenet_b.pt"]  # once each
+    r = cli("run", "--recipe", fleet_dir / "recipe.yaml", "--glob", str(fleet_dir / "lenet_*.pt"), "-o", tmp_path / "out",
+            "--dry-run", "--json")
+    assert r.exit_code == 0, r
+    assert [Path(row["folder"]).name for row in r.json()["fleet"]] == GOOD[:3] and not (tmp_path / "out").exists()
+    r = cli("run", "--recipe", fleet_dir / "recipe.yaml", "--glob", str(tmp_path / "nothing" / "*.pt"))
+    assert r.exit_code == 2 and "matches no file" in r.stderr, r
+
+
+def test_checkpoints_with_one_name_get_their_parent_folders_in_their_folder_name(tmp_path):
+    paths = [tmp_path / "runs" / "seed0" / "best.pt", tmp_path / "runs" / "seed1" / "best.pt", tmp_path / "other.pt"]
+    assert [m.folder for m in members(paths)] == ["seed0-best", "seed1-best", "other"]
+
+
+def test_without_ray_the_ray_engine_is_exit_3_with_the_install_line(cli, fleet_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    r = cli("run", "--recipe", fleet_dir / "recipe.yaml", *_checkpoints(fleet_dir)[:2], "-o", tmp_path / "out",
+            "--engine", "ray")
+    assert r.exit_code == 3 and "pip install 'cnnexport[ray]'" in r.stderr, r
+    from exporter.fleet import choose_engine
+
+    assert choose_engine("auto", 6) == "local"  # auto without Ray: the fleet runs here, one after another
+
+
+# ----------------------------------------------------------------- on Ray (a private network namespace: loopback only)
+
+
+def _netns_works() -> bool:
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return False
+    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+
+
+needs_ray = pytest.mark.skipif(
+    not _netns_works() or subprocess.run([sys.executable, "-c", "import ray"], capture_output=True).returncode != 0,
+    reason="needs Ray (pip install 'cnnexport[ray]') and `unshare -n` (Ray must talk over loopback only here)",
+)
+
+
+def _in_netns(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`cnnexport ARGS` in a new network namespace with only loopback up: Ray's local instance stays on 127.0.0.1."""
+    command = " ".join(["ip link set lo up &&", sys.executable, "-m", "exporter.cli", *(f"'{a}'" for a in args)])
+    env = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": str(Path(__file__).parents[1])}
+    return subprocess.run(["unshare", "-n", "bash", "-c", command], capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+@needs_ray
+def test_the_fleet_on_a_local_ray_instance_writes_what_the_local_engine_writes(local_fleet, fleet_dir, tmp_path):
+    out = tmp_path / "out"
+    done = _in_netns("run", "--recipe", str(fleet_dir / "recipe.yaml"), *map(str, _checkpoints(fleet_dir)), "-o", str(out),
+                     "--engine", "ray", "--json")
+    assert done.returncode == 2, done.stderr[-3000:]
+    manifest = json.loads(done.stdout)
+    assert manifest["engine"] == "ray" and manifest["summary"]["passed"] == 4 and manifest["summary"]["errors"] == 2
+    local = {row["folder"]: row for row in local_fleet["result"].json()["checkpoints"]}
+    for row in manifest["checkpoints"]:
+        assert row["status"] == local[row["folder"]]["status"] and row["node"], row  # a Ray node ran it
+        if row["status"] == "pass":
+            assert (out / row["folder"] / "manifest.json").read_bytes() == (
+                local_fleet["out"] / row["folder"] / "manifest.json").read_bytes()
+    assert "Traceback" not in done.stderr
