@@ -16,9 +16,11 @@ skipped there, as on any machine without TensorRT). A task whose worker dies is 
 
 from __future__ import annotations
 
+import contextlib
 import glob as globbing
 import json
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -286,6 +288,12 @@ def _import_ray():
 
 
 def _run_on_ray(recipe_data, fleet: list[Member], out_dir: Path, reads, stage_names, gpu_stages, address, tracker) -> list[dict]:
+    # Ray's driver prints its raylets' notices ("(raylet) A worker died ...") on stdout, which belongs to --json
+    with contextlib.redirect_stdout(sys.stderr):
+        return _submit(recipe_data, fleet, out_dir, reads, stage_names, gpu_stages, address, tracker)
+
+
+def _submit(recipe_data, fleet: list[Member], out_dir: Path, reads, stage_names, gpu_stages, address, tracker) -> list[dict]:
     ray = _import_ray()
     started_here = not ray.is_initialized()
     if started_here:

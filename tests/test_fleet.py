@@ -161,3 +161,47 @@ def test_the_fleet_on_a_local_ray_instance_writes_what_the_local_engine_writes(l
             assert (out / row["folder"] / "manifest.json").read_bytes() == (
                 local_fleet["out"] / row["folder"] / "manifest.json").read_bytes()
     assert "Traceback" not in done.stderr
+
+
+def _ray_workers_running(task: str) -> list[int]:
+    """PIDs of Ray workers running ``task`` now (Ray titles a busy worker `ray::TASK`)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(f"ray::{task}".encode()):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+@needs_ray
+def test_a_worker_killed_mid_stage_is_retried_and_the_fleet_completes_with_nothing_partial(local_fleet, fleet_dir,
+                                                                                             tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    command = " ".join(["ip link set lo up &&", sys.executable, "-m", "exporter.cli", "run", "--recipe",
+                        str(fleet_dir / "recipe.yaml"), str(fleet_dir / "lenet_a.pt"), str(fleet_dir / "lenet_b.pt"),
+                        "-o", str(out), "--engine", "ray", "--json"])
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    fleet = subprocess.Popen(["unshare", "-n", "bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env)
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and time.monotonic() < deadline and fleet.poll() is None:
+        staging = list(out.glob("*/.cnnexport-tmp-*"))  # a stage is writing: kill the worker in the middle of it
+        workers = _ray_workers_running("build_member")
+        if staging and workers:
+            os.kill(workers[0], signal.SIGKILL)
+            killed = workers[0]
+        time.sleep(0.05)
+    stdout, stderr = fleet.communicate(timeout=600)
+    assert killed is not None, f"no Ray worker was seen mid-stage\n{stderr[-3000:]}"
+    assert fleet.returncode == 0 and stdout.startswith("{"), (stdout[-2000:], stderr[-3000:])
+    rows = {row["folder"]: row for row in json.loads(stdout)["checkpoints"]}
+    assert all(row["status"] == "pass" for row in rows.values()), rows
+    for name in ("lenet_a", "lenet_b"):
+        assert (out / name / "manifest.json").read_bytes() == (local_fleet["out"] / name / "manifest.json").read_bytes()
+        assert not list((out / name).glob(".cnnexport-tmp-*"))  # the retry swept what the killed stage left
