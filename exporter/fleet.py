@@ -298,12 +298,13 @@ def _submit(recipe_data, fleet: list[Member], out_dir: Path, reads, stage_names,
     started_here = not ray.is_initialized()
     if started_here:
         try:
-            ray.init(
-                address=address or os.environ.get("RAY_ADDRESS") or None,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
+            with _keeping_sigterm():
+                ray.init(
+                    address=address or os.environ.get("RAY_ADDRESS") or None,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
         except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError: the cluster is not reachable
             raise BadInputError(f"cannot reach the Ray cluster at {address or os.environ.get('RAY_ADDRESS')} ({exc})") from None
     try:
@@ -356,6 +357,22 @@ def _absolute(recipe_data: dict) -> dict:
         if isinstance(value, str) and Path(value).exists():
             data[section][key] = str(Path(value).resolve())
     return data
+
+
+@contextlib.contextmanager
+def _keeping_sigterm():
+    """ray.init replaces the SIGTERM handler with sys.exit(15); the CLI's own (clean up as for Ctrl-C, exit 130) stays."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    mine = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, mine)
 
 
 def _after(cpu_row: dict, recipe_data, checkpoint, out_dir, reads, stages) -> dict:

@@ -205,3 +205,107 @@ def test_a_worker_killed_mid_stage_is_retried_and_the_fleet_completes_with_nothi
     for name in ("lenet_a", "lenet_b"):
         assert (out / name / "manifest.json").read_bytes() == (local_fleet["out"] / name / "manifest.json").read_bytes()
         assert not list((out / name).glob(".cnnexport-tmp-*"))  # the retry swept what the killed stage left
+
+
+GPU_PROBE = """
+import json, sys
+from pathlib import Path
+from ray.cluster_utils import Cluster
+from exporter import recipe as recipe_mod
+from exporter.fleet import run_fleet
+folder, out = Path(sys.argv[1]), Path(sys.argv[2])
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0})
+gpu_node = cluster.add_node(num_cpus=1, num_gpus=1)  # a fake GPU: Ray only counts it
+cluster.wait_for_nodes()
+stages = {"onnx": {"enabled": True}, "tensorrt": {"enabled": True, "precision": "fp16"}}
+recipe = recipe_mod.validate({"name": "gpu-probe", "stages": stages})
+result = run_fleet(recipe, [folder / "lenet_a.pt", folder / "lenet_b.pt"], out, engine="ray", ray_address=cluster.address)
+print(json.dumps({"gpu_node": gpu_node.node_id, "head": cluster.head_node.node_id, "rows": result.rows}))
+cluster.shutdown()
+"""
+
+
+@needs_ray
+def test_gpu_stages_land_only_on_the_node_with_a_gpu(fleet_dir, tmp_path):
+    """A 2-node ray.cluster_utils.Cluster: the head without GPUs, a second node with one (a fake resource)."""
+    (tmp_path / "probe.py").write_text(GPU_PROBE)
+    command = f"ip link set lo up && {sys.executable} {tmp_path / 'probe.py'} {fleet_dir} {tmp_path / 'out'}"
+    done = subprocess.run(["unshare", "-n", "bash", "-c", command], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "RAY_ADDRESS": ""})
+    assert done.returncode == 0, done.stderr[-3000:]
+    probe = json.loads(done.stdout.strip().splitlines()[-1])
+    assert probe["gpu_node"] != probe["head"]
+    for row in probe["rows"]:
+        assert row["status"] == "pass" and row["gpu_node"] == probe["gpu_node"], row  # TensorRT's share ran there
+        assert row["stages"]["onnx"]["status"] == "pass" and row["stages"]["tensorrt"]["status"].startswith("skipped"), row
+
+
+NODE_LOSS = """
+import json, sys, threading, time
+from pathlib import Path
+from ray.cluster_utils import Cluster
+from exporter import recipe as recipe_mod
+from exporter.fleet import run_fleet
+folder, out, recipe_file = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # the head schedules, the two workers build
+workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+cluster.wait_for_nodes()
+recipe = recipe_mod.load(recipe_file)
+done = {}
+fleet = threading.Thread(target=lambda: done.update(result=run_fleet(
+    recipe, [folder / "lenet_a.pt", folder / "lenet_b.pt"], out, engine="ray", ray_address=cluster.address)))
+fleet.start()
+deadline = time.monotonic() + 300
+while not list(out.glob("*/.cnnexport-tmp-*")) and time.monotonic() < deadline:
+    time.sleep(0.05)
+lost = bool(list(out.glob("*/.cnnexport-tmp-*")))
+cluster.remove_node(workers[0])  # one task per node: the lost node was in the middle of a stage
+fleet.join(600)
+print(json.dumps({"lost_mid_stage": lost, "rows": done["result"].rows, "lost": workers[0].node_id}))
+cluster.shutdown()
+"""
+
+
+@needs_ray
+def test_a_node_lost_mid_run_has_its_tasks_rescheduled(local_fleet, fleet_dir, tmp_path):
+    """ray.cluster_utils.Cluster: two 1-CPU worker nodes, one checkpoint on each; one node removed mid-stage."""
+    (tmp_path / "probe.py").write_text(NODE_LOSS)
+    out = tmp_path / "out"
+    command = f"ip link set lo up && {sys.executable} {tmp_path / 'probe.py'} {fleet_dir} {out} {fleet_dir / 'recipe.yaml'}"
+    done = subprocess.run(["unshare", "-n", "bash", "-c", command], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "RAY_ADDRESS": ""})
+    assert done.returncode == 0, done.stderr[-3000:]
+    probe = json.loads(done.stdout.strip().splitlines()[-1])
+    assert probe["lost_mid_stage"], "no stage was running when the node was removed"
+    for row in probe["rows"]:
+        assert row["status"] == "pass", row
+        assert (out / row["folder"] / "manifest.json").read_bytes() == (
+            local_fleet["out"] / row["folder"] / "manifest.json").read_bytes()
+        assert not list((out / row["folder"]).glob(".cnnexport-tmp-*"))
+
+
+@needs_ray
+def test_an_interrupted_driver_rerun_finishes_only_what_is_missing(local_fleet, fleet_dir, tmp_path):
+    import signal
+
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "exporter.cli", "run", "--recipe", str(fleet_dir / "recipe.yaml"),
+            *(str(fleet_dir / f"{n}.pt") for n in GOOD[:3]), "-o", str(out), "--engine", "ray", "--json"]
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    netns = ["unshare", "-n", "bash", "-c", "ip link set lo up && exec " + " ".join(argv)]
+    driver = subprocess.Popen(netns, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    first = None
+    for line in driver.stderr:  # the fleet's progress: interrupt it once the first checkpoint is done
+        if "[1/3 done" in line:
+            first = line.split("] ")[1].split(":")[0]
+            driver.send_signal(signal.SIGTERM)  # what a CI timeout sends; the CLI treats it as Ctrl-C
+            break
+    driver.communicate(timeout=300)
+    assert first in GOOD[:3] and driver.returncode == 130, (first, driver.returncode)
+    again = subprocess.run(netns, capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rows = {row["folder"]: row for row in json.loads(again.stdout)["checkpoints"]}
+    assert all(stage["cached"] for stage in rows[first]["stages"].values()), rows[first]  # nothing redone
+    for name in GOOD[:3]:
+        assert rows[name]["status"] == "pass"
+        assert (out / name / "manifest.json").read_bytes() == (local_fleet["out"] / name / "manifest.json").read_bytes()
