@@ -29,7 +29,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -164,7 +163,7 @@ def main() -> None:
     (work / "tiny").mkdir()
     tiny_paths = lenets(work / "tiny", args.tiny)
     tiny = recipe_mod.validate(TINY_RECIPE)
-    overhead = [timed_fleet(tiny, tiny_paths, work / "tiny-local", "local"), timed_fleet(tiny, tiny_paths, work / "tiny-ray", "ray")]
+    overhead = [timed_fleet(tiny, tiny_paths, work / f"tiny-{engine}", engine) for engine in ("local", "ray")]
     ray.init(include_dashboard=False, log_to_driver=False)
     noop_ms = noop_round_trip()
     ray.shutdown()
@@ -199,8 +198,9 @@ def markdown(r: dict) -> str:
     ]
     for run in r["runs"]:
         same = run.get("manifests_identical_to_local")
+        same_text = "-" if same is None else "yes" if same else "NO"
         lines.append(f"| {run['engine']} | {run['seconds']} | {run['per_checkpoint_s']} | {base / run['seconds']:.2f}x | "
-                     f"{run['passed']}/{run['checkpoints']} | {run['stages']} | {'-' if same is None else 'yes' if same else 'NO'} |")
+                     f"{run['passed']}/{run['checkpoints']} | {run['stages']} | {same_text} |")
     local, on_ray = r["tiny"]
     lines += [
         "",
