@@ -290,6 +290,17 @@ def test_a_weight_perturbed_inside_the_artifact_fails_verify(cli, digits_nets, b
     assert r.json()["artifacts"][-1]["verification"]["status"] == "fail"
 
 
+@pytest.mark.parametrize("verb,suffix,batch_range", [("executorch", ".pte", [1, 32]), ("litert", ".tflite", [1, 1])])
+def test_inspect_shows_what_an_android_artifact_declares(cli, built, verb, suffix, batch_range):
+    r = cli("inspect", built["folder"] / f"lenet5{suffix}", "--json")
+    assert r.exit_code == 0, r
+    info = r.json()
+    assert info["kind"] == verb and info["outputs"] == ["logits"] and info["batch_range"] == batch_range, info
+    assert info["spec"]["arch"] == "lenet5" and info["spec"]["num_classes"] == 10 and info["bytes"] > 10_000
+    table = cli("inspect", built["folder"] / f"lenet5{suffix}")
+    assert table.exit_code == 0 and "(N x 1x32x32)" in table.stdout and "--checkpoint CKPT" in table.stderr, table
+
+
 @pytest.mark.parametrize(
     "verb,blocked,extra",
     [("executorch", "executorch", "executorch"), ("litert", "ai_edge_litert", "litert")],
