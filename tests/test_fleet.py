@@ -108,6 +108,16 @@ def test_from_a_list_and_a_glob_name_the_same_fleet(cli, fleet_dir, tmp_path):
     assert r.exit_code == 2 and "matches no file" in r.stderr, r
 
 
+def test_a_fleet_never_writes_over_its_own_list_of_checkpoints(cli, fleet_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    listing = out / "fleet.md"  # the list kept where the fleet writes its table
+    listing.write_text(f"{fleet_dir / 'lenet_a.pt'}\n")
+    r = cli("run", "--recipe", fleet_dir / "recipe.yaml", "--from", listing, "-o", out, "--engine", "local")
+    assert r.exit_code == 2 and "the --from list" in r.stderr, r
+    assert listing.read_text() == f"{fleet_dir / 'lenet_a.pt'}\n" and sorted(p.name for p in out.iterdir()) == ["fleet.md"]
+
+
 def test_checkpoints_with_one_name_get_their_parent_folders_in_their_folder_name(tmp_path):
     paths = [tmp_path / "runs" / "seed0" / "best.pt", tmp_path / "runs" / "seed1" / "best.pt", tmp_path / "other.pt"]
     assert [m.folder for m in members(paths)] == ["seed0-best", "seed1-best", "other"]

@@ -236,7 +236,15 @@ def run(
             return
         detail = ui.progress if verbose else None
         result = run_fleet(
-            loaded_recipe, [m.checkpoint for m in fleet], out_dir, engine, jobs, ui.progress, ray_address, recipe_file, detail
+            loaded_recipe,
+            [m.checkpoint for m in fleet],
+            out_dir,
+            engine,
+            jobs,
+            ui.progress,
+            ray_address,
+            (*recipe_file, *((("the --from list", from_list),) if from_list else ())),
+            detail,
         )
         if json_out:
             sys.stdout.write(json.dumps(result.manifest, indent=2, sort_keys=True) + "\n")
