@@ -22,6 +22,7 @@ from pathlib import Path
 from exporter.errors import BadInputError
 from exporter.fleet_member import Member, build_member
 from exporter.fsutil import ensure_writable_dir, write_text_atomic
+from exporter.run_cache import OutputLock
 
 FLEET_MANIFEST = "fleet.json"
 FLEET_MARKDOWN = "fleet.md"
@@ -138,8 +139,15 @@ def run_fleet(
     every_input = [i for m in fleet for i in run_inputs(recipe, m.checkpoint, reads)]
     refuse_clobbering(planned_outputs(out_dir) + [(out_dir / m.folder, True) for m in fleet], every_input)
     out_dir = ensure_writable_dir(out_dir)
+    lock = OutputLock(out_dir)  # one fleet per OUT at a time (a nightly job that overran meets the next one here)
+    try:
+        return _run_locked(recipe, fleet, out_dir, engine, jobs, progress, ray_address, reads, detail, stages)
+    finally:
+        lock.release()
+
+
+def _run_locked(recipe, fleet, out_dir, engine, jobs, progress, ray_address, reads, detail, stages) -> FleetResult:
     recipe_data = recipe.model_dump(mode="json")
-    gpu_stages = [s.spec.name for s in stages if s.spec.needs_gpu]
     started = time.perf_counter()
     tracker = Progress(len(fleet), progress)
     if engine == "local":
@@ -152,7 +160,6 @@ def run_fleet(
                     str(m.checkpoint),
                     str(out_dir / m.folder),
                     reads,
-                    None,
                     jobs,
                     _prefixed(detail, m.folder),
                 )
@@ -161,7 +168,7 @@ def run_fleet(
     else:
         from exporter.fleet_ray import run_on_ray
 
-        rows = run_on_ray(recipe_data, fleet, out_dir, reads, [s.spec.name for s in stages], gpu_stages, ray_address, tracker)
+        rows = run_on_ray(recipe_data, fleet, out_dir, reads, stages, ray_address, tracker)
     result = FleetResult(out_dir, engine, rows, time.perf_counter() - started)
     result.manifest = fleet_manifest(recipe, result)
     write_text_atomic(out_dir / FLEET_MANIFEST, json.dumps(result.manifest, indent=2, sort_keys=True) + "\n")

@@ -1,12 +1,12 @@
-"""The Ray engine of a fleet (exporter/fleet.py): each checkpoint as Ray tasks, on a cluster or a local instance.
+"""The Ray engine of a fleet (exporter/fleet.py): each stage of each checkpoint a Ray task, on a cluster or a local instance.
 
 Ray, an existing engine, not a scheduler of our own: the cluster in ``--ray-address`` /
-``RAY_ADDRESS``, else a local instance started for the run. A recipe's stages whose row needs a
-GPU (TensorRT) run as a second task that asks Ray for a GPU, so they land only on GPU nodes,
-after the checkpoint's CPU share (whose ONNX they read); where the cluster has no GPU at all they
-stay in the CPU task (and are skipped there, as on any machine without TensorRT). A task whose
-worker dies (killed, out of memory, its node lost) is retried ``RETRIES`` times: the stage that
-was interrupted left only a staging folder, swept on the retry.
+``RAY_ADDRESS``, else a local instance started for the run. Each stage is a task that runs after
+its upstream stage's task (the recipe's graph) and asks for what its row declares: a GPU for
+TensorRT, so it lands only on GPU nodes; a CPU for the rest. A checkpoint's last task writes its
+manifest from all its stages' outcomes (exporter/fleet_member.py). A task whose worker dies (killed,
+out of memory, its node lost) is retried ``RETRIES`` times: the stage that was interrupted left
+only a staging folder, swept before the manifest is written.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import os
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 from exporter.errors import BackendUnavailable, BadInputError
-from exporter.fleet_member import Member, build_member
+from exporter.fleet_member import Member, build_stage, finish_member
 from exporter.targets import first_line
 
 RETRIES = 3  # a worker killed mid-stage (OOM killer, SIGKILL, a lost node): Ray runs the task again
@@ -34,13 +35,13 @@ def _import_ray():
     return ray
 
 
-def run_on_ray(recipe_data, fleet: list[Member], out_dir: Path, reads, stage_names, gpu_stages, address, tracker) -> list[dict]:
+def run_on_ray(recipe_data, fleet: list[Member], out_dir: Path, reads, stages, address, tracker) -> list[dict]:
     # Ray's driver prints its raylets' notices ("(raylet) A worker died ...") on stdout, which belongs to --json
     with contextlib.redirect_stdout(sys.stderr):
-        return _submit(recipe_data, fleet, out_dir, reads, stage_names, gpu_stages, address, tracker)
+        return _submit(recipe_data, fleet, out_dir, reads, stages, address, tracker)
 
 
-def _submit(recipe_data, fleet: list[Member], out_dir: Path, reads, stage_names, gpu_stages, address, tracker) -> list[dict]:
+def _submit(recipe_data, fleet: list[Member], out_dir: Path, reads, stages, address, tracker) -> list[dict]:
     ray = _import_ray()
     started_here = not ray.is_initialized()
     if started_here:
@@ -57,43 +58,58 @@ def _submit(recipe_data, fleet: list[Member], out_dir: Path, reads, stage_names,
     try:
         check_shared(ray, out_dir)
         recipe_data, reads = _absolute(recipe_data), tuple((role, Path(path).resolve()) for role, path in reads)
-        has_gpu = ray.cluster_resources().get("GPU", 0) > 0
-        cpu_share = [s for s in stage_names if not (has_gpu and s in gpu_stages)]
-        gpu_share = [s for s in stage_names if has_gpu and s in gpu_stages]
-        cpu_task = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(build_member)
-        gpu_task = ray.remote(num_cpus=1, num_gpus=1, max_retries=RETRIES, retry_exceptions=False)(_after)
-        pending = {}
-        for m in fleet:
-            # absolute: a worker's working folder is not the driver's (on another node it is not even there)
-            target, checkpoint = str((out_dir / m.folder).resolve()), str(m.checkpoint.resolve())
-            ref = cpu_task.remote(recipe_data, checkpoint, target, reads, cpu_share if gpu_share else None)
-            if gpu_share:
-                ref = gpu_task.remote(ref, recipe_data, checkpoint, target, reads, gpu_share)
-            pending[ref] = m
-            tracker.started(m.folder)
-        rows: dict[str, dict] = {}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            m = pending.pop(ready[0])
+        resources = ray.cluster_resources()
+        graph = _Graph(ray, recipe_data, reads, stages, has_gpu=resources.get("GPU", 0) > 0)
+        # a window of checkpoints in flight, not the whole zoo: a worker's next stage is likely the same
+        # checkpoint's (its loaded reference is reused), and the driver holds a few refs, not thousands
+        window = max(2, 2 * int(resources.get("CPU", 1)))
+        waiting, finals, rows = list(fleet), dict[Any, Member](), dict[str, dict]()
+        while waiting or finals:
+            while waiting and len(finals) < window:
+                m = waiting.pop(0)
+                finals[graph.submit(m, out_dir)] = m
+                tracker.started(m.folder)
+            ready, _ = ray.wait(list(finals), num_returns=1)
+            m = finals.pop(ready[0])
             try:
                 row = ray.get(ready[0])
-                if gpu_share:
-                    row = _assemble(recipe_data, m, out_dir, reads, row)
-                row["checkpoint"] = str(m.checkpoint)  # as the user named it, not as the worker was given it
             except Exception as exc:  # noqa: BLE001 - a task that failed RETRIES times (a worker killed each time)
                 row = {
-                    "checkpoint": str(m.checkpoint),
-                    "folder": m.folder,
                     "status": "error",
                     "stages": {},
-                    "error": f"its task failed {RETRIES + 1} times ({type(exc).__name__}: {first_line(exc)})",
+                    "error": f"a task failed {RETRIES + 1} times ({type(exc).__name__}: {first_line(exc)})",
                 }
+            row.update(checkpoint=str(m.checkpoint), folder=m.folder)  # as the user named it, not as the worker was given it
+            if graph.gpu_names and row.get("nodes"):
+                row["gpu_node"] = next((row["nodes"].get(n) for n in graph.gpu_names if n in row["nodes"]), None)
             rows[m.folder] = row
             tracker.finished(row)
         return [rows[m.folder] for m in fleet]
     finally:
         if started_here:
             ray.shutdown()
+
+
+class _Graph:
+    """A checkpoint's recipe as Ray tasks: one per stage, after its upstream stage; one that writes the manifest."""
+
+    def __init__(self, ray, recipe_data, reads, stages, has_gpu: bool):
+        self.recipe_data, self.reads, self.stages = recipe_data, reads, stages
+        # on a cluster without any GPU a GPU stage runs on a CPU (and is skipped there, as on any machine without TensorRT)
+        self.gpu_names = [s.spec.name for s in stages if has_gpu and s.spec.needs_gpu]
+        self.stage_task = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(build_stage)
+        self.finish_task = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(finish_member)
+
+    def submit(self, m: Member, out_dir: Path):
+        # absolute: a worker's working folder is not the driver's (on another node it is not even there)
+        target, checkpoint = str((out_dir / m.folder).resolve()), str(m.checkpoint.resolve())
+        refs: dict = {}
+        for s in self.stages:
+            name = s.spec.name
+            task = self.stage_task.options(num_gpus=1) if name in self.gpu_names else self.stage_task
+            upstream = [refs[s.upstream]] if s.upstream else []
+            refs[name] = task.remote(self.recipe_data, checkpoint, target, self.reads, name, *upstream)
+        return self.finish_task.remote(self.recipe_data, checkpoint, target, *refs.values())
 
 
 def _absolute(recipe_data: dict) -> dict:
@@ -120,20 +136,6 @@ def _keeping_sigterm():
         yield
     finally:
         signal.signal(signal.SIGTERM, mine)
-
-
-def _after(cpu_row: dict, recipe_data, checkpoint, out_dir, reads, stages) -> dict:
-    """The GPU share of a checkpoint, once its CPU share is done (its ONNX is what TensorRT reads)."""
-    row = build_member(recipe_data, checkpoint, out_dir, reads, stages)
-    return {"cpu": cpu_row, "gpu": row, "gpu_node": row.get("node"), "status": row["status"]}
-
-
-def _assemble(recipe_data, m: Member, out_dir: Path, reads, shares: dict) -> dict:
-    """Every stage is stamped by now: the whole recipe once more (all cached) writes the checkpoint's manifest."""
-    row = build_member(recipe_data, str(m.checkpoint), str(out_dir / m.folder), reads)
-    row["node"] = shares.get("cpu", {}).get("node")
-    row["gpu_node"] = shares.get("gpu_node")
-    return row
 
 
 def check_shared(ray, out_dir: Path) -> None:

@@ -13,7 +13,6 @@ resumes where it stopped and never leaves a half file under a final name.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import shutil
 import threading
@@ -27,7 +26,7 @@ from exporter.errors import BackendUnavailable, BadInputError, CnnexportError
 from exporter.fsutil import ensure_writable_dir, sha256_of, write_text_atomic
 from exporter.kinds import KINDS, ArtifactKind
 from exporter.recipe import Recipe
-from exporter.run_cache import STATE_DIR, read_stamp, stage_key, stamp_path
+from exporter.run_cache import STATE_DIR, OutputLock, read_stamp, stage_key, stamp_path, sweep_stale_staging
 from exporter.run_markdown import run_markdown
 
 # torch.jit.trace / torch.export are not thread-safe: stages that trace take turns.
@@ -41,14 +40,15 @@ class Outcome:
     cached: bool = False
     seconds: float = 0.0
     entry: dict = field(default_factory=dict)  # what goes into the manifest
+    node: str | None = None  # the Ray node a fleet's stage task ran on (not part of the manifest)
 
 
 class RunContext:
-    def __init__(self, recipe: Recipe, checkpoint: Path, out_dir: Path, progress, extra_inputs: list | None = None):
+    def __init__(self, recipe: Recipe, checkpoint: Path, out_dir: Path, progress, extra_inputs: list | None = None, loaded=None):
         self.recipe, self.checkpoint, self.out_dir, self.progress = recipe, checkpoint, out_dir, progress
         self.extra_inputs = list(extra_inputs or [])  # verification sets a Python caller adds (the demo's held-out digits)
         self.base = recipe.outputs.name or checkpoint.name.split(".")[0]
-        self._loaded = None
+        self._loaded = loaded  # a fleet worker's copy of this very checkpoint, loaded by an earlier stage task
         self.load_error: CnnexportError | None = None  # the model itself is unusable: every stage would fail alike
         self._lock = threading.Lock()
 
@@ -197,32 +197,6 @@ def _entry_from_result(result, out_dir: Path, model: dict) -> dict:
 # ----------------------------------------------------------------- execution
 
 
-class OutputLock:
-    """One run per output folder at a time (an flock: released even if the process is killed)."""
-
-    def __init__(self, out_dir: Path):
-        state = out_dir / STATE_DIR
-        state.mkdir(parents=True, exist_ok=True)
-        self.handle = open(state / "lock", "w")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.close()
-            raise BadInputError(
-                f"another cnnexport run is writing to {out_dir}; wait for it to finish or choose another -o"
-            ) from None
-
-    def release(self) -> None:
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
-
-
-def _sweep_stale_staging(out_dir: Path) -> None:
-    """Staging folders left by a killed run (we hold the lock, so none is in use)."""
-    for stale in out_dir.glob(".cnnexport-tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
 @dataclass
 class RunResult:
     out_dir: Path
@@ -332,34 +306,51 @@ def _run_checked(recipe: Recipe, checkpoint: Path, ctx: RunContext, stages: list
     lock = OutputLock(out_dir)
     started = time.perf_counter()
     try:
-        _sweep_stale_staging(out_dir)
+        sweep_stale_staging(out_dir)
         versions = library_versions()
         checkpoint_sha = sha256_of(checkpoint)
-        outcomes = _execute(ctx, stages, versions, checkpoint_sha, jobs)
+        outcomes = execute(ctx, stages, versions, checkpoint_sha, jobs)
         if ctx.load_error is not None:
             # an unreadable checkpoint (or model section) is bad input for the whole run, not one
             # failed stage per artifact: exit 2 with its own message and no manifest
             raise ctx.load_error
-        manifest = build_manifest(recipe, checkpoint, checkpoint_sha, versions, outcomes)
-        write_text_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        result = RunResult(out_dir, outcomes, manifest, time.perf_counter() - started)
-        if recipe.bench.enabled:
-            from exporter.measure.recommend import bench_run
-
-            result.bench = bench_run(outcomes, out_dir, recipe.bench, progress)
-            if result.bench is not None:
-                write_text_atomic(out_dir / "bench.json", json.dumps(result.bench, indent=2) + "\n")
-            result.seconds = time.perf_counter() - started
-        write_text_atomic(out_dir / "report.md", run_markdown(result))
-        return result
+        return write_reports(recipe, checkpoint, out_dir, checkpoint_sha, versions, outcomes, started, progress)
     finally:
         lock.release()
         if created and ctx.load_error is not None:
             shutil.rmtree(out_dir, ignore_errors=True)  # nothing was built: leave no empty output folder behind
 
 
-def _execute(ctx: RunContext, stages: list[PlannedStage], versions: dict, checkpoint_sha: str, jobs: int) -> list[Outcome]:
-    done: dict[str, Outcome] = {}
+def write_reports(
+    recipe: Recipe,
+    checkpoint: Path,
+    out_dir: Path,
+    checkpoint_sha: str,
+    versions: dict,
+    outcomes: list[Outcome],
+    started: float,
+    progress,
+) -> RunResult:
+    """manifest.json, the bench step's bench.json and report.md, from every stage's outcome."""
+    manifest = build_manifest(recipe, checkpoint, checkpoint_sha, versions, outcomes)
+    write_text_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    result = RunResult(out_dir, outcomes, manifest, time.perf_counter() - started)
+    if recipe.bench.enabled:
+        from exporter.measure.recommend import bench_run
+
+        result.bench = bench_run(outcomes, out_dir, recipe.bench, progress)
+        if result.bench is not None:
+            write_text_atomic(out_dir / "bench.json", json.dumps(result.bench, indent=2) + "\n")
+        result.seconds = time.perf_counter() - started
+    write_text_atomic(out_dir / "report.md", run_markdown(result))
+    return result
+
+
+def execute(
+    ctx: RunContext, stages: list[PlannedStage], versions: dict, checkpoint_sha: str, jobs: int, given: dict | None = None
+) -> list[Outcome]:
+    """Run (or reuse the stamps of) ``stages``; ``given``: outcomes of upstream stages another task ran."""
+    done: dict[str, Outcome] = dict(given or {})
     pending = list(stages)
 
     def input_sha(stage: PlannedStage) -> str | None:

@@ -1,4 +1,4 @@
-"""A recipe run's cache: each stage's key (what decides its output) and the stamp that records it.
+"""A recipe run's state folder: each stage's key (what decides its output), the stamp that records it, the lock.
 
 A stage is re-run only when its key changes: the recipe's settings for it, its input's hash, the
 versions of the packages its row names, and the data it reads.
@@ -6,11 +6,14 @@ versions of the packages its row names, and the data it reads.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from exporter.errors import BadInputError
 from exporter.fsutil import sha256_of
 
 if TYPE_CHECKING:
@@ -70,3 +73,30 @@ def read_stamp(out_dir: Path, name: str, key: str) -> dict | None:
         if not path.exists() or sha256_of(path) != f["sha256"]:
             return None
     return stamp["entry"]
+
+
+class OutputLock:
+    """One run per output folder at a time (an flock: released even if the process is killed)."""
+
+    def __init__(self, out_dir: Path, shared: bool = False):
+        # shared: a fleet's stage tasks of one checkpoint write side by side (each its own staging folder and stamp)
+        state = out_dir / STATE_DIR
+        state.mkdir(parents=True, exist_ok=True)
+        self.handle = open(state / "lock", "w")
+        try:
+            fcntl.flock(self.handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise BadInputError(
+                f"another cnnexport run is writing to {out_dir}; wait for it to finish or choose another -o"
+            ) from None
+
+    def release(self) -> None:
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def sweep_stale_staging(out_dir: Path) -> None:
+    """Staging folders left by a killed run (we hold the lock, so none is in use)."""
+    for stale in out_dir.glob(".cnnexport-tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)

@@ -69,7 +69,7 @@ def test_one_broken_checkpoint_never_stops_the_others_and_the_exit_code_says_not
     assert "simple_cnn" in rows["wrong_arch"]["error"] and rows["wrong_arch"]["status"] == "error", rows["wrong_arch"]
     assert "2 of 6 checkpoints did not pass" in r.stderr
     out = local_fleet["out"]
-    assert sorted(p.name for p in out.iterdir()) == sorted([*GOOD, "fleet.json", "fleet.md"])  # nothing for the broken
+    assert sorted(p.name for p in out.iterdir()) == sorted([*GOOD, ".cnnexport", "fleet.json", "fleet.md"])  # nothing for the broken
     assert json.loads((out / "fleet.json").read_text())["summary"]["passed"] == 4
     table = (out / "fleet.md").read_text()
     assert "| lenet_a.pt | lenet_a | pass | pass | pass |" in table and "| corrupt.pt | corrupt | error (" in table
@@ -133,6 +133,34 @@ def test_without_ray_the_ray_engine_is_exit_3_with_the_install_line(cli, fleet_d
     assert choose_engine("auto", 6) == "local"  # auto without Ray: the fleet runs here, one after another
 
 
+def test_stage_tasks_reuse_the_reference_their_worker_loaded_and_write_what_one_run_writes(local_fleet, fleet_dir,
+                                                                                          tmp_path, monkeypatch):
+    """What each Ray task runs, called here in order: onnx, then simplify with onnx's outcome, then the manifest."""
+    from exporter import fleet_member
+    from exporter import recipe as recipe_mod
+    from exporter.loading import checkpoint as loading
+
+    loads = []
+    real = loading.load_checkpoint
+    monkeypatch.setattr(loading, "load_checkpoint", lambda path, *a, **k: loads.append(Path(path).name) or real(path, *a, **k))
+    monkeypatch.setattr(fleet_member, "_LOADED", {})
+    data = recipe_mod.load(fleet_dir / "recipe.yaml").model_dump(mode="json")
+    checkpoint, target = str(fleet_dir / "lenet_a.pt"), str(tmp_path / "lenet_a")
+    onnx = fleet_member.build_stage(data, checkpoint, target, (), "onnx")
+    simplify = fleet_member.build_stage(data, checkpoint, target, (), "simplify", onnx)
+    row = fleet_member.finish_member(data, checkpoint, target, onnx, simplify)
+    assert loads == ["lenet_a.pt"]  # loaded once by the onnx task, reused by the simplify task in the same worker
+    assert row["status"] == "pass" and set(row["nodes"]) == {"onnx", "simplify"}, row
+    assert (tmp_path / "lenet_a" / "manifest.json").read_bytes() == (local_fleet["alone"] / "lenet_a" / "manifest.json").read_bytes()
+    # a broken checkpoint: its first task says why, the next ones do not try again, and no folder is left
+    corrupt, target = str(fleet_dir / "corrupt.pt"), str(tmp_path / "corrupt")
+    onnx = fleet_member.build_stage(data, corrupt, target, (), "onnx")
+    simplify = fleet_member.build_stage(data, corrupt, target, (), "simplify", onnx)
+    row = fleet_member.finish_member(data, corrupt, target, onnx, simplify)
+    assert simplify is onnx and "truncated or corrupt" in row["error"] and row["status"] == "error", row
+    assert loads == ["lenet_a.pt", "corrupt.pt"] and not (tmp_path / "corrupt").exists()
+
+
 # ----------------------------------------------------------------- on Ray (a private network namespace: loopback only)
 
 
@@ -167,6 +195,8 @@ def test_the_fleet_on_a_local_ray_instance_writes_what_the_local_engine_writes(l
     local = {row["folder"]: row for row in local_fleet["result"].json()["checkpoints"]}
     for row in manifest["checkpoints"]:
         assert row["status"] == local[row["folder"]]["status"] and row["node"], row  # a Ray node ran it
+        if row["status"] == "pass":  # each stage was a task of its own
+            assert set(row["nodes"]) == {"onnx", "simplify"} and all(row["nodes"].values()), row
         if row["status"] == "pass":
             assert (out / row["folder"] / "manifest.json").read_bytes() == (
                 local_fleet["out"] / row["folder"] / "manifest.json").read_bytes()
@@ -202,7 +232,7 @@ def test_a_worker_killed_mid_stage_is_retried_and_the_fleet_completes_with_nothi
     deadline = time.monotonic() + 300
     while killed is None and time.monotonic() < deadline and fleet.poll() is None:
         staging = list(out.glob("*/.cnnexport-tmp-*"))  # a stage is writing: kill the worker in the middle of it
-        workers = _ray_workers_running("build_member")
+        workers = _ray_workers_running("build_stage")
         if staging and workers:
             os.kill(workers[0], signal.SIGKILL)
             killed = workers[0]

@@ -191,7 +191,7 @@ def test_recipes_lists_the_shipped_ones(cli):
 
 
 def test_a_second_run_into_the_same_folder_is_refused_while_one_holds_it(cli, lenet_ckpt, tmp_path):
-    from exporter.run import OutputLock
+    from exporter.run_cache import OutputLock
 
     out = tmp_path / "busy"
     lock = OutputLock(out)
