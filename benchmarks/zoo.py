@@ -1,19 +1,27 @@
 """Zoo coverage: every registry architecture through every stage that runs here.
 
-Run:  .venv/bin/python benchmarks/zoo.py [--models a,b,...] [--timeout 900] [--input-shape 3,64,64] [--resume]
+Run:  .venv/bin/python benchmarks/zoo.py [--models a,b,...] [--input-shape 3,64,64] [--resume]
       .venv/bin/python benchmarks/zoo.py --report-only        # rebuild ZOO.md from zoo.jsonl
-      .venv/bin/python benchmarks/zoo.py --source timm        # timm's CNN families -> zoo_timm.jsonl, ZOO_TIMM.md
+      .venv/bin/python benchmarks/zoo.py --source timm        # 74 timm CNN families -> zoo_timm_sample.jsonl, ZOO_TIMM_SAMPLE.md
+      .venv/bin/python benchmarks/zoo.py --source timm-smallest --count 300 --input-shape 3,128,128   # -> ZOO_TIMM.md
       .venv/bin/python benchmarks/zoo.py --models smp:Unet/resnet18,... --input-shape 3,128,128   # segmentation_models_pytorch
       .venv/bin/python benchmarks/zoo.py --android --input-shape 3,64,64 --resume   # ExecuTorch + LiteRT only -> ZOO_ANDROID.md
 
-Each model runs in its own process (`--child`), under a time limit: a random-init model with
-BatchNorm statistics recalibrated on real data (photo crops, or the digits for 1-channel
-models), saved as a checkpoint, then `cnnexport run` with every stage that can run here
-(TorchScript, ONNX with the dynamo exporter, simplify, INT8-CPU, FP16, plus Core ML and
-TensorRT when this version has them) verified at two batch sizes, and ONNX once more with the
-legacy exporter. A few models also get a deliberately broken artifact (the classifier weights of
-one class negated after export), which must fail verification. One JSON line per model is appended to
-benchmarks/zoo.jsonl; benchmarks/ZOO.md is the model x stage table with timings.
+The zoo is a fleet (exporter/fleet.py, the code path of `cnnexport run CKPT... -o OUT`), on Ray
+where it is installed (RAY_ADDRESS names a cluster; --out must then be a folder every node mounts).
+Each model first becomes a checkpoint: random weights with BatchNorm statistics recalibrated on
+real data (photo crops, or the digits for 1-channel models), saved the way its training script
+saves one (timm's train.py, torchvision's references), so one recipe serves every timm and
+torchvision model. Models are prepared and submitted --chunk at a time; each goes through every
+stage that can run here (TorchScript, ONNX with the dynamo exporter, simplify, INT8-CPU, FP16,
+Core ML, OpenVINO when named, TensorRT where installed) verified at two batch sizes; the fleet's
+rows (fleet.json) and the checkpoints' manifests are the table's source. Then, outside the recipe,
+ONNX once more with the legacy exporter, Core ML at batch 1 where a flexible batch failed, and for a
+few models a deliberately broken artifact (the classifier weights of one class negated after
+export), which must fail verification. One JSON line per model is appended to benchmarks/zoo.jsonl;
+benchmarks/ZOO.md is the model x stage table with timings. The checkpoints and fleets stay under
+--out (default ~/.cache/cnnexport/zoo/<jsonl name>): a sweep interrupted and re-run with --resume
+rebuilds only what is missing.
 
 `--stages a,b,...` runs only those stages (the legacy ONNX and the broken artifact only when named);
 `--android` is `--stages executorch,executorch_int8,litert,litert_int8` into zoo_android.jsonl /
@@ -27,9 +35,7 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -65,7 +71,7 @@ SMP_FACTORY = """import segmentation_models_pytorch as smp
 def build(num_classes=3):
     return smp.{cls}(encoder_name={encoder!r}, encoder_weights=None, classes=num_classes)
 """
-STAGES = ["torchscript", "onnx", "onnx_legacy", "simplify", "int8", "fp16", "coreml", "tensorrt", "broken",
+STAGES = ["torchscript", "onnx", "onnx_legacy", "simplify", "int8", "fp16", "coreml", "openvino", "tensorrt", "broken",
           "executorch", "executorch_int8", "litert", "litert_int8"]
 DEFAULT_STAGES = ("torchscript", "onnx", "simplify", "int8", "fp16", "coreml", "tensorrt", "onnx_legacy", "broken")
 ANDROID_STAGES = ("executorch", "executorch_int8", "litert", "litert_int8")
@@ -143,25 +149,30 @@ def _upsampling_pool(model, batch) -> str | None:
     return f"native input: at {tuple(batch.shape[-2:])} an adaptive pool would upsample {grown[0]}" if grown else None
 
 
-def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, samples: int,
-          stages: tuple[str, ...] = DEFAULT_STAGES) -> dict:
-    """Everything for one model (``stages`` of it), in this process; returns the JSON line."""
-    import numpy as np
+def prepare(name: str, folder: Path, input_shape: tuple[int, int, int] | None) -> dict:
+    """One model's checkpoint, saved the way its training script saves one; the start of its JSON line.
+
+    A random-init model with BatchNorm statistics recalibrated on real data. timm models are saved in
+    timm's train.py format and torchvision's in its references' format (each names its architecture
+    and input size, as a real training run's checkpoint does), so one recipe serves the whole fleet;
+    the others (classic models, smp user code) carry a ``model`` section their recipe needs.
+    """
     import torch
 
-    sys.path.insert(0, str(REPO))
     from exporter import architectures
-    from exporter import recipe as recipe_mod
-    from exporter.errors import CnnexportError
-    from exporter.kinds import KINDS as RUN_STAGES
-    from exporter.run import run_recipe
 
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = name.replace("/", "-").replace(":", "-")  # smp:Unet/resnet18 -> smp-Unet-resnet18
+    stamp = folder / f"{stem}.json"
+    if stamp.exists() and (folder / f"{stem}.pt").exists():
+        return json.loads(stamp.read_text())  # prepared by an earlier run of the sweep
     arch, arch_kwargs = name, {}
     if name.startswith("smp:"):
         cls, encoder = name[4:].split("/")
-        (out / "smp_factory.py").write_text(SMP_FACTORY.format(cls=cls, encoder=encoder))
-        entry = _smp_entry(name, out / "smp_factory.py")
-        arch, arch_kwargs = f"{out / 'smp_factory.py'}:build", {"num_classes": 3}
+        factory = folder / f"{stem}_factory.py"
+        factory.write_text(SMP_FACTORY.format(cls=cls, encoder=encoder))
+        entry = _smp_entry(name, factory)
+        arch, arch_kwargs = f"{factory.resolve()}:build", {"num_classes": 3}
     else:
         entry = architectures.get(name)
     spec = entry.spec()
@@ -176,106 +187,229 @@ def child(name: str, out: Path, input_shape: tuple[int, int, int] | None, sample
                 spec = spec.with_overrides(input_shape=input_shape)
         except Exception as exc:  # noqa: BLE001 - e.g. ViT's fixed image size, Inception's minimum
             note = f"native input: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
-    line: dict = {"model": name, "input_shape": list(spec.input_shape), "stages": {}}
-    if note:
-        line["note"] = note
     with torch.no_grad():  # ViT zero-inits its head: a constant-0 output that every artifact matches trivially
         for module in model.modules():
             weight = getattr(module, "weight", None)
             if isinstance(weight, torch.nn.Parameter) and weight.dim() == 2 and not weight.any():
                 torch.nn.init.normal_(weight, std=weight.shape[1] ** -0.5)
     data = calibration_array(spec)
-    np.save(out / "calib.npy", data)
     recalibrate_batchnorm(model, [torch.from_numpy(data[start : start + 16]) for start in range(0, min(len(data), 64), 16)])
-    stem = name.replace("/", "-").replace(":", "-")  # smp:Unet/resnet18 -> smp-Unet-resnet18
-    ckpt = out / f"{stem}.pt"
-    torch.save(model.eval().state_dict(), ckpt)
-    del model  # every stage loads the checkpoint itself: no second copy of a 2.5 GB model for the whole run
-    line["setup_seconds"] = round(time.perf_counter() - started, 1)
+    weights = model.eval().state_dict()
+    shape = list(spec.input_shape)
+    section: dict = {}
+    if entry.source == "timm":  # timm's CheckpointSaver: arch (class name), version, args (train.py's options)
+        saved = {"arch": type(model).__name__, "version": 2, "epoch": 0, "state_dict": weights,
+                 "args": {"model": name.removeprefix("timm:"), "input_size": shape, "num_classes": spec.num_classes,
+                          "mean": list(spec.mean), "std": list(spec.std), "crop_pct": spec.crop_pct}}
+    elif entry.source == "torchvision" and spec.height == spec.width:  # torchvision's references/classification/train.py
+        saved = {"model": weights, "epoch": 0, "args": {"model": name, "val_crop_size": spec.height}}
+        if spec.crop_pct:
+            saved["args"]["val_resize_size"] = round(spec.height / spec.crop_pct)
+    else:
+        saved, section = weights, {"arch": arch, "arch_kwargs": arch_kwargs, "input_shape": shape}
+    torch.save(saved, folder / f"{stem}.pt")
+    del model, saved, weights
+    line: dict = {"model": name, "input_shape": shape, "checkpoint": f"{stem}.pt", "model_section": section,
+                  "calibration": "digits" if spec.channels == 1 else "images",
+                  "setup_seconds": round(time.perf_counter() - started, 1)}
+    if note:
+        line["note"] = note
+    stamp.write_text(json.dumps(line))
+    return line
 
-    available = {s.name for s in RUN_STAGES}
+
+def calibration_images(folder: Path, n: int = 96, size: int = 256) -> Path:
+    """Photo crops as PNG files: the fleet's calibration folder, resized by each model's own preprocessing."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if len(list(folder.glob("*.png"))) == n:
+        return folder
+    rng = np.random.default_rng(0)
+    photos = load_sample_images().images
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        y, x = rng.integers(0, photo.shape[0] - size), rng.integers(0, photo.shape[1] - size)
+        crop = photo[y : y + size, x : x + size]
+        Image.fromarray(np.ascontiguousarray(crop[:, ::-1] if rng.random() < 0.5 else crop)).save(folder / f"crop{i:03d}.png")
+    return folder
+
+
+def recipe_for(prepared: dict, stages: tuple[str, ...], samples: int, images: Path) -> dict:
+    """The fleet's recipe: the stages that run here (``onnx`` is on by default), verified at batch 1 and 2."""
+    from exporter.kinds import KINDS
+
+    available = {s.name for s in KINDS}
     enabled = {s: {"enabled": True} for s in stages if s in available}
-    enabled.setdefault("onnx", {"enabled": False})  # on by default in a recipe
-    recipe = recipe_mod.validate({
+    enabled.setdefault("onnx", {"enabled": False})
+    return {
         "name": "zoo",
-        "model": {"arch": arch, "arch_kwargs": arch_kwargs, "input_shape": list(spec.input_shape)},
+        "model": prepared["model_section"],
         "verify": {"batch_sizes": [1, 2]},
-        "calibration": {"data": str(out / "calib.npy"), "samples": samples, "holdout": 16},
+        "calibration": {"data": "digits" if prepared["calibration"] == "digits" else str(images.resolve()),
+                        "samples": samples, "holdout": 16},
         "stages": enabled,
-    })
+    }
+
+
+def sweep(names: list[str], out: Path, input_shape, samples: int, stages: tuple[str, ...] = DEFAULT_STAGES,
+          engine: str = "auto", chunk: int = 24, on_line=lambda line: None) -> list[dict]:
+    """The zoo as fleets of checkpoints (exporter.fleet.run_fleet, the code path of `cnnexport run CKPT...`).
+
+    Models are prepared and submitted ``chunk`` at a time, so a long sweep saves its lines as it goes;
+    checkpoints that share a recipe (every timm and torchvision model) form one fleet; the OUT
+    folders persist, so an interrupted sweep re-run rebuilds only what is missing (the stamps).
+    """
+    from exporter import recipe as recipe_mod
+    from exporter.fleet import choose_engine, run_fleet
+
+    images = calibration_images(out / "calibration")
+    lines = []
+    engine = choose_engine(engine, len(names))
+    ray_here = engine == "ray" and _start_ray()
     try:
-        result = run_recipe(recipe, ckpt, out / "dist", jobs=1, progress=lambda msg: print(f"• {msg}", file=sys.stderr, flush=True))
-        for o in result.outcomes:
-            v = o.entry.get("verification", {}) if o.entry else {}
-            status = f"fail ({v['reason']})" if o.status == "fail" and v.get("reason") else o.status
-            line["stages"][o.name] = {"status": status, "seconds": round(o.seconds, 1),
-                                      "max_rel_err": v.get("max_rel_err"), "cosine": v.get("cosine"), "top1": v.get("top1_agreement"),
-                                      "pixel_agreement": v.get("pixel_agreement"), "miou": v.get("miou"),
-                                      "outputs": sorted(v.get("outputs") or {})}
-            details = o.entry.get("details", {}) if o.entry else {}
-            for key in ("portable_ops", "delegated_subgraphs"):  # ExecuTorch: what XNNPACK did not take
-                if key in details:
-                    line["stages"][o.name][key] = details[key]
+        for first in range(0, len(names), chunk):
+            prepared: dict[str, list[dict]] = {}
+            for name in names[first : first + chunk]:
+                try:
+                    head = prepare(name, out / "checkpoints", input_shape)
+                except Exception as exc:  # noqa: BLE001 - a model that cannot even be built here
+                    line = {"model": name, "stages": {_first_stage(stages): {"status": f"error (preparing it: {type(exc).__name__}: "
+                                                                                     f"{str(exc).splitlines()[0][:200] if str(exc) else ''})"}}}
+                    lines.append(line)
+                    on_line(line)
+                    continue
+                recipe = recipe_for(head, stages, samples, images)
+                group = "fleet" if not head["model_section"] else "fleet-" + head["checkpoint"].removesuffix(".pt")
+                prepared.setdefault(json.dumps([group, recipe]), []).append(head)
+            for key, heads in prepared.items():
+                group, recipe = json.loads(key)
+                ckpts = [out / "checkpoints" / h["checkpoint"] for h in heads]
+                result = run_fleet(recipe_mod.validate(recipe, "the zoo's recipe"), ckpts, out / group, engine=engine,
+                                   progress=lambda msg: print(f"• {msg}", file=sys.stderr, flush=True))
+                rows = {Path(r["checkpoint"]).name: r for r in result.rows}
+                for head in heads:
+                    line = line_of(head, rows[head["checkpoint"]], out / group, stages)
+                    extras(line, head, stages, out)
+                    lines.append(line)
+                    on_line(line)
+    finally:
+        if ray_here:
+            import ray
+
+            ray.shutdown()
+    return lines
+
+
+def _start_ray() -> bool:
+    """One Ray connection for every chunk (the cluster in RAY_ADDRESS, else a local instance); True if made here.
+
+    run_fleet uses an initialized Ray as it is, instead of starting and stopping one per chunk.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)  # reads RAY_ADDRESS
+    return True
+
+
+def line_of(head: dict, row: dict, fleet_dir: Path, stages: tuple[str, ...] = DEFAULT_STAGES) -> dict:
+    """A model's JSON line from its fleet row (status, seconds, verdicts) and its manifest (ExecuTorch's details)."""
+    line = {k: head[k] for k in ("model", "input_shape", "note", "setup_seconds") if k in head}
+    line["stages"] = {}
+    if row["status"] == "error" and not row.get("stages"):  # the checkpoint never reached its stages
+        line["stages"][_first_stage(stages)] = {"status": f"error ({row['error']})"}
+    manifest_path = fleet_dir / row["folder"] / "manifest.json"
+    artifacts = json.loads(manifest_path.read_text()).get("stages", {}) if manifest_path.exists() else {}
+    for name, st in row.get("stages", {}).items():
+        status = f"fail ({st['reason']})" if st["status"] == "fail" and st.get("reason") else st["status"]
+        cell = {"status": status, "seconds": round(st["seconds"], 1), "cached": st.get("cached", False),
+                "max_rel_err": st.get("max_rel_err"), "cosine": st.get("cosine"), "top1": st.get("top1_agreement")}
+        details = (artifacts.get(name) or {}).get("details", {})
+        for key in ("portable_ops", "delegated_subgraphs"):  # ExecuTorch: what XNNPACK did not take
+            if key in details:
+                cell[key] = details[key]
+        line["stages"][name] = cell
+    line["seconds"] = round(head.get("setup_seconds", 0) + row.get("seconds", 0), 1)
+    return line
+
+
+def extras(line: dict, head: dict, stages: tuple[str, ...], out: Path) -> None:
+    """What a recipe does not build: Core ML at batch 1 where a flexible batch failed, the legacy ONNX, a broken artifact."""
+    if not {"coreml", "onnx_legacy", "broken"} & set(stages) or not line["stages"] or "error (" in str(line["stages"].get("onnx")):
+        return
+    from exporter import export_artifact, load_checkpoint
+    from exporter.errors import CnnexportError
+    from exporter.pipeline import VerifyOptions
+
+    ckpt = out / "checkpoints" / head["checkpoint"]
+    section = head["model_section"]
+    stem = head["checkpoint"].removesuffix(".pt")
+    scratch = out / "extras" / stem
+    started = time.perf_counter()
+    try:
+        loaded = load_checkpoint(ckpt, arch=section.get("arch"), arch_kwargs=section.get("arch_kwargs") or {},
+                                 spec_overrides={"input_shape": tuple(head["input_shape"])})
     except CnnexportError as exc:
-        line["stages"][_first_stage(stages)] = {"status": f"error ({exc})"}
-    if not {"coreml", "onnx_legacy", "broken"} & set(stages):
-        line["seconds"] = round(time.perf_counter() - started, 1)
-        return line
-
-    from exporter import export_artifact, load_checkpoint, verify_existing
-
-    loaded = load_checkpoint(ckpt, arch=arch, arch_kwargs=arch_kwargs, spec_overrides={"input_shape": spec.input_shape})
+        line["stages"]["onnx_legacy"] = {"status": f"error ({exc})"}
+        return
     coreml = line["stages"].get("coreml", {})
     flexible = "error (coremltools cannot convert this model with a flexible batch"
-    if "coreml" in stages and coreml.get("status", "").startswith(flexible):
-        # what the error tells the user to do: a fixed batch of 1
-        from exporter.pipeline import VerifyOptions
-
+    if "coreml" in stages and coreml.get("status", "").startswith(flexible):  # what the error tells the user to do
         t0 = time.perf_counter()
         why = coreml["status"].split(" (", 2)[2].split("); the model", 1)[0]
         try:
-            fixed = export_artifact("coreml", loaded, out / "fixed" / f"{stem}.mlpackage", {"batch": "1"},
+            fixed = export_artifact("coreml", loaded, scratch / f"{stem}.mlpackage", {"batch": "1"},
                                     VerifyOptions(batch_sizes=(1,), precision="fp16"))
             status = fixed.verification.status if fixed.verification.status != "fail" else f"fail ({fixed.verification.reason})"
         except CnnexportError as exc:
             status = f"error ({exc})"
         line["stages"]["coreml"] = {"status": f"{status} (batch 1 only; a flexible batch: {why})",
                                     "seconds": round(time.perf_counter() - t0, 1)}
-
     if "onnx_legacy" in stages:
         t0 = time.perf_counter()
         try:
-            legacy = export_artifact("onnx", loaded, out / "legacy" / f"{stem}.onnx", {"exporter": "legacy"})
-            verdict = legacy.verification
-            status = verdict.status if verdict.status != "fail" else f"fail ({verdict.reason})"
+            verdict = export_artifact("onnx", loaded, scratch / f"{stem}.onnx", {"exporter": "legacy"}).verification
             v = verdict.to_dict()
-            line["stages"]["onnx_legacy"] = {"status": status, "seconds": round(time.perf_counter() - t0, 1),
+            line["stages"]["onnx_legacy"] = {"status": verdict.status if verdict.status != "fail" else f"fail ({verdict.reason})",
+                                             "seconds": round(time.perf_counter() - t0, 1),
                                              "max_rel_err": v.get("max_rel_err"), "cosine": v.get("cosine")}
         except CnnexportError as exc:
             line["stages"]["onnx_legacy"] = {"status": f"error ({exc})", "seconds": round(time.perf_counter() - t0, 1)}
+    onnx_file = next((out / group / stem / f"{stem}.onnx" for group in ("fleet", f"fleet-{stem}")
+                      if (out / group / stem / f"{stem}.onnx").exists()), None)
+    if "broken" in stages and head["model"] in BROKEN and onnx_file is not None:
+        line["stages"]["broken"] = _broken_caught(onnx_file, loaded, scratch / "broken.onnx")
+    line["seconds"] = round(line["seconds"] + time.perf_counter() - started, 1)
 
-    onnx_file = out / "dist" / f"{stem}.onnx"
-    if "broken" in stages and name in BROKEN and onnx_file.exists():
-        import onnx
-        from onnx import numpy_helper
 
-        broken = onnx.load(str(onnx_file))
-        # the classifier's (or the class-map head's) first class negated: a random-init net can have early
-        # channels that barely reach the output, so perturbing an early weight may change nothing measurable
-        heads = [i for i in broken.graph.initializer if len(i.dims) in (2, 4) and spec.num_classes in (i.dims[0], i.dims[-1])]
-        init = heads[-1]
-        arr = numpy_helper.to_array(init).copy()
-        if arr.shape[0] == spec.num_classes:  # Gemm weight [classes, features], Conv weight [classes, C, k, k]
-            arr[0] *= -1
-        else:  # MatMul weight [features, classes]
-            arr[..., 0] *= -1
-        init.CopyFrom(numpy_helper.from_array(arr, init.name))
-        onnx.save(broken, str(out / "broken.onnx"))
-        verdict = verify_existing(out / "broken.onnx", loaded, write=False)
-        caught = verdict.verification.status == "fail"
-        line["stages"]["broken"] = {"status": "caught" if caught else "MISSED", "reason": verdict.verification.reason}
-    line["seconds"] = round(time.perf_counter() - started, 1)
-    return line
+def _broken_caught(onnx_file: Path, loaded, target: Path) -> dict:
+    """The ONNX with its classifier's first class negated: verification must fail it."""
+    import onnx
+    from onnx import numpy_helper
+
+    from exporter import verify_existing
+
+    classes = loaded.spec.num_classes
+    broken = onnx.load(str(onnx_file))
+    # the classifier's (or the class-map head's) first class negated: a random-init net can have early
+    # channels that barely reach the output, so perturbing an early weight may change nothing measurable
+    heads = [i for i in broken.graph.initializer if len(i.dims) in (2, 4) and classes in (i.dims[0], i.dims[-1])]
+    init = heads[-1]
+    arr = numpy_helper.to_array(init).copy()
+    if arr.shape[0] == classes:  # Gemm weight [classes, features], Conv weight [classes, C, k, k]
+        arr[0] *= -1
+    else:  # MatMul weight [features, classes]
+        arr[..., 0] *= -1
+    init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(broken, str(target))
+    verdict = verify_existing(target, loaded, write=False)
+    caught = verdict.verification.status == "fail"
+    return {"status": "caught" if caught else "MISSED", "reason": verdict.verification.reason}
 
 
 def _first_stage(stages) -> str:
@@ -290,22 +424,6 @@ def _smp_entry(name: str, factory: Path):
 
     return architectures.ArchEntry(name, lambda num_classes=3: resolve_user_arch(f"{factory}:build", {"num_classes": num_classes}),
                                    3, 3, 256, 256, source="smp", task="segment")
-
-
-def child_death(returncode: int, stderr: str) -> str:
-    """Why a model's process ended without a result: the signal, and the last step it reported."""
-    lines = stderr.strip().splitlines()
-    steps = [line[2:] for line in lines if line.startswith("• ")]
-    where = f"; last reported: {steps[-1][:120]}" if steps else ""
-    if returncode == -9:
-        return f"process killed (SIGKILL: out of memory on this {_memory_gib()} GiB machine?){where}"
-    if returncode < 0:
-        return f"process died of signal {-returncode}{where}"
-    return f"process exited {returncode}: {(lines or ['no output'])[-1][:200]}{where}"
-
-
-def _memory_gib() -> int:
-    return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)
 
 
 def render(lines: list[dict], not_run: list[str] | None = None, timm_run: bool = False, what: str | None = None) -> str:
@@ -354,7 +472,10 @@ def render(lines: list[dict], not_run: list[str] | None = None, timm_run: bool =
                 text = re.sub(r"/tmp/\S+/", "", text)
             if len(text) > 160:
                 text = text[:157] + "…"
-            cells.append(f"{text} ({st['seconds']}s)" if st.get("seconds") is not None else text)
+            if st.get("cached"):  # built by an earlier, interrupted run of the sweep: its time is not this run's
+                cells.append(f"{text} (cached)")
+            else:
+                cells.append(f"{text} ({st['seconds']}s)" if st.get("seconds") is not None else text)
         shape = "x".join(map(str, line.get("input_shape", []))) + (" ¹" if line.get("note") else "")
         out.append(f"| {line['model']} | {shape} | " + " | ".join(cells) + f" | {line.get('seconds', '-')} |")
     if not_run:
@@ -432,26 +553,50 @@ def _android_sections(lines: list[dict], present: list[str]) -> list[str]:
     return out
 
 
+def timm_smallest(count: int, cache: Path) -> list[str]:
+    """The ``count`` timm architectures with the fewest parameters (counted on the meta device, no weights built)."""
+    import timm
+    import torch
+
+    sizes = json.loads(cache.read_text()) if cache.exists() else {}
+    missing = [n for n in timm.list_models() if n not in sizes]
+    for n in missing:
+        try:
+            with torch.device("meta"):
+                sizes[n] = sum(p.numel() for p in timm.create_model(n).parameters())
+        except Exception:  # noqa: BLE001 - e.g. a model that needs pretrained weights' config to build
+            sizes[n] = None
+    if missing:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(sizes, indent=0, sort_keys=True))
+    buildable = sorted((n for n, size in sizes.items() if size), key=lambda n: (sizes[n], n))
+    return ["timm:" + n for n in buildable[:count]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", help="comma-separated registry names (default: all)")
-    parser.add_argument("--timeout", type=int, default=2400, help="seconds per model (ViT-H/14 takes about 1100 s on 2 cores)")
     parser.add_argument("--input-shape", help="override C,H,W of the torchvision and timm models (e.g. 3,64,64 for a quick sweep)")
     parser.add_argument("--samples", type=int, default=64, help="INT8 calibration samples")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--resume", action="store_true", help="skip models that already have a line in the JSONL")
-    parser.add_argument("--source", choices=["registry", "timm"], default="registry",
-                        help="registry: every built-in entry; timm: TIMM_SAMPLE (needs timm) into zoo_timm.jsonl / ZOO_TIMM.md")
+    parser.add_argument("--source", choices=["registry", "timm", "timm-smallest"], default="registry",
+                        help="registry: every built-in entry; timm: TIMM_SAMPLE (needs timm) into zoo_timm_sample.jsonl / "
+                        "ZOO_TIMM_SAMPLE.md; timm-smallest: timm's --count architectures with the fewest parameters, into "
+                        "zoo_timm.jsonl / ZOO_TIMM.md")
+    parser.add_argument("--count", type=int, default=300, help="how many architectures --source timm-smallest takes")
     parser.add_argument("--stages", help="comma-separated stages to run (default: every stage of the full sweep: "
                         + ",".join(DEFAULT_STAGES) + "); onnx_legacy and broken only when named")
     parser.add_argument("--android", action="store_true", help="--stages " + ",".join(ANDROID_STAGES)
                         + " into zoo_android.jsonl / ZOO_ANDROID.md (zoo_timm_android.jsonl / ZOO_TIMM_ANDROID.md for timm)")
+    parser.add_argument("--engine", default="auto", help="the fleet's engine: auto (Ray where installed), local or ray")
+    parser.add_argument("--chunk", type=int, default=24, help="models prepared and submitted as one fleet at a time")
+    parser.add_argument("--out", type=Path, help="checkpoints and fleets (kept, so a re-run rebuilds only what is missing; "
+                        "default ~/.cache/cnnexport/zoo/<jsonl name>)")
     parser.add_argument("--jsonl", type=Path)
     parser.add_argument("--markdown", type=Path)
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    timm_run = args.source == "timm"
+    timm_run = args.source != "registry"
     if args.android and args.stages:
         parser.error("--android sets --stages; give one of them")
     stages = ANDROID_STAGES if args.android else tuple(args.stages.split(",")) if args.stages else DEFAULT_STAGES
@@ -459,60 +604,44 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     suffix = "_android" if args.android else ""
-    args.jsonl = args.jsonl or (JSONL.with_name(f"zoo_timm{suffix}.jsonl") if timm_run else JSONL.with_name(f"zoo{suffix}.jsonl"))
-    args.markdown = args.markdown or MARKDOWN.with_name(("ZOO_TIMM" if timm_run else "ZOO") + suffix.upper() + ".md")
+    # the 74-family sample came first; the 300 smallest architectures are the timm sweep
+    table = {"registry": "zoo", "timm": "zoo_timm_sample" if not args.android else "zoo_timm", "timm-smallest": "zoo_timm"}[args.source]
+    args.jsonl = args.jsonl or JSONL.with_name(f"{table}{suffix}.jsonl")
+    args.markdown = args.markdown or MARKDOWN.with_name(table.upper() + suffix.upper() + ".md")
+    out = args.out or Path.home() / ".cache" / "cnnexport" / "zoo" / args.jsonl.stem
     shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
+    sys.path.insert(0, str(REPO))
+    from exporter import architectures
 
-    if args.child:
-        print(json.dumps(child(args.child, args.child_out, shape, args.samples, stages)))
-        return
-    if not args.report_only:
-        sys.path.insert(0, str(REPO))
-        from exporter import architectures
-
+    if args.source == "timm-smallest":
+        everything = timm_smallest(args.count, out.parent / "timm_params.json")
+    elif timm_run:
+        everything = ["timm:" + n for n in TIMM_SAMPLE]
+    else:
         from benchmarks.coreml_coverage import param_count
 
-        default = ["timm:" + n for n in TIMM_SAMPLE] if timm_run else sorted(architectures.names(), key=param_count)
-        names = args.models.split(",") if args.models else default
+        everything = sorted(architectures.names(), key=param_count)
+    if not args.report_only:
+        names = args.models.split(",") if args.models else everything
         if args.resume and args.jsonl.exists():
             done_before = {json.loads(raw)["model"] for raw in args.jsonl.read_text().splitlines() if raw.strip()}
             names = [n for n in names if n not in done_before]
-        for name in names:
-            with tempfile.TemporaryDirectory(prefix=f"zoo-{name.replace('/', '-').replace(':', '-')}-") as tmp:
-                cmd = [sys.executable, __file__, "--child", name, "--child-out", tmp, "--samples", str(args.samples)]
-                if args.input_shape:
-                    cmd += ["--input-shape", args.input_shape]
-                if stages != DEFAULT_STAGES:
-                    cmd += ["--stages", ",".join(stages)]
-                started = time.perf_counter()
-                try:
-                    done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, cwd=REPO)
-                    if done.returncode == 0 and done.stdout.strip():
-                        line = json.loads(done.stdout.strip().splitlines()[-1])
-                    else:
-                        why = f"error ({child_death(done.returncode, done.stderr)})"
-                        line = {"model": name, "stages": {_first_stage(stages): {"status": why}}}
-                except subprocess.TimeoutExpired as exc:
-                    told = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
-                    steps = [s[2:] for s in told.splitlines() if s.startswith("• ")]
-                    where = f"; last reported: {steps[-1][:120]}" if steps else ""
-                    why = f"error (time limit of {args.timeout}s{where})"
-                    line = {"model": name, "stages": {_first_stage(stages): {"status": why}}}
-                line.setdefault("seconds", round(time.perf_counter() - started, 1))
+
+        def save(line: dict) -> None:
             with open(args.jsonl, "a") as fh:
                 fh.write(json.dumps(line) + "\n")
-            print(f"{name}: " + ", ".join(f"{k}={v['status'][:40]}" for k, v in line["stages"].items()), flush=True)
+            print(f"{line['model']}: " + ", ".join(f"{k}={v['status'][:40]}" for k, v in line["stages"].items()), flush=True)
+
+        sweep(names, out, shape, args.samples, stages, args.engine, args.chunk, save)
     lines = {}
     if args.jsonl.exists():
         for raw in args.jsonl.read_text().splitlines():
             if raw.strip():
                 entry = json.loads(raw)
                 lines[entry["model"]] = entry  # the latest line per model wins
-    sys.path.insert(0, str(REPO))
-    from exporter import architectures
-
-    everything = ["timm:" + n for n in TIMM_SAMPLE] if timm_run else architectures.names()
     what = None
+    if args.source == "timm-smallest":
+        what = f"`--source timm-smallest --count {args.count}`: timm's {args.count} architectures with the fewest parameters"
     # a table of its own (e.g. the dense models): only what it holds
     if args.jsonl == JSONL.with_name("zoo_android.jsonl") and len(lines) < len(everything):
         what = (f"on {len(lines)} of the registry's models (a subset: one or two per torchvision family, "

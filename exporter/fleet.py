@@ -105,13 +105,17 @@ def choose_engine(engine: str, count: int) -> str:
         raise BadInputError(f"--engine {engine}: choose one of {', '.join(ENGINES)}")
     if engine != "auto":
         return engine
-    if count < 2:
-        return "local"
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        return "local"
-    return "ray"
+    return "ray" if count > 1 and _ray_installed() else "local"
+
+
+def _ray_installed() -> bool:
+    """Whether Ray can be imported, without importing it (a second): --help and a one-checkpoint run stay quick."""
+    import importlib.util
+    import sys
+
+    if "ray" in sys.modules:
+        return sys.modules["ray"] is not None
+    return importlib.util.find_spec("ray") is not None
 
 
 def run_fleet(
