@@ -64,7 +64,7 @@ def _row_of(outcomes) -> dict:
             "cached": o.cached,
             "seconds": round(o.seconds, 3),
             "files": [{"path": f["path"], "sha256": f["sha256"]} for f in (o.entry or {}).get("files", [])],
-            **{k: v[k] for k in ("max_rel_err", "cosine", "top1_agreement") if v.get(k) is not None},
+            **{k: v[k] for k in ("max_rel_err", "cosine", "top1_agreement", "reason") if v.get(k) not in (None, "")},
         }
     failed = [o for o in outcomes if o.status == "fail" or o.status.startswith("error")]
     status = "pass" if not failed else "fail" if any(o.status == "fail" for o in failed) else "error"

@@ -1,5 +1,6 @@
 """A fast, diverse subset of the zoo sweep (benchmarks/zoo.py runs every registry model)."""
 
+import importlib.util
 import json
 import math
 
@@ -9,14 +10,26 @@ SUBSET = ["lenet_mnist", "resnet18", "mobilenet_v3_small", "squeezenet1_1", "shu
           "timm:mobilenetv3_small_050"]
 
 
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """The subset through benchmarks/zoo.py's sweep: one fleet (and one per classic model) via exporter.fleet.run_fleet."""
+    from benchmarks.zoo import sweep
+
+    names = [n for n in SUBSET if not n.startswith("timm:") or importlib.util.find_spec("timm")]
+    out = tmp_path_factory.mktemp("zoo")
+    lines = sweep(names, out, (3, 32, 32), samples=32, engine="local")
+    fleets = {group: json.loads((out / group / "fleet.json").read_text()) for group in ("fleet", "fleet-lenet_mnist")}
+    return out, {line["model"]: line for line in lines}, fleets
+
+
 @pytest.mark.parametrize("name", SUBSET)
-def test_model_passes_every_stage_that_runs_here(name, tmp_path):
-    from benchmarks.zoo import BROKEN, child
+def test_model_passes_every_stage_that_runs_here(name, swept):
+    from benchmarks.zoo import BROKEN
 
     if name.startswith("timm:"):
         pytest.importorskip("timm", reason="timm is not installed (pip install 'cnnexport[timm]')")
-
-    line = child(name, tmp_path, (3, 32, 32), samples=32)
+    _, lines, _ = swept
+    line = lines[name]
     stages = line["stages"]
     for stage in ("torchscript", "onnx", "onnx_legacy", "simplify", "int8", "fp16"):
         assert stages[stage]["status"] == "pass", (stage, stages[stage])
@@ -29,6 +42,31 @@ def test_model_passes_every_stage_that_runs_here(name, tmp_path):
     if name in BROKEN:
         assert stages["broken"]["status"] == "caught"
     json.dumps(line)  # one JSON line per model
+
+
+def test_the_sweep_is_a_fleet_of_self_describing_checkpoints(swept):
+    """timm and torchvision checkpoints are saved as their training scripts save them: one recipe, one fleet."""
+    _, lines, fleets = swept
+    fleet = fleets["fleet"]
+    folders = {row["folder"] for row in fleet["checkpoints"]}
+    expected = {n.replace(":", "-") for n in SUBSET if n in lines and n != "lenet_mnist"}
+    assert folders == expected
+    assert fleet["summary"]["passed"] == len(expected)
+    # the classic model names its architecture in its own recipe (its checkpoint is a bare state_dict)
+    classic = fleets["fleet-lenet_mnist"]
+    assert [row["folder"] for row in classic["checkpoints"]] == ["lenet_mnist"]
+    # the line's numbers are the fleet row's
+    row = next(r for r in fleet["checkpoints"] if r["folder"] == "resnet18")
+    assert lines["resnet18"]["stages"]["onnx"]["cosine"] == row["stages"]["onnx"]["cosine"]
+
+
+def test_a_second_sweep_rebuilds_nothing(swept):
+    from benchmarks.zoo import sweep
+
+    out, _, _ = swept
+    again = sweep(["resnet18"], out, (3, 32, 32), samples=32, engine="local", chunk=1)
+    cells = again[0]["stages"]
+    assert all(cells[s]["cached"] for s in ("torchscript", "onnx", "simplify", "int8", "fp16")), cells
 
 
 def test_zoo_table_renders_every_status():
@@ -48,14 +86,3 @@ def test_zoo_table_renders_every_status():
     assert "| coreml | 1 / 2 | 0 | 5 |" in table
     assert "error (torch.onnx.export failed: X) (2.0s)" in table
     assert "| b | 3x224x224 ¹ |" in table and "- b: native input: RuntimeError: too small" in table
-
-
-def test_a_killed_model_process_says_why_and_where():
-    from benchmarks.zoo import child_death
-
-    stderr = "• loading model.pt\n  warnings.warn()\n• torchscript: pass\n• onnx: pass\n  warnings.warn()\n"
-    reason = child_death(-9, stderr)
-    assert reason.startswith("process killed (SIGKILL: out of memory on this ")
-    assert reason.endswith("; last reported: onnx: pass")
-    assert child_death(-11, "") == "process died of signal 11"
-    assert child_death(1, "Traceback\nValueError: bad") == "process exited 1: ValueError: bad"
