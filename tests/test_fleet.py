@@ -203,12 +203,18 @@ def test_the_fleet_on_a_local_ray_instance_writes_what_the_local_engine_writes(l
     assert "Traceback" not in done.stderr
 
 
-def _ray_workers_running(task: str) -> list[int]:
-    """PIDs of Ray workers running ``task`` now (Ray titles a busy worker `ray::TASK`)."""
+def _ray_workers_running(task: str, of_pid: int) -> list[int]:
+    """PIDs of Ray workers running ``task`` now (Ray titles a busy worker `ray::TASK`), of the Ray instance
+    in ``of_pid``'s network namespace only: another Ray job on this machine (a zoo sweep) is not the test's to kill."""
     pids = []
+    try:
+        netns = os.readlink(f"/proc/{of_pid}/ns/net")
+    except OSError:  # the fleet has just ended
+        return []
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(f"ray::{task}".encode()):
+            if (proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(f"ray::{task}".encode())
+                    and os.readlink(proc / "ns" / "net") == netns):
                 pids.append(int(proc.name))
         except OSError:
             continue
@@ -232,7 +238,7 @@ def test_a_worker_killed_mid_stage_is_retried_and_the_fleet_completes_with_nothi
     deadline = time.monotonic() + 300
     while killed is None and time.monotonic() < deadline and fleet.poll() is None:
         staging = list(out.glob("*/.cnnexport-tmp-*"))  # a stage is writing: kill the worker in the middle of it
-        workers = _ray_workers_running("build_stage")
+        workers = _ray_workers_running("build_stage", fleet.pid)
         if staging and workers:
             os.kill(workers[0], signal.SIGKILL)
             killed = workers[0]
