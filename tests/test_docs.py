@@ -726,8 +726,16 @@ FOREIGN_FLAGS = {
 }
 
 
+def benchmark_flags() -> set[str]:
+    """The options of the benchmarks/ scripts the pages show how to run (zoo.py --source, fleet.py --tiny)."""
+    flags = set()
+    for script in (ROOT / "benchmarks").glob("*.py"):
+        flags |= set(re.findall(r"add_argument\(\s*\"(--[a-z][a-zA-Z0-9-]*)\"", script.read_text(encoding="utf-8")))
+    return flags
+
+
 def test_every_documented_flag_exists():
-    known = all_flags() | FOREIGN_FLAGS | {"--help"}
+    known = all_flags() | FOREIGN_FLAGS | benchmark_flags() | {"--help"}
     unknown = []
     for path in doc_files():
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
