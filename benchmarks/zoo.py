@@ -455,6 +455,11 @@ def render(lines: list[dict], not_run: list[str] | None = None, timm_run: bool =
             totals[s][1] += 1
             totals[s][0] += st in ("pass", "caught") or st.startswith("pass (")
             totals[s][3] += line["stages"][s].get("seconds") or 0.0
+    per_model = sorted(line["seconds"] for line in lines if isinstance(line.get("seconds"), (int, float)))
+    if per_model:
+        out += [f"{len(lines)} models; seconds per model (checkpoint preparation and every stage, summed over the "
+                f"stages however many ran at once): median {per_model[len(per_model) // 2]:.1f}, mean "
+                f"{sum(per_model) / len(per_model):.1f}, max {per_model[-1]:.1f}; all models {sum(per_model):.0f} s.", ""]
     out.append("| stage | passed / run | skipped | seconds, all models |")
     out.append("|---|---|---:|---:|")
     for s in present:
