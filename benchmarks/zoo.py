@@ -11,7 +11,7 @@ The zoo is a fleet (exporter/fleet.py, the code path of `cnnexport run CKPT... -
 where it is installed (RAY_ADDRESS names a cluster; --out must then be a folder every node mounts).
 Each model first becomes a checkpoint: random weights with BatchNorm statistics recalibrated on
 real data (photo crops, or the digits for 1-channel models), saved the way its training script
-saves one (timm's train.py, torchvision's references), so one recipe serves every timm and
+saves one (timm's CheckpointSaver, torchvision's references), so one recipe serves every timm and
 torchvision model. Models are prepared and submitted --chunk at a time; each goes through every
 stage that can run here (TorchScript, ONNX with the dynamo exporter, simplify, INT8-CPU, FP16,
 Core ML, OpenVINO when named, TensorRT where installed) verified at two batch sizes; the fleet's
@@ -152,10 +152,11 @@ def _upsampling_pool(model, batch) -> str | None:
 def prepare(name: str, folder: Path, input_shape: tuple[int, int, int] | None) -> dict:
     """One model's checkpoint, saved the way its training script saves one; the start of its JSON line.
 
-    A random-init model with BatchNorm statistics recalibrated on real data. timm models are saved in
-    timm's train.py format and torchvision's in its references' format (each names its architecture
-    and input size, as a real training run's checkpoint does), so one recipe serves the whole fleet;
-    the others (classic models, smp user code) carry a ``model`` section their recipe needs.
+    A random-init model with BatchNorm statistics recalibrated on real data. timm models are saved by
+    timm's own CheckpointSaver (what its train.py writes) and torchvision's in its references' format;
+    each names its architecture and input size, as a real training run's checkpoint does, so one
+    recipe serves the whole fleet. The others (classic models, smp user code) carry a ``model``
+    section their recipe needs.
     """
     import torch
 
@@ -197,17 +198,17 @@ def prepare(name: str, folder: Path, input_shape: tuple[int, int, int] | None) -
     weights = model.eval().state_dict()
     shape = list(spec.input_shape)
     section: dict = {}
-    if entry.source == "timm":  # timm's CheckpointSaver: arch (class name), version, args (train.py's options)
-        saved = {"arch": type(model).__name__, "version": 2, "epoch": 0, "state_dict": weights,
-                 "args": {"model": name.removeprefix("timm:"), "input_size": shape, "num_classes": spec.num_classes,
-                          "mean": list(spec.mean), "std": list(spec.std), "crop_pct": spec.crop_pct}}
+    if entry.source == "timm":  # written by timm's own CheckpointSaver, with train.py's options as its args
+        _timm_saved(model, name.removeprefix("timm:"), spec, folder / f"{stem}.pt")
+        saved = None
     elif entry.source == "torchvision" and spec.height == spec.width:  # torchvision's references/classification/train.py
         saved = {"model": weights, "epoch": 0, "args": {"model": name, "val_crop_size": spec.height}}
         if spec.crop_pct:
             saved["args"]["val_resize_size"] = round(spec.height / spec.crop_pct)
     else:
         saved, section = weights, {"arch": arch, "arch_kwargs": arch_kwargs, "input_shape": shape}
-    torch.save(saved, folder / f"{stem}.pt")
+    if saved is not None:
+        torch.save(saved, folder / f"{stem}.pt")
     del model, saved, weights
     line: dict = {"model": name, "input_shape": shape, "checkpoint": f"{stem}.pt", "model_section": section,
                   "calibration": "digits" if spec.channels == 1 else "images",
@@ -216,6 +217,22 @@ def prepare(name: str, folder: Path, input_shape: tuple[int, int, int] | None) -
         line["note"] = note
     stamp.write_text(json.dumps(line))
     return line
+
+
+def _timm_saved(model, name: str, spec, target: Path) -> None:
+    """The checkpoint timm's train.py writes (timm.utils.CheckpointSaver: epoch, arch, state_dict, optimizer, version, args)."""
+    import argparse
+    import tempfile
+
+    import torch
+    from timm.utils import CheckpointSaver
+
+    args = argparse.Namespace(model=name, input_size=list(spec.input_shape), num_classes=spec.num_classes,
+                              mean=list(spec.mean), std=list(spec.std), crop_pct=spec.crop_pct)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        CheckpointSaver(model, optimizer, args=args, checkpoint_dir=tmp, recovery_dir=tmp).save_checkpoint(epoch=0, metric=0.0)
+        os.replace(Path(tmp) / "last.pth.tar", target)
 
 
 def calibration_images(folder: Path, n: int = 96, size: int = 256) -> Path:
