@@ -24,6 +24,9 @@ from exporter.fleet_member import Member, build_stage, finish_member
 from exporter.targets import first_line
 
 RETRIES = 3  # a worker killed mid-stage (OOM killer, SIGKILL, a lost node): Ray runs the task again
+# a worker process is replaced after this many stages: exporters and runtimes keep caches a process never
+# gives back (a zoo sweep's two workers grew to 5-7 GB each after ~300 stages), a fresh one starts at ~1 GB
+STAGES_PER_WORKER = 32
 RAY_HINT = "pip install 'cnnexport[ray]'"
 
 
@@ -97,7 +100,9 @@ class _Graph:
         self.recipe_data, self.reads, self.stages = recipe_data, reads, stages
         # on a cluster without any GPU a GPU stage runs on a CPU (and is skipped there, as on any machine without TensorRT)
         self.gpu_names = [s.spec.name for s in stages if has_gpu and s.spec.needs_gpu]
-        self.stage_task = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(build_stage)
+        self.stage_task = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False, max_calls=STAGES_PER_WORKER)(
+            build_stage
+        )
         self.finish_task = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(finish_member)
 
     def submit(self, m: Member, out_dir: Path):
