@@ -356,8 +356,11 @@ def line_of(head: dict, row: dict, fleet_dir: Path, stages: tuple[str, ...] = DE
 
 def extras(line: dict, head: dict, stages: tuple[str, ...], out: Path) -> None:
     """What a recipe does not build: Core ML at batch 1 where a flexible batch failed, the legacy ONNX, a broken artifact."""
-    if not {"coreml", "onnx_legacy", "broken"} & set(stages) or not line["stages"] or "error (" in str(line["stages"].get("onnx")):
-        return
+    flexible = "error (coremltools cannot convert this model with a flexible batch"
+    wanted = ("onnx_legacy" in stages or ("broken" in stages and head["model"] in BROKEN)
+              or ("coreml" in stages and line["stages"].get("coreml", {}).get("status", "").startswith(flexible)))
+    if not wanted or not line["stages"] or "error (" in str(line["stages"].get("onnx")):
+        return  # nothing to do: the checkpoint is not loaded again
     from exporter import export_artifact, load_checkpoint
     from exporter.errors import CnnexportError
     from exporter.pipeline import VerifyOptions
@@ -374,7 +377,6 @@ def extras(line: dict, head: dict, stages: tuple[str, ...], out: Path) -> None:
         line["stages"]["onnx_legacy"] = {"status": f"error ({exc})"}
         return
     coreml = line["stages"].get("coreml", {})
-    flexible = "error (coremltools cannot convert this model with a flexible batch"
     if "coreml" in stages and coreml.get("status", "").startswith(flexible):  # what the error tells the user to do
         t0 = time.perf_counter()
         why = coreml["status"].split(" (", 2)[2].split("); the model", 1)[0]
