@@ -218,6 +218,7 @@ def markdown(r: dict) -> str:
         same_text = "-" if same is None else "yes" if same else "NO"
         lines.append(f"| {run['engine']} | {run['seconds']} | {run['per_checkpoint_s']} | {base / run['seconds']:.2f}x | "
                      f"{run['passed']}/{run['checkpoints']} | {run['stages']} | {same_text} |")
+    lines += [line for note in r.get("notes", []) for line in ("", note)]  # added by hand to fleet.json after a run
     lines += failures(r["runs"])
     local, on_ray = r["tiny"]
     lines += [

@@ -85,6 +85,21 @@ def test_lenet5_fp32_package_matches_pytorch_and_carries_metadata(cli, lenet5_ck
     assert spec.specificationVersion == 6  # iOS15
 
 
+def test_the_same_model_exported_twice_is_the_same_bytes(lenet_pkg, lenet5_ckpt, tmp_path):
+    """coremltools' random item ids are replaced: a rebuild's sha256 (what manifests and the run cache hold) repeats."""
+    import coremltools as ct
+
+    from exporter import export_artifact, load_checkpoint
+    from exporter.fsutil import sha256_of
+
+    again = tmp_path / "lenet5.mlpackage"
+    export_artifact("coreml", load_checkpoint(lenet5_ckpt), again, {"precision": "fp32"})
+    assert sha256_of(again) == sha256_of(lenet_pkg)
+    manifest = json.loads((again / "Manifest.json").read_text())
+    assert manifest["rootModelIdentifier"] in manifest["itemInfoEntries"]
+    assert ct.models.MLModel(str(again), skip_model_load=True).get_spec().description.input[0].name
+
+
 def test_fp16_program_rounds_like_fp16_and_passes_the_fp16_rule(cli, lenet5_ckpt, tmp_path):
     r = cli("coreml", lenet5_ckpt, "-o", tmp_path / "l16.mlpackage", "--json")
     assert r.exit_code == 0, r

@@ -291,6 +291,7 @@ def export(
         mlmodel.save(str(target))
     except Exception as exc:
         raise ExportError(f"coremltools could not save {name}: {root_cause(exc)}") from exc
+    reproducible_package_ids(target)
     ops = _op_counts(mlmodel)
     return StageOutput(
         files=[name],
@@ -353,6 +354,27 @@ def _compress(mlmodel, compression: Compression):
         )
     )
     return cto.linear_quantize_weights(mlmodel, config)
+
+
+def reproducible_package_ids(package: Path) -> None:
+    """coremltools names a package's items with random UUIDs (Manifest.json), so one model saved twice differs.
+
+    The ids become UUID5s of each item's path: a rebuild has the same sha256, a fleet's manifests
+    compare byte for byte, and Core ML (which only matches ids with each other) reads it the same.
+    """
+    import json
+    import uuid
+
+    manifest = Path(package) / "Manifest.json"
+    if not manifest.is_file():
+        return
+    data = json.loads(manifest.read_text())
+    entries = data.get("itemInfoEntries") or {}
+    ids = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, "cnnexport:" + str(info.get("path", old)))) for old, info in entries.items()}
+    data["itemInfoEntries"] = {ids[old]: info for old, info in entries.items()}
+    if data.get("rootModelIdentifier") in ids:
+        data["rootModelIdentifier"] = ids[data["rootModelIdentifier"]]
+    manifest.write_text(json.dumps(data, indent=4))
 
 
 def _op_counts(mlmodel) -> dict[str, int]:

@@ -7,7 +7,6 @@ the program's example size). Prints one JSON line with what it did.
 
 import json
 import sys
-import time
 
 
 def main(program: str, out: str, layout: str, max_batch: int) -> dict:
@@ -33,12 +32,11 @@ def main(program: str, out: str, layout: str, max_batch: int) -> dict:
     dynamic = None
     if max_batch:
         dynamic = ({0: torch.export.Dim("batch", min=1, max=max_batch)},)
-    started = time.time()
+    # no timing in what this returns: the details land in a manifest a rerun must reproduce byte for byte
     converted = litert_torch.convert(module, example, dynamic_shapes=dynamic)
     converted.export(out)
     return {
         "converter": "litert-torch " + getattr(litert_torch, "__version__", "?"),
-        "convert_seconds": round(time.time() - started, 2),
         "dynamic_batch": bool(max_batch),
         "outputs": len(flat),
     }
