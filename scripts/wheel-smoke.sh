@@ -22,6 +22,8 @@ names = set(zipfile.ZipFile(sys.argv[1]).namelist())
 needed = ["exporter/recipes/release.yaml", "exporter/recipes/demo.yaml", "exporter/architectures/__init__.py",
           "exporter/tensorrt/tensorrt_support_10.json"]
 missing = [n for n in needed if n not in names]
+if not any(n.startswith("exporter/loading/fingerprints-timm-") for n in names):
+    missing.append("exporter/loading/fingerprints-timm-*.json")
 stray = sorted(t for t in {n.split("/")[0] for n in names} if t != "exporter" and not t.endswith(".dist-info"))
 if missing or stray:
     sys.exit(f"wheel-smoke: the wheel lacks {missing} or installs top-level {stray}")

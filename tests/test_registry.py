@@ -95,3 +95,36 @@ def test_architectures_command_lists_everything(cli):
     assert rows["resnet18"]["num_classes"] == 1000
     table = cli("architectures", "--source", "classic")
     assert table.exit_code == 0 and "cifar_resnet34" in table.stdout and "resnet50" not in table.stdout
+
+
+def test_the_shipped_timm_fingerprints_are_what_timm_builds_here():
+    """The package's index for this timm/torch matches fresh builds (a sample), so inference can trust it."""
+    import random
+
+    pytest.importorskip("timm", reason="timm is not installed (pip install 'cnnexport[timm]')")
+    from exporter.loading.arch_inference import _shipped, key_fingerprint, shape_signature, shipped_fingerprints_name
+
+    shipped = _shipped("timm")
+    if not shipped:
+        pytest.skip(f"no {shipped_fingerprints_name('timm')} ships for this timm/torch (scripts/timm-fingerprints.py)")
+    timm_names = {e.name for e in architectures.entries(include_timm=True) if e.source == "timm"}
+    assert set(shipped) == timm_names
+    for name in random.Random(0).sample(sorted(shipped), 6) + ["timm:resnet18", "timm:mobilenetv3_small_050"]:
+        signature = shape_signature(architectures.get(name))
+        assert shipped[name] == (None if signature is None else key_fingerprint(signature)), name
+
+
+def test_a_fresh_cache_starts_from_the_shipped_index_and_builds_nothing(tmp_path, monkeypatch):
+    pytest.importorskip("timm", reason="timm is not installed (pip install 'cnnexport[timm]')")
+    from exporter.loading import arch_inference
+
+    if not arch_inference._shipped("timm"):
+        pytest.skip("no timm index ships for this timm/torch (scripts/timm-fingerprints.py)")
+    monkeypatch.setenv("CNNEXPORT_CACHE", str(tmp_path))
+    monkeypatch.setattr(arch_inference, "_READ", {})
+    built = []
+    monkeypatch.setattr(arch_inference, "shape_signature", lambda entry, *a: built.append(entry.name))
+    timm_entries = [e for e in architectures.entries(include_timm=True) if e.source == "timm"]
+    prints = arch_inference.registry_fingerprints(timm_entries)
+    assert built == [] and len(prints) == len(timm_entries)
+    assert prints["timm:resnet18"] == arch_inference._shipped("timm")["timm:resnet18"]

@@ -148,14 +148,40 @@ def key_fingerprint(keys) -> str:
     return hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()[:16]
 
 
-def _cache_path(source: str) -> Path:
+def _library_versions(source: str) -> str:
     from importlib import metadata
 
+    libraries = ("torch", "torchvision", "timm") if source == "timm" else ("torch", "torchvision")
+    return "-".join(metadata.version(lib) for lib in libraries)
+
+
+def _cache_path(source: str) -> Path:
     from exporter import __version__
 
-    libraries = ("torch", "torchvision", "timm") if source == "timm" else ("torch", "torchvision")
-    versions = "-".join(metadata.version(lib) for lib in libraries)
-    return cache_dir() / f"fingerprints-{source}-{versions}-{__version__}.json"
+    return cache_dir() / f"fingerprints-{source}-{_library_versions(source)}-{__version__}.json"
+
+
+def shipped_fingerprints_name(source: str) -> str:
+    """The file the package ships for these library versions (scripts/timm-fingerprints.py writes it)."""
+    return f"fingerprints-{source}-{_library_versions(source)}.json"
+
+
+def _shipped(source: str) -> dict:
+    """timm's fingerprints as shipped with the package for the timm/torch it was released with.
+
+    A timm entry's keys are timm's alone (our builder only names the model), so a file made for the
+    same timm, torch and torchvision holds the same fingerprints: the first inferred load on a fresh
+    machine reads it instead of building ~1,400 models for minutes. Other versions get {} (built).
+    """
+    if source != "timm":
+        return {}
+    from importlib import resources
+
+    try:
+        text = resources.files("exporter.loading").joinpath(shipped_fingerprints_name(source)).read_text()
+        return dict(json.loads(text))
+    except (OSError, ValueError, TypeError):
+        return {}
 
 
 _READ: dict[Path, dict] = {}  # cache files already read by this process (one load tries many prefixes)
@@ -177,7 +203,7 @@ def registry_fingerprints(entries, progress: Callable[[str], None] | None = None
             try:
                 cached = json.loads(path.read_text())
             except (OSError, ValueError):
-                cached = {}
+                cached = _shipped(source)
             _READ[path] = cached
         missing = [e for e in group if e.name not in cached]
         if missing and progress is not None and len(missing) > 50:
