@@ -107,6 +107,25 @@ def _remove_symbolic_shape_dump(before: set[str]) -> None:
             Path(name).unlink(missing_ok=True)
 
 
+def host_lacks_vnni() -> bool:
+    """An x86 CPU without VNNI (AVX2 or AVX-512F alone), where onnxruntime's int8 kernels saturate.
+
+    There MLAS multiplies u8 x s8 with vpmaddubsw, which adds pairs of products into int16 with
+    saturation: with 8-bit weights a large activation overflows (measured here on an AVX2-only
+    EPYC: a digits ResNet's INT8 fell below the cosine rule). onnxruntime's documented remedy
+    is 7-bit weights (``reduce_range``), which cannot overflow. CPUs with VNNI or AMX, and ARM, are
+    left at 8 bits.
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
+    if not flags or "avx2" not in flags:
+        return False
+    return not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags)
+
+
 def even_batch_size(samples: int, most: int) -> int:
     """The largest batch size <= most that divides the sample count (1 for a prime count)."""
     return max(d for d in range(1, max(1, min(most, samples)) + 1) if samples % d == 0) if samples > 0 else most
@@ -181,6 +200,7 @@ def export_int8(
     float_attention = [n for n in attention_nodes(graph) if n not in node_names]
     float_residual = [n for n in residual_stream_nodes(graph) if n not in node_names]
     symmetric = target == "tensorrt"
+    reduce_range = host_lacks_vnni()
     activation_type = QuantType.QInt8 if symmetric else QuantType.QUInt8
     weight_type = QuantType.QInt8
     per_sample = intermediate_bytes_per_sample(graph)
@@ -216,7 +236,7 @@ def export_int8(
                 quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=_quantizable_op_types(op_types),
                 per_channel=per_channel,
-                reduce_range=False,
+                reduce_range=reduce_range,
                 activation_type=activation_type,
                 weight_type=weight_type,
                 nodes_to_exclude=(node_names + float_attention + float_residual) or None,
@@ -248,6 +268,7 @@ def export_int8(
         "activation_type": "int8" if symmetric else "uint8",
         "weight_type": "int8",
         "symmetric_activations": symmetric,
+        "reduce_range": reduce_range,  # 7-bit weights: this host's CPU has no VNNI (host_lacks_vnni)
         "per_channel": per_channel,
         "method": method,
         "calibration": calibration.description,
