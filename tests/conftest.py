@@ -52,10 +52,21 @@ def _fake_verdict():
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
-    """Keep the registry-signature cache of the test run out of the user's ~/.cache."""
+    """Keep the caches of the test run (registry signatures, key fingerprints) out of the user's ~/.cache.
+
+    The isolated environments are the exception: the run uses the ones scripts/setup.sh made (a
+    private one would reinstall litert-torch from PyPI in every test session, ~2 min on 2 cores).
+    Tests about creating an environment point CNNEXPORT_CACHE at their own folder.
+    """
     import os
 
-    os.environ["CNNEXPORT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    from exporter.isolated import cache_root
+
+    shared_envs = cache_root() / "envs"
+    shared_envs.mkdir(parents=True, exist_ok=True)
+    private = tmp_path_factory.mktemp("cache")
+    (private / "envs").symlink_to(shared_envs, target_is_directory=True)
+    os.environ["CNNEXPORT_CACHE"] = str(private)
 
 
 def calibrate_batchnorm(model, spec, steps: int = 3, seed: int = 0):
