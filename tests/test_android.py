@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 from tests.conftest import run_cli as _run
+from tests.conftest import trained_digits_net
 from tests.verdicts import verified
 
 pytest.importorskip("executorch.runtime", reason="ExecuTorch is not installed: pip install 'cnnexport[executorch]'")
@@ -25,22 +26,10 @@ DIGITS_SPEC = ("--input-shape", "1,32,32", "--mean", "0.5", "--std", "0.5")
 
 @pytest.fixture(scope="module")
 def digits_nets(tmp_path_factory) -> dict:
-    """LeNet-5 (a training dict with its arch) and SmallResNet (a bare state_dict), trained on the digits."""
-    import torch
-
-    from exporter import architectures
-    from exporter.demo import train
-    from exporter.inputs import digits_arrays
-    from tests.small_models import SmallResNet
-
+    """LeNet-5 (a training dict with its arch) and SmallResNet (a bare state_dict), trained on the digits (tests/conftest.py)."""
     folder = tmp_path_factory.mktemp("android_nets")
-    train_x, train_y, _, _ = digits_arrays(architectures.get("lenet5").spec(10))
-    torch.manual_seed(0)
-    lenet, _ = train(architectures.get("lenet5").build(num_classes=10), train_x, train_y, epochs=6)
-    torch.save({"arch": "lenet5", "model_state_dict": lenet.state_dict()}, folder / "lenet5.pt")
-    torch.manual_seed(0)
-    resnet, _ = train(SmallResNet(), train_x, train_y, epochs=3)
-    torch.save(resnet.state_dict(), folder / "resnet.pt")
+    for name in ("lenet5", "resnet"):
+        shutil.copy(trained_digits_net(tmp_path_factory, name), folder / f"{name}.pt")
     return {"lenet5": folder / "lenet5.pt", "resnet": folder / "resnet.pt"}
 
 
@@ -214,6 +203,7 @@ def test_litert_resizes_where_the_graph_allows_and_its_int8_passes_on_held_out_d
     assert ratio < 0.35, ratio
 
 
+@pytest.mark.full
 def test_fp16_litert_is_judged_by_the_fp16_rule_at_about_half_the_size(cli, digits_nets, tmp_path):
     ckpt = _copy(digits_nets["lenet5"], tmp_path)
     art = _last(cli("litert", ckpt, "--precision", "fp16", "--json"))
@@ -224,6 +214,7 @@ def test_fp16_litert_is_judged_by_the_fp16_rule_at_about_half_the_size(cli, digi
         "float_bytes"] < 0.6
 
 
+@pytest.mark.full
 def test_quantized_litert_models_past_256_kib_keep_their_offset_stored_weights(cli, tmp_path):
     """ai-edge-quantizer stores the buffers of all but tiny models after the flatbuffer, by offset;
     writing our metadata once dropped them and every such model failed to load ('out of range offset')."""
@@ -256,6 +247,7 @@ def test_a_quantizer_failure_is_one_sentence_exit_2_and_leaves_nothing(cli, digi
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet5.pt"]
 
 
+@pytest.mark.full
 def test_nhwc_litert_equals_the_nchw_model_after_the_transpose(cli, digits_nets, built, tmp_path):
     from exporter.targets.litert.runner import LiteRTRunner
 

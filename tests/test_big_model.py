@@ -1,6 +1,6 @@
 """A model whose weights exceed 2 GB: ONNX with external data, then simplify, fp16 and int8 of it, all verified.
 
-Needs about 10 GB of memory, 10 GB of disk and 7 minutes on 2 cores: runs with CNNEXPORT_SLOW=1.
+Needs about 10 GB of memory, 10 GB of disk and 7 minutes on 2 cores: runs with CNNEXPORT_FULL=1.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ class WideHead(nn.Module):
 '''
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("CNNEXPORT_SLOW"), reason="2.3 GB model, ~10 GB memory: set CNNEXPORT_SLOW=1")
+@pytest.mark.full
 def test_weights_over_2gb_export_with_external_data_and_verify(cli, tmp_path):
     import sys
 

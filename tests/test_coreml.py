@@ -1,7 +1,6 @@
 """`cnnexport coreml` end to end: convert with coremltools, verify with the MIL interpreter on Linux."""
 
 import json
-import os
 import shutil
 import struct
 from pathlib import Path
@@ -15,9 +14,9 @@ from tests.verdicts import verified
 pytest.importorskip("coremltools")
 
 # The four bigger torchvision models take 30-70 s each on a 2-core CPU (conversion + interpreting
-# fp32 and fp16 programs); they run with CNNEXPORT_SLOW=1 (CI's default suite covers LeNet-5,
+# fp32 and fp16 programs); they run with CNNEXPORT_FULL=1 (CI's default suite covers LeNet-5,
 # simple_cnn, resnet18 and mobilenet_v2; benchmarks/coreml_coverage.py covers the registry).
-slow = [pytest.mark.slow, pytest.mark.skipif(not os.environ.get("CNNEXPORT_SLOW"), reason="big model; set CNNEXPORT_SLOW=1")]
+slow = [pytest.mark.full]
 
 
 def _ckpt(models_dir: Path, name: str, num_classes: int = 10) -> Path:
@@ -486,7 +485,7 @@ def test_weight_compression_palettize_and_linear8(cli, simple_cnn_ckpt, tmp_path
 # ----------------------------------------------------------------- torchvision models
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["resnet18", pytest.param("mobilenet_v2", marks=slow)])
 def test_torchvision_models_fp32_and_fp16(name, models_dir, tmp_path):
     from exporter import VerifyOptions, export_artifact, load_checkpoint
 

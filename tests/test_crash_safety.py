@@ -8,7 +8,7 @@ folder at once: one is refused with exit 2 or they take turns, never interleaved
 
 The verb x signal matrix needs a model big enough to interrupt (cifar_resnet18) and a rerun per
 cell, about 30 s a cell on 2 cores, and the race starts two processes: both run with
-CNNEXPORT_SLOW=1. The default suite covers SIGINT during `onnx` (tests/test_interrupt.py),
+CNNEXPORT_FULL=1. The default suite covers SIGINT during `onnx` (tests/test_interrupt.py),
 SIGKILL during `run` and the lock held in process (tests/test_run.py).
 """
 
@@ -38,7 +38,6 @@ VERBS = {
     "quantize-fp16": lambda w: ["quantize", w["onnx"], "--precision", "fp16", "--checkpoint", w["ckpt"], "-o", w["out"] / "m.fp16.onnx"],
 }
 SIGNALS = {"SIGINT": signal.SIGINT, "SIGKILL": signal.SIGKILL}
-FULL = bool(os.environ.get("CNNEXPORT_SLOW"))
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +59,7 @@ def _final_names(out: Path) -> set[str]:
     return {p.name for p in out.iterdir() if not p.name.startswith(".cnnexport")}
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not FULL, reason="crash matrix, ~5 min: set CNNEXPORT_SLOW=1")
+@pytest.mark.full
 @pytest.mark.parametrize("verb, sig", [(v, s) for v in VERBS for s in SIGNALS])
 def test_a_signal_mid_export_leaves_no_partial_file_and_a_rerun_completes(work, tmp_path, verb, sig):
     out = tmp_path / "out"
@@ -94,8 +92,7 @@ def test_a_signal_mid_export_leaves_no_partial_file_and_a_rerun_completes(work, 
     assert not list(out.glob(".cnnexport-tmp-*")), "the rerun left a dead process's staging folder"
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not FULL, reason="two concurrent processes, ~30 s: set CNNEXPORT_SLOW=1")
+@pytest.mark.full
 def test_two_concurrent_runs_into_one_folder_are_serialized_or_refused(tmp_path):
     """Started together: each either finishes or is refused (exit 2, saying why); the result is one consistent set."""
     import torch

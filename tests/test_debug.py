@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
+from tests.conftest import trained_digits_net
 from tests.verdicts import verified
 
 ARCH = ("--arch", "tests.small_models:SmallResNet", "--input-shape", "1,32,32", "--mean", "0.5", "--std", "0.5")
@@ -20,15 +23,15 @@ def digits_resnets(tmp_path_factory):
     import torch
 
     from exporter import architectures
-    from exporter.demo import train
     from exporter.inputs import digits_arrays
     from tests.small_models import SmallResNet
 
     folder = tmp_path_factory.mktemp("debug_models")
-    train_x, train_y, _, _ = digits_arrays(architectures.get("lenet5").spec(10))
-    torch.manual_seed(0)
-    model, _ = train(SmallResNet(), train_x, train_y, epochs=4)
-    torch.save(model.state_dict(), folder / "good.pt")
+    train_x, _, _, _ = digits_arrays(architectures.get("lenet5").spec(10))
+    shutil.copy(trained_digits_net(tmp_path_factory, "resnet"), folder / "good.pt")  # tests/conftest.py
+    model = SmallResNet()
+    model.load_state_dict(torch.load(folder / "good.pt", weights_only=True))
+    model.eval()
     reference = model(torch.from_numpy(train_x[:64])).detach()
     with torch.no_grad():
         model.layer2.bn1.weight[3] *= 400
@@ -141,6 +144,7 @@ def six_layer_outlier(tmp_path_factory):
     return folder / "outlier.pt"
 
 
+@pytest.mark.full
 def test_fallback_auto_rescues_a_six_layer_net_within_the_default_budget(cli, six_layer_outlier, tmp_path):
     out = tmp_path / "six.int8.onnx"
     plain = cli("quantize", six_layer_outlier, *SIX, "--calib", "digits", "-o", tmp_path / "plain.int8.onnx", "--json")

@@ -2,11 +2,8 @@ import pytest
 from tests.verdicts import verified
 
 
-def test_demo_trains_exports_verifies_and_reports_accuracy(cli, tmp_path):
-    out = tmp_path / "demo"
-    r = cli("demo", "-o", out, "--epochs", "8", "--json")
-    assert r.exit_code == 0, r
-    report = r.json()
+def check_demo_report(report: dict, out) -> None:
+    """What the digits demo must deliver; the README's own `cnnexport demo` is checked with this too (tests/test_docs.py)."""
     kinds = [a["kind"] for a in report["artifacts"]]
     assert kinds[:5] == ["torchscript", "onnx", "simplify", "int8-cpu", "fp16"]
     for art in report["artifacts"]:
@@ -28,6 +25,14 @@ def test_demo_trains_exports_verifies_and_reports_accuracy(cli, tmp_path):
     assert "coreml" in kinds and abs(acc["lenet5_digits.mlpackage"] - acc["pytorch"]) <= 1 / 360
     assert (out / "lenet5_digits.pt").exists() and (out / "demo-report.json").exists()
     assert report["model"]["arch"] == "lenet5" and report["model"]["labels"] == [str(d) for d in range(10)]
+
+
+@pytest.mark.full  # the required tier checks the README's own demo run the same way (tests/test_docs.py)
+def test_demo_trains_exports_verifies_and_reports_accuracy(cli, tmp_path):
+    out = tmp_path / "demo"
+    r = cli("demo", "-o", out, "--epochs", "8", "--json")
+    assert r.exit_code == 0, r
+    check_demo_report(r.json(), out)
 
 
 def test_demo_table_output(cli, tmp_path, monkeypatch):

@@ -27,6 +27,7 @@ def test_lraspp_is_inferred_from_its_keys_with_its_class_count(cli, tmp_path):
     assert v["outputs"]["out"]["task"] == "segment" and v["outputs"]["out"]["pixel_agreement"] == 1.0
 
 
+@pytest.mark.full
 def test_deeplabv3_with_aux_head_exports_both_outputs_or_only_out(cli, tmp_path):
     import torch
     import torchvision
@@ -55,7 +56,9 @@ SMP = [("Unet", "resnet18", "folder"), ("FPN", "mobilenet_v2", "folder"), ("Deep
        ("Unet", "mobilenet_v2", "state_dict")]
 
 
-@pytest.mark.parametrize("model_class,encoder,saved_as", SMP, ids=[f"{m}-{e}-{s}" for m, e, s in SMP])
+# the first variant is the required tier's; the others (another decoder, encoder, file form) are the full tier's
+@pytest.mark.parametrize("model_class,encoder,saved_as", [
+    pytest.param(*case, id="-".join(case), marks=[] if i == 0 else [pytest.mark.full]) for i, case in enumerate(SMP)])
 def test_segmentation_models_pytorch(cli, tmp_path, model_class, encoder, saved_as):
     smp = pytest.importorskip("segmentation_models_pytorch", reason="segmentation-models-pytorch is a test extra")
     import json

@@ -6,7 +6,7 @@ layout. Every artifact must match byte for byte and every report must match once
 ``seconds`` fields are removed. (ONNX via torch.export, onnxsim, onnxruntime quantization and
 TorchScript are all deterministic here; TorchScript only because the stage rewrites torch's
 random serialization id and sorts the class constants torch.jit.script writes in hash-seed
-order, see exporter/stages/torchscript.py make_reproducible.) It runs with CNNEXPORT_SLOW=1; the
+order, see exporter/stages/torchscript.py make_reproducible.) It runs with CNNEXPORT_FULL=1; the
 default suite has the in-process check below and tests/test_run.py's serial-vs-parallel runs
 (two processes, byte-identical manifests).
 """
@@ -57,8 +57,7 @@ def _without_timings(value):
     return value
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("CNNEXPORT_SLOW"), reason="two processes exporting everything, ~40 s: set CNNEXPORT_SLOW=1")
+@pytest.mark.full
 def test_two_processes_give_byte_identical_artifacts_and_reports(tmp_path):
     import torch
 

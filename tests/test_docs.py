@@ -17,7 +17,7 @@ The workspace holds the small files the examples name (build_workspace; docs/ind
 them), and every python block of the docs with `title="NAME"` is written into it as NAME (the
 user model files the pages show are the ones the commands load); an untitled python block runs
 there too, in its place in that order (its asserts are its checks). A `# slow` example runs with
-CNNEXPORT_SLOW=1, like the suite's other slow tests.
+CNNEXPORT_FULL=1, like the suite's other slow tests.
 
 CNNEXPORT_DOCS_DUMP=FOLDER writes each command's full output there (page, line, argv, exit
 code, seconds): what to paste into a page after a change.
@@ -62,7 +62,7 @@ class Example:
     argv: list[str]
     exit_code: int = 0
     unless: str | None = None  # `# exit N without MODULE`: N only where MODULE is missing
-    slow: bool = False  # `# slow`: runs with CNNEXPORT_SLOW=1, as the suite's slow tests do
+    slow: bool = False  # `# slow`: runs with CNNEXPORT_FULL=1, as the suite's slow tests do
     shown: list[str] = field(default_factory=list)
     python: bool = False  # an untitled python block of the docs: executed in the workspace
 
@@ -426,7 +426,7 @@ def build_workspace(ws: Path) -> None:
         Image.fromarray(mask).save(ws / "seg_val" / "masks" / f"{i}.png")
 
     # ssd_head.pt: SSDlite's head without post-processing (ssd_head.py), 3 classes; only its slow example reads it
-    if not os.environ.get("CNNEXPORT_SLOW"):
+    if not os.environ.get("CNNEXPORT_FULL"):
         return
     torch.manual_seed(0)
     head = _import_file(ws / "ssd_head.py", "SSDLiteHead")(num_classes=3)
@@ -497,15 +497,15 @@ class Session:
         """Runs the examples before ``index`` first (a page's commands build on each other); slow ones only if asked for."""
         while len(self.done) <= index:
             example = EXAMPLES[len(self.done)]
-            wanted = len(self.done) == index or not example.slow or os.environ.get("CNNEXPORT_SLOW")
+            wanted = len(self.done) == index or not example.slow or os.environ.get("CNNEXPORT_FULL")
             self.done.append(self._run(example) if wanted else None)
         return self.done[index]
 
     def run_all(self) -> None:
-        """Every example (the slow ones with CNNEXPORT_SLOW=1), in order."""
+        """Every example (the slow ones with CNNEXPORT_FULL=1), in order."""
         while len(self.done) < len(EXAMPLES):
             example = EXAMPLES[len(self.done)]
-            self.done.append(self._run(example) if not example.slow or os.environ.get("CNNEXPORT_SLOW") else None)
+            self.done.append(self._run(example) if not example.slow or os.environ.get("CNNEXPORT_FULL") else None)
 
     def _run(self, example: Example) -> Ran | None:
         """None where the page documents the command for a machine without a module this one has."""
@@ -540,7 +540,7 @@ def docs_session(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    "index", [pytest.param(i, marks=[pytest.mark.slow] if e.slow else [], id=e.id) for i, e in enumerate(EXAMPLES)]
+    "index", [pytest.param(i, marks=[pytest.mark.full] if e.slow else [], id=e.id) for i, e in enumerate(EXAMPLES)]
 )
 def test_example(docs_session, index):
     example = EXAMPLES[index]
@@ -559,6 +559,18 @@ def test_example(docs_session, index):
         + "\n".join(missing)
         + f"\n--- it printed:\n{ran.output[-4000:]}"
     )
+
+
+def test_the_readme_demo_delivers_what_the_demo_promises(docs_session):
+    """The README's `cnnexport demo` (every page after it reads its folder) is held to tests/test_demo.py's checks."""
+    import json
+
+    from tests.test_demo import check_demo_report
+
+    index = next(i for i, e in enumerate(EXAMPLES) if e.page == "README.md" and e.argv == ["demo"])
+    assert docs_session.result(index).exit_code == 0
+    out = docs_session.ws / "cnnexport-demo"
+    check_demo_report(json.loads((out / "demo-report.json").read_text()), out)
 
 
 def test_file_excerpts_match_what_the_commands_wrote(docs_session):
@@ -603,7 +615,9 @@ def test_readme_is_a_front_page_under_250_lines():
 
 
 def test_readme_keeps_the_ci_test_command_byte_for_byte():
-    ci = next(line for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines() if "pytest" in line)
+    """.ci/run times set-up and tests as two gates; joined with && they are the README's command 2."""
+    gates = dict(re.findall(r"^gate (setup|tests) (.+)$", (ROOT / ".ci" / "run").read_text(encoding="utf-8"), re.MULTILINE))
+    ci = f"{gates['setup']} && {gates['tests']}"
     assert ci in README.read_text(encoding="utf-8").splitlines(), f"README.md no longer shows CI's command: {ci}"
 
 

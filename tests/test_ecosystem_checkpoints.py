@@ -381,7 +381,7 @@ def _small_transformers_classifiers(t):
     }
 
 
-@pytest.mark.parametrize("family", ["resnet", "convnext", "mobilenet_v2", "regnet"])
+@pytest.mark.parametrize("family", ["resnet", *(pytest.param(f, marks=pytest.mark.full) for f in ("convnext", "mobilenet_v2", "regnet"))])
 def test_transformers_image_classifier_folder(cli, tmp_path, family):
     import torch
 
@@ -560,6 +560,7 @@ def test_timm_folder_cannot_make_timm_load_a_file_itself(cli, timm_module, tmp_p
     assert r.exit_code == 2 and "checkpoint_path" in r.stderr and "refused" in r.stderr
 
 
+@pytest.mark.full
 def test_lightning_module_around_a_timm_model_named_by_its_bare_timm_name(cli, timm_module, tmp_path):
     """hyper_parameters say 'efficientnet_b0' (timm's create_model name): torchvision's has other keys, timm's fits."""
     pl = pytest.importorskip("pytorch_lightning", reason="pytorch-lightning is not installed (it is in the test extra)")

@@ -221,6 +221,7 @@ def _ray_workers_running(task: str, of_pid: int) -> list[int]:
     return pids
 
 
+@pytest.mark.full
 @needs_ray
 def test_a_worker_killed_mid_stage_is_retried_and_the_fleet_completes_with_nothing_partial(local_fleet, fleet_dir,
                                                                                              tmp_path):
@@ -271,6 +272,7 @@ cluster.shutdown()
 """
 
 
+@pytest.mark.full
 @needs_ray
 def test_gpu_stages_land_only_on_the_node_with_a_gpu(fleet_dir, tmp_path):
     """A 2-node ray.cluster_utils.Cluster: the head without GPUs, a second node with one (a fake resource)."""
@@ -312,6 +314,7 @@ cluster.shutdown()
 """
 
 
+@pytest.mark.full
 @needs_ray
 def test_a_node_lost_mid_run_has_its_tasks_rescheduled(local_fleet, fleet_dir, tmp_path):
     """ray.cluster_utils.Cluster: two 1-CPU worker nodes, one checkpoint on each; one node removed mid-stage."""
@@ -330,6 +333,7 @@ def test_a_node_lost_mid_run_has_its_tasks_rescheduled(local_fleet, fleet_dir, t
         assert not list((out / row["folder"]).glob(".cnnexport-tmp-*"))
 
 
+@pytest.mark.full
 @needs_ray
 def test_an_interrupted_driver_rerun_finishes_only_what_is_missing(local_fleet, fleet_dir, tmp_path):
     import signal

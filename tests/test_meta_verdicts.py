@@ -46,6 +46,7 @@ def _child(mode: str, tmp_path: Path) -> tuple[dict, set[str]]:
     return counts, caught
 
 
+@pytest.mark.full
 @pytest.mark.skipif(bool(os.environ.get(FAKE_VERDICT)), reason="already inside a fake-verdict run")
 @pytest.mark.parametrize("mode", ["skipped", "pass"])
 def test_a_verifier_that_compares_nothing_fails_the_suite(tmp_path, mode):

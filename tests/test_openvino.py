@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from tests.conftest import trained_digits_net
 from tests.verdicts import verified
 
 pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'cnnexport[openvino]'")
@@ -15,18 +16,8 @@ pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install '
 @pytest.fixture(scope="module")
 def digits_lenet(tmp_path_factory):
     """LeNet-5 trained briefly on the digits (real outputs, not random-init ~0 logits)."""
-    import torch
-
-    from exporter import architectures
-    from exporter.demo import train
-    from exporter.inputs import digits_arrays
-
     folder = tmp_path_factory.mktemp("ov_lenet")
-    spec = architectures.get("lenet5").spec(10)
-    train_x, train_y, _, _ = digits_arrays(spec)
-    torch.manual_seed(0)
-    model, _ = train(architectures.get("lenet5").build(num_classes=10), train_x, train_y, epochs=6)
-    torch.save({"arch": "lenet5", "model_state_dict": model.state_dict()}, folder / "lenet5.pt")
+    shutil.copy(trained_digits_net(tmp_path_factory, "lenet5"), folder / "lenet5.pt")  # tests/conftest.py
     return folder / "lenet5.pt"
 
 

@@ -1,35 +1,24 @@
 """INT8 / FP16 quantization through the CLI, on models trained on real data (the digits)."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import files_in
+from tests.conftest import files_in, trained_digits_net
 from tests.verdicts import verified, passed
 
 
 @pytest.fixture(scope="session")
 def digits_models(tmp_path_factory):
-    """LeNet-5 and a small ResNet-style net, each trained briefly on the digits, saved and exported."""
-    import torch
-
-    from exporter import architectures
+    """LeNet-5 and a small ResNet-style net, trained on the digits (tests/conftest.py), exported."""
     from exporter import export_artifact, load_checkpoint
-    from exporter.inputs import digits_arrays
-    from exporter.demo import train
-    from tests.small_models import SmallResNet
 
     folder = tmp_path_factory.mktemp("digits_models")
-    spec = architectures.get("lenet5").spec(10)
-    train_x, train_y, _, _ = digits_arrays(spec)
     out = {}
-    torch.manual_seed(0)
-    lenet, _ = train(architectures.get("lenet5").build(num_classes=10), train_x, train_y, epochs=8)
-    torch.save({"arch": "lenet5", "model_state_dict": lenet.state_dict()}, folder / "lenet5.pt")
-    torch.manual_seed(0)
-    resnet, _ = train(SmallResNet(), train_x, train_y, epochs=4)
-    torch.save(resnet.state_dict(), folder / "resnet.pt")
+    for name in ("lenet5", "resnet"):
+        shutil.copy(trained_digits_net(tmp_path_factory, name), folder / f"{name}.pt")
     for name, arch in (("lenet5", None), ("resnet", "tests.small_models:SmallResNet")):
         kwargs = {"arch": arch, "spec_overrides": {"input_shape": (1, 32, 32), "mean": (0.5,), "std": (0.5,)}} if arch else {}
         loaded = load_checkpoint(folder / f"{name}.pt", **kwargs)
@@ -580,6 +569,7 @@ def test_even_batch_size():
     assert even_batch_size(64, 16) == 16 and even_batch_size(5, 16) == 5
 
 
+@pytest.mark.full
 def test_int8_leaves_nothing_in_the_working_directory(cli, tmp_path, monkeypatch):
     """onnxruntime's incomplete symbolic shape inference dumps sym_shape_infer_temp.onnx + a uuid .data into the cwd."""
     import torch

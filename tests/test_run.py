@@ -1,6 +1,7 @@
 """`cnnexport run --recipe`: stages as a graph, cached, resumable, parallel."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import files_in
+from tests.conftest import files_in, trained_digits_net
 from tests.verdicts import verified
 
 FAST = ["--set", "calibration.samples=64", "--set", "calibration.holdout=32"]
@@ -18,18 +19,9 @@ FAST = ["--set", "calibration.samples=64", "--set", "calibration.holdout=32"]
 @pytest.fixture(scope="module")
 def lenet_ckpt(tmp_path_factory):
     """A LeNet-5 trained on the digits (the demo's checkpoint form)."""
-    import torch
-
-    from exporter import architectures
-    from exporter.inputs import digits_arrays
-    from exporter.demo import train
-
     folder = tmp_path_factory.mktemp("run_ckpt")
-    train_x, train_y, _, _ = digits_arrays(architectures.get("lenet5").spec(10))
-    torch.manual_seed(0)
-    model, _ = train(architectures.get("lenet5").build(num_classes=10), train_x, train_y, epochs=4)
     path = folder / "lenet5_digits.pt"
-    torch.save({"arch": "lenet5", "model_state_dict": model.state_dict()}, path)
+    shutil.copy(trained_digits_net(tmp_path_factory, "lenet5"), path)  # tests/conftest.py
     return path
 
 
@@ -66,6 +58,7 @@ def test_recipe_run_builds_every_artifact_then_serves_the_second_run_from_cache(
     assert changed.json()["manifest"]["stages"]["int8"]["details"]["method"] == "percentile"
 
 
+@pytest.mark.full
 def test_parallel_and_serial_runs_give_identical_artifacts(lenet_ckpt, tmp_path):
     cli_path = Path(sys.executable).with_name("cnnexport")
     for jobs, name in ((1, "serial"), (2, "parallel")):

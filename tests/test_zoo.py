@@ -3,11 +3,16 @@
 import importlib.util
 import json
 import math
+import os
 
 import pytest
 
-SUBSET = ["lenet_mnist", "resnet18", "mobilenet_v3_small", "squeezenet1_1", "shufflenet_v2_x0_5", "efficientnet_b0",
-          "timm:mobilenetv3_small_050"]
+from tests.conftest import FULL
+
+# the required tier sweeps a classic model, a torchvision and a timm one; the full tier (CNNEXPORT_FULL=1) four more
+REQUIRED = ["lenet_mnist", "resnet18", "timm:mobilenetv3_small_050"]
+MORE = ["mobilenet_v3_small", "squeezenet1_1", "shufflenet_v2_x0_5", "efficientnet_b0"]
+SUBSET = REQUIRED + (MORE if os.environ.get(FULL) else [])
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +27,7 @@ def swept(tmp_path_factory):
     return out, {line["model"]: line for line in lines}, fleets
 
 
-@pytest.mark.parametrize("name", SUBSET)
+@pytest.mark.parametrize("name", [*REQUIRED, *(pytest.param(n, marks=pytest.mark.full) for n in MORE)])
 def test_model_passes_every_stage_that_runs_here(name, swept):
     from benchmarks.zoo import BROKEN
 

@@ -24,9 +24,22 @@ Batch declarations, one meaning for every runner:
 
 from __future__ import annotations
 
+import os
 from typing import ClassVar
 
 import numpy as np
+
+THREADS_ENV = "CNNEXPORT_THREADS"
+
+
+def default_threads() -> int | None:
+    """The threads a runner computes with when its caller names none: CNNEXPORT_THREADS, else the runtime's own choice.
+
+    On a shared machine (two test workers on 2 cores, a busy CI host) runtimes that each take every
+    core and spin-wait slow one another down; CNNEXPORT_THREADS=1 keeps each to one.
+    """
+    value = os.environ.get(THREADS_ENV, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 # The declared attributes, in the order documented below (the contract test checks each).
 CONTRACT_ATTRIBUTES = (

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from exporter.errors import BadInputError
-from exporter.runners.base import Runner
+from exporter.runners.base import Runner, default_threads
 from exporter.spec import METADATA_KEY, stored_spec
 
 # onnxruntime's NCHWc layout transformer (an fp32 CPU optimization) segfaults while creating a
@@ -28,6 +28,7 @@ class OnnxRuntimeRunner(Runner):
         ort.set_default_logger_severity(4)  # runtime failures are caught and reported by verify
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        threads = threads or default_threads()
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1

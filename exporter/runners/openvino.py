@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from exporter.errors import BackendUnavailable, BadInputError
-from exporter.runners.base import Runner
+from exporter.runners.base import Runner, default_threads
 
 # the pass rule each declared precision is judged by (bf16 by the fp16 rule)
 RULES = {"fp32": None, "bf16": "fp16", "int8": "int8"}
@@ -59,6 +59,7 @@ class OpenVINORunner(Runner):
             self._request = None
             return
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self.hint}
+        threads = threads or default_threads()
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         try:

@@ -359,7 +359,8 @@ def _compress(mlmodel, compression: Compression):
 def reproducible_package_ids(package: Path) -> None:
     """coremltools names a package's items with random UUIDs (Manifest.json), so one model saved twice differs.
 
-    The ids become UUID5s of each item's path: a rebuild has the same sha256, a fleet's manifests
+    The ids become UUID5s of each item's path and the entries are written sorted by path (coremltools'
+    order varies too): a rebuild has the same sha256, a fleet's manifests
     compare byte for byte, and Core ML (which only matches ids with each other) reads it the same.
     """
     import json
@@ -371,10 +372,12 @@ def reproducible_package_ids(package: Path) -> None:
     data = json.loads(manifest.read_text())
     entries = data.get("itemInfoEntries") or {}
     ids = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, "cnnexport:" + str(info.get("path", old)))) for old, info in entries.items()}
-    data["itemInfoEntries"] = {ids[old]: info for old, info in entries.items()}
+    # coremltools writes the entries in its dict order, which varies run to run: sort them by path.
+    ordered = sorted(entries.items(), key=lambda item: str(item[1].get("path", item[0])))
+    data["itemInfoEntries"] = {ids[old]: info for old, info in ordered}
     if data.get("rootModelIdentifier") in ids:
         data["rootModelIdentifier"] = ids[data["rootModelIdentifier"]]
-    manifest.write_text(json.dumps(data, indent=4))
+    manifest.write_text(json.dumps(data, indent=4, sort_keys=True))
 
 
 def _op_counts(mlmodel) -> dict[str, int]:

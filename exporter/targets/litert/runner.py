@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from exporter.errors import BackendUnavailable, BadInputError
-from exporter.runners.base import Runner
+from exporter.runners.base import Runner, default_threads
 from exporter.targets import native_stderr_silenced
 
 RULES = {"fp32": None, "fp16": "fp16", "int8": "int8"}
@@ -38,7 +38,7 @@ class LiteRTRunner(Runner):
         self.layout = stored.get(METADATA["layout"], "nchw")
         try:
             with native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
-                self._interpreter = interpreter.Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
+                self._interpreter = interpreter.Interpreter(model_path=str(path), num_threads=threads or default_threads() or os.cpu_count())
         except Exception as exc:  # noqa: BLE001 - the interpreter raises ValueError / RuntimeError
             raise BadInputError(f"{path} cannot be loaded by the LiteRT interpreter ({str(exc).splitlines()[0][:300]})") from None
         signatures = self._interpreter.get_signature_list()
