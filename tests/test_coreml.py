@@ -99,6 +99,26 @@ def test_the_same_model_exported_twice_is_the_same_bytes(lenet_pkg, lenet5_ckpt,
     assert ct.models.MLModel(str(again), skip_model_load=True).get_spec().description.input[0].name
 
 
+def test_manifest_entries_in_any_order_are_written_the_same(tmp_path):
+    """coremltools' Manifest.json lists its items in a dict order that varies run to run (issue 39): written sorted."""
+    from exporter.stages.coreml import reproducible_package_ids
+
+    items = {"A-1": {"path": "com.apple.CoreML/model.mlmodel", "author": "com.apple.CoreML", "name": "model.mlmodel"},
+             "B-2": {"path": "com.apple.CoreML/weights", "author": "com.apple.CoreML", "name": "weights"}}
+    written = []
+    for order in (["A-1", "B-2"], ["B-2", "A-1"]):
+        package = tmp_path / f"{order[0]}.mlpackage"
+        package.mkdir()
+        manifest = {"fileFormatVersion": "1.0.0", "rootModelIdentifier": "A-1",
+                    "itemInfoEntries": {key: items[key] for key in order}}
+        (package / "Manifest.json").write_text(json.dumps(manifest))
+        reproducible_package_ids(package)
+        written.append((package / "Manifest.json").read_bytes())
+    assert written[0] == written[1]
+    data = json.loads(written[0])
+    assert data["itemInfoEntries"][data["rootModelIdentifier"]]["name"] == "model.mlmodel"
+
+
 def test_fp16_program_rounds_like_fp16_and_passes_the_fp16_rule(cli, lenet5_ckpt, tmp_path):
     r = cli("coreml", lenet5_ckpt, "-o", tmp_path / "l16.mlpackage", "--json")
     assert r.exit_code == 0, r
