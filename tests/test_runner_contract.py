@@ -571,3 +571,16 @@ def test_importing_the_package_loads_no_runtime():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("value,threads", [("1", 1), ("3", 3), ("", None), ("0", None), ("many", None)])
+def test_cnnexport_threads_sets_the_runtimes_thread_count(exported_onnx, monkeypatch, value, threads):
+    """CNNEXPORT_THREADS is what a runner computes with when its caller names no thread count (tests/conftest.py sets 1)."""
+    from exporter.runners.base import default_threads
+    from exporter.runners.onnxruntime import OnnxRuntimeRunner
+
+    monkeypatch.setenv("CNNEXPORT_THREADS", value)
+    assert default_threads() == threads
+    options = OnnxRuntimeRunner(exported_onnx).session.get_session_options()
+    assert options.intra_op_num_threads == (threads or 0)  # 0: onnxruntime's own choice
+    assert OnnxRuntimeRunner(exported_onnx, threads=2).session.get_session_options().intra_op_num_threads == 2
