@@ -736,6 +736,8 @@ FOREIGN_FLAGS = {
     "--batches",
     "--strict",
     "--durations",
+    "--dist",  # pytest-xdist (the README's test command)
+    "--timeout",  # pytest-timeout
     "--model",
 }
 
