@@ -254,11 +254,19 @@ def validate_model(model: type[BaseModel], data: dict, origin: str | None = None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        if origin is None and first["loc"] and first["loc"][0] in model.model_fields:
-            where, origin = flag_of(model, str(first["loc"][0])).split("/")[0], ""
-        else:
-            where = ".".join(str(p) for p in first["loc"]) or ("" if origin is None else "(top level)")
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
-        more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
-        raise BadInputError(f"{origin + ': ' if origin else ''}{where + ': ' if where else ''}{message}{more}") from None
+        problems = [_problem(model, error, origin) for error in exc.errors()]
+        prefix = f"{origin}: " if origin else ""
+        if len(problems) == 1:
+            raise BadInputError(prefix + problems[0]) from None
+        listed = "".join(f"\n  - {problem}" for problem in problems)
+        raise BadInputError(f"{prefix}{len(problems)} problems:{listed}") from None
+
+
+def _problem(model: type[BaseModel], error, origin: str | None) -> str:
+    """One validation error as 'where: what' (the flag on the command line, the dotted key in a recipe)."""
+    if origin is None and error["loc"] and error["loc"][0] in model.model_fields:
+        where = flag_of(model, str(error["loc"][0])).split("/")[0]
+    else:
+        where = ".".join(str(p) for p in error["loc"]) or ("" if origin is None else "(top level)")
+    message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message

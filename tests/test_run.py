@@ -138,6 +138,19 @@ def test_broken_recipes_name_the_offending_key(cli, lenet_ckpt, tmp_path, text, 
     assert not out.exists()
 
 
+def test_every_problem_of_a_recipe_is_listed_on_its_own_line(cli, lenet_ckpt, tmp_path):
+    """Issue 43: an opset below the dynamo exporter's and a misspelt key are both named, not '(and 1 more)'."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("stages:\n  onnx: {enabled: true, opset: 17, dynamic_bach: true}\n")
+    r = cli("run", lenet_ckpt, "--recipe", recipe, "--dry-run")
+    assert r.exit_code == 2, r
+    lines = r.stderr.splitlines()
+    assert lines[0].endswith("r.yaml: 2 problems:"), lines
+    assert lines[1].startswith("  - stages.onnx.opset: opset 17 is outside") and "--exporter legacy" in lines[1]
+    assert lines[2] == "  - stages.onnx.dynamic_bach: unknown key"
+    assert "more problem" not in r.stderr and "Traceback" not in r.stderr
+
+
 def test_set_with_a_wrong_path_or_type_is_refused(cli, lenet_ckpt, tmp_path):
     r = cli("run", lenet_ckpt, "--recipe", "demo", "--set", "stages.int8.methodd=entropy", "-o", tmp_path / "o")
     assert r.exit_code == 2 and "stages.int8.methodd: unknown key" in r.stderr

@@ -615,6 +615,12 @@ def _(c, i):
     return _bad(i, "recipe", _run_args(c, _recipe(c, i, "stages:\n  onnx: {enabled: true, opsett: 13}\n"), i), ["stages.onnx.opsett", "unknown key"])
 
 
+@case("recipe-two-problems-both-named", "recipe")
+def _(c, i):
+    text = "stages:\n  onnx: {enabled: true, opset: 17, dynamic_bach: true}\n"
+    return _bad(i, "recipe", _run_args(c, _recipe(c, i, text), i), ["2 problems", "stages.onnx.opset", "stages.onnx.dynamic_bach"])
+
+
 @case("recipe-wrong-type", "recipe")
 def _(c, i):
     return _bad(i, "recipe", _run_args(c, _recipe(c, i, "calibration:\n  samples: lots\n"), i), ["calibration.samples", "integer"])
