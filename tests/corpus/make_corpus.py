@@ -1266,10 +1266,13 @@ def judge(case_: Case, outcome: Outcome, before: dict, after: dict) -> Verdict:
         if "Usage:" not in message:
             v.problems.append("no usage message")
     else:
-        errors = [line for line in outcome.stderr.splitlines() if line.startswith("error: ")]
+        lines = outcome.stderr.splitlines()
+        errors = [i for i, line in enumerate(lines) if line.startswith("error: ")]
         if len(errors) != 1:
             v.problems.append(f"{len(errors)} `error:` lines, expected exactly one")
-        message = errors[-1] if errors else ""
+        # the error line, and the problems it lists below it ("  - where: what"), one per line
+        listed = [] if not errors else [line for line in lines[errors[-1] + 1 :] if line.startswith("  - ")]
+        message = "\n".join([lines[errors[-1]], *listed]) if errors else ""
     missing = [w for w in case_.words if w.lower() not in message.lower()]
     if missing:
         v.problems.append(f"the error does not say {missing}: {message[:300]!r}")
