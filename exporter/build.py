@@ -402,4 +402,6 @@ def load_reference(
     progress(
         f"model: {spec.arch} ({loaded.arch_source}), {spec.num_classes} classes, input {spec.input_shape}{which}{shown}{dropped}"
     )
+    for note in loaded.notes:  # what was dropped, moved, upcast or guessed: on the terminal too, not only in the JSON
+        progress(f"note: {note}")
     return loaded

@@ -282,6 +282,15 @@ def test_fx_qat_state_dict_is_inferred(cli, tmp_path):
     info = inspect(cli, path)
     assert info["arch"] == "simple_cnn"
     assert any("quantization-aware training" in n for n in info["notes"])
+    # issue 43: an export prints the notes too (one line each, under the model line), not only the JSON report
+    r = cli("onnx", path, "-o", tmp_path / "qat.onnx")
+    assert r.exit_code == 0, r
+    lines = r.stderr.splitlines()
+    model_line = next(i for i, line in enumerate(lines) if "model: simple_cnn" in line)
+    notes = [line for line in lines if "note: " in line]
+    assert notes and all(lines.index(note) > model_line for note in notes)
+    assert any("quantization-aware training" in note for note in notes), lines
+    assert "note:" not in cli("onnx", path, "-o", tmp_path / "qat2.onnx", "-q").stderr  # --quiet stays quiet
 
 
 def test_qat_weights_that_diverged_are_still_refused(cli, tmp_path, qnet):
