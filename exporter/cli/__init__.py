@@ -14,6 +14,7 @@ import sys
 import typer
 
 from exporter.cli import check, export, recipes
+from exporter.cli.params import Group
 
 app = typer.Typer(
     name="cnnexport",
@@ -24,6 +25,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    cls=Group,
 )
 
 export.register(app)

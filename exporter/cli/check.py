@@ -15,6 +15,7 @@ from exporter.cli.params import (
     Arch,
     ArchKwargs,
     BatchSizes,
+    Command,
     Images,
     InputShape,
     JsonOut,
@@ -416,8 +417,8 @@ def debug(
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(inspect)
-    app.command()(verify)
-    app.command()(bench)
-    app.command(name="eval")(eval_)
-    app.command()(debug)
+    app.command(cls=Command)(inspect)
+    app.command(cls=Command)(verify)
+    app.command(cls=Command)(bench)
+    app.command(name="eval", cls=Command)(eval_)
+    app.command(cls=Command)(debug)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional, Union, get_args, get_origin
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from exporter.options import ToleranceOverrides, default_of, flag_of
 
@@ -170,6 +171,28 @@ def values_for(model, given: dict, rename: dict[str, str] | None = None) -> dict
     return out
 
 
+class FlagsTakeNoValue:
+    """A flag (--json, --quiet, --help, ...) shows no `<bool>` in --help.
+
+    Typer 0.29 prints the type of every option, flags included, which reads as if they took a value.
+    """
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)  # click.Command's, in the classes below
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class Command(FlagsTakeNoValue, TyperCommand):
+    """Every verb's click command."""
+
+
+class Group(FlagsTakeNoValue, TyperGroup):
+    """The `cnnexport` group itself (its --help)."""
+
+
 def command(app: typer.Typer, name: str, parameters: list[inspect.Parameter], doc: str):
     """Register ``body(args: dict)`` as the verb ``name`` taking ``parameters``."""
 
@@ -180,7 +203,7 @@ def command(app: typer.Typer, name: str, parameters: list[inspect.Parameter], do
         handler.__signature__ = inspect.Signature(parameters)
         handler.__doc__ = doc
         handler.__name__ = name
-        app.command(name=name)(handler)
+        app.command(name=name, cls=Command)(handler)
         return body
 
     return register

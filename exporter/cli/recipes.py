@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from exporter.cli.params import JsonOut, Quiet, Verbose
+from exporter.cli.params import Command, JsonOut, Quiet, Verbose
 from exporter.cli.ui import Ui, fail, run_guarded
 from exporter.errors import EXIT_BAD_INPUT, EXIT_VERIFICATION_FAILED
 
@@ -357,7 +357,7 @@ def demo(
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(architectures)
-    app.command()(recipes)
-    app.command()(run)
-    app.command()(demo)
+    app.command(cls=Command)(architectures)
+    app.command(cls=Command)(recipes)
+    app.command(cls=Command)(run)
+    app.command(cls=Command)(demo)
