@@ -72,6 +72,21 @@ def test_an_fp32_ir_computed_in_the_cpus_default_bf16_would_fail_the_fp32_rule(d
     assert pinned.status == "pass" and unpinned.status == "fail", (pinned.reason, unpinned.reason)
 
 
+def test_quiet_is_quiet_in_a_fresh_process_nncf_bars_and_torch_log_lines_included(digits_lenet, tmp_path):
+    """Issue 43: `-q` printed NNCF's progress bars and torch's import-time log lines ('No CUDA runtime is found')."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ckpt = _copy(digits_lenet, tmp_path)
+    command = [str(Path(sys.executable).with_name("cnnexport")), "openvino", str(ckpt), "--precision", "int8",
+               "--calib", "digits", "--samples", "64", "--holdout", "32", "-q"]
+    quiet = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert quiet.returncode == 0, quiet.stderr
+    assert (quiet.stdout, quiet.stderr) == ("", "")
+    assert (tmp_path / "lenet5.int8.xml").exists() and (tmp_path / "lenet5.int8.xml.report.json").exists()
+
+
 def test_int8_ir_is_quantized_by_nncf_and_judged_on_held_out_samples(cli, digits_lenet, tmp_path):
     ckpt = _copy(digits_lenet, tmp_path)
     r = cli("openvino", ckpt, "--precision", "int8", "--calib", "digits", "--samples", "256", "--holdout", "64", "--json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 
@@ -9,6 +10,9 @@ import typer
 from rich.markup import escape
 
 from exporter.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_VERIFICATION_FAILED, CnnexportError
+
+
+QUIET_LOGGERS = ("torch.utils._pytree", "torch.utils.cpp_extension")  # shown with -v
 
 
 class Ui:
@@ -26,6 +30,10 @@ class Ui:
             warnings.filterwarnings("ignore", category=FutureWarning)
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+            # torch's own log lines, printed on import by what other libraries load (torchao's Enum
+            # registration in torch.utils._pytree, "No CUDA runtime is found" in cpp_extension)
+            for name in QUIET_LOGGERS:
+                logging.getLogger(name).setLevel(logging.ERROR)
 
     def progress(self, message: str) -> None:
         if not self.quiet:

@@ -12,9 +12,9 @@ per tensor for activations, with its fast bias correction) on the calibration sa
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
-import sys
 from pathlib import Path
 
 from exporter.errors import BackendUnavailable, BadInputError
@@ -167,7 +167,7 @@ def _quantize(model, calibration, method: str, exclude: list[str]) -> dict:
     scope, ignored = _ignored_scope(nncf, model, exclude)
     estimator = getattr(RangeEstimatorParametersSet, RANGE_ESTIMATORS[method])
     nncf.set_log_level(logging.ERROR)
-    with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout belongs to --json
+    with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars: noise on the terminal, and stdout is --json's
         quantized = nncf.quantize(
             model,
             nncf.Dataset(samples),
