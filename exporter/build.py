@@ -353,6 +353,22 @@ def tensorrt(req: BuildRequest) -> list[ArtifactResult]:
 # ----------------------------------------------------------------- the reference
 
 
+def _check_shape_fits(artifact: Path, asked, stored) -> None:
+    """--input-shape may override the spec an ONNX carries only where its graph takes that size (one sentence, exit 2)."""
+    if asked is None or tuple(asked) == tuple(stored) or Path(artifact).suffix.lower() != ".onnx":
+        return
+    import onnx
+
+    dims = onnx.load(str(artifact), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    fixed = [d.dim_value if d.HasField("dim_value") else None for d in dims][1:]
+    if any(f is not None and f != a for f, a in zip(fixed, asked)):
+        shape = "x".join(str(f) if f is not None else "?" for f in fixed)
+        raise BadInputError(
+            f"--input-shape {','.join(map(str, asked))} does not fit {Path(artifact).name}, whose graph takes {shape} "
+            f"(the spec it carries: {','.join(map(str, stored))}); drop the flag, or export the checkpoint again at that size"
+        )
+
+
 def load_reference(
     checkpoint: Path,
     artifact: Path | None = None,
@@ -378,6 +394,7 @@ def load_reference(
     if artifact is not None:
         stored = artifact_spec(artifact)
         if stored is not None:
+            _check_shape_fits(artifact, given.get("input_shape"), stored.input_shape)
             given = {"input_shape": stored.input_shape, "mean": stored.mean, "std": stored.std, **given}
     progress(f"loading {checkpoint}")
     loaded = load_checkpoint(

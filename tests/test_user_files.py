@@ -278,3 +278,21 @@ def test_a_second_export_into_a_busy_folder_waits_for_the_first(folder):
     artifact = passed(json.loads(stdout))["artifacts"][-1]
     report = json.loads((out / "m.onnx.report.json").read_text())
     assert report["artifacts"][-1]["sha256"] == sha(out / "m.onnx") == artifact["sha256"]
+
+
+def test_the_spec_an_onnx_carries_wins_over_the_checkpoints_defaults(cli, simple_cnn_ckpt, tmp_path):
+    """Issue 43: quantize / openvino from cnnexport's ONNX plus --checkpoint re-derived the registry's 32x32 ImageNet spec."""
+    onnx = tmp_path / "m.onnx"
+    made = cli("onnx", simple_cnn_ckpt, "--input-shape", "3,48,48", "--mean", "0,0,0", "--std", "1,1,1", "-o", onnx)
+    assert made.exit_code == 0, made
+    for verb, extra, out in (("quantize", ("--precision", "fp16"), "m.fp16.onnx"), ("openvino", (), "m.xml")):
+        r = cli(verb, onnx, *extra, "--checkpoint", simple_cnn_ckpt, "-o", tmp_path / out, "--json")
+        assert r.exit_code == 0, (verb, r)
+        report = r.json()
+        assert report["model"]["input_shape"] == [3, 48, 48] and report["model"]["mean"] == [0.0, 0.0, 0.0], verb
+        passed(r)
+    # a flag still overrides the stored spec, unless the graph cannot take it: one sentence, exit 2, nothing written
+    r = cli("quantize", onnx, "--precision", "fp16", "--checkpoint", simple_cnn_ckpt, "--input-shape", "3,64,64",
+            "-o", tmp_path / "x.fp16.onnx")
+    assert r.exit_code == 2 and "--input-shape 3,64,64 does not fit m.onnx, whose graph takes 3x48x48" in r.stderr, r
+    assert "Traceback" not in r.stderr and not (tmp_path / "x.fp16.onnx").exists()

@@ -201,8 +201,8 @@ def _export(a: dict, row: kinds.ArtifactKind, source_key: str) -> None:
         if row.source == "checkpoint" or source.suffix.lower() != ".onnx":
             req.loaded = common.load(ui.progress, source, a)
         elif reference is not None:
-            # a verb without input-spec flags (simplify) verifies with the spec stored in its ONNX
-            req.loaded = common.load(ui.progress, reference, a, None if "input_shape" in a else source)
+            # the spec stored in the ONNX wins over the checkpoint's defaults; flags override it (issue 43)
+            req.loaded = common.load(ui.progress, reference, a, source)
         results = build.run(req)
         finish(ui, results, req.loaded, None if req.loaded else artifact_spec(source))
         last = results[-1]
