@@ -11,7 +11,6 @@ from rich.markup import escape
 
 from exporter.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_VERIFICATION_FAILED, CnnexportError
 
-
 QUIET_LOGGERS = ("torch.utils._pytree", "torch.utils.cpp_extension")  # shown with -v
 
 

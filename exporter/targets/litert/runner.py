@@ -38,7 +38,8 @@ class LiteRTRunner(Runner):
         self.layout = stored.get(METADATA["layout"], "nchw")
         try:
             with native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
-                self._interpreter = interpreter.Interpreter(model_path=str(path), num_threads=threads or default_threads() or os.cpu_count())
+                threads = threads or default_threads() or os.cpu_count()
+                self._interpreter = interpreter.Interpreter(model_path=str(path), num_threads=threads)
         except Exception as exc:  # noqa: BLE001 - the interpreter raises ValueError / RuntimeError
             raise BadInputError(f"{path} cannot be loaded by the LiteRT interpreter ({str(exc).splitlines()[0][:300]})") from None
         signatures = self._interpreter.get_signature_list()
