@@ -41,6 +41,7 @@ def default_threads() -> int | None:
     value = os.environ.get(THREADS_ENV, "").strip()
     return int(value) if value.isdigit() and int(value) > 0 else None
 
+
 # The declared attributes, in the order documented below (the contract test checks each).
 CONTRACT_ATTRIBUTES = (
     "name",
