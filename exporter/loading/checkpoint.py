@@ -247,6 +247,18 @@ def _resolve_spec(module, name: str, entry, meta_spec: dict, overrides: dict, ar
     return base.with_overrides(**merged)
 
 
+def required_inputs(module) -> list[str]:
+    """The names of forward's parameters that have no default (a Siamese net: two), or [] when it cannot tell."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in parameters if p.kind in positional and p.default is inspect.Parameter.empty]
+
+
 def _resolve_outputs(module, spec: ModelSpec, wanted, tasks, classes_given: bool, labels=None):
     """One forward pass at the spec's shape: a wrong input size fails here with a clear message, and
     what forward returns becomes the spec's named outputs (the module is wrapped to return them).
@@ -264,6 +276,12 @@ def _resolve_outputs(module, spec: ModelSpec, wanted, tasks, classes_given: bool
         with torch.no_grad():
             out = module(torch.zeros(2, *spec.input_shape))
     except Exception as exc:
+        inputs = required_inputs(module)
+        if len(inputs) > 1:
+            raise BadInputError(
+                f"the model takes {len(inputs)} inputs (forward({', '.join(inputs)})); cnnexport exports and verifies "
+                "single-input image models: wrap it in a module whose forward takes one image batch"
+            ) from None
         raise BadInputError(
             f"the model does not run on input of shape (N, {', '.join(map(str, spec.input_shape))}): "
             f"{first_line(exc)}; pass --input-shape C,H,W"

@@ -1013,6 +1013,23 @@ def _(c, i):
                 ["the --labels file", *HARM_WORDS])
 
 
+@case("checkpoint-of-a-two-input-model", "checkpoint")
+def _(c, i):
+    import torch
+
+    net = c.path("siamese_net.py")
+    net.write_text(
+        "import torch\nclass Siamese(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.conv = torch.nn.Conv2d(3, 4, 3)\n    def forward(self, a, b):\n"
+        "        return (self.conv(a) - self.conv(b)).mean((1, 2, 3))\n"
+    )
+    ckpt = c.path("siamese.pt")
+    torch.manual_seed(0)
+    torch.save({"conv.weight": torch.randn(4, 3, 3, 3), "conv.bias": torch.zeros(4)}, ckpt)
+    return _bad(i, "checkpoint", ("onnx", ckpt, "--arch", f"{net}:Siamese", "-o", c.out(f"{i}.onnx")),
+                ["takes 2 inputs", "forward(a, b)", "single-input"])
+
+
 @case("output-is-the-arch-file", "output")
 def _(c, i):
     net = c.path("user_net.py")
