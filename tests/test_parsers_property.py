@@ -24,7 +24,9 @@ def _valid_or_bad_input(fn, *args):
     try:
         return fn(*args)
     except BadInputError as exc:
-        assert str(exc) and "\n" not in str(exc)
+        # one sentence; several problems are listed under it, one per line ("  - where: what")
+        first, *listed = str(exc).splitlines()
+        assert first and all(line.startswith("  - ") and line[4:].strip() for line in listed), str(exc)
         return None
 
 
