@@ -113,6 +113,18 @@ def build_model(name: str, num_classes: int | None = None, seed: int = 0):
     return calibrate_batchnorm(model, entry.spec(num_classes))
 
 
+def ctrl_c_as_usual() -> None:
+    """Popen's preexec_fn for a child the test interrupts: SIGINT raises KeyboardInterrupt there, as in a terminal.
+
+    A process started with SIGINT ignored keeps ignoring it (Python installs its handler only where
+    SIGINT is not ignored), and an ignored disposition is inherited: a test worker in that state
+    would make every SIGINT the test sends a no-op (seen under pytest-xdist in the full tier).
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_root(tmp_path_factory) -> Path:
     """The folder every worker of this test run shares (pytest-xdist gives each worker a basetemp under it)."""
     import os

@@ -23,7 +23,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from tests.conftest import ctrl_c_as_usual
 from tests.verdicts import verified
 
 CLI = Path(sys.executable).with_name("cnnexport")
@@ -33,7 +35,7 @@ VERBS = {
     "onnx": lambda w: ["onnx", w["ckpt"], "-o", w["out"] / "m.onnx"],
     "torchscript": lambda w: ["torchscript", w["ckpt"], "-o", w["out"] / "m.ts"],
     "simplify": lambda w: ["simplify", w["onnx"], "--checkpoint", w["ckpt"], "-o", w["out"] / "m.sim.onnx"],
-    "quantize-int8": lambda w: ["quantize", w["onnx"], "--calib", "digits", "--samples", "128", "--checkpoint", w["ckpt"],
+    "quantize-int8": lambda w: ["quantize", w["onnx"], "--calib", w["calib"], "--samples", "128", "--checkpoint", w["ckpt"],
                                 "-o", w["out"] / "m.int8.onnx"],
     "quantize-fp16": lambda w: ["quantize", w["onnx"], "--precision", "fp16", "--checkpoint", w["ckpt"], "-o", w["out"] / "m.fp16.onnx"],
 }
@@ -52,7 +54,10 @@ def work(tmp_path_factory):
     torch.save({"arch": "cifar_resnet18", "model_state_dict": build_model("cifar_resnet18").state_dict()}, ckpt)
     onnx = folder / "cifar.onnx"
     assert export_artifact("onnx", load_checkpoint(ckpt), onnx, {"exporter": "legacy"}).verification.status == "pass"
-    return {"ckpt": ckpt, "onnx": onnx, "folder": folder}
+    # calibration inputs of the model's own 3x32x32 shape (the 1-channel digits are refused for it, before any work)
+    calib = folder / "calib.npy"
+    np.save(calib, np.random.default_rng(0).standard_normal((192, 3, 32, 32)).astype(np.float32))
+    return {"ckpt": ckpt, "onnx": onnx, "folder": folder, "calib": calib}
 
 
 def _final_names(out: Path) -> set[str]:
@@ -67,7 +72,7 @@ def test_a_signal_mid_export_leaves_no_partial_file_and_a_rerun_completes(work, 
     args = [str(a) for a in VERBS[verb]({**work, "out": out})]
     target = Path(args[args.index("-o") + 1])
     target.write_bytes(PREVIOUS)
-    proc = subprocess.Popen([str(CLI), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([str(CLI), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_usual)
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None and not list(out.glob(".cnnexport-tmp-*")):
         time.sleep(0.02)

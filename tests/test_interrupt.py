@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import build_model
+from tests.conftest import build_model, ctrl_c_as_usual
 
 
 def test_sigint_during_export_leaves_no_partial_file_and_keeps_the_old_artifact(tmp_path):
@@ -19,7 +19,8 @@ def test_sigint_during_export_leaves_no_partial_file_and_keeps_the_old_artifact(
     previous = out_dir / "cifar.onnx"
     previous.write_bytes(b"previous good artifact")
     cli = Path(sys.executable).with_name("cnnexport")
-    proc = subprocess.Popen([str(cli), "onnx", str(ckpt), "-o", str(previous)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([str(cli), "onnx", str(ckpt), "-o", str(previous)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_as_usual)
     deadline = time.time() + 120
     while time.time() < deadline and not list(out_dir.glob(".cnnexport-tmp-*")):
         time.sleep(0.01)
