@@ -85,11 +85,13 @@ def run_demo(output: Path, epochs: int = 12, progress=lambda _: None) -> dict:
     heldout = InputSet(f"held-out digits ({len(test_x)})", test_x)
     # the shipped demo recipe, plus the Core ML package (checked by the MIL interpreter on Linux)
     # an OpenVINO INT8 IR (NNCF, calibrated on the same training digits) and the Android programs
-    # (ExecuTorch and LiteRT, fp32 and INT8), each run by its own runtime
+    # (ExecuTorch and LiteRT, fp32 and INT8), each run by its own runtime; and TensorRT: an engine
+    # where TensorRT is installed, else `skipped (tensorrt not installed)` with its build kit
     recipe = recipes.load(
         "demo",
         ["stages.coreml.enabled=true", "stages.openvino.enabled=true", "stages.openvino.precision=int8"]
-        + [f"stages.{stage}.enabled=true" for stage in ANDROID_STAGES],
+        + [f"stages.{stage}.enabled=true" for stage in ANDROID_STAGES]
+        + ["stages.tensorrt.enabled=true"],
     )
     run = run_recipe(recipe, checkpoint, output, progress=progress, extra_inputs=[heldout])
     errors = [o for o in run.outcomes if o.status.startswith("error")]
@@ -136,9 +138,10 @@ def artifact_row(outcome, out_dir: Path) -> dict:
     """A recipe stage's manifest entry in the shape of a verb's report entry."""
     entry = outcome.entry
     files = [str(out_dir / f["path"]) for f in entry["files"]]
+    kit = entry["details"].get("kit")  # a TensorRT build kit (no TensorRT here): the row names its folder
     return {
         "kind": entry["kind"],
-        "path": files[0] if files else outcome.name,
+        "path": str(out_dir / kit) if kit else files[0] if files else outcome.name,
         "files": files,
         "sha256": entry["files"][0]["sha256"] if files else None,
         "bytes": sum(f["bytes"] for f in entry["files"]) if files else None,
