@@ -141,10 +141,15 @@ def render_table(report: dict, console, all_outputs: bool = False) -> None:
     for column, justify in columns:
         table.add_column(column, justify=justify, overflow="fold")
     rules = []
+    reasons: list[str] = []  # a status's reason goes under the table, numbered: a long one would widen every row
     for art in report["artifacts"]:
         v = art["verification"]
         colour = {"pass": "green", "fail": "red"}.get(v["status"], "yellow")
-        status = v["status"] if v["status"] == "pass" else escape(f"{v['status']} ({v['reason']})")
+        status = v["status"]
+        if status != "pass" and v.get("reason"):
+            reasons.append(f"{Path(art['path']).name}: {v['reason']}")
+            status = f"{status} [{len(reasons)}]"
+        status = escape(status)
         outputs = v.get("outputs") or {}
         worst = v.get("worst_output")
         shown = outputs.get(worst, v) if worst else v
@@ -181,6 +186,8 @@ def render_table(report: dict, console, all_outputs: bool = False) -> None:
         if v.get("rule") and v["rule"] not in rules:
             rules.append(f"{v['precision']}: {v['rule']}")
     console.print(table)
+    for number, reason in enumerate(reasons, 1):
+        console.print(escape(f"[{number}] {reason}"))
     for rule in dict.fromkeys(rules):
         console.print(f"[dim]pass rule {escape(rule)}[/dim]")
     for art in report["artifacts"]:

@@ -51,9 +51,11 @@ def test_demo_table_output(cli, tmp_path, monkeypatch):
     assert r.exit_code == 0, r
     assert "held-out accuracy" in r.stdout and "lenet5_digits.sim.onnx" in r.stdout and "pass rule" in r.stdout
     if importlib.util.find_spec("tensorrt") is None:
-        # said in the table (rich wraps the cells: "skipped (tensorrt not installed)" spans lines), with its kit
+        # said in the table, the reason numbered under it, with its kit (the row does not widen the table)
         row = [line for line in r.stdout.splitlines() if "│ tensorrt " in line]
-        assert row and "skipped (tensorrt" in row[0] and "lenet5_digits-tensorrt" in row[0], row
+        assert row and "skipped [1]" in row[0] and "lenet5_digits-tensorrt-kit" in row[0], row
+        assert "[1] lenet5_digits-tensorrt-kit: tensorrt not installed" in r.stdout
+        assert max(map(len, r.stdout.splitlines())) <= 160
 
 
 def test_segmentation_demo_trains_exports_verifies_and_reports_miou(cli, tmp_path):
