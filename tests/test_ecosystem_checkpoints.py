@@ -410,6 +410,26 @@ def test_transformers_image_classifier_folder(cli, tmp_path, family):
     assert _onnx_vs_original(out, lambda x: model(pixel_values=x).logits, (3, size, size)) < 1e-4
 
 
+def test_transformers_folder_exports_without_library_noise_in_a_fresh_process(tmp_path):
+    """Issue 43: torch's `_pytree.py:630 ... is an Enum subclass` lines printed before the first line of an
+    export from a Hugging Face folder; library log lines go to the terminal only with -v."""
+    import subprocess
+    import sys
+
+    import torch
+
+    t = _transformers()
+    torch.manual_seed(0)
+    folder = tmp_path / "resnet"
+    _small_transformers_classifiers(t)["resnet"].save_pretrained(str(folder))
+    command = [sys.executable, "-m", "exporter.cli", "onnx", str(folder)]
+    plain = subprocess.run([*command, "-o", str(tmp_path / "plain.onnx")], capture_output=True, text=True, timeout=600)
+    assert plain.returncode == 0, plain.stderr
+    assert [line for line in plain.stderr.splitlines() if not line.startswith("• ")] == [], plain.stderr
+    verbose = subprocess.run([*command, "-o", str(tmp_path / "verbose.onnx"), "-v"], capture_output=True, text=True, timeout=600)
+    assert verbose.returncode == 0 and "_pytree" in verbose.stderr  # the lines exist: -v shows them
+
+
 def test_transformers_folder_with_remote_code_is_refused(cli, tmp_path):
     import json
 
