@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from exporter.outputs import infer_task
+from exporter.tasks import detect
 
 CHANNEL_RANGE_FLOOR = 0.1  # a regression channel's range counts as at least this share of the output's range
 
@@ -22,6 +23,7 @@ class Tolerance:
     min_miou: float = 0.99
     tie_margin: float = 1e-4  # x range: a segmentation pixel with a closer reference call is not judged
     noise_multiple: float | None = None  # fp32: errors within this multiple of the reference's fp32-vs-fp64 noise pass
+    detect: detect.DetectRule = detect.RULES["fp32"]  # detection outputs' thresholds (exporter/tasks/detect.py)
 
     def describe(self) -> str:
         text = (
@@ -36,9 +38,21 @@ class Tolerance:
 
 # One visible table of per-precision defaults; every value can be overridden on the command line.
 TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(max_rel_err=1e-4, min_cosine=0.99999, min_top1=1.0, min_miou=0.99, tie_margin=1e-4, noise_multiple=4.0),
-    "fp16": Tolerance(max_rel_err=1e-2, min_cosine=0.999, min_top1=0.99, min_miou=0.95, tie_margin=1e-2),
-    "int8": Tolerance(max_rel_err=0.25, min_cosine=0.98, min_top1=0.90, min_miou=0.80, tie_margin=0.02),
+    "fp32": Tolerance(
+        max_rel_err=1e-4,
+        min_cosine=0.99999,
+        min_top1=1.0,
+        min_miou=0.99,
+        tie_margin=1e-4,
+        noise_multiple=4.0,
+        detect=detect.RULES["fp32"],
+    ),
+    "fp16": Tolerance(
+        max_rel_err=1e-2, min_cosine=0.999, min_top1=0.99, min_miou=0.95, tie_margin=1e-2, detect=detect.RULES["fp16"]
+    ),
+    "int8": Tolerance(
+        max_rel_err=0.25, min_cosine=0.98, min_top1=0.90, min_miou=0.80, tie_margin=0.02, detect=detect.RULES["int8"]
+    ),
 }
 
 
@@ -119,13 +133,15 @@ def compare_arrays(
     task: str | None = None,
     noise: float | None = None,
     noise_cosine: float | None = None,
+    image_size: float | None = None,
 ) -> dict:
     """Metrics of one output, in float64. Returns the Check fields plus status/reason.
 
     ``task`` (classify / segment / dense / regress) picks the agreement metric; default: from the
     shape. ``noise`` / ``noise_cosine``: the reference's own fp32-vs-fp64 max error / range and
     cosine on these inputs, which widen an fp32 rule that has a ``noise_multiple`` to that multiple
-    of the reference's own rounding.
+    of the reference's own rounding. ``image_size``: what a detect output's box coordinates are
+    judged against (exporter/tasks/detect.py).
     """
     if out.shape != ref.shape:
         return {"status": "fail", "reason": f"output shape {tuple(out.shape)} differs from reference {tuple(ref.shape)}"}
@@ -135,6 +151,8 @@ def compare_arrays(
         bad = int((~np.isfinite(out64)).sum())
         return {"status": "fail", "reason": f"{bad} output values are NaN or infinite"}
     task = task or infer_task(ref.shape)
+    if task == "detect":
+        return detect.compare(ref64, out64, tol.detect, image_size)
     diff = np.abs(out64 - ref64)
     value_range = float(ref64.max() - ref64.min()) or 1.0
     max_abs = float(diff.max()) if diff.size else 0.0

@@ -9,6 +9,8 @@ verification compares each output by name with the metric its task needs:
     segment   (N, C, H, W) class maps       -> per-pixel argmax agreement and mIoU, centred cosine
     dense     (N, C, H, W) regression maps  -> per-channel error / range (depth, flow, heat maps)
     regress   anything else                 -> per-channel error / range (boxes, embeddings)
+    detect    (N, 4 + C, anchors) or (N, K, 6) YOLO detections -> boxes found by NMS, matched to the
+              reference's (exporter/tasks/detect.py); set by the checkpoint's source or --task
 
 The task is decided from the output's shape and overridable per output (``--task``).
 """
@@ -20,7 +22,7 @@ from typing import Any
 
 from exporter.errors import BadInputError
 
-TASKS = ("classify", "segment", "dense", "regress")
+TASKS = ("classify", "segment", "dense", "regress", "detect")
 SINGLE_OUTPUT_NAME = "logits"
 
 
@@ -153,7 +155,15 @@ def describe(found: list[tuple[str, tuple, Any]], tasks: dict[str, str] | None =
                 raise BadInputError(
                     f"output {name!r} has shape {shape}; --task {task} needs an (N, C{', H, W' if expected == 4 else ''}) output"
                 )
+        if task == "detect":
+            from exporter.tasks import detect
+
+            problem = detect.check_shape(name, shape)
+            if problem:
+                raise BadInputError(problem)
         classes = shape[1] if task in ("classify", "segment") else None
+        if task == "detect":
+            classes = detect.classes_of(shape)
         specs.append(OutputSpec(name=name, task=task, classes=classes, shape=shape[1:]))
     return tuple(specs)
 

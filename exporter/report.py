@@ -111,9 +111,14 @@ def _size(n: float | None) -> str:
 
 
 def _agreement(metrics: dict) -> str:
-    """Top-1 agreement of logits, pixel agreement (and mIoU) of class maps, '-' for regression outputs."""
+    """Top-1 agreement of logits, pixel agreement (and mIoU) of class maps, matched-box F1 (and IoU) of
+    detections, '-' for regression outputs."""
     if metrics.get("top1_agreement") is not None:
         return _fmt(metrics["top1_agreement"], ".3f")
+    if metrics.get("task") == "detect":  # matched boxes (exporter/tasks/detect.py), where there were boxes to match
+        if metrics.get("f1") is None:
+            return f"boxes not measured ({metrics.get('reference_boxes') or 0} ref)"
+        return f"F1 {metrics['f1']:.3f}, IoU {_fmt(metrics.get('box_iou'), '.3f')}"
     if metrics.get("pixel_agreement") is not None:
         return f"{metrics['pixel_agreement']:.3f} px, mIoU {_fmt(metrics.get('miou'), '.3f')}"
     return "-"

@@ -59,6 +59,13 @@ class Check:
     pixels_decisive: int | None = None
     miou: float | None = None
     noise_rel_err: float | None = None  # the reference's own fp32-vs-fp64 error, when it was measured
+    # detect outputs (exporter/tasks/detect.py): per-part raw errors and the agreement of decoded boxes
+    box_err: float | None = None
+    score_err: float | None = None
+    reference_boxes: int | None = None
+    f1: float | None = None
+    box_iou: float | None = None
+    score_diff: float | None = None
     decided_by: str | None = None  # "noise" when the fp32 noise rule accepted an error above the fixed one
     judged: bool = True
 
@@ -73,8 +80,22 @@ METRICS = (
     "pixel_agreement",
     "miou",
     "noise_rel_err",
+    "box_err",
+    "score_err",
+    "reference_boxes",
+    "f1",
+    "box_iou",
+    "score_diff",
 )
-_WORST = {"cosine": min, "top1_agreement": min, "top5_overlap": min, "pixel_agreement": min, "miou": min}
+_WORST = {
+    "cosine": min,
+    "top1_agreement": min,
+    "top5_overlap": min,
+    "pixel_agreement": min,
+    "miou": min,
+    "f1": min,
+    "box_iou": min,
+}
 
 
 @dataclass
@@ -129,13 +150,22 @@ class Verdict:
             return failed[0]
         return max(table, key=lambda n: table[n]["max_channel_rel_err"] or table[n]["max_rel_err"] or 0.0)
 
+    def rule(self) -> str | None:
+        """The pass rule in words; with the detection thresholds where an output is a detect one."""
+        if self.tolerance is None:
+            return None
+        text = self.tolerance.describe()
+        if any(c.task == "detect" for c in self.checks):
+            text += "; " + self.tolerance.detect.describe()
+        return text
+
     def to_dict(self) -> dict:
         outputs = self.per_output()
         return {
             "status": self.status,
             "reason": self.reason,
             "precision": self.precision,
-            "rule": self.tolerance.describe() if self.tolerance else None,
+            "rule": self.rule(),
             "tolerance": asdict(self.tolerance) if self.tolerance else None,
             **{metric: self._worst(metric) for metric in METRICS},
             "worst_output": self.worst_output(),
@@ -274,7 +304,8 @@ def _compare_outputs(pairs, reference, inputs: InputSet, ref_name: str, toleranc
             ref_out = transform(ref_out)
         declared = spec.output_spec(name) if spec is not None else None
         task = declared.task if declared is not None else None
-        metrics = compare_arrays(ref_out, np.asarray(art_out), tolerance, task)
+        image_size = max(spec.height, spec.width) if spec is not None else None
+        metrics = compare_arrays(ref_out, np.asarray(art_out), tolerance, task, image_size=image_size)
         if _fails_only_on_error(metrics, tolerance) and inputs.judged:
             if exact is None:
                 exact = _exact_outputs(reference, inputs.array)

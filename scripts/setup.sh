@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv (if missing) and installs cnnexport with its test, dev (ruff, mypy, mkdocs), Core ML, timm, transformers,
-# OpenVINO (openvino + nncf), ExecuTorch, LiteRT, Ray and consumers (OpenCV) extras, then creates the isolated environment
+# OpenVINO (openvino + nncf), ExecuTorch, LiteRT, Ray, consumers (OpenCV) and Ultralytics extras, then creates the isolated environment
 # LiteRT's converter runs in (litert-torch's pins conflict with ours; exporter/isolated.py).
 # torch/torchvision are pinned to the pair prebuilt for Python 3.11 on our machines;
 # any torch>=2.6 works (see pyproject.toml).
@@ -13,7 +13,10 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install --quiet -r scripts/torch-pins.txt 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install --quiet -e ".[test,dev,coreml,timm,transformers,openvino,executorch,litert,ray,consumers]" 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import torch, torchvision, onnx, onnxruntime, onnxsim, typer, timm, transformers, pytorch_lightning, openvino, nncf, cv2, segmentation_models_pytorch, executorch.runtime, ai_edge_litert.interpreter, ai_edge_quantizer" \
+# Ultralytics (AGPL-3.0, the ultralytics extra) without its dependencies: it asks for opencv-python, which would
+# shadow the headless OpenCV above; what it imports is here already, plus these two
+.venv/bin/python -m pip install --quiet --no-deps "ultralytics==8.4.190" "ultralytics-thop>=2.0" "polars>=1.0" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import torch, torchvision, onnx, onnxruntime, onnxsim, typer, timm, transformers, pytorch_lightning, openvino, nncf, cv2, segmentation_models_pytorch, executorch.runtime, ai_edge_litert.interpreter, ai_edge_quantizer, ultralytics.nn.tasks" \
   || { echo "setup failed: a dependency did not install" >&2; exit 1; }
 .venv/bin/python -c "from exporter.targets.litert.stage import converter_env; converter_env().ensure(print)" \
   || { echo "setup failed: the isolated LiteRT converter environment (litert-torch) could not be created" >&2; exit 1; }

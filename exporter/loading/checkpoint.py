@@ -108,6 +108,7 @@ def load_checkpoint(
         raise CheckpointError(f"{path} ({raw.form}) holds one set of weights: there are no {weights!r} weights to choose")
     # builder arguments the file records apply to its own architecture, not to one given by --arch
     arch_kwargs = {**({} if arch else raw.hints.arch_kwargs), **(arch_kwargs or {})}
+    tasks = {**raw.hints.tasks, **(tasks or {})}  # what the source knows, unless --task says otherwise
     overrides = dict(spec_overrides or {})
     notes = list(raw.notes)
     meta_spec = dict(raw.hints.spec)

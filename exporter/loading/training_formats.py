@@ -34,6 +34,7 @@ class Hints:
     spec: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     arch_kwargs: dict = field(default_factory=dict)  # builder arguments the file records (timm's model_args)
+    tasks: dict = field(default_factory=dict)  # the task of each output (or '*'), where the file's source knows it
 
 
 def as_plain_dict(value: Any) -> dict | None:

@@ -85,6 +85,17 @@ def residual_stream_nodes(model) -> list[str]:
     return [n.name for n in norms] + adds
 
 
+def detect_head_nodes(graph, source_model) -> list[str]:
+    """The decoding nodes of the detect outputs the stored spec names (exporter/tasks/detect.py float_tail)."""
+    from exporter.spec import METADATA_KEY, ModelSpec, stored_spec
+    from exporter.tasks import detect
+
+    text = next((p.value for p in source_model.metadata_props if p.key == METADATA_KEY), "")
+    stored = stored_spec(text, "the ONNX model")
+    outputs = [o.name for o in ModelSpec.from_dict(stored).outputs if o.task == "detect"] if stored else []
+    return detect.float_tail(graph.graph, outputs) if outputs else []
+
+
 SYMBOLIC_SHAPE_DUMP = "sym_shape_infer_temp.onnx"
 
 
@@ -199,6 +210,7 @@ def export_int8(
     graph = onnx.load(str(pre), load_external_data=False)
     float_attention = [n for n in attention_nodes(graph) if n not in node_names]
     float_residual = [n for n in residual_stream_nodes(graph) if n not in node_names]
+    float_detect = [n for n in detect_head_nodes(graph, source_model) if n not in node_names]
     symmetric = target == "tensorrt"
     reduce_range = host_lacks_vnni()
     activation_type = QuantType.QInt8 if symmetric else QuantType.QUInt8
@@ -239,7 +251,7 @@ def export_int8(
                 reduce_range=reduce_range,
                 activation_type=activation_type,
                 weight_type=weight_type,
-                nodes_to_exclude=(node_names + float_attention + float_residual) or None,
+                nodes_to_exclude=(node_names + float_attention + float_residual + float_detect) or None,
                 calibrate_method={
                     "minmax": CalibrationMethod.MinMax,
                     "entropy": CalibrationMethod.Entropy,
@@ -280,6 +292,7 @@ def export_int8(
         "excluded_op_types": op_types,
         "float_attention_nodes": len(float_attention),
         "float_residual_nodes": len(float_residual),
+        "float_detect_head_nodes": len(float_detect),
         "preprocess": ("shape inference only" if symmetric else "shape inference + graph optimization")
         + (
             f" (ONNX shape inference only: onnxruntime's symbolic shape inference failed: {symbolic_failure})"
