@@ -1,0 +1,241 @@
+"""Detectors (issue 40): Ultralytics YOLO checkpoints made by Ultralytics in the test, judged by the boxes they find.
+
+The YOLO is trained here from its yaml on shapes drawn here (exporter/tasks/detect_shapes.py), once per
+file; every artifact is verified on held-out images by matched boxes (exporter/tasks/detect.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from exporter.tasks import detect
+
+
+# --------------------------------------------------------------------------- the task, on arrays
+
+
+def _raw(boxes, classes: int = 2, anchors: int = 8) -> np.ndarray:
+    """A (1, 4 + classes, anchors) head output: each box (cx, cy, w, h, class, score), background 0.01."""
+    out = np.zeros((1, 4 + classes, anchors), np.float32)
+    out[0, :4] = 10.0
+    out[0, 4:] = 0.01
+    for a, (cx, cy, w, h, k, score) in enumerate(boxes):
+        out[0, :4, a] = (cx, cy, w, h)
+        out[0, 4 + k, a] = score
+    return out
+
+
+BOXES = [(40, 40, 20, 20, 0, 0.9), (42, 41, 20, 20, 0, 0.8), (100, 100, 30, 10, 1, 0.7), (120, 30, 8, 8, 0, 0.1)]
+
+
+def test_decode_keeps_the_best_of_overlapping_boxes_per_class_and_drops_low_scores():
+    (found,) = detect.decode(_raw(BOXES))
+    assert found.classes.tolist() == [0, 1] and np.allclose(found.scores, [0.9, 0.7])
+    assert np.allclose(found.xyxy[0], [30, 30, 50, 50]) and np.allclose(found.xyxy[1], [85, 95, 115, 105])
+
+
+def test_matching_counts_missing_and_extra_boxes_but_not_ties_at_the_threshold():
+    rule = detect.RULES["fp32"]
+    same = detect.agreement(detect.decode(_raw(BOXES)), detect.decode(_raw(BOXES)), rule.tie_margin)
+    assert (same.f1, same.matched, min(same.ious)) == (1.0, 2, pytest.approx(1.0))
+    missing = detect.agreement(detect.decode(_raw(BOXES)), detect.decode(_raw(BOXES[:2])), rule.tie_margin)
+    assert missing.f1 == pytest.approx(2 / 3)  # 1 of 2 reference boxes found, 1 artifact box
+    tie = [*BOXES[:3], (130, 130, 10, 10, 1, detect.CONF + 0.0005)]
+    judged = detect.agreement(detect.decode(_raw(tie)), detect.decode(_raw(BOXES[:3])), rule.tie_margin)
+    assert judged.f1 == 1.0 and judged.reference_boxes == 2  # the box at the threshold may flip
+    other_class = detect.agreement(detect.decode(_raw(BOXES)), detect.decode(_raw([(40, 40, 20, 20, 1, 0.9), BOXES[2]])), 0)
+    assert other_class.matched == 1  # the same place with another class is not a match
+
+
+def test_each_part_is_judged_in_its_own_units():
+    ref = _raw(BOXES)
+    shifted = ref.copy()
+    shifted[0, 0] += 3.0  # 3 pixels on x of every anchor: 3/160 of the image
+    metrics = detect.compare(ref, shifted, detect.RULES["fp32"], image_size=160)
+    assert metrics["status"] == "fail" and metrics["box_err"] == pytest.approx(3 / 160) and "box error" in metrics["reason"]
+    negated = ref.copy()
+    negated[0, 5] = 1 - negated[0, 5]  # one class's scores turned around
+    for precision in ("fp32", "fp16", "int8"):
+        metrics = detect.compare(ref, negated, detect.RULES[precision], image_size=160)
+        assert metrics["status"] == "fail" and "score error 0.98" in metrics["reason"], (precision, metrics)
+
+
+def test_too_few_reference_boxes_leave_agreement_unmeasured():
+    ref = _raw(BOXES)
+    metrics = detect.compare(ref, ref.copy(), detect.RULES["fp32"], image_size=160)
+    assert metrics["status"] == "pass" and metrics["reference_boxes"] == 2 and "f1" not in metrics
+
+
+def test_end_to_end_rows_are_decoded_and_reordering_is_not_an_error():
+    rows = np.zeros((1, 300, 6), np.float32)
+    rows[0, :6] = [[10, 10, 30, 30, 0.9 - 0.1 * i, i % 3] for i in range(6)]
+    rows[0, :6, :2] += np.arange(6)[:, None] * 40
+    rows[0, :6, 2:4] += np.arange(6)[:, None] * 40
+    assert detect.is_end_to_end(rows.shape) and detect.classes_of(rows.shape) is None
+    swapped = rows.copy()
+    swapped[0, [0, 1]] = rows[0, [1, 0]]
+    metrics = detect.compare(rows, swapped, detect.RULES["fp32"], image_size=256)
+    assert metrics["status"] == "pass" and metrics["f1"] == 1.0 and metrics["reference_boxes"] == 6
+
+
+# --------------------------------------------------------------------------- a YOLO trained by Ultralytics
+
+ultralytics = pytest.importorskip("ultralytics", reason="the ultralytics extra is not installed (scripts/setup.sh installs it)")
+
+
+@pytest.fixture(scope="module")
+def yolo(tmp_path_factory):
+    """(best.pt, data folder): YOLO11n trained by Ultralytics for 15 epochs on 96 drawn images at 128 px (~40 s)."""
+    from exporter.tasks.detect_shapes import train_yolo, write_dataset
+
+    root = tmp_path_factory.mktemp("yolo")
+    data = write_dataset(root / "shapes", train=96, val=32, size=128)
+    return train_yolo(data, root / "runs", epochs=15, size=128), root / "shapes"
+
+
+def _report(result) -> dict:
+    return json.loads(result.stdout)
+
+
+def test_a_yolo_checkpoint_exports_with_no_flags_and_keeps_every_box(cli, yolo, tmp_path):
+    import onnx
+
+    best, data = yolo
+    out = tmp_path / "yolo.onnx"
+    r = cli("onnx", best, "-o", out, "--images", data / "images" / "val", "--json")
+    assert r.exit_code == 0, r.stderr
+    report = _report(r)
+    model = report["model"]
+    assert model["arch"] == "yolo11n" and model["written_by"].startswith("Ultralytics")
+    assert model["input_shape"] == [3, 128, 128] and model["mean"] == [0, 0, 0] and model["std"] == [1, 1, 1]
+    assert model["labels"] == ["circle", "square", "triangle"]
+    assert [(o["name"], o["task"], o["classes"]) for o in model["outputs"]] == [("detections", "detect", 3)]
+    assert any("float16" in note for note in model["notes"])
+    v = report["artifacts"][0]["verification"]
+    assert v["status"] == "pass" and 1 in v["batch_sizes"] and 4 in v["batch_sizes"]
+    on_images = [c for c in v["checks"] if c["inputs"].startswith("images")]
+    assert on_images and on_images[0]["reference_boxes"] >= detect.MIN_BOXES, on_images
+    assert on_images[0]["f1"] == 1.0 and on_images[0]["box_iou"] > 0.999
+    graph = onnx.load(str(out)).graph
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param  # a dynamic batch axis
+    assert detect.float_tail(graph, ["detections"])  # the decoding the INT8 stage keeps in float
+
+
+def test_int8_keeps_the_boxes_where_a_generic_quantizer_loses_them_all(cli, yolo, tmp_path):
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    from exporter.inputs import OrtCalibrationReader, image_source
+
+    best, data = yolo
+    fp32 = tmp_path / "yolo.onnx"
+    assert cli("onnx", best, "-o", fp32).exit_code == 0
+    r = cli("quantize", fp32, "--checkpoint", best, "--calib", data / "images" / "train", "-o", tmp_path / "y.int8.onnx", "--json")
+    assert r.exit_code == 0, r.stderr
+    art = _report(r)["artifacts"][-1]
+    assert art["details"]["float_detect_head_nodes"] > 0
+    held_out = [c for c in art["verification"]["checks"] if c["inputs"].startswith("held-out")]
+    assert held_out and held_out[0]["reference_boxes"] >= detect.MIN_BOXES and held_out[0]["f1"] >= 0.9, held_out
+
+    # onnxruntime's quantize_static over the whole graph: boxes and scores share one output scale
+    from exporter.spec import ModelSpec
+
+    spec = ModelSpec(arch="yolo", num_classes=3, height=128, width=128, mean=(0, 0, 0), std=(1, 1, 1))
+    calib = image_source(data / "images" / "train", spec)
+    collapsed = tmp_path / "collapsed.onnx"
+    quantize_static(str(fp32), str(collapsed), OrtCalibrationReader(calib, "input", batch_size=8), quant_format=QuantFormat.QDQ)
+    r = cli("verify", collapsed, "--checkpoint", best, "--precision", "int8", "--images", data / "images" / "val")
+    assert r.exit_code == 1 and "matched-box F1 0.0" in r.stderr, r.stderr
+
+
+def _edited(source, target, scale, shift):
+    """The ONNX model with its detections output multiplied by ``scale`` and shifted by ``shift`` (per channel)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(source))
+    graph = model.graph
+    out = graph.output[0].name
+    for node in graph.node:
+        node.output[:] = [f"{o}_raw" if o == out else o for o in node.output]
+    graph.initializer.extend(
+        [numpy_helper.from_array(scale.astype(np.float32), "edit_scale"), numpy_helper.from_array(shift.astype(np.float32), "edit_shift")]
+    )
+    graph.node.extend([helper.make_node("Mul", [f"{out}_raw", "edit_scale"], ["edit_scaled"]), helper.make_node("Add", ["edit_scaled", "edit_shift"], [out])])
+    onnx.save(model, str(target))
+    return target
+
+
+def test_a_negated_score_channel_and_a_shifted_box_channel_are_each_caught(cli, yolo, tmp_path):
+    best, data = yolo
+    fp32 = tmp_path / "yolo.onnx"
+    assert cli("onnx", best, "-o", fp32).exit_code == 0
+    scale, shift = np.ones((1, 7, 1)), np.zeros((1, 7, 1))
+    negated_scale, negated_shift = scale.copy(), shift.copy()
+    negated_scale[0, 5], negated_shift[0, 5] = -1, 1  # square's scores become 1 - score
+    moved = shift.copy()
+    moved[0, 1] = 2.0  # every box 2 pixels lower
+    for name, (s, b), said in (("negated", (negated_scale, negated_shift), "score error"), ("shifted", (scale, moved), "box error")):
+        edited = _edited(fp32, tmp_path / f"{name}.onnx", s, b)
+        r = cli("verify", edited, "--checkpoint", best, "--images", data / "images" / "val")
+        assert r.exit_code == 1 and said in r.stderr, (name, r.stderr)
+
+
+def _ultralytics_checkpoint(path, yaml: str, imgsz: int = 64):
+    """What Ultralytics' trainer saves (model in float16, train_args), for a model built from its yaml."""
+    import torch
+    from ultralytics.nn.tasks import guess_model_task, yaml_model_load
+
+    from ultralytics.nn import tasks
+
+    task = guess_model_task(yaml_model_load(yaml))
+    model = {"detect": tasks.DetectionModel, "classify": tasks.ClassificationModel, "segment": tasks.SegmentationModel}[task]
+    built = model(yaml, nc=3, verbose=False)
+    built.names = {0: "a", 1: "b", 2: "c"}
+    torch.save({"model": built.half(), "ema": None, "train_args": {"imgsz": imgsz}, "version": ultralytics.__version__}, path)
+    return path
+
+
+def test_a_segment_checkpoint_is_refused_saying_what_works(cli, tmp_path):
+    path = _ultralytics_checkpoint(tmp_path / "seg.pt", "yolo11n-seg.yaml")
+    r = cli("inspect", path)
+    assert r.exit_code == 2 and "SegmentationModel" in r.stderr and "detect" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_hostile_yolo_shaped_pickle_runs_nothing(cli, tmp_path):
+    import os
+
+    import torch
+    from ultralytics.nn.modules.conv import Conv
+
+    marker = tmp_path / "ran"
+
+    class Hostile:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "best.pt"
+    torch.save({"model": Conv(3, 8), "train_args": {"imgsz": 64}, "x": Hostile()}, path)
+    r = cli("onnx", path, "-o", tmp_path / "out.onnx")
+    assert r.exit_code == 2 and "refused without unpickling anything" in r.stderr, r.stderr
+    assert not marker.exists() and not (tmp_path / "out.onnx").exists()
+
+
+def test_without_ultralytics_exit_3_says_how_to_install(cli, tmp_path, monkeypatch):
+    path = _ultralytics_checkpoint(tmp_path / "best.pt", "yolo11n.yaml")
+    monkeypatch.setitem(sys.modules, "ultralytics", None)
+    r = cli("inspect", path)
+    assert r.exit_code == 3 and "pip install 'cnnexport[ultralytics]'" in r.stderr, r.stderr
+
+
+@pytest.mark.full
+def test_a_yolo_classifier_exports_as_a_classifier(cli, tmp_path):
+    path = _ultralytics_checkpoint(tmp_path / "cls.pt", "yolo11n-cls.yaml")
+    r = cli("onnx", path, "-o", tmp_path / "cls.onnx", "--json")
+    assert r.exit_code == 0, r.stderr
+    model = _report(r)["model"]
+    assert model["num_classes"] == 3 and model["outputs"][0]["task"] == "classify" and model["input_shape"] == [3, 64, 64]
+    assert _report(r)["artifacts"][0]["verification"]["status"] == "pass"
