@@ -14,7 +14,6 @@ import pytest
 
 from exporter.tasks import detect
 
-
 # --------------------------------------------------------------------------- the task, on arrays
 
 
@@ -133,7 +132,9 @@ def test_int8_keeps_the_boxes_where_a_generic_quantizer_loses_them_all(cli, yolo
     best, data = yolo
     fp32 = tmp_path / "yolo.onnx"
     assert cli("onnx", best, "-o", fp32).exit_code == 0
-    r = cli("quantize", fp32, "--checkpoint", best, "--calib", data / "images" / "train", "-o", tmp_path / "y.int8.onnx", "--json")
+    r = cli(
+        "quantize", fp32, "--checkpoint", best, "--calib", data / "images" / "train", "-o", tmp_path / "y.int8.onnx", "--json"
+    )
     assert r.exit_code == 0, r.stderr
     art = _report(r)["artifacts"][-1]
     assert art["details"]["float_detect_head_nodes"] > 0
@@ -162,9 +163,17 @@ def _edited(source, target, scale, shift):
     for node in graph.node:
         node.output[:] = [f"{o}_raw" if o == out else o for o in node.output]
     graph.initializer.extend(
-        [numpy_helper.from_array(scale.astype(np.float32), "edit_scale"), numpy_helper.from_array(shift.astype(np.float32), "edit_shift")]
+        [
+            numpy_helper.from_array(scale.astype(np.float32), "edit_scale"),
+            numpy_helper.from_array(shift.astype(np.float32), "edit_shift"),
+        ]
     )
-    graph.node.extend([helper.make_node("Mul", [f"{out}_raw", "edit_scale"], ["edit_scaled"]), helper.make_node("Add", ["edit_scaled", "edit_shift"], [out])])
+    graph.node.extend(
+        [
+            helper.make_node("Mul", [f"{out}_raw", "edit_scale"], ["edit_scaled"]),
+            helper.make_node("Add", ["edit_scaled", "edit_shift"], [out]),
+        ]
+    )
     onnx.save(model, str(target))
     return target
 
@@ -178,7 +187,10 @@ def test_a_negated_score_channel_and_a_shifted_box_channel_are_each_caught(cli, 
     negated_scale[0, 5], negated_shift[0, 5] = -1, 1  # square's scores become 1 - score
     moved = shift.copy()
     moved[0, 1] = 2.0  # every box 2 pixels lower
-    for name, (s, b), said in (("negated", (negated_scale, negated_shift), "score error"), ("shifted", (scale, moved), "box error")):
+    for name, (s, b), said in (
+        ("negated", (negated_scale, negated_shift), "score error"),
+        ("shifted", (scale, moved), "box error"),
+    ):
         edited = _edited(fp32, tmp_path / f"{name}.onnx", s, b)
         r = cli("verify", edited, "--checkpoint", best, "--images", data / "images" / "val")
         assert r.exit_code == 1 and said in r.stderr, (name, r.stderr)
@@ -187,9 +199,8 @@ def test_a_negated_score_channel_and_a_shifted_box_channel_are_each_caught(cli, 
 def _ultralytics_checkpoint(path, yaml: str, imgsz: int = 64):
     """What Ultralytics' trainer saves (model in float16, train_args), for a model built from its yaml."""
     import torch
-    from ultralytics.nn.tasks import guess_model_task, yaml_model_load
-
     from ultralytics.nn import tasks
+    from ultralytics.nn.tasks import guess_model_task, yaml_model_load
 
     task = guess_model_task(yaml_model_load(yaml))
     model = {"detect": tasks.DetectionModel, "classify": tasks.ClassificationModel, "segment": tasks.SegmentationModel}[task]
