@@ -154,10 +154,12 @@ class Verdict:
         """The pass rule in words; with the detection thresholds where an output is a detect one."""
         if self.tolerance is None:
             return None
-        text = self.tolerance.describe()
-        if any(c.task == "detect" for c in self.checks):
-            text += "; " + self.tolerance.detect.describe()
-        return text
+        tasks = {c.task for c in self.checks if c.output}
+        if "detect" not in tasks:
+            return self.tolerance.describe()
+        if tasks == {"detect"}:
+            return self.tolerance.detect.describe()
+        return self.tolerance.describe() + "; " + self.tolerance.detect.describe()
 
     def to_dict(self) -> dict:
         outputs = self.per_output()
