@@ -12,7 +12,6 @@ import json
 import re
 import zipfile
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +25,10 @@ from exporter.loading.quantized_forms import (
     quantized_module_names,
     unfuse_batchnorms,
 )
+from exporter.loading.raw import RawCheckpoint
 from exporter.loading.training_formats import EMA_KEYS, MODEL_KEYS, Hints, spec_from_metadata
 
 PREFIXES = ("module.", "_orig_mod.")
-
-
-@dataclass
-class RawCheckpoint:
-    form: str
-    state_dict: dict | None = None
-    module: Any = None
-    metadata: dict = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    hints: Hints = field(default_factory=Hints)
-    weights: str = "model"
-    written_by: str | None = None
-    # BatchNorms a QAT checkpoint had fused into convs: {prefix their weights were moved to: conv prefix}
-    fused_batchnorms: dict = field(default_factory=dict)
 
 
 def _is_tensor_dict(obj) -> bool:

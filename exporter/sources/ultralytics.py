@@ -16,6 +16,7 @@ Ultralytics is AGPL-3.0: an optional extra, imported only here, never vendored.
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 
 import torch
@@ -53,6 +54,20 @@ def refuse_foreign_globals(path: Path, unsafe_globals: list[str]) -> None:
         )
 
 
+def restore_pil_open() -> None:
+    """Undo Ultralytics' import-time patch of PIL's Image.open: on an unreadable image it pip-installs pi-heif.
+
+    cnnexport never installs anything at run time, and a corrupt calibration image must stay a clear
+    error (exit 2), not a ModuleNotFoundError from a plug-in nobody asked for.
+    """
+    from PIL import Image
+
+    patches = sys.modules.get("ultralytics.utils.patches")
+    original = getattr(patches, "_image_open", None)
+    if original is not None and Image.open is not original:
+        Image.open = original
+
+
 def allowed_classes(path: Path, unsafe_globals: list[str]) -> list:
     """The torch.nn / ultralytics.nn module classes the file names, imported (each must be a network module)."""
     from torch import nn
@@ -75,14 +90,18 @@ def allowed_classes(path: Path, unsafe_globals: list[str]) -> list:
 
 def read(path: Path, unsafe_globals: list[str], weights: str = "model"):
     """The RawCheckpoint of an Ultralytics checkpoint: its model in export mode, with spec hints."""
-    from exporter.loading.checkpoint_read import RawCheckpoint
+    from exporter.loading.raw import RawCheckpoint
     from exporter.loading.safe_pickle import safe_globals
     from exporter.loading.training_formats import Hints
 
     refuse_foreign_globals(path, unsafe_globals)
     _require_ultralytics(path)
     try:
-        with torch.serialization.safe_globals([*safe_globals(), *allowed_classes(path, unsafe_globals)]):
+        classes = allowed_classes(path, unsafe_globals)
+    finally:
+        restore_pil_open()
+    try:
+        with torch.serialization.safe_globals([*safe_globals(), *classes]):
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except CheckpointError:
         raise

@@ -58,9 +58,13 @@ def train_yolo(data: Path, out: Path, model: str = "yolo11n.yaml", epochs: int =
     """
     from ultralytics import YOLO
 
+    from exporter.sources.ultralytics import restore_pil_open
+
+    restore_pil_open()  # Ultralytics patched PIL on import
     YOLO(model).train(
         data=str(data), epochs=epochs, imgsz=size, batch=8, device="cpu", workers=0, plots=False, amp=False,
         project=str(Path(out).resolve()), name="train", exist_ok=True, verbose=False, seed=0, deterministic=True,
         optimizer="SGD", lr0=0.05, warmup_epochs=1, mosaic=0.0, close_mosaic=0, val=False,
     )  # fmt: skip
+    restore_pil_open()
     return Path(out) / "train" / "weights" / "best.pt"
