@@ -86,6 +86,15 @@ def test_end_to_end_rows_are_decoded_and_reordering_is_not_an_error():
 ultralytics = pytest.importorskip("ultralytics", reason="the ultralytics extra is not installed (scripts/setup.sh installs it)")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def pil_as_it_was():
+    """Importing Ultralytics patches PIL's Image.open for the whole process; the next test files get the original."""
+    yield
+    from exporter.sources.ultralytics import restore_pil_open
+
+    restore_pil_open()
+
+
 @pytest.fixture(scope="module")
 def yolo(tmp_path_factory):
     """(best.pt, data folder): YOLO11n trained by Ultralytics for 15 epochs on 96 drawn images at 128 px (~40 s)."""
