@@ -86,7 +86,7 @@ def run_demo(output: Path, epochs: int = 12, progress=lambda _: None) -> dict:
     # the shipped demo recipe, plus the Core ML package (checked by the MIL interpreter on Linux)
     # an OpenVINO INT8 IR (NNCF, calibrated on the same training digits) and the Android programs
     # (ExecuTorch and LiteRT, fp32 and INT8), each run by its own runtime; and TensorRT: an engine
-    # where TensorRT is installed, else `skipped (tensorrt not installed)` with its build kit
+    # where TensorRT is installed, else skipped (tensorrt not installed) with its build kit
     recipe = recipes.load(
         "demo",
         ["stages.coreml.enabled=true", "stages.openvino.enabled=true", "stages.openvino.precision=int8"]

@@ -113,6 +113,7 @@ def read_checkpoint(path: Path, trust_pickle: bool = False, weights: str = "mode
     """Read the file into a state_dict or a module, saying clearly why one is refused (folders: hf_folder)."""
     import torch
 
+    from exporter import sources
     from exporter.loading.safe_pickle import load_weights_only
 
     path = Path(path)
@@ -154,9 +155,10 @@ def read_checkpoint(path: Path, trust_pickle: bool = False, weights: str = "mode
             form="exported-program", module=program.module(), metadata={"example_inputs": program.example_inputs}
         )
 
-    source = _source_of(path, head)
+    named = _unsafe_globals(path) if head.startswith(b"PK") else []
+    source = sources.find(named)  # a checkpoint source (exporter/sources/) reads its own files
     if source is not None:
-        return source.read(path, _unsafe_globals(path), weights)
+        return source.read(path, named, weights)
     try:
         obj = load_weights_only(str(path))
     except Exception as exc:
@@ -206,13 +208,6 @@ def _unsafe_globals(path: Path) -> list[str]:
         return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
     except Exception:  # noqa: BLE001 - an odd zip: the generic reader says what is wrong with it
         return []
-
-
-def _source_of(path: Path, head: bytes):
-    """The checkpoint source (exporter/sources/) that reads this file, or None for the generic reader."""
-    from exporter import sources
-
-    return sources.find(_unsafe_globals(path)) if head.startswith(b"PK") else None
 
 
 def _is_pickle_stream(path: Path) -> bool:

@@ -110,7 +110,9 @@ def read(path: Path, unsafe_globals: list[str], weights: str = "model"):
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} names Ultralytics classes but holds a {type(obj).__name__}, not a training dict")
     key = "ema" if weights == "ema" else "model"
-    model = obj.get(key) or (obj.get("ema") if key == "model" else None)
+    model = obj.get(key)
+    if model is None and key == "model":  # a checkpoint saved mid-training keeps its weights under ema only
+        model = obj.get("ema")
     if not isinstance(model, torch.nn.Module):
         raise CheckpointError(f"{path} is an Ultralytics checkpoint without {key!r} weights (keys: {', '.join(map(str, obj))})")
     kind = type(model).__name__
