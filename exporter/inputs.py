@@ -117,6 +117,9 @@ def load_image(path: Path, spec: ModelSpec, strict: bool = False) -> np.ndarray:
             if strict:
                 _check_colour(path, opened.mode, spec)
             img = opened.convert("L" if spec.channels == 1 else "RGB")
+            if spec.resize == "letterbox":
+                arr = letterbox(np.asarray(img), spec.height, spec.width).astype(np.float32) / 255.0
+                return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
             scale = max(spec.height, spec.width) / 0.875 / min(img.size)
             new_size = (max(spec.width, round(img.size[0] * scale)), max(spec.height, round(img.size[1] * scale)))
             img = img.resize(new_size, Image.Resampling.BILINEAR)
@@ -129,6 +132,31 @@ def load_image(path: Path, spec: ModelSpec, strict: bool = False) -> np.ndarray:
     if spec.channels not in (1, 3):
         raise BadInputError(f"images can feed 1- or 3-channel models only; this model takes {spec.channels} channels")
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+LETTERBOX_GREY = 114
+
+
+def letterbox(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Ultralytics' LetterBox (centred, no stride rounding): scale to fit, linear interpolation (OpenCV's
+    INTER_LINEAR where OpenCV imports, as Ultralytics resizes; PIL's bilinear otherwise), pad with grey 114."""
+    h, w = pixels.shape[:2]
+    r = min(height / h, width / w)
+    new_w, new_h = round(w * r), round(h * r)
+    if (new_w, new_h) != (w, h):
+        try:
+            import cv2
+
+            pixels = cv2.resize(pixels, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        except ImportError:
+            from PIL import Image
+
+            pixels = np.asarray(Image.fromarray(pixels).resize((new_w, new_h), Image.Resampling.BILINEAR))
+    dw, dh = (width - new_w) / 2, (height - new_h) / 2
+    top, left = round(dh - 0.1), round(dw - 0.1)
+    out = np.full((height, width, *pixels.shape[2:]), LETTERBOX_GREY, dtype=np.uint8)
+    out[top : top + new_h, left : left + new_w] = pixels
+    return out
 
 
 def _check_colour(path: Path, mode: str, spec: ModelSpec) -> None:

@@ -64,6 +64,7 @@ def model_section(loaded=None, spec=None) -> dict:
         "labels": list(spec.labels) if spec.labels else None,
         "interpolation": spec.interpolation,
         "crop_pct": spec.crop_pct,
+        "resize": spec.resize,
     }
     if loaded is not None:
         section.update(

@@ -34,6 +34,10 @@ class ModelSpec:
     # args): recorded so a deployment's preprocessing can match; nothing here resizes.
     interpolation: str | None = None
     crop_pct: float | None = None
+    # How images become the input: None = resize the short side and centre-crop (classifiers);
+    # "letterbox" = fit the long side and pad with grey 114 (Ultralytics' detectors). Verification's
+    # --images follow it, so PyTorch and the artifact see what the deployment will feed.
+    resize: str | None = None
     # What forward returns, one entry per named output (exporter/outputs.py); () = one logits output.
     outputs: tuple = ()
 
@@ -113,6 +117,7 @@ class ModelSpec:
                 labels=tuple(d["labels"]) if d.get("labels") is not None else None,
                 interpolation=str(d["interpolation"]) if d.get("interpolation") is not None else None,
                 crop_pct=float(d["crop_pct"]) if d.get("crop_pct") is not None else None,
+                resize=str(d["resize"]) if d.get("resize") is not None else None,
                 outputs=tuple(OutputSpec.from_dict(o) for o in d.get("outputs") or ()),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -81,6 +81,17 @@ def test_end_to_end_rows_are_decoded_and_reordering_is_not_an_error():
     assert metrics["status"] == "pass" and metrics["f1"] == 1.0 and metrics["reference_boxes"] == 6
 
 
+def test_letterbox_fits_the_long_side_and_pads_with_grey_as_ultralytics_does():
+    from exporter.inputs import LETTERBOX_GREY, letterbox
+
+    wide = np.full((32, 64, 3), 200, np.uint8)  # h 32, w 64 -> 64 x 128 inside 128 x 128
+    boxed = letterbox(wide, 128, 128)
+    assert boxed.shape == (128, 128, 3)
+    assert (boxed[:32] == LETTERBOX_GREY).all() and (boxed[96:] == LETTERBOX_GREY).all() and (boxed[32:96] == 200).all()
+    odd = letterbox(np.zeros((127, 128, 3), np.uint8), 128, 128)  # one row of padding, at the bottom (round(0.4) = 0)
+    assert (odd[:127] == 0).all() and (odd[127] == LETTERBOX_GREY).all()
+
+
 # --------------------------------------------------------------------------- a YOLO trained by Ultralytics
 
 ultralytics = pytest.importorskip("ultralytics", reason="the ultralytics extra is not installed (scripts/setup.sh installs it)")
@@ -120,7 +131,7 @@ def test_a_yolo_checkpoint_exports_with_no_flags_and_keeps_every_box(cli, yolo, 
     model = report["model"]
     assert model["arch"] == "yolo11n" and model["written_by"].startswith("Ultralytics")
     assert model["input_shape"] == [3, 128, 128] and model["mean"] == [0, 0, 0] and model["std"] == [1, 1, 1]
-    assert model["labels"] == ["circle", "square", "triangle"]
+    assert model["labels"] == ["circle", "square", "triangle"] and model["resize"] == "letterbox"
     assert [(o["name"], o["task"], o["classes"]) for o in model["outputs"]] == [("detections", "detect", 3)]
     assert any("float16" in note for note in model["notes"])
     v = report["artifacts"][0]["verification"]

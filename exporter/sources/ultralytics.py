@@ -129,6 +129,8 @@ def read(path: Path, unsafe_globals: list[str], weights: str = "model"):
     labels = [str(names[i]) for i in sorted(names)] if isinstance(names, dict) and names else None
     yaml_name = Path(str((getattr(model, "yaml", None) or {}).get("yaml_file", "") or kind)).stem
     spec: dict = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+    if kind == "DetectionModel":
+        spec["resize"] = "letterbox"  # as Ultralytics' predict prepares images
     if size is not None:
         spec["input_shape"] = (int((getattr(model, "yaml", None) or {}).get("channels", 3)), size, size)
     else:

@@ -41,8 +41,9 @@ class DetectRule:
     min_f1: float  # matched-box F1 against the reference's boxes
     min_iou: float  # mean IoU of the matched boxes
     tie_margin: float  # boxes scoring within this of the confidence threshold are not judged
-    # box coordinates judged on every anchor, or only where the reference scores a box (an INT8 head's
-    # background anchors regress boxes nobody keeps; their error says nothing about the boxes found)
+    # box coordinates judged on every anchor, or only where the reference scores a box (an fp16 or INT8
+    # head's background anchors regress boxes nobody keeps: the flat DFL distributions there amplify
+    # rounding, 3 px at 128 px in an fp16 Core ML YOLO11n whose every kept box matched, IoU 0.998)
     boxes_of_every_anchor: bool = True
 
     def describe(self) -> str:
@@ -56,7 +57,7 @@ class DetectRule:
 
 RULES = {
     "fp32": DetectRule(box_err=1e-4, score_err=1e-4, min_f1=0.99, min_iou=0.99, tie_margin=1e-3),
-    "fp16": DetectRule(box_err=5e-3, score_err=1e-2, min_f1=0.95, min_iou=0.95, tie_margin=1e-2),
+    "fp16": DetectRule(box_err=5e-3, score_err=1e-2, min_f1=0.95, min_iou=0.95, tie_margin=1e-2, boxes_of_every_anchor=False),
     "int8": DetectRule(box_err=0.1, score_err=0.3, min_f1=0.9, min_iou=0.8, tie_margin=0.05, boxes_of_every_anchor=False),
 }
 
