@@ -111,14 +111,14 @@ def _size(n: float | None) -> str:
     return str(n)
 
 
-def _agreement(metrics: dict) -> str:
+def agreement_text(metrics: dict) -> str:
     """Top-1 agreement of logits, pixel agreement (and mIoU) of class maps, matched-box F1 (and IoU) of
     detections, '-' for regression outputs."""
     if metrics.get("top1_agreement") is not None:
         return _fmt(metrics["top1_agreement"], ".3f")
-    if metrics.get("task") == "detect":  # matched boxes (exporter/tasks/detect.py), where there were boxes to match
+    if metrics.get("box_err") is not None:  # a detect output: matched boxes (exporter/tasks/detect.py), where there were any
         if metrics.get("f1") is None:
-            return f"boxes not measured ({metrics.get('reference_boxes') or 0} ref)"
+            return f"unmeasured ({metrics.get('reference_boxes') or 0} boxes)"
         return f"F1 {metrics['f1']:.3f}, IoU {_fmt(metrics.get('box_iou'), '.3f')}"
     if metrics.get("pixel_agreement") is not None:
         return f"{metrics['pixel_agreement']:.3f} px, mIoU {_fmt(metrics.get('miou'), '.3f')}"
@@ -170,7 +170,7 @@ def render_table(report: dict, console, all_outputs: bool = False) -> None:
             _fmt(shown.get("max_abs_err"), ".2e"),
             _fmt(shown.get("max_channel_rel_err") or shown.get("max_rel_err"), ".2e"),
             _fmt(shown.get("cosine"), ".6f"),
-            _agreement(shown),
+            agreement_text(shown),
             ",".join(map(str, v["batch_sizes"])) or "-",
         )
         if all_outputs and len(outputs) > 1:
@@ -186,7 +186,7 @@ def render_table(report: dict, console, all_outputs: bool = False) -> None:
                     _fmt(row.get("max_abs_err"), ".2e"),
                     _fmt(row.get("max_channel_rel_err") or row.get("max_rel_err"), ".2e"),
                     _fmt(row.get("cosine"), ".6f"),
-                    _agreement(row),
+                    agreement_text(row),
                     "",
                 )
         if v.get("rule") and v["rule"] not in rules:
@@ -232,3 +232,8 @@ def failure_sentence(result: ArtifactResult) -> str:
 
         hint += f"; {describe(first)}; every layer: cnnexport debug ARTIFACT --checkpoint CKPT"
     return f"verification failed for {result.kind}: {result.verification.reason}; the artifact was {where}{hint}"
+
+
+def worst_error(metrics: dict) -> float | None:
+    """max err/range of a verdict: the whole output's, or per part / channel where only that was measured (detect)."""
+    return metrics.get("max_rel_err") if metrics.get("max_rel_err") is not None else metrics.get("max_channel_rel_err")

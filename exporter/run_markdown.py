@@ -16,9 +16,11 @@ def run_markdown(result) -> str:
             else ""
         ),
         "",
-        "| stage | artifact | status | max err/range | cosine | top-1 | time | cached |",
+        "| stage | artifact | status | max err/range | cosine | agreement | time | cached |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    from exporter.report import agreement_text, worst_error
+
     for o in result.outcomes:
         v = o.entry.get("verification", {}) if o.entry else {}
         files = ", ".join(f"`{f['path']}`" for f in o.entry.get("files", [])) if o.entry else "-"
@@ -27,8 +29,8 @@ def run_markdown(result) -> str:
             return "-" if x is None else format(x, spec)
 
         lines.append(
-            f"| {o.name} | {files or '-'} | {o.status} | {fmt(v.get('max_rel_err'), '.2e')} | {fmt(v.get('cosine'), '.6f')} "
-            f"| {fmt(v.get('top1_agreement'), '.3f')} | {o.seconds:.1f}s | {'yes' if o.cached else 'no'} |"
+            f"| {o.name} | {files or '-'} | {o.status} | {fmt(worst_error(v), '.2e')} | {fmt(v.get('cosine'), '.6f')} "
+            f"| {agreement_text(v)} | {o.seconds:.1f}s | {'yes' if o.cached else 'no'} |"
         )
     rules = sorted(
         {

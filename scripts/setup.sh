@@ -16,8 +16,8 @@ fi
 # Ultralytics (AGPL-3.0, the ultralytics extra) without its dependencies: it asks for opencv-python, which would
 # shadow the headless OpenCV above; what it imports is here already, plus these two
 .venv/bin/python -m pip install --quiet --no-deps "ultralytics==8.4.190" 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install --quiet "ultralytics-thop>=2.0" "polars>=1.0" 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import torch, torchvision, onnx, onnxruntime, onnxsim, typer, timm, transformers, pytorch_lightning, openvino, nncf, cv2, segmentation_models_pytorch, executorch.runtime, ai_edge_litert.interpreter, ai_edge_quantizer, ultralytics.nn.tasks" \
+.venv/bin/python -m pip install --quiet "ultralytics-thop>=2.0" "polars>=1.0" "faster-coco-eval>=1.6" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import torch, torchvision, onnx, onnxruntime, onnxsim, typer, timm, transformers, pytorch_lightning, openvino, nncf, cv2, segmentation_models_pytorch, executorch.runtime, ai_edge_litert.interpreter, ai_edge_quantizer, ultralytics.nn.tasks, faster_coco_eval" \
   || { echo "setup failed: a dependency did not install" >&2; exit 1; }
 .venv/bin/python -c "from exporter.targets.litert.stage import converter_env; converter_env().ensure(print)" \
   || { echo "setup failed: the isolated LiteRT converter environment (litert-torch) could not be created" >&2; exit 1; }

@@ -92,6 +92,20 @@ def test_letterbox_fits_the_long_side_and_pads_with_grey_as_ultralytics_does():
     assert (odd[:127] == 0).all() and (odd[127] == LETTERBOX_GREY).all()
 
 
+def test_map_is_one_for_the_truth_itself_and_zero_for_boxes_elsewhere(tmp_path):
+    pytest.importorskip("faster_coco_eval", reason="faster-coco-eval is not installed (scripts/setup.sh installs it)")
+    from exporter.tasks.detect_eval import mean_average_precision, yolo_labels
+
+    label = tmp_path / "a.txt"
+    label.write_text("0 0.5 0.5 0.25 0.5\n1 0.25 0.25 0.1 0.1\n")
+    truth = yolo_labels(label, image_width=64, image_height=32, height=128, width=128)  # letterboxed: x2 scale, 32 px pad
+    assert np.allclose(truth[0], [0, 48, 48, 80, 80]) and np.allclose(truth[1], [1, 25.6, 44.8, 38.4, 51.2])
+    exact = detect.Boxes(truth[:, 1:], np.array([0.9, 0.8]), truth[:, 0].astype(np.int64))
+    assert mean_average_precision([exact], [truth], classes=2) == {"map50": pytest.approx(1.0), "map50_95": pytest.approx(1.0)}
+    elsewhere = detect.Boxes(truth[:, 1:] + 60, np.array([0.9, 0.8]), truth[:, 0].astype(np.int64))
+    assert mean_average_precision([elsewhere], [truth], classes=2) == {"map50": 0.0, "map50_95": 0.0}
+
+
 # --------------------------------------------------------------------------- a YOLO trained by Ultralytics
 
 ultralytics = pytest.importorskip("ultralytics", reason="the ultralytics extra is not installed (scripts/setup.sh installs it)")
@@ -270,3 +284,19 @@ def test_a_yolo_classifier_exports_as_a_classifier(cli, tmp_path):
     model = _report(r)["model"]
     assert model["num_classes"] == 3 and model["outputs"][0]["task"] == "classify" and model["input_shape"] == [3, 64, 64]
     assert _report(r)["artifacts"][0]["verification"]["status"] == "pass"
+
+
+@pytest.mark.full
+def test_the_detection_demo_trains_a_yolo_and_reports_map_per_artifact(cli, tmp_path):
+    r = cli("demo", "--task", "detect", "-o", tmp_path / "d", "--json")
+    assert r.exit_code == 0, r.stderr
+    report = _report(r)
+    kinds = [a["kind"] for a in report["artifacts"]]
+    assert kinds == ["torchscript", "onnx", "simplify", "int8-cpu", "fp16", "coreml", "openvino"]
+    for art in report["artifacts"]:
+        held_out = [c for c in art["verification"]["checks"] if c["inputs"].startswith("held-out shapes")]
+        assert art["verification"]["status"] == "pass" and held_out and held_out[0]["f1"] is not None, art["kind"]
+    maps = report["demo"]["heldout_map50"]
+    assert maps["pytorch"] > 0.1  # 15 epochs learn the shapes; no box at all would be 0
+    assert all(abs(v - maps["pytorch"]) < 0.05 for v in maps.values()), maps
+    assert (tmp_path / "d" / "yolo-train.log").stat().st_size > 0  # Ultralytics' own output went there, not to the terminal

@@ -56,15 +56,31 @@ def train_yolo(data: Path, out: Path, model: str = "yolo11n.yaml", epochs: int =
     SGD at lr 0.05 without mosaic learns these shapes in a few epochs (mAP50 0.41 after 20 epochs of
     96 images, 82 s on 2 cores); Ultralytics' defaults need far more epochs on so few images.
     """
+    import contextlib
+    import io
+    import logging
+
     from ultralytics import YOLO
 
     from exporter.sources.ultralytics import restore_pil_open
 
     restore_pil_open()  # Ultralytics patched PIL on import
-    YOLO(model).train(
-        data=str(data), epochs=epochs, imgsz=size, batch=8, device="cpu", workers=0, plots=False, amp=False,
-        project=str(Path(out).resolve()), name="train", exist_ok=True, verbose=False, seed=0, deterministic=True,
-        optimizer="SGD", lr0=0.05, warmup_epochs=1, mosaic=0.0, close_mosaic=0, val=False,
-    )  # fmt: skip
-    restore_pil_open()
+    log = Path(out) / "train.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    captured = io.StringIO()
+    handler = logging.StreamHandler(captured)
+    logger = logging.getLogger("ultralytics")  # its progress bars and tables: into train.log, not the terminal
+    saved = logger.handlers[:]
+    logger.handlers = [handler]
+    try:
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            YOLO(model).train(
+                data=str(data), epochs=epochs, imgsz=size, batch=8, device="cpu", workers=0, plots=False, amp=False,
+                project=str(Path(out).resolve()), name="train", exist_ok=True, verbose=False, seed=0, deterministic=True,
+                optimizer="SGD", lr0=0.05, warmup_epochs=1, mosaic=0.0, close_mosaic=0, val=False,
+            )  # fmt: skip
+    finally:
+        logger.handlers = saved
+        log.write_text(captured.getvalue())
+        restore_pil_open()
     return Path(out) / "train" / "weights" / "best.pt"
