@@ -108,12 +108,15 @@ def test_map_is_one_for_the_truth_itself_and_zero_for_boxes_elsewhere(tmp_path):
 
 # --------------------------------------------------------------------------- a YOLO trained by Ultralytics
 
-ultralytics = pytest.importorskip("ultralytics", reason="the ultralytics extra is not installed (scripts/setup.sh installs it)")
+def _ultralytics():
+    """Imported by the tests that need it, never at collection: importing Ultralytics patches PIL's Image.open
+    for the whole process (a collected module would patch every xdist worker before any test ran)."""
+    return pytest.importorskip("ultralytics", reason="the ultralytics extra is not installed (scripts/setup.sh installs it)")
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(autouse=True)
 def pil_as_it_was():
-    """Importing Ultralytics patches PIL's Image.open for the whole process; the next test files get the original."""
+    """Importing Ultralytics patches PIL's Image.open for the whole process; every later test gets the original."""
     yield
     from exporter.sources.ultralytics import restore_pil_open
 
@@ -125,6 +128,7 @@ def yolo(tmp_path_factory):
     """(best.pt, data folder): YOLO11n trained by Ultralytics for 15 epochs on 96 drawn images at 128 px (~40 s)."""
     from exporter.tasks.detect_shapes import train_yolo, write_dataset
 
+    _ultralytics()
     root = tmp_path_factory.mktemp("yolo")
     data = write_dataset(root / "shapes", train=96, val=32, size=128)
     return train_yolo(data, root / "runs", epochs=15, size=128), root / "shapes"
@@ -233,6 +237,8 @@ def test_a_negated_score_channel_and_a_shifted_box_channel_are_each_caught(cli, 
 def _ultralytics_checkpoint(path, yaml: str, imgsz: int = 64):
     """What Ultralytics' trainer saves (model in float16, train_args), for a model built from its yaml."""
     import torch
+
+    ultralytics = _ultralytics()
     from ultralytics.nn import tasks
     from ultralytics.nn.tasks import guess_model_task, yaml_model_load
 
@@ -254,6 +260,8 @@ def test_a_hostile_yolo_shaped_pickle_runs_nothing(cli, tmp_path):
     import os
 
     import torch
+
+    _ultralytics()
     from ultralytics.nn.modules.conv import Conv
 
     marker = tmp_path / "ran"
@@ -288,6 +296,7 @@ def test_a_yolo_classifier_exports_as_a_classifier(cli, tmp_path):
 
 @pytest.mark.full
 def test_the_detection_demo_trains_a_yolo_and_reports_map_per_artifact(cli, tmp_path):
+    _ultralytics()
     r = cli("demo", "--task", "detect", "-o", tmp_path / "d", "--json")
     assert r.exit_code == 0, r.stderr
     report = _report(r)
