@@ -29,12 +29,12 @@ def run_demo(output: Path, epochs: int = 15, progress=lambda _: None) -> dict:
     from exporter.report import to_json
     from exporter.run import run_recipe
     from exporter.runners.torch import TorchRunner
-    from exporter.sources.ultralytics import OUTPUT_NAME, _require_ultralytics
+    from exporter.sources.ultralytics import OUTPUT_NAME, require_ultralytics
     from exporter.tasks import detect_eval, detect_shapes
 
     output = ensure_writable_dir(Path(output))
     checkpoint = output / "yolo11n_shapes.pt"
-    _require_ultralytics(checkpoint)
+    require_ultralytics(checkpoint)
     data = detect_shapes.write_dataset(output / "shapes", TRAIN, HELDOUT, size=SIZE)
     progress(f"training YOLO11n with Ultralytics on {TRAIN} drawn shape images ({SIZE}x{SIZE}), holding out {HELDOUT}")
     started = time.perf_counter()

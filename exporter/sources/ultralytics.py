@@ -35,7 +35,7 @@ def recognises(unsafe_globals: list[str]) -> bool:
     return any(name.startswith(PACKAGE) for name in unsafe_globals)
 
 
-def _require_ultralytics(path: Path) -> None:
+def require_ultralytics(path: Path) -> None:
     try:
         import ultralytics  # noqa: F401
     except ImportError:
@@ -95,7 +95,7 @@ def read(path: Path, unsafe_globals: list[str], weights: str = "model"):
     from exporter.loading.training_formats import Hints
 
     refuse_foreign_globals(path, unsafe_globals)
-    _require_ultralytics(path)
+    require_ultralytics(path)
     try:
         classes = allowed_classes(path, unsafe_globals)
     finally:
