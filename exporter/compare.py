@@ -56,9 +56,15 @@ TOLERANCES: dict[str, Tolerance] = {
 }
 
 
-def tolerance_for(precision: str, max_rel_err=None, min_cosine=None, min_top1=None, min_miou=None) -> Tolerance:
-    """The precision's defaults with the given overrides; an explicit max_rel_err is the rule (no noise widening)."""
+def tolerance_for(
+    precision: str, max_rel_err=None, min_cosine=None, min_top1=None, min_miou=None, conf=None, iou=None
+) -> Tolerance:
+    """The precision's defaults with the given overrides; an explicit max_rel_err is the rule (no noise widening);
+    ``conf`` / ``iou``: how detect outputs are decoded."""
     base = TOLERANCES[precision]
+    decoding = {"conf": conf, "nms_iou": iou}
+    if any(v is not None for v in decoding.values()):
+        base = replace(base, detect=replace(base.detect, **{k: v for k, v in decoding.items() if v is not None}))
     overrides = {"max_rel_err": max_rel_err, "min_cosine": min_cosine, "min_top1": min_top1, "min_miou": min_miou}
     if max_rel_err is not None:
         overrides["noise_multiple"] = None

@@ -232,6 +232,15 @@ class ToleranceOverrides(Strict):
     min_top1: Optional[float] = opt(None, "Override: minimum top-1 agreement.", ge=0, le=1)
 
 
+class DetectOptions(Strict):
+    """How detect outputs are decoded before their boxes are compared (exporter/tasks/detect.py)."""
+
+    conf: float = opt(0.25, "Detections: the confidence a box needs to be compared (Ultralytics' predict default).", gt=0, lt=1)
+    iou: float = opt(
+        0.7, "Detections: the IoU above which NMS drops the weaker box of a class (Ultralytics' default).", gt=0, le=1
+    )
+
+
 def flag_of(model: type[BaseModel], name: str) -> str:
     """The CLI spelling of a field: its declared flag, else --field-name."""
     extra = model.model_fields[name].json_schema_extra

@@ -33,6 +33,8 @@ class VerifyOptions:
     max_rel_err: float | None = None
     min_cosine: float | None = None
     min_top1: float | None = None
+    conf: float | None = None  # detect outputs' decoding (exporter/options.py DetectOptions)
+    iou: float | None = None
     # The verification plan: seeded random sets at every batch size, the user's images, then any
     # extra sets (held-out calibration data, the demo's held-out digits). judge_random=False keeps
     # the random sets as run/shape/finite checks only: noise says little about an int8 model
@@ -40,7 +42,7 @@ class VerifyOptions:
     judge_random: bool = True
 
     def tolerance(self):
-        return tolerance_for(self.precision, self.max_rel_err, self.min_cosine, self.min_top1)
+        return tolerance_for(self.precision, self.max_rel_err, self.min_cosine, self.min_top1, conf=self.conf, iou=self.iou)
 
     def input_sets(self, spec: ModelSpec) -> list[InputSet]:
         sets = [replace(random_inputs(spec, b, self.seed), judged=self.judge_random) for b in self.batch_sizes]

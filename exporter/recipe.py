@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, create_model, field_validator
 from exporter.errors import BadInputError
 from exporter.kinds import KINDS
 from exporter.measure.recommend import BenchSection
-from exporter.options import DataOptions, Numbers, Shape, Strict, ToleranceOverrides, validate_model
+from exporter.options import DataOptions, DetectOptions, Numbers, Shape, Strict, ToleranceOverrides, validate_model
 
 
 class ModelSection(Strict):
@@ -38,6 +38,7 @@ class VerifySection(Strict):
     fp32: ToleranceOverrides = Field(default_factory=ToleranceOverrides)
     fp16: ToleranceOverrides = Field(default_factory=ToleranceOverrides)
     int8: ToleranceOverrides = Field(default_factory=ToleranceOverrides)
+    detect: DetectOptions = Field(default_factory=DetectOptions)  # how detect outputs are decoded (conf, iou)
 
     @field_validator("batch_sizes")
     @classmethod

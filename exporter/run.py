@@ -103,6 +103,8 @@ class RunContext:
             max_rel_err=tol.max_rel_err,
             min_cosine=tol.min_cosine,
             min_top1=tol.min_top1,
+            conf=v.detect.conf,
+            iou=v.detect.iou,
         )
 
     def output(self, row: ArtifactKind, options=None) -> Path:

@@ -276,3 +276,30 @@ def test_upsample_bilinear_matches_torch(align_corners, scale):
     ours = ops.upsample_bilinear(x, scale_factor_height=np.float32(scale), scale_factor_width=np.float32(scale),
                                  align_corners=np.bool_(align_corners))
     assert ours.shape == ref.shape and np.abs(ours - ref).max() < 1e-5
+
+
+@pytest.mark.parametrize("ascending", [False, True])
+def test_topk_matches_torch(ascending):
+    x = np.random.default_rng(1).standard_normal((2, 50)).astype(np.float32)
+    values, index = ops.topk(x, k=np.int32(7), axis=np.int32(1), ascending=ascending)
+    ref_values, ref_index = torch.topk(_t(x), 7, dim=1, largest=not ascending)
+    assert np.array_equal(values, ref_values.numpy()) and np.array_equal(index, ref_index.numpy())
+    assert index.dtype == np.int32  # an index Core ML can gather with
+
+
+def test_integer_floor_divide_stays_an_integer_after_conversion(tmp_path):
+    ct = pytest.importorskip("coremltools", reason="coremltools is not installed (scripts/setup.sh installs it)")
+    from exporter.stages.coreml_patches import fix_integer_floor_divide
+
+    class TopRows(torch.nn.Module):  # the shape of an NMS-free YOLO head's top-k: flat index -> row, column
+        def forward(self, x):
+            index = x.flatten(1).topk(4, dim=1)[1]
+            rows = index // x.shape[2]
+            return x.max(dim=2)[0].gather(1, rows) + (index % x.shape[2]).float()
+
+    fix_integer_floor_divide(ct)
+    x = torch.rand(1, 10, 3)
+    traced = torch.jit.trace(TopRows().eval(), x)
+    model = ct.convert(traced, inputs=[ct.TensorType(shape=x.shape)], convert_to="mlprogram", skip_model_load=True)
+    ops_used = [op.type for fn in model.get_spec().mlProgram.functions.values() for op in fn.block_specializations[fn.opset].operations]
+    assert "floor_div" in ops_used and "gather_along_axis" in ops_used

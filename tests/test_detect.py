@@ -81,6 +81,43 @@ def test_end_to_end_rows_are_decoded_and_reordering_is_not_an_error():
     assert metrics["status"] == "pass" and metrics["f1"] == 1.0 and metrics["reference_boxes"] == 6
 
 
+def test_an_end_to_end_box_differs_by_its_matched_rows_and_rows_out_of_order_are_no_error():
+    rows = np.zeros((1, 300, 6), np.float32)
+    rows[0, :6] = [[10 + 40 * i, 10, 30 + 40 * i, 30, 0.9 - 0.1 * i, i % 3] for i in range(6)]
+    rows[0, 6:, 4] = 1e-4  # the near-zero rows that fill the top k: another pick among them is no difference
+    other = rows.copy()
+    other[0, 6:, :4] = 77.0
+    other[0, [0, 1]] = rows[0, [1, 0]]
+    other[0, 2, 0] += 2.0  # one kept box moved 2 px
+    metrics = detect.compare(rows, other, detect.RULES["fp32"], image_size=256)
+    assert metrics["max_abs_err"] == pytest.approx(2.0) and metrics["box_err"] == pytest.approx(2 / 256)
+    assert metrics["status"] == "fail" and "box error" in metrics["reason"]
+
+
+def test_a_box_with_its_corners_swapped_still_matches_itself():
+    inside_out = np.array([[78.0, 159.0, 26.0, 126.0]])  # x2 < x1, y2 < y1: an undertrained head's box
+    assert detect.box_iou(inside_out, inside_out)[0, 0] == pytest.approx(1.0)
+    assert detect.box_iou(inside_out, np.array([[26.0, 126.0, 78.0, 159.0]]))[0, 0] == pytest.approx(1.0)
+
+
+def test_multi_label_decoding_counts_every_class_above_conf_as_val_does():
+    raw = _raw([(40, 40, 20, 20, 0, 0.9)])
+    raw[0, 5, 0] = 0.6  # the same anchor also scores class 1
+    (single,) = detect.decode(raw)
+    (multi,) = detect.decode(raw, multi_label=True)
+    assert single.classes.tolist() == [0] and multi.classes.tolist() == [0, 1] and np.allclose(multi.scores, [0.9, 0.6])
+
+
+def test_conf_and_iou_change_what_is_decoded_and_the_rule_says_so():
+    from exporter.compare import tolerance_for
+
+    rule = tolerance_for("fp32", conf=0.05, iou=0.95).detect
+    assert (rule.conf, rule.nms_iou) == (0.05, 0.95) and "conf 0.05, NMS IoU 0.95" in rule.describe()
+    assert rule.min_f1 == detect.RULES["fp32"].min_f1  # the thresholds stay the precision's
+    (found,) = detect.decode(_raw(BOXES), conf=rule.conf, iou=rule.nms_iou)
+    assert len(found.scores) == 4  # the 0.1 box clears conf 0.05; the overlapping pair (IoU 0.82) survives NMS at 0.95
+
+
 def test_letterbox_fits_the_long_side_and_pads_with_grey_as_ultralytics_does():
     from exporter.inputs import LETTERBOX_GREY, letterbox
 

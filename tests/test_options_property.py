@@ -25,7 +25,7 @@ SETTINGS = settings(max_examples=8, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 MODELS = (o.TorchScriptOptions, o.OnnxOptions, o.Int8Options, o.Fp16Options, o.QuantizeChoice, o.CoreMLOptions,
-          o.TensorRTOptions, o.OpenVINOOptions, o.DataOptions, o.ToleranceOverrides)
+          o.TensorRTOptions, o.OpenVINOOptions, o.DataOptions, o.ToleranceOverrides, o.DetectOptions)
 
 
 def _command(name: str):

@@ -16,8 +16,10 @@ from exporter.cli.params import (
     ArchKwargs,
     BatchSizes,
     Command,
+    Conf,
     Images,
     InputShape,
+    Iou,
     JsonOut,
     Labels,
     MaxRelErr,
@@ -35,6 +37,9 @@ from exporter.cli.params import (
 )
 from exporter.cli.ui import Ui, fail, render_eval, run_guarded
 from exporter.errors import EXIT_VERIFICATION_FAILED
+from exporter.options import DetectOptions
+
+DETECT_DEFAULTS = DetectOptions()
 
 
 def _si(value: float) -> str:
@@ -154,6 +159,8 @@ def verify(
     max_rel_err: MaxRelErr = None,
     min_cosine: MinCosine = None,
     min_top1: MinTop1 = None,
+    conf: Conf = DETECT_DEFAULTS.conf,
+    iou: Iou = DETECT_DEFAULTS.iou,
     explain: Annotated[
         bool, typer.Option("--explain", help="Also compare an ONNX artifact layer by layer (as `cnnexport debug`).")
     ] = False,

@@ -62,11 +62,12 @@ def reads(a: dict) -> tuple:
 
 
 def verify_options(a: dict, precision: str = "fp32", batch_sizes: str | None = None):
-    from exporter.options import ToleranceOverrides, validate_model
+    from exporter.options import DetectOptions, ToleranceOverrides, validate_model
     from exporter.pipeline import VerifyOptions
     from exporter.spec import parse_batch_sizes
 
     validate_model(ToleranceOverrides, {k: a[k] for k in ToleranceOverrides.model_fields})  # exit 2 naming the flag
+    detect = validate_model(DetectOptions, {k: a[k] for k in DetectOptions.model_fields})
     return VerifyOptions(
         enabled=not a.get("no_verify", False),
         batch_sizes=parse_batch_sizes(batch_sizes or a.get("batch_sizes") or "1,4"),
@@ -76,4 +77,6 @@ def verify_options(a: dict, precision: str = "fp32", batch_sizes: str | None = N
         max_rel_err=a["max_rel_err"],
         min_cosine=a["min_cosine"],
         min_top1=a["min_top1"],
+        conf=detect.conf,
+        iou=detect.iou,
     )

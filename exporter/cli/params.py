@@ -16,7 +16,7 @@ from typing import Annotated, Literal, Optional, Union, get_args, get_origin
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from exporter.options import ToleranceOverrides, default_of, flag_of
+from exporter.options import DetectOptions, ToleranceOverrides, default_of, flag_of
 
 KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
@@ -145,7 +145,9 @@ def stage_params(model, skip: tuple[str, ...] = (), rename: dict[str, str] | Non
 
 TOLERANCES = stage_params(ToleranceOverrides)  # --max-rel-err, --min-cosine, --min-top1: the recipe's verify.<precision> keys
 MaxRelErr, MinCosine, MinTop1 = (p.annotation for p in TOLERANCES)
-VERIFY_INPUTS = [param("images", Images, None), param("seed", Seed, 0), *TOLERANCES]
+DETECT = stage_params(DetectOptions)  # --conf, --iou: the recipe's verify.detect keys
+Conf, Iou = (p.annotation for p in DETECT)
+VERIFY_INPUTS = [param("images", Images, None), param("seed", Seed, 0), *TOLERANCES, *DETECT]
 VERIFY = [
     param("no_verify", NoVerify, False),
     param("batch_sizes", BatchSizes, "1,4"),

@@ -291,7 +291,8 @@ def _resolve_outputs(module, spec: ModelSpec, wanted, tasks, classes_given: bool
     described = describe(found, tasks)
     first_classes = next((o for o in described if o.classes is not None), None)
     if first_classes is None or first_classes.classes is None:
-        num_classes = spec.num_classes if classes_given else 0
+        # no output shows a class count (end-to-end detection rows): the labels, where known, do
+        num_classes = spec.num_classes if classes_given else len(labels or ())
     elif not classes_given:
         num_classes = first_classes.classes
     elif first_classes.classes != spec.num_classes:

@@ -670,6 +670,17 @@ def split(x, axis, num_splits=None, split_sizes=None, **_):
     return tuple(np.split(x, int(_scalar(num_splits)), axis=axis))
 
 
+@op("topk")
+def topk(x, k=1, axis=-1, ascending=False, sort=True, return_indices=True, **_):
+    """Values and indices of the k largest (smallest with ``ascending``) along ``axis``; ties keep the
+    lower index first, as a stable sort does (Core ML documents no order among equal values)."""
+    axis, k = int(_scalar(axis)), int(_scalar(k))
+    x = np.asarray(x)
+    order = np.argsort(x if _scalar(ascending) else -x, axis=axis, kind="stable")
+    index = np.take(order, np.arange(min(k, x.shape[axis])), axis=axis)
+    return np.take_along_axis(x, index, axis=axis), index.astype(np.int32)
+
+
 @op("tile")
 def tile(x, reps, **_):
     return np.tile(x, _ints(reps))

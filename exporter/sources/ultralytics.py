@@ -158,13 +158,16 @@ def read(path: Path, unsafe_globals: list[str], weights: str = "model"):
 
 
 def _export_mode(model):
-    """Put the head in the mode Ultralytics' own ONNX export uses; anchors recomputed per call (dynamic batch)."""
+    """Put the head in the mode Ultralytics' own ONNX export uses (its default nms=False: an end-to-end head
+    keeps its one-to-one branch); anchors recomputed per call (dynamic batch)."""
     from ultralytics.nn.modules.head import Classify, Detect
 
     found = None
     for m in model.modules():
         if isinstance(m, Detect):
             m.dynamic, m.export, m.format, m.shape, m.xyxy = True, True, "onnx", None, False
+            if getattr(m, "one2one_cv2", None) is not None:
+                m.end2end = True  # an NMS-free head (YOLO26, YOLOv10) exports its top-k rows, as Ultralytics' ONNX
             found = m
         elif isinstance(m, Classify):
             m.export, m.format = True, "onnx"

@@ -32,6 +32,7 @@ from exporter.errors import BadInputError, ExportError, root_cause
 from exporter.spec import METADATA_KEY
 from exporter.stages import StageOutput, decomposed_attention, example_batch
 from exporter.stages.coreml_patches import (
+    fix_integer_floor_divide,
     fix_scalar_cast,
     fixed_size_adaptive_pools,
     traced_as_convertible_ops,
@@ -159,6 +160,7 @@ def export(
         ) from None
 
     fix_scalar_cast(ct)
+    fix_integer_floor_divide(ct)
     if not name.endswith(".mlpackage"):
         raise BadInputError(f"a Core ML ML program is a folder ending in .mlpackage, got {name!r}")
     if precision not in PRECISIONS:

@@ -4,7 +4,8 @@
   classifier's softmax;
 * ``fixed_size_adaptive_pools``: adaptive pools that are plain pools at the traced size;
 * ``traced_as_convertible_ops``: aliases recorded under the names coremltools converts;
-* ``fix_scalar_cast``: coremltools 9.0's ``int(tensor)`` folding under NumPy 2.4.
+* ``fix_scalar_cast``: coremltools 9.0's ``int(tensor)`` folding under NumPy 2.4;
+* ``fix_integer_floor_divide``: coremltools 9.0 turning ``int // int`` into a float.
 
 Each patch is undone afterwards (the module, torch), except the converter re-registration.
 """
@@ -172,4 +173,46 @@ def fix_scalar_cast(ct) -> bool:
     register_torch_op(_int, torch_alias=["int"], override=True)
     register_torch_op(_bool, torch_alias=["bool"], override=True)
     _cast_fix_applied = True
+    return True
+
+
+_floor_divide_fix_applied = False
+
+
+def fix_integer_floor_divide(ct) -> bool:
+    """Keep ``int // int`` an integer, as torch does.
+
+    coremltools 9.0 casts every ``floor_divide`` result to fp32 ("PyTorch's floor_divide always returns
+    fp32", which is not so for integer inputs), so an index computed with ``//`` can no longer index:
+    the top-k of an NMS-free YOLO head (YOLO26: ``anchor = index // classes``) then fails to convert
+    ("gather_along_axis expects int32 ... got fp32"). We re-register the converter (coremltools'
+    documented ``register_torch_op(override=True)``): integer inputs stay integer, everything else
+    goes to coremltools' own converter. Returns whether the fix is in place.
+    """
+    global _floor_divide_fix_applied
+    if _floor_divide_fix_applied:
+        return True
+    from packaging.version import Version
+
+    if Version(ct.__version__) > Version("9.0"):
+        return False
+    try:
+        from coremltools.converters.mil import Builder as mb  # noqa: N813 - coremltools' own spelling
+        from coremltools.converters.mil.frontend.torch import ops
+        from coremltools.converters.mil.frontend.torch.torch_op_registry import register_torch_op
+        from coremltools.converters.mil.mil import types
+
+        upstream, get_inputs, promote = ops.floor_divide, ops._get_inputs, ops.promote_input_dtypes
+    except (ImportError, AttributeError):  # a layout we do not know: leave coremltools alone
+        return False
+
+    def floor_divide(context, node):
+        x, y = promote(get_inputs(context, node, expected=2))
+        if types.is_int(x.dtype) and types.is_int(y.dtype):
+            context.add(mb.floor_div(x=x, y=y, name=node.name))
+            return
+        upstream(context, node)
+
+    register_torch_op(floor_divide, override=True)
+    _floor_divide_fix_applied = True
     return True

@@ -25,8 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CONF = 0.25  # Ultralytics' predict defaults
-NMS_IOU = 0.7
+from exporter.options import DetectOptions
+
+CONF = DetectOptions().conf  # Ultralytics' predict defaults (--conf, --iou; the recipe's verify.detect)
+NMS_IOU = DetectOptions().iou
 MAX_DET = 300
 MATCH_IOU = 0.5  # a matched box: same class, IoU >= this with the reference's
 MIN_BOXES = 5  # fewer reference boxes than this on an input set: agreement not measured
@@ -45,12 +47,14 @@ class DetectRule:
     # head's background anchors regress boxes nobody keeps: the flat DFL distributions there amplify
     # rounding, 3 px at 128 px in an fp16 Core ML YOLO11n whose every kept box matched, IoU 0.998)
     boxes_of_every_anchor: bool = True
+    conf: float = CONF  # decoding: the user's --conf and --iou
+    nms_iou: float = NMS_IOU
 
     def describe(self) -> str:
         where = "" if self.boxes_of_every_anchor else " (anchors scoring > conf)"
         return (
             f"detections: box error{where} <= {self.box_err:g} x image size, score error <= {self.score_err:g}, "
-            f"matched-box F1 >= {self.min_f1:g} and mean IoU >= {self.min_iou:g} (conf {CONF:g}, NMS IoU {NMS_IOU:g}, "
+            f"matched-box F1 >= {self.min_f1:g} and mean IoU >= {self.min_iou:g} (conf {self.conf:g}, NMS IoU {self.nms_iou:g}, "
             f"match IoU {MATCH_IOU:g}, boxes within {self.tie_margin:g} of conf not judged)"
         )
 
@@ -93,8 +97,11 @@ class Boxes:
     classes: np.ndarray
 
 
-def decode(output: np.ndarray, conf: float = CONF, iou: float = NMS_IOU, max_det: int = MAX_DET) -> list[Boxes]:
-    """Each image's boxes as Ultralytics' predict finds them (single label per box, class-wise NMS)."""
+def decode(
+    output: np.ndarray, conf: float = CONF, iou: float = NMS_IOU, max_det: int = MAX_DET, multi_label: bool = False
+) -> list[Boxes]:
+    """Each image's boxes as Ultralytics' predict finds them (one label per anchor, class-wise NMS), or with
+    ``multi_label`` as its val does (every class scoring above ``conf`` is a box: what its mAP counts)."""
     out = np.asarray(output, dtype=np.float32)
     images = []
     for row in out:
@@ -103,10 +110,15 @@ def decode(output: np.ndarray, conf: float = CONF, iou: float = NMS_IOU, max_det
             xyxy, scores, classes = row[keep, :4], row[keep, 4], row[keep, 5].round().astype(np.int64)
         else:
             scores_all = row[4:].T  # (anchors, classes)
-            classes = scores_all.argmax(axis=1)
-            scores = scores_all[np.arange(len(classes)), classes]
-            keep = scores > conf
-            xywh, scores, classes = row[:4].T[keep], scores[keep], classes[keep]
+            if multi_label:
+                anchors, classes = np.nonzero(scores_all > conf)
+                scores = scores_all[anchors, classes]
+            else:
+                classes = scores_all.argmax(axis=1)
+                scores = scores_all[np.arange(len(classes)), classes]
+                anchors = np.nonzero(scores > conf)[0]
+                scores, classes = scores[anchors], classes[anchors]
+            xywh = row[:4].T[anchors]
             xyxy = np.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], axis=1)
             kept = _nms(xyxy, scores, classes, iou)[:max_det]
             xyxy, scores, classes = xyxy[kept], scores[kept], classes[kept]
@@ -127,7 +139,10 @@ def _nms(xyxy: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float) 
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes: (len(a), len(b))."""
+    """Pairwise IoU of xyxy boxes: (len(a), len(b)). Corners are put in order first: an undertrained head
+    may regress x2 < x1, and such a box still equals itself."""
+    a = np.concatenate([np.minimum(a[:, :2], a[:, 2:]), np.maximum(a[:, :2], a[:, 2:])], axis=1)
+    b = np.concatenate([np.minimum(b[:, :2], b[:, 2:]), np.maximum(b[:, :2], b[:, 2:])], axis=1)
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.clip(rb - lt, 0, None).prod(axis=2)
@@ -143,6 +158,7 @@ class Agreement:
     matched: int
     ious: list[float]
     score_diffs: list[float]
+    box_diffs: list[float]  # largest coordinate difference of each matched pair, in pixels
 
     @property
     def f1(self) -> float:
@@ -152,7 +168,7 @@ class Agreement:
 
 def agreement(reference: list[Boxes], artifact: list[Boxes], tie_margin: float, conf: float = CONF) -> Agreement:
     """Greedy same-class matching by reference score; unmatched boxes within the tie margin of conf are not judged."""
-    result = Agreement(0, 0, 0, [], [])
+    result = Agreement(0, 0, 0, [], [], [])
     for ref, art in zip(reference, artifact):
         ious = box_iou(ref.xyxy, art.xyxy)
         ious = np.where(ref.classes[:, None] == art.classes[None, :], ious, 0.0)
@@ -165,6 +181,7 @@ def agreement(reference: list[Boxes], artifact: list[Boxes], tie_margin: float, 
                 taken[j] = matched_ref[i] = True
                 result.ious.append(float(ious[i, j]))
                 result.score_diffs.append(float(abs(ref.scores[i] - art.scores[j])))
+                result.box_diffs.append(float(np.abs(ref.xyxy[i] - art.xyxy[j]).max()))
         near = conf + tie_margin
         result.matched += int(matched_ref.sum())
         result.reference_boxes += int(matched_ref.sum() + ((~matched_ref) & (ref.scores > near)).sum())
@@ -172,22 +189,39 @@ def agreement(reference: list[Boxes], artifact: list[Boxes], tie_margin: float, 
     return result
 
 
-def part_errors(ref: np.ndarray, out: np.ndarray, image_size: float, every_anchor: bool = True) -> tuple[float, float]:
+def part_errors(
+    ref: np.ndarray, out: np.ndarray, image_size: float, every_anchor: bool = True, conf: float = CONF
+) -> tuple[float, float]:
     """(max box error / image size, max score error) of the raw tensors, each part in its own units;
-    boxes of every anchor, or of the anchors where the reference scores a box above CONF."""
+    boxes of every anchor, or of the anchors where the reference scores a box above ``conf``."""
     diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
     if is_end_to_end(ref.shape):
         # rows are ranked by score, so a tiny change reorders them: compare each image's sorted scores;
-        # boxes are judged through matching
+        # boxes are judged through matching (compare)
         ref_scores = np.sort(ref[:, :, 4], axis=1)
         out_scores = np.sort(out[:, :, 4], axis=1)
         return 0.0, float(np.abs(ref_scores - out_scores).max()) if ref_scores.size else 0.0
     boxes = diff[:, :4]
     if not every_anchor:
-        boxes = np.where((ref[:, 4:].max(axis=1) > CONF)[:, None, :], boxes, 0.0)
+        boxes = np.where((ref[:, 4:].max(axis=1) > conf)[:, None, :], boxes, 0.0)
     box = float(boxes.max()) / image_size if diff.size else 0.0
     score = float(diff[:, 4:].max()) if diff.size else 0.0
     return box, score
+
+
+def row_set_distance(ref: np.ndarray, out: np.ndarray, conf: float) -> float:
+    """The largest difference between the end-to-end rows scoring above ``conf``, order aside: each row against
+    its nearest on the other side (a symmetric Hausdorff distance in the max norm), so two near-equal scores
+    swapping places is no error, nor a different pick among the near-zero rows that fill the top k."""
+    worst = 0.0
+    for a, b in zip(ref.astype(np.float64), out.astype(np.float64)):
+        a, b = a[a[:, 4] > conf], b[b[:, 4] > conf]
+        if not len(a) or not len(b):
+            worst = max(worst, float(np.abs(np.concatenate([a, b])[:, 4]).max())) if len(a) + len(b) else worst
+            continue
+        distance = np.abs(a[:, None, :] - b[None, :, :]).max(axis=2)
+        worst = max(worst, float(distance.min(axis=1).max()), float(distance.min(axis=0).max()))
+    return worst
 
 
 def compare(ref: np.ndarray, out: np.ndarray, rule: DetectRule, image_size: float | None) -> dict:
@@ -196,11 +230,14 @@ def compare(ref: np.ndarray, out: np.ndarray, rule: DetectRule, image_size: floa
         boxes = ref[:, :, :4] if is_end_to_end(ref.shape) else ref[:, :4]
         image_size = max(float(np.ptp(boxes)) if boxes.size else 1.0, 1.0)
     size = float(image_size)
-    box_err, score_err = part_errors(ref, out, size, rule.boxes_of_every_anchor)
-    found = agreement(decode(ref), decode(out), rule.tie_margin)
+    box_err, score_err = part_errors(ref, out, size, rule.boxes_of_every_anchor, rule.conf)
+    found = agreement(decode(ref, rule.conf, rule.nms_iou), decode(out, rule.conf, rule.nms_iou), rule.tie_margin, rule.conf)
+    end_to_end = is_end_to_end(ref.shape)
+    if end_to_end and found.box_diffs:
+        box_err = max(found.box_diffs) / size  # the boxes of matched rows: row order is not the artifact's to keep
     metrics: dict = {
         "task": "detect",
-        "max_abs_err": float(np.abs(out.astype(np.float64) - ref).max()) if ref.size else 0.0,
+        "max_abs_err": row_set_distance(ref, out, rule.conf) if end_to_end else float(np.abs(out.astype(np.float64) - ref).max()),
         "box_err": box_err,
         "score_err": score_err,
         "max_channel_rel_err": max(box_err, score_err),

@@ -2,7 +2,9 @@
 
 Ground truth comes as YOLO label files (`class cx cy w h`, 0..1 of the image) and is mapped into the
 letterboxed input's pixels, where the model's boxes are; predictions are decoded as Ultralytics'
-val decodes them (confidence 0.001, NMS IoU 0.7, at most 300 per image).
+val decodes them (confidence 0.001, NMS IoU 0.7, at most 300 per image, every class above the confidence
+a box of its own: with one label per anchor, as predict decodes, mAP50 read 2.6 points above Ultralytics' val
+on a YOLOv8n; with its val's multiple labels 0.1 point).
 """
 
 from __future__ import annotations
@@ -82,6 +84,6 @@ def evaluate(runners: dict, images: np.ndarray, truths: list[np.ndarray], classe
         for i in range(0, len(images), 16):
             got = runner.infer(images[i : i + 16])
             outs.append(got.get(output, next(iter(got.values()))))  # by name; by position where an artifact renamed it
-        found = decode(np.concatenate(outs), conf=VAL_CONF, iou=VAL_IOU)
+        found = decode(np.concatenate(outs), conf=VAL_CONF, iou=VAL_IOU, multi_label=True)
         results[name] = mean_average_precision(found, truths, classes)
     return results
