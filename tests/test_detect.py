@@ -143,6 +143,60 @@ def test_map_is_one_for_the_truth_itself_and_zero_for_boxes_elsewhere(tmp_path):
     assert mean_average_precision([elsewhere], [truth], classes=2) == {"map50": 0.0, "map50_95": 0.0}
 
 
+def _image(path, width: int, height: int) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (width, height), (10, 20, 30)).save(path)
+
+
+def test_detection_data_is_read_from_a_data_yaml_a_folder_or_coco_json(tmp_path):
+    from exporter.tasks.detect_eval import read_dataset
+
+    root = tmp_path / "set"
+    _image(root / "images" / "val" / "a.png", 64, 32)
+    (root / "labels" / "val").mkdir(parents=True)
+    (root / "labels" / "val" / "a.txt").write_text("1 0.5 0.5 0.25 0.5\n")
+    (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: {0: cat, 1: dog}\n")
+    for data in (root / "data.yaml", root):
+        found = read_dataset(data, classes=2)
+        assert [p.name for p in found.images] == ["a.png"] and np.allclose(found.boxes[0], [[1, 24, 8, 40, 24]])
+    (root / "data.yaml").unlink()
+    assert np.allclose(read_dataset(root, classes=2).boxes[0], [[1, 24, 8, 40, 24]])  # images/val + labels/val
+
+    coco = {
+        "images": [{"id": 7, "file_name": "a.png", "width": 64, "height": 32}],
+        "annotations": [
+            {"id": 1, "image_id": 7, "category_id": 18, "bbox": [24, 8, 16, 16], "iscrowd": 0},
+            {"id": 2, "image_id": 7, "category_id": 3, "bbox": [0, 0, 10, 10], "iscrowd": 1},
+        ],
+        "categories": [{"id": 18, "name": "dog"}, {"id": 3, "name": "cat"}],
+    }
+    (root / "images" / "val" / "instances_val.json").write_text(json.dumps(coco))
+    found = read_dataset(root / "images" / "val" / "instances_val.json", classes=2)
+    assert np.allclose(found.boxes[0], [[1, 24, 8, 40, 24, 0], [0, 0, 0, 10, 10, 1]])  # ids 3, 18 -> classes 0, 1
+
+
+@pytest.mark.parametrize(
+    "label, yaml_names, problem",
+    [
+        ("5 0.5 0.5 0.1 0.1\n", "[a, b]", "holds class 5, but the model has 2 classes"),
+        ("0 0.5 half 0.1 0.1\n", "[a, b]", "is not YOLO labels"),
+        ("0 0.5 0.5 0.1 0.1\n", "[a, b, c]", "names 3 classes but the model has 2"),
+    ],
+)
+def test_bad_detection_data_is_one_sentence(tmp_path, label, yaml_names, problem):
+    from exporter.errors import BadInputError
+    from exporter.tasks.detect_eval import read_dataset
+
+    _image(tmp_path / "images" / "val" / "a.png", 32, 32)
+    (tmp_path / "labels" / "val").mkdir(parents=True)
+    (tmp_path / "labels" / "val" / "a.txt").write_text(label)
+    (tmp_path / "data.yaml").write_text(f"val: images/val\nnames: {yaml_names}\n")
+    with pytest.raises(BadInputError, match=problem):
+        read_dataset(tmp_path / "data.yaml", classes=2)
+
+
 # --------------------------------------------------------------------------- a YOLO trained by Ultralytics
 
 def _ultralytics():
@@ -215,6 +269,8 @@ def test_int8_keeps_the_boxes_where_a_generic_quantizer_loses_them_all(cli, yolo
     assert art["details"]["float_detect_head_nodes"] > 0
     held_out = [c for c in art["verification"]["checks"] if c["inputs"].startswith("held-out")]
     assert held_out and held_out[0]["reference_boxes"] >= detect.MIN_BOXES and held_out[0]["f1"] >= 0.9, held_out
+    results = _report(cli("eval", best, tmp_path / "y.int8.onnx", "--data", data / "data.yaml", "--json"))["results"]
+    assert results["y.int8.onnx"]["map50_drop_points"] <= 2.0, results  # INT8 keeps mAP50 within 2 points
 
     # onnxruntime's quantize_static over the whole graph: boxes and scores share one output scale
     from exporter.spec import ModelSpec
@@ -225,6 +281,32 @@ def test_int8_keeps_the_boxes_where_a_generic_quantizer_loses_them_all(cli, yolo
     quantize_static(str(fp32), str(collapsed), OrtCalibrationReader(calib, "input", batch_size=8), quant_format=QuantFormat.QDQ)
     r = cli("verify", collapsed, "--checkpoint", best, "--precision", "int8", "--images", data / "images" / "val")
     assert r.exit_code == 1 and "matched-box F1 0.0" in r.stderr, r.stderr
+
+
+def test_eval_reports_map_per_artifact_and_agrees_with_ultralytics_val(cli, yolo, tmp_path):
+    best, data = yolo
+    onnx_file = tmp_path / "yolo.onnx"
+    assert cli("onnx", best, "-o", onnx_file).exit_code == 0
+    r = cli("eval", best, onnx_file, "--data", data / "data.yaml", "--json")
+    assert r.exit_code == 0, r.stderr
+    report = _report(r)
+    results = report["results"]
+    assert report["task"] == "detect" and report["samples"] == 32
+    reference = results["pytorch (reference)"]
+    assert reference["map50"] > 0.05  # the YOLO learned the shapes: a measure with something to lose
+    assert results["yolo.onnx"]["map50"] == pytest.approx(reference["map50"], abs=1e-3)
+
+    from ultralytics import YOLO  # its own val on the same input: mAP50 within 1 point
+
+    # rect=False: the square input the model was exported for (by default its val pads each batch by half a
+    # stride more, 160 px here, where this YOLO11n reads 3 points lower)
+    val = YOLO(str(best)).val(
+        data=str(data / "data.yaml"), imgsz=128, batch=16, device="cpu", plots=False, verbose=False, rect=False
+    )
+    assert reference["map50"] == pytest.approx(float(val.box.map50), abs=0.01)
+    assert reference["map50_95"] == pytest.approx(float(val.box.map), abs=0.01)
+    table = cli("eval", best, onnx_file, "--data", data).stdout  # the folder holding the data.yaml; a table for people
+    assert "mAP50-95" in table and "yolo.onnx" in table
 
 
 def _edited(source, target, scale, shift):

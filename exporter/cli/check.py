@@ -305,7 +305,8 @@ def eval_(
             "--data",
             help="Labelled data: ImageFolder (one sub-folder per class), .npz with inputs+labels, "
             "or 'digits'; for a segmentation model a folder with images/ + masks/ (PNG class indices) "
-            "or an .npz with images + masks.",
+            "or an .npz with images + masks; for a detector an Ultralytics data.yaml, a folder with images/ + "
+            "labels/ (YOLO txt) or COCO JSON annotations.",
         ),
     ],
     checkpoint: Annotated[
@@ -325,7 +326,7 @@ def eval_(
     verbose: Verbose = False,
 ) -> None:
     """Accuracy of the reference and every artifact side by side: top-1/top-k, agreement and where they disagree;
-    mIoU and pixel accuracy for a segmentation model."""
+    mIoU and pixel accuracy for a segmentation model; mAP50 and mAP50-95 for a detector."""
     args = dict(locals())
     ui = Ui(json_out, quiet, verbose)
 
@@ -345,6 +346,10 @@ def eval_(
             from exporter.segmentation import render
 
             render(result, ui.out)
+        elif result.get("task") == "detect":
+            from exporter.tasks.detect_eval import render as render_detections
+
+            render_detections(result, ui.out)
         else:
             render_eval(ui, result)
             for name, r in list(result["results"].items())[1:]:

@@ -81,7 +81,8 @@ def evaluate_targets(found: list, loaded, spec, data: str, batch_size: int = 32,
     """`cnnexport eval`: the reference (PyTorch when a checkpoint is among the targets) and every artifact found.
 
     A classifier is judged by top-1/top-k on labelled images; a segmentation model (its spec has a
-    segment output) by mIoU and pixel accuracy on image + mask pairs."""
+    segment output) by mIoU and pixel accuracy on image + mask pairs; a detector (a detect output) by
+    mAP50 and mAP50-95 on labelled boxes."""
     from exporter.inputs import open_source
     from exporter.runners import open_runner
     from exporter.runners.torch import TorchRunner
@@ -92,6 +93,11 @@ def evaluate_targets(found: list, loaded, spec, data: str, batch_size: int = 32,
     for t in found:
         if t.kind != "pytorch":
             runners[t.label] = open_runner(t.path, t.kind)
+    detections = next((o for o in spec.outputs if o.task == "detect"), None)
+    if detections is not None:  # boxes: labelled images, mAP50 and mAP50-95 (exporter/tasks/detect_eval.py)
+        from exporter.tasks import detect_eval
+
+        return detect_eval.evaluate_data(runners, data, spec, detections.name, min(batch_size, 16), progress)
     segment = next((o for o in spec.outputs if o.task == "segment"), None)
     if segment is not None:  # class maps: image + mask pairs, mIoU and pixel accuracy (exporter/segmentation.py)
         from exporter import segmentation
