@@ -62,13 +62,16 @@ class LiteRTRunner(Runner):
         self.output_names = [o["name"] for o in outputs] if len(outputs) == len(self._outputs) else self._outputs
 
     def _try_resize(self, batch: int) -> bool:
-        """Whether the graph runs at ``batch`` (a flatten to a fixed size refuses)."""
+        """Whether the graph runs at ``batch`` (a flatten to a fixed size refuses) and answers for every sample:
+        a graph whose reshapes kept batch 1 (a YOLO head's) runs resized but returns one sample's outputs."""
         try:
-            self._signature(**{self.input_name: np.zeros((batch, *self._shape[1:]), self._input["dtype"])})
-            return True
+            found = self._signature(**{self.input_name: np.zeros((batch, *self._shape[1:]), self._input["dtype"])})
+            if all(np.shape(found[output])[:1] == (batch,) for output in self._outputs):
+                return True
         except (RuntimeError, ValueError):
-            self._signature = self._interpreter.get_signature_runner(self._key)  # back to batch 1
-            return False
+            pass
+        self._signature = self._interpreter.get_signature_runner(self._key)  # back to batch 1
+        return False
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
