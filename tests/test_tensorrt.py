@@ -541,3 +541,36 @@ def test_lint_refuses_qoperator_and_cpu_qdq_models_and_passes_the_tensorrt_flavo
     reasons = " ".join(v["reason"] for v in lint(cpu)["violations"])
     assert "int32 (bias) tensor behind DequantizeLinear" in reasons and "uint8 Q/DQ" in reasons
     assert lint(trt)["status"] == "pass"
+
+
+def test_an_equal_of_two_booleans_is_exported_as_not_xor_which_tensorrt_parses():
+    """torch's integer floor division exports a sign correction with Equal(BOOL, BOOL) (YOLO26's top-k);
+    TensorRT's Equal takes numbers only. The ONNX stage rewrites it as Not(Xor): the same truth table."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from exporter.stages.onnx import boolean_equals_as_xnor
+    from exporter.tensorrt.lint import lint
+
+    nodes = [
+        helper.make_node("Constant", [], ["zero"], value=helper.make_tensor("z", TensorProto.FLOAT, [], [0.0])),
+        helper.make_node("Less", ["a", "zero"], ["a_neg"], name="a_neg"),
+        helper.make_node("Less", ["b", "zero"], ["b_neg"], name="b_neg"),
+        helper.make_node("Equal", ["a_neg", "b_neg"], ["same_sign"], name="same_sign"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4]) for n in ("a", "b")],
+        [helper.make_tensor_value_info("same_sign", TensorProto.BOOL, [4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert lint(model)["status"] == "fail" and "BOOL" in lint(model)["violations"][0]["reason"]
+    a, b = np.array([1, -1, 1, -1], np.float32), np.array([1, 1, -1, -1], np.float32)
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString()).run(None, {"a": a, "b": b})[0].tolist()
+
+    before = run(model)
+    assert boolean_equals_as_xnor(model) == 1
+    assert run(model) == before == [True, False, False, True]
+    assert [n.op_type for n in model.graph.node][-2:] == ["Xor", "Not"] and lint(model)["status"] == "pass"

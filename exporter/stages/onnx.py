@@ -71,6 +71,38 @@ def add_metadata(model, spec, extra: dict | None = None) -> None:
     set_metadata_props(model, {METADATA_KEY: spec.to_json(), "cnnexport.version": __version__, **(extra or {})})
 
 
+def boolean_equals_as_xnor(model) -> int:
+    """Rewrite Equal over two BOOL inputs as Not(Xor): the same truth table, and a graph TensorRT parses
+    (its Equal takes numbers only). torch's integer floor division exports with such an Equal (the sign
+    correction), e.g. in the top-k of YOLO26's NMS-free head. Returns the number of nodes rewritten."""
+    from onnx import TensorProto, helper, shape_inference
+
+    inferred = shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.input)}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    for node in model.graph.node:  # a Constant node's value is typed by its tensor
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].type == node.attribute[0].TENSOR:
+            types[node.output[0]] = node.attribute[0].t.data_type
+    rewritten = 0
+    nodes = []
+    for node in model.graph.node:
+        if (
+            node.op_type == "Equal"
+            and node.domain in ("", "ai.onnx")
+            and all(types.get(i) == TensorProto.BOOL for i in node.input)
+        ):
+            differs = f"{node.output[0]}__xor"
+            nodes.append(helper.make_node("Xor", list(node.input), [differs], name=f"{node.name}__xor"))
+            nodes.append(helper.make_node("Not", [differs], list(node.output), name=node.name))
+            rewritten += 1
+        else:
+            nodes.append(node)
+    if rewritten:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+    return rewritten
+
+
 def export(
     loaded,
     staging_dir: Path,
@@ -142,6 +174,7 @@ def export(
     if exporter == "legacy":
         rename_values(model, dict(zip(placeholders, output_names)))
     add_metadata(model, spec, {"cnnexport.exporter": exporter})
+    boolean_equals = boolean_equals_as_xnor(model)
     if external:
         onnx.load_external_data_for_model(model, str(staging_dir))
         for leftover in Path(staging_dir).iterdir():
@@ -162,6 +195,7 @@ def export(
             "output": output_names[0],
             "outputs": output_names,
             "external_data": external,
+            **({"boolean_equals_as_xnor": boolean_equals} if boolean_equals else {}),
             **({"notes": notes} if notes else {}),
         },
     )
