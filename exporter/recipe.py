@@ -27,7 +27,7 @@ class ModelSection(Strict):
     std: Annotated[Optional[list[float]], Numbers] = None
     labels: Optional[str] = None  # path of a labels file, relative to the working directory
     outputs: Optional[list[str]] = None  # keep only these outputs of forward (like --outputs); default: all
-    task: Union[str, dict[str, str], None] = None  # classify|segment|dense|regress, or {output: task} (like --task)
+    task: Union[str, dict[str, str], None] = None  # classify|segment|detect|dense|regress, or {output: task} (like --task)
 
 
 class VerifySection(Strict):

@@ -428,3 +428,61 @@ def test_the_detection_demo_trains_a_yolo_and_reports_map_per_artifact(cli, tmp_
     assert maps["pytorch"] > 0.1  # 15 epochs learn the shapes; no box at all would be 0
     assert all(abs(v - maps["pytorch"]) < 0.05 for v in maps.values()), maps
     assert (tmp_path / "d" / "yolo-train.log").stat().st_size > 0  # Ultralytics' own output went there, not to the terminal
+
+
+def test_the_edge_detector_recipe_carries_the_task_and_its_decoding(cli, yolo, tmp_path):
+    best, data = yolo
+    out = tmp_path / "run"
+    r = cli(
+        "run", "-r", "edge-detector", best, "-o", out, "--json",
+        "--set", f"calibration.data={data / 'images' / 'train'}", "--set", "calibration.samples=64",
+        "--set", f"verify.images={data / 'images' / 'val'}", "--set", "verify.detect.conf=0.2",
+        "--set", "stages.openvino.enabled=false", "--set", "stages.litert.enabled=false",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    onnx_stage = manifest["stages"]["onnx"]["verification"]
+    assert onnx_stage["status"] == "pass" and "conf 0.2," in onnx_stage["rule"] and onnx_stage["f1"] == 1.0
+    assert manifest["recipe"]["model"]["task"] == "detect" and manifest["recipe"]["verify"]["detect"]["conf"] == 0.2
+    trt = manifest["stages"]["tensorrt"]
+    assert trt["status"].startswith("skipped") and (out / f"{best.stem}-tensorrt-kit" / "build.sh").is_file()
+    q = json.loads((out / f"{best.stem}.int8-trt.onnx.report.json").read_text())["artifacts"][-1]
+    assert q["details"]["float_detect_head_nodes"] > 0 and q["verification"]["status"] == "pass"
+
+
+@pytest.mark.full
+@pytest.mark.parametrize(
+    "yaml, epochs, conf",
+    # YOLO26's one-to-one head scores low after a short training: judged at conf 0.1
+    [("yolov8n.yaml", 15, 0.25), ("yolo11n.yaml", 15, 0.25), ("yolo26n.yaml", 30, 0.1)],
+)
+def test_every_target_of_a_yolo_keeps_its_boxes(cli, tmp_path, yaml, epochs, conf):
+    """The edge-detector recipe, Core ML, ExecuTorch (batch 1, as Ultralytics' own) and INT8 ONNX of a YOLO: each
+    verified by matched boxes on held-out images, and mAP50 per artifact beside PyTorch's."""
+    from exporter.tasks.detect_shapes import train_yolo, write_dataset
+
+    _ultralytics()
+    data = write_dataset(tmp_path / "shapes", train=96, val=32, size=128)
+    best = train_yolo(data, tmp_path / "runs", model=yaml, epochs=epochs, size=128)
+    out, val = tmp_path / "out", data.parent / "images" / "val"
+    common = ["--images", val, "--conf", str(conf)]
+    calib = ["--calib", data.parent / "images" / "train", "--samples", "64", "--holdout", "32"]
+    r = cli(
+        "run", "-r", "edge-detector", best, "-o", out, "--set", f"calibration.data={data.parent / 'images' / 'train'}",
+        "--set", f"verify.images={val}", "--set", f"verify.detect.conf={conf}", "--set", "calibration.samples=64",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    others = ((["coreml"], "y.mlpackage"), (["executorch", "--static-batch", "1"], "y.pte"), (["quantize", *calib], "y.i8.onnx"))
+    for verb, name in others:
+        r = cli(*verb, best, "-o", out / name, *common)
+        assert r.exit_code == 0, (verb, r.stderr)
+    manifest = json.loads((out / "manifest.json").read_text())
+    for name in ("onnx", "openvino", "litert"):
+        verification = manifest["stages"][name]["verification"]
+        assert verification["status"] == "pass" and verification["f1"] >= 0.9, (name, verification)
+    artifacts = [out / f"{best.stem}{suffix}" for suffix in (".onnx", ".int8.xml", ".tflite")] + [out / "y.i8.onnx"]
+    r = cli("eval", best, *artifacts, "--data", data, "--json")
+    assert r.exit_code == 0, r.stderr
+    results = _report(r)["results"]
+    assert results["pytorch (reference)"]["map50"] > 0.05, results
+    assert all(v["map50_drop_points"] <= 2.0 for v in results.values()), results
