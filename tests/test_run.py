@@ -270,3 +270,11 @@ def test_calibration_data_unlike_the_model_is_refused_before_any_work(cli, simpl
             "--set", "calibration.samples=32", "--set", "calibration.holdout=16", "--json")
     assert r.exit_code == 0, r
     assert verified(r.json()["manifest"]["stages"]["int8"]["verification"])
+
+
+def test_the_run_table_shows_a_kit_folder_as_one_entry():
+    from exporter.cli.recipes import files_cell
+
+    paths = ["m-tensorrt-kit/build.sh", "m-tensorrt-kit/m.int8-trt.onnx", "m.int8-trt.onnx", "m.int8-trt.calib"]
+    assert files_cell(paths) == "m-tensorrt-kit/ (2 files), m.int8-trt.onnx, m.int8-trt.calib"
+    assert files_cell(["m.onnx"]) == "m.onnx" and files_cell([]) == ""

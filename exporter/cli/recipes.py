@@ -288,6 +288,16 @@ def _render_fleet(ui: Ui, result) -> None:
     ui.progress(f"wrote {result.out_dir / 'fleet.json'} and {result.out_dir / 'fleet.md'}")
 
 
+def files_cell(paths: list[str]) -> str:
+    """A stage's files for the table: top-level ones by name, a folder's (a TensorRT kit) as 'folder/ (N files)'."""
+    shown: dict[str, int] = {}
+    for path in paths:
+        parts = Path(path).parts
+        key = f"{parts[0]}/" if len(parts) > 1 else parts[0] if parts else ""
+        shown[key] = shown.get(key, 0) + 1
+    return ", ".join(f"{name} ({count} files)" if name.endswith("/") else name for name, count in shown.items() if name)
+
+
 def _render_run(ui: Ui, result) -> None:
     from rich.table import Table
 
@@ -299,7 +309,7 @@ def _render_run(ui: Ui, result) -> None:
     for o in result.outcomes:
         v = o.entry.get("verification", {}) if o.entry else {}
         colour = "green" if o.status == "pass" else "red" if o.status == "fail" or o.status.startswith("error") else "yellow"
-        files = ", ".join(Path(f["path"]).name for f in o.entry.get("files", [])) if o.entry else "-"
+        files = files_cell([f["path"] for f in o.entry.get("files", [])]) if o.entry else "-"
         table.add_row(
             o.name,
             escape(files or "-"),

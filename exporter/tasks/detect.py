@@ -98,10 +98,16 @@ class Boxes:
 
 
 def decode(
-    output: np.ndarray, conf: float = CONF, iou: float = NMS_IOU, max_det: int = MAX_DET, multi_label: bool = False
+    output: np.ndarray,
+    conf: float = CONF,
+    iou: float = NMS_IOU,
+    max_det: int = MAX_DET,
+    multi_label: bool = False,
+    clip: float | None = None,
 ) -> list[Boxes]:
     """Each image's boxes as Ultralytics' predict finds them (one label per anchor, class-wise NMS), or with
-    ``multi_label`` as its val does (every class scoring above ``conf`` is a box: what its mAP counts)."""
+    ``multi_label`` as its val does (every class scoring above ``conf`` is a box: what its mAP counts);
+    ``clip``: the image size boxes are clipped to after NMS, as Ultralytics clips what it returns."""
     out = np.asarray(output, dtype=np.float32)
     images = []
     for row in out:
@@ -118,13 +124,18 @@ def decode(
                 scores = scores_all[np.arange(len(classes)), classes]
                 anchors = np.nonzero(scores > conf)[0]
                 scores, classes = scores[anchors], classes[anchors]
-            xywh = row[:4].T[anchors]
-            xyxy = np.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], axis=1)
+            xyxy = xywh_to_xyxy(row[:4].T[anchors])
             kept = _nms(xyxy, scores, classes, iou)[:max_det]
             xyxy, scores, classes = xyxy[kept], scores[kept], classes[kept]
+        if clip is not None:
+            xyxy = np.clip(xyxy, 0.0, clip)
         order = np.argsort(-scores, kind="stable")[:max_det]
         images.append(Boxes(xyxy[order], scores[order], classes[order]))
     return images
+
+
+def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
+    return np.concatenate([xywh[..., :2] - xywh[..., 2:] / 2, xywh[..., :2] + xywh[..., 2:] / 2], axis=-1)
 
 
 def _nms(xyxy: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float) -> np.ndarray:
@@ -201,7 +212,11 @@ def part_errors(
         ref_scores = np.sort(ref[:, :, 4], axis=1)
         out_scores = np.sort(out[:, :, 4], axis=1)
         return 0.0, float(np.abs(ref_scores - out_scores).max()) if ref_scores.size else 0.0
-    boxes = diff[:, :4]
+    # boxes as users get them: corners clipped to the image (an undertrained head may regress a box several
+    # times the image's size, whose width then differs by 30 px while the clipped box is the same)
+    ref_xyxy = np.clip(xywh_to_xyxy(ref[:, :4].astype(np.float64).transpose(0, 2, 1)), 0.0, image_size)
+    out_xyxy = np.clip(xywh_to_xyxy(out[:, :4].astype(np.float64).transpose(0, 2, 1)), 0.0, image_size)
+    boxes = np.abs(out_xyxy - ref_xyxy).transpose(0, 2, 1)  # (N, 4, anchors)
     if not every_anchor:
         boxes = np.where((ref[:, 4:].max(axis=1) > conf)[:, None, :], boxes, 0.0)
     box = float(boxes.max()) / image_size if diff.size else 0.0
@@ -231,7 +246,12 @@ def compare(ref: np.ndarray, out: np.ndarray, rule: DetectRule, image_size: floa
         image_size = max(float(np.ptp(boxes)) if boxes.size else 1.0, 1.0)
     size = float(image_size)
     box_err, score_err = part_errors(ref, out, size, rule.boxes_of_every_anchor, rule.conf)
-    found = agreement(decode(ref, rule.conf, rule.nms_iou), decode(out, rule.conf, rule.nms_iou), rule.tie_margin, rule.conf)
+    found = agreement(
+        decode(ref, rule.conf, rule.nms_iou, clip=size),
+        decode(out, rule.conf, rule.nms_iou, clip=size),
+        rule.tie_margin,
+        rule.conf,
+    )
     end_to_end = is_end_to_end(ref.shape)
     if end_to_end and found.box_diffs:
         box_err = max(found.box_diffs) / size  # the boxes of matched rows: row order is not the artifact's to keep

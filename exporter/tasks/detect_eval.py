@@ -13,7 +13,7 @@ are decoded as Ultralytics' val decodes them (confidence 0.001, NMS IoU 0.7, at 
 every class above the confidence a box of its own: with one label per anchor, as predict decodes,
 mAP50 read 2.6 points above Ultralytics' val on a YOLOv8n; with its val's multiple labels 0.1 point).
 Measured against Ultralytics' own val on the same images with ``rect=False`` (the square input the model
-was exported for): mAP50 0.1795 vs 0.1789 (YOLOv8n), 0.081 vs 0.078 (YOLO26n). By default its val
+was exported for): mAP50 0.181 vs 0.179 (YOLOv8n), 0.082 vs 0.078 (YOLO26n). By default its val
 letterboxes each batch to a rectangle padded by half a stride more (160 px for 128 px square images), an
 input an exported fixed-size model does not take; there a YOLO11n read 0.267 here vs 0.235 there.
 """
@@ -232,7 +232,7 @@ def evaluate(runners: dict, images: np.ndarray, truths: list[np.ndarray], classe
 def _boxes(runner, batch: np.ndarray, output: str) -> list[Boxes]:
     got = runner.infer(batch)
     value = got.get(output, next(iter(got.values())))  # by name; by position where an artifact renamed it
-    return decode(value, conf=VAL_CONF, iou=VAL_IOU, multi_label=True)
+    return decode(value, conf=VAL_CONF, iou=VAL_IOU, multi_label=True, clip=float(max(batch.shape[-2:])))
 
 
 def evaluate_data(runners: dict, data: str | Path, spec, output: str, batch_size: int = 16, progress=lambda _: None) -> dict:
