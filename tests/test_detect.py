@@ -437,10 +437,12 @@ def test_the_edge_detector_recipe_carries_the_task_and_its_decoding(cli, yolo, t
         "run", "-r", "edge-detector", best, "-o", out, "--json",
         "--set", f"calibration.data={data / 'images' / 'train'}", "--set", "calibration.samples=64",
         "--set", f"verify.images={data / 'images' / 'val'}", "--set", "verify.detect.conf=0.2",
-        "--set", "stages.openvino.enabled=false", "--set", "stages.litert.enabled=false",
+        "--set", "stages.litert.enabled=false",
     )  # fmt: skip
     assert r.exit_code == 0, r.stderr
     manifest = json.loads((out / "manifest.json").read_text())
+    openvino = manifest["stages"]["openvino"]
+    assert openvino["details"]["float_detect_head_nodes"] > 0 and openvino["verification"]["f1"] >= 0.9, openvino
     onnx_stage = manifest["stages"]["onnx"]["verification"]
     assert onnx_stage["status"] == "pass" and "conf 0.2," in onnx_stage["rule"] and onnx_stage["f1"] == 1.0
     assert manifest["recipe"]["model"]["task"] == "detect" and manifest["recipe"]["verify"]["detect"]["conf"] == 0.2

@@ -138,7 +138,7 @@ def export(
         "openvino": ov.get_version(),
     }
     if precision == "int8":
-        details.update(_quantize(model, calibration, method, list(exclude)))
+        details.update(_quantize(model, calibration, method, list(exclude), _detect_head(source, model)))
         model = details.pop("_model")
     metadata = _onnx_metadata(source)
     if METADATA_KEY in metadata:
@@ -154,7 +154,18 @@ def export(
     return StageOutput(files=[xml.name, xml.with_suffix(".bin").name], details=details)
 
 
-def _quantize(model, calibration, method: str, exclude: list[str]) -> dict:
+def _detect_head(source: Path, model) -> list[str]:
+    """The OpenVINO ops that decode a detect output (the ONNX nodes exporter/tasks/detect.py keeps in float,
+    under the names OpenVINO's ONNX frontend gives them): NNCF leaves them in float, as `quantize` does."""
+    import onnx
+
+    from exporter.tasks import detect
+
+    names = {op.get_friendly_name() for op in model.get_ops()}
+    return [n for n in detect.float_head_nodes(onnx.load(str(source), load_external_data=False)) if n in names]
+
+
+def _quantize(model, calibration, method: str, exclude: list[str], float_head: list[str] | None = None) -> dict:
     nncf = _import_nncf()
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
@@ -165,6 +176,8 @@ def _quantize(model, calibration, method: str, exclude: list[str]) -> dict:
         raise BadInputError(f"--method {method}: NNCF has no {method} calibration; use {' or '.join(RANGE_ESTIMATORS)}")
     samples = [s[None] for batch in calibration.batches(32) for s in batch]  # one sample per item, as NNCF counts
     scope, ignored = _ignored_scope(nncf, model, exclude)
+    if float_head:  # a detect head's decoding: one scale for 0..640 px boxes and 0..1 scores would lose the boxes
+        scope = nncf.IgnoredScope(names=[*(scope.names if scope else []), *float_head], types=scope.types if scope else [])
     estimator = getattr(RangeEstimatorParametersSet, RANGE_ESTIMATORS[method])
     nncf.set_log_level(logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars: noise on the terminal, and stdout is --json's
@@ -192,6 +205,7 @@ def _quantize(model, calibration, method: str, exclude: list[str]) -> dict:
             "ignored": ignored,
         },
         "fake_quantize_nodes": int(fake_quantize),
+        "float_detect_head_nodes": len(float_head or []),
     }
 
 

@@ -85,17 +85,6 @@ def residual_stream_nodes(model) -> list[str]:
     return [n.name for n in norms] + adds
 
 
-def detect_head_nodes(graph, source_model) -> list[str]:
-    """The decoding nodes of the detect outputs the stored spec names (exporter/tasks/detect.py float_tail)."""
-    from exporter.spec import METADATA_KEY, ModelSpec, stored_spec
-    from exporter.tasks import detect
-
-    text = next((p.value for p in source_model.metadata_props if p.key == METADATA_KEY), "")
-    stored = stored_spec(text, "the ONNX model")
-    outputs = [o.name for o in ModelSpec.from_dict(stored).outputs if o.task == "detect"] if stored else []
-    return detect.float_tail(graph.graph, outputs) if outputs else []
-
-
 SYMBOLIC_SHAPE_DUMP = "sym_shape_infer_temp.onnx"
 
 
@@ -210,7 +199,9 @@ def export_int8(
     graph = onnx.load(str(pre), load_external_data=False)
     float_attention = [n for n in attention_nodes(graph) if n not in node_names]
     float_residual = [n for n in residual_stream_nodes(graph) if n not in node_names]
-    float_detect = [n for n in detect_head_nodes(graph, source_model) if n not in node_names]
+    from exporter.tasks import detect
+
+    float_detect = [n for n in detect.float_head_nodes(graph, source_model) if n not in node_names]
     symmetric = target == "tensorrt"
     reduce_range = host_lacks_vnni()
     activation_type = QuantType.QInt8 if symmetric else QuantType.QUInt8
