@@ -17,6 +17,9 @@ INT8 ONNX and FP16 ONNX. ``FAULTS`` plants one mistake each into a copy:
               same function in exact arithmetic, beyond 65504 in fp16
   int8-scales (int8 only) every weight scale x100
 
+``build_yolo_artifacts`` and ``DETECT_FAULTS`` do the same for a detector: a YOLO11n trained by Ultralytics
+on drawn shapes, as ONNX, FP16 and INT8 ONNX, with the mistakes detectors suffer (see the detection section).
+
 ``verify_cli`` runs ``cnnexport verify ARTIFACT --checkpoint CKPT --precision P --images HELDOUT``
 in process; a fault is caught when it exits 1. Used by tests/test_fault_injection.py and
 benchmarks/robustness.py.
@@ -432,3 +435,145 @@ def verify_cli(artifact: Path, checkpoint: Path, kind: str, images: Path | None 
     except (ValueError, KeyError, IndexError):
         reason = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
     return VerifyOutcome(r.exit_code, reason, r.stderr, r.stdout)
+
+
+# --------------------------------------------------------------------------- detection: a YOLO trained by Ultralytics
+#
+# ``build_yolo_artifacts(folder)`` draws the shapes data set (exporter/tasks/detect_shapes.py), trains a YOLO11n on
+# it with Ultralytics (~40 s on 2 cores; needs the ultralytics extra) and exports it as ONNX, FP16 ONNX and INT8
+# ONNX; every artifact is judged by matched boxes on the held-out images. ``DETECT_FAULTS`` plants one mistake each:
+#
+#   score-negated  one class's score channel turned around (score -> 1 - score) after the head
+#   box-shifted    every box's y moved after the head: by 2 px (fp32, fp16), by 0.15 x the image size in INT8
+#                  (the INT8 rule allows 0.1 x image size: a 2 px shift there is inside INT8's own noise)
+#   rgb-bgr        the input's colour channels reversed inside the graph (a Gather on the input)
+#   mean-std       a wrong mean/std in the stored input spec (the graph is untouched)
+#   batch          the batch dimension declared as 1
+#   int8-scales    (int8 only) every weight scale x100
+#   int8-collapse  (int8 only) onnxruntime's quantize_static over the whole fp32 graph: boxes (0..128 px) and
+#                  scores (0..1) share one output scale and every box is lost (what cnnexport's INT8 avoids by
+#                  keeping the head's decoding in float)
+
+YOLO_SIZE, YOLO_TRAIN, YOLO_HELDOUT, YOLO_EPOCHS = 128, 96, 32, 15
+YOLO_SHIFT_PX = 2.0  # box-shifted in fp32 and fp16
+YOLO_INT8_SHIFT = 0.15  # box-shifted in INT8, x the image size
+
+# detection artifact kind -> (precision of its tolerance set, file suffix)
+DETECT_KINDS: dict[str, tuple[str, str]] = {
+    "onnx": ("fp32", ".onnx"),
+    "fp16": ("fp16", ".fp16.onnx"),
+    "int8": ("int8", ".int8.onnx"),
+}
+
+
+def build_yolo_artifacts(folder: Path) -> tuple[Path, dict[str, Path], Path]:
+    """(best.pt, {kind: artifact}, held-out image folder) in ``folder``; every artifact passed verification when built."""
+    from exporter.tasks.detect_shapes import train_yolo, write_dataset
+
+    folder = Path(folder)
+    data = write_dataset(folder / "shapes", train=YOLO_TRAIN, val=YOLO_HELDOUT, size=YOLO_SIZE)
+    best = train_yolo(data, folder / "runs", epochs=YOLO_EPOCHS, size=YOLO_SIZE)
+    return best, export_yolo_artifacts(best, data.parent, folder), data.parent / "images" / "val"
+
+
+def export_yolo_artifacts(best: Path, shapes: Path, folder: Path) -> dict[str, Path]:
+    """{kind: artifact} of an Ultralytics checkpoint, verified on ``shapes``/images/val; INT8 (from the ONNX, as
+    `cnnexport quantize yolo.onnx` makes it) calibrated on its train images, FP16 from the simplified ONNX."""
+    from exporter import export_artifact, load_checkpoint
+    from exporter.build import build
+    from exporter.pipeline import VerifyOptions, simplify_artifact
+
+    folder = Path(folder)
+    loaded = load_checkpoint(best)
+    opts = VerifyOptions(images=Path(shapes) / "images" / "val")
+    calib = str(Path(shapes) / "images" / "train")
+    artifacts = {"onnx": export_artifact("onnx", loaded, folder / "yolo.onnx", {}, opts, write=False)}
+    source = artifacts["onnx"].path
+    artifacts["int8"] = build("int8", source, calibration={"data": calib, "samples": YOLO_TRAIN - 32, "holdout": 32},
+                              output=folder / "yolo.int8.onnx", loaded=loaded, verify=opts, write=False)[-1]
+    simplified = simplify_artifact(source, folder / "yolo.sim.onnx", loaded, opts, write=False).path
+    artifacts["fp16"] = build("fp16", simplified, calibration={"data": calib, "samples": 32, "holdout": 0},
+                              output=folder / "yolo.fp16.onnx", loaded=loaded, verify=opts, write=False)[-1]
+    for kind, result in artifacts.items():
+        if result.verification.status != "pass":
+            raise AssertionError(f"the clean YOLO {kind} artifact failed when built: {result.verification.reason}")
+    return {kind: result.path for kind, result in artifacts.items()}
+
+
+def _spec_of(model) -> dict:
+    return json.loads(next(p.value for p in model.metadata_props if p.key == METADATA_KEY))
+
+
+def onnx_edit_detections(src: Path, dst: Path, scale: np.ndarray, shift: np.ndarray) -> None:
+    """The detect output (N, 4 + classes, anchors) multiplied by ``scale`` and shifted by ``shift`` (each (4 + classes,))."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = _load(src)
+    out = model.graph.output[0].name
+    dtype = np.float16 if model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT16 else np.float32
+    raw = out + "_before_fault"
+    for node in model.graph.node:
+        node.output[:] = [raw if name == out else name for name in node.output]
+    model.graph.initializer.extend([numpy_helper.from_array(scale.reshape(1, -1, 1).astype(dtype), "fault_scale"),
+                                    numpy_helper.from_array(shift.reshape(1, -1, 1).astype(dtype), "fault_shift")])
+    model.graph.node.extend([helper.make_node("Mul", [raw, "fault_scale"], ["fault_scaled"], name="injected_scale"),
+                             helper.make_node("Add", ["fault_scaled", "fault_shift"], [out], name="injected_shift")])
+    _save(model, dst)
+
+
+def _channels(model) -> int:
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    if len(dims) != 3 or not dims[1].dim_value:
+        raise LookupError("the first output is not a (N, 4 + classes, anchors) detect output")
+    return dims[1].dim_value
+
+
+def detect_negate_score(src: Path, dst: Path, kind: str) -> None:
+    """The second class's scores become 1 - score: background anchors score ~1 and its objects ~0."""
+    channels = _channels(_load(src))
+    scale, shift = np.ones(channels), np.zeros(channels)
+    scale[5], shift[5] = -1.0, 1.0
+    onnx_edit_detections(src, dst, scale, shift)
+
+
+def detect_shift_box(src: Path, dst: Path, kind: str) -> None:
+    """Every box's centre y moved down: 2 px, or 0.15 x the image size in INT8 (whose rule allows 0.1 x)."""
+    model = _load(src)
+    channels = _channels(model)
+    shift = np.zeros(channels)
+    shift[1] = YOLO_INT8_SHIFT * _spec_of(model)["height"] if kind == "int8" else YOLO_SHIFT_PX
+    onnx_edit_detections(src, dst, np.ones(channels), shift)
+
+
+def detect_int8_collapse(src: Path, dst: Path, kind: str) -> None:
+    """onnxruntime's quantize_static over the whole fp32 graph beside ``src`` (built by export_yolo_artifacts),
+    calibrated on the same training images: one shared scale for boxes and scores."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    from exporter.inputs import OrtCalibrationReader, image_source
+    from exporter.spec import ModelSpec
+
+    fp32 = Path(src).with_name(Path(src).name.removesuffix(DETECT_KINDS["int8"][1]) + DETECT_KINDS["onnx"][1])
+    spec = ModelSpec.from_dict(_spec_of(_load(fp32)))
+    calib = image_source(fp32.parent / "shapes" / "images" / "train", spec)
+    quantize_static(str(fp32), str(dst), OrtCalibrationReader(calib, "input", batch_size=8), quant_format=QuantFormat.QDQ)
+
+
+DETECT_FAULTS: dict[str, Fault] = {
+    f.name: f
+    for f in [
+        Fault("score-negated", "one class's score channel turned around (1 - score)", detect_negate_score, tuple(DETECT_KINDS)),
+        Fault("box-shifted", "every box moved down (2 px; INT8: 0.15 x image size)", detect_shift_box, tuple(DETECT_KINDS)),
+        Fault("rgb-bgr", "input colour channels reversed inside the model", onnx_swap_rgb, tuple(DETECT_KINDS)),
+        Fault("mean-std", "wrong mean/std in the stored input spec", onnx_wrong_mean_std, tuple(DETECT_KINDS)),
+        Fault("batch", "batch dimension baked", onnx_bake_batch, tuple(DETECT_KINDS)),
+        Fault("int8-scales", "INT8 weight scales x100", onnx_break_int8_scales, ("int8",)),
+        Fault("int8-collapse", "the whole graph quantized by quantize_static (boxes and scores share a scale)",
+              detect_int8_collapse, ("int8",)),
+    ]
+}
+
+
+def detect_matrix() -> list[tuple[str, str]]:
+    """Every (fault, kind) cell of the detection matrix."""
+    return [(f.name, kind) for f in DETECT_FAULTS.values() for kind in f.kinds]

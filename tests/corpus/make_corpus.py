@@ -11,6 +11,9 @@ through the real CLI (in process, Typer's CliRunner) and ``judge`` lists what we
   no staging folder, no output folder);
 * a hostile payload ran (its marker file exists).
 
+A case whose files an optional package writes (Ultralytics writes the YOLO checkpoints) is built only
+where that package imports; elsewhere it comes back unbuilt with ``skip`` saying why.
+
 Used by tests/test_corpus.py and benchmarks/robustness.py. Run directly to write the corpus
 somewhere and print it:  python -m tests.corpus.make_corpus /tmp/corpus
 """
@@ -18,6 +21,7 @@ somewhere and print it:  python -m tests.corpus.make_corpus /tmp/corpus
 from __future__ import annotations
 
 import builtins
+import importlib
 import json
 import os
 import pickle
@@ -26,7 +30,7 @@ import shlex
 import sys
 import types
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -49,6 +53,8 @@ class Case:
     words: tuple[str, ...]  # the error line names the problem with these (case-insensitive)
     markers: tuple[str, ...] = ()  # files a hostile payload would create if it ran
     usage: bool = False  # a Typer usage error (its own boxed message) rather than our `error:` line
+    needs: str = ""  # the optional package its files are written with (Ultralytics writes the YOLO checkpoints)
+    skip: str = ""  # why it was not built here: its package is not importable (the test is skipped with this reason)
 
     def command(self) -> str:
         return "cnnexport " + " ".join(shlex.quote(a) for a in self.args)
@@ -249,13 +255,16 @@ def _run_args(c: Corpus, recipe: Path | str, case_id: str, *extra: str, ckpt: Pa
 
 Builder = Callable[[Corpus, str], Case]
 BUILDERS: list[tuple[str, str, Builder]] = []
+NEEDS: dict[str, str] = {}  # case id -> the optional package that writes its files
 
 
-def case(case_id: str, input_kind: str):
+def case(case_id: str, input_kind: str, needs: str = ""):
     assert input_kind in INPUT_KINDS, input_kind
 
     def register(fn):
         BUILDERS.append((case_id, input_kind, fn))
+        if needs:
+            NEEDS[case_id] = needs
         return fn
 
     return register
@@ -1226,13 +1235,284 @@ for _id in TORCH_FORM_IDS:
     case(_id, "checkpoint")(_torch_form)
 
 
+# ---- detectors: Ultralytics YOLO checkpoints (written here by Ultralytics from its yaml, untrained, 64 px) and
+# the detection data `cnnexport eval --data` reads; skipped with the reason where Ultralytics is not importable
+
+YOLO = "ultralytics"
+YOLO_CLASSES = ("a", "b", "c")
+
+
+def save_yolo(path: Path, yaml: str = "yolo11n.yaml", imgsz: int = 64, **beside) -> Path:
+    """What Ultralytics' trainer saves (its model in float16, train_args, version) for a model built from its yaml."""
+    import logging
+
+    import torch
+    import ultralytics
+    from ultralytics.nn import tasks
+
+    task = tasks.guess_model_task(tasks.yaml_model_load(yaml))
+    model_class = {"detect": tasks.DetectionModel, "segment": tasks.SegmentationModel}[task]
+    logger = logging.getLogger("ultralytics")  # its "Overriding model.yaml nc=80 with nc=3" line: not in the corpus's output
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        model = model_class(yaml, nc=len(YOLO_CLASSES), verbose=False)
+    finally:
+        logger.setLevel(level)
+    model.names = dict(enumerate(YOLO_CLASSES))
+    torch.save({"model": model.half(), "ema": None, "train_args": {"imgsz": imgsz}, "version": ultralytics.__version__,
+                **beside}, path)
+    return path
+
+
+def _yolo(c: Corpus) -> Path:
+    """The good best.pt the detection cases share (written once per corpus)."""
+    path = c.inputs / "yolo" / "best.pt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_yolo(path)
+    return path
+
+
+def _detect_data(c: Corpus, name: str, yaml: str = "val: images/val\nnames: [a, b, c]\n",
+                 label: str = "1 0.5 0.5 0.25 0.5\n") -> Path:
+    """A detection data set in Ultralytics' layout: images/val/a.png (40 x 36), labels/val/a.txt, data.yaml."""
+    root = c.path(f"{name}/images/val/a.png").parent.parent.parent
+    _image(root / "images" / "val" / "a.png")
+    (root / "labels" / "val").mkdir(parents=True, exist_ok=True)
+    (root / "labels" / "val" / "a.txt").write_text(label)
+    (root / "data.yaml").write_text(yaml)
+    return root
+
+
+def _eval_yolo(c: Corpus, data: Path | str) -> tuple[str, ...]:
+    return ("eval", str(_yolo(c)), "--data", str(data))
+
+
+def _coco(c: Corpus, name: str, text: str) -> Path:
+    path = c.path(f"{name}/instances_val.json")
+    path.write_text(text)
+    return path
+
+
+def _coco_json(file_name: str = "a.png", categories: int = 3) -> str:
+    return json.dumps({
+        "images": [{"id": 1, "file_name": file_name, "width": 40, "height": 36}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 4, 10, 10], "iscrowd": 0}],
+        "categories": [{"id": k + 1, "name": YOLO_CLASSES[k % 3]} for k in range(categories)],
+    })
+
+
+@case("yolo-truncated", "checkpoint", needs=YOLO)
+def _(c, i):
+    path = c.path("yolo_truncated.pt")
+    path.write_bytes(_yolo(c).read_bytes())
+    _truncate(path)
+    return _bad(i, "checkpoint", ("onnx", path, "-o", c.out(f"{i}.onnx")), ["yolo_truncated.pt", "truncated or corrupt"])
+
+
+@case("yolo-hostile-beside-the-model", "checkpoint", needs=YOLO)
+def _(c, i):
+    path, marker = c.path("hostile_best.pt"), c.marker(i)
+    save_yolo(path, callback=SystemPayload(marker))
+    return _bad(i, "checkpoint", ("onnx", path, "-o", c.out(f"{i}.onnx")),
+                ["hostile_best.pt", "system", "refused without unpickling anything"], markers=(str(marker),))
+
+
+@case("yolo-names-a-function-not-a-module", "checkpoint", needs=YOLO)
+def _(c, i):
+    from ultralytics.nn import tasks
+
+    path = c.path("yolo_function.pt")
+    save_yolo(path, loader=tasks.yaml_model_load)  # pickled by reference: a callable from the allowed namespace
+    return _bad(i, "checkpoint", ("inspect", path), ["yolo_function.pt", "yaml_model_load", "not a network module"])
+
+
+@case("yolo-of-a-newer-ultralytics", "checkpoint", needs=YOLO)
+def _(c, i):
+    import torch
+    from ultralytics.nn.modules import block
+
+    class C9Future(torch.nn.Module):  # a block a later Ultralytics has and this one lacks
+        def __init__(self):
+            super().__init__()
+            self.cv = torch.nn.Conv2d(3, 4, 1)
+
+    C9Future.__module__, C9Future.__qualname__ = block.__name__, "C9Future"
+    block.C9Future = C9Future
+    path = c.path("yolo_newer.pt")
+    try:
+        save_yolo(path, future=C9Future())
+    finally:
+        del block.C9Future
+    return _bad(i, "checkpoint", ("inspect", path),
+                ["yolo_newer.pt", "C9Future", "does not have", "the Ultralytics version that wrote it"])
+
+
+@case("yolo-segment", "checkpoint", needs=YOLO)
+def _(c, i):
+    path = save_yolo(c.path("yolo_seg.pt"), "yolo11n-seg.yaml")
+    return _bad(i, "checkpoint", ("onnx", path, "-o", c.out(f"{i}.onnx")), ["yolo_seg.pt", "SegmentationModel", "detect"])
+
+
+@case("yolo-without-weights", "checkpoint", needs=YOLO)
+def _(c, i):
+    import torch
+    from ultralytics.nn.modules.conv import Conv
+
+    path = c.path("yolo_no_weights.pt")
+    torch.save({"model": None, "ema": None, "optimizer": Conv(3, 8), "train_args": {"imgsz": 64}}, path)
+    return _bad(i, "checkpoint", ("inspect", path), ["yolo_no_weights.pt", "without 'model' weights"])
+
+
+@case("yolo-bare-model", "checkpoint", needs=YOLO)
+def _(c, i):
+    import torch
+
+    path = c.path("yolo_bare.pt")
+    torch.save(torch.load(_yolo(c), weights_only=False)["model"], path)
+    return _bad(i, "checkpoint", ("inspect", path), ["yolo_bare.pt", "not a training dict"])
+
+
+@case("yolo-eval-data-yaml-syntax", "data", needs=YOLO)
+def _(c, i):
+    root = _detect_data(c, "det_yaml_syntax", yaml="val: [images/val\nnames: {0: a\n")
+    return _bad(i, "data", _eval_yolo(c, root / "data.yaml"), ["data.yaml", "not a readable data.yaml"])
+
+
+@case("yolo-eval-data-yaml-not-a-mapping", "data", needs=YOLO)
+def _(c, i):
+    root = _detect_data(c, "det_yaml_list", yaml="- images/val\n- names\n")
+    return _bad(i, "data", _eval_yolo(c, root), ["data.yaml", "not an Ultralytics data.yaml"])
+
+
+@case("yolo-eval-data-yaml-no-val", "data", needs=YOLO)
+def _(c, i):
+    root = _detect_data(c, "det_yaml_no_val", yaml="train: images/train\nnames: [a, b, c]\n")
+    return _bad(i, "data", _eval_yolo(c, root / "data.yaml"), ["data.yaml", "names no val"])
+
+
+@case("yolo-eval-data-yaml-class-count", "data", needs=YOLO)
+def _(c, i):
+    root = _detect_data(c, "det_yaml_five", yaml="val: images/val\nnames: [a, b, c, d, e]\n")
+    return _bad(i, "data", _eval_yolo(c, root / "data.yaml"), ["names 5 classes", "the model has 3"])
+
+
+@case("yolo-eval-val-folder-missing", "data", needs=YOLO)
+def _(c, i):
+    root = _detect_data(c, "det_yaml_elsewhere", yaml="val: nowhere/val\nnames: [a, b, c]\n")
+    return _bad(i, "data", _eval_yolo(c, root / "data.yaml"), ["nowhere", "does not exist"])
+
+
+@case("yolo-eval-label-class-beyond-the-model", "data", needs=YOLO)
+def _(c, i):
+    root = _detect_data(c, "det_label_class_7", label="0 0.5 0.5 0.2 0.2\n7 0.3 0.3 0.1 0.1\n")
+    return _bad(i, "data", _eval_yolo(c, root / "data.yaml"), ["a.txt", "holds class 7", "the model has 3 classes"])
+
+
+@case("yolo-eval-label-not-numbers", "data", needs=YOLO)
+def _(c, i):
+    root = _detect_data(c, "det_label_words", label="0 0.5 half 0.2 0.2\n")
+    return _bad(i, "data", _eval_yolo(c, root), ["a.txt", "not YOLO labels"])
+
+
+@case("yolo-eval-corrupt-image", "data", needs=YOLO)
+def _(c, i):
+    root = _detect_data(c, "det_corrupt_image")
+    (root / "images" / "val" / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return _bad(i, "data", _eval_yolo(c, root / "data.yaml"), ["b.jpg", "cannot be read"])
+
+
+@case("yolo-eval-coco-json-syntax", "data", needs=YOLO)
+def _(c, i):
+    path = _coco(c, "det_coco_syntax", _coco_json()[:-20])
+    return _bad(i, "data", _eval_yolo(c, path), ["instances_val.json", "not COCO annotations"])
+
+
+@case("yolo-eval-coco-not-an-object", "data", needs=YOLO)
+def _(c, i):
+    path = _coco(c, "det_coco_list", "[1, 2, 3]\n")
+    return _bad(i, "data", _eval_yolo(c, path), ["instances_val.json", "not COCO annotations"])
+
+
+@case("yolo-eval-coco-images-missing", "data", needs=YOLO)
+def _(c, i):
+    path = _coco(c, "det_coco_no_images", _coco_json(file_name="gone.png"))
+    return _bad(i, "data", _eval_yolo(c, path), ["gone.png", "instances_val.json", "is in none of"])
+
+
+@case("yolo-eval-coco-category-count", "data", needs=YOLO)
+def _(c, i):
+    path = _coco(c, "det_coco_one_category", _coco_json(categories=1))
+    _image(path.parent / "a.png")
+    return _bad(i, "data", _eval_yolo(c, path), ["1 categories", "the model has 3 classes"])
+
+
+@case("yolo-eval-not-detection-data", "data", needs=YOLO)
+def _(c, i):
+    path = c.path("det_boxes.csv")
+    path.write_text("image,x,y,w,h\na.png,1,2,3,4\n")
+    return _bad(i, "data", _eval_yolo(c, path), ["det_boxes.csv", "must be an Ultralytics data.yaml"])
+
+
+@case("yolo-conf-above-1", "cli", needs=YOLO)
+def _(c, i):
+    return _bad(i, "cli", ("onnx", _yolo(c), "--conf", "1.5", "-o", c.out(f"{i}.onnx")), ["--conf", "less than 1"])
+
+
+@case("yolo-verify-iou-0", "cli", needs=YOLO)
+def _(c, i):
+    return _bad(i, "cli", ("verify", c.good_onnx, "--checkpoint", _yolo(c), "--iou", "0"), ["--iou", "greater than 0"])
+
+
+@case("yolo-output-inside-the-val-images", "output", needs=YOLO)
+def _(c, i):
+    root = _detect_data(c, "det_images_out")
+    images = root / "images" / "val"
+    return _bad(i, "output", ("onnx", _yolo(c), "--images", images, "-o", images / "best.onnx"), ["inside the --images data"])
+
+
+@case("recipe-detect-conf-above-1", "recipe")
+def _(c, i):
+    recipe = _recipe(c, i, "model: {arch: simple_cnn}\nverify:\n  detect: {conf: 1.5}\n")
+    return _bad(i, "recipe", _run_args(c, recipe, i), ["verify.detect.conf", "less than 1"])
+
+
+@case("recipe-detect-unknown-key", "recipe")
+def _(c, i):
+    recipe = _recipe(c, i, "model: {arch: simple_cnn}\nverify:\n  detect: {confidence: 0.3}\n")
+    return _bad(i, "recipe", _run_args(c, recipe, i), ["verify.detect.confidence", "unknown key"])
+
+
 # --------------------------------------------------------------------------- building and judging
 
 
+def not_importable(package: str) -> str:
+    """'' where ``package`` imports, else why the cases written with it are skipped."""
+    try:
+        importlib.import_module(package)
+    except ImportError as exc:
+        return f"{package} is not importable ({exc}); scripts/setup.sh installs it"
+    return ""
+
+
 def make_corpus(root: Path) -> list[Case]:
-    """Write every broken input under ``root`` and return the cases (ids are unique)."""
+    """Write every broken input under ``root`` and return the cases (ids are unique); a case whose package
+    is not importable comes back unbuilt, with ``skip`` saying why."""
+    from exporter.sources.ultralytics import restore_pil_open
+
     corpus = Corpus(root)
-    cases = [build(corpus, case_id) for case_id, _, build in BUILDERS]
+    why = {package: not_importable(package) for package in sorted(set(NEEDS.values()))}
+    cases = []
+    try:
+        for case_id, kind, build in BUILDERS:
+            needs = NEEDS.get(case_id, "")
+            if needs and why[needs]:
+                cases.append(Case(case_id, kind, (), 0, (), needs=needs, skip=why[needs]))
+            else:
+                cases.append(replace(build(corpus, case_id), needs=needs))
+    finally:
+        restore_pil_open()  # importing Ultralytics patched PIL's Image.open for the whole process
     ids = [c.id for c in cases]
     assert len(ids) == len(set(ids)), "duplicate case ids"
     return cases
@@ -1311,7 +1591,7 @@ def main(argv: list[str]) -> int:
     root = Path(argv[1]) if len(argv) > 1 else Path("cnnexport-corpus")
     cases = make_corpus(root)
     for c in cases:
-        print(f"{c.id:<40} exit {c.exit_code}  {c.command()}")
+        print(f"{c.id:<40} " + (f"skipped: {c.skip}" if c.skip else f"exit {c.exit_code}  {c.command()}"))
     print(f"{len(cases)} cases under {root}")
     return 0
 
