@@ -364,6 +364,8 @@ def check_metadata(stored: dict, spec) -> Check | None:
         b = np.asarray(getattr(spec, f"channel_{name}")())
         if a.shape != b.shape or not np.allclose(a, b, rtol=0, atol=1e-6):
             differences.append(f"{name} {tuple(a.tolist())} vs {tuple(b.tolist())}")
+    if theirs.resize != spec.resize:  # a letterboxing model fed stretched images sees other pictures
+        differences.append(f"resize {theirs.resize or 'crop'} vs {spec.resize or 'crop'}")
     if not differences:
         return Check("metadata", "stored input spec", 0, "pass")
     return Check(

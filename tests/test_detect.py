@@ -352,6 +352,17 @@ def test_a_negated_score_channel_and_a_shifted_box_channel_are_each_caught(cli, 
         r = cli("verify", edited, "--checkpoint", best, "--images", data / "images" / "val")
         assert r.exit_code == 1 and said in r.stderr, (name, r.stderr)
 
+    import onnx
+
+    from exporter.spec import METADATA_KEY
+
+    stretched = onnx.load(str(fp32))  # the graph untouched, the stored spec says "resize and crop"
+    prop = next(p for p in stretched.metadata_props if p.key == METADATA_KEY)
+    prop.value = json.dumps({**json.loads(prop.value), "resize": None})
+    onnx.save(stretched, str(tmp_path / "stretched.onnx"))
+    r = cli("verify", tmp_path / "stretched.onnx", "--checkpoint", best)
+    assert r.exit_code == 1 and "resize crop vs letterbox" in r.stderr, r.stderr
+
 
 def _ultralytics_checkpoint(path, yaml: str, imgsz: int = 64):
     """What Ultralytics' trainer saves (model in float16, train_args), for a model built from its yaml."""

@@ -194,22 +194,32 @@ def _coco_json(path: Path, classes: int) -> LabelledImages:
         entries, annotations, categories = coco["images"], coco.get("annotations", []), coco.get("categories", [])
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise BadInputError(f"{path} is not COCO annotations (images, annotations, categories): {exc}") from None
-    ids = sorted(int(c["id"]) for c in categories) or sorted({int(a["category_id"]) for a in annotations})
-    if len(ids) != classes:
-        raise BadInputError(f"{path} has {len(ids)} categories but the model has {classes} classes")
-    index = {category: i for i, category in enumerate(ids)}
+    if not entries:
+        raise BadInputError(f"{path} lists no images")
+    try:
+        ids = sorted(int(c["id"]) for c in categories) or sorted({int(a["category_id"]) for a in annotations})
+        if len(ids) != classes:
+            raise BadInputError(f"{path} has {len(ids)} categories but the model has {classes} classes")
+        index = {category: i for i, category in enumerate(ids)}
+        boxes_of: dict[int, list] = {int(e["id"]): [] for e in entries}
+        for a in annotations:
+            x, y, w, h = (float(v) for v in a["bbox"])
+            if int(a["category_id"]) not in index:
+                raise BadInputError(
+                    f"{path}: annotation {a.get('id')} has category {a['category_id']}, not one of its categories"
+                )
+            row = [index[int(a["category_id"])], x, y, x + w, y + h, int(a.get("iscrowd", 0))]
+            boxes_of.setdefault(int(a["image_id"]), []).append(row)
+        names = [str(e["file_name"]) for e in entries]
+    except (KeyError, ValueError, TypeError) as exc:
+        what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise BadInputError(f"{path} is not COCO annotations (images with id and file_name; bbox x, y, w, h): {what}") from None
     folders = [path.parent, path.parent.parent, path.parent.parent / path.stem.removeprefix("instances_")]
-    boxes_of: dict[int, list] = {int(e["id"]): [] for e in entries}
-    for a in annotations:
-        x, y, w, h = (float(v) for v in a["bbox"])
-        boxes_of.setdefault(int(a["image_id"]), []).append(
-            [index[int(a["category_id"])], x, y, x + w, y + h, int(a.get("iscrowd", 0))]
-        )
     images, boxes = [], []
-    for entry in entries:
-        found = next((folder / entry["file_name"] for folder in folders if (folder / entry["file_name"]).is_file()), None)
+    for entry, name in zip(entries, names):
+        found = next((folder / name for folder in folders if (folder / name).is_file()), None)
         if found is None:
-            raise BadInputError(f"image {entry['file_name']} of {path.name} is in none of: {', '.join(str(f) for f in folders)}")
+            raise BadInputError(f"image {name} of {path.name} is in none of: {', '.join(str(f) for f in folders)}")
         images.append(found)
         boxes.append(np.array(boxes_of[int(entry["id"])], dtype=np.float64).reshape(-1, 6))
     return LabelledImages(images, boxes, f"{path.name} ({len(images)} images, {sum(len(b) for b in boxes)} boxes)")

@@ -1448,6 +1448,37 @@ def _(c, i):
     return _bad(i, "data", _eval_yolo(c, path), ["1 categories", "the model has 3 classes"])
 
 
+def _coco_edited(edit) -> str:
+    data = json.loads(_coco_json())
+    edit(data)
+    return json.dumps(data)
+
+
+@case("yolo-eval-coco-unknown-category", "data", needs=YOLO)
+def _(c, i):
+    path = _coco(c, "det_coco_unknown_category", _coco_edited(lambda d: d["annotations"][0].update(category_id=9)))
+    _image(path.parent / "a.png")
+    return _bad(i, "data", _eval_yolo(c, path), ["instances_val.json", "category 9", "not one of its categories"])
+
+
+@case("yolo-eval-coco-short-bbox", "data", needs=YOLO)
+def _(c, i):
+    path = _coco(c, "det_coco_short_bbox", _coco_edited(lambda d: d["annotations"][0].update(bbox=[1, 2, 3])))
+    return _bad(i, "data", _eval_yolo(c, path), ["instances_val.json", "not COCO annotations", "not enough values"])
+
+
+@case("yolo-eval-coco-image-without-file-name", "data", needs=YOLO)
+def _(c, i):
+    path = _coco(c, "det_coco_no_file_name", _coco_edited(lambda d: d["images"][0].pop("file_name")))
+    return _bad(i, "data", _eval_yolo(c, path), ["instances_val.json", "not COCO annotations", "no 'file_name'"])
+
+
+@case("yolo-eval-coco-no-images", "data", needs=YOLO)
+def _(c, i):
+    path = _coco(c, "det_coco_zero_images", _coco_edited(lambda d: d.update(images=[])))
+    return _bad(i, "data", _eval_yolo(c, path), ["instances_val.json", "lists no images"])
+
+
 @case("yolo-eval-not-detection-data", "data", needs=YOLO)
 def _(c, i):
     path = c.path("det_boxes.csv")
