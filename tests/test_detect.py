@@ -287,7 +287,10 @@ def test_eval_reports_map_per_artifact_and_agrees_with_ultralytics_val(cli, yolo
     best, data = yolo
     onnx_file = tmp_path / "yolo.onnx"
     assert cli("onnx", best, "-o", onnx_file).exit_code == 0
-    r = cli("eval", best, onnx_file, "--data", data / "data.yaml", "--json")
+    fp16 = tmp_path / "yolo.fp16.onnx"  # the fp16 range probe reads past the converter's stale value types
+    r = cli("quantize", onnx_file, "--precision", "fp16", "--checkpoint", best, "-o", fp16)
+    assert r.exit_code == 0, r.stderr
+    r = cli("eval", best, onnx_file, fp16, "--data", data / "data.yaml", "--json")
     assert r.exit_code == 0, r.stderr
     report = _report(r)
     results = report["results"]
@@ -295,6 +298,7 @@ def test_eval_reports_map_per_artifact_and_agrees_with_ultralytics_val(cli, yolo
     reference = results["pytorch (reference)"]
     assert reference["map50"] > 0.05  # the YOLO learned the shapes: a measure with something to lose
     assert results["yolo.onnx"]["map50"] == pytest.approx(reference["map50"], abs=1e-3)
+    assert abs(results["yolo.fp16.onnx"]["map50_drop_points"]) < 1.0, results
 
     from ultralytics import YOLO  # its own val on the same input: mAP50 within 1 point
 

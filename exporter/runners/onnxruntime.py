@@ -82,14 +82,16 @@ def nonfinite_fp16_tensors(path: Path, batch: np.ndarray) -> list[str]:
     import onnx
     import onnxruntime as ort
 
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
-    fp16 = onnx.TensorProto.FLOAT16
+    model = onnx.load(str(path))
     existing = {o.name for o in model.graph.output}
-    produced = {name for node in model.graph.node for name in node.output}
-    for info in model.graph.value_info:
-        if info.type.tensor_type.elem_type == fp16 and info.name in produced and info.name not in existing:
-            model.graph.output.append(info)
-            existing.add(info.name)
+    for node in model.graph.node:
+        for name in node.output:
+            if name and name not in existing:
+                # declared by name only: a converter may leave value_info whose type predates it (fp16 on a tensor it
+                # kept in fp32, or the reverse), and an output declared with a stale type fails to load; onnxruntime
+                # types each output itself, and only the fp16 ones are looked at below
+                model.graph.output.append(onnx.ValueInfoProto(name=name))
+                existing.add(name)
     session = ort.InferenceSession(
         model.SerializeToString(), providers=["CPUExecutionProvider"], disabled_optimizers=FP16_DISABLED_OPTIMIZERS
     )
