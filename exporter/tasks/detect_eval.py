@@ -13,7 +13,9 @@ are decoded as Ultralytics' val decodes them (confidence 0.001, NMS IoU 0.7, at 
 every class above the confidence a box of its own: with one label per anchor, as predict decodes,
 mAP50 read 2.6 points above Ultralytics' val on a YOLOv8n; with its val's multiple labels 0.1 point).
 Measured against Ultralytics' own val on the same images with ``rect=False`` (the square input the model
-was exported for): mAP50 0.181 vs 0.179 (YOLOv8n), 0.082 vs 0.078 (YOLO26n). By default its val
+was exported for): mAP50 0.181 vs 0.179 (YOLOv8n), 0.082 vs 0.078 (YOLO26n). A YOLO26's val uses its
+one-to-many head with NMS where the export (and so cnnexport's reference) uses the NMS-free one-to-one
+head: 0.562 vs 0.524 on a better trained one, 0.524 vs 0.524 on the same head. By default its val
 letterboxes each batch to a rectangle padded by half a stride more (160 px for 128 px square images), an
 input an exported fixed-size model does not take; there a YOLO11n read 0.267 here vs 0.235 there.
 """
