@@ -20,7 +20,14 @@ from typing import Any
 
 from exporter.errors import BadInputError, ExportError, root_cause
 from exporter.stages import StageOutput
-from exporter.stages.onnx_tools import copy_metadata, intermediate_bytes_per_sample, load_onnx, quiet, samples_within_budget
+from exporter.stages.onnx_tools import (
+    copy_metadata,
+    float_head_nodes,
+    intermediate_bytes_per_sample,
+    load_onnx,
+    quiet,
+    samples_within_budget,
+)
 from exporter.tensorrt.calibration_cache import activation_scales, calibration_cache_text
 from exporter.tensorrt.version import DEFAULT_VERSION as DEFAULT_TRT_VERSION
 
@@ -199,9 +206,7 @@ def export_int8(
     graph = onnx.load(str(pre), load_external_data=False)
     float_attention = [n for n in attention_nodes(graph) if n not in node_names]
     float_residual = [n for n in residual_stream_nodes(graph) if n not in node_names]
-    from exporter.tasks import detect
-
-    float_detect = [n for n in detect.float_head_nodes(graph, source_model) if n not in node_names]
+    float_detect = [n for n in float_head_nodes(graph, source_model) if n not in node_names]
     symmetric = target == "tensorrt"
     reduce_range = host_lacks_vnni()
     activation_type = QuantType.QInt8 if symmetric else QuantType.QUInt8

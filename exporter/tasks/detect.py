@@ -307,15 +307,3 @@ def float_tail(graph, output_names: list[str]) -> list[str]:
         tail.append(node.name)
         stack.extend(producers[i] for i in node.input if i in producers)
     return tail
-
-
-def float_head_nodes(model, spec_model=None) -> list[str]:
-    """The nodes of ONNX ``model`` that decode the detect outputs its stored spec (or ``spec_model``'s) names:
-    what every INT8 stage keeps in float (float_tail); none for a model without detect outputs."""
-    from exporter.spec import METADATA_KEY, ModelSpec, stored_spec
-
-    source = spec_model if spec_model is not None else model
-    text = next((p.value for p in source.metadata_props if p.key == METADATA_KEY), "")
-    stored = stored_spec(text, "the ONNX model")
-    outputs = [o.name for o in ModelSpec.from_dict(stored).outputs if o.task == "detect"] if stored else []
-    return float_tail(model.graph, outputs) if outputs else []
