@@ -506,11 +506,32 @@ def test_open_runner_picks_the_runner_and_errors_are_typed(case: Case, env_for, 
 # ----------------------------------------------------------------- the declarations themselves
 
 
+# the registered Format each case stands for (the pytorch cases are the reference, not a Format)
+FORMAT_OF = {"torchscript": "torchscript", "onnxruntime": "onnx", "mil-interpreter": "coreml", "coreml-predict": "coreml",
+             "tensorrt": "tensorrt", "openvino": "openvino", "executorch": "executorch", "litert": "litert"}
+
+
+def test_every_registered_format_has_a_contract_case():
+    """A Format registered anywhere (exporter/runners, a target folder) is held to the contract here."""
+    from exporter import kinds
+
+    assert set(FORMAT_OF) <= {c.id for c in CASES}
+    assert {f.name for f in kinds.formats()} <= set(FORMAT_OF.values())
+
+
+def _runner_modules() -> list[str]:
+    """exporter.runners' modules and the module of every registered Format's runner factory."""
+    from exporter import kinds
+
+    names = [f"exporter.runners.{info.name}" for info in pkgutil.iter_modules(exporter.runners.__path__)]
+    return names + sorted({f.runner.partition(":")[0] for f in kinds.formats()} - set(names))
+
+
 def _runner_classes() -> list[type]:
-    """Every class defined in an exporter.runners module that runs something (has infer)."""
+    """Every class defined in a runner module (exporter.runners, a target's folder) that runs something (has infer)."""
     found = []
-    for info in pkgutil.iter_modules(exporter.runners.__path__):
-        module = importlib.import_module(f"exporter.runners.{info.name}")
+    for name in _runner_modules():
+        module = importlib.import_module(name)
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if cls.__module__ == module.__name__ and hasattr(cls, "infer") and not cls.__name__.startswith("_"):
                 found.append(cls)
@@ -520,7 +541,8 @@ def _runner_classes() -> list[type]:
 def test_every_runner_class_is_a_runner_and_sets_its_name():
     classes = _runner_classes()
     names = {cls.__name__ for cls in classes}
-    assert {"Runner", "TorchRunner", "TorchScriptRunner", "OnnxRuntimeRunner", "MilRunner", "CoreMLRunner", "TensorRTRunner"} <= names
+    assert {"Runner", "TorchRunner", "TorchScriptRunner", "OnnxRuntimeRunner", "MilRunner", "CoreMLRunner", "TensorRTRunner",
+            "ExecuTorchRunner", "LiteRTRunner"} <= names
     runners = [cls for cls in classes if cls is not Runner]
     for cls in runners:
         assert issubclass(cls, Runner), f"{cls.__name__} does not subclass Runner"
