@@ -2,7 +2,7 @@
 
 A row names its stage, build flow, option check, recipe hook and batch-size hook, and a Format its
 runner factory, file detector and kit checker, as strings (a row imports nothing heavy). Here each is
-resolved and bound to the call exporter.kinds.ROW_HOOKS / FORMAT_HOOKS describe, so a wrong
+resolved and bound to the call exporter.hooks.ROW_HOOKS / FORMAT_HOOKS describe, so a wrong
 signature fails the suite rather than a user's run (issue 41: the TensorRT row's `stage` named
 a function no stage call could take, and nothing noticed).
 """
@@ -13,12 +13,12 @@ from dataclasses import replace
 
 import pytest
 
-from exporter import kinds
+from exporter import hooks, kinds
 
 
 @pytest.mark.parametrize("row", kinds.KINDS, ids=[r.name for r in kinds.KINDS])
 def test_every_hook_of_every_row_binds_to_its_call(row):
-    assert kinds.hook_problems(row) == []
+    assert hooks.hook_problems(row) == []
     assert row.stage or row.build not in ("exporter.build:from_checkpoint", "exporter.build:from_onnx"), (
         f"{row.name} has no stage, so its build flow must make the artifact itself"
     )
@@ -26,18 +26,18 @@ def test_every_hook_of_every_row_binds_to_its_call(row):
 
 @pytest.mark.parametrize("fmt", kinds.formats(), ids=[f.name for f in kinds.formats()])
 def test_every_hook_of_every_format_binds_to_its_call(fmt):
-    assert kinds.hook_problems(fmt) == []
+    assert hooks.hook_problems(fmt) == []
 
 
 def test_a_wrong_signature_or_a_missing_function_is_named():
     onnx_row = kinds.get("onnx")
     wrong = replace(onnx_row, stage="exporter.stages.onnx:export")  # export(loaded, staging_dir, name, ...)
-    (problem,) = kinds.hook_problems(wrong)
+    (problem,) = hooks.hook_problems(wrong)
     assert problem.startswith("ArtifactKind onnx: stage='exporter.stages.onnx:export' cannot be called as stage(request)")
     missing = replace(onnx_row, check="exporter.stages.onnx:no_such_check")
-    assert "does not resolve" in kinds.hook_problems(missing)[0]
+    assert "does not resolve" in hooks.hook_problems(missing)[0]
     runner = replace(kinds.ONNX, runner="exporter.stages.onnx:make")  # make(req): takes no threads / device
-    assert "cannot be called as runner(path, threads, device)" in kinds.hook_problems(runner)[0]
+    assert "cannot be called as runner(path, threads, device)" in hooks.hook_problems(runner)[0]
 
 
 def test_a_row_without_a_stage_says_so_when_asked_for_one():
