@@ -163,6 +163,38 @@ def parse_input_shape(text: str) -> tuple[int, int, int]:
     return dims
 
 
+@dataclass(frozen=True)
+class BatchRange:
+    """The batch sizes an artifact is made for: MIN <= OPT <= MAX (a TensorRT profile, an ExecuTorch program)."""
+
+    min: int
+    opt: int
+    max: int
+
+    def shapes(self, chw: tuple[int, int, int]) -> dict[str, tuple[int, ...]]:
+        return {k: (getattr(self, k), *chw) for k in ("min", "opt", "max")}
+
+    def __str__(self) -> str:
+        return f"{self.min}:{self.opt}:{self.max}"
+
+
+def parse_batch_range(text: str, option: str = "--batch") -> tuple[int, int, int]:
+    """'1:8:32' -> (1, 8, 32); anything else is a BadInputError saying what is wanted."""
+    wanted = f"{option} expects MIN:OPT:MAX positive integers with MIN <= OPT <= MAX, e.g. 1:8:32"
+    parts = str(text).strip().split(":")
+    if len(parts) != 3:
+        raise BadInputError(f"{wanted}; got {text!r}")
+    try:
+        low, opt, high = (int(p) for p in parts)
+    except ValueError:
+        raise BadInputError(f"{wanted}; got {text!r}") from None
+    if low < 1:
+        raise BadInputError(f"{wanted}; got {text!r} (batch sizes start at 1)")
+    if not low <= opt <= high:
+        raise BadInputError(f"{wanted}; got {text!r} (not in increasing order)")
+    return low, opt, high
+
+
 def parse_batch_sizes(text: str, option: str = "--batch-sizes") -> tuple[int, ...]:
     parts = [p for p in text.replace(" ", ",").split(",") if p]
     try:

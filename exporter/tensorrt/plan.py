@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from exporter.errors import BadInputError, ExportError
+from exporter.spec import BatchRange, parse_batch_range
 from exporter.tensorrt.version import version_tuple
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -43,41 +44,16 @@ MIB = 1024**2
 
 
 @dataclass(frozen=True)
-class BatchProfile:
-    """One optimization profile over the batch dimension: min <= opt <= max."""
-
-    min: int
-    opt: int
-    max: int
-
-    def shapes(self, chw: tuple[int, int, int]) -> dict[str, tuple[int, ...]]:
-        return {k: (getattr(self, k), *chw) for k in ("min", "opt", "max")}
+class BatchProfile(BatchRange):
+    """One optimization profile over the batch dimension: min <= opt <= max, as trtexec takes it."""
 
     def trtexec_flags(self, input_name: str, chw: tuple[int, int, int]) -> list[str]:
-        flags = []
-        for key, shape in self.shapes(chw).items():
-            flags.append(f"--{key}Shapes={input_name}:{'x'.join(map(str, shape))}")
-        return flags
-
-    def __str__(self) -> str:
-        return f"{self.min}:{self.opt}:{self.max}"
+        return [f"--{key}Shapes={input_name}:{'x'.join(map(str, shape))}" for key, shape in self.shapes(chw).items()]
 
 
 def parse_batch_profile(text: str) -> BatchProfile:
     """'1:8:32' -> BatchProfile(1, 8, 32); anything else is a BadInputError saying what is wanted."""
-    wanted = "--batch expects MIN:OPT:MAX positive integers with MIN <= OPT <= MAX, e.g. 1:8:32"
-    parts = str(text).strip().split(":")
-    if len(parts) != 3:
-        raise BadInputError(f"{wanted}; got {text!r}")
-    try:
-        low, opt, high = (int(p) for p in parts)
-    except ValueError:
-        raise BadInputError(f"{wanted}; got {text!r}") from None
-    if low < 1:
-        raise BadInputError(f"{wanted}; got {text!r} (batch sizes start at 1)")
-    if not low <= opt <= high:
-        raise BadInputError(f"{wanted}; got {text!r} (not in increasing order)")
-    return BatchProfile(low, opt, high)
+    return BatchProfile(*parse_batch_range(text))
 
 
 _UNITS = {"": 1, "B": 1, "K": 1024, "M": MIB, "G": 1024**3, "T": 1024**4}

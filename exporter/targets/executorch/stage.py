@@ -37,13 +37,12 @@ def import_executorch():
 
 def batch_bounds(options) -> tuple[int, int, int]:
     """(MIN, OPT, MAX) of the batch axis; a --static-batch N is (N, N, N)."""
-    from exporter.tensorrt.plan import parse_batch_profile
+    from exporter.spec import parse_batch_range
 
     if options.static_batch is not None:
         n = options.static_batch
         return n, n, n
-    profile = parse_batch_profile(options.batch)
-    return profile.min, profile.opt, profile.max
+    return parse_batch_range(options.batch)
 
 
 def check_options(options) -> None:
