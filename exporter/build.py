@@ -179,19 +179,18 @@ def planned_outputs(req: BuildRequest) -> list[tuple[Path, bool]]:
 
 
 def companions(path: Path) -> list[Path]:
-    """The files written beside an artifact: its report, external weights, sidecar, rejected copy."""
+    """The files written beside an artifact: its report, its rejected copy, and what its Format writes beside it
+    (external weights, a sidecar: exporter.kinds.Format companion_suffixes / companion_swaps)."""
+    from exporter import kinds
     from exporter.pipeline import rejected_name
 
     path = Path(path)
     rejected = path.with_name(rejected_name(path))
     near = [Path(str(path) + ".report.json"), rejected, Path(str(rejected) + ".report.json")]
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        near.append(Path(str(path) + ".data"))
-    elif suffix == ".xml":
-        near += [path.with_suffix(".bin"), rejected.with_suffix(".bin")]
-    elif suffix in (".engine", ".plan"):
-        near.append(Path(str(path) + ".json"))
+    fmt = next((f for f in kinds.formats() if path.suffix.lower() in f.suffixes), None)
+    if fmt is not None:
+        near += [Path(str(path) + suffix) for suffix in fmt.companion_suffixes]
+        near += [p.with_suffix(suffix) for suffix in fmt.companion_swaps for p in (path, rejected)]
     return near
 
 

@@ -59,6 +59,10 @@ class Format:
     # artifact built elsewhere (TensorRT's build kit), None when the folder is not one; the dict's "summary" is shown
     kit: str = ""
     layers: bool = False  # `debug` compares it with PyTorch layer by layer (exporter/rescue/debug.py reads ONNX)
+    # files written beside an artifact, replaced and removed with it: NAME + suffix (ONNX external data, a
+    # TensorRT sidecar), and NAME with its suffix swapped, for the artifact and its rejected copy (OpenVINO's .bin)
+    companion_suffixes: tuple[str, ...] = ()
+    companion_swaps: tuple[str, ...] = ()
 
     def open(self, path, **kwargs):
         return resolve(self.runner)(path, **kwargs)
@@ -161,6 +165,7 @@ ONNX = Format(
     describe=".onnx",
     also_runs_on=("openvino",),
     layers=True,
+    companion_suffixes=(".data",),
 )
 TORCHSCRIPT = Format(
     "torchscript",
@@ -178,8 +183,9 @@ TENSORRT = Format(
     bench_devices=("cuda",),
     describe=".engine",
     kit="exporter.tensorrt.flow:lint_kit",
+    companion_suffixes=(".json",),
 )
-OPENVINO = Format("openvino", "exporter.runners.openvino:open_artifact", (".xml",), describe=".xml")
+OPENVINO = Format("openvino", "exporter.runners.openvino:open_artifact", (".xml",), describe=".xml", companion_swaps=(".bin",))
 REFERENCE_PACKAGES = ("torch", "torchvision", "numpy")  # the PyTorch reference every stage is verified against
 ONNX_RUNTIME = ("onnx", "onnxruntime")  # reads and runs the ONNX every ONNX-based stage starts from
 

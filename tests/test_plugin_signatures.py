@@ -43,3 +43,15 @@ def test_a_wrong_signature_or_a_missing_function_is_named():
 def test_a_row_without_a_stage_says_so_when_asked_for_one():
     with pytest.raises(ValueError, match="its build flow makes the artifact"):
         kinds.get("tensorrt").stage_function()
+
+
+def test_the_files_beside_an_artifact_come_from_its_format():
+    from exporter.build import companions
+
+    def names(path):
+        return [str(p) for p in companions(path)]
+
+    common = ["m.xml.report.json", "m.rejected.xml", "m.rejected.xml.report.json"]
+    assert names("m.xml") == [*common, "m.bin", "m.rejected.bin"]  # OpenVINO: the weights beside
+    assert names("m.onnx")[-1] == "m.onnx.data" and names("m.plan")[-1] == "m.plan.json"
+    assert names("m.pte") == ["m.pte.report.json", "m.rejected.pte", "m.rejected.pte.report.json"]
