@@ -14,6 +14,7 @@ FORMAT_HOOKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "runner": (("path",), ("threads", "device")),  # Format.open(path, threads=..., device=...) -> Runner
     "detect": (("path",), ()),  # -> bool: a file no suffix names is this format's
     "kit": (("folder", "progress"), ()),  # -> dict | None: a folder standing for an artifact built elsewhere
+    "checks": (("path", "precision", "input_sets"), ()),  # -> [Check | None]: checks beyond the outputs
 }
 ROW_HOOKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "stage": (("request",), ()),  # StageRequest -> StageOutput

@@ -63,6 +63,8 @@ class Format:
     # TensorRT sidecar), and NAME with its suffix swapped, for the artifact and its rejected copy (OpenVINO's .bin)
     companion_suffixes: tuple[str, ...] = ()
     companion_swaps: tuple[str, ...] = ()
+    # "module:function(path, precision, input_sets) -> [Check | None]": checks beyond comparing outputs
+    checks: str = ""
 
     def open(self, path, **kwargs):
         return resolve(self.runner)(path, **kwargs)
@@ -166,6 +168,7 @@ ONNX = Format(
     also_runs_on=("openvino",),
     layers=True,
     companion_suffixes=(".data",),
+    checks="exporter.verify:onnx_checks",
 )
 TORCHSCRIPT = Format(
     "torchscript",

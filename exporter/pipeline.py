@@ -281,12 +281,11 @@ def verify_existing(
 
 
 def _precision_checks(path: Path, kind: str, opts: VerifyOptions, sets: list[InputSet]) -> list:
-    """Extra checks a precision needs beyond comparing outputs."""
-    if kind == "onnx" and opts.precision == "fp16":
-        from exporter.verify import fp16_range_check
+    """Extra checks the artifact's Format makes beyond comparing outputs (ONNX fp16: every fp16 tensor's range)."""
+    from exporter.kinds import formats, resolve
 
-        return [fp16_range_check(path, sets)]
-    return []
+    fmt = next((f for f in formats() if f.name == kind), None)
+    return list(resolve(fmt.checks)(path, opts.precision, sets)) if fmt is not None and fmt.checks else []
 
 
 def onnx_source(source: Path, output: Path | None, loaded, suffix: str, what: str):

@@ -385,6 +385,11 @@ def finish(verdict: Verdict, extra: list[Check | None]) -> Verdict:
     return Verdict(verdict.status, verdict.reason, verdict.precision, verdict.tolerance, checks)
 
 
+def onnx_checks(path, precision: str, input_sets: list[InputSet]) -> list[Check | None]:
+    """The ONNX Format's extra checks (exporter/kinds.py): an fp16 model's every fp16 tensor in range."""
+    return [fp16_range_check(path, input_sets)] if precision == "fp16" else []
+
+
 def fp16_range_check(path, input_sets: list[InputSet]) -> Check | None:
     """Fail when a float16 tensor of an ONNX model overflows on the verification inputs."""
     from exporter.runners.onnxruntime import nonfinite_fp16_tensors
