@@ -171,10 +171,7 @@ def planned_outputs(req: BuildRequest) -> list[tuple[Path, bool]]:
         primary = source.with_name(source.name.removesuffix(".onnx") + row.suffix_of(req.options))
     else:
         primary = default_output(source, row.name, req.options)
-    planned.append((primary, row.folder))
-    kit = getattr(req.options, "emit_script", None)
-    if kit:
-        planned.append((Path(kit), True))
+    planned += [(primary, row.folder), *row.extra_outputs_of(req.options)]
     return [item for path, folder in planned for item in [(path, folder), *((c, False) for c in companions(path))]]
 
 

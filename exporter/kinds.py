@@ -114,6 +114,8 @@ class ArtifactKind:
     # the backends that make and run it: their versions key its cache (exporter.run_cache.stage_key) and fill its report
     packages: tuple[str, ...] = ()
     verify_batches: str = ""  # "module:function(options, batch_sizes) -> batch_sizes": sizes the artifact accepts
+    # "module:function(options) -> [(path, is_folder)]": what the stage writes besides its artifact (a build kit)
+    extra_outputs: str = ""
     checks_source: bool = False  # an ONNX-sourced fp32 artifact also compared with the ONNX it was made from
     bench: str | None = "cpu"  # where a recipe's bench step times it ("cpu"); None: not a CPU deployment artifact
     needs_gpu: bool = False  # a fleet on Ray runs it only on a node with a GPU (Ray's "GPU" resource)
@@ -138,6 +140,10 @@ class ArtifactKind:
         if not self.stage:
             raise ValueError(f"{self.name} has no stage function: its build flow makes the artifact")
         return resolve(self.stage)
+
+    def extra_outputs_of(self, options: BaseModel) -> list:
+        """[(path, is_folder)] the stage writes besides its artifact and companions, planned (and guarded) before any work."""
+        return list(resolve(self.extra_outputs)(options)) if self.extra_outputs else []
 
     def check_options(self, options: BaseModel) -> None:
         if self.check:
@@ -325,6 +331,7 @@ KINDS: list[ArtifactKind] = [
         # (beside the artifacts) where TensorRT is absent
         recipe_fields={"emit_script": (bool, True)},
         from_recipe="exporter.tensorrt.flow:options_from_recipe",
+        extra_outputs="exporter.tensorrt.flow:kit_outputs",
         packages=(*ONNX_RUNTIME, "tensorrt"),
         needs_gpu=True,
     ),

@@ -263,10 +263,7 @@ def planned_outputs(ctx: RunContext, stages: list[PlannedStage]) -> list[tuple[P
         row = stage.spec
         options = row.options_from_recipe(stage.options, out, ctx.base)
         primary = ctx.output(row, options)
-        planned += [(primary, row.folder), *((c, False) for c in companions(primary))]
-        kit = getattr(options, "emit_script", None)
-        if kit:
-            planned.append((Path(kit), True))
+        planned += [(primary, row.folder), *((c, False) for c in companions(primary)), *row.extra_outputs_of(options)]
     return planned
 
 

@@ -50,6 +50,11 @@ def check_options(options) -> None:
         machine.require_tensorrt()  # no tensorrt or no GPU: exit 3 before any work, saying what to do
 
 
+def kit_outputs(options) -> list[tuple[Path, bool]]:
+    """The tensorrt row's extra output: the build kit folder --emit-script names (replaced as a whole)."""
+    return [(Path(options.emit_script), True)] if options.emit_script else []
+
+
 def options_from_recipe(options, section: dict, out_dir: Path, base: str):
     """A recipe's `emit_script: true` means: where TensorRT is absent, write the build kit beside the artifacts."""
     installed, _ = machine.tensorrt_status()
