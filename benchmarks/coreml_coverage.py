@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "COREML_COVERAGE.md"
 
-CHILD = r'''
+CHILD = r"""
 import json, sys, tempfile, time, traceback
 from pathlib import Path
 from types import SimpleNamespace
@@ -77,9 +77,10 @@ try:
     row["max_rel_err"] = d["max_rel_err"]
     row["top1_agreement"] = d["top1_agreement"]
 except Exception as exc:
-    row["reason"] = (row["reason"] + " " if row["reason"] else "") + f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+    detail = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+    row["reason"] = (row["reason"] + " " if row["reason"] else "") + detail
 print(json.dumps(row))
-'''
+"""
 
 
 def param_count(name: str) -> int:
@@ -157,15 +158,28 @@ def main() -> None:
     names = [n for n in names if n not in done]
     with jsonl.open("w") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in rows)
-    for i, name in enumerate(names):
+    for name in names:
         if args.budget and time.time() - started > args.budget:
             break
         try:
-            proc = subprocess.run([sys.executable, "-c", CHILD, str(REPO), name, args.precision],
-                                  capture_output=True, text=True, timeout=args.timeout)
+            proc = subprocess.run(
+                [sys.executable, "-c", CHILD, str(REPO), name, args.precision],
+                capture_output=True,
+                text=True,
+                timeout=args.timeout,
+            )
             last = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-            row = json.loads(last[-1]) if last else {"model": name, "converts": False, "verifies": None,
-                                                      "reason": f"crashed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1][:200] if proc.stderr.strip() else ''}"}
+            stderr = proc.stderr.strip()
+            row = (
+                json.loads(last[-1])
+                if last
+                else {
+                    "model": name,
+                    "converts": False,
+                    "verifies": None,
+                    "reason": f"crashed (exit {proc.returncode}): {stderr.splitlines()[-1][:200] if stderr else ''}",
+                }
+            )
         except subprocess.TimeoutExpired:
             row = {"model": name, "converts": False, "verifies": None, "reason": f"timed out after {args.timeout} s"}
         rows.append(row)

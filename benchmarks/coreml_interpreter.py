@@ -119,9 +119,15 @@ def main() -> None:
     verdict = "within" if result["ratio_fp32"] <= TARGET else "OVER"
     print(f"interpreter fp32 / onnxruntime fp32 = {result['ratio_fp32']:.2f}x ({verdict} the {TARGET:g}x target)")
     print(f"interpreter fp16 / onnxruntime fp32 = {result['ratio_fp16']:.2f}x")
-    print(f"interpreter fp32 with 1 BLAS thread / onnxruntime fp32 = {result['ratio_fp32_one_blas_thread']:.2f}x "
-          f"(OpenBLAS threads suffer most on a busy machine; 1-min load average {result['load_average_1min']} on {__import__('os').cpu_count()} cores)")
-    print(f"interpreter vs onnxruntime max error / range: fp32 {result['max_rel_err_fp32_vs_ort']:.2e}, fp16 {result['max_rel_err_fp16_vs_ort']:.2e}")
+    print(
+        f"interpreter fp32 with 1 BLAS thread / onnxruntime fp32 = {result['ratio_fp32_one_blas_thread']:.2f}x "
+        f"(OpenBLAS threads suffer most on a busy machine; "
+        f"1-min load average {result['load_average_1min']} on {__import__('os').cpu_count()} cores)"
+    )
+    print(
+        f"interpreter vs onnxruntime max error / range: "
+        f"fp32 {result['max_rel_err_fp32_vs_ort']:.2e}, fp16 {result['max_rel_err_fp16_vs_ort']:.2e}"
+    )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ TARGET = {"model": "resnet18", "ratio": 5.0}  # best verified CPU artifact vs on
 
 def _model(name: str, crops: np.ndarray, work: Path):
     import torch
-
     from quantize import photo_model
 
     torch.save(photo_model(name, crops).state_dict(), work / f"{name}.pt")
@@ -52,8 +51,9 @@ def _artifacts(name: str, ckpt: Path, work: Path, progress) -> tuple[object, dic
     made["onnxruntime int8"] = build("int8", onnx.path, calibration=calib, loaded=loaded, write=False)[-1]
     for precision in ("fp32", "bf16", "int8"):
         progress(f"{name}: OpenVINO {precision}")
-        made[f"openvino {precision}"] = build("openvino", onnx.path, {"precision": precision}, calibration=calib,
-                                              loaded=loaded, write=False)[-1]
+        made[f"openvino {precision}"] = build(
+            "openvino", onnx.path, {"precision": precision}, calibration=calib, loaded=loaded, write=False
+        )[-1]
     return loaded, made
 
 
@@ -97,9 +97,11 @@ def measure(name: str, args, work: Path, crops: np.ndarray, progress) -> dict:
 
     def call(label):
         if label == "torch eager fp32":
+
             def eager(x):
                 with torch.no_grad():
                     loaded.module(torch.from_numpy(x))
+
             return eager
         return runners[label].infer
 
@@ -112,8 +114,12 @@ def measure(name: str, args, work: Path, crops: np.ndarray, progress) -> dict:
                 samples[label].append(throughput(call(label), batch, args.seconds))
         rows[batch_size] = {label: float(np.median(v)) for label, v in samples.items()}
         progress(f"{name} batch {batch_size}: " + ", ".join(f"{k} {v:.0f}/s" for k, v in rows[batch_size].items()))
-    return {"status": status, "top1_agreement_heldout": agreement, "images_per_second": rows,
-            "ratios_vs_onnxruntime_fp32": {b: {k: v / r["onnxruntime fp32"] for k, v in r.items()} for b, r in rows.items()}}
+    return {
+        "status": status,
+        "top1_agreement_heldout": agreement,
+        "images_per_second": rows,
+        "ratios_vs_onnxruntime_fp32": {b: {k: v / r["onnxruntime fp32"] for k, v in r.items()} for b, r in rows.items()},
+    }
 
 
 def main() -> None:
@@ -130,22 +136,32 @@ def main() -> None:
 
     import openvino
     import torch
-
     from quantize import photo_crops
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="cnnexport-cpu-"))
     crops = photo_crops(256 + 64 + 64)
     np.save(work / "calib.npy", crops[:320])  # 256 calibrate + 64 held out by cnnexport's split; the last 64: agreement
-    progress = (lambda m: print(f"• {m}", file=sys.stderr, flush=True))
-    report = {"threads": args.threads, "rounds": args.rounds, "seconds": args.seconds, "batches": args.batches,
-              "versions": {"torch": torch.__version__, "openvino": openvino.get_version()}, "models": {}}
+
+    def progress(m):
+        print(f"• {m}", file=sys.stderr, flush=True)
+
+    report = {
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "batches": args.batches,
+        "versions": {"torch": torch.__version__, "openvino": openvino.get_version()},
+        "models": {},
+    }
     for name in args.models.split(","):
         report["models"][name] = measure(name, args, work, crops, progress)
     target = report["models"].get(TARGET["model"])
     if target:
-        best = {b: max((v for k, v in target["ratios_vs_onnxruntime_fp32"][b].items() if k != "torch eager fp32"), default=0)
-                for b in args.batches}
+        best = {
+            b: max((v for k, v in target["ratios_vs_onnxruntime_fp32"][b].items() if k != "torch eager fp32"), default=0)
+            for b in args.batches
+        }
         report["target"] = {**TARGET, "best_ratio": best, "met": all(v >= TARGET["ratio"] for v in best.values())}
     if args.json:
         print(json.dumps(report, indent=2))
@@ -157,18 +173,27 @@ def main() -> None:
     for name, m in report["models"].items():
         for b in args.batches:
             ratios = m["ratios_vs_onnxruntime_fp32"][b]
-            cells = [f"{ratios[label]:.2f}x ({m['images_per_second'][b][label]:.0f}/s)" if label in ratios else m["status"][label]
-                     for label in labels]
-            print(f"| {name} | {b} | " + " | ".join(cells) + " |" if args.markdown else f"{name:16} b{b:<3} " + "  ".join(
-                f"{label}: {cell}" for label, cell in zip(labels, cells)))
+            cells = [
+                f"{ratios[label]:.2f}x ({m['images_per_second'][b][label]:.0f}/s)" if label in ratios else m["status"][label]
+                for label in labels
+            ]
+            print(
+                f"| {name} | {b} | " + " | ".join(cells) + " |"
+                if args.markdown
+                else f"{name:16} b{b:<3} " + "  ".join(f"{label}: {cell}" for label, cell in zip(labels, cells))
+            )
         agreement = ", ".join(f"{k} {v:.3f}" for k, v in m["top1_agreement_heldout"].items())
-        print(f"{'' if not args.markdown else '<!-- '}{name} held-out top-1 agreement with PyTorch: {agreement}"
-              f"{'' if not args.markdown else ' -->'}")
+        print(
+            f"{'' if not args.markdown else '<!-- '}{name} held-out top-1 agreement with PyTorch: {agreement}"
+            f"{'' if not args.markdown else ' -->'}"
+        )
     if "target" in report:
         t = report["target"]
-        print(f"best verified CPU artifact vs onnxruntime fp32 on {t['model']}: "
-              + ", ".join(f"batch {b}: {v:.2f}x" for b, v in t["best_ratio"].items())
-              + f" (target >= {t['ratio']}x: {'met' if t['met'] else 'NOT met'})")
+        print(
+            f"best verified CPU artifact vs onnxruntime fp32 on {t['model']}: "
+            + ", ".join(f"batch {b}: {v:.2f}x" for b, v in t["best_ratio"].items())
+            + f" (target >= {t['ratio']}x: {'met' if t['met'] else 'NOT met'})"
+        )
 
 
 if __name__ == "__main__":

@@ -46,24 +46,46 @@ def main() -> None:
         ckpt = work / f"{name}.pt"
         torch.save(photo_model(name, crops, samples=128, batch=16).state_dict(), ckpt)
         out = work / name
-        run = subprocess.run([str(CLI), "run", str(ckpt), "--recipe", "demo", "-o", str(out), "-q",
-                              "--set", f"calibration.data={work / 'calib.npy'}", "--set", "calibration.samples=256",
-                              "--set", "stages.simplify.enabled=false"], capture_output=True, text=True)
+        run = subprocess.run(
+            [
+                str(CLI), "run", str(ckpt), "--recipe", "demo", "-o", str(out), "-q",
+                "--set", f"calibration.data={work / 'calib.npy'}", "--set", "calibration.samples=256",
+                "--set", "stages.simplify.enabled=false",
+            ],
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
         manifest = json.loads((out / "manifest.json").read_text())
         statuses = {k: v["status"] for k, v in manifest["stages"].items()}
-        bench = subprocess.run([str(CLI), "bench", str(ckpt), str(out), "--batch", args.batch, "--threads", str(args.threads),
-                                "--seconds", str(args.seconds), "--json"], capture_output=True, text=True)
+        bench = subprocess.run(
+            [
+                str(CLI), "bench", str(ckpt), str(out), "--batch", args.batch, "--threads", str(args.threads),
+                "--seconds", str(args.seconds), "--json",
+            ],
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
         if bench.returncode != 0:
             raise SystemExit(bench.stderr[-2000:])
         rows = json.loads(bench.stdout)["rows"]
-        lines = [f"### {name}", "", f"verification: {statuses}" + ("" if run.returncode == 0 else f" (run exit {run.returncode})"), "",
-                 "| target | batch | p50 ms | images/s | vs eager |", "|---|---|---|---|---|"]
+        lines = [
+            f"### {name}",
+            "",
+            f"verification: {statuses}" + ("" if run.returncode == 0 else f" (run exit {run.returncode})"),
+            "",
+            "| target | batch | p50 ms | images/s | vs eager |",
+            "|---|---|---|---|---|",
+        ]
         for r in rows:
             if r["status"] == "ok":
-                lines.append(f"| {r['target']} | {r['batch']} | {r['p50_ms']:.1f} | {r['images_per_s']:.1f} | {r['speedup']:.2f}x |")
+                lines.append(
+                    f"| {r['target']} | {r['batch']} | {r['p50_ms']:.1f} | {r['images_per_s']:.1f} | {r['speedup']:.2f}x |"
+                )
         sections.append("\n".join(lines))
-    header = (f"CPU: {platform.processor() or platform.machine()}, {args.threads} threads; torch {torch.__version__}, "
-              f"onnxruntime {onnxruntime.__version__}; produced by `benchmarks/cpu_table.py` (cnnexport run + cnnexport bench).")
+    header = (
+        f"CPU: {platform.processor() or platform.machine()}, {args.threads} threads; torch {torch.__version__}, "
+        f"onnxruntime {onnxruntime.__version__}; produced by `benchmarks/cpu_table.py` (cnnexport run + cnnexport bench)."
+    )
     table = "\n\n".join([header, *sections])
     results = REPO / "benchmarks" / "RESULTS.md"
     text = results.read_text() if results.exists() else "# Benchmark results\n\n## CPU\n\n" + BEGIN + "\n" + END + "\n"

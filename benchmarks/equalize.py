@@ -55,8 +55,7 @@ def _outlier(state: dict, bn: str, conv: str) -> dict:
 def _digits(name: str, work: Path):
     import torch
 
-    from exporter import architectures
-    from exporter import load_checkpoint
+    from exporter import architectures, load_checkpoint
     from exporter.demo import train
     from exporter.inputs import digits_arrays
     from tests.small_models import SmallResNet
@@ -70,15 +69,16 @@ def _digits(name: str, work: Path):
         return load_checkpoint(path, arch="lenet5"), path
     model, _ = train(SmallResNet(), train_x, train_y, epochs=4)
     torch.save(_outlier(model.state_dict(), "layer1.bn1", "layer1.conv2"), path)
-    return load_checkpoint(path, arch="tests.small_models:SmallResNet",
-                           spec_overrides={"input_shape": (1, 32, 32), "mean": (0.5,), "std": (0.5,)}), path
+    return load_checkpoint(
+        path, arch="tests.small_models:SmallResNet", spec_overrides={"input_shape": (1, 32, 32), "mean": (0.5,), "std": (0.5,)}
+    ), path
 
 
 def _photo(name: str, crops, size: int, work: Path):
     import torch
+    from quantize import photo_model
 
     from exporter import load_checkpoint
-    from quantize import photo_model
 
     arch = name.removesuffix("_x400")
     state = photo_model(arch, crops).state_dict()
@@ -106,19 +106,42 @@ def measure(name: str, args, work: Path, crops, progress) -> dict:
         progress(f"{name}: int8 {label}")
         started = time.perf_counter()
         try:
-            result = build("int8", onnx.path, {"equalize": equalize}, calibration=calibration, loaded=loaded, verify=verify,
-                           output=work / f"{name}.{label}.int8.onnx", write=False)[-1]
+            result = build(
+                "int8",
+                onnx.path,
+                {"equalize": equalize},
+                calibration=calibration,
+                loaded=loaded,
+                verify=verify,
+                output=work / f"{name}.{label}.int8.onnx",
+                write=False,
+            )[-1]
         except CnnexportError as exc:
             row[label] = {"status": f"error: {exc}"}
             continue
         held = next(c for c in result.verification.checks if c.inputs.startswith("held-out"))
-        row[label] = {"status": result.verification.status, "cosine": held.cosine, "top1": held.top1_agreement,
-                      "max_err_over_range": held.max_rel_err, "samples": held.batch_size,
-                      "seconds": round(time.perf_counter() - started, 1)}
+        row[label] = {
+            "status": result.verification.status,
+            "cosine": held.cosine,
+            "top1": held.top1_agreement,
+            "max_err_over_range": held.max_rel_err,
+            "samples": held.batch_size,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
         if equalize:
             eq = result.details["equalization"]
-            row[label]["equalization"] = {k: eq[k] for k in ("pairs", "skipped", "batchnorm_folded", "sweeps", "max_scale",
-                                                             "channels_at_scale_limit", "fp32_max_err_over_range")}
+            row[label]["equalization"] = {
+                k: eq[k]
+                for k in (
+                    "pairs",
+                    "skipped",
+                    "batchnorm_folded",
+                    "sweeps",
+                    "max_scale",
+                    "channels_at_scale_limit",
+                    "fp32_max_err_over_range",
+                )
+            }
     return row
 
 
@@ -129,8 +152,12 @@ def _cell(r: dict) -> str:
 
 
 def _skips(eq: dict) -> str:
-    return ", ".join(f"{n} {reason.split(' between')[0] if ' between' in reason else 'fan-out'}"
-                     for reason, n in eq["skipped"].items()) or "none"
+    return (
+        ", ".join(
+            f"{n} {reason.split(' between')[0] if ' between' in reason else 'fan-out'}" for reason, n in eq["skipped"].items()
+        )
+        or "none"
+    )
 
 
 def _cpu() -> str:
@@ -155,7 +182,6 @@ def main() -> None:
 
     import onnxruntime
     import torch
-
     from quantize import photo_crops
 
     torch.set_num_threads(args.threads)
@@ -166,12 +192,21 @@ def main() -> None:
         import numpy as np
 
         crops = photo_crops(max(256, args.samples + args.holdout), args.size)
-        np.save(work / "calib.npy", crops[:args.samples + args.holdout])
-    progress = (lambda m: print(f"• {m}", file=sys.stderr, flush=True))
+        np.save(work / "calib.npy", crops[: args.samples + args.holdout])
+
+    def progress(m):
+        print(f"• {m}", file=sys.stderr, flush=True)
+
     started = time.perf_counter()
-    report = {"machine": f"{_cpu()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads",
-              "date": time.strftime("%Y-%m-%d"), "size": args.size, "samples": args.samples, "holdout": args.holdout,
-              "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}, "models": {}}
+    report = {
+        "machine": f"{_cpu()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads",
+        "date": time.strftime("%Y-%m-%d"),
+        "size": args.size,
+        "samples": args.samples,
+        "holdout": args.holdout,
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+        "models": {},
+    }
     for name in names:
         report["models"][name] = measure(name, args, work, crops, progress)
     report["seconds"] = round(time.perf_counter() - started)
@@ -181,8 +216,16 @@ def main() -> None:
         print(json.dumps(report, indent=2))
         return
     sep = " | " if args.markdown else "  "
-    head = ["model", "input", "int8 cosine / top-1", "int8 --equalize cosine / top-1", "pairs equalized", "pairs skipped",
-            "max scale", "fp32 check"]
+    head = [
+        "model",
+        "input",
+        "int8 cosine / top-1",
+        "int8 --equalize cosine / top-1",
+        "pairs equalized",
+        "pairs skipped",
+        "max scale",
+        "fp32 check",
+    ]
     if args.markdown:
         print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     else:
@@ -190,10 +233,14 @@ def main() -> None:
     for name, row in report["models"].items():
         eq = row["equalized"].get("equalization")
         cells = [name, row["input"], _cell(row["plain"]), _cell(row["equalized"])]
-        cells += [str(eq["pairs"]), _skips(eq), f"{eq['max_scale']:.1f}", f"{eq['fp32_max_err_over_range']:.1e}"] if eq else [""] * 4
+        cells += (
+            [str(eq["pairs"]), _skips(eq), f"{eq['max_scale']:.1f}", f"{eq['fp32_max_err_over_range']:.1e}"] if eq else [""] * 4
+        )
         print(("| " + sep.join(cells) + " |") if args.markdown else sep.join(cells))
-    print(f"\n{report['machine']}; {report['date']}; torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; "
-          f"{args.samples} calibration + {args.holdout} held-out samples; {report['seconds']} s")
+    print(
+        f"\n{report['machine']}; {report['date']}; torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; "
+        f"{args.samples} calibration + {args.holdout} held-out samples; {report['seconds']} s"
+    )
 
 
 if __name__ == "__main__":

@@ -86,8 +86,9 @@ def lenets(folder: Path, count: int) -> list[Path]:
     for i in range(count):
         torch.manual_seed(i)
         paths.append(folder / f"lenet_{i:02d}.pt")
-        torch.save({"arch": "lenet5", "model_state_dict": architectures.get("lenet5").build(num_classes=10).state_dict()},
-                   paths[-1])
+        torch.save(
+            {"arch": "lenet5", "model_state_dict": architectures.get("lenet5").build(num_classes=10).state_dict()}, paths[-1]
+        )
     return paths
 
 
@@ -99,9 +100,16 @@ def timed_fleet(recipe, paths: list[Path], out: Path, engine: str, address: str 
     seconds = time.perf_counter() - started
     s = result.manifest["summary"]
     stages = sum(len(r.get("stages", {})) for r in result.rows)
-    return {"engine": engine, "seconds": round(seconds, 1), "checkpoints": len(paths), "passed": s["passed"],
-            "stages": stages, "per_checkpoint_s": round(seconds / len(paths), 2), "out": str(out),
-            "not_passed": not_passed(result.manifest["checkpoints"])}
+    return {
+        "engine": engine,
+        "seconds": round(seconds, 1),
+        "checkpoints": len(paths),
+        "passed": s["passed"],
+        "stages": stages,
+        "per_checkpoint_s": round(seconds / len(paths), 2),
+        "out": str(out),
+        "not_passed": not_passed(result.manifest["checkpoints"]),
+    }
 
 
 def not_passed(rows: list[dict]) -> dict[str, list[str]]:
@@ -117,8 +125,9 @@ def not_passed(rows: list[dict]) -> dict[str, list[str]]:
 def same_manifests(a: Path, b: Path, paths: list[Path]) -> bool:
     from exporter.fleet import members
 
-    return all((a / m.folder / "manifest.json").read_bytes() == (b / m.folder / "manifest.json").read_bytes()
-               for m in members(paths))
+    return all(
+        (a / m.folder / "manifest.json").read_bytes() == (b / m.folder / "manifest.json").read_bytes() for m in members(paths)
+    )
 
 
 def noop_round_trip(n: int = 200) -> float:
@@ -157,13 +166,21 @@ def main() -> None:
 
     shape = tuple(int(x) for x in args.input_shape.split(","))
     work = Path(tempfile.mkdtemp(prefix="cnnexport-fleet-bench-"))
-    result: dict = {"date": dt.date.today().isoformat(), "cpu": cpu(), "loadavg_before": loadavg(),
-                    "command": "benchmarks/fleet.py " + " ".join(sys.argv[1:]), "ray": ray.__version__,
-                    "count": args.count, "recipe": args.recipe, "input_shape": list(shape)}
+    result: dict = {
+        "date": dt.date.today().isoformat(),
+        "cpu": cpu(),
+        "loadavg_before": loadavg(),
+        "command": "benchmarks/fleet.py " + " ".join(sys.argv[1:]),
+        "ray": ray.__version__,
+        "count": args.count,
+        "recipe": args.recipe,
+        "input_shape": list(shape),
+    }
     t0 = time.perf_counter()
     paths = checkpoints(work, args.count, shape)
-    recipe = recipe_mod.load(args.recipe, [f"calibration.data={work / 'calib.npy'}",
-                                           f"model.input_shape=[{','.join(map(str, shape))}]"])
+    recipe = recipe_mod.load(
+        args.recipe, [f"calibration.data={work / 'calib.npy'}", f"model.input_shape=[{','.join(map(str, shape))}]"]
+    )
     runs = [timed_fleet(recipe, paths, work / "local", "local")]
     print(f"[{time.perf_counter() - t0:6.0f}s] local: {runs[-1]}", flush=True)
     runs.append(timed_fleet(recipe, paths, work / "ray", "ray"))
@@ -184,8 +201,9 @@ def main() -> None:
     ray.init(include_dashboard=False, log_to_driver=False)
     noop_ms = noop_round_trip()
     ray.shutdown()
-    result.update(runs=runs, tiny=overhead, noop_task_ms=round(noop_ms, 2), loadavg_after=loadavg(),
-                  seconds=round(time.perf_counter() - t0))
+    result.update(
+        runs=runs, tiny=overhead, noop_task_ms=round(noop_ms, 2), loadavg_after=loadavg(), seconds=round(time.perf_counter() - t0)
+    )
     for run in [*runs, *overhead]:
         run.pop("out")
     shutil.rmtree(work, ignore_errors=True)
@@ -216,8 +234,10 @@ def markdown(r: dict) -> str:
     for run in r["runs"]:
         same = run.get("manifests_identical_to_local")
         same_text = "-" if same is None else "yes" if same else "NO"
-        lines.append(f"| {run['engine']} | {run['seconds']} | {run['per_checkpoint_s']} | {base / run['seconds']:.2f}x | "
-                     f"{run['passed']}/{run['checkpoints']} | {run['stages']} | {same_text} |")
+        lines.append(
+            f"| {run['engine']} | {run['seconds']} | {run['per_checkpoint_s']} | {base / run['seconds']:.2f}x | "
+            f"{run['passed']}/{run['checkpoints']} | {run['stages']} | {same_text} |"
+        )
     lines += [line for note in r.get("notes", []) for line in ("", note)]  # added by hand to fleet.json after a run
     lines += failures(r["runs"])
     local, on_ray = r["tiny"]

@@ -23,19 +23,22 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 DEFAULT = "swin_v2_s,timm:nf_regnet_b0,timm:repvit_m0_9"
-ATTEMPTS = {"plain": {}, "--equalize": {"equalize": True}, "--fallback auto": {"fallback": "auto"},
-            "--equalize --fallback auto": {"equalize": True, "fallback": "auto"}}
+ATTEMPTS = {
+    "plain": {},
+    "--equalize": {"equalize": True},
+    "--fallback auto": {"fallback": "auto"},
+    "--equalize --fallback auto": {"equalize": True, "fallback": "auto"},
+}
 
 
 def run(name: str, input_shape, samples: int, work: Path) -> dict:
     import numpy as np
     import torch
+    from zoo import calibration_array, recalibrate_batchnorm
 
-    from exporter import architectures
-    from exporter import load_checkpoint
+    from exporter import architectures, load_checkpoint
     from exporter.build import build
     from exporter.errors import CnnexportError
-    from zoo import calibration_array, recalibrate_batchnorm
 
     entry = architectures.get(name)
     spec = entry.spec().with_overrides(input_shape=input_shape) if input_shape else entry.spec()
@@ -43,7 +46,7 @@ def run(name: str, input_shape, samples: int, work: Path) -> dict:
     model = entry.build()
     data = calibration_array(spec)
     np.save(work / "calib.npy", data)
-    recalibrate_batchnorm(model, [torch.from_numpy(data[s:s + 16]) for s in range(0, min(len(data), 64), 16)])
+    recalibrate_batchnorm(model, [torch.from_numpy(data[s : s + 16]) for s in range(0, min(len(data), 64), 16)])
     ckpt = work / f"{name.replace(':', '_')}.pt"
     torch.save(model.eval().state_dict(), ckpt)
     loaded = load_checkpoint(ckpt, arch=name, spec_overrides={"input_shape": spec.input_shape})
@@ -53,14 +56,27 @@ def run(name: str, input_shape, samples: int, work: Path) -> dict:
     for label, options in ATTEMPTS.items():
         started = time.perf_counter()
         try:
-            result = build("int8", onnx, options, output=work / f"{ckpt.stem}.{len(out)}.int8.onnx", loaded=loaded,
-                           calibration=calibration, write=False, keep_failed=True)[-1]
+            result = build(
+                "int8",
+                onnx,
+                options,
+                output=work / f"{ckpt.stem}.{len(out)}.int8.onnx",
+                loaded=loaded,
+                calibration=calibration,
+                write=False,
+                keep_failed=True,
+            )[-1]
             v = result.verification
             fallback = result.details.get("float_fallback")
-            out[label] = {"status": v.status, "cosine": v.to_dict()["cosine"], "top1": v.to_dict()["top1_agreement"],
-                          "float_layers": None if fallback is None else f"{fallback['kept_in_float']}/{fallback['weighted_layers']}",
-                          "equalized_pairs": (result.details.get("equalization") or {}).get("pairs"),
-                          "reason": v.reason[:160] if v.status != "pass" else "", "seconds": round(time.perf_counter() - started, 1)}
+            out[label] = {
+                "status": v.status,
+                "cosine": v.to_dict()["cosine"],
+                "top1": v.to_dict()["top1_agreement"],
+                "float_layers": None if fallback is None else f"{fallback['kept_in_float']}/{fallback['weighted_layers']}",
+                "equalized_pairs": (result.details.get("equalization") or {}).get("pairs"),
+                "reason": v.reason[:160] if v.status != "pass" else "",
+                "seconds": round(time.perf_counter() - started, 1),
+            }
         except CnnexportError as exc:
             out[label] = {"status": f"error ({str(exc)[:160]})", "seconds": round(time.perf_counter() - started, 1)}
         print(f"• {name} {label}: {out[label]}", file=sys.stderr, flush=True)
@@ -69,17 +85,18 @@ def run(name: str, input_shape, samples: int, work: Path) -> dict:
 
 # Trained on the digits, then one BatchNorm channel x400 and the conv reading it /400: the same function,
 # an activation one channel dominates (what tests/test_debug.py builds).
-OUTLIERS = {"SmallResNet (10 layers)": ("SmallResNet", "layer2.bn1", "layer2.conv2", 4),
-            "SixLayerCNN (6 layers)": ("SixLayerCNN", "features.5", "features.8", 6)}
+OUTLIERS = {
+    "SmallResNet (10 layers)": ("SmallResNet", "layer2.bn1", "layer2.conv2", 4),
+    "SixLayerCNN (6 layers)": ("SixLayerCNN", "features.5", "features.8", 6),
+}
 
 
 def run_digits(label: str, work: Path) -> dict:
     """plain / --equalize / --fallback auto (--eval digits --max-drop 1) on a trained digits net with an outlier channel."""
     import torch
 
-    from exporter import architectures
     import tests.small_models as small
-    from exporter import load_checkpoint
+    from exporter import architectures, load_checkpoint
     from exporter.build import build
     from exporter.demo import train
     from exporter.errors import CnnexportError
@@ -96,22 +113,36 @@ def run_digits(label: str, work: Path) -> dict:
         reader.weight[:, 3] /= 400
     ckpt = work / f"{name}.pt"
     torch.save(model.state_dict(), ckpt)
-    loaded = load_checkpoint(ckpt, arch=f"tests.small_models:{name}",
-                             spec_overrides={"input_shape": (1, 32, 32), "mean": (0.5,), "std": (0.5,)})
+    loaded = load_checkpoint(
+        ckpt, arch=f"tests.small_models:{name}", spec_overrides={"input_shape": (1, 32, 32), "mean": (0.5,), "std": (0.5,)}
+    )
     onnx = build("onnx", ckpt, output=work / f"{name}.onnx", loaded=loaded, write=False)[-1].path
     out = {}
     for attempt, options in ATTEMPTS.items():
         started = time.perf_counter()
         extra = {"max_drop": 1.0} if "fallback" in options else {}
         try:
-            result = build("int8", onnx, {**options, **extra}, output=work / f"{name}.{len(out)}.int8.onnx", loaded=loaded,
-                           calibration={"data": "digits"}, evaluation="digits", write=False, keep_failed=True)[-1]
+            result = build(
+                "int8",
+                onnx,
+                {**options, **extra},
+                output=work / f"{name}.{len(out)}.int8.onnx",
+                loaded=loaded,
+                calibration={"data": "digits"},
+                evaluation="digits",
+                write=False,
+                keep_failed=True,
+            )[-1]
             v, fallback = result.verification, result.details.get("float_fallback")
             evaluation = (result.details.get("eval") or {}).get("results", {}).get(result.path.name, {})
-            out[attempt] = {"status": v.status, "cosine": v.to_dict()["cosine"], "top1": v.to_dict()["top1_agreement"],
-                            "drop": evaluation.get("top1_drop_points"),
-                            "float_layers": None if fallback is None else f"{fallback['kept_in_float']}/{fallback['weighted_layers']}",
-                            "seconds": round(time.perf_counter() - started, 1)}
+            out[attempt] = {
+                "status": v.status,
+                "cosine": v.to_dict()["cosine"],
+                "top1": v.to_dict()["top1_agreement"],
+                "drop": evaluation.get("top1_drop_points"),
+                "float_layers": None if fallback is None else f"{fallback['kept_in_float']}/{fallback['weighted_layers']}",
+                "seconds": round(time.perf_counter() - started, 1),
+            }
         except CnnexportError as exc:
             out[attempt] = {"status": f"error ({str(exc)[:160]})", "seconds": round(time.perf_counter() - started, 1)}
         print(f"• {label} {attempt}: {out[attempt]}", file=sys.stderr, flush=True)
@@ -140,8 +171,11 @@ def digits_table() -> str:
     for label in OUTLIERS:
         with tempfile.TemporaryDirectory(prefix="cnnexport-rescue-") as work:
             rows[label] = run_digits(label, Path(work))
-    return table("Digits nets with an outlier channel (input 1,32,32, calibration: the digits' calibration split, held-out "
-                 "64; --fallback auto with --eval digits --max-drop 1; drop = held-out top-1 points lost vs PyTorch)", rows)
+    return table(
+        "Digits nets with an outlier channel (input 1,32,32, calibration: the digits' calibration split, held-out "
+        "64; --fallback auto with --eval digits --max-drop 1; drop = held-out top-1 points lost vs PyTorch)",
+        rows,
+    )
 
 
 def main() -> None:
@@ -160,8 +194,11 @@ def main() -> None:
     for name in args.models.split(","):
         with tempfile.TemporaryDirectory(prefix="cnnexport-rescue-") as work:
             rows[name] = run(name, shape, args.samples, Path(work))
-    text = table(f"INT8 rescue (input {args.input_shape}, {args.samples} calibration samples, held-out 16; int8 rule: "
-                 "cosine >= 0.98, top-1 agreement >= 0.9, max err <= 0.25 x range)", rows)
+    text = table(
+        f"INT8 rescue (input {args.input_shape}, {args.samples} calibration samples, held-out 16; int8 rule: "
+        "cosine >= 0.98, top-1 agreement >= 0.9, max err <= 0.25 x range)",
+        rows,
+    )
     print(text)
     if args.markdown:
         args.markdown.write_text(text)

@@ -216,9 +216,7 @@ def table(report: dict) -> str:
         s = e[key]
         ratio = 1.0 if key == "bare" else e["ratio_" + key]
         min_ratio = 1.0 if key == "bare" else e["min_ratio_" + key]
-        lines.append(
-            f"   {label:<44} {s['median_s']:8.2f} {s['min_s']:8.2f} {s['max_s']:8.2f} {ratio:7.2f} {min_ratio:14.2f}"
-        )
+        lines.append(f"   {label:<44} {s['median_s']:8.2f} {s['min_s']:8.2f} {s['max_s']:8.2f} {ratio:7.2f} {min_ratio:14.2f}")
     for key in ("cli_arch", "cli", "cli_cold"):
         met = "met" if e["target_met_" + key] else "NOT met"
         lines.append(f"   target <= {e['target_ratio']:.1f}x, {VARIANTS[key]}: {e['ratio_' + key]:.3f}x (medians) -> {met}")

@@ -47,7 +47,10 @@ def main() -> None:
             model(torch.rand(8, 3, 224, 224) * 2 - 1)
     ckpt = work / "resnet18.pt"
     torch.save(model.eval().state_dict(), ckpt)
-    base = [str(CLI), "run", str(ckpt), "--recipe", args.recipe, "--set", f"calibration.samples={args.samples}", "--set", "calibration.holdout=32"]
+    base = [
+        str(CLI), "run", str(ckpt), "--recipe", args.recipe, "--set", f"calibration.samples={args.samples}",
+        "--set", "calibration.holdout=32",
+    ]  # fmt: skip
 
     cold1, report = timed(base + ["-o", str(work / "serial"), "--jobs", "1"])
     warm, warm_report = timed(base + ["-o", str(work / "serial"), "--jobs", "1"])

@@ -72,7 +72,7 @@ def photo_model(name: str, crops: np.ndarray, samples: int = 256, batch: int = 3
     module.train()
     with torch.no_grad():
         for start in range(0, samples, batch):
-            module(torch.from_numpy(crops[start:start + batch]))
+            module(torch.from_numpy(crops[start : start + batch]))
     return module.eval()
 
 
@@ -99,8 +99,7 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from exporter import architectures
-    from exporter import export_artifact, load_checkpoint
+    from exporter import architectures, export_artifact, load_checkpoint
     from exporter.build import build
     from exporter.pipeline import VerifyOptions
 
@@ -145,8 +144,11 @@ def main() -> None:
         cosine = np.sum(out * reference, 1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(reference, axis=1))
         graph = onnx.load(str(models[label])).graph
         ints = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.INT32}
-        accuracy[label] = {"min_cosine": float(cosine.min()), "top1_agreement": float(np.mean(out.argmax(1) == reference.argmax(1))),
-                           "int32_bias_dequantize": sum(n.op_type == "DequantizeLinear" and n.input[0] in ints for n in graph.node)}
+        accuracy[label] = {
+            "min_cosine": float(cosine.min()),
+            "top1_agreement": float(np.mean(out.argmax(1) == reference.argmax(1))),
+            "int32_bias_dequantize": sum(n.op_type == "DequantizeLinear" and n.input[0] in ints for n in graph.node),
+        }
 
     def torch_eager(x):
         with torch.no_grad():
@@ -163,13 +165,19 @@ def main() -> None:
 
     calib = subprocess.run(
         [sys.executable, "-c", CALIBRATE_SCRIPT, str(fp32), str(work / "calib.npy"), str(args.samples), str(work / "c.onnx")],
-        capture_output=True, text=True, cwd=REPO, check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
     )
     calibration = json.loads(calib.stdout.strip().splitlines()[-1])
 
     int8 = median["onnx int8 (cpu: u8 act / s8 weight)"]
     report = {
-        "model": "resnet18", "batch": args.batch, "threads": args.threads, "rounds": args.rounds,
+        "model": "resnet18",
+        "batch": args.batch,
+        "threads": args.threads,
+        "rounds": args.rounds,
         "images_per_second": median,
         "ratios": {
             "int8_cpu_vs_onnx_fp32": int8 / median["onnx fp32"],
@@ -186,7 +194,9 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print(f"resnet18, batch {args.batch}, {args.threads} threads, median of {args.rounds} interleaved rounds of {args.seconds:g}s")
+    print(
+        f"resnet18, batch {args.batch}, {args.threads} threads, median of {args.rounds} interleaved rounds of {args.seconds:g}s"
+    )
     print(f"{'model':42} {'images/s':>10} {'vs onnx fp32':>13} {'vs torch':>9}")
     for label, ips in median.items():
         print(f"{label:42} {ips:10.1f} {ips / median['onnx fp32']:12.2f}x {ips / median['torch eager fp32']:8.2f}x")
@@ -194,10 +204,19 @@ def main() -> None:
     for label, acc in accuracy.items():
         print(f"{label:42} {acc['min_cosine']:10.5f} {acc['top1_agreement']:13.3f} {acc['int32_bias_dequantize']:14d}")
     r = report["ratios"]
-    print(f"INT8 (cpu) vs ONNX fp32: {r['int8_cpu_vs_onnx_fp32']:.2f}x (target >= 2.8x: {'met' if r['int8_cpu_vs_onnx_fp32'] >= 2.8 else 'NOT met'})")
-    print(f"INT8 (cpu) vs torch eager: {r['int8_cpu_vs_torch_eager']:.2f}x (target >= 6x: {'met' if r['int8_cpu_vs_torch_eager'] >= 6 else 'NOT met'})")
+    print(
+        f"INT8 (cpu) vs ONNX fp32: {r['int8_cpu_vs_onnx_fp32']:.2f}x "
+        f"(target >= 2.8x: {'met' if r['int8_cpu_vs_onnx_fp32'] >= 2.8 else 'NOT met'})"
+    )
+    print(
+        f"INT8 (cpu) vs torch eager: {r['int8_cpu_vs_torch_eager']:.2f}x "
+        f"(target >= 6x: {'met' if r['int8_cpu_vs_torch_eager'] >= 6 else 'NOT met'})"
+    )
     c = report["calibration"]
-    print(f"calibration on {c['samples']} samples: {c['seconds']:.1f}s wall, peak RSS {c['peak_rss_mb']:.0f} MB ({c['batches']} batches of 16)")
+    print(
+        f"calibration on {c['samples']} samples: {c['seconds']:.1f}s wall, "
+        f"peak RSS {c['peak_rss_mb']:.0f} MB ({c['batches']} batches of 16)"
+    )
 
 
 if __name__ == "__main__":

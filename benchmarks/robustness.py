@@ -109,8 +109,9 @@ def table(faults: dict) -> str:
             cell = faults["cells"].get(f"{fault} / {kind}")
             row += ("-" if cell is None else "caught" if cell == "caught" else "MISSED").rjust(12)
         lines.append(row)
-    lines.append("clean".ljust(width) + "".join(("FALSE ALARM" if k in faults["false_alarm_reasons"] else "pass").rjust(12)
-                                               for k in kinds))
+    lines.append(
+        "clean".ljust(width) + "".join(("FALSE ALARM" if k in faults["false_alarm_reasons"] else "pass").rjust(12) for k in kinds)
+    )
     return "\n".join(lines)
 
 
@@ -154,8 +155,14 @@ def main() -> int:
             title = f"detection fault injection: YOLO11n trained by Ultralytics, judged by its boxes ({detect_seconds:.0f}s)"
             print_matrix(title, detect)
     matrices = [faults] + ([detect] if detect else [])
-    bad = (corpus["tracebacks"] or corpus["partial_files"] or corpus["harmed_inputs"] or corpus["payloads_run"] or corpus["clean_errors"] != corpus["cases_tried"]
-           or any(m["missed"] or m["false_alarms"] for m in matrices))
+    bad = (
+        corpus["tracebacks"]
+        or corpus["partial_files"]
+        or corpus["harmed_inputs"]
+        or corpus["payloads_run"]
+        or corpus["clean_errors"] != corpus["cases_tried"]
+        or any(m["missed"] or m["false_alarms"] for m in matrices)
+    )
     return 1 if bad else 0
 
 

@@ -42,9 +42,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 JSONL = REPO / "benchmarks" / "zoo.jsonl"
 MARKDOWN = REPO / "benchmarks" / "ZOO.md"
-BROKEN = {"lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large", "smp:Unet/resnet18", "smp:FPN/resnet18",
-          "resnet18", "mobilenet_v2", "lenet5", "lenet_mnist", "efficientnet_b0", "timm:resnet18", "timm:efficientnet_b0",
-          "timm:mobilenetv3_small_050", "timm:convnext_atto", "timm:fastvit_t8"}
+BROKEN = {
+    "lraspp_mobilenet_v3_large",
+    "deeplabv3_mobilenet_v3_large",
+    "smp:Unet/resnet18",
+    "smp:FPN/resnet18",
+    "resnet18",
+    "mobilenet_v2",
+    "lenet5",
+    "lenet_mnist",
+    "efficientnet_b0",
+    "timm:resnet18",
+    "timm:efficientnet_b0",
+    "timm:mobilenetv3_small_050",
+    "timm:convnext_atto",
+    "timm:fastvit_t8",
+}
 # A broad sample of timm's CNN families (and the conv/attention hybrids deployed like CNNs), the
 # smallest variant of each so the sweep runs on 2 cores: ResNet variants, EfficientNet/-Lite/-V2,
 # MobileNetV1-V4, RegNet, GhostNet, RepVGG/RepGhost/MobileOne/RepViT, DLA, ReXNet, MixNet,
@@ -63,16 +76,35 @@ hgnet_tiny
 """.split()
 # segmentation_models_pytorch models (`smp:Class/encoder`): built as user code (a factory file, --arch file.py:build),
 # the way a team exports its own smp model; segmentation models are judged per pixel (agreement, mIoU).
-SMP_SAMPLE = ["smp:Unet/resnet18", "smp:Unet/mobilenet_v2", "smp:FPN/resnet18", "smp:DeepLabV3Plus/resnet18",
-              "smp:DeepLabV3Plus/mobilenet_v2"]
+SMP_SAMPLE = [
+    "smp:Unet/resnet18",
+    "smp:Unet/mobilenet_v2",
+    "smp:FPN/resnet18",
+    "smp:DeepLabV3Plus/resnet18",
+    "smp:DeepLabV3Plus/mobilenet_v2",
+]
 SMP_FACTORY = """import segmentation_models_pytorch as smp
 
 
 def build(num_classes=3):
     return smp.{cls}(encoder_name={encoder!r}, encoder_weights=None, classes=num_classes)
 """
-STAGES = ["torchscript", "onnx", "onnx_legacy", "simplify", "int8", "fp16", "coreml", "openvino", "tensorrt", "broken",
-          "executorch", "executorch_int8", "litert", "litert_int8"]
+STAGES = [
+    "torchscript",
+    "onnx",
+    "onnx_legacy",
+    "simplify",
+    "int8",
+    "fp16",
+    "coreml",
+    "openvino",
+    "tensorrt",
+    "broken",
+    "executorch",
+    "executorch_int8",
+    "litert",
+    "litert_int8",
+]
 DEFAULT_STAGES = ("torchscript", "onnx", "simplify", "int8", "fp16", "coreml", "tensorrt", "onnx_legacy", "broken")
 ANDROID_STAGES = ("executorch", "executorch_int8", "litert", "litert_int8")
 
@@ -210,9 +242,14 @@ def prepare(name: str, folder: Path, input_shape: tuple[int, int, int] | None) -
     if saved is not None:
         torch.save(saved, folder / f"{stem}.pt")
     del model, saved, weights
-    line: dict = {"model": name, "input_shape": shape, "checkpoint": f"{stem}.pt", "model_section": section,
-                  "calibration": "digits" if spec.channels == 1 else "images",
-                  "setup_seconds": round(time.perf_counter() - started, 1)}
+    line: dict = {
+        "model": name,
+        "input_shape": shape,
+        "checkpoint": f"{stem}.pt",
+        "model_section": section,
+        "calibration": "digits" if spec.channels == 1 else "images",
+        "setup_seconds": round(time.perf_counter() - started, 1),
+    }
     if note:
         line["note"] = note
     stamp.write_text(json.dumps(line))
@@ -227,8 +264,14 @@ def _timm_saved(model, name: str, spec, target: Path) -> None:
     import torch
     from timm.utils import CheckpointSaver
 
-    args = argparse.Namespace(model=name, input_size=list(spec.input_shape), num_classes=spec.num_classes,
-                              mean=list(spec.mean), std=list(spec.std), crop_pct=spec.crop_pct)
+    args = argparse.Namespace(
+        model=name,
+        input_size=list(spec.input_shape),
+        num_classes=spec.num_classes,
+        mean=list(spec.mean),
+        std=list(spec.std),
+        crop_pct=spec.crop_pct,
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         CheckpointSaver(model, optimizer, args=args, checkpoint_dir=tmp, recovery_dir=tmp).save_checkpoint(epoch=0, metric=0.0)
@@ -265,14 +308,25 @@ def recipe_for(prepared: dict, stages: tuple[str, ...], samples: int, images: Pa
         "name": "zoo",
         "model": prepared["model_section"],
         "verify": {"batch_sizes": [1, 2]},
-        "calibration": {"data": "digits" if prepared["calibration"] == "digits" else str(images.resolve()),
-                        "samples": samples, "holdout": 16},
+        "calibration": {
+            "data": "digits" if prepared["calibration"] == "digits" else str(images.resolve()),
+            "samples": samples,
+            "holdout": 16,
+        },
         "stages": enabled,
     }
 
 
-def sweep(names: list[str], out: Path, input_shape, samples: int, stages: tuple[str, ...] = DEFAULT_STAGES,
-          engine: str = "auto", chunk: int = 24, on_line=lambda line: None) -> list[dict]:
+def sweep(
+    names: list[str],
+    out: Path,
+    input_shape,
+    samples: int,
+    stages: tuple[str, ...] = DEFAULT_STAGES,
+    engine: str = "auto",
+    chunk: int = 24,
+    on_line=lambda line: None,
+) -> list[dict]:
     """The zoo as fleets of checkpoints (exporter.fleet.run_fleet, the code path of `cnnexport run CKPT...`).
 
     Models are prepared and submitted ``chunk`` at a time, so a long sweep saves its lines as it goes;
@@ -293,8 +347,15 @@ def sweep(names: list[str], out: Path, input_shape, samples: int, stages: tuple[
                 try:
                     head = prepare(name, out / "checkpoints", input_shape)
                 except Exception as exc:  # noqa: BLE001 - a model that cannot even be built here
-                    line = {"model": name, "stages": {_first_stage(stages): {"status": f"error (preparing it: {type(exc).__name__}: "
-                                                                                     f"{str(exc).splitlines()[0][:200] if str(exc) else ''})"}}}
+                    line = {
+                        "model": name,
+                        "stages": {
+                            _first_stage(stages): {
+                                "status": f"error (preparing it: {type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:200] if str(exc) else ''})"
+                            }
+                        },
+                    }
                     lines.append(line)
                     on_line(line)
                     continue
@@ -304,8 +365,13 @@ def sweep(names: list[str], out: Path, input_shape, samples: int, stages: tuple[
             for key, heads in prepared.items():
                 group, recipe = json.loads(key)
                 ckpts = [out / "checkpoints" / h["checkpoint"] for h in heads]
-                result = run_fleet(recipe_mod.validate(recipe, "the zoo's recipe"), ckpts, out / group, engine=engine,
-                                   progress=lambda msg: print(f"• {msg}", file=sys.stderr, flush=True))
+                result = run_fleet(
+                    recipe_mod.validate(recipe, "the zoo's recipe"),
+                    ckpts,
+                    out / group,
+                    engine=engine,
+                    progress=lambda msg: print(f"• {msg}", file=sys.stderr, flush=True),
+                )
                 rows = {Path(r["checkpoint"]).name: r for r in result.rows}
                 for head in heads:
                     line = line_of(head, rows[head["checkpoint"]], out / group, stages)
@@ -343,8 +409,14 @@ def line_of(head: dict, row: dict, fleet_dir: Path, stages: tuple[str, ...] = DE
     artifacts = json.loads(manifest_path.read_text()).get("stages", {}) if manifest_path.exists() else {}
     for name, st in row.get("stages", {}).items():
         status = f"fail ({st['reason']})" if st["status"] == "fail" and st.get("reason") else st["status"]
-        cell = {"status": status, "seconds": round(st["seconds"], 1), "cached": st.get("cached", False),
-                "max_rel_err": st.get("max_rel_err"), "cosine": st.get("cosine"), "top1": st.get("top1_agreement")}
+        cell = {
+            "status": status,
+            "seconds": round(st["seconds"], 1),
+            "cached": st.get("cached", False),
+            "max_rel_err": st.get("max_rel_err"),
+            "cosine": st.get("cosine"),
+            "top1": st.get("top1_agreement"),
+        }
         details = (artifacts.get(name) or {}).get("details", {})
         for key in ("portable_ops", "delegated_subgraphs"):  # ExecuTorch: what XNNPACK did not take
             if key in details:
@@ -357,8 +429,11 @@ def line_of(head: dict, row: dict, fleet_dir: Path, stages: tuple[str, ...] = DE
 def extras(line: dict, head: dict, stages: tuple[str, ...], out: Path) -> None:
     """What a recipe does not build: Core ML at batch 1 where a flexible batch failed, the legacy ONNX, a broken artifact."""
     flexible = "error (coremltools cannot convert this model with a flexible batch"
-    wanted = ("onnx_legacy" in stages or ("broken" in stages and head["model"] in BROKEN)
-              or ("coreml" in stages and line["stages"].get("coreml", {}).get("status", "").startswith(flexible)))
+    wanted = (
+        "onnx_legacy" in stages
+        or ("broken" in stages and head["model"] in BROKEN)
+        or ("coreml" in stages and line["stages"].get("coreml", {}).get("status", "").startswith(flexible))
+    )
     if not wanted or not line["stages"] or "error (" in str(line["stages"].get("onnx")):
         return  # nothing to do: the checkpoint is not loaded again
     from exporter import export_artifact, load_checkpoint
@@ -371,8 +446,12 @@ def extras(line: dict, head: dict, stages: tuple[str, ...], out: Path) -> None:
     scratch = out / "extras" / stem
     started = time.perf_counter()
     try:
-        loaded = load_checkpoint(ckpt, arch=section.get("arch"), arch_kwargs=section.get("arch_kwargs") or {},
-                                 spec_overrides={"input_shape": tuple(head["input_shape"])})
+        loaded = load_checkpoint(
+            ckpt,
+            arch=section.get("arch"),
+            arch_kwargs=section.get("arch_kwargs") or {},
+            spec_overrides={"input_shape": tuple(head["input_shape"])},
+        )
     except CnnexportError as exc:
         line["stages"]["onnx_legacy"] = {"status": f"error ({exc})"}
         return
@@ -381,25 +460,37 @@ def extras(line: dict, head: dict, stages: tuple[str, ...], out: Path) -> None:
         t0 = time.perf_counter()
         why = coreml["status"].split(" (", 2)[2].split("); the model", 1)[0]
         try:
-            fixed = export_artifact("coreml", loaded, scratch / f"{stem}.mlpackage", {"batch": "1"},
-                                    VerifyOptions(batch_sizes=(1,), precision="fp16"))
+            fixed = export_artifact(
+                "coreml", loaded, scratch / f"{stem}.mlpackage", {"batch": "1"}, VerifyOptions(batch_sizes=(1,), precision="fp16")
+            )
             status = fixed.verification.status if fixed.verification.status != "fail" else f"fail ({fixed.verification.reason})"
         except CnnexportError as exc:
             status = f"error ({exc})"
-        line["stages"]["coreml"] = {"status": f"{status} (batch 1 only; a flexible batch: {why})",
-                                    "seconds": round(time.perf_counter() - t0, 1)}
+        line["stages"]["coreml"] = {
+            "status": f"{status} (batch 1 only; a flexible batch: {why})",
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
     if "onnx_legacy" in stages:
         t0 = time.perf_counter()
         try:
             verdict = export_artifact("onnx", loaded, scratch / f"{stem}.onnx", {"exporter": "legacy"}).verification
             v = verdict.to_dict()
-            line["stages"]["onnx_legacy"] = {"status": verdict.status if verdict.status != "fail" else f"fail ({verdict.reason})",
-                                             "seconds": round(time.perf_counter() - t0, 1),
-                                             "max_rel_err": v.get("max_rel_err"), "cosine": v.get("cosine")}
+            line["stages"]["onnx_legacy"] = {
+                "status": verdict.status if verdict.status != "fail" else f"fail ({verdict.reason})",
+                "seconds": round(time.perf_counter() - t0, 1),
+                "max_rel_err": v.get("max_rel_err"),
+                "cosine": v.get("cosine"),
+            }
         except CnnexportError as exc:
             line["stages"]["onnx_legacy"] = {"status": f"error ({exc})", "seconds": round(time.perf_counter() - t0, 1)}
-    onnx_file = next((out / group / stem / f"{stem}.onnx" for group in ("fleet", f"fleet-{stem}")
-                      if (out / group / stem / f"{stem}.onnx").exists()), None)
+    onnx_file = next(
+        (
+            out / group / stem / f"{stem}.onnx"
+            for group in ("fleet", f"fleet-{stem}")
+            if (out / group / stem / f"{stem}.onnx").exists()
+        ),
+        None,
+    )
     if "broken" in stages and head["model"] in BROKEN and onnx_file is not None:
         line["stages"]["broken"] = _broken_caught(onnx_file, loaded, scratch / "broken.onnx")
     line["seconds"] = round(line["seconds"] + time.perf_counter() - started, 1)
@@ -441,8 +532,16 @@ def _smp_entry(name: str, factory: Path):
     from exporter import architectures
     from exporter.loading.modules import resolve_user_arch
 
-    return architectures.ArchEntry(name, lambda num_classes=3: resolve_user_arch(f"{factory}:build", {"num_classes": num_classes}),
-                                   3, 3, 256, 256, source="smp", task="segment")
+    return architectures.ArchEntry(
+        name,
+        lambda num_classes=3: resolve_user_arch(f"{factory}:build", {"num_classes": num_classes}),
+        3,
+        3,
+        256,
+        256,
+        source="smp",
+        task="segment",
+    )
 
 
 def render(lines: list[dict], not_run: list[str] | None = None, timm_run: bool = False, what: str | None = None) -> str:
@@ -450,18 +549,26 @@ def render(lines: list[dict], not_run: list[str] | None = None, timm_run: bool =
     android = bool(present) and set(present) <= set(ANDROID_STAGES)
     what = what or ("`--source timm`: a sample of timm's CNN families (TIMM_SAMPLE)" if timm_run else "every registry model")
     if android:
-        out = ["# Zoo coverage — Android targets" + (" (timm)" if timm_run else ""), "",
-               f"Produced by `benchmarks/zoo.py --android` {what}, random weights with BatchNorm statistics recalibrated "
-               "on real data, through the ExecuTorch (.pte, XNNPACK delegate; fp32 and pt2e int8) and LiteRT (.tflite, "
-               "litert-torch; fp32 and ai-edge-quantizer static int8) stages, each verified by its own runtime against "
-               "PyTorch (ExecuTorch at batch 1, 2 and its planned maximum 32; LiteRT at batch 1 and 2; fp32 rules, int8 "
-               "rules on the held-out calibration split).", ""]
+        out = [
+            "# Zoo coverage — Android targets" + (" (timm)" if timm_run else ""),
+            "",
+            f"Produced by `benchmarks/zoo.py --android` {what}, random weights with BatchNorm statistics recalibrated "
+            "on real data, through the ExecuTorch (.pte, XNNPACK delegate; fp32 and pt2e int8) and LiteRT (.tflite, "
+            "litert-torch; fp32 and ai-edge-quantizer static int8) stages, each verified by its own runtime against "
+            "PyTorch (ExecuTorch at batch 1, 2 and its planned maximum 32; LiteRT at batch 1 and 2; fp32 rules, int8 "
+            "rules on the held-out calibration split).",
+            "",
+        ]
     else:
-        out = ["# Zoo coverage" + (" — timm" if timm_run else ""), "",
-               f"Produced by `benchmarks/zoo.py` {what}, random weights with BatchNorm statistics "
-               "recalibrated on real data, through every stage, verified at batch 1 and 2 (fp32 rules for ONNX/TorchScript, "
-               "int8/fp16 rules for quantized models). `broken` is an ONNX with one weight perturbed after export: it must be caught.",
-               ""]
+        out = [
+            "# Zoo coverage" + (" — timm" if timm_run else ""),
+            "",
+            f"Produced by `benchmarks/zoo.py` {what}, random weights with BatchNorm statistics "
+            "recalibrated on real data, through every stage, verified at batch 1 and 2 (fp32 rules for ONNX/TorchScript, "
+            "int8/fp16 rules for quantized models). "
+            "`broken` is an ONNX with one weight perturbed after export: it must be caught.",
+            "",
+        ]
     totals = {s: [0, 0, 0, 0.0] for s in present}  # passed, run, skipped, seconds
     for line in lines:
         for s in present:
@@ -476,15 +583,18 @@ def render(lines: list[dict], not_run: list[str] | None = None, timm_run: bool =
             totals[s][3] += line["stages"][s].get("seconds") or 0.0
     per_model = sorted(line["seconds"] for line in lines if isinstance(line.get("seconds"), (int, float)))
     if per_model:
-        out += [f"{len(lines)} models; seconds per model (checkpoint preparation and every stage, summed over the "
-                f"stages however many ran at once): median {per_model[len(per_model) // 2]:.1f}, mean "
-                f"{sum(per_model) / len(per_model):.1f}, max {per_model[-1]:.1f}; all models {sum(per_model):.0f} s.", ""]
+        out += [
+            f"{len(lines)} models; seconds per model (checkpoint preparation and every stage, summed over the "
+            f"stages however many ran at once): median {per_model[len(per_model) // 2]:.1f}, mean "
+            f"{sum(per_model) / len(per_model):.1f}, max {per_model[-1]:.1f}; all models {sum(per_model):.0f} s.",
+            "",
+        ]
     out.append("| stage | passed / run | skipped | seconds, all models |")
     out.append("|---|---|---:|---:|")
     for s in present:
         out.append(f"| {s} | {totals[s][0]} / {totals[s][1]} | {totals[s][2]} | {totals[s][3]:.0f} |")
     out += ["", "| model | input | " + " | ".join(present) + " | seconds |", "|---" * (len(present) + 3) + "|"]
-    for line in sorted(lines, key=lambda l: l["model"]):
+    for line in sorted(lines, key=lambda row: row["model"]):
         cells = []
         for s in present:
             st = line["stages"].get(s)
@@ -504,7 +614,7 @@ def render(lines: list[dict], not_run: list[str] | None = None, timm_run: bool =
         out.append(f"| {line['model']} | {shape} | " + " | ".join(cells) + f" | {line.get('seconds', '-')} |")
     if not_run:
         out += ["", f"Not run yet ({len(not_run)}; `--models` runs them): " + ", ".join(not_run)]
-    notes = [f"- {line['model']}: {line['note']}" for line in sorted(lines, key=lambda l: l["model"]) if line.get("note")]
+    notes = [f"- {line['model']}: {line['note']}" for line in sorted(lines, key=lambda row: row["model"]) if line.get("note")]
     if notes:
         out += ["", "¹ Run at its native input size, because the sweep's smaller size does not fit the model:", "", *notes]
     if android:
@@ -513,8 +623,10 @@ def render(lines: list[dict], not_run: list[str] | None = None, timm_run: bool =
 
 
 # what names an operator in ExecuTorch's, torch.export's and litert-torch's messages
-OP_NAME = re.compile(r"\b(?:(?:aten|prims|quantized_decomposed|dim_order_ops)(?:::|\.|_)|torchvision::|tfl\.|stablehlo\.)"
-                     r"[A-Za-z0-9_.]*[A-Za-z0-9]")
+OP_NAME = re.compile(
+    r"\b(?:(?:aten|prims|quantized_decomposed|dim_order_ops)(?:::|\.|_)|torchvision::|tfl\.|stablehlo\.)"
+    r"[A-Za-z0-9_.]*[A-Za-z0-9]"
+)
 
 
 def refusal(status: str) -> tuple[str, str]:
@@ -522,10 +634,12 @@ def refusal(status: str) -> tuple[str, str]:
     text = status
     for wrapper in ("error (", "fail ("):
         if text.startswith(wrapper):
-            text = text[len(wrapper):].removesuffix(")")
-    for inner, label in (("ExecuTorch could not lower the model (", "ExecuTorch lowering"),
-                         ("torch.export refused the model (", "torch.export"),
-                         ("cannot be loaded by the LiteRT interpreter (", "LiteRT interpreter")):
+            text = text[len(wrapper) :].removesuffix(")")
+    for inner, label in (
+        ("ExecuTorch could not lower the model (", "ExecuTorch lowering"),
+        ("torch.export refused the model (", "torch.export"),
+        ("cannot be loaded by the LiteRT interpreter (", "LiteRT interpreter"),
+    ):
         if inner in text:
             text = f"{label}: " + text.partition(inner)[2].removesuffix(")")
     if "failed in the litert environment" in text:  # the converter's last stderr line
@@ -552,8 +666,16 @@ def _android_sections(lines: list[dict], present: list[str]) -> list[str]:
             rows.append(f"| {line['model']} | {s} | {op} | {why[:300].replace('|', '/')} |")
             reasons[(s, op, re.sub(r"\b\d+(\.\d+)?\b", "N", why)[:160])] += 1
     if rows:
-        out += ["| model | stage | operator | reason |", "|---|---|---|---|", *rows, "",
-                "By reason (numbers as N):", "", "| stage | operator | reason | models |", "|---|---|---|---:|"]
+        out += [
+            "| model | stage | operator | reason |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+            "By reason (numbers as N):",
+            "",
+            "| stage | operator | reason | models |",
+            "|---|---|---|---:|",
+        ]
         out += [f"| {s} | {op} | {why.replace('|', '/')} | {n} |" for (s, op, why), n in reasons.most_common()]
     else:
         out.append("None.")
@@ -567,12 +689,18 @@ def _android_sections(lines: list[dict], present: list[str]) -> list[str]:
                 models[op] += 1
                 nodes[op] += n
         subgraphs = sorted(st.get("delegated_subgraphs", 0) for st in programs)
-        out += ["", f"## Operators outside XNNPACK ({s}, {len(programs)} programs)", "",
-                "From each program's `portable_ops` (the nodes ExecuTorch's portable kernels run, not XNNPACK); "
-                f"{sum(1 for st in programs if not st['portable_ops'])} programs have none; XNNPACK subgraphs per program: "
-                f"{subgraphs[0]} to {subgraphs[-1]} (median {subgraphs[len(subgraphs) // 2]}). `alloc` is the memory node "
-                "planned for a portable op's output.", "",
-                "| operator | programs | nodes, all programs |", "|---|---:|---:|"]
+        out += [
+            "",
+            f"## Operators outside XNNPACK ({s}, {len(programs)} programs)",
+            "",
+            "From each program's `portable_ops` (the nodes ExecuTorch's portable kernels run, not XNNPACK); "
+            f"{sum(1 for st in programs if not st['portable_ops'])} programs have none; XNNPACK subgraphs per program: "
+            f"{subgraphs[0]} to {subgraphs[-1]} (median {subgraphs[len(subgraphs) // 2]}). `alloc` is the memory node "
+            "planned for a portable op's output.",
+            "",
+            "| operator | programs | nodes, all programs |",
+            "|---|---:|---:|",
+        ]
         out += [f"| {op} | {models[op]} | {nodes[op]} |" for op, _ in models.most_common()]
     return out
 
@@ -600,23 +728,42 @@ def timm_smallest(count: int, cache: Path) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", help="comma-separated registry names (default: all)")
-    parser.add_argument("--input-shape", help="override C,H,W of the torchvision and timm models (e.g. 3,64,64 for a quick sweep)")
+    parser.add_argument(
+        "--input-shape", help="override C,H,W of the torchvision and timm models (e.g. 3,64,64 for a quick sweep)"
+    )
     parser.add_argument("--samples", type=int, default=64, help="INT8 calibration samples")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--resume", action="store_true", help="skip models that already have a line in the JSONL")
-    parser.add_argument("--source", choices=["registry", "timm", "timm-smallest"], default="registry",
-                        help="registry: every built-in entry; timm: TIMM_SAMPLE (needs timm) into zoo_timm_sample.jsonl / "
-                        "ZOO_TIMM_SAMPLE.md; timm-smallest: timm's --count architectures with the fewest parameters, into "
-                        "zoo_timm.jsonl / ZOO_TIMM.md")
+    parser.add_argument(
+        "--source",
+        choices=["registry", "timm", "timm-smallest"],
+        default="registry",
+        help="registry: every built-in entry; timm: TIMM_SAMPLE (needs timm) into zoo_timm_sample.jsonl / "
+        "ZOO_TIMM_SAMPLE.md; timm-smallest: timm's --count architectures with the fewest parameters, into "
+        "zoo_timm.jsonl / ZOO_TIMM.md",
+    )
     parser.add_argument("--count", type=int, default=300, help="how many architectures --source timm-smallest takes")
-    parser.add_argument("--stages", help="comma-separated stages to run (default: every stage of the full sweep: "
-                        + ",".join(DEFAULT_STAGES) + "); onnx_legacy and broken only when named")
-    parser.add_argument("--android", action="store_true", help="--stages " + ",".join(ANDROID_STAGES)
-                        + " into zoo_android.jsonl / ZOO_ANDROID.md (zoo_timm_android.jsonl / ZOO_TIMM_ANDROID.md for timm)")
+    parser.add_argument(
+        "--stages",
+        help="comma-separated stages to run (default: every stage of the full sweep: "
+        + ",".join(DEFAULT_STAGES)
+        + "); onnx_legacy and broken only when named",
+    )
+    parser.add_argument(
+        "--android",
+        action="store_true",
+        help="--stages "
+        + ",".join(ANDROID_STAGES)
+        + " into zoo_android.jsonl / ZOO_ANDROID.md (zoo_timm_android.jsonl / ZOO_TIMM_ANDROID.md for timm)",
+    )
     parser.add_argument("--engine", default="auto", help="the fleet's engine: auto (Ray where installed), local or ray")
     parser.add_argument("--chunk", type=int, default=24, help="models prepared and submitted as one fleet at a time")
-    parser.add_argument("--out", type=Path, help="checkpoints and fleets (kept, so a re-run rebuilds only what is missing; "
-                        "default ~/.cache/cnnexport/zoo/<jsonl name>)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="checkpoints and fleets (kept, so a re-run rebuilds only what is missing; "
+        "default ~/.cache/cnnexport/zoo/<jsonl name>)",
+    )
     parser.add_argument("--jsonl", type=Path)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
@@ -629,7 +776,9 @@ def main() -> None:
         parser.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     suffix = "_android" if args.android else ""
     # the 74-family sample came first; the 300 smallest architectures are the timm sweep
-    table = {"registry": "zoo", "timm": "zoo_timm_sample" if not args.android else "zoo_timm", "timm-smallest": "zoo_timm"}[args.source]
+    table = {"registry": "zoo", "timm": "zoo_timm_sample" if not args.android else "zoo_timm", "timm-smallest": "zoo_timm"}[
+        args.source
+    ]
     args.jsonl = args.jsonl or JSONL.with_name(f"{table}{suffix}.jsonl")
     args.markdown = args.markdown or MARKDOWN.with_name(table.upper() + suffix.upper() + ".md")
     out = args.out or Path.home() / ".cache" / "cnnexport" / "zoo" / args.jsonl.stem
@@ -668,10 +817,15 @@ def main() -> None:
         what = f"`--source timm-smallest --count {args.count}`: timm's {args.count} architectures with the fewest parameters"
     # a table of its own (e.g. the dense models): only what it holds
     if args.jsonl == JSONL.with_name("zoo_android.jsonl") and len(lines) < len(everything):
-        what = (f"on {len(lines)} of the registry's models (a subset: one or two per torchvision family, "
-                "the others listed under Not run yet)")
+        what = (
+            f"on {len(lines)} of the registry's models (a subset: one or two per torchvision family, "
+            "the others listed under Not run yet)"
+        )
     if args.jsonl not in (JSONL, JSONL.with_name("zoo_android.jsonl")) and not timm_run:
-        everything, what = list(lines), f"on the models in `{args.jsonl.relative_to(REPO) if args.jsonl.is_relative_to(REPO) else args.jsonl.name}`"
+        everything, what = (
+            list(lines),
+            f"on the models in `{args.jsonl.relative_to(REPO) if args.jsonl.is_relative_to(REPO) else args.jsonl.name}`",
+        )
     args.markdown.write_text(render(list(lines.values()), [n for n in everything if n not in lines], timm_run, what))
     print(f"wrote {args.markdown} ({len(lines)} models)")
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-
 FULL = "CNNEXPORT_FULL"  # the full tier: set to 1 to run the tests marked `full` as well
 
 
@@ -227,7 +226,7 @@ class CliResult:
         return f"<exit {self.exit_code}\nstdout: {self.stdout[-2000:]}\nstderr: {self.stderr[-2000:]}>"
 
 
-def run_cli(*args) -> "CliResult":
+def run_cli(*args) -> CliResult:
     """`cnnexport ARGS...` in process through Typer's CliRunner (also for module-scoped fixtures)."""
     from typer.testing import CliRunner
 

@@ -28,9 +28,9 @@ benchmarks/robustness.py.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -58,9 +58,21 @@ class Fault:
 
 
 # ten colours whose red and blue swap into another class of the ten (green-ish ones included)
-PALETTE = np.array([
-    (1, 0, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1), (1, 0.5, 0), (0, 0.5, 1), (1, 0, 0.5), (0.5, 0, 1), (0.5, 1, 0), (0, 1, 0.5),
-], dtype=np.float32)
+PALETTE = np.array(
+    [
+        (1, 0, 0),
+        (0, 0, 1),
+        (1, 1, 0),
+        (0, 1, 1),
+        (1, 0.5, 0),
+        (0, 0.5, 1),
+        (1, 0, 0.5),
+        (0.5, 0, 1),
+        (0.5, 1, 0),
+        (0, 1, 0.5),
+    ],
+    dtype=np.float32,
+)
 INPUT_SHAPE = (3, 16, 16)
 
 
@@ -82,11 +94,10 @@ def build_artifacts(folder: Path, arch: str = "simple_cnn") -> tuple[Path, dict[
     """
     import torch
 
-    from exporter import architectures
-    from exporter import export_artifact, load_checkpoint
-    from exporter.inputs import normalize
-    from exporter.demo import train
+    from exporter import architectures, export_artifact, load_checkpoint
     from exporter.build import build
+    from exporter.demo import train
+    from exporter.inputs import normalize
     from exporter.pipeline import VerifyOptions, simplify_artifact
 
     folder = Path(folder)
@@ -108,10 +119,24 @@ def build_artifacts(folder: Path, arch: str = "simple_cnn") -> tuple[Path, dict[
     }
     artifacts["simplified"] = simplify_artifact(artifacts["onnx"].path, folder / f"{arch}.sim.onnx", loaded, opts, write=False)
     source = artifacts["simplified"].path
-    artifacts["int8"] = build("int8", source, calibration={"data": str(calib), "samples": 96, "holdout": 32},
-                              output=folder / f"{arch}.int8.onnx", loaded=loaded, verify=opts, write=False)[-1]
-    artifacts["fp16"] = build("fp16", source, calibration={"data": str(calib), "samples": 32, "holdout": 0},
-                              output=folder / f"{arch}.fp16.onnx", loaded=loaded, verify=opts, write=False)[-1]
+    artifacts["int8"] = build(
+        "int8",
+        source,
+        calibration={"data": str(calib), "samples": 96, "holdout": 32},
+        output=folder / f"{arch}.int8.onnx",
+        loaded=loaded,
+        verify=opts,
+        write=False,
+    )[-1]
+    artifacts["fp16"] = build(
+        "fp16",
+        source,
+        calibration={"data": str(calib), "samples": 32, "holdout": 0},
+        output=folder / f"{arch}.fp16.onnx",
+        loaded=loaded,
+        verify=opts,
+        write=False,
+    )[-1]
     for kind, result in artifacts.items():
         if result.verification.status != "pass":
             raise AssertionError(f"the clean {kind} artifact failed when built: {result.verification.reason}")
@@ -252,8 +277,9 @@ def onnx_fp16_overflow(src: Path, dst: Path, kind: str) -> None:
     relu = _first(model, "Relu")
     dtype = np.float16 if _elem_type(model, relu.input[0]) == TensorProto.FLOAT16 else np.float32
     up, down = relu.input[0] + "_x32768", relu.output[0] + "_back"
-    model.graph.initializer.extend([numpy_helper.from_array(np.array(2.0**15, dtype), "k_up"),
-                                    numpy_helper.from_array(np.array(2.0**-15, dtype), "k_down")])
+    model.graph.initializer.extend(
+        [numpy_helper.from_array(np.array(2.0**15, dtype), "k_up"), numpy_helper.from_array(np.array(2.0**-15, dtype), "k_down")]
+    )
     _rewire(model, relu.output[0], down, skip=relu)
     index = list(model.graph.node).index(relu)
     model.graph.node.insert(index, helper.make_node("Mul", [relu.input[0], "k_up"], [up], name="injected_up"))
@@ -391,8 +417,11 @@ FAULTS: dict[str, Fault] = {
         Fault("rgb-bgr", "input colour channels reversed inside the model", _by_kind(onnx_swap_rgb, ts_swap_rgb)),
         Fault("mean-std", "wrong mean/std in the stored input spec", _by_kind(onnx_wrong_mean_std, ts_wrong_mean_std)),
         Fault("batch", "batch dimension baked", _by_kind(onnx_bake_batch, ts_bake_batch)),
-        Fault("layer", "a layer removed (ONNX: first Relu bypassed; TorchScript: first BatchNorm made identity)",
-              _by_kind(onnx_remove_layer, ts_remove_layer)),
+        Fault(
+            "layer",
+            "a layer removed (ONNX: first Relu bypassed; TorchScript: first BatchNorm made identity)",
+            _by_kind(onnx_remove_layer, ts_remove_layer),
+        ),
         Fault("fp16-overflow", "an activation beyond 65504 in fp16", onnx_fp16_overflow, ("fp16",)),
         Fault("int8-scales", "INT8 weight scales x100", onnx_break_int8_scales, ("int8",)),
     ]
@@ -489,11 +518,25 @@ def export_yolo_artifacts(best: Path, shapes: Path, folder: Path) -> dict[str, P
     calib = str(Path(shapes) / "images" / "train")
     artifacts = {"onnx": export_artifact("onnx", loaded, folder / "yolo.onnx", {}, opts, write=False)}
     source = artifacts["onnx"].path
-    artifacts["int8"] = build("int8", source, calibration={"data": calib, "samples": YOLO_TRAIN - 32, "holdout": 32},
-                              output=folder / "yolo.int8.onnx", loaded=loaded, verify=opts, write=False)[-1]
+    artifacts["int8"] = build(
+        "int8",
+        source,
+        calibration={"data": calib, "samples": YOLO_TRAIN - 32, "holdout": 32},
+        output=folder / "yolo.int8.onnx",
+        loaded=loaded,
+        verify=opts,
+        write=False,
+    )[-1]
     simplified = simplify_artifact(source, folder / "yolo.sim.onnx", loaded, opts, write=False).path
-    artifacts["fp16"] = build("fp16", simplified, calibration={"data": calib, "samples": 32, "holdout": 0},
-                              output=folder / "yolo.fp16.onnx", loaded=loaded, verify=opts, write=False)[-1]
+    artifacts["fp16"] = build(
+        "fp16",
+        simplified,
+        calibration={"data": calib, "samples": 32, "holdout": 0},
+        output=folder / "yolo.fp16.onnx",
+        loaded=loaded,
+        verify=opts,
+        write=False,
+    )[-1]
     for kind, result in artifacts.items():
         if result.verification.status != "pass":
             raise AssertionError(f"the clean YOLO {kind} artifact failed when built: {result.verification.reason}")
@@ -514,10 +557,18 @@ def onnx_edit_detections(src: Path, dst: Path, scale: np.ndarray, shift: np.ndar
     raw = out + "_before_fault"
     for node in model.graph.node:
         node.output[:] = [raw if name == out else name for name in node.output]
-    model.graph.initializer.extend([numpy_helper.from_array(scale.reshape(1, -1, 1).astype(dtype), "fault_scale"),
-                                    numpy_helper.from_array(shift.reshape(1, -1, 1).astype(dtype), "fault_shift")])
-    model.graph.node.extend([helper.make_node("Mul", [raw, "fault_scale"], ["fault_scaled"], name="injected_scale"),
-                             helper.make_node("Add", ["fault_scaled", "fault_shift"], [out], name="injected_shift")])
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(scale.reshape(1, -1, 1).astype(dtype), "fault_scale"),
+            numpy_helper.from_array(shift.reshape(1, -1, 1).astype(dtype), "fault_shift"),
+        ]
+    )
+    model.graph.node.extend(
+        [
+            helper.make_node("Mul", [raw, "fault_scale"], ["fault_scaled"], name="injected_scale"),
+            helper.make_node("Add", ["fault_scaled", "fault_shift"], [out], name="injected_shift"),
+        ]
+    )
     _save(model, dst)
 
 
@@ -568,8 +619,12 @@ DETECT_FAULTS: dict[str, Fault] = {
         Fault("mean-std", "wrong mean/std in the stored input spec", onnx_wrong_mean_std, tuple(DETECT_KINDS)),
         Fault("batch", "batch dimension baked", onnx_bake_batch, tuple(DETECT_KINDS)),
         Fault("int8-scales", "INT8 weight scales x100", onnx_break_int8_scales, ("int8",)),
-        Fault("int8-collapse", "the whole graph quantized by quantize_static (boxes and scores share a scale)",
-              detect_int8_collapse, ("int8",)),
+        Fault(
+            "int8-collapse",
+            "the whole graph quantized by quantize_static (boxes and scores share a scale)",
+            detect_int8_collapse,
+            ("int8",),
+        ),
     ]
 }
 

@@ -11,7 +11,11 @@ class _Block(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.short = nn.Sequential() if stride == 1 and cin == cout else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.short = (
+            nn.Sequential()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
 
     def forward(self, x):
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -50,7 +54,6 @@ class SixLayerCNN(nn.Module):
 
     def forward(self, x):
         return self.fc2(torch.relu(self.fc1(torch.flatten(self.features(x), 1))))
-
 
 
 class WideSmallResNet(SmallResNet):

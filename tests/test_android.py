@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from tests.conftest import run_cli as _run
 from tests.conftest import trained_digits_net
 from tests.verdicts import verified
@@ -112,8 +113,9 @@ def test_executorch_int8_passes_the_int8_rule_on_held_out_digits_at_under_35_per
 ):
     ckpt = _copy(digits_nets["resnet"], tmp_path)
     fp32 = built["resnet.executorch"]
-    int8 = _last(cli("executorch", ckpt, "--arch", SMALL_RESNET, *DIGITS_SPEC, "--precision", "int8", "--calib", "digits",
-                     "--json"))
+    int8 = _last(
+        cli("executorch", ckpt, "--arch", SMALL_RESNET, *DIGITS_SPEC, "--precision", "int8", "--calib", "digits", "--json")
+    )
     v = int8["verification"]
     assert int8["path"].endswith("resnet.int8.pte") and verified(v) and v["precision"] == "int8", v
     assert any(c["inputs"].startswith("held-out (64") and c["judged"] for c in v["checks"]), v["checks"]
@@ -167,7 +169,10 @@ def test_litert_model_is_verified_by_the_interpreter_at_batch_1_and_one_sample_a
     with LiteRTRunner(built["folder"] / "lenet5.tflite") as runner:
         # LeNet-5's flatten fixes the graph at batch 1: the interpreter refuses a resize, so it runs per sample
         assert runner.resizable is False and runner.batch_range == (1, 1) and runner.batch_dim == 1
-        assert runner.metadata["arch"] == "lenet5" and runner.infer(np.zeros((3, 1, 32, 32), np.float32))["logits"].shape == (3, 10)
+        assert runner.metadata["arch"] == "lenet5" and runner.infer(np.zeros((3, 1, 32, 32), np.float32))["logits"].shape == (
+            3,
+            10,
+        )
 
 
 def test_litert_resizes_where_the_graph_allows_and_its_int8_passes_on_held_out_digits_under_35_percent(
@@ -181,8 +186,12 @@ def test_litert_resizes_where_the_graph_allows_and_its_int8_passes_on_held_out_d
     # MobileNetV2's graph takes any batch once converted at 1: the interpreter resizes it
     torch.manual_seed(0)
     torch.save(torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.25).state_dict(), tmp_path / "mnv2.pt")
-    made = _last(cli("litert", tmp_path / "mnv2.pt", "--arch", "mobilenet_v2", "--arch-kwargs",
-                     '{"num_classes": 10, "width_mult": 0.25}', "--input-shape", "3,32,32", "--json"))
+    made = _last(
+        cli(
+            "litert", tmp_path / "mnv2.pt", "--arch", "mobilenet_v2", "--arch-kwargs", '{"num_classes": 10, "width_mult": 0.25}',
+            "--input-shape", "3,32,32", "--json",
+        )
+    )  # fmt: skip
     assert verified(made["verification"]) and {1, 4} <= _batches(made["verification"])
     with LiteRTRunner(tmp_path / "mnv2.tflite") as runner:
         assert runner.resizable is True and runner.batch_range == (1, None)
@@ -190,8 +199,7 @@ def test_litert_resizes_where_the_graph_allows_and_its_int8_passes_on_held_out_d
 
     ckpt = _copy(digits_nets["resnet"], tmp_path)
     fp32 = built["resnet.litert"]
-    int8 = _last(cli("litert", ckpt, "--arch", SMALL_RESNET, *DIGITS_SPEC, "--precision", "int8", "--calib", "digits",
-                     "--json"))
+    int8 = _last(cli("litert", ckpt, "--arch", SMALL_RESNET, *DIGITS_SPEC, "--precision", "int8", "--calib", "digits", "--json"))
     v = int8["verification"]
     assert verified(fp32["verification"])
     assert int8["path"].endswith("resnet.int8.tflite") and verified(v) and v["precision"] == "int8", v
@@ -210,8 +218,10 @@ def test_fp16_litert_is_judged_by_the_fp16_rule_at_about_half_the_size(cli, digi
     v = art["verification"]
     assert art["path"].endswith("lenet5.fp16.tflite") and verified(v) and v["precision"] == "fp16", v
     assert 1e-6 < v["max_rel_err"] <= 1e-2  # fp16 weights: not exact, within the fp16 rule
-    assert 0.45 < art["details"]["float_bytes"] and (tmp_path / "lenet5.fp16.tflite").stat().st_size / art["details"][
-        "float_bytes"] < 0.6
+    assert (
+        0.45 < art["details"]["float_bytes"]
+        and (tmp_path / "lenet5.fp16.tflite").stat().st_size / art["details"]["float_bytes"] < 0.6
+    )
 
 
 @pytest.mark.full
@@ -224,12 +234,26 @@ def test_quantized_litert_models_past_256_kib_keep_their_offset_stored_weights(c
 
     torch.manual_seed(0)
     torch.save(WideSmallResNet().state_dict(), tmp_path / "wide.pt")
-    art = _last(cli("litert", tmp_path / "wide.pt", "--arch", "tests.small_models:WideSmallResNet", *DIGITS_SPEC,
-                    "--precision", "fp16", "--json"))
+    art = _last(
+        cli(
+            "litert", tmp_path / "wide.pt", "--arch", "tests.small_models:WideSmallResNet", *DIGITS_SPEC, "--precision", "fp16",
+            "--json",
+        )
+    )  # fmt: skip
     assert verified(art["verification"]) and art["details"]["float_bytes"] > 2_000_000, art
     assert 256 * 1024 < (tmp_path / "wide.fp16.tflite").stat().st_size < 0.6 * art["details"]["float_bytes"]
-    assert cli("verify", tmp_path / "wide.fp16.tflite", "--checkpoint", tmp_path / "wide.pt", "--arch",
-               "tests.small_models:WideSmallResNet", *DIGITS_SPEC).exit_code == 0
+    assert (
+        cli(
+            "verify",
+            tmp_path / "wide.fp16.tflite",
+            "--checkpoint",
+            tmp_path / "wide.pt",
+            "--arch",
+            "tests.small_models:WideSmallResNet",
+            *DIGITS_SPEC,
+        ).exit_code
+        == 0
+    )
 
 
 def test_a_quantizer_failure_is_one_sentence_exit_2_and_leaves_nothing(cli, digits_nets, tmp_path, monkeypatch):
@@ -253,8 +277,9 @@ def test_nhwc_litert_equals_the_nchw_model_after_the_transpose(cli, digits_nets,
 
     ckpt = _copy(digits_nets["resnet"], tmp_path)
     nchw = built["resnet.litert"]
-    nhwc = _last(cli("litert", ckpt, "--arch", SMALL_RESNET, *DIGITS_SPEC, "--layout", "nhwc", "-o",
-                     tmp_path / "nhwc.tflite", "--json"))
+    nhwc = _last(
+        cli("litert", ckpt, "--arch", SMALL_RESNET, *DIGITS_SPEC, "--layout", "nhwc", "-o", tmp_path / "nhwc.tflite", "--json")
+    )
     assert verified(nchw["verification"]) and verified(nhwc["verification"]) and nhwc["details"]["layout"] == "nhwc"
     x = np.random.default_rng(1).standard_normal((4, 1, 32, 32)).astype(np.float32)
     x = x[:1]  # the model's own batch: SmallResNet's flatten fixes it at 1
@@ -297,8 +322,7 @@ def test_inspect_shows_what_an_android_artifact_declares(cli, built, verb, suffi
     "verb,blocked,extra",
     [("executorch", "executorch", "executorch"), ("litert", "ai_edge_litert", "litert")],
 )
-def test_without_the_extra_the_verb_exits_3_with_the_install_line(cli, digits_nets, tmp_path, monkeypatch, verb, blocked,
-                                                                  extra):
+def test_without_the_extra_the_verb_exits_3_with_the_install_line(cli, digits_nets, tmp_path, monkeypatch, verb, blocked, extra):
     for name in [m for m in sys.modules if m == blocked or m.startswith(blocked + ".")] + [blocked]:
         monkeypatch.setitem(sys.modules, name, None)
     ckpt = _copy(digits_nets["lenet5"], tmp_path)
@@ -307,8 +331,7 @@ def test_without_the_extra_the_verb_exits_3_with_the_install_line(cli, digits_ne
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet5.pt"]
 
 
-def test_a_converter_environment_that_cannot_be_created_is_exit_3_and_leaves_nothing(cli, digits_nets, tmp_path,
-                                                                                      monkeypatch):
+def test_a_converter_environment_that_cannot_be_created_is_exit_3_and_leaves_nothing(cli, digits_nets, tmp_path, monkeypatch):
     import exporter.targets.litert.stage as stage
 
     monkeypatch.setenv("CNNEXPORT_CACHE", str(tmp_path / "cache"))

@@ -30,7 +30,7 @@ def assert_error(r, code: int, *needles: str) -> str:
     errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, r
     assert r.stderr.rstrip().splitlines()[-1] == errors[0], r
-    message = errors[0][len("error: "):]
+    message = errors[0][len("error: ") :]
     assert len(message) > 20, r
     for needle in needles:
         assert needle.lower() in message.lower(), f"{needle!r} not in {message!r}"
@@ -151,19 +151,27 @@ BAD_OPTIONS = [
     ),
     pytest.param(lambda t: ["--arch", "not_a_real_net"], ["unknown architecture", "not_a_real_net"], id="unknown-arch"),
     pytest.param(
-        lambda t: ["--arch", "simple_cnn", "--arch-kwargs", "{num_classes: 7}"], ["--arch-kwargs", "JSON"], id="arch-kwargs-not-json"
+        lambda t: ["--arch", "simple_cnn", "--arch-kwargs", "{num_classes: 7}"],
+        ["--arch-kwargs", "JSON"],
+        id="arch-kwargs-not-json",
     ),
     pytest.param(
         lambda t: ["--arch", "simple_cnn", "--arch-kwargs", "[7]"], ["--arch-kwargs", "JSON object"], id="arch-kwargs-not-object"
     ),
     pytest.param(lambda t: ["--arch", f"{t}/missing.py:Net"], ["missing.py", "does not exist"], id="arch-file-missing"),
-    pytest.param(lambda t: ["--arch", "simple_cnn", "--input-shape", "3,32"], ["--input-shape", "3,32"], id="input-shape-two-dims"),
+    pytest.param(
+        lambda t: ["--arch", "simple_cnn", "--input-shape", "3,32"], ["--input-shape", "3,32"], id="input-shape-two-dims"
+    ),
     pytest.param(lambda t: ["--arch", "simple_cnn", "--input-shape", "3,x,32"], ["--input-shape"], id="input-shape-not-numbers"),
     pytest.param(lambda t: ["--arch", "simple_cnn", "--input-shape", "3,0,32"], ["--input-shape"], id="input-shape-zero"),
-    pytest.param(lambda t: ["--arch", "simple_cnn", "--mean", "0.5,0.5"], ["--mean has 2 values", "3 input channels"], id="mean-count"),
+    pytest.param(
+        lambda t: ["--arch", "simple_cnn", "--mean", "0.5,0.5"], ["--mean has 2 values", "3 input channels"], id="mean-count"
+    ),
     pytest.param(lambda t: ["--arch", "simple_cnn", "--std", "0.2,0.2,0"], ["--std", "positive"], id="std-zero"),
     pytest.param(lambda t: ["--arch", "simple_cnn", "--batch-sizes", "0,4"], ["--batch-sizes"], id="batch-sizes-zero"),
-    pytest.param(lambda t: ["--arch", "simple_cnn", "--batch-sizes", "one,four"], ["--batch-sizes", "one,four"], id="batch-sizes-words"),
+    pytest.param(
+        lambda t: ["--arch", "simple_cnn", "--batch-sizes", "one,four"], ["--batch-sizes", "one,four"], id="batch-sizes-words"
+    ),
     pytest.param(
         lambda t: ["--arch", "simple_cnn", "--labels", _labels(t, b"cat\ndog\nemu\n")],
         ["3 entries", "10 classes"],
@@ -174,7 +182,9 @@ BAD_OPTIONS = [
         ["labels.txt", "UTF-8"],
         id="labels-not-utf8",
     ),
-    pytest.param(lambda t: ["--arch", "simple_cnn", "--labels", t / "nope.txt"], ["nope.txt", "does not exist"], id="labels-missing"),
+    pytest.param(
+        lambda t: ["--arch", "simple_cnn", "--labels", t / "nope.txt"], ["nope.txt", "does not exist"], id="labels-missing"
+    ),
 ]
 
 
@@ -274,7 +284,12 @@ def test_verify_without_reference(cli, real_onnx):
 
 def test_verify_missing_artifact(cli, tmp_path, simple_cnn_ckpt):
     missing = tmp_path / "nope.onnx"
-    assert_error(cli("verify", missing, "--checkpoint", simple_cnn_ckpt, "--arch", "simple_cnn"), EXIT_BAD_INPUT, "nope.onnx", "does not exist")
+    assert_error(
+        cli("verify", missing, "--checkpoint", simple_cnn_ckpt, "--arch", "simple_cnn"),
+        EXIT_BAD_INPUT,
+        "nope.onnx",
+        "does not exist",
+    )
     assert files_in(tmp_path) == set()
 
 

@@ -4,8 +4,6 @@ import struct
 
 import pytest
 
-from tests.conftest import files_in
-
 COLOUR_MODEL = '''
 import torch
 from torch import nn
@@ -23,8 +21,10 @@ class ColourNet(nn.Module):
 
 
 def test_bench_numbers_are_sane_and_consistent(cli, simple_cnn_ckpt, exported_onnx, tmp_path):
-    r = cli("bench", simple_cnn_ckpt, exported_onnx, "--batch", "1,4", "--threads", "2", "--seconds", "0.3",
-            "--min-runs", "5", "--plot", tmp_path / "chart.png", "--json")
+    r = cli(
+        "bench", simple_cnn_ckpt, exported_onnx, "--batch", "1,4", "--threads", "2", "--seconds", "0.3", "--min-runs", "5",
+        "--plot", tmp_path / "chart.png", "--json",
+    )  # fmt: skip
     assert r.exit_code == 0, r
     result = r.json()
     assert result["settings"]["threads"] == 2 and result["settings"]["batches"] == [1, 4]

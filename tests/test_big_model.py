@@ -9,6 +9,7 @@ import json
 import os
 
 import pytest
+
 from tests.verdicts import verified
 
 WIDE_MODEL = '''
@@ -49,8 +50,10 @@ def test_weights_over_2gb_export_with_external_data_and_verify(cli, tmp_path):
     del model
 
     out = tmp_path / "out" / "wide.onnx"
-    r = cli("onnx", tmp_path / "wide.pt", "--arch", f"{tmp_path / 'wide.py'}:WideHead", "--input-shape", "3,16,16",
-            "--mean", "0.5", "--std", "0.25", "-o", out, "--json")
+    r = cli(
+        "onnx", tmp_path / "wide.pt", "--arch", f"{tmp_path / 'wide.py'}:WideHead", "--input-shape", "3,16,16", "--mean", "0.5",
+        "--std", "0.25", "-o", out, "--json",
+    )  # fmt: skip
     assert r.exit_code == 0, r
     artifact = r.json()["artifacts"][0]
     assert artifact["details"]["external_data"] is True
@@ -132,8 +135,13 @@ def test_simplify_renames_onnxsim_external_data_to_ours(exported_onnx, tmp_path,
     from exporter.stages.simplify import _rename_external_data
 
     model = onnx.load(str(exported_onnx))
-    onnx.save_model(model, str(tmp_path / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=one_file,
-                    location="onnxsim-weights.bin")
+    onnx.save_model(
+        model,
+        str(tmp_path / "m.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=one_file,
+        location="onnxsim-weights.bin",
+    )
     graph = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
     _rename_external_data(graph, tmp_path, "m.onnx.data")
     onnx.save_model(graph, str(tmp_path / "m.onnx"))

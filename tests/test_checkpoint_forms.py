@@ -467,7 +467,8 @@ def test_user_class_that_runs_at_no_tutorial_size_names_the_option(cli, tmp_path
     import torch
 
     file = tmp_path / "odd.py"
-    file.write_text(textwrap.dedent("""
+    file.write_text(
+        textwrap.dedent("""
         import torch
         from torch import nn
 
@@ -479,7 +480,8 @@ def test_user_class_that_runs_at_no_tutorial_size_names_the_option(cli, tmp_path
 
             def forward(self, x):
                 return self.fc(torch.flatten(self.conv(x), 1))
-    """))
+    """)
+    )
     sys.path.insert(0, str(tmp_path))
     try:
         spec = __import__("importlib.util").util.spec_from_file_location("odd_mod", file)

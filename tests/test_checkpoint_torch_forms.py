@@ -33,7 +33,7 @@ def assert_error(r, code: int, *needles: str) -> str:
     errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, r
     assert r.stderr.rstrip().splitlines()[-1] == errors[0], r
-    message = errors[0][len("error: "):]
+    message = errors[0][len("error: ") :]
     for needle in needles:
         assert needle.lower() in message.lower(), f"{needle!r} not in {message!r}"
     return message
@@ -96,7 +96,8 @@ def test_torchscript_of_a_user_package_called_models(cli, tmp_path, monkeypatch)
     package = tmp_path / "models"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "net.py").write_text(textwrap.dedent("""
+    (package / "net.py").write_text(
+        textwrap.dedent("""
         import torch
         from torch import nn
 
@@ -108,7 +109,8 @@ def test_torchscript_of_a_user_package_called_models(cli, tmp_path, monkeypatch)
 
             def forward(self, x):
                 return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     from models.net import Net
 
@@ -134,11 +136,15 @@ def test_our_torchscript_artifact_of_a_torchvision_model_reads_back(cli, tmp_pat
     assert report["model"]["arch"] == "mobilenet_v3_small"
 
 
-@pytest.mark.parametrize("extra", [
-    ("code/__torch__/net.py", "code/constants.pkl"),
-    ("models/README",),
-    ("code/__torch__/models/net.py", "models/model.json"),
-], ids=["code", "models", "code-and-models"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ("code/__torch__/net.py", "code/constants.pkl"),
+        ("models/README",),
+        ("code/__torch__/models/net.py", "models/model.json"),
+    ],
+    ids=["code", "models", "code-and-models"],
+)
 def test_torch_save_zip_with_code_or_models_member_paths_is_a_state_dict(cli, tmp_path, extra):
     """torch.save zips are read by torch.load whatever other records they hold; only the
     archive's own top-level records (constants.pkl beside code/) make a TorchScript archive."""
@@ -161,7 +167,9 @@ def test_exported_program_is_still_read(cli, tmp_path):
     import torch
 
     model = simple_cnn()
-    program = torch.export.export(model, (torch.rand(2, 3, 32, 32),), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=64)}})
+    program = torch.export.export(
+        model, (torch.rand(2, 3, 32, 32),), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=64)}}
+    )
     path = tmp_path / "simple.pt2"
     torch.export.save(program, str(path))
     info = inspect(cli, path)
@@ -275,7 +283,9 @@ def test_fx_qat_state_dict_is_inferred(cli, tmp_path):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prepared = prepare_qat_fx(build_model("simple_cnn").train(), tq.get_default_qat_qconfig_mapping("fbgemm"), (torch.rand(1, 3, 32, 32),))
+        prepared = prepare_qat_fx(
+            build_model("simple_cnn").train(), tq.get_default_qat_qconfig_mapping("fbgemm"), (torch.rand(1, 3, 32, 32),)
+        )
     assert any(k.startswith("activation_post_process_0.") for k in prepared.state_dict())
     path = tmp_path / "simple_cnn_qat_fx.pt"
     torch.save(prepared.state_dict(), path)
@@ -331,7 +341,13 @@ def refused_forms(tmp_path_factory):
 
 def test_refused_forms_cover_converted_and_meta(refused_forms):
     ids = {case_id for case_id, *_ in refused_forms[1]}
-    assert {"torch-quantized-state-dict", "torch-quantized-module", "torch-quantized-module-trusted", "torch-meta-state-dict", "torch-meta-module-trusted"} <= ids
+    assert {
+        "torch-quantized-state-dict",
+        "torch-quantized-module",
+        "torch-quantized-module-trusted",
+        "torch-meta-state-dict",
+        "torch-meta-module-trusted",
+    } <= ids
     assert all(code == 2 for _, _, code, _ in refused_forms[1])
 
 

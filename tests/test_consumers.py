@@ -46,11 +46,16 @@ def artifacts(tmp_path_factory):
 
     cli("onnx", folder / "m.pt", "--arch", "simple_cnn", "-o", folder / "m.onnx", "-q")
     cli("simplify", folder / "m.onnx", "-o", folder / "m.sim.onnx", "--checkpoint", folder / "m.pt", "--arch", "simple_cnn", "-q")
-    common = ("--checkpoint", folder / "m.pt", "--arch", "simple_cnn", "--calib", folder / "calib.npy", "--samples", "64",
-              "--holdout", "32", "-q")
+    common = (
+        "--checkpoint", folder / "m.pt", "--arch", "simple_cnn", "--calib", folder / "calib.npy", "--samples", "64",
+        "--holdout", "32", "-q",
+    )  # fmt: skip
     cli("quantize", folder / "m.sim.onnx", "--precision", "fp16", "-o", folder / "m.fp16.onnx", *common)
     cli("quantize", folder / "m.sim.onnx", "--precision", "int8", "-o", folder / "m.int8.onnx", *common)
-    cli("quantize", folder / "m.sim.onnx", "--precision", "int8", "--target", "tensorrt", "-o", folder / "m.int8-trt.onnx", *common)
+    cli(
+        "quantize", folder / "m.sim.onnx", "--precision", "int8", "--target", "tensorrt",
+        "-o", folder / "m.int8-trt.onnx", *common,
+    )  # fmt: skip
     return folder, model.eval(), data
 
 
@@ -86,12 +91,18 @@ def test_openvino_reads_and_computes_every_onnx_kind(artifacts, kind):
 # What OpenCV's DNN module does not take (README, "Backends"): the fp16 graph's first Conv fails to
 # parse (4.14 and 5.0: "inputs.size() != 0" / "!inputs.empty()"; 5.1 reads it and then refuses it
 # when given an input: "cannot be loaded by the DNN engine"), and the uint8-activation QDQ model
-# is refused by 5.0 while it reads the model ("bufidx >= 0"; measured, not at forward) and computed wrongly by 4.14 (cosine 0.04 vs PyTorch).
+# is refused by 5.0 while it reads the model ("bufidx >= 0"; measured, not at forward) and computed wrongly
+# by 4.14 (cosine 0.04 vs PyTorch).
 OPENCV_REFUSES = ("fp16", "int8-cpu")
 # where OpenCV 5 refuses each (the step, and the words of its cv2.error); 4.x computes int8 wrongly instead
-OPENCV_REFUSAL = {"fp16": ("read", r"Conv.*parse error.*(!inputs\.empty\(\)|inputs\.size\(\) != 0)"
-                            r"|cannot be loaded by the DNN engine"),
-                  "int8-cpu": ("read", r"bufidx >= 0")}
+OPENCV_REFUSAL = {
+    "fp16": (
+        "read",
+        r"Conv.*parse error.*(!inputs\.empty\(\)|inputs\.size\(\) != 0)"
+        r"|cannot be loaded by the DNN engine",
+    ),
+    "int8-cpu": ("read", r"bufidx >= 0"),
+}
 
 
 def _opencv_outputs(cv2, path, data, steps: list | None = None):
@@ -143,5 +154,7 @@ def test_opencv_dnn_does_not_compute_these_kinds_correctly(artifacts, kind):
         assert steps[-1] == step, f"OpenCV refused {kind} at {steps[-1]}, expected at {step}: {exc}"
         assert re.search(words, " ".join(str(exc).split())), f"OpenCV refused {kind} for another reason: {exc}"
         return
-    verdicts = [compare_arrays(_reference(model, data[:b]), out, tolerance_for(precision))["status"] for b, out in outputs.items()]
+    verdicts = [
+        compare_arrays(_reference(model, data[:b]), out, tolerance_for(precision))["status"] for b, out in outputs.items()
+    ]
     assert "fail" in verdicts, f"OpenCV {cv2.__version__} now computes {kind} correctly: update OPENCV_REFUSES and the README"

@@ -65,8 +65,10 @@ def _first_conv_weight_blob(pkg: Path) -> tuple[Path, int, int]:
 
 def test_lenet5_fp32_package_matches_pytorch_and_carries_metadata(cli, lenet5_ckpt, tmp_path):
     out = tmp_path / "lenet.mlpackage"
-    r = cli("coreml", lenet5_ckpt, "-o", out, "--precision", "fp32", "--author", "Ada", "--license", "MIT",
-            "--version", "1.2", "--description", "digits", "--json")
+    r = cli(
+        "coreml", lenet5_ckpt, "-o", out, "--precision", "fp32", "--author", "Ada", "--license", "MIT", "--version", "1.2",
+        "--description", "digits", "--json",
+    )  # fmt: skip
     assert r.exit_code == 0, r
     art = r.json()["artifacts"][0]
     v = art["verification"]
@@ -103,14 +105,19 @@ def test_manifest_entries_in_any_order_are_written_the_same(tmp_path):
     """coremltools' Manifest.json lists its items in a dict order that varies run to run (issue 39): written sorted."""
     from exporter.stages.coreml import reproducible_package_ids
 
-    items = {"A-1": {"path": "com.apple.CoreML/model.mlmodel", "author": "com.apple.CoreML", "name": "model.mlmodel"},
-             "B-2": {"path": "com.apple.CoreML/weights", "author": "com.apple.CoreML", "name": "weights"}}
+    items = {
+        "A-1": {"path": "com.apple.CoreML/model.mlmodel", "author": "com.apple.CoreML", "name": "model.mlmodel"},
+        "B-2": {"path": "com.apple.CoreML/weights", "author": "com.apple.CoreML", "name": "weights"},
+    }
     written = []
     for order in (["A-1", "B-2"], ["B-2", "A-1"]):
         package = tmp_path / f"{order[0]}.mlpackage"
         package.mkdir()
-        manifest = {"fileFormatVersion": "1.0.0", "rootModelIdentifier": "A-1",
-                    "itemInfoEntries": {key: items[key] for key in order}}
+        manifest = {
+            "fileFormatVersion": "1.0.0",
+            "rootModelIdentifier": "A-1",
+            "itemInfoEntries": {key: items[key] for key in order},
+        }
         (package / "Manifest.json").write_text(json.dumps(manifest))
         reproducible_package_ids(package)
         written.append((package / "Manifest.json").read_bytes())
@@ -221,8 +228,10 @@ def test_a_model_that_bakes_its_batch_fails_verification(cli, tmp_path):
     finally:
         sys.path.pop(0)
     torch.save(BakedBatch().state_dict(), tmp_path / "b.pt")
-    r = cli("coreml", tmp_path / "b.pt", "--arch", f"{tmp_path / 'bakedml.py'}:BakedBatch", "--input-shape", "3,8,8",
-            "--precision", "fp32", "-o", tmp_path / "out" / "b.mlpackage")
+    r = cli(
+        "coreml", tmp_path / "b.pt", "--arch", f"{tmp_path / 'bakedml.py'}:BakedBatch", "--input-shape", "3,8,8",
+        "--precision", "fp32", "-o", tmp_path / "out" / "b.mlpackage",
+    )  # fmt: skip
     assert r.exit_code == 1, r
     assert "verification failed" in r.stderr
     assert not (tmp_path / "out" / "b.mlpackage").exists()
@@ -309,8 +318,10 @@ def _fp32_package_of_user_model(cli, tmp_path, source: str, cls: str) -> dict:
     module_spec.loader.exec_module(mod)
     torch.manual_seed(0)
     torch.save(getattr(mod, cls)().state_dict(), tmp_path / "m.pt")
-    r = cli("coreml", tmp_path / "m.pt", "--arch", f"{module_file}:{cls}", "--input-shape", "3,8,8",
-            "--precision", "fp32", "-o", tmp_path / "m.mlpackage", "--json")
+    r = cli(
+        "coreml", tmp_path / "m.pt", "--arch", f"{module_file}:{cls}", "--input-shape", "3,8,8", "--precision", "fp32",
+        "-o", tmp_path / "m.mlpackage", "--json",
+    )  # fmt: skip
     assert r.exit_code == 0, r
     return r.json()["artifacts"][0]
 
@@ -344,7 +355,8 @@ class Aliases(nn.Module):
 
 
 def test_zero_and_swapaxes_convert_as_fill_and_transpose(cli, tmp_path):
-    """coremltools lacks converters for aten::zero_ and aten::swapaxes; traced as fill_(0) and transpose they convert and verify."""
+    """coremltools lacks converters for aten::zero_ and aten::swapaxes;
+    traced as fill_(0) and transpose they convert and verify."""
     import torch
 
     art = _fp32_package_of_user_model(cli, tmp_path, ALIASES_MODEL, "Aliases")
@@ -380,8 +392,10 @@ def test_multi_head_attention_is_traced_as_plain_ops(cli, tmp_path):
     assert verified(art["verification"]) and art["verification"]["max_rel_err"] <= 1e-4
     assert art["details"]["ops"]["softmax"] >= 1
     assert torch.backends.mha.get_fastpath_enabled()  # restored after tracing
-    r = cli("onnx", tmp_path / "m.pt", "--arch", f"{tmp_path / 'attention.py'}:Attention", "--input-shape", "3,8,8",
-            "--exporter", "legacy", "-o", tmp_path / "m.onnx", "--json")
+    r = cli(
+        "onnx", tmp_path / "m.pt", "--arch", f"{tmp_path / 'attention.py'}:Attention", "--input-shape", "3,8,8",
+        "--exporter", "legacy", "-o", tmp_path / "m.onnx", "--json",
+    )  # fmt: skip
     assert r.exit_code == 0, r
     assert verified(r.json()["artifacts"][0]["verification"])
 
@@ -422,7 +436,9 @@ def test_image_input_with_per_channel_std_classifier_and_labels(cli, simple_cnn_
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(f"class_{i}" for i in range(10)) + "\n")
     out = tmp_path / "img.mlpackage"
-    r = cli("coreml", simple_cnn_ckpt, "-o", out, "--precision", "fp32", "--image-input", "--labels", labels, "--classifier", "--json")
+    r = cli(
+        "coreml", simple_cnn_ckpt, "-o", out, "--precision", "fp32", "--image-input", "--labels", labels, "--classifier", "--json"
+    )
     assert r.exit_code == 0, r
     art = r.json()["artifacts"][0]
     v = art["verification"]
@@ -475,7 +491,12 @@ def test_swapped_channel_order_of_the_image_input_fails(simple_cnn_ckpt, tmp_pat
     v = verify_existing(tmp_path / "bgr.mlpackage", loaded, write=False).verification
     assert v.status == "fail" and v.to_dict()["max_rel_err"] > 1e-3, v.reason
     # The same model with the spec's RGB layout passes.
-    assert export_artifact("coreml", loaded, tmp_path / "rgb.mlpackage", {"precision": "fp32", "image_input": True}).verification.status == "pass"
+    assert (
+        export_artifact(
+            "coreml", loaded, tmp_path / "rgb.mlpackage", {"precision": "fp32", "image_input": True}
+        ).verification.status
+        == "pass"
+    )
 
 
 def test_weight_compression_palettize_and_linear8(cli, simple_cnn_ckpt, tmp_path):
@@ -492,12 +513,18 @@ def test_weight_compression_palettize_and_linear8(cli, simple_cnn_ckpt, tmp_path
     assert art["bytes"] < 0.5 * plain_bytes  # 4-bit indices instead of fp16 weights
     assert _spec(tmp_path / "p4.mlpackage").description.metadata.userDefined["cnnexport.compression"] == "palettize:4"
     for target, op in (("iOS17", "constexpr_affine_dequantize"), ("iOS18", "constexpr_blockwise_shift_scale")):
-        r = cli("coreml", simple_cnn_ckpt, "-o", tmp_path / f"q8{target}.mlpackage", "--compress", "linear8", "--min-target", target, "--json")
+        r = cli(
+            "coreml", simple_cnn_ckpt, "-o", tmp_path / f"q8{target}.mlpackage", "--compress", "linear8", "--min-target", target,
+            "--json",
+        )  # fmt: skip
         assert r.exit_code == 0, r
         art = r.json()["artifacts"][0]
         assert art["details"]["ops"][op] >= 2, art["details"]["ops"]
         assert verified(art["verification"]) and art["verification"]["cosine"] > 0.999
-    r = cli("coreml", simple_cnn_ckpt, "-o", tmp_path / "p18.mlpackage", "--compress", "palettize:6", "--min-target", "iOS18", "--json")
+    r = cli(
+        "coreml", simple_cnn_ckpt, "-o", tmp_path / "p18.mlpackage", "--compress", "palettize:6", "--min-target", "iOS18",
+        "--json",
+    )  # fmt: skip
     assert r.exit_code == 0, r
     assert verified(r.json()["artifacts"][0]["verification"])
 
@@ -510,23 +537,33 @@ def test_torchvision_models_fp32_and_fp16(name, models_dir, tmp_path):
     from exporter import VerifyOptions, export_artifact, load_checkpoint
 
     loaded = load_checkpoint(_ckpt(models_dir, name))
-    fp32 = export_artifact("coreml", loaded, tmp_path / f"{name}32.mlpackage", {"precision": "fp32"}, VerifyOptions(batch_sizes=(1, 3)))
+    fp32 = export_artifact(
+        "coreml", loaded, tmp_path / f"{name}32.mlpackage", {"precision": "fp32"}, VerifyOptions(batch_sizes=(1, 3))
+    )
     v = fp32.verification.to_dict()
     assert verified(v) and v["max_rel_err"] <= 1e-4, v
-    fp16 = export_artifact("coreml", loaded, tmp_path / f"{name}16.mlpackage", {}, VerifyOptions(batch_sizes=(4,), precision="fp16"))
+    fp16 = export_artifact(
+        "coreml", loaded, tmp_path / f"{name}16.mlpackage", {}, VerifyOptions(batch_sizes=(4,), precision="fp16")
+    )
     v = fp16.verification.to_dict()
     assert verified(v) and v["top1_agreement"] == 1.0 and v["max_rel_err"] <= 1e-2, v
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=slow) for n in ("mobilenet_v3_small", "efficientnet_b0", "densenet121", "convnext_tiny")])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=slow) for n in ("mobilenet_v3_small", "efficientnet_b0", "densenet121", "convnext_tiny")]
+)
 def test_bigger_torchvision_models_fp32_and_fp16(name, models_dir, tmp_path):
     from exporter import VerifyOptions, export_artifact, load_checkpoint
 
     loaded = load_checkpoint(_ckpt(models_dir, name))
-    fp32 = export_artifact("coreml", loaded, tmp_path / f"{name}32.mlpackage", {"precision": "fp32"}, VerifyOptions(batch_sizes=(2,)))
+    fp32 = export_artifact(
+        "coreml", loaded, tmp_path / f"{name}32.mlpackage", {"precision": "fp32"}, VerifyOptions(batch_sizes=(2,))
+    )
     v = fp32.verification.to_dict()
     assert verified(v) and v["max_rel_err"] <= 1e-4, v
-    fp16 = export_artifact("coreml", loaded, tmp_path / f"{name}16.mlpackage", {}, VerifyOptions(batch_sizes=(2,), precision="fp16"))
+    fp16 = export_artifact(
+        "coreml", loaded, tmp_path / f"{name}16.mlpackage", {}, VerifyOptions(batch_sizes=(2,), precision="fp16")
+    )
     v = fp16.verification.to_dict()
     assert verified(v) and v["top1_agreement"] == 1.0, v
 
@@ -581,10 +618,12 @@ def test_addcmul_models_convert_and_verify(cli, tmp_path):
 
     from tests.conftest import user_model_class
 
-    Grn = user_model_class(tmp_path, ADDCMUL_NET, "grn", "Grn")
+    grn_class = user_model_class(tmp_path, ADDCMUL_NET, "grn", "Grn")
     torch.manual_seed(0)
-    torch.save(Grn().state_dict(), tmp_path / "grn.pt")
-    r = cli("coreml", tmp_path / "grn.pt", "--arch", f"{tmp_path / 'grn.py'}:Grn", "--input-shape", "3,16,16",
-            "-o", tmp_path / "grn.mlpackage", "--json")
+    torch.save(grn_class().state_dict(), tmp_path / "grn.pt")
+    r = cli(
+        "coreml", tmp_path / "grn.pt", "--arch", f"{tmp_path / 'grn.py'}:Grn", "--input-shape", "3,16,16",
+        "-o", tmp_path / "grn.mlpackage", "--json",
+    )  # fmt: skip
     assert r.exit_code == 0, r
     assert verified(r.json()["artifacts"][0]["verification"])

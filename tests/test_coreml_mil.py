@@ -1,8 +1,6 @@
 """The MIL interpreter's pieces against independent references (PyTorch ops, coremltools' own decoders)."""
 
-import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,14 @@ def _t(a):
 
 @pytest.mark.parametrize(
     "cin,cout,k,stride,pad,dil,groups",
-    [(3, 8, 3, 1, 1, 1, 1), (4, 6, 3, 2, 1, 1, 2), (8, 8, 3, 2, 1, 1, 8), (5, 7, 1, 2, 0, 1, 1), (4, 4, 3, 1, 2, 2, 1), (3, 5, 7, 2, 3, 1, 1)],
+    [
+        (3, 8, 3, 1, 1, 1, 1),
+        (4, 6, 3, 2, 1, 1, 2),
+        (8, 8, 3, 2, 1, 1, 8),
+        (5, 7, 1, 2, 0, 1, 1),
+        (4, 4, 3, 1, 2, 2, 1),
+        (3, 5, 7, 2, 3, 1, 1),
+    ],
 )
 def test_conv_matches_torch(cin, cout, k, stride, pad, dil, groups):
     rng = np.random.default_rng(0)
@@ -42,8 +47,16 @@ def test_conv_transpose_matches_torch(k, stride, pad, dil, out_pad):
     w = rng.standard_normal((4, 6, k, k)).astype(np.float32)
     b = rng.standard_normal(6).astype(np.float32)
     expected = F.conv_transpose2d(_t(x), _t(w), _t(b), stride=stride, padding=pad, output_padding=out_pad, dilation=dil).numpy()
-    got = ops.conv_transpose(x, w, b, pad=[pad] * 4, pad_type="custom", strides=[stride] * 2, dilations=[dil] * 2,
-                             output_shape=list(expected.shape) if out_pad else None)
+    got = ops.conv_transpose(
+        x,
+        w,
+        b,
+        pad=[pad] * 4,
+        pad_type="custom",
+        strides=[stride] * 2,
+        dilations=[dil] * 2,
+        output_shape=list(expected.shape) if out_pad else None,
+    )
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
 
 
@@ -100,15 +113,19 @@ def test_scatter_gather_and_select_match_torch():
     wrapped = torch.from_numpy(np.where(idx < 0, idx + 5, idx).astype(np.int64))
     # mode add on axis 1 == index_add (repeats accumulate); the default mode is add
     assert np.allclose(ops.scatter(data, idx, upd, axis=1), _t(data).index_add(1, wrapped, _t(upd)).numpy(), atol=1e-6)
-    assert np.allclose(ops.scatter(data, idx, upd, axis=1, mode="mul"),
-                       _t(data).index_reduce(1, wrapped, _t(upd), "prod").numpy(), atol=1e-6)
+    assert np.allclose(
+        ops.scatter(data, idx, upd, axis=1, mode="mul"), _t(data).index_reduce(1, wrapped, _t(upd), "prod").numpy(), atol=1e-6
+    )
     unique = np.array([3, 0], np.int32)
     out = ops.scatter(data, unique, upd[:, :2], axis=-2, mode="update")
     assert np.array_equal(out, _t(data).index_copy(1, torch.tensor([3, 0]), _t(upd[:, :2])).numpy())
     along = rng.integers(0, 5, (3, 2, 4))
     val = rng.standard_normal((3, 2, 4)).astype(np.float32)
-    assert np.allclose(ops.scatter_along_axis(data, along, val, axis=1),
-                       _t(data).scatter_add(1, torch.from_numpy(along), _t(val)).numpy(), atol=1e-6)
+    assert np.allclose(
+        ops.scatter_along_axis(data, along, val, axis=1),
+        _t(data).scatter_add(1, torch.from_numpy(along), _t(val)).numpy(),
+        atol=1e-6,
+    )
     assert np.array_equal(ops.gather_along_axis(data, along, axis=1), torch.gather(_t(data), 1, torch.from_numpy(along)).numpy())
     nd = np.array([[0, 1], [2, 4], [0, 1]], np.int32)
     rows = rng.standard_normal((3, 4)).astype(np.float32)
@@ -273,8 +290,9 @@ def test_fill_keeps_the_value_dtype():
 def test_upsample_bilinear_matches_torch(align_corners, scale):
     x = np.random.default_rng(0).standard_normal((2, 3, 5, 7)).astype(np.float32)
     ref = F.interpolate(_t(x), scale_factor=scale, mode="bilinear", align_corners=align_corners).numpy()
-    ours = ops.upsample_bilinear(x, scale_factor_height=np.float32(scale), scale_factor_width=np.float32(scale),
-                                 align_corners=np.bool_(align_corners))
+    ours = ops.upsample_bilinear(
+        x, scale_factor_height=np.float32(scale), scale_factor_width=np.float32(scale), align_corners=np.bool_(align_corners)
+    )
     assert ours.shape == ref.shape and np.abs(ours - ref).max() < 1e-5
 
 
@@ -301,5 +319,7 @@ def test_integer_floor_divide_stays_an_integer_after_conversion(tmp_path):
     x = torch.rand(1, 10, 3)
     traced = torch.jit.trace(TopRows().eval(), x)
     model = ct.convert(traced, inputs=[ct.TensorType(shape=x.shape)], convert_to="mlprogram", skip_model_load=True)
-    ops_used = [op.type for fn in model.get_spec().mlProgram.functions.values() for op in fn.block_specializations[fn.opset].operations]
+    ops_used = [
+        op.type for fn in model.get_spec().mlProgram.functions.values() for op in fn.block_specializations[fn.opset].operations
+    ]
     assert "floor_div" in ops_used and "gather_along_axis" in ops_used

@@ -60,7 +60,7 @@ def test_the_hostile_payloads_are_live(tmp_path, kind, plain):
     assert not marker.exists()
     if plain:
         with open(path, "rb") as fh:
-            pickle.load(fh)  # noqa: S301 - on purpose: proving the payload is real
+            pickle.load(fh)  # on purpose: proving the payload is real
     else:
         import torch
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from tests.conftest import ctrl_c_as_usual
 from tests.verdicts import verified
 
@@ -35,10 +36,14 @@ VERBS = {
     "onnx": lambda w: ["onnx", w["ckpt"], "-o", w["out"] / "m.onnx"],
     "torchscript": lambda w: ["torchscript", w["ckpt"], "-o", w["out"] / "m.ts"],
     "simplify": lambda w: ["simplify", w["onnx"], "--checkpoint", w["ckpt"], "-o", w["out"] / "m.sim.onnx"],
-    "quantize-int8": lambda w: ["quantize", w["onnx"], "--calib", w["calib"], "--samples", "128", "--checkpoint", w["ckpt"],
-                                "-o", w["out"] / "m.int8.onnx"],
-    "quantize-fp16": lambda w: ["quantize", w["onnx"], "--precision", "fp16", "--checkpoint", w["ckpt"], "-o", w["out"] / "m.fp16.onnx"],
-}
+    "quantize-int8": lambda w: [
+        "quantize", w["onnx"], "--calib", w["calib"], "--samples", "128", "--checkpoint", w["ckpt"],
+        "-o", w["out"] / "m.int8.onnx",
+    ],
+    "quantize-fp16": lambda w: [
+        "quantize", w["onnx"], "--precision", "fp16", "--checkpoint", w["ckpt"], "-o", w["out"] / "m.fp16.onnx",
+    ],
+}  # fmt: skip
 SIGNALS = {"SIGINT": signal.SIGINT, "SIGKILL": signal.SIGKILL}
 
 
@@ -72,7 +77,9 @@ def test_a_signal_mid_export_leaves_no_partial_file_and_a_rerun_completes(work, 
     args = [str(a) for a in VERBS[verb]({**work, "out": out})]
     target = Path(args[args.index("-o") + 1])
     target.write_bytes(PREVIOUS)
-    proc = subprocess.Popen([str(CLI), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_usual)
+    proc = subprocess.Popen(
+        [str(CLI), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_usual
+    )
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None and not list(out.glob(".cnnexport-tmp-*")):
         time.sleep(0.02)
@@ -107,8 +114,10 @@ def test_two_concurrent_runs_into_one_folder_are_serialized_or_refused(tmp_path)
     ckpt = tmp_path / "cifar.pt"
     torch.save({"arch": "simple_cnn", "model_state_dict": build_model("simple_cnn").state_dict()}, ckpt)
     out = tmp_path / "dist"
-    cmd = [str(CLI), "run", str(ckpt), "--recipe", "server-onnx-cpu", "-o", str(out), "--set", "stages.int8.enabled=false",
-           "--set", "stages.onnx.exporter=legacy", "-q"]
+    cmd = [
+        str(CLI), "run", str(ckpt), "--recipe", "server-onnx-cpu", "-o", str(out), "--set", "stages.int8.enabled=false",
+        "--set", "stages.onnx.exporter=legacy", "-q",
+    ]  # fmt: skip
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     codes = sorted(code for code, _ in results)
@@ -124,8 +133,14 @@ def test_two_concurrent_runs_into_one_folder_are_serialized_or_refused(tmp_path)
         for f in stage["files"]:
             assert sha256_of(out / f["path"]) == f["sha256"]
     assert not list(out.glob(".cnnexport-tmp-*"))
-    assert _final_names(out) == {"manifest.json", "report.md", "cifar.onnx", "cifar.onnx.report.json", "cifar.sim.onnx",
-                                 "cifar.sim.onnx.report.json"}
+    assert _final_names(out) == {
+        "manifest.json",
+        "report.md",
+        "cifar.onnx",
+        "cifar.onnx.report.json",
+        "cifar.sim.onnx",
+        "cifar.sim.onnx.report.json",
+    }
 
 
 def test_an_export_sweeps_staging_folders_of_dead_processes_only(cli, lenet5_ckpt, tmp_path):

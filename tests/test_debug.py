@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+
 from tests.conftest import trained_digits_net
 from tests.verdicts import verified
 
@@ -72,16 +73,20 @@ def test_a_weight_changed_inside_one_conv_is_reported_as_that_module(cli, tmp_pa
     assert all(layer["status"] == "pass" for layer in layers[: first["index"]])  # its inputs were within the rule
     v = cli("verify", tmp_path / "broken.onnx", "--checkpoint", ckpt, "--arch", "resnet18", "--input-shape", "3,64,64")
     assert v.exit_code == 1 and "first divergent layer: layer2.0.conv1" in v.stderr, v
-    e = cli("verify", tmp_path / "broken.onnx", "--checkpoint", ckpt, "--arch", "resnet18", "--input-shape", "3,64,64",
-            "--explain", "--json")
+    e = cli(
+        "verify", tmp_path / "broken.onnx", "--checkpoint", ckpt, "--arch", "resnet18", "--input-shape", "3,64,64", "--explain",
+        "--json",
+    )  # fmt: skip
     assert e.exit_code == 1 and e.json()["explain"]["first_divergent"]["module"] == "layer2.0.conv1"
 
 
 def test_plain_int8_of_the_outlier_model_is_refused_naming_the_outlier_layer(cli, digits_resnets, tmp_path):
     good = cli("quantize", digits_resnets / "good.pt", *ARCH, "--calib", "digits", "-o", tmp_path / "good.int8.onnx", "--json")
     assert good.exit_code == 0, good
-    g = cli("debug", tmp_path / "good.int8.onnx", "--checkpoint", digits_resnets / "good.pt", *ARCH[:2], "--images", "digits",
-            "--samples", "64", "--json")
+    g = cli(
+        "debug", tmp_path / "good.int8.onnx", "--checkpoint", digits_resnets / "good.pt", *ARCH[:2], "--images", "digits",
+        "--samples", "64", "--json",
+    )  # fmt: skip
     assert g.exit_code == 0 and g.json()["first_divergent"] is None, g  # a good artifact has no divergent layer
     assert g.json()["precision"] == "int8"
 
@@ -97,8 +102,10 @@ def test_plain_int8_of_the_outlier_model_is_refused_naming_the_outlier_layer(cli
 
 def test_fallback_auto_rescues_the_outlier_with_a_few_layers_in_float(cli, digits_resnets, tmp_path):
     out = tmp_path / "o.int8.onnx"
-    r = cli("quantize", digits_resnets / "outlier.pt", *ARCH, "--calib", "digits", "--fallback", "auto", "--eval", "digits",
-            "--max-drop", "1", "-o", out, "--json")
+    r = cli(
+        "quantize", digits_resnets / "outlier.pt", *ARCH, "--calib", "digits", "--fallback", "auto", "--eval", "digits",
+        "--max-drop", "1", "-o", out, "--json",
+    )  # fmt: skip
     assert r.exit_code == 0, r
     art = r.json()["artifacts"][-1]
     v, fallback = art["verification"], art["details"]["float_fallback"]
@@ -149,8 +156,10 @@ def test_fallback_auto_rescues_a_six_layer_net_within_the_default_budget(cli, si
     out = tmp_path / "six.int8.onnx"
     plain = cli("quantize", six_layer_outlier, *SIX, "--calib", "digits", "-o", tmp_path / "plain.int8.onnx", "--json")
     assert plain.exit_code == 1 and plain.json()["artifacts"][-1]["verification"]["cosine"] < 0.5, plain
-    r = cli("quantize", six_layer_outlier, *SIX, "--calib", "digits", "--fallback", "auto", "--eval", "digits",
-            "--max-drop", "1", "-o", out, "--json")
+    r = cli(
+        "quantize", six_layer_outlier, *SIX, "--calib", "digits", "--fallback", "auto", "--eval", "digits", "--max-drop", "1",
+        "-o", out, "--json",
+    )  # fmt: skip
     assert r.exit_code == 0, r
     art = r.json()["artifacts"][-1]
     v, fallback = art["verification"], art["details"]["float_fallback"]
@@ -166,8 +175,10 @@ def test_fallback_auto_rescues_a_six_layer_net_within_the_default_budget(cli, si
 
 def test_a_budget_below_what_passing_needs_is_tried_then_refused_with_the_number(cli, six_layer_outlier, tmp_path):
     out = tmp_path / "six.int8.onnx"
-    r = cli("quantize", six_layer_outlier, *SIX, "--calib", "digits", "--fallback", "auto", "--max-float-layers", "1",
-            "-o", out, "--json")
+    r = cli(
+        "quantize", six_layer_outlier, *SIX, "--calib", "digits", "--fallback", "auto", "--max-float-layers", "1", "-o", out,
+        "--json",
+    )  # fmt: skip
     assert r.exit_code == 1, r
     art = r.json()["artifacts"][-1]
     fallback = art["details"]["float_fallback"]
@@ -181,8 +192,10 @@ def test_a_budget_below_what_passing_needs_is_tried_then_refused_with_the_number
 
 def test_a_share_budget_stops_the_ten_layer_resnet_after_trying(cli, digits_resnets, tmp_path):
     out = tmp_path / "o.int8.onnx"
-    r = cli("quantize", digits_resnets / "outlier.pt", *ARCH, "--calib", "digits", "--fallback", "auto",
-            "--max-float-share", "0.1", "-o", out)
+    r = cli(
+        "quantize", digits_resnets / "outlier.pt", *ARCH, "--calib", "digits", "--fallback", "auto", "--max-float-share", "0.1",
+        "-o", out,
+    )  # fmt: skip
     assert r.exit_code == 1 and "--fallback auto stopped" in r.stderr, r
     assert "budget 1 from --max-float-share 0.1 (1 of the 10)" in r.stderr and "round(s) with 0, " in r.stderr
     assert not out.exists()
@@ -228,7 +241,10 @@ def test_debug_plot_and_refusals(cli, digits_resnets, tmp_path):
     assert "layer by layer" in r.stdout and "no layer exceeds the rule" in r.stdout
     bad = cli("debug", digits_resnets / "good.pt", "--checkpoint", digits_resnets / "good.pt", *ARCH[:2])
     assert bad.exit_code == 2 and "ONNX" in bad.stderr and "Traceback" not in bad.stderr, bad
-    assert cli("debug", tmp_path / "g.onnx", "--checkpoint", digits_resnets / "good.pt", *ARCH[:2], "--precision", "fp8").exit_code == 2
+    assert (
+        cli("debug", tmp_path / "g.onnx", "--checkpoint", digits_resnets / "good.pt", *ARCH[:2], "--precision", "fp8").exit_code
+        == 2
+    )
 
 
 def test_layer_pairing_follows_folded_batchnorm_and_functional_relu(digits_resnets, tmp_path):
@@ -237,8 +253,11 @@ def test_layer_pairing_follows_folded_batchnorm_and_functional_relu(digits_resne
     from exporter.rescue.debug import layer_table
     from exporter.verify import tolerance_for
 
-    loaded = load_checkpoint(digits_resnets / "good.pt", arch="tests.small_models:SmallResNet",
-                             spec_overrides={"input_shape": (1, 32, 32), "mean": (0.5,), "std": (0.5,)})
+    loaded = load_checkpoint(
+        digits_resnets / "good.pt",
+        arch="tests.small_models:SmallResNet",
+        spec_overrides={"input_shape": (1, 32, 32), "mean": (0.5,), "std": (0.5,)},
+    )
     onnx = export_artifact("onnx", loaded, tmp_path / "g.onnx").path
     batch = np.random.default_rng(0).standard_normal((4, 1, 32, 32)).astype(np.float32)
     table = {layer.module: layer for layer in layer_table(onnx, loaded.module, batch, tolerance_for("fp32"))}
@@ -248,8 +267,10 @@ def test_layer_pairing_follows_folded_batchnorm_and_functional_relu(digits_resne
 
 
 def test_equalize_rescues_the_outlier_with_no_layer_in_float(cli, digits_resnets, tmp_path):
-    r = cli("quantize", digits_resnets / "outlier.pt", *ARCH, "--calib", "digits", "--equalize", "--fallback", "auto",
-            "-o", tmp_path / "eq.int8.onnx", "--json")
+    r = cli(
+        "quantize", digits_resnets / "outlier.pt", *ARCH, "--calib", "digits", "--equalize", "--fallback", "auto",
+        "-o", tmp_path / "eq.int8.onnx", "--json",
+    )  # fmt: skip
     assert r.exit_code == 0, r
     art = r.json()["artifacts"][-1]
     assert art["verification"]["cosine"] >= 0.98 and art["details"]["equalization"]["pairs"] >= 1

@@ -1,6 +1,7 @@
 import importlib.util
 
 import pytest
+
 from tests.verdicts import verified
 
 
@@ -13,7 +14,9 @@ def check_demo_report(report: dict, out) -> None:
         if art["kind"] == "tensorrt" and importlib.util.find_spec("tensorrt") is None:
             # issue 43: TensorRT is not left out without a word: skipped with the reason, and its build kit written
             assert (v["status"], v["reason"]) == ("skipped", "tensorrt not installed"), v
-            assert art["path"].endswith("lenet5_digits-tensorrt-kit") and (out / "lenet5_digits-tensorrt-kit" / "build.sh").exists()
+            assert (
+                art["path"].endswith("lenet5_digits-tensorrt-kit") and (out / "lenet5_digits-tensorrt-kit" / "build.sh").exists()
+            )
             continue
         assert verified(v)
         assert any(c["inputs"].startswith("held-out digits") for c in v["checks"])
@@ -79,8 +82,10 @@ def test_segmentation_demo_trains_exports_verifies_and_reports_miou(cli, tmp_pat
     assert (out / "heldout_shapes.npz").exists()
 
     # cnnexport eval on the demo's held-out pairs: mIoU per artifact beside PyTorch's
-    ev = cli("eval", out / "tiny_unet_shapes.onnx", out / "tiny_unet_shapes.int8.onnx", "--checkpoint", out / "tiny_unet_shapes.pt",
-             "--data", out / "heldout_shapes.npz", "--json")
+    ev = cli(
+        "eval", out / "tiny_unet_shapes.onnx", out / "tiny_unet_shapes.int8.onnx", "--checkpoint", out / "tiny_unet_shapes.pt",
+        "--data", out / "heldout_shapes.npz", "--json",
+    )  # fmt: skip
     assert ev.exit_code == 0, ev
     results = ev.json()["results"]
     assert results["pytorch (reference)"]["miou"] == pytest.approx(miou["pytorch"], abs=1e-9)

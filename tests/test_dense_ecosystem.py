@@ -4,6 +4,7 @@ from their keys, segmentation_models_pytorch from its own save_pretrained folder
 from __future__ import annotations
 
 import pytest
+
 from tests.verdicts import verified
 
 
@@ -32,33 +33,49 @@ def test_deeplabv3_with_aux_head_exports_both_outputs_or_only_out(cli, tmp_path)
     import torch
     import torchvision
 
-    model = torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None,
-                                                                        num_classes=3, aux_loss=True)
+    model = torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=3, aux_loss=True
+    )
     torch.save({"model": model.state_dict(), "epoch": 3}, tmp_path / "deeplab.pth")  # torchvision's train.py layout
-    both = _verification(cli("onnx", tmp_path / "deeplab.pth", "--input-shape", "3,64,64", "-o", tmp_path / "both.onnx",
-                             "--json", "-q"))
+    both = _verification(
+        cli("onnx", tmp_path / "deeplab.pth", "--input-shape", "3,64,64", "-o", tmp_path / "both.onnx", "--json", "-q")
+    )
     assert verified(both) and list(both["outputs"]) == ["out", "aux"]
-    result = cli("onnx", tmp_path / "deeplab.pth", "--arch", "deeplabv3_mobilenet_v3_large", "--arch-kwargs",
-                 '{"aux_loss": true, "num_classes": 3}', "--outputs", "out", "--input-shape", "3,64,64",
-                 "-o", tmp_path / "out.onnx", "--json", "-q")
+    result = cli(
+        "onnx", tmp_path / "deeplab.pth", "--arch", "deeplabv3_mobilenet_v3_large",
+        "--arch-kwargs", '{"aux_loss": true, "num_classes": 3}', "--outputs", "out", "--input-shape", "3,64,64",
+        "-o", tmp_path / "out.onnx", "--json", "-q",
+    )  # fmt: skip
     only = _verification(result)
     assert verified(only) and list(only["outputs"]) == ["out"]
     assert result.json()["model"]["dropped_outputs"] == ["aux"]
-    scripted = _verification(cli("torchscript", tmp_path / "deeplab.pth", "--script", "--input-shape", "3,64,64",
-                                 "-o", tmp_path / "deeplab.ts", "--json", "-q"))
+    scripted = _verification(
+        cli(
+            "torchscript", tmp_path / "deeplab.pth", "--script", "--input-shape", "3,64,64", "-o", tmp_path / "deeplab.ts",
+            "--json", "-q",
+        )
+    )  # fmt: skip
     assert verified(scripted) and list(scripted["outputs"]) == ["out", "aux"]  # the scripted dict, by key
-    refused = cli("torchscript", tmp_path / "deeplab.pth", "--script", "--outputs", "out", "--input-shape", "3,64,64",
-                  "-o", tmp_path / "x.ts")
+    refused = cli(
+        "torchscript", tmp_path / "deeplab.pth", "--script", "--outputs", "out", "--input-shape", "3,64,64",
+        "-o", tmp_path / "x.ts",
+    )  # fmt: skip
     assert refused.exit_code == 2 and "--script exports every output the model returns" in refused.stderr
 
 
-SMP = [("Unet", "resnet18", "folder"), ("FPN", "mobilenet_v2", "folder"), ("DeepLabV3Plus", "resnet18", "state_dict"),
-       ("Unet", "mobilenet_v2", "state_dict")]
+SMP = [
+    ("Unet", "resnet18", "folder"),
+    ("FPN", "mobilenet_v2", "folder"),
+    ("DeepLabV3Plus", "resnet18", "state_dict"),
+    ("Unet", "mobilenet_v2", "state_dict"),
+]
 
 
 # the first variant is the required tier's; the others (another decoder, encoder, file form) are the full tier's
-@pytest.mark.parametrize("model_class,encoder,saved_as", [
-    pytest.param(*case, id="-".join(case), marks=[] if i == 0 else [pytest.mark.full]) for i, case in enumerate(SMP)])
+@pytest.mark.parametrize(
+    "model_class,encoder,saved_as",
+    [pytest.param(*case, id="-".join(case), marks=[] if i == 0 else [pytest.mark.full]) for i, case in enumerate(SMP)],
+)
 def test_segmentation_models_pytorch(cli, tmp_path, model_class, encoder, saved_as):
     smp = pytest.importorskip("segmentation_models_pytorch", reason="segmentation-models-pytorch is a test extra")
     import json
@@ -78,8 +95,12 @@ def test_segmentation_models_pytorch(cli, tmp_path, model_class, encoder, saved_
     else:
         torch.save(model.state_dict(), tmp_path / "smp.pt")
         source = tmp_path / "smp.pt"
-        arch = ["--arch", f"segmentation_models_pytorch:{model_class}", "--arch-kwargs",
-                json.dumps({"encoder_name": encoder, "encoder_weights": None, "classes": 3})]
+        arch = [
+            "--arch",
+            f"segmentation_models_pytorch:{model_class}",
+            "--arch-kwargs",
+            json.dumps({"encoder_name": encoder, "encoder_weights": None, "classes": 3}),
+        ]
     result = cli("onnx", source, *arch, "--input-shape", "3,64,64", "-o", tmp_path / "smp.onnx", "--json", "-q")
     v = _verification(result)
     assert verified(v)

@@ -199,6 +199,7 @@ def test_bad_detection_data_is_one_sentence(tmp_path, label, yaml_names, problem
 
 # --------------------------------------------------------------------------- a YOLO trained by Ultralytics
 
+
 def _ultralytics():
     """Imported by the tests that need it, never at collection: importing Ultralytics patches PIL's Image.open
     for the whole process (a collected module would patch every xdist worker before any test ran)."""

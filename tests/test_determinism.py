@@ -18,9 +18,9 @@ import os
 import random
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+
 from tests.verdicts import verified
 
 SCRIPT = r"""
@@ -69,8 +69,9 @@ def test_two_processes_give_byte_identical_artifacts_and_reports(tmp_path):
         folder = tmp_path / name
         folder.mkdir()
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        runs[name] = subprocess.Popen([sys.executable, "-c", SCRIPT], cwd=folder, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True)
+        runs[name] = subprocess.Popen(
+            [sys.executable, "-c", SCRIPT], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
     reports = {}
     for name, proc in runs.items():
         stdout, stderr = proc.communicate(timeout=600)
@@ -93,7 +94,11 @@ def test_scripted_constants_are_written_in_one_order():
     from exporter.stages.torchscript import _sorted_constants
 
     head = b"class Conv2d(Module):\n  weight : Tensor\n"
-    constants = [b"  groups : Final[int] = 1", b"  dilation : Final[Tuple[int, int]] = (1, 1)", b"  padding_mode : Final[str] = \"zeros\""]
+    constants = [
+        b"  groups : Final[int] = 1",
+        b"  dilation : Final[Tuple[int, int]] = (1, 1)",
+        b'  padding_mode : Final[str] = "zeros"',
+    ]
     tail = b"\n  def forward(self: __torch__.Conv2d,\n    input: Tensor) -> Tensor:\n    return input\n"
     orders = {_sorted_constants(head + b"\n".join(random.Random(seed).sample(constants, 3)) + tail) for seed in range(6)}
     assert orders == {head + b"\n".join(sorted(constants)) + tail}

@@ -705,7 +705,9 @@ def test_example_commands_follow_the_convention():
             # YOLO, which the docs workspace does not train), never a command
             if block.info.split()[:1] in (["python"], ["json"], ["yaml"], ["sh"], ["text"]):
                 if block.info.split()[:1] == ["text"]:
-                    assert not any(line.startswith("$ ") for line in block.lines), f"{block.page}:{block.line}: a command in a text block"
+                    assert not any(line.startswith("$ ") for line in block.lines), (
+                        f"{block.page}:{block.line}: a command in a text block"
+                    )
                 continue
             seen_command = False
             for offset, line in enumerate(block.lines, 1):

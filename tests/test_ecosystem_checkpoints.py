@@ -93,11 +93,21 @@ def torchvision_reference(tmp_path_factory):
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.5), use_buffers=True)
     ema.update_parameters(_perturbed_copy(model))  # the EMA now differs from the model
     ema.eval()
-    args = _torchvision_reference_args(model="mobilenet_v3_small", model_ema=True, val_resize_size=232,
-                                       output_dir=pathlib.PurePosixPath("runs/mnv3"))
+    args = _torchvision_reference_args(
+        model="mobilenet_v3_small", model_ema=True, val_resize_size=232, output_dir=pathlib.PurePosixPath("runs/mnv3")
+    )
     path = tmp_path_factory.mktemp("tv") / "checkpoint.pth"  # train.py's own file name: no name hint
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "lr_scheduler": scheduler.state_dict(),
-                "epoch": 3, "args": args, "model_ema": ema.state_dict()}, path)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "lr_scheduler": scheduler.state_dict(),
+            "epoch": 3,
+            "args": args,
+            "model_ema": ema.state_dict(),
+        },
+        path,
+    )
     return path, model, ema.module
 
 
@@ -149,9 +159,20 @@ def test_numpy_scalars_arrays_and_paths_load_under_weights_only(cli, tmp_path):
 
     model = build_model("simple_cnn")
     path = tmp_path / "best.pt"
-    torch.save({"state_dict": model.state_dict(), "arch": "simple_cnn", "best_acc": np.float64(0.913), "epoch": np.int64(12),
-                "history": np.array([0.5, 0.7, 0.913]), "dtype": np.dtype("float32"), "flag": np.bool_(True),
-                "run_dir": pathlib.Path("runs") / "exp1", "win_dir": pathlib.PureWindowsPath(r"C:\\runs\\exp1")}, path)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "arch": "simple_cnn",
+            "best_acc": np.float64(0.913),
+            "epoch": np.int64(12),
+            "history": np.array([0.5, 0.7, 0.913]),
+            "dtype": np.dtype("float32"),
+            "flag": np.bool_(True),
+            "run_dir": pathlib.Path("runs") / "exp1",
+            "win_dir": pathlib.PureWindowsPath(r"C:\\runs\\exp1"),
+        },
+        path,
+    )
     info = _inspect(cli, path)
     assert info["arch"] == "simple_cnn" and info["num_classes"] == 10
 
@@ -223,8 +244,19 @@ def timm_train_checkpoint(timm_module, tmp_path_factory):
     ema = ModelEmaV3(model, decay=0.5)
     ema.update(_perturbed_copy(model), step=10)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    args = argparse.Namespace(model="mobilenetv3_small_050", num_classes=6, img_size=None, input_size=None, mean=None,
-                              std=None, interpolation="", crop_pct=None, lr=1e-3, epochs=1, output="runs")
+    args = argparse.Namespace(
+        model="mobilenetv3_small_050",
+        num_classes=6,
+        img_size=None,
+        input_size=None,
+        mean=None,
+        std=None,
+        interpolation="",
+        crop_pct=None,
+        lr=1e-3,
+        epochs=1,
+        output="runs",
+    )
     folder = tmp_path_factory.mktemp("timm_train")
     saver = CheckpointSaver(model, optimizer, args=args, model_ema=ema, checkpoint_dir=str(folder), recovery_dir=str(folder))
     saver.save_checkpoint(epoch=0, metric=0.5)
@@ -262,7 +294,9 @@ def test_timm_hub_folder(cli, timm_module, tmp_path, safe):
     cfg = model.pretrained_cfg
     shape = (1, *cfg["input_size"][1:])  # save_for_hf writes the 1-channel input size and mean/std
     assert info["input_shape"] == list(shape)
-    assert info["mean"] == pytest.approx([float(np.mean(cfg["mean"]))], abs=1e-3) and info["crop_pct"] == pytest.approx(cfg["crop_pct"])
+    assert info["mean"] == pytest.approx([float(np.mean(cfg["mean"]))], abs=1e-3) and info["crop_pct"] == pytest.approx(
+        cfg["crop_pct"]
+    )
     out = tmp_path / "out" / "hub.onnx"
     _export(cli, folder, out)
     assert _onnx_vs_original(out, model, shape) < 1e-4
@@ -328,8 +362,15 @@ def lightning_checkpoints(tmp_path_factory):
     for name_it in (True, False):
         torch.manual_seed(0)
         module = Classifier(name_it=name_it)
-        trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False,
-                             enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(folder))
+        trainer = pl.Trainer(
+            max_steps=2,
+            accelerator="cpu",
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            default_root_dir=str(folder),
+        )
         trainer.fit(module, DataLoader(data, batch_size=4))
         path = folder / ("named" if name_it else "unnamed") / "epoch=0-step=2.ckpt"  # Lightning's own file name
         path.parent.mkdir()
@@ -371,17 +412,31 @@ def _transformers():
 def _small_transformers_classifiers(t):
     labels = {0: "cat", 1: "dog", 2: "fish"}
     return {
-        "resnet": t.ResNetForImageClassification(t.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
-                                                                layer_type="basic", id2label=labels, label2id={v: k for k, v in labels.items()})),
-        "convnext": t.ConvNextForImageClassification(t.ConvNextConfig(hidden_sizes=[16, 32], depths=[1, 1], num_stages=2,
-                                                                      num_labels=4, image_size=64)),
-        "mobilenet_v2": t.MobileNetV2ForImageClassification(t.MobileNetV2Config(depth_multiplier=0.35, num_labels=5, image_size=96)),
-        "regnet": t.RegNetForImageClassification(t.RegNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
-                                                                groups_width=8, num_labels=3)),
+        "resnet": t.ResNetForImageClassification(
+            t.ResNetConfig(
+                embedding_size=16,
+                hidden_sizes=[16, 32],
+                depths=[1, 1],
+                layer_type="basic",
+                id2label=labels,
+                label2id={v: k for k, v in labels.items()},
+            )
+        ),
+        "convnext": t.ConvNextForImageClassification(
+            t.ConvNextConfig(hidden_sizes=[16, 32], depths=[1, 1], num_stages=2, num_labels=4, image_size=64)
+        ),
+        "mobilenet_v2": t.MobileNetV2ForImageClassification(
+            t.MobileNetV2Config(depth_multiplier=0.35, num_labels=5, image_size=96)
+        ),
+        "regnet": t.RegNetForImageClassification(
+            t.RegNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], groups_width=8, num_labels=3)
+        ),
     }
 
 
-@pytest.mark.parametrize("family", ["resnet", *(pytest.param(f, marks=pytest.mark.full) for f in ("convnext", "mobilenet_v2", "regnet"))])
+@pytest.mark.parametrize(
+    "family", ["resnet", *(pytest.param(f, marks=pytest.mark.full) for f in ("convnext", "mobilenet_v2", "regnet"))]
+)
 def test_transformers_image_classifier_folder(cli, tmp_path, family):
     import torch
 
@@ -392,7 +447,9 @@ def test_transformers_image_classifier_folder(cli, tmp_path, family):
     folder = tmp_path / family
     model.save_pretrained(str(folder))
     if family == "convnext":  # an image processor saved beside it gives the input spec
-        t.ConvNextImageProcessor(size={"shortest_edge": 64}, crop_pct=0.875, image_mean=[0.5] * 3, image_std=[0.25] * 3).save_pretrained(str(folder))
+        t.ConvNextImageProcessor(
+            size={"shortest_edge": 64}, crop_pct=0.875, image_mean=[0.5] * 3, image_std=[0.25] * 3
+        ).save_pretrained(str(folder))
     out = tmp_path / "out" / f"{family}.onnx"
     report = _export(cli, folder, out)
     info = report["model"]
@@ -529,12 +586,26 @@ def test_prefix_views_put_the_network_first():
 def test_spec_hints_from_train_script_args():
     from exporter.loading.training_formats import read_hints
 
-    tv = read_hints({"model": {}, "args": _torchvision_reference_args(model="resnet50", val_crop_size=176, val_resize_size=232,
-                                                                        interpolation="bicubic"), "lr_scheduler": {}})
+    tv = read_hints(
+        {
+            "model": {},
+            "args": _torchvision_reference_args(
+                model="resnet50", val_crop_size=176, val_resize_size=232, interpolation="bicubic"
+            ),
+            "lr_scheduler": {},
+        }
+    )
     assert tv.names == [("resnet50", "args.model")]
     assert tv.spec == {"input_shape": (3, 176, 176), "crop_pct": round(176 / 232, 4), "interpolation": "bicubic"}
-    timm_args = argparse.Namespace(model="convnext_atto", input_size=[3, 288, 288], mean=[0.5, 0.5, 0.5], std=None,
-                                   num_classes=10, interpolation="", crop_pct=0.95)
+    timm_args = argparse.Namespace(
+        model="convnext_atto",
+        input_size=[3, 288, 288],
+        mean=[0.5, 0.5, 0.5],
+        std=None,
+        num_classes=10,
+        interpolation="",
+        crop_pct=0.95,
+    )
     t = read_hints({"arch": "convnext_atto", "version": 2, "args": timm_args, "state_dict": {}})
     assert t.names == [("timm:convnext_atto", "timm train.py args.model")]
     assert t.spec == {"input_shape": (3, 288, 288), "mean": (0.5, 0.5, 0.5), "num_classes": 10, "crop_pct": 0.95}
@@ -546,8 +617,15 @@ def test_allowlist_is_exactly_the_harmless_types():
     from exporter.loading.safe_pickle import safe_globals
 
     names = {f"{g.__module__}.{g.__qualname__}" if not isinstance(g, tuple) else g[1] for g in safe_globals()}
-    assert {"argparse.Namespace", "pathlib.PosixPath", "pathlib.WindowsPath", "numpy.ndarray", "numpy.dtype",
-            "numpy.core.multiarray.scalar", "numpy._core.multiarray._reconstruct"} <= names
+    assert {
+        "argparse.Namespace",
+        "pathlib.PosixPath",
+        "pathlib.WindowsPath",
+        "numpy.ndarray",
+        "numpy.dtype",
+        "numpy.core.multiarray.scalar",
+        "numpy._core.multiarray._reconstruct",
+    } <= names
     dangerous = ("os.", "posix.", "subprocess", "builtins.", "eval", "exec", "numpy.load", "pickle", "importlib", "torch.")
     assert not [n for n in names if n.startswith(dangerous)]
 
@@ -605,8 +683,15 @@ def test_lightning_module_around_a_timm_model_named_by_its_bare_timm_name(cli, t
 
     torch.manual_seed(0)
     module = TimmClassifier()
-    trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path))
+    trainer = pl.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=str(tmp_path),
+    )
     trainer.fit(module, DataLoader(TensorDataset(torch.randn(8, 3, 64, 64), torch.randint(0, 3, (8,))), batch_size=4))
     path = tmp_path / "last.ckpt"
     trainer.save_checkpoint(str(path))

@@ -6,11 +6,14 @@ import json
 
 import numpy as np
 import pytest
+
 from tests.verdicts import verified
 
 SCALE = 400.0  # the outlier: one BatchNorm channel x400, the next conv's input channel /400
-SMALL = ["--arch", "tests.small_models:SmallResNet", "--arch-kwargs", '{"width": 8}', "--input-shape", "1,32,32",
-         "--mean", "0.5", "--std", "0.5"]
+SMALL = [
+    "--arch", "tests.small_models:SmallResNet", "--arch-kwargs", '{"width": 8}', "--input-shape", "1,32,32", "--mean", "0.5",
+    "--std", "0.5",
+]  # fmt: skip
 
 
 # ----------------------------------------------------------------- unit: equalize() on hand-built graphs
@@ -27,8 +30,12 @@ def _graph(act: str = "Relu", group2: int = 1, batchnorm: bool = False):
     b1 = rng.normal(size=c).astype(np.float32)
     w1[2] *= SCALE
     b1[2] *= SCALE
-    inits = {"w1": w1, "b1": b1, "w2": rng.normal(size=(c, c // group2, 3, 3)).astype(np.float32),
-             "fc": rng.normal(size=(5, c)).astype(np.float32)}
+    inits = {
+        "w1": w1,
+        "b1": b1,
+        "w2": rng.normal(size=(c, c // group2, 3, 3)).astype(np.float32),
+        "fc": rng.normal(size=(5, c)).astype(np.float32),
+    }
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1] * 4)]
     t = "c1"
     if batchnorm:
@@ -43,12 +50,20 @@ def _graph(act: str = "Relu", group2: int = 1, batchnorm: bool = False):
         nodes += [helper.make_node(gate, [t], ["gate"]), helper.make_node("Mul", [t, "gate"], ["a1"])]
     else:
         nodes.append(helper.make_node(act, [t], ["a1"]))
-    nodes += [helper.make_node("Conv", ["a1", "w2"], ["c2"], pads=[1] * 4, group=group2), helper.make_node("Relu", ["c2"], ["a2"]),
-              helper.make_node("GlobalAveragePool", ["a2"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
-              helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
-    graph = helper.make_graph(nodes, "pair", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
-                              [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    nodes += [
+        helper.make_node("Conv", ["a1", "w2"], ["c2"], pads=[1] * 4, group=group2),
+        helper.make_node("Relu", ["c2"], ["a2"]),
+        helper.make_node("GlobalAveragePool", ["a2"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "pair",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     return model
@@ -69,8 +84,11 @@ def _spread(model, name):
     return range_spread(_first_ranges(w))
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"batchnorm": True}, {"group2": 8}, {"group2": 2}, {"act": "LeakyRelu"}],
-                         ids=["relu", "batchnorm-folded", "depthwise", "grouped", "leaky-relu"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"batchnorm": True}, {"group2": 8}, {"group2": 2}, {"act": "LeakyRelu"}],
+    ids=["relu", "batchnorm-folded", "depthwise", "grouped", "leaky-relu"],
+)
 def test_equalize_keeps_the_function_and_evens_out_the_channel_ranges(kwargs):
     from exporter.rescue.equalize import equalize
 
@@ -159,8 +177,10 @@ def test_an_outlier_channel_fails_plain_int8_and_passes_with_equalize(cli, outli
     assert eq["fp32_max_err_over_range"] <= 1e-4
     assert (tmp_path / "eq.int8.onnx").is_file() and not (tmp_path / "plain.int8.onnx").exists()
     record_property("heldout_cosine", {"plain": bad["cosine"], "equalized": good["cosine"]})
-    print(f"held-out cosine: plain int8 {bad['cosine']:.4f} (top-1 {bad['top1_agreement']:.3f}), "
-          f"--equalize {good['cosine']:.4f} (top-1 {good['top1_agreement']:.3f})")
+    print(
+        f"held-out cosine: plain int8 {bad['cosine']:.4f} (top-1 {bad['top1_agreement']:.3f}), "
+        f"--equalize {good['cosine']:.4f} (top-1 {good['top1_agreement']:.3f})"
+    )
 
 
 def test_equalization_that_changes_the_function_is_refused(cli, outlier_ckpt, tmp_path, monkeypatch):
@@ -182,10 +202,21 @@ def test_equalization_that_changes_the_function_is_refused(cli, outlier_ckpt, tm
 
 def test_recipe_key_stages_int8_equalize(cli, outlier_ckpt, tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(json.dumps({
-        "model": {"arch": "tests.small_models:SmallResNet", "arch_kwargs": {"width": 8}, "input_shape": [1, 32, 32],
-                  "mean": [0.5], "std": [0.5]},
-        "calibration": {"data": "digits"}, "stages": {"int8": {"enabled": True}}}))
+    recipe.write_text(
+        json.dumps(
+            {
+                "model": {
+                    "arch": "tests.small_models:SmallResNet",
+                    "arch_kwargs": {"width": 8},
+                    "input_shape": [1, 32, 32],
+                    "mean": [0.5],
+                    "std": [0.5],
+                },
+                "calibration": {"data": "digits"},
+                "stages": {"int8": {"enabled": True}},
+            }
+        )
+    )
     r = cli("run", outlier_ckpt, "--recipe", recipe, "--set", "stages.int8.equalize=true", "-o", tmp_path / "out", "--json")
     assert r.exit_code == 0, r
     int8 = r.json()["manifest"]["stages"]["int8"]

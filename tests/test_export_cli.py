@@ -5,11 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from tests.verdicts import verified
 
 from tests.conftest import build_model, files_in
+from tests.verdicts import verified
 
 BAKED_MODEL = '''
 import torch
@@ -106,8 +105,10 @@ def test_baked_batch_fails_verification_with_exit_1(cli, tmp_path):
 
 def test_keep_failed_keeps_the_rejected_artifact_under_another_name(cli, tmp_path):
     ckpt, arch = _baked_checkpoint(tmp_path)
-    r = cli("onnx", ckpt, "--arch", arch, "--input-shape", "3,8,8",
-            "--exporter", "legacy", "-o", tmp_path / "o" / "b.onnx", "--keep-failed", "--json")
+    r = cli(
+        "onnx", ckpt, "--arch", arch, "--input-shape", "3,8,8", "--exporter", "legacy", "-o", tmp_path / "o" / "b.onnx",
+        "--keep-failed", "--json",
+    )  # fmt: skip
     assert r.exit_code == 1, r
     assert files_in(tmp_path / "o") == {"b.rejected.onnx", "b.rejected.onnx.report.json"}
     assert r.json()["artifacts"][0]["verification"]["status"] == "fail"
@@ -220,8 +221,10 @@ def test_simplify_checks_the_checkpoint_at_the_onnx_input_spec(cli, simple_cnn_c
     """An ONNX exported at a non-default size and normalization: the checkpoint is run with the
     spec stored in the ONNX, since `simplify` has no --input-shape of its own."""
     src = tmp_path / "wide.onnx"
-    r = cli("onnx", simple_cnn_ckpt, "--arch", "simple_cnn", "--input-shape", "3,48,40", "--mean", "0.5,0.5,0.5",
-            "--std", "0.2,0.2,0.2", "-o", src)
+    r = cli(
+        "onnx", simple_cnn_ckpt, "--arch", "simple_cnn", "--input-shape", "3,48,40", "--mean", "0.5,0.5,0.5",
+        "--std", "0.2,0.2,0.2", "-o", src,
+    )  # fmt: skip
     assert r.exit_code == 0, r
     r = cli("simplify", src, "--checkpoint", simple_cnn_ckpt, "--arch", "simple_cnn", "--json")
     assert r.exit_code == 0, r

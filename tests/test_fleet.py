@@ -58,18 +58,28 @@ def test_one_broken_checkpoint_never_stops_the_others_and_the_exit_code_says_not
     assert r.exit_code == 2, r  # errors, no verification failure
     manifest = r.json()
     rows = {row["folder"]: row for row in manifest["checkpoints"]}
-    assert [row["folder"] for row in manifest["checkpoints"]] == ["lenet_a", "lenet_b", "corrupt", "lenet_c", "simple_d",
-                                                                   "wrong_arch"]
+    assert [row["folder"] for row in manifest["checkpoints"]] == [
+        "lenet_a",
+        "lenet_b",
+        "corrupt",
+        "lenet_c",
+        "simple_d",
+        "wrong_arch",
+    ]
     assert manifest["summary"] == {**manifest["summary"], "checkpoints": 6, "passed": 4, "failed": 0, "errors": 2}
     for name in GOOD:
         assert rows[name]["status"] == "pass" and set(rows[name]["stages"]) == {"onnx", "simplify"}, rows[name]
-        assert all(s["status"] == "pass" and s["cosine"] > 0.9999 and len(s["files"][0]["sha256"]) == 64
-                   for s in rows[name]["stages"].values())
+        assert all(
+            s["status"] == "pass" and s["cosine"] > 0.9999 and len(s["files"][0]["sha256"]) == 64
+            for s in rows[name]["stages"].values()
+        )
     assert "truncated or corrupt" in rows["corrupt"]["error"], rows["corrupt"]
     assert "simple_cnn" in rows["wrong_arch"]["error"] and rows["wrong_arch"]["status"] == "error", rows["wrong_arch"]
     assert "2 of 6 checkpoints did not pass" in r.stderr
     out = local_fleet["out"]
-    assert sorted(p.name for p in out.iterdir()) == sorted([*GOOD, ".cnnexport", "fleet.json", "fleet.md"])  # nothing for the broken
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*GOOD, ".cnnexport", "fleet.json", "fleet.md"]
+    )  # nothing for the broken
     assert json.loads((out / "fleet.json").read_text())["summary"]["passed"] == 4
     table = (out / "fleet.md").read_text()
     assert "| lenet_a.pt | lenet_a | pass | pass | pass |" in table and "| corrupt.pt | corrupt | error (" in table
@@ -85,8 +95,7 @@ def test_re_running_a_fleet_redoes_only_what_is_missing(cli, local_fleet, fleet_
     out = tmp_path / "out"
     shutil.copytree(local_fleet["out"], out)
     (out / "lenet_b" / "lenet_b.sim.onnx").unlink()  # one artifact lost
-    r = cli("run", "--recipe", fleet_dir / "recipe.yaml", *_checkpoints(fleet_dir)[:2], "-o", out, "--engine", "local",
-            "--json")
+    r = cli("run", "--recipe", fleet_dir / "recipe.yaml", *_checkpoints(fleet_dir)[:2], "-o", out, "--engine", "local", "--json")
     assert r.exit_code == 0, r
     rows = {row["folder"]: row for row in r.json()["checkpoints"]}
     assert rows["lenet_a"]["stages"]["onnx"]["cached"] and rows["lenet_a"]["stages"]["simplify"]["cached"]
@@ -100,8 +109,10 @@ def test_from_a_list_and_a_glob_name_the_same_fleet(cli, fleet_dir, tmp_path):
     assert collect([], listing) == [fleet_dir / "lenet_a.pt", fleet_dir / "lenet_b.pt"]
     assert collect([], None, str(fleet_dir / "lenet_*.pt")) == [fleet_dir / f"{n}.pt" for n in GOOD[:3]]
     assert collect([fleet_dir / "lenet_a.pt"], listing) == [fleet_dir / "lenet_a.pt", fleet_dir / "lenet_b.pt"]  # once each
-    r = cli("run", "--recipe", fleet_dir / "recipe.yaml", "--glob", str(fleet_dir / "lenet_*.pt"), "-o", tmp_path / "out",
-            "--dry-run", "--json")
+    r = cli(
+        "run", "--recipe", fleet_dir / "recipe.yaml", "--glob", str(fleet_dir / "lenet_*.pt"), "-o", tmp_path / "out",
+        "--dry-run", "--json",
+    )  # fmt: skip
     assert r.exit_code == 0, r
     assert [Path(row["folder"]).name for row in r.json()["fleet"]] == GOOD[:3] and not (tmp_path / "out").exists()
     r = cli("run", "--recipe", fleet_dir / "recipe.yaml", "--glob", str(tmp_path / "nothing" / "*.pt"))
@@ -125,16 +136,16 @@ def test_checkpoints_with_one_name_get_their_parent_folders_in_their_folder_name
 
 def test_without_ray_the_ray_engine_is_exit_3_with_the_install_line(cli, fleet_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
-    r = cli("run", "--recipe", fleet_dir / "recipe.yaml", *_checkpoints(fleet_dir)[:2], "-o", tmp_path / "out",
-            "--engine", "ray")
+    r = cli("run", "--recipe", fleet_dir / "recipe.yaml", *_checkpoints(fleet_dir)[:2], "-o", tmp_path / "out", "--engine", "ray")
     assert r.exit_code == 3 and "pip install 'cnnexport[ray]'" in r.stderr, r
     from exporter.fleet import choose_engine
 
     assert choose_engine("auto", 6) == "local"  # auto without Ray: the fleet runs here, one after another
 
 
-def test_stage_tasks_reuse_the_reference_their_worker_loaded_and_write_what_one_run_writes(local_fleet, fleet_dir,
-                                                                                          tmp_path, monkeypatch):
+def test_stage_tasks_reuse_the_reference_their_worker_loaded_and_write_what_one_run_writes(
+    local_fleet, fleet_dir, tmp_path, monkeypatch
+):
     """What each Ray task runs, called here in order: onnx, then simplify with onnx's outcome, then the manifest."""
     from exporter import fleet_member
     from exporter import recipe as recipe_mod
@@ -151,7 +162,9 @@ def test_stage_tasks_reuse_the_reference_their_worker_loaded_and_write_what_one_
     row = fleet_member.finish_member(data, checkpoint, target, onnx, simplify)
     assert loads == ["lenet_a.pt"]  # loaded once by the onnx task, reused by the simplify task in the same worker
     assert row["status"] == "pass" and set(row["nodes"]) == {"onnx", "simplify"}, row
-    assert (tmp_path / "lenet_a" / "manifest.json").read_bytes() == (local_fleet["alone"] / "lenet_a" / "manifest.json").read_bytes()
+    assert (tmp_path / "lenet_a" / "manifest.json").read_bytes() == (
+        local_fleet["alone"] / "lenet_a" / "manifest.json"
+    ).read_bytes()
     # a broken checkpoint: its first task says why, the next ones do not try again, and no folder is left
     corrupt, target = str(fleet_dir / "corrupt.pt"), str(tmp_path / "corrupt")
     onnx = fleet_member.build_stage(data, corrupt, target, (), "onnx")
@@ -180,15 +193,16 @@ def _in_netns(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """`cnnexport ARGS` in a new network namespace with only loopback up: Ray's local instance stays on 127.0.0.1."""
     command = " ".join(["ip link set lo up &&", sys.executable, "-m", "exporter.cli", *(f"'{a}'" for a in args)])
     env = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": str(Path(__file__).parents[1])}
-    return subprocess.run(["unshare", "-n", "bash", "-c", command], capture_output=True, text=True, timeout=timeout,
-                          env=env)
+    return subprocess.run(["unshare", "-n", "bash", "-c", command], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @needs_ray
 def test_the_fleet_on_a_local_ray_instance_writes_what_the_local_engine_writes(local_fleet, fleet_dir, tmp_path):
     out = tmp_path / "out"
-    done = _in_netns("run", "--recipe", str(fleet_dir / "recipe.yaml"), *map(str, _checkpoints(fleet_dir)), "-o", str(out),
-                     "--engine", "ray", "--json")
+    done = _in_netns(
+        "run", "--recipe", str(fleet_dir / "recipe.yaml"), *map(str, _checkpoints(fleet_dir)), "-o", str(out), "--engine", "ray",
+        "--json",
+    )  # fmt: skip
     assert done.returncode == 2, done.stderr[-3000:]
     manifest = json.loads(done.stdout)
     assert manifest["engine"] == "ray" and manifest["summary"]["passed"] == 4 and manifest["summary"]["errors"] == 2
@@ -199,7 +213,8 @@ def test_the_fleet_on_a_local_ray_instance_writes_what_the_local_engine_writes(l
             assert set(row["nodes"]) == {"onnx", "simplify"} and all(row["nodes"].values()), row
         if row["status"] == "pass":
             assert (out / row["folder"] / "manifest.json").read_bytes() == (
-                local_fleet["out"] / row["folder"] / "manifest.json").read_bytes()
+                local_fleet["out"] / row["folder"] / "manifest.json"
+            ).read_bytes()
     assert "Traceback" not in done.stderr
 
 
@@ -213,8 +228,11 @@ def _ray_workers_running(task: str, of_pid: int) -> list[int]:
         return []
     for proc in Path("/proc").iterdir():
         try:
-            if (proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(f"ray::{task}".encode())
-                    and os.readlink(proc / "ns" / "net") == netns):
+            if (
+                proc.name.isdigit()
+                and (proc / "cmdline").read_bytes().startswith(f"ray::{task}".encode())
+                and os.readlink(proc / "ns" / "net") == netns
+            ):
                 pids.append(int(proc.name))
         except OSError:
             continue
@@ -223,18 +241,22 @@ def _ray_workers_running(task: str, of_pid: int) -> list[int]:
 
 @pytest.mark.full
 @needs_ray
-def test_a_worker_killed_mid_stage_is_retried_and_the_fleet_completes_with_nothing_partial(local_fleet, fleet_dir,
-                                                                                             tmp_path):
+def test_a_worker_killed_mid_stage_is_retried_and_the_fleet_completes_with_nothing_partial(local_fleet, fleet_dir, tmp_path):
     import signal
     import time
 
     out = tmp_path / "out"
-    command = " ".join(["ip link set lo up &&", sys.executable, "-m", "exporter.cli", "run", "--recipe",
-                        str(fleet_dir / "recipe.yaml"), str(fleet_dir / "lenet_a.pt"), str(fleet_dir / "lenet_b.pt"),
-                        "-o", str(out), "--engine", "ray", "--json"])
+    command = " ".join(
+        [
+            "ip link set lo up &&", sys.executable, "-m", "exporter.cli", "run",
+            "--recipe", str(fleet_dir / "recipe.yaml"), str(fleet_dir / "lenet_a.pt"), str(fleet_dir / "lenet_b.pt"),
+            "-o", str(out), "--engine", "ray", "--json",
+        ]
+    )  # fmt: skip
     env = {**os.environ, "RAY_ADDRESS": ""}
-    fleet = subprocess.Popen(["unshare", "-n", "bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env=env)
+    fleet = subprocess.Popen(
+        ["unshare", "-n", "bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     killed = None
     deadline = time.monotonic() + 300
     while killed is None and time.monotonic() < deadline and fleet.poll() is None:
@@ -278,8 +300,13 @@ def test_gpu_stages_land_only_on_the_node_with_a_gpu(fleet_dir, tmp_path):
     """A 2-node ray.cluster_utils.Cluster: the head without GPUs, a second node with one (a fake resource)."""
     (tmp_path / "probe.py").write_text(GPU_PROBE)
     command = f"ip link set lo up && {sys.executable} {tmp_path / 'probe.py'} {fleet_dir} {tmp_path / 'out'}"
-    done = subprocess.run(["unshare", "-n", "bash", "-c", command], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "RAY_ADDRESS": ""})
+    done = subprocess.run(
+        ["unshare", "-n", "bash", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     probe = json.loads(done.stdout.strip().splitlines()[-1])
     assert probe["gpu_node"] != probe["head"]
@@ -321,15 +348,21 @@ def test_a_node_lost_mid_run_has_its_tasks_rescheduled(local_fleet, fleet_dir, t
     (tmp_path / "probe.py").write_text(NODE_LOSS)
     out = tmp_path / "out"
     command = f"ip link set lo up && {sys.executable} {tmp_path / 'probe.py'} {fleet_dir} {out} {fleet_dir / 'recipe.yaml'}"
-    done = subprocess.run(["unshare", "-n", "bash", "-c", command], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "RAY_ADDRESS": ""})
+    done = subprocess.run(
+        ["unshare", "-n", "bash", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     probe = json.loads(done.stdout.strip().splitlines()[-1])
     assert probe["lost_mid_stage"], "no stage was running when the node was removed"
     for row in probe["rows"]:
         assert row["status"] == "pass", row
         assert (out / row["folder"] / "manifest.json").read_bytes() == (
-            local_fleet["out"] / row["folder"] / "manifest.json").read_bytes()
+            local_fleet["out"] / row["folder"] / "manifest.json"
+        ).read_bytes()
         assert not list((out / row["folder"]).glob(".cnnexport-tmp-*"))
 
 
@@ -339,8 +372,11 @@ def test_an_interrupted_driver_rerun_finishes_only_what_is_missing(local_fleet, 
     import signal
 
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "exporter.cli", "run", "--recipe", str(fleet_dir / "recipe.yaml"),
-            *(str(fleet_dir / f"{n}.pt") for n in GOOD[:3]), "-o", str(out), "--engine", "ray", "--json"]
+    argv = [
+        sys.executable, "-m", "exporter.cli", "run",
+        "--recipe", str(fleet_dir / "recipe.yaml"), *(str(fleet_dir / f"{n}.pt") for n in GOOD[:3]), "-o", str(out),
+        "--engine", "ray", "--json",
+    ]  # fmt: skip
     env = {**os.environ, "RAY_ADDRESS": ""}
     netns = ["unshare", "-n", "bash", "-c", "ip link set lo up && exec " + " ".join(argv)]
     driver = subprocess.Popen(netns, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

@@ -19,8 +19,13 @@ def test_sigint_during_export_leaves_no_partial_file_and_keeps_the_old_artifact(
     previous = out_dir / "cifar.onnx"
     previous.write_bytes(b"previous good artifact")
     cli = Path(sys.executable).with_name("cnnexport")
-    proc = subprocess.Popen([str(cli), "onnx", str(ckpt), "-o", str(previous)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=ctrl_c_as_usual)
+    proc = subprocess.Popen(
+        [str(cli), "onnx", str(ckpt), "-o", str(previous)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ctrl_c_as_usual,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list(out_dir.glob(".cnnexport-tmp-*")):
         time.sleep(0.01)
@@ -50,7 +55,10 @@ def test_failed_verification_keeps_the_previous_artifact(cli, tmp_path):
     torch.save(Net().state_dict(), tmp_path / "n.pt")
     target = tmp_path / "n.onnx"
     target.write_bytes(b"good old bytes")
-    r = cli("onnx", tmp_path / "n.pt", "--arch", f"{tmp_path / 'baked_mod.py'}:Net", "--input-shape", "3,4,4", "--exporter", "legacy", "-o", target)
+    r = cli(
+        "onnx", tmp_path / "n.pt", "--arch", f"{tmp_path / 'baked_mod.py'}:Net", "--input-shape", "3,4,4", "--exporter", "legacy",
+        "-o", target,
+    )  # fmt: skip
     assert r.exit_code == 1, r
     assert target.read_bytes() == b"good old bytes"
     assert not (tmp_path / "n.onnx.report.json").exists()

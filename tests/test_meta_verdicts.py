@@ -36,9 +36,17 @@ MUST_CATCH = ("test_the_unmodified_artifact_passes", "test_an_opset_is_written_a
 def _child(mode: str, tmp_path: Path) -> tuple[dict, set[str]]:
     report = tmp_path / f"{mode}.txt"
     env = {**os.environ, FAKE_VERDICT: mode}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:logging", "-rfE",
-                           f"--basetemp={tmp_path / mode}", *SAMPLE],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:logging", "-rfE",
+            f"--basetemp={tmp_path / mode}", *SAMPLE,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # fmt: skip
     report.write_text(proc.stdout + proc.stderr)
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|errors?)", summary)}

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+
 from tests.conftest import trained_digits_net
 from tests.verdicts import verified
 
@@ -40,7 +41,13 @@ def test_fp32_ir_from_a_checkpoint_matches_pytorch_at_batch_1_and_4_with_the_hin
     assert ir["kind"] == "openvino" and verified(v) and v["precision"] == "fp32", v
     assert v["batch_sizes"] == [1, 4] and v["max_rel_err"] <= 1e-4 and v["cosine"] >= 0.99999
     assert sorted(p.name for p in tmp_path.glob("lenet5.*")) == [
-        "lenet5.bin", "lenet5.onnx", "lenet5.onnx.report.json", "lenet5.pt", "lenet5.xml", "lenet5.xml.report.json"]
+        "lenet5.bin",
+        "lenet5.onnx",
+        "lenet5.onnx.report.json",
+        "lenet5.pt",
+        "lenet5.xml",
+        "lenet5.xml.report.json",
+    ]
     d = ir["details"]
     assert d["inference_precision_hint"] == "f32" and d["converted_from"].startswith("onnx")
     assert d["deployment_default_hint"] == deployment_default_hint()
@@ -79,8 +86,10 @@ def test_quiet_is_quiet_in_a_fresh_process_nncf_bars_and_torch_log_lines_include
     from pathlib import Path
 
     ckpt = _copy(digits_lenet, tmp_path)
-    command = [str(Path(sys.executable).with_name("cnnexport")), "openvino", str(ckpt), "--precision", "int8",
-               "--calib", "digits", "--samples", "64", "--holdout", "32", "-q"]
+    command = [
+        str(Path(sys.executable).with_name("cnnexport")), "openvino", str(ckpt), "--precision", "int8", "--calib", "digits",
+        "--samples", "64", "--holdout", "32", "-q",
+    ]  # fmt: skip
     quiet = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert quiet.returncode == 0, quiet.stderr
     assert (quiet.stdout, quiet.stderr) == ("", "")
@@ -128,7 +137,7 @@ def test_a_perturbed_bin_fails_verification(cli, digits_lenet, tmp_path):
     assert cli("verify", tmp_path / "lenet5.xml", "--checkpoint", ckpt).exit_code == 0
     weights = tmp_path / "lenet5.bin"
     data = np.fromfile(weights, dtype=np.float32)
-    data[len(data) // 2: len(data) // 2 + 400] *= -3.0  # one block of weights changed, the graph untouched
+    data[len(data) // 2 : len(data) // 2 + 400] *= -3.0  # one block of weights changed, the graph untouched
     data.tofile(weights)
     r = cli("verify", tmp_path / "lenet5.xml", "--checkpoint", ckpt, "--json")
     assert r.exit_code == 1, r
@@ -153,8 +162,9 @@ def test_bad_openvino_options_are_refused_before_any_work(cli, digits_lenet, tmp
 def test_exclude_keeps_op_types_in_float(cli, digits_lenet, tmp_path):
     ckpt = _copy(digits_lenet, tmp_path)
     base = cli("openvino", ckpt, "--precision", "int8", "--calib", "digits", "--json").json()["artifacts"][-1]["details"]
-    kept = cli("openvino", ckpt, "--precision", "int8", "--calib", "digits", "--exclude", "Gemm", "-o", tmp_path / "k.xml",
-               "--json").json()["artifacts"][-1]["details"]
+    kept = cli(
+        "openvino", ckpt, "--precision", "int8", "--calib", "digits", "--exclude", "Gemm", "-o", tmp_path / "k.xml", "--json"
+    ).json()["artifacts"][-1]["details"]
     assert kept["nncf"]["ignored"]["types"] == ["MatMul"]
     assert kept["fake_quantize_nodes"] < base["fake_quantize_nodes"]
 
@@ -170,8 +180,10 @@ def test_without_openvino_the_verb_exits_3_with_the_install_line(cli, digits_len
 def test_bench_times_onnx_on_both_runtimes_and_eval_reads_an_ir(cli, digits_lenet, tmp_path):
     ckpt = _copy(digits_lenet, tmp_path)
     assert cli("openvino", ckpt).exit_code == 0
-    r = cli("bench", tmp_path / "lenet5.onnx", tmp_path / "lenet5.xml", "--runtime", "openvino", "--batch", "2",
-            "--seconds", "0.1", "--threads", "2", "--json")
+    r = cli(
+        "bench", tmp_path / "lenet5.onnx", tmp_path / "lenet5.xml", "--runtime", "openvino", "--batch", "2", "--seconds", "0.1",
+        "--threads", "2", "--json",
+    )  # fmt: skip
     assert r.exit_code == 0, r
     rows = {row["target"]: row for row in r.json()["rows"]}
     assert set(rows) == {"lenet5.onnx", "lenet5.onnx [openvino]", "lenet5.xml"}
@@ -186,8 +198,10 @@ def test_bench_times_onnx_on_both_runtimes_and_eval_reads_an_ir(cli, digits_lene
 def test_recipe_openvino_stage_builds_and_caches(cli, digits_lenet, tmp_path):
     ckpt = _copy(digits_lenet, tmp_path)
     recipe = tmp_path / "ov.yaml"
-    recipe.write_text("name: ov\ncalibration: {data: digits, samples: 128}\n"
-                      "stages:\n  onnx: {enabled: true}\n  openvino: {enabled: true, precision: int8}\n")
+    recipe.write_text(
+        "name: ov\ncalibration: {data: digits, samples: 128}\n"
+        "stages:\n  onnx: {enabled: true}\n  openvino: {enabled: true, precision: int8}\n"
+    )
     out = tmp_path / "dist"
     first = cli("run", ckpt, "--recipe", recipe, "-o", out, "--json")
     assert first.exit_code == 0, first
@@ -201,13 +215,19 @@ def test_recipe_openvino_stage_builds_and_caches(cli, digits_lenet, tmp_path):
 def test_server_cpu_recipe_benches_the_verified_artifacts_and_recommends_the_fastest(cli, digits_lenet, tmp_path):
     ckpt = _copy(digits_lenet, tmp_path)
     out = tmp_path / "srv"
-    args = ("run", ckpt, "--recipe", "server-cpu", "--calib", "digits", "-o", out, "--set", "bench.seconds=0.05",
-            "--set", "bench.batch_sizes=1,4", "--set", "bench.threads=2", "--json")
+    args = (
+        "run", ckpt, "--recipe", "server-cpu", "--calib", "digits", "-o", out, "--set", "bench.seconds=0.05",
+        "--set", "bench.batch_sizes=1,4", "--set", "bench.threads=2", "--json",
+    )  # fmt: skip
     r = cli(*args)
     assert r.exit_code == 0, r
     data = r.json()
     assert {k: v["status"] for k, v in data["manifest"]["stages"].items()} == {
-        "onnx": "pass", "simplify": "pass", "int8": "pass", "openvino": "pass"}
+        "onnx": "pass",
+        "simplify": "pass",
+        "int8": "pass",
+        "openvino": "pass",
+    }
     bench = data["bench"]
     rows = {(row["target"], row["batch"]) for row in bench["rows"] if row["status"] == "ok"}
     for target in ("lenet5.onnx", "lenet5.onnx [openvino]", "lenet5.int8.onnx", "lenet5.int8.onnx [openvino]", "lenet5.int8.xml"):
@@ -226,10 +246,14 @@ def test_server_cpu_recipe_benches_the_verified_artifacts_and_recommends_the_fas
 
 def test_server_cpu_recipe_without_calibration_still_recommends_among_what_passed(cli, digits_lenet, tmp_path):
     ckpt = _copy(digits_lenet, tmp_path)
-    r = cli("run", ckpt, "--recipe", "server-cpu", "-o", tmp_path / "srv", "--set", "bench.seconds=0.05",
-            "--set", "bench.batch_sizes=2", "--json")
+    r = cli(
+        "run", ckpt, "--recipe", "server-cpu", "-o", tmp_path / "srv", "--set", "bench.seconds=0.05",
+        "--set", "bench.batch_sizes=2", "--json",
+    )  # fmt: skip
     assert r.exit_code == 0, r
     stages = r.json()["manifest"]["stages"]
-    assert stages["int8"]["status"].startswith("skipped (needs calibration data") and stages["openvino"]["status"].startswith("skipped")
+    assert stages["int8"]["status"].startswith("skipped (needs calibration data") and stages["openvino"]["status"].startswith(
+        "skipped"
+    )
     targets = {row["target"] for row in r.json()["bench"]["rows"]}
     assert not any("int8" in t for t in targets) and "lenet5.onnx [openvino]" in targets

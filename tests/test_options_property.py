@@ -21,11 +21,26 @@ from hypothesis import strategies as st
 from exporter import options as o
 from tests.conftest import files_in
 
-SETTINGS = settings(max_examples=8, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=8,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
-MODELS = (o.TorchScriptOptions, o.OnnxOptions, o.Int8Options, o.Fp16Options, o.QuantizeChoice, o.CoreMLOptions,
-          o.TensorRTOptions, o.OpenVINOOptions, o.DataOptions, o.ToleranceOverrides, o.DetectOptions)
+MODELS = (
+    o.TorchScriptOptions,
+    o.OnnxOptions,
+    o.Int8Options,
+    o.Fp16Options,
+    o.QuantizeChoice,
+    o.CoreMLOptions,
+    o.TensorRTOptions,
+    o.OpenVINOOptions,
+    o.DataOptions,
+    o.ToleranceOverrides,
+    o.DetectOptions,
+)
 
 
 def _command(name: str):
@@ -133,8 +148,21 @@ def world(tmp_path_factory, simple_cnn_ckpt, exported_onnx):
     return root, base
 
 
-VERBS = ("onnx", "torchscript", "coreml", "simplify", "quantize", "tensorrt", "openvino", "verify", "bench", "eval", "debug",
-         "run", "demo")
+VERBS = (
+    "onnx",
+    "torchscript",
+    "coreml",
+    "simplify",
+    "quantize",
+    "tensorrt",
+    "openvino",
+    "verify",
+    "bench",
+    "eval",
+    "debug",
+    "run",
+    "demo",
+)
 
 
 def _refused_naming(cli, world, verb: str, flag: str, value, *extra) -> None:
@@ -153,13 +181,16 @@ def _outside(kind, low, high, exclusive):
     parts = []
     if low is not None:
         if kind is int:
-            parts.append(st.integers(max_value=int(low) - (0 if exclusive else 1), min_value=-10**9))
+            parts.append(st.integers(max_value=int(low) - (0 if exclusive else 1), min_value=-(10**9)))
         else:
             below = st.floats(max_value=low, exclude_max=not exclusive, min_value=-1e12, allow_nan=False)
             parts.append(below)
     if high is not None:
-        parts.append(st.integers(min_value=int(high) + 1, max_value=10**9) if kind is int else
-                     st.floats(min_value=high, exclude_min=True, max_value=1e12, allow_nan=False))
+        parts.append(
+            st.integers(min_value=int(high) + 1, max_value=10**9)
+            if kind is int
+            else st.floats(min_value=high, exclude_min=True, max_value=1e12, allow_nan=False)
+        )
     return st.one_of(*parts) if parts else None
 
 

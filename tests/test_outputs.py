@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 import pytest
-from tests.verdicts import verified
 
 from tests.conftest import user_model_class
+from tests.verdicts import verified
 
 MODELS = '''
 import collections
@@ -146,12 +146,16 @@ def test_dict_outputs_are_named_and_verified_in_every_artifact_kind(zoo, cli, tm
     _passes_every_output(ts, {"out", "aux"})
     with open_runner(tmp_path / "seg.ts") as runner:  # a traced tuple: the names come from the stored spec
         assert list(runner.infer(np.zeros((2, 3, 32, 32), np.float32))) == ["out", "aux"]
-    simplified = cli("simplify", onnx_path, "--checkpoint", ckpt, "--arch", f"{zoo['folder'] / 'heads.py'}:TinySeg", "--json", "-q")
+    simplified = cli(
+        "simplify", onnx_path, "--checkpoint", ckpt, "--arch", f"{zoo['folder'] / 'heads.py'}:TinySeg", "--json", "-q"
+    )
     _passes_every_output(simplified, {"out", "aux"})
     fp16 = cli("quantize", onnx_path, "--precision", "fp16", "--checkpoint", ckpt, *_arch(zoo, "TinySeg"), "--json", "-q")
     _passes_every_output(fp16, {"out", "aux"})
-    int8 = cli("quantize", onnx_path, "--calib", zoo["calib"], "--samples", "64", "--holdout", "32", "--checkpoint", ckpt,
-               *_arch(zoo, "TinySeg"), "-o", tmp_path / "seg.int8.onnx", "--json", "-q")
+    int8 = cli(
+        "quantize", onnx_path, "--calib", zoo["calib"], "--samples", "64", "--holdout", "32",
+        "--checkpoint", ckpt, *_arch(zoo, "TinySeg"), "-o", tmp_path / "seg.int8.onnx", "--json", "-q",
+    )  # fmt: skip
     v8 = _passes_every_output(int8, {"out", "aux"})
     assert v8["outputs"]["out"]["pixel_agreement"] >= 0.9 and v8["outputs"]["out"]["miou"] >= 0.8
     # debug names the layers as the user's class does (no trace of the multi-output wrapper)
@@ -246,7 +250,10 @@ def test_outputs_selection_and_task_override(zoo, cli, tmp_path):
     table = cli("inspect", ckpt, *_arch(zoo, "TinySeg"))
     assert "out segment (Nx5x32x32), aux segment (Nx5x32x32)" in table.stdout
     unknown = cli("onnx", ckpt, *_arch(zoo, "TinySeg"), "--outputs", "mask", "-o", tmp_path / "x.onnx")
-    assert unknown.exit_code == 2 and "--outputs names mask, which the model does not return (its outputs: out, aux)" in unknown.stderr
+    assert (
+        unknown.exit_code == 2
+        and "--outputs names mask, which the model does not return (its outputs: out, aux)" in unknown.stderr
+    )
     assert not (tmp_path / "x.onnx").exists()
     bad_task = cli("onnx", ckpt, *_arch(zoo, "TinySeg"), "--task", "out=depth", "-o", tmp_path / "x.onnx")
     assert bad_task.exit_code == 2 and "'depth' is not one of classify, segment, dense, regress" in bad_task.stderr
@@ -265,9 +272,11 @@ def test_torchvision_detector_is_refused_before_any_export(cli, tmp_path):
 
     model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=3)
     torch.save(model.state_dict(), tmp_path / "ssdlite.pt")
-    result = cli("onnx", tmp_path / "ssdlite.pt", "--arch", "torchvision.models.detection:ssdlite320_mobilenet_v3_large",
-                 "--arch-kwargs", '{"num_classes": 3, "weights_backbone": null}', "--input-shape", "3,320,320",
-                 "-o", tmp_path / "ssd.onnx")
+    result = cli(
+        "onnx", tmp_path / "ssdlite.pt", "--arch", "torchvision.models.detection:ssdlite320_mobilenet_v3_large",
+        "--arch-kwargs", '{"num_classes": 3, "weights_backbone": null}', "--input-shape", "3,320,320",
+        "-o", tmp_path / "ssd.onnx",
+    )  # fmt: skip
     assert result.exit_code == 2, result
     assert "per-image detections after post-processing" in result.stderr
     assert len(result.stderr) < 2000  # one sentence, not a graph dump
@@ -298,8 +307,9 @@ def test_ill_conditioned_model_passes_by_its_own_noise_and_a_weight_change_is_st
 
 def test_well_conditioned_model_keeps_the_fixed_rule(zoo, cli, tmp_path):
     """No noise measurement, no wider rule, for a model whose fp32 and fp64 agree."""
-    v = _passes_every_output(cli("onnx", zoo["tinyseg"], *_arch(zoo, "TinySeg"), "-o", tmp_path / "s.onnx", "--json", "-q"),
-                             {"out", "aux"})
+    v = _passes_every_output(
+        cli("onnx", zoo["tinyseg"], *_arch(zoo, "TinySeg"), "-o", tmp_path / "s.onnx", "--json", "-q"), {"out", "aux"}
+    )
     assert all(row["noise_rel_err"] is None and "decided_by" not in row for row in v["outputs"].values())
 
 
@@ -308,7 +318,8 @@ def test_recipe_model_outputs_and_task(zoo, cli, tmp_path):
     recipe = tmp_path / "seg.yaml"
     recipe.write_text(
         "name: seg\n"
-        f"model: {{arch: '{zoo['folder'] / 'heads.py'}:TinySeg', input_shape: [3, 32, 32], outputs: [out], task: {{out: segment}}}}\n"
+        f"model: {{arch: '{zoo['folder'] / 'heads.py'}:TinySeg', input_shape: [3, 32, 32], "
+        "outputs: [out], task: {out: segment}}\n"
         f"calibration: {{data: '{zoo['calib']}', samples: 64, holdout: 32}}\n"
         "stages: {onnx: {enabled: true}, int8: {enabled: true}}\n"
     )

@@ -69,8 +69,9 @@ def test_input_spec_from_command_line_strings(shape, mean, std):
     """What --input-shape/--mean/--std together become: a valid ModelSpec or BadInputError."""
 
     def build():
-        return ModelSpec("x", 10).with_overrides(input_shape=parse_input_shape(shape), mean=parse_floats(mean, "--mean"),
-                                                 std=parse_floats(std, "--std"))
+        return ModelSpec("x", 10).with_overrides(
+            input_shape=parse_input_shape(shape), mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std")
+        )
 
     spec = _valid_or_bad_input(build)
     if spec is not None:
@@ -79,7 +80,12 @@ def test_input_spec_from_command_line_strings(shape, mean, std):
 
 
 @SETTINGS
-@given(st.one_of(ANY_TEXT, st.builds(lambda d: __import__("json").dumps(d), st.dictionaries(ANY_TEXT, st.integers() | ANY_TEXT, max_size=4))))
+@given(
+    st.one_of(
+        ANY_TEXT,
+        st.builds(lambda d: __import__("json").dumps(d), st.dictionaries(ANY_TEXT, st.integers() | ANY_TEXT, max_size=4)),
+    )
+)
 def test_stored_spec_of_an_artifact(text):
     """The cnnexport.spec metadata of a (possibly damaged) artifact: exactly its JSON object, or an error naming it."""
     import json
@@ -105,9 +111,16 @@ def specs(draw):
     channels, classes = draw(st.sampled_from([1, 3, 4])), draw(st.integers(1, 6))
     finite = st.floats(-10, 10, allow_nan=False)
     labels = draw(st.none() | st.lists(st.text(max_size=8), min_size=classes, max_size=classes).map(tuple))
-    return ModelSpec(draw(st.text(min_size=1, max_size=12)), classes, channels, draw(st.integers(1, 512)),
-                     draw(st.integers(1, 512)), tuple(draw(finite) for _ in range(channels)),
-                     tuple(draw(st.floats(0.01, 10)) for _ in range(channels)), labels=labels)
+    return ModelSpec(
+        draw(st.text(min_size=1, max_size=12)),
+        classes,
+        channels,
+        draw(st.integers(1, 512)),
+        draw(st.integers(1, 512)),
+        tuple(draw(finite) for _ in range(channels)),
+        tuple(draw(st.floats(0.01, 10)) for _ in range(channels)),
+        labels=labels,
+    )
 
 
 @SETTINGS
@@ -119,18 +132,61 @@ def test_a_spec_round_trips_through_artifact_metadata(spec):
 # --------------------------------------------------------------------------- recipe --set
 
 KEYS = [
-    "name", "description", "model.arch", "model.input_shape", "model.mean", "model.arch_kwargs", "verify.batch_sizes",
-    "verify.seed", "verify.fp32.max_rel_err", "calibration.samples", "calibration.data", "stages.onnx.opset",
-    "stages.onnx.exporter", "stages.onnx.enabled", "stages.int8.method", "stages.int8.exclude", "stages.fp16.overflow",
-    "stages.coreml.precision", "outputs.name", "stages", "model", "verify",
+    "name",
+    "description",
+    "model.arch",
+    "model.input_shape",
+    "model.mean",
+    "model.arch_kwargs",
+    "verify.batch_sizes",
+    "verify.seed",
+    "verify.fp32.max_rel_err",
+    "calibration.samples",
+    "calibration.data",
+    "stages.onnx.opset",
+    "stages.onnx.exporter",
+    "stages.onnx.enabled",
+    "stages.int8.method",
+    "stages.int8.exclude",
+    "stages.fp16.overflow",
+    "stages.coreml.precision",
+    "outputs.name",
+    "stages",
+    "model",
+    "verify",
 ]
 VALUES = st.one_of(
-    st.sampled_from(["1", "0", "-3", "true", "maybe", "[1, 4]", "[0]", "{a: 1}", "null", "", "fp32", "entropy", "../x", "&a [*a]",
-                     "!!python/object/apply:os.system ['true']", "[", "{", "1e999", ".nan", "'quoted'", "a: b: c"]),
+    st.sampled_from(
+        [
+            "1",
+            "0",
+            "-3",
+            "true",
+            "maybe",
+            "[1, 4]",
+            "[0]",
+            "{a: 1}",
+            "null",
+            "",
+            "fp32",
+            "entropy",
+            "../x",
+            "&a [*a]",
+            "!!python/object/apply:os.system ['true']",
+            "[",
+            "{",
+            "1e999",
+            ".nan",
+            "'quoted'",
+            "a: b: c",
+        ]
+    ),
     ANY_TEXT,
 )
 ASSIGNMENTS = st.one_of(
-    st.builds(lambda k, v: f"{k}={v}", st.sampled_from(KEYS) | st.text(alphabet=string.ascii_lowercase + "._", max_size=20), VALUES),
+    st.builds(
+        lambda k, v: f"{k}={v}", st.sampled_from(KEYS) | st.text(alphabet=string.ascii_lowercase + "._", max_size=20), VALUES
+    ),
     ANY_TEXT,
 )
 
@@ -153,8 +209,11 @@ def test_recipe_set_overrides(assignments):
 
 # --------------------------------------------------------------------------- calibration cache
 
-TENSOR_NAMES = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"),
-                       min_size=1, max_size=20).filter(lambda s: s.strip())
+TENSOR_NAMES = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"),
+    min_size=1,
+    max_size=20,
+).filter(lambda s: s.strip())
 SCALES = st.floats(min_value=2.0**-100, max_value=2.0**100, allow_nan=False, allow_infinity=False, width=32)
 
 
@@ -187,7 +246,9 @@ def test_parse_calibration_cache_of_any_text(text):
 
 
 @SETTINGS
-@given(st.one_of(st.builds(lambda a, b, c: f"{a}:{b}:{c}", st.integers(-2, 64), st.integers(-2, 64), st.integers(-2, 64)), USER_TEXT))
+@given(
+    st.one_of(st.builds(lambda a, b, c: f"{a}:{b}:{c}", st.integers(-2, 64), st.integers(-2, 64), st.integers(-2, 64)), USER_TEXT)
+)
 @example("1:8:32")
 @example("8:4:2")
 def test_tensorrt_batch_profile(text):

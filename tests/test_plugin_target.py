@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from tests.verdicts import verified
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,8 +75,9 @@ def plugin(tmp_path_factory) -> dict:
 
 
 def cnnexport(env: dict, cwd: Path, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "exporter.cli", *map(str, args)], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "exporter.cli", *map(str, args)], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_the_toy_target_is_a_verb_a_recipe_section_and_a_detected_format(plugin, tmp_path):
@@ -83,7 +85,11 @@ def test_the_toy_target_is_a_verb_a_recipe_section_and_a_detected_format(plugin,
     assert "toy" in help_text and "Make a toy artifact" in help_text
     verb = cnnexport(plugin, tmp_path, "toy", "--help").stdout
     assert "--flavour" in verb and "--calib" not in verb  # its options model, the shared flags
-    probe = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent("""
         import json
         from exporter.recipe import Recipe
         from exporter.runners import detect_kind
@@ -91,7 +97,14 @@ def test_the_toy_target_is_a_verb_a_recipe_section_and_a_detected_format(plugin,
         schema = Recipe.model_json_schema()
         print(json.dumps({"stages": list(Recipe().stages.__class__.model_fields), "kind": detect_kind("m.toy"),
                           "globs": artifact_globs(), "schema": json.dumps(schema)}))
-        """)], env=plugin, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        """),
+        ],
+        env=plugin,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     found = json.loads(probe.stdout)
     assert found["stages"][-1] == "toy" and found["kind"] == "toy" and "*.toy" in found["globs"]
     assert "flavour" in found["schema"] and "salted" in found["schema"]
@@ -101,16 +114,19 @@ def test_the_toy_target_is_a_verb_a_recipe_section_and_a_detected_format(plugin,
 
 
 def test_the_toy_target_builds_verifies_benches_and_runs_in_a_recipe(plugin, simple_cnn_ckpt, tmp_path):
-    made = cnnexport(plugin, tmp_path, "toy", simple_cnn_ckpt, "--arch", "simple_cnn", "--flavour", "salted", "-o",
-                     tmp_path / "m.toy", "--json")
+    made = cnnexport(
+        plugin, tmp_path, "toy", simple_cnn_ckpt, "--arch", "simple_cnn", "--flavour", "salted", "-o", tmp_path / "m.toy",
+        "--json",
+    )  # fmt: skip
     assert made.returncode == 0, made.stderr
     art = json.loads(made.stdout)["artifacts"][-1]
     assert art["kind"] == "toy" and verified(art["verification"]) and art["details"]["flavour"] == "salted"
     report = json.loads((tmp_path / "m.toy.report.json").read_text())
     assert "onnxruntime" in report["versions"]
 
-    check = cnnexport(plugin, tmp_path, "verify", tmp_path / "m.toy", "--checkpoint", simple_cnn_ckpt, "--arch", "simple_cnn",
-                      "--json")
+    check = cnnexport(
+        plugin, tmp_path, "verify", tmp_path / "m.toy", "--checkpoint", simple_cnn_ckpt, "--arch", "simple_cnn", "--json"
+    )
     assert check.returncode == 0, check.stderr
     assert verified(json.loads(check.stdout)["artifacts"][-1]["verification"])
 
@@ -120,8 +136,10 @@ def test_the_toy_target_builds_verifies_benches_and_runs_in_a_recipe(plugin, sim
     assert [r["status"] for r in rows if r["target"] == "m.toy"] == ["ok"] and rows[0]["images_per_s"] > 0
 
     recipe = tmp_path / "toy.yaml"
-    recipe.write_text("name: toy\nmodel: {arch: simple_cnn}\nstages:\n  onnx: {enabled: false}\n  toy: {enabled: true, flavour: salted}\n"
-                      "bench: {enabled: true, batch_sizes: [1], seconds: 0.2, runtimes: [onnxruntime]}\n")
+    recipe.write_text(
+        "name: toy\nmodel: {arch: simple_cnn}\nstages:\n  onnx: {enabled: false}\n  toy: {enabled: true, flavour: salted}\n"
+        "bench: {enabled: true, batch_sizes: [1], seconds: 0.2, runtimes: [onnxruntime]}\n"
+    )
     run = cnnexport(plugin, tmp_path, "run", "--recipe", recipe, simple_cnn_ckpt, "-o", tmp_path / "out", "--json")
     assert run.returncode == 0, run.stderr
     stages = json.loads(run.stdout)["manifest"]["stages"]

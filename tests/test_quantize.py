@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import files_in, trained_digits_net
-from tests.verdicts import verified, passed
+from tests.verdicts import passed, verified
 
 
 @pytest.fixture(scope="session")
@@ -115,8 +115,10 @@ def test_tensorrt_int8_is_symmetric_and_its_cache_covers_every_quantized_tensor(
     from exporter.tensorrt.calibration_cache import activation_scales, parse_calibration_cache
 
     out = tmp_path / "l.int8-trt.onnx"
-    r = cli("quantize", digits_models["lenet5"], "--target", "tensorrt", "--calib", "digits", "--samples", "128",
-            "--trt-version", "10.3.0", "-o", out, "--json")
+    r = cli(
+        "quantize", digits_models["lenet5"], "--target", "tensorrt", "--calib", "digits", "--samples", "128",
+        "--trt-version", "10.3.0", "-o", out, "--json",
+    )  # fmt: skip
     assert r.exit_code == 0, r
     model, act_zp, weight_types, _ = _types(out)
     assert act_zp and all(dtype == "int8" and zp == 0 for dtype, zp in act_zp)  # zero points 0
@@ -144,8 +146,10 @@ def test_accuracy_drop_on_held_out_digits(cli, digits_models, tmp_path, model_na
     src = digits_models[model_name]
     drops = {}
     for precision in ("int8", "fp16"):
-        r = cli("quantize", src, "--precision", precision, "--calib", "digits", "--samples", "512", "--eval", "digits",
-                "-o", tmp_path / f"{model_name}.{precision}.onnx", "--json")
+        r = cli(
+            "quantize", src, "--precision", precision, "--calib", "digits", "--samples", "512", "--eval", "digits",
+            "-o", tmp_path / f"{model_name}.{precision}.onnx", "--json",
+        )  # fmt: skip
         assert r.exit_code == 0, r
         evaluation = r.json()["artifacts"][0]["details"]["eval"]
         assert evaluation["samples"] == 360
@@ -157,12 +161,12 @@ def test_accuracy_drop_on_held_out_digits(cli, digits_models, tmp_path, model_na
 
 
 def test_calibration_methods_give_different_scales(digits_models, tmp_path):
+    import onnx
+
     from exporter.inputs import calibration_split, open_source
     from exporter.runners.onnxruntime import OnnxRuntimeRunner
     from exporter.spec import ModelSpec
     from exporter.stages.quantize import activation_scales, export_int8
-
-    import onnx
 
     spec = ModelSpec.from_dict(OnnxRuntimeRunner(digits_models["lenet5"]).metadata)
     calib, _ = calibration_split(open_source("digits", spec), 128, 0)
@@ -239,9 +243,14 @@ def test_attention_softmax_and_activation_matmuls_stay_float(cli, tmp_path):
     assert sum(n.op_type == "QuantizeLinear" for n in model.graph.node) >= 3  # the convolution and Linear layers are int8
 
 
-TINY_VIT = ["--arch", "torchvision.models.vision_transformer:VisionTransformer", "--input-shape", "3,32,32",
-            "--arch-kwargs", '{"image_size": 32, "patch_size": 8, "num_layers": 4, "num_heads": 2, '
-            '"hidden_dim": 64, "mlp_dim": 128, "num_classes": 10}']
+TINY_VIT = [
+    "--arch",
+    "torchvision.models.vision_transformer:VisionTransformer",
+    "--input-shape",
+    "3,32,32",
+    "--arch-kwargs",
+    '{"image_size": 32, "patch_size": 8, "num_layers": 4, "num_heads": 2, "hidden_dim": 64, "mlp_dim": 128, "num_classes": 10}',
+]
 
 
 @pytest.fixture(scope="module")
@@ -267,8 +276,10 @@ def tiny_vit(tmp_path_factory):
 
 
 def _quantize_vit(cli, folder, out):
-    return cli("quantize", folder / "vit.pt", *TINY_VIT, "--calib", folder / "calib.npy", "--samples", "128",
-               "--holdout", "32", "-o", out, "--json")
+    return cli(
+        "quantize", folder / "vit.pt", *TINY_VIT, "--calib", folder / "calib.npy", "--samples", "128", "--holdout", "32",
+        "-o", out, "--json",
+    )  # fmt: skip
 
 
 def test_layernorm_residual_stream_stays_float(cli, tiny_vit, tmp_path):
@@ -306,7 +317,9 @@ def test_broken_scales_fail_verification(cli, digits_models, tmp_path):
     from onnx import numpy_helper
 
     good = tmp_path / "g.onnx"
-    passed(cli("quantize", digits_models["lenet5"], "--calib", "digits", "--samples", "64", "-o", good, "--json"), kind="int8-cpu")
+    passed(
+        cli("quantize", digits_models["lenet5"], "--calib", "digits", "--samples", "64", "-o", good, "--json"), kind="int8-cpu"
+    )
     model = onnx.load(str(good))
     inits = {i.name: i for i in model.graph.initializer}
     for node in model.graph.node:
@@ -314,8 +327,10 @@ def test_broken_scales_fail_verification(cli, digits_models, tmp_path):
             scale = inits[node.input[1]]
             scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * 100, scale.name))
     onnx.save(model, str(tmp_path / "broken.onnx"))
-    ok = cli("verify", good, "--reference", digits_models["lenet5"], "--precision", "int8", "--images", _heldout_npy(tmp_path),
-             "--json")
+    ok = cli(
+        "verify", good, "--reference", digits_models["lenet5"], "--precision", "int8", "--images", _heldout_npy(tmp_path),
+        "--json",
+    )  # fmt: skip
     passed(ok)  # the unmodified artifact passes (exit 0 alone is also a skipped verdict)
     r = cli("verify", tmp_path / "broken.onnx", "--reference", digits_models["lenet5"], "--precision", "int8")
     assert r.exit_code == 1, r
@@ -394,10 +409,13 @@ def overflow_onnx(tmp_path, cli):
 
     from tests.conftest import user_model_class
 
-    Loud = user_model_class(tmp_path, OVERFLOW_MODEL, "loud", "Loud")
+    loud_class = user_model_class(tmp_path, OVERFLOW_MODEL, "loud", "Loud")
     torch.manual_seed(0)
-    torch.save(Loud().state_dict(), tmp_path / "loud.pt")
-    r = cli("onnx", tmp_path / "loud.pt", "--arch", f"{tmp_path / 'loud.py'}:Loud", "--input-shape", "3,8,8", "-o", tmp_path / "loud.onnx")
+    torch.save(loud_class().state_dict(), tmp_path / "loud.pt")
+    r = cli(
+        "onnx", tmp_path / "loud.pt", "--arch", f"{tmp_path / 'loud.py'}:Loud", "--input-shape", "3,8,8",
+        "-o", tmp_path / "loud.onnx",
+    )  # fmt: skip
     assert r.exit_code == 0, r
     return tmp_path / "loud.onnx"
 
@@ -409,7 +427,9 @@ def test_fp16_overflow_is_kept_in_fp32_refused_or_caught(cli, overflow_onnx, tmp
     assert details["kept_fp32_nodes"] and max(details["overflow_peaks"].values()) > 65504
     fail = cli("quantize", overflow_onnx, "--precision", "fp16", "--fp16-overflow", "fail", "-o", tmp_path / "fail.onnx")
     assert fail.exit_code == 2 and "65504" in fail.stderr and not (tmp_path / "fail.onnx").exists()
-    ignored = cli("quantize", overflow_onnx, "--precision", "fp16", "--fp16-overflow", "ignore", "-o", tmp_path / "ign.onnx", "--json")
+    ignored = cli(
+        "quantize", overflow_onnx, "--precision", "fp16", "--fp16-overflow", "ignore", "-o", tmp_path / "ign.onnx", "--json"
+    )
     assert ignored.exit_code == 1, ignored  # the verifier catches what the overflow does
     assert not (tmp_path / "ign.onnx").exists()
 
@@ -506,9 +526,9 @@ def test_fp16_keeps_multiplications_by_subnormal_factors_in_fp32(cli, tmp_path):
 
     from tests.conftest import user_model_class
 
-    Scaled = user_model_class(tmp_path, UNDERFLOW_MODEL, "scaled", "Scaled")
+    scaled_class = user_model_class(tmp_path, UNDERFLOW_MODEL, "scaled", "Scaled")
     torch.manual_seed(0)
-    model = Scaled()
+    model = scaled_class()
     model.train()
     with torch.no_grad():
         for _ in range(5):
@@ -529,10 +549,14 @@ def test_fp16_keeps_multiplications_by_subnormal_factors_in_fp32(cli, tmp_path):
     types.update({v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(converted).graph.value_info})
     kept = [n for n in converted.graph.node if n.name in details["underflow_factors"]]
     assert kept and all(types.get(i) == onnx.TensorProto.FLOAT for n in kept for i in n.input)  # computed in fp32
-    assert sum(types.get(n.input[0]) == onnx.TensorProto.FLOAT16 for n in converted.graph.node if n.op_type == "Conv")  # the rest is fp16
+    assert sum(
+        types.get(n.input[0]) == onnx.TensorProto.FLOAT16 for n in converted.graph.node if n.op_type == "Conv"
+    )  # the rest is fp16
     # "ignore" turns the range rules off: nothing is kept
-    ignored = cli("quantize", tmp_path / "scaled.onnx", "--precision", "fp16", "--fp16-overflow", "ignore",
-                  "-o", tmp_path / "ign.onnx", "--json")
+    ignored = cli(
+        "quantize", tmp_path / "scaled.onnx", "--precision", "fp16", "--fp16-overflow", "ignore", "-o", tmp_path / "ign.onnx",
+        "--json",
+    )  # fmt: skip
     assert ignored.json()["artifacts"][0]["details"]["underflow_factors"] == {}
 
 
@@ -555,7 +579,9 @@ def test_any_sample_count_calibrates_under_every_method(digits_models, tmp_path,
     assert scales and all(np.isfinite(v) and v > 0 for v in scales.values())
     if samples == 300 and method == "minmax":
         # the same data in batches of 4 (which divide 300 too): the same scales
-        monkeypatch.setattr(quantize, "samples_within_budget", lambda per_sample, most, budget=None: min(most, 4) if most == 16 else most)
+        monkeypatch.setattr(
+            quantize, "samples_within_budget", lambda per_sample, most, budget=None: min(most, 4) if most == 16 else most
+        )
         again = tmp_path / "again"
         again.mkdir()
         quantize.export_int8(digits_models["lenet5"], again, "m.onnx", calib, method=method)
@@ -575,9 +601,8 @@ def test_int8_leaves_nothing_in_the_working_directory(cli, tmp_path, monkeypatch
     import torch
 
     timm = pytest.importorskip("timm", reason="timm is not installed (pip install 'cnnexport[timm]')")
-    from tests.conftest import calibrate_batchnorm
-
     from exporter.spec import ModelSpec
+    from tests.conftest import calibrate_batchnorm
 
     work = tmp_path / "cwd"
     work.mkdir()
@@ -588,8 +613,10 @@ def test_int8_leaves_nothing_in_the_working_directory(cli, tmp_path, monkeypatch
     calib = tmp_path / "calib.npy"
     np.save(calib, np.random.default_rng(0).standard_normal((24, 3, 224, 224)).astype(np.float32))
     monkeypatch.chdir(work)
-    r = cli("quantize", tmp_path / "e.pt", "--arch", "timm:efficientformerv2_s0", "--calib", calib, "--samples", "16",
-            "--holdout", "8", "-o", tmp_path / "out" / "e.int8.onnx", "--json")
+    r = cli(
+        "quantize", tmp_path / "e.pt", "--arch", "timm:efficientformerv2_s0", "--calib", calib, "--samples", "16",
+        "--holdout", "8", "-o", tmp_path / "out" / "e.int8.onnx", "--json",
+    )  # fmt: skip
     assert r.exit_code in (0, 1), r  # pass or fail on random weights: either way nothing may be left here
     assert sorted(p.name for p in work.iterdir()) == ["mine.txt"]
     details = r.json()["artifacts"][-1]["details"]

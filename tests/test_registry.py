@@ -3,8 +3,14 @@ import pytest
 from exporter import architectures
 from exporter.architectures import ArchEntry
 
-CLASSIC = {"lenet5": (1, 32, 32), "lenet_mnist": (1, 28, 28), "mobilenet_v1": (3, 224, 224),
-           "cifar_resnet18": (3, 32, 32), "cifar_resnet34": (3, 32, 32), "simple_cnn": (3, 32, 32)}
+CLASSIC = {
+    "lenet5": (1, 32, 32),
+    "lenet_mnist": (1, 28, 28),
+    "mobilenet_v1": (3, 224, 224),
+    "cifar_resnet18": (3, 32, 32),
+    "cifar_resnet34": (3, 32, 32),
+    "simple_cnn": (3, 32, 32),
+}
 
 
 def test_registry_holds_every_torchvision_classifier_and_the_classics():

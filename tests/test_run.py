@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import files_in, trained_digits_net
+from tests.conftest import trained_digits_net
 from tests.verdicts import verified
 
 FAST = ["--set", "calibration.samples=64", "--set", "calibration.holdout=32"]
@@ -35,7 +35,7 @@ def test_recipe_run_builds_every_artifact_then_serves_the_second_run_from_cache(
     assert first.exit_code == 0, first
     manifest = first.json()["manifest"]
     assert _stage_status(manifest) == {s: "pass" for s in ("torchscript", "onnx", "simplify", "int8", "fp16")}
-    for name, stage in manifest["stages"].items():
+    for stage in manifest["stages"].values():
         for f in stage["files"]:
             assert (out / f["path"]).stat().st_size == f["bytes"]
         assert stage["verification"]["batch_sizes"]
@@ -62,8 +62,11 @@ def test_recipe_run_builds_every_artifact_then_serves_the_second_run_from_cache(
 def test_parallel_and_serial_runs_give_identical_artifacts(lenet_ckpt, tmp_path):
     cli_path = Path(sys.executable).with_name("cnnexport")
     for jobs, name in ((1, "serial"), (2, "parallel")):
-        done = subprocess.run([str(cli_path), "run", str(lenet_ckpt), "--recipe", "demo", "-o", str(tmp_path / name),
-                               "-j", str(jobs), "-q", *FAST], capture_output=True, text=True)
+        done = subprocess.run(
+            [str(cli_path), "run", str(lenet_ckpt), "--recipe", "demo", "-o", str(tmp_path / name), "-j", str(jobs), "-q", *FAST],
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 0, done.stderr
     serial = json.loads((tmp_path / "serial" / "manifest.json").read_text())
     parallel = json.loads((tmp_path / "parallel" / "manifest.json").read_text())
@@ -96,7 +99,9 @@ def test_killed_run_resumes_without_redoing_finished_stages(lenet_ckpt, tmp_path
     assert timings["torchscript"]["cached"] and timings["onnx"]["cached"]
     assert not timings["fp16"]["cached"]
     assert not list(out.glob(".cnnexport-tmp-*"))
-    assert _stage_status(json.loads(again.stdout)["manifest"]) == {s: "pass" for s in ("torchscript", "onnx", "simplify", "int8", "fp16")}
+    assert _stage_status(json.loads(again.stdout)["manifest"]) == {
+        s: "pass" for s in ("torchscript", "onnx", "simplify", "int8", "fp16")
+    }
 
 
 def test_a_failing_stage_does_not_stop_independent_ones(cli, lenet_ckpt, tmp_path):
@@ -109,7 +114,10 @@ def test_a_failing_stage_does_not_stop_independent_ones(cli, lenet_ckpt, tmp_pat
 
 
 def test_stages_downstream_of_a_failure_are_skipped_with_the_reason(cli, lenet_ckpt, tmp_path):
-    r = cli("run", lenet_ckpt, "--recipe", "server-onnx-cpu", "-o", tmp_path / "d", *FAST, "--set", "verify.fp32.max_rel_err=1e-15", "--json")
+    r = cli(
+        "run", lenet_ckpt, "--recipe", "server-onnx-cpu", "-o", tmp_path / "d", *FAST, "--set", "verify.fp32.max_rel_err=1e-15",
+        "--json",
+    )  # fmt: skip
     assert r.exit_code == 1, r
     status = _stage_status(r.json()["manifest"])
     assert status["onnx"] == "fail"
@@ -163,10 +171,12 @@ def test_set_with_a_wrong_path_or_type_is_refused(cli, lenet_ckpt, tmp_path):
 def test_set_takes_values_the_way_the_cli_flags_do(cli, lenet_ckpt, tmp_path):
     """--set model.input_shape=1,32,32 and model.mean=0.5, as --input-shape and --mean take them."""
     out = tmp_path / "out"
-    r = cli("run", lenet_ckpt, "--recipe", "demo", "-o", out, "--json", *FAST, "--set", "stages.int8.enabled=false",
-            "--set", "stages.fp16.enabled=false", "--set", "stages.simplify.enabled=false", "--set", "stages.torchscript.enabled=false",
-            "--set", "model.input_shape=1,32,32", "--set", "model.mean=0.25", "--set", "model.std=0.5",
-            "--set", "verify.batch_sizes=1,3")
+    r = cli(
+        "run", lenet_ckpt, "--recipe", "demo", "-o", out, "--json", *FAST, "--set", "stages.int8.enabled=false",
+        "--set", "stages.fp16.enabled=false", "--set", "stages.simplify.enabled=false",
+        "--set", "stages.torchscript.enabled=false", "--set", "model.input_shape=1,32,32", "--set", "model.mean=0.25",
+        "--set", "model.std=0.5", "--set", "verify.batch_sizes=1,3",
+    )  # fmt: skip
     assert r.exit_code == 0, r
     manifest = r.json()["manifest"]
     assert manifest["model"]["input_shape"] == [1, 32, 32]
@@ -232,9 +242,10 @@ def test_release_recipe_runs_every_stage_and_tensorrt_is_skipped_not_passed(cli,
         assert str(out) not in json.dumps(r.json()["manifest"])  # manifest paths are relative to the folder
 
 
-ONLY_ONNX_AND_INT8 = ["--set", "stages.torchscript.enabled=false", "--set", "stages.coreml.enabled=false",
-                      "--set", "stages.tensorrt.enabled=false", "--set", "stages.fp16.enabled=false",
-                      "--set", "stages.openvino.enabled=false"]
+ONLY_ONNX_AND_INT8 = [
+    "--set", "stages.torchscript.enabled=false", "--set", "stages.coreml.enabled=false", "--set", "stages.tensorrt.enabled=false",
+    "--set", "stages.fp16.enabled=false", "--set", "stages.openvino.enabled=false",
+]  # fmt: skip
 
 
 def test_release_without_calibration_data_skips_int8_and_says_so(cli, lenet_ckpt, tmp_path):
@@ -266,8 +277,10 @@ def test_calibration_data_unlike_the_model_is_refused_before_any_work(cli, simpl
     # shaped like the model's inputs: it runs
     good = tmp_path / "rgb.npy"
     np.save(good, np.random.default_rng(0).standard_normal((48, 3, 32, 32)).astype(np.float32))
-    r = cli("run", simple_cnn_ckpt, "--recipe", "server-onnx-cpu", "-o", out, "--calib", good,
-            "--set", "calibration.samples=32", "--set", "calibration.holdout=16", "--json")
+    r = cli(
+        "run", simple_cnn_ckpt, "--recipe", "server-onnx-cpu", "-o", out, "--calib", good, "--set", "calibration.samples=32",
+        "--set", "calibration.holdout=16", "--json",
+    )  # fmt: skip
     assert r.exit_code == 0, r
     assert verified(r.json()["manifest"]["stages"]["int8"]["verification"])
 

@@ -65,7 +65,8 @@ def artifacts(loaded, tmp_path_factory) -> dict[str, Path]:
 
     folder = tmp_path_factory.mktemp("contract")
     paths = {}
-    for kind, name, options in (("onnx", "m.onnx", {}), ("torchscript", "m.ts", {}), ("coreml", "m.mlpackage", {"precision": "fp32"})):
+    made = (("onnx", "m.onnx", {}), ("torchscript", "m.ts", {}), ("coreml", "m.mlpackage", {"precision": "fp32"}))
+    for kind, name, options in made:
         if kind == "coreml" and importlib.util.find_spec("coremltools") is None:
             continue  # its cases skip, saying so
         result = export_artifact(kind, loaded, folder / name, options, VerifyOptions(enabled=False))
@@ -74,8 +75,9 @@ def artifacts(loaded, tmp_path_factory) -> dict[str, Path]:
     if importlib.util.find_spec("openvino") is not None:
         from exporter.build import build
 
-        paths["openvino"] = build("openvino", paths["onnx"], output=folder / "m.xml", loaded=loaded,
-                                  verify=VerifyOptions(enabled=False))[-1].path
+        paths["openvino"] = build(
+            "openvino", paths["onnx"], output=folder / "m.xml", loaded=loaded, verify=VerifyOptions(enabled=False)
+        )[-1].path
     for kind, name, module in (("executorch", "m.pte", "executorch.runtime"), ("litert", "m.tflite", "ai_edge_litert")):
         if importlib.util.find_spec(module.split(".")[0]) is not None:
             paths[kind] = export_artifact(kind, loaded, folder / name, {}, VerifyOptions(enabled=False)).path
@@ -101,7 +103,7 @@ class FakeMLModel:
         self.calls: list[int] = []
 
     def predict(self, data: dict) -> dict:
-        (name, value), = data.items()
+        ((name, value),) = data.items()
         assert name == self.input_name and isinstance(value, np.ndarray) and value.dtype == np.float32
         if self.batch_range and not self.batch_range[0] <= len(value) <= self.batch_range[1]:
             raise RuntimeError(f"batch {len(value)} outside the model's shape range {self.batch_range}")
@@ -217,7 +219,7 @@ def _fake_tensorrt() -> types.ModuleType:
         def deserialize_cuda_engine(self, data: bytes):
             if not data.startswith(ENGINE_MAGIC):
                 return None
-            header, onnx_bytes = data[len(ENGINE_MAGIC):].split(b"\n", 1)
+            header, onnx_bytes = data[len(ENGINE_MAGIC) :].split(b"\n", 1)
             return Engine(json.loads(header), onnx_bytes)
 
     trt.Logger, trt.TensorIOMode, trt.DataType, trt.nptype, trt.Runtime = Logger, TensorIOMode, DataType, nptype, Runtime
@@ -353,6 +355,7 @@ def _garbage_engine(path: Path, good: Path) -> None:
     sidecar_path(path).write_text(sidecar_path(good).read_text())  # a valid sidecar: the engine itself is bad
 
 
+# fmt: off
 CASES = [
     Case("pytorch", _open_torch, "", "dynamic", None, None, has_metadata=False),
     Case("pytorch-cuda", _open_torch_cuda, "", "dynamic", None, None, has_metadata=False),
@@ -376,6 +379,7 @@ CASES = [
 ]
 ARTIFACT_OF = {"torchscript": "torchscript", "onnxruntime": "onnx", "mil-interpreter": "coreml", "coreml-predict": "coreml",
                "tensorrt": "onnx", "openvino": "openvino", "executorch": "executorch", "litert": "litert"}
+# fmt: on
 
 
 @dataclass
@@ -507,8 +511,10 @@ def test_open_runner_picks_the_runner_and_errors_are_typed(case: Case, env_for, 
 
 
 # the registered Format each case stands for (the pytorch cases are the reference, not a Format)
+# fmt: off
 FORMAT_OF = {"torchscript": "torchscript", "onnxruntime": "onnx", "mil-interpreter": "coreml", "coreml-predict": "coreml",
              "tensorrt": "tensorrt", "openvino": "openvino", "executorch": "executorch", "litert": "litert"}
+# fmt: on
 
 
 def test_every_registered_format_has_a_contract_case():
@@ -541,8 +547,17 @@ def _runner_classes() -> list[type]:
 def test_every_runner_class_is_a_runner_and_sets_its_name():
     classes = _runner_classes()
     names = {cls.__name__ for cls in classes}
-    assert {"Runner", "TorchRunner", "TorchScriptRunner", "OnnxRuntimeRunner", "MilRunner", "CoreMLRunner", "TensorRTRunner",
-            "ExecuTorchRunner", "LiteRTRunner"} <= names
+    assert {
+        "Runner",
+        "TorchRunner",
+        "TorchScriptRunner",
+        "OnnxRuntimeRunner",
+        "MilRunner",
+        "CoreMLRunner",
+        "TensorRTRunner",
+        "ExecuTorchRunner",
+        "LiteRTRunner",
+    } <= names
     runners = [cls for cls in classes if cls is not Runner]
     for cls in runners:
         assert issubclass(cls, Runner), f"{cls.__name__} does not subclass Runner"
@@ -588,10 +603,13 @@ def test_verify_takes_a_duck_typed_runner_with_the_contract_defaults():
 def test_importing_the_package_loads_no_runtime():
     import subprocess
 
-    code = ("import sys, exporter.runners, exporter.runners.base; "
-            "print(sorted(m for m in ('torch', 'onnxruntime', 'onnx', 'coremltools', 'tensorrt') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    code = (
+        "import sys, exporter.runners, exporter.runners.base; "
+        "print(sorted(m for m in ('torch', 'onnxruntime', 'onnx', 'coremltools', 'tensorrt') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1]
+    )
     assert out.stdout.strip() == "[]"
 
 

@@ -1,6 +1,3 @@
-import subprocess
-import sys
-
 from tests.conftest import files_in
 from tests.verdicts import verified
 

@@ -7,8 +7,9 @@ depend on each other, only later. The wheel's package list is checked against th
 from __future__ import annotations
 
 import ast
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,9 +105,13 @@ def test_no_import_cycle_inside_exporter():
 
 def test_no_private_name_is_imported_across_modules():
     known = modules()
-    crossing = [f"{path.relative_to(REPO)}:{line} imports {target}.{n}"
-                for name, path in known.items() for target, names, line in imports(name, path, known)
-                for n in names if n.startswith("_") and not n.endswith("__") and target != name]
+    crossing = [
+        f"{path.relative_to(REPO)}:{line} imports {target}.{n}"
+        for name, path in known.items()
+        for target, names, line in imports(name, path, known)
+        for n in names
+        if n.startswith("_") and not n.endswith("__") and target != name
+    ]
     assert not crossing, crossing
 
 
@@ -114,8 +119,10 @@ def test_the_wheel_lists_every_package():
     """A package folder missing from pyproject's list is absent from the wheel (and an import error there)."""
     config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(config["packages"])
-    folders = {"exporter." + ".".join(p.parent.relative_to(REPO / "exporter").parts) if p.parent != REPO / "exporter"
-               else "exporter" for p in (REPO / "exporter").rglob("__init__.py")}
+    folders = {
+        "exporter." + ".".join(p.parent.relative_to(REPO / "exporter").parts) if p.parent != REPO / "exporter" else "exporter"
+        for p in (REPO / "exporter").rglob("__init__.py")
+    }
     assert folders | set(config["package-dir"]) == listed
     assert config["package-dir"] == {"exporter.architectures": "architectures", "exporter.recipes": "recipes"}
     assert "*.yaml" in config["package-data"]["exporter.recipes"]

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter.errors import BackendUnavailable, BadInputError
 import exporter.tensorrt as trt_stage
+from exporter.errors import BackendUnavailable, BadInputError
 from tests.conftest import files_in
 from tests.verdicts import verified
 
@@ -43,23 +43,44 @@ def test_batch_profile_parses_min_opt_max():
     profile = trt_stage.parse_batch_profile("1:8:32")
     assert (profile.min, profile.opt, profile.max) == (1, 8, 32)
     assert profile.trtexec_flags("images", (3, 32, 32)) == [
-        "--minShapes=images:1x3x32x32", "--optShapes=images:8x3x32x32", "--maxShapes=images:32x3x32x32"]
+        "--minShapes=images:1x3x32x32",
+        "--optShapes=images:8x3x32x32",
+        "--maxShapes=images:32x3x32x32",
+    ]
     assert str(trt_stage.parse_batch_profile(" 4:4:4 ")) == "4:4:4"
 
 
-@pytest.mark.parametrize("text, why", [
-    ("8:1:32", "increasing order"), ("1:64:32", "increasing order"), ("0:1:2", "start at 1"), ("-1:1:2", "start at 1"),
-    ("a:b:c", "MIN:OPT:MAX"), ("1:2", "MIN:OPT:MAX"), ("1:2:3:4", "MIN:OPT:MAX"), ("", "MIN:OPT:MAX"), ("1.5:2:3", "MIN:OPT:MAX"),
-])
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("8:1:32", "increasing order"),
+        ("1:64:32", "increasing order"),
+        ("0:1:2", "start at 1"),
+        ("-1:1:2", "start at 1"),
+        ("a:b:c", "MIN:OPT:MAX"),
+        ("1:2", "MIN:OPT:MAX"),
+        ("1:2:3:4", "MIN:OPT:MAX"),
+        ("", "MIN:OPT:MAX"),
+        ("1.5:2:3", "MIN:OPT:MAX"),
+    ],
+)
 def test_bad_batch_profiles_are_refused(text, why):
     with pytest.raises(BadInputError, match=why):
         trt_stage.parse_batch_profile(text)
 
 
-@pytest.mark.parametrize("text, size", [
-    ("2G", 2 * 1024**3), ("512M", 512 * 1024**2), ("1.5G", 1536 * 1024**2), ("2GiB", 2 * 1024**3), ("2gb", 2 * 1024**3),
-    ("4096K", 4 * 1024**2), ("1048576", 1024**2),
-])
+@pytest.mark.parametrize(
+    "text, size",
+    [
+        ("2G", 2 * 1024**3),
+        ("512M", 512 * 1024**2),
+        ("1.5G", 1536 * 1024**2),
+        ("2GiB", 2 * 1024**3),
+        ("2gb", 2 * 1024**3),
+        ("4096K", 4 * 1024**2),
+        ("1048576", 1024**2),
+    ],
+)
 def test_workspace_sizes(text, size):
     assert trt_stage.parse_size(text) == size
 
@@ -121,10 +142,19 @@ def test_tensorrt_older_than_10_is_refused():
 
 
 def test_build_options_trtexec_flags():
-    options = trt_stage.BuildOptions(trt_stage.parse_batch_profile("1:8:32"), workspace=trt_stage.parse_size("2G"),
-                                     optimization_level=5, hardware_compatibility="ampere_plus", version_compatible=True)
-    assert options.trtexec_flags() == ["--memPoolSize=workspace:2048M", "--builderOptimizationLevel=5",
-                                       "--hardwareCompatibilityLevel=ampere+", "--versionCompatible"]
+    options = trt_stage.BuildOptions(
+        trt_stage.parse_batch_profile("1:8:32"),
+        workspace=trt_stage.parse_size("2G"),
+        optimization_level=5,
+        hardware_compatibility="ampere_plus",
+        version_compatible=True,
+    )
+    assert options.trtexec_flags() == [
+        "--memPoolSize=workspace:2048M",
+        "--builderOptimizationLevel=5",
+        "--hardwareCompatibilityLevel=ampere+",
+        "--versionCompatible",
+    ]
     assert trt_stage.BuildOptions(trt_stage.parse_batch_profile("1:1:1")).trtexec_flags() == []
     with pytest.raises(BadInputError, match="--opt-level"):
         trt_stage.BuildOptions(trt_stage.parse_batch_profile("1:1:1"), optimization_level=6)
@@ -137,8 +167,15 @@ H100 = {"tensorrt_version": "10.8.0.43", "gpu": "NVIDIA H100 80GB HBM3", "comput
 
 
 def _sidecar(**over) -> dict:
-    base = {"format": trt_stage.SIDECAR_FORMAT, "tensorrt_version": "10.8.0", "gpu": "NVIDIA H100 80GB HBM3",
-            "compute_capability": "9.0", "hardware_compatibility": "none", "version_compatible": False, "source_onnx": "m.onnx"}
+    base = {
+        "format": trt_stage.SIDECAR_FORMAT,
+        "tensorrt_version": "10.8.0",
+        "gpu": "NVIDIA H100 80GB HBM3",
+        "compute_capability": "9.0",
+        "hardware_compatibility": "none",
+        "version_compatible": False,
+        "source_onnx": "m.onnx",
+    }
     return {**base, **over}
 
 
@@ -149,7 +186,9 @@ def test_sidecar_matching_machine_has_no_problems():
 
 
 def test_sidecar_mismatches_are_each_named():
-    problems = trt_stage.compatibility_problems(_sidecar(tensorrt_version="10.3.0", compute_capability="8.6", gpu="NVIDIA A10"), H100)
+    problems = trt_stage.compatibility_problems(
+        _sidecar(tensorrt_version="10.3.0", compute_capability="8.6", gpu="NVIDIA A10"), H100
+    )
     assert len(problems) == 2
     assert "TensorRT 10.3.0" in problems[0] and "10.8.0.43" in problems[0]
     assert "compute capability 8.6" in problems[1] and "9.0" in problems[1]
@@ -259,18 +298,32 @@ def test_emit_script_fp16_kit(cli, simple_cnn_ckpt, tmp_path):
     assert engine["verification"]["status"] == "skipped" and engine["verification"]["reason"] == "tensorrt not installed"
     assert engine["details"]["installed"] is False and engine["sha256"] is None
     assert _kit_command(kit) == [
-        "--onnx=net.onnx", "--saveEngine=net.engine",
-        "--minShapes=input:1x3x32x32", "--optShapes=input:8x3x32x32", "--maxShapes=input:32x3x32x32",
-        "--fp16", "--timingCacheFile=timing.cache", "--skipInference",
+        "--onnx=net.onnx",
+        "--saveEngine=net.engine",
+        "--minShapes=input:1x3x32x32",
+        "--optShapes=input:8x3x32x32",
+        "--maxShapes=input:32x3x32x32",
+        "--fp16",
+        "--timingCacheFile=timing.cache",
+        "--skipInference",
     ]
     assert (kit / "net.onnx").read_bytes() == (tmp_path / "net.onnx").read_bytes()  # the verified model, byte for byte
-    assert {p.name for p in kit.iterdir()} >= {"build.sh", "verify.sh", "README.md", "checksums.sha256", "net.onnx",
-                                                "net.engine.build.json", "net.engine.report.json"}
+    assert {p.name for p in kit.iterdir()} >= {
+        "build.sh",
+        "verify.sh",
+        "README.md",
+        "checksums.sha256",
+        "net.onnx",
+        "net.engine.build.json",
+        "net.engine.report.json",
+    }
     assert os.access(kit / "build.sh", os.X_OK)
     partial = json.loads((kit / "net.engine.build.json").read_text())
     assert partial["precision"] == "fp16" and partial["profile"]["max"] == [32, 3, 32, 32]
     assert partial["source_onnx_sha256"] == onnx_entry["sha256"] and partial["spec"]["arch"] == "simple_cnn"
-    assert "cnnexport verify net.engine --reference net.onnx --precision fp16 --batch-sizes 1,32" in (kit / "verify.sh").read_text()
+    assert (
+        "cnnexport verify net.engine --reference net.onnx --precision fp16 --batch-sizes 1,32" in (kit / "verify.sh").read_text()
+    )
     readme = (kit / "README.md").read_text()
     assert "bash build.sh" in readme and "--checkpoint net.pt" in readme
     assert subprocess.run(["bash", "-n", str(kit / "build.sh")]).returncode == 0
@@ -339,8 +392,10 @@ def test_emit_script_for_tensorrt_11_builds_the_fp16_onnx(cli, exported_onnx, tm
     shutil.copyfile(exported_onnx, model)
     calib = tmp_path / "calib.npy"  # simple_cnn takes RGB 32x32: the 1-channel digits are refused as its calibration data
     np.save(calib, np.random.default_rng(0).standard_normal((32, 3, 32, 32)).astype(np.float32))
-    r = cli("tensorrt", model, "--precision", "fp16", "--trt-version", "11.0.0", "--calib", calib, "--batch", "1:4:8",
-            "--emit-script", tmp_path / "kit", "--json")
+    r = cli(
+        "tensorrt", model, "--precision", "fp16", "--trt-version", "11.0.0", "--calib", calib, "--batch", "1:4:8",
+        "--emit-script", tmp_path / "kit", "--json",
+    )  # fmt: skip
     assert r.exit_code == 0, r
     kinds = {a["kind"]: a for a in r.json()["artifacts"]}
     assert verified(kinds["fp16"]["verification"])
@@ -356,19 +411,34 @@ def test_every_builder_option_reaches_the_command(cli, simple_cnn_ckpt, tmp_path
     model = tmp_path / "p.onnx"
     r = cli("onnx", simple_cnn_ckpt, "--arch", "simple_cnn", "--input-name", "pixels", "-o", model)
     assert r.exit_code == 0, r
-    r = cli("tensorrt", model, "--batch", "1:2:4", "--workspace", "512M", "--opt-level", "4", "--hardware-compat", "ampere_plus",
-            "--version-compatible", "--timing-cache", "/var/cache/trt/shared.cache", "-o", tmp_path / "p.plan",
-            "--emit-script", tmp_path / "kit")
+    r = cli(
+        "tensorrt", model, "--batch", "1:2:4", "--workspace", "512M", "--opt-level", "4", "--hardware-compat", "ampere_plus",
+        "--version-compatible", "--timing-cache", "/var/cache/trt/shared.cache", "-o", tmp_path / "p.plan",
+        "--emit-script", tmp_path / "kit",
+    )  # fmt: skip
     assert r.exit_code == 0, r
     assert _kit_command(tmp_path / "kit") == [
-        "--onnx=p.onnx", "--saveEngine=p.plan",
-        "--minShapes=pixels:1x3x32x32", "--optShapes=pixels:2x3x32x32", "--maxShapes=pixels:4x3x32x32",
-        "--noTF32", "--memPoolSize=workspace:512M", "--builderOptimizationLevel=4", "--hardwareCompatibilityLevel=ampere+",
-        "--versionCompatible", "--timingCacheFile=/var/cache/trt/shared.cache", "--skipInference",
+        "--onnx=p.onnx",
+        "--saveEngine=p.plan",
+        "--minShapes=pixels:1x3x32x32",
+        "--optShapes=pixels:2x3x32x32",
+        "--maxShapes=pixels:4x3x32x32",
+        "--noTF32",
+        "--memPoolSize=workspace:512M",
+        "--builderOptimizationLevel=4",
+        "--hardwareCompatibilityLevel=ampere+",
+        "--versionCompatible",
+        "--timingCacheFile=/var/cache/trt/shared.cache",
+        "--skipInference",
     ]
     partial = json.loads((tmp_path / "kit" / "p.plan.build.json").read_text())
-    assert (partial["input"], partial["workspace_bytes"], partial["optimization_level"], partial["hardware_compatibility"],
-            partial["version_compatible"]) == ("pixels", 512 * 1024**2, 4, "ampere_plus", True)
+    assert (
+        partial["input"],
+        partial["workspace_bytes"],
+        partial["optimization_level"],
+        partial["hardware_compatibility"],
+        partial["version_compatible"],
+    ) == ("pixels", 512 * 1024**2, 4, "ampere_plus", True)
 
 
 @no_trt
@@ -384,8 +454,9 @@ def test_kit_is_never_half_written(cli, exported_onnx, tmp_path):
 
     plan = trt_stage.decide_plan("10.8.0", "int8", "calibrator")
     options = trt_stage.BuildOptions(trt_stage.parse_batch_profile("1:1:2"))
-    request = KitRequest(tmp_path / "kit", "m.engine", exported_onnx, exported_onnx, plan, options, "input", (3, 32, 32), {},
-                         calib=None)  # an int8 kit without its cache fails after the models were copied
+    request = KitRequest(
+        tmp_path / "kit", "m.engine", exported_onnx, exported_onnx, plan, options, "input", (3, 32, 32), {}, calib=None
+    )  # an int8 kit without its cache fails after the models were copied
     with pytest.raises(BadInputError):
         write_kit(request)
     assert files_in(tmp_path) == {"busy", "busy/notes.txt"}  # no kit, no staging folder left
@@ -429,7 +500,10 @@ def test_engine_builds_verifies_and_refuses_a_foreign_sidecar(cli, simple_cnn_ck
     sidecar = json.loads((tmp_path / "net.engine.json").read_text())
     assert sidecar["precision"] == precision and sidecar["tensorrt_version"] and sidecar["compute_capability"]
     assert (tmp_path / "t.cache").stat().st_size > 0
-    assert cli("verify", tmp_path / "net.engine", "--checkpoint", ckpt, "--precision", precision, "--batch-sizes", "1,8").exit_code == 0
+    assert (
+        cli("verify", tmp_path / "net.engine", "--checkpoint", ckpt, "--precision", precision, "--batch-sizes", "1,8").exit_code
+        == 0
+    )
     sidecar["tensorrt_version"] = "9.9.9"
     (tmp_path / "net.engine.json").write_text(json.dumps(sidecar))
     r = cli("verify", tmp_path / "net.engine", "--checkpoint", ckpt)
@@ -439,8 +513,10 @@ def test_engine_builds_verifies_and_refuses_a_foreign_sidecar(cli, simple_cnn_ck
 @pytest.mark.tensorrt
 def test_int8_qdq_engine_is_judged_on_held_out_digits(cli, lenet5_ckpt, tmp_path):
     _need_trt_gpu()
-    r = cli("tensorrt", lenet5_ckpt, "--precision", "int8", "--calib", "digits", "--samples", "128", "--batch", "1:8:32",
-            "-o", tmp_path / "l.engine", "--json")
+    r = cli(
+        "tensorrt", lenet5_ckpt, "--precision", "int8", "--calib", "digits", "--samples", "128", "--batch", "1:8:32",
+        "-o", tmp_path / "l.engine", "--json",
+    )  # fmt: skip
     assert r.exit_code == 0, r
     checks = _engine_entry(r.json())["verification"]["checks"]
     assert any(c["inputs"].startswith("held-out") and c["judged"] and c["status"] == "pass" for c in checks)
@@ -458,11 +534,11 @@ def test_absurd_workspace_is_a_clean_error():
 
 
 def _graph(nodes, inits=(), opset=17, input_dims=("batch", 3, 8, 8), out_dims=None):
-    import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        nodes, "g",
+        nodes,
+        "g",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(input_dims))],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_dims)],
         initializer=list(inits),
@@ -476,12 +552,19 @@ def test_lint_refuses_ops_without_a_tensorrt_importer_and_names_the_node(cli, tm
 
     from exporter.tensorrt.lint import lint
 
-    model = _graph([helper.make_node("Relu", ["input"], ["r"], name="relu_1"),
-                    helper.make_node("Bernoulli", ["r"], ["output"], name="coin")])  # marked N in the table
+    model = _graph(
+        [helper.make_node("Relu", ["input"], ["r"], name="relu_1"), helper.make_node("Bernoulli", ["r"], ["output"], name="coin")]
+    )  # marked N in the table
     result = lint(model)
     assert result["status"] == "fail"
-    assert result["violations"] == [{"node": "coin", "op": "Bernoulli", "verdict": "violation",
-                                     "reason": "TensorRT's ONNX parser has no importer for Bernoulli"}]
+    assert result["violations"] == [
+        {
+            "node": "coin",
+            "op": "Bernoulli",
+            "verdict": "violation",
+            "reason": "TensorRT's ONNX parser has no importer for Bernoulli",
+        }
+    ]
     from exporter.spec import METADATA_KEY, ModelSpec
 
     helper.set_model_props(model, {METADATA_KEY: ModelSpec("coin", 8, 3, 8, 8).to_json()})
@@ -502,7 +585,9 @@ def test_lint_says_unknown_where_the_table_cannot_tell():
     result = lint(custom)
     assert result["status"] == "unknown" and result["unknown"][0]["op"] == "opset"  # beyond the table's opsets
     listed = _graph([helper.make_node("NoSuchOp", ["input"], ["output"], name="x")])
-    assert lint(listed)["status"] == "unknown" and lint(listed)["unknown"][0]["reason"] == "not in TensorRT's operator support table"
+    assert (
+        lint(listed)["status"] == "unknown" and lint(listed)["unknown"][0]["reason"] == "not in TensorRT's operator support table"
+    )
     plugin = _graph([helper.make_node("FusedConv", ["input"], ["output"], name="f", domain="com.microsoft")])
     assert lint(plugin)["status"] == "fail" and "plugin" in lint(plugin)["violations"][0]["reason"]
     dynamic = _graph([helper.make_node("Relu", ["input"], ["output"], name="r")], input_dims=("batch", 3, "h", "w"))
@@ -559,7 +644,8 @@ def test_an_equal_of_two_booleans_is_exported_as_not_xor_which_tensorrt_parses()
         helper.make_node("Equal", ["a_neg", "b_neg"], ["same_sign"], name="same_sign"),
     ]
     graph = helper.make_graph(
-        nodes, "g",
+        nodes,
+        "g",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4]) for n in ("a", "b")],
         [helper.make_tensor_value_info("same_sign", TensorProto.BOOL, [4])],
     )

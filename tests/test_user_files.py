@@ -55,8 +55,13 @@ def test_the_issue_case_onnx_over_the_checkpoint_is_refused(cli, folder, monkeyp
 def test_every_spelling_of_the_checkpoint_is_refused(cli, folder, monkeypatch, spelling):
     monkeypatch.chdir(folder)
     (folder / "sub").mkdir()
-    output = {"dotdot": "sub/../resnet18_copy.pt", "missing-dotdot": "nowhere/../resnet18_copy.pt",
-              "absolute": str(folder / "resnet18_copy.pt"), "symlink": "link.onnx", "hardlink": "hard.onnx"}[spelling]
+    output = {
+        "dotdot": "sub/../resnet18_copy.pt",
+        "missing-dotdot": "nowhere/../resnet18_copy.pt",
+        "absolute": str(folder / "resnet18_copy.pt"),
+        "symlink": "link.onnx",
+        "hardlink": "hard.onnx",
+    }[spelling]
     if spelling == "symlink":
         os.symlink("resnet18_copy.pt", "link.onnx")
     if spelling == "hardlink":
@@ -80,11 +85,15 @@ def test_outputs_onto_data_and_references_are_refused(cli, folder, exported_onnx
         (("quantize", onnx_copy, "--calib", "calib.npy", "-o", "calib.npy"), "the --calib data"),
         (("onnx", "resnet18_copy.pt", "--arch", "simple_cnn", "--images", "calib.npy", "-o", "./calib.npy"), "the --images data"),
         (("quantize", onnx_copy, "--calib", "calib.npy", "--eval", "calib.npy", "-o", "calib.npy"), "calib.npy"),
-        (("simplify", onnx_copy, "--checkpoint", "resnet18_copy.pt", "--arch", "simple_cnn", "-o", "resnet18_copy.pt"),
-         "the --checkpoint reference"),
+        (
+            ("simplify", onnx_copy, "--checkpoint", "resnet18_copy.pt", "--arch", "simple_cnn", "-o", "resnet18_copy.pt"),
+            "the --checkpoint reference",
+        ),
         (("onnx", "resnet18_copy.pt", "--arch", "simple_cnn", "--labels", "labels.txt", "-o", "labels.txt"), "the --labels file"),
-        (("quantize", "resnet18_copy.pt", "--arch", "simple_cnn", "--calib", "images", "-o", "images/m.onnx"),
-         "inside the --calib data"),
+        (
+            ("quantize", "resnet18_copy.pt", "--arch", "simple_cnn", "--calib", "images", "-o", "images/m.onnx"),
+            "inside the --calib data",
+        ),
     ]
     for args, role in cases:
         refused(cli(*args), role)
@@ -118,8 +127,11 @@ def test_run_never_writes_over_its_inputs(cli, folder, monkeypatch):
     monkeypatch.chdir(folder)
     torch.jit.trace(build_model("simple_cnn").eval(), torch.zeros(1, 3, 32, 32)).save("m.ts")
     before, files = sha("m.ts"), files_in(folder)
-    refused(cli("run", "m.ts", "--recipe", "release", "-o", ".", "--set", "stages.torchscript.enabled=true"),
-            "m.ts", "is the checkpoint")
+    refused(
+        cli("run", "m.ts", "--recipe", "release", "-o", ".", "--set", "stages.torchscript.enabled=true"),
+        "m.ts",
+        "is the checkpoint",
+    )
     (folder / "images").mkdir()
     refused(cli("run", "m.ts", "--recipe", "release", "-o", "images/out", "--calib", "images"), "inside calibration.data")
     recipe = folder / "report.md"  # a recipe file where the run writes its report
@@ -131,12 +143,15 @@ def test_run_never_writes_over_its_inputs(cli, folder, monkeypatch):
 # ----------------------------------------------------------------- options checked before work
 
 
-@pytest.mark.parametrize("args,words", [
-    (("--opset", "99"), ("--opset", "opset 99", "18 to")),
-    (("--opset", "7"), ("--opset", "18 to", "--exporter legacy")),
-    (("--opset", "24", "--exporter", "legacy"), ("--opset", "legacy exporter", "7 to 23")),
-    (("--opset", "0", "--exporter", "legacy"), ("--opset", "7 to 23")),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (("--opset", "99"), ("--opset", "opset 99", "18 to")),
+        (("--opset", "7"), ("--opset", "18 to", "--exporter legacy")),
+        (("--opset", "24", "--exporter", "legacy"), ("--opset", "legacy exporter", "7 to 23")),
+        (("--opset", "0", "--exporter", "legacy"), ("--opset", "7 to 23")),
+    ],
+)
 def test_an_opset_the_exporter_cannot_write_is_exit_2_before_work(cli, folder, args, words):
     files = files_in(folder)
     r = cli("onnx", folder / "resnet18_copy.pt", "--arch", "simple_cnn", "-o", folder / "m.onnx", *args)
@@ -151,16 +166,20 @@ def test_an_opset_is_written_as_asked(cli, folder):
 
     for exporter, opset in (("legacy", 13), ("dynamo", 20)):
         out = folder / f"m{opset}.onnx"
-        r = cli("onnx", folder / "resnet18_copy.pt", "--arch", "simple_cnn", "-o", out, "--opset", opset, "--exporter", exporter,
-                "--json")
+        r = cli(
+            "onnx", folder / "resnet18_copy.pt", "--arch", "simple_cnn", "-o", out, "--opset", opset, "--exporter", exporter,
+            "--json",
+        )  # fmt: skip
         report = passed(r, kind="onnx")["artifacts"][-1]
         assert report["details"]["opset"] == opset
         assert [o.version for o in onnx.load(str(out)).opset_import if o.domain in ("", "ai.onnx")] == [opset]
 
 
 def test_a_recipe_opset_names_its_key(cli, folder):
-    r = cli("run", folder / "resnet18_copy.pt", "--recipe", "release", "-o", folder / "out", "--set", "stages.onnx.opset=99",
-            "--set", "model.arch=simple_cnn")
+    r = cli(
+        "run", folder / "resnet18_copy.pt", "--recipe", "release", "-o", folder / "out", "--set", "stages.onnx.opset=99",
+        "--set", "model.arch=simple_cnn",
+    )  # fmt: skip
     refused(r, "stages.onnx.opset", "18 to")
     assert not (folder / "out").exists()
 
@@ -172,8 +191,11 @@ def test_the_issue_case_quantize_with_empty_or_corrupt_calibration_writes_nothin
     corrupt.mkdir()
     (corrupt / "a.png").write_bytes(b"\x89PNG not really")
     files = files_in(folder)
-    for data, words in ((empty, ("--calib", "contains no images")), (corrupt, ("--calib", "cannot be read")),
-                        (folder / "missing", ("--calib", "does not exist"))):
+    for data, words in (
+        (empty, ("--calib", "contains no images")),
+        (corrupt, ("--calib", "cannot be read")),
+        (folder / "missing", ("--calib", "does not exist")),
+    ):
         r = cli("quantize", folder / "resnet18_copy.pt", "--arch", "simple_cnn", "--calib", data)
         line = refused(r, *words)
         assert "exporting" not in r.stderr, line
@@ -183,8 +205,10 @@ def test_the_issue_case_quantize_with_empty_or_corrupt_calibration_writes_nothin
 def test_eval_and_images_are_checked_before_work(cli, folder):
     np.save(folder / "wrong.npy", np.zeros((4, 1, 32, 32), np.float32))
     files = files_in(folder)
-    r = cli("quantize", folder / "resnet18_copy.pt", "--arch", "simple_cnn", "--calib", folder / "calib.npy", "--eval",
-            folder / "calib.npy")
+    r = cli(
+        "quantize", folder / "resnet18_copy.pt", "--arch", "simple_cnn", "--calib", folder / "calib.npy",
+        "--eval", folder / "calib.npy",
+    )  # fmt: skip
     assert "exporting" not in refused(r, "--eval", "no labels") + r.stderr
     r = cli("onnx", folder / "resnet18_copy.pt", "--arch", "simple_cnn", "--images", folder / "wrong.npy")
     assert "exporting" not in refused(r, "--images") + r.stderr
@@ -195,11 +219,15 @@ def test_run_checks_every_stage_source_before_stage_one(cli, folder):
     """evaluation.data without labels, a missing verify.images: exit 2 naming the key, no output folder."""
     out = folder / "out"
     common = ("--set", "model.arch=simple_cnn", "--set", "stages.int8.enabled=true", "--calib", str(folder / "calib.npy"))
-    r = cli("run", folder / "resnet18_copy.pt", "--recipe", "release", "-o", out, *common,
-            "--set", f"evaluation.data={folder / 'calib.npy'}")
+    r = cli(
+        "run", folder / "resnet18_copy.pt", "--recipe", "release", "-o", out, *common,
+        "--set", f"evaluation.data={folder / 'calib.npy'}",
+    )  # fmt: skip
     refused(r, "evaluation.data", "no labels")
-    r = cli("run", folder / "resnet18_copy.pt", "--recipe", "release", "-o", out, *common,
-            "--set", f"verify.images={folder / 'nothing'}")
+    r = cli(
+        "run", folder / "resnet18_copy.pt", "--recipe", "release", "-o", out, *common,
+        "--set", f"verify.images={folder / 'nothing'}",
+    )  # fmt: skip
     refused(r, "verify.images", "does not exist")
     assert not out.exists()
 
@@ -257,8 +285,10 @@ def test_a_second_export_into_a_busy_folder_waits_for_the_first(folder):
 
     out = folder / "out"
     out.mkdir()
-    cmd = [sys.executable, "-m", "exporter.cli", "onnx", str(folder / "resnet18_copy.pt"), "--arch", "simple_cnn",
-           "-o", str(out / "m.onnx"), "--json"]
+    cmd = [
+        sys.executable, "-m", "exporter.cli", "onnx", str(folder / "resnet18_copy.pt"), "--arch", "simple_cnn",
+        "-o", str(out / "m.onnx"), "--json",
+    ]  # fmt: skip
     with folder_lock([out]):
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         lines: list[str] = []
@@ -292,7 +322,9 @@ def test_the_spec_an_onnx_carries_wins_over_the_checkpoints_defaults(cli, simple
         assert report["model"]["input_shape"] == [3, 48, 48] and report["model"]["mean"] == [0.0, 0.0, 0.0], verb
         passed(r)
     # a flag still overrides the stored spec, unless the graph cannot take it: one sentence, exit 2, nothing written
-    r = cli("quantize", onnx, "--precision", "fp16", "--checkpoint", simple_cnn_ckpt, "--input-shape", "3,64,64",
-            "-o", tmp_path / "x.fp16.onnx")
+    r = cli(
+        "quantize", onnx, "--precision", "fp16", "--checkpoint", simple_cnn_ckpt, "--input-shape", "3,64,64",
+        "-o", tmp_path / "x.fp16.onnx",
+    )  # fmt: skip
     assert r.exit_code == 2 and "--input-shape 3,64,64 does not fit m.onnx, whose graph takes 3x48x48" in r.stderr, r
     assert "Traceback" not in r.stderr and not (tmp_path / "x.fp16.onnx").exists()

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from exporter.verify import TOLERANCES, Check, Verdict, compare_arrays, tolerance_for, verify
 from exporter.inputs import InputSet
+from exporter.verify import TOLERANCES, Verdict, compare_arrays, tolerance_for, verify
 
 FP32 = TOLERANCES["fp32"]
 

@@ -77,14 +77,33 @@ def test_a_second_sweep_rebuilds_nothing(swept):
 def test_zoo_table_renders_every_status():
     from benchmarks.zoo import render
 
-    table = render([
-        {"model": "a", "input_shape": [3, 8, 8], "seconds": 1,
-         "stages": {"onnx": {"status": "pass", "seconds": 1.0}, "tensorrt": {"status": "skipped (tensorrt not installed)"},
-                    "coreml": {"status": "pass (batch 1 only; a flexible batch: rank 6)", "seconds": 4.0}}},
-        {"model": "b", "input_shape": [3, 224, 224], "seconds": 2, "note": "native input: RuntimeError: too small",
-         "stages": {"onnx": {"status": "error (torch.onnx.export failed: X)", "seconds": 2.0}, "broken": {"status": "caught"},
-                    "tensorrt": {"status": "skipped (tensorrt not installed)"}, "coreml": {"status": "fail (cosine 0.5)", "seconds": 1.0}}},
-    ], not_run=["c"])
+    table = render(
+        [
+            {
+                "model": "a",
+                "input_shape": [3, 8, 8],
+                "seconds": 1,
+                "stages": {
+                    "onnx": {"status": "pass", "seconds": 1.0},
+                    "tensorrt": {"status": "skipped (tensorrt not installed)"},
+                    "coreml": {"status": "pass (batch 1 only; a flexible batch: rank 6)", "seconds": 4.0},
+                },
+            },
+            {
+                "model": "b",
+                "input_shape": [3, 224, 224],
+                "seconds": 2,
+                "note": "native input: RuntimeError: too small",
+                "stages": {
+                    "onnx": {"status": "error (torch.onnx.export failed: X)", "seconds": 2.0},
+                    "broken": {"status": "caught"},
+                    "tensorrt": {"status": "skipped (tensorrt not installed)"},
+                    "coreml": {"status": "fail (cosine 0.5)", "seconds": 1.0},
+                },
+            },
+        ],
+        not_run=["c"],
+    )
     assert "Not run yet (1; `--models` runs them): c" in table
     assert "| onnx | 1 / 2 | 0 | 3 |" in table and "| broken | 1 / 1 | 0 | 0 |" in table
     assert "| tensorrt | 0 / 0 | 2 | 0 |" in table  # skipped is never counted as run

@@ -30,9 +30,9 @@ import shlex
 import sys
 import types
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 EXIT_VERIFICATION_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -220,7 +220,9 @@ def tiny_onnx(batch="batch", opset: int = 17, spec_json: str | None = "default",
         inputs.append(helper.make_tensor_value_info("extra", TensorProto.FLOAT, [batch, 10]))
         nodes[-1].output[0] = "g"
         nodes.append(helper.make_node("Add", ["g", "extra"], ["logits"], name="add"))
-    graph = helper.make_graph(nodes, "tiny", inputs, [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])], inits)
+    graph = helper.make_graph(
+        nodes, "tiny", inputs, [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])], inits
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     if spec_json is not None:
@@ -422,7 +424,7 @@ def _(c, i):
 @case("ckpt-safetensors-garbage", "checkpoint")
 def _(c, i):
     path = c.path("weights.safetensors")
-    path.write_bytes(b"\x20\x00\x00\x00\x00\x00\x00\x00{\"a\": [" + random.Random(5).randbytes(200))
+    path.write_bytes(b'\x20\x00\x00\x00\x00\x00\x00\x00{"a": [' + random.Random(5).randbytes(200))
     return _bad(i, "checkpoint", c.onnx_args(path), ["weights.safetensors", "not a readable safetensors"])
 
 
@@ -502,7 +504,9 @@ def _(c, i):
 def _(c, i):
     path = c.path("random.onnx")
     path.write_bytes(random.Random(7).randbytes(2048))
-    return _bad(i, "onnx", ("verify", path, "--checkpoint", c.good_ckpt, "--arch", "simple_cnn"), ["random.onnx", "cannot be loaded"])
+    return _bad(
+        i, "onnx", ("verify", path, "--checkpoint", c.good_ckpt, "--arch", "simple_cnn"), ["random.onnx", "cannot be loaded"]
+    )
 
 
 @case("onnx-fixed-batch", "onnx")
@@ -518,15 +522,19 @@ def _(c, i):
     model = tiny_onnx()
     # a CHW input with no batch axis at all: the graph flattens it and takes the first 10 values
     del model.graph.node[:]
-    model.graph.node.extend([
-        helper.make_node("Flatten", ["input"], ["f"], axis=0),
-        helper.make_node("Slice", ["f", "starts", "ends", "axes"], ["logits"]),
-    ])
+    model.graph.node.extend(
+        [
+            helper.make_node("Flatten", ["input"], ["f"], axis=0),
+            helper.make_node("Slice", ["f", "starts", "ends", "axes"], ["logits"]),
+        ]
+    )
     del model.graph.initializer[:]
-    from onnx import numpy_helper
     import numpy as np
+    from onnx import numpy_helper
 
-    model.graph.initializer.extend([numpy_helper.from_array(np.array([v], np.int64), n) for n, v in (("starts", 0), ("ends", 10), ("axes", 1))])
+    model.graph.initializer.extend(
+        [numpy_helper.from_array(np.array([v], np.int64), n) for n, v in (("starts", 0), ("ends", 10), ("axes", 1))]
+    )
     del model.graph.input[:]
     model.graph.input.append(helper.make_tensor_value_info("input", TensorProto.FLOAT, [3, 32, 32]))
     del model.graph.output[:]
@@ -539,7 +547,9 @@ def _(c, i):
 def _(c, i):
     folder = c.path("external/x").parent
     path = folder / "split.onnx"
-    save_onnx(tiny_onnx(), path, save_as_external_data=True, all_tensors_to_one_file=True, location="split.onnx.data", size_threshold=0)
+    save_onnx(
+        tiny_onnx(), path, save_as_external_data=True, all_tensors_to_one_file=True, location="split.onnx.data", size_threshold=0
+    )
     (folder / "split.onnx.data").unlink()
     return _bad(i, "onnx", _simplify(c, path), ["split.onnx", "cannot be loaded", "split.onnx.data"])
 
@@ -547,7 +557,9 @@ def _(c, i):
 @case("onnx-opset-rejected", "onnx")
 def _(c, i):
     path = save_onnx(tiny_onnx(opset=99), c.path("opset99.onnx"))
-    return _bad(i, "onnx", ("quantize", path, "--calib", c.good_npy, "-o", c.out("q.onnx")), ["opset99.onnx", "cannot be loaded", "opset"])
+    return _bad(
+        i, "onnx", ("quantize", path, "--calib", c.good_npy, "-o", c.out("q.onnx")), ["opset99.onnx", "cannot be loaded", "opset"]
+    )
 
 
 @case("onnx-two-inputs", "onnx")
@@ -565,7 +577,12 @@ def _(c, i):
 @case("onnx-spec-not-json", "onnx")
 def _(c, i):
     path = save_onnx(tiny_onnx(spec_json="{not json"), c.path("badmeta.onnx"))
-    return _bad(i, "onnx", ("verify", path, "--checkpoint", c.good_ckpt, "--arch", "simple_cnn"), ["badmeta.onnx", "cnnexport.spec", "not JSON"])
+    return _bad(
+        i,
+        "onnx",
+        ("verify", path, "--checkpoint", c.good_ckpt, "--arch", "simple_cnn"),
+        ["badmeta.onnx", "cnnexport.spec", "not JSON"],
+    )
 
 
 @case("onnx-spec-missing-fields", "onnx")
@@ -578,7 +595,9 @@ def _(c, i):
 def _(c, i):
     path = c.path("model.bin")
     path.write_bytes(c.good_onnx.read_bytes())
-    return _bad(i, "onnx", ("verify", path, "--checkpoint", c.good_ckpt, "--arch", "simple_cnn"), ["model.bin", "cannot tell what kind"])
+    return _bad(
+        i, "onnx", ("verify", path, "--checkpoint", c.good_ckpt, "--arch", "simple_cnn"), ["model.bin", "cannot tell what kind"]
+    )
 
 
 # ---- Core ML packages (read by the MIL interpreter on Linux)
@@ -593,20 +612,39 @@ def _mlpackage(c: Corpus, name: str) -> Path:
 def _(c, i):
     pkg = _mlpackage(c, "broken_manifest")
     (pkg / "Manifest.json").write_text("{broken")
-    return _bad(i, "mlpackage", ("verify", pkg, "--checkpoint", c.good_ckpt, "--arch", "simple_cnn"), ["broken_manifest.mlpackage", "Manifest.json"])
+    return _bad(
+        i,
+        "mlpackage",
+        ("verify", pkg, "--checkpoint", c.good_ckpt, "--arch", "simple_cnn"),
+        ["broken_manifest.mlpackage", "Manifest.json"],
+    )
 
 
 @case("mlpackage-weights-missing", "mlpackage")
 def _(c, i):
     pkg = _mlpackage(c, "no_weights")
-    (pkg / "Manifest.json").write_text(json.dumps({
-        "fileFormatVersion": "1.0.0",
-        "itemInfoEntries": {"A": {"author": "com.apple.CoreML", "description": "CoreML Model Specification", "name": "model.mlmodel",
-                                   "path": "com.apple.CoreML/model.mlmodel"},
-                            "B": {"author": "com.apple.CoreML", "description": "CoreML Model Weights", "name": "weights",
-                                  "path": "com.apple.CoreML/weights"}},
-        "rootModelIdentifier": "A",
-    }))
+    (pkg / "Manifest.json").write_text(
+        json.dumps(
+            {
+                "fileFormatVersion": "1.0.0",
+                "itemInfoEntries": {
+                    "A": {
+                        "author": "com.apple.CoreML",
+                        "description": "CoreML Model Specification",
+                        "name": "model.mlmodel",
+                        "path": "com.apple.CoreML/model.mlmodel",
+                    },
+                    "B": {
+                        "author": "com.apple.CoreML",
+                        "description": "CoreML Model Weights",
+                        "name": "weights",
+                        "path": "com.apple.CoreML/weights",
+                    },
+                },
+                "rootModelIdentifier": "A",
+            }
+        )
+    )
     (pkg / "Data/com.apple.CoreML/model.mlmodel").write_bytes(b"")
     return _bad(i, "mlpackage", ("verify", pkg, "--checkpoint", c.good_ckpt, "--arch", "simple_cnn"), ["no_weights.mlpackage"])
 
@@ -621,28 +659,44 @@ def _(c, i):
 
 @case("recipe-unknown-key", "recipe")
 def _(c, i):
-    return _bad(i, "recipe", _run_args(c, _recipe(c, i, "stages:\n  onnx: {enabled: true, opsett: 13}\n"), i), ["stages.onnx.opsett", "unknown key"])
+    return _bad(
+        i,
+        "recipe",
+        _run_args(c, _recipe(c, i, "stages:\n  onnx: {enabled: true, opsett: 13}\n"), i),
+        ["stages.onnx.opsett", "unknown key"],
+    )
 
 
 @case("recipe-two-problems-both-named", "recipe")
 def _(c, i):
     text = "stages:\n  onnx: {enabled: true, opset: 17, dynamic_bach: true}\n"
-    return _bad(i, "recipe", _run_args(c, _recipe(c, i, text), i), ["2 problems", "stages.onnx.opset", "stages.onnx.dynamic_bach"])
+    return _bad(
+        i, "recipe", _run_args(c, _recipe(c, i, text), i), ["2 problems", "stages.onnx.opset", "stages.onnx.dynamic_bach"]
+    )
 
 
 @case("recipe-wrong-type", "recipe")
 def _(c, i):
-    return _bad(i, "recipe", _run_args(c, _recipe(c, i, "calibration:\n  samples: lots\n"), i), ["calibration.samples", "integer"])
+    return _bad(
+        i, "recipe", _run_args(c, _recipe(c, i, "calibration:\n  samples: lots\n"), i), ["calibration.samples", "integer"]
+    )
 
 
 @case("recipe-output-name-escapes", "recipe")
 def _(c, i):
-    return _bad(i, "recipe", _run_args(c, _recipe(c, i, "outputs:\n  name: ../../escaped\n"), i), ["outputs.name", "plain file name"])
+    return _bad(
+        i, "recipe", _run_args(c, _recipe(c, i, "outputs:\n  name: ../../escaped\n"), i), ["outputs.name", "plain file name"]
+    )
 
 
 @case("recipe-output-name-absolute", "recipe")
 def _(c, i):
-    return _bad(i, "recipe", _run_args(c, _recipe(c, i, f"outputs:\n  name: {c.root}/elsewhere\n"), i), ["outputs.name", "plain file name"])
+    return _bad(
+        i,
+        "recipe",
+        _run_args(c, _recipe(c, i, f"outputs:\n  name: {c.root}/elsewhere\n"), i),
+        ["outputs.name", "plain file name"],
+    )
 
 
 @case("recipe-output-name-hidden", "recipe")
@@ -914,12 +968,19 @@ def _(c, i):
 
 @case("cli-coreml-batch", "cli")
 def _(c, i):
-    return _bad(i, "cli", ("coreml", c.good_ckpt, "--arch", "simple_cnn", "--batch", "0:4", "-o", c.out("m.mlpackage")), ["--batch", "0:4"])
+    return _bad(
+        i,
+        "cli",
+        ("coreml", c.good_ckpt, "--arch", "simple_cnn", "--batch", "0:4", "-o", c.out("m.mlpackage")),
+        ["--batch", "0:4"],
+    )
 
 
 @case("cli-samples-not-int", "cli")
 def _(c, i):
-    return Case(i, "cli", _quantize(c, c.good_npy, "--samples", "many"), EXIT_BAD_INPUT, ("--samples", "valid integer"), usage=True)
+    return Case(
+        i, "cli", _quantize(c, c.good_npy, "--samples", "many"), EXIT_BAD_INPUT, ("--samples", "valid integer"), usage=True
+    )
 
 
 # ---- output locations
@@ -936,7 +997,12 @@ def _(c, i):
 def _(c, i):
     blocker = c.path("a_file.txt")
     blocker.write_text("a file, not a folder")
-    return _bad(i, "output", ("onnx", c.good_ckpt, "--arch", "simple_cnn", "-o", blocker / "m.onnx"), ["cannot create output folder", "a_file.txt"])
+    return _bad(
+        i,
+        "output",
+        ("onnx", c.good_ckpt, "--arch", "simple_cnn", "-o", blocker / "m.onnx"),
+        ["cannot create output folder", "a_file.txt"],
+    )
 
 
 @case("output-overwrites-source", "output")
@@ -977,8 +1043,12 @@ def _(c, i):
 
 @case("output-is-the-checkpoint-via-missing-dotdot", "output")
 def _(c, i):
-    return _bad(i, "output", ("onnx", c.good_ckpt, "--arch", "simple_cnn", "-o", c.inputs / "nowhere" / ".." / "good.pt"),
-                ["is the checkpoint", *HARM_WORDS])
+    return _bad(
+        i,
+        "output",
+        ("onnx", c.good_ckpt, "--arch", "simple_cnn", "-o", c.inputs / "nowhere" / ".." / "good.pt"),
+        ["is the checkpoint", *HARM_WORDS],
+    )
 
 
 @case("output-is-a-symlink-to-the-checkpoint", "output")
@@ -999,7 +1069,9 @@ def _(c, i):
 
 @case("output-is-the-calibration-file", "output")
 def _(c, i):
-    return _bad(i, "output", ("quantize", c.good_onnx, "--calib", c.good_npy, "-o", c.good_npy), ["the --calib data", *HARM_WORDS])
+    return _bad(
+        i, "output", ("quantize", c.good_onnx, "--calib", c.good_npy, "-o", c.good_npy), ["the --calib data", *HARM_WORDS]
+    )
 
 
 @case("output-inside-the-calibration-folder", "output")
@@ -1010,16 +1082,24 @@ def _(c, i):
 
 @case("output-is-the-images-file", "output")
 def _(c, i):
-    return _bad(i, "output", ("onnx", c.good_ckpt, "--arch", "simple_cnn", "--images", c.good_npy, "-o", c.good_npy),
-                ["the --images data", *HARM_WORDS])
+    return _bad(
+        i,
+        "output",
+        ("onnx", c.good_ckpt, "--arch", "simple_cnn", "--images", c.good_npy, "-o", c.good_npy),
+        ["the --images data", *HARM_WORDS],
+    )
 
 
 @case("output-is-the-labels-file", "output")
 def _(c, i):
     labels = c.path("ten_labels.txt")
     labels.write_text("\n".join(f"class{n}" for n in range(10)) + "\n")
-    return _bad(i, "output", ("onnx", c.good_ckpt, "--arch", "simple_cnn", "--labels", labels, "-o", labels),
-                ["the --labels file", *HARM_WORDS])
+    return _bad(
+        i,
+        "output",
+        ("onnx", c.good_ckpt, "--arch", "simple_cnn", "--labels", labels, "-o", labels),
+        ["the --labels file", *HARM_WORDS],
+    )
 
 
 @case("checkpoint-of-a-two-input-model", "checkpoint")
@@ -1035,8 +1115,12 @@ def _(c, i):
     ckpt = c.path("siamese.pt")
     torch.manual_seed(0)
     torch.save({"conv.weight": torch.randn(4, 3, 3, 3), "conv.bias": torch.zeros(4)}, ckpt)
-    return _bad(i, "checkpoint", ("onnx", ckpt, "--arch", f"{net}:Siamese", "-o", c.out(f"{i}.onnx")),
-                ["takes 2 inputs", "forward(a, b)", "single-input"])
+    return _bad(
+        i,
+        "checkpoint",
+        ("onnx", ckpt, "--arch", f"{net}:Siamese", "-o", c.out(f"{i}.onnx")),
+        ["takes 2 inputs", "forward(a, b)", "single-input"],
+    )
 
 
 @case("output-is-the-arch-file", "output")
@@ -1048,20 +1132,31 @@ def _(c, i):
 
 @case("output-is-the-reference-checkpoint", "output")
 def _(c, i):
-    return _bad(i, "output", ("simplify", c.good_onnx, "--checkpoint", c.good_ckpt, "-o", c.good_ckpt),
-                ["the --checkpoint reference", *HARM_WORDS])
+    return _bad(
+        i,
+        "output",
+        ("simplify", c.good_onnx, "--checkpoint", c.good_ckpt, "-o", c.good_ckpt),
+        ["the --checkpoint reference", *HARM_WORDS],
+    )
 
 
 @case("output-quantize-over-its-onnx", "output")
 def _(c, i):
-    return _bad(i, "output", ("quantize", c.good_onnx, "--calib", c.good_npy, "-o", c.good_onnx), ["is the ONNX model", *HARM_WORDS])
+    return _bad(
+        i, "output", ("quantize", c.good_onnx, "--calib", c.good_npy, "-o", c.good_onnx), ["is the ONNX model", *HARM_WORDS]
+    )
 
 
 @case("output-report-is-the-checkpoint", "output")
 def _(c, i):
     ckpt = c.path("m.onnx.report.json")
     ckpt.write_bytes(c.good_ckpt.read_bytes())
-    return _bad(i, "output", ("onnx", ckpt, "--arch", "simple_cnn", "-o", c.inputs / "m.onnx"), ["m.onnx.report.json", "is the checkpoint"])
+    return _bad(
+        i,
+        "output",
+        ("onnx", ckpt, "--arch", "simple_cnn", "-o", c.inputs / "m.onnx"),
+        ["m.onnx.report.json", "is the checkpoint"],
+    )
 
 
 @case("output-torchscript-default-is-the-torchscript-checkpoint", "output")
@@ -1071,14 +1166,20 @@ def _(c, i):
 
 @case("run-output-folder-holds-the-checkpoint-under-an-artifact-name", "output")
 def _(c, i):
-    return _bad(i, "output", ("run", _torchscript_ckpt(c), "--recipe", "release", "-o", c.inputs), ["scripted.ts", "is the checkpoint"])
+    return _bad(
+        i, "output", ("run", _torchscript_ckpt(c), "--recipe", "release", "-o", c.inputs), ["scripted.ts", "is the checkpoint"]
+    )
 
 
 @case("run-output-inside-the-calibration-folder", "output")
 def _(c, i):
     folder = _image_folder(c, "run_calib_images")
-    return _bad(i, "output", ("run", c.good_ckpt, "--recipe", "release", "-o", folder / "dist", "--calib", folder,
-                              "--set", "model.arch=simple_cnn"), ["inside calibration.data"])
+    return _bad(
+        i,
+        "output",
+        ("run", c.good_ckpt, "--recipe", "release", "-o", folder / "dist", "--calib", folder, "--set", "model.arch=simple_cnn"),
+        ["inside calibration.data"],
+    )
 
 
 @case("run-recipe-where-the-report-goes", "output")
@@ -1090,8 +1191,12 @@ def _(c, i):
 
 @case("run-output-folder-is-a-file", "output")
 def _(c, i):
-    return _bad(i, "output", ("run", c.good_ckpt, "--recipe", "release", "-o", c.good_npy, "--set", "model.arch=simple_cnn"),
-                ["calib.npy"])
+    return _bad(
+        i,
+        "output",
+        ("run", c.good_ckpt, "--recipe", "release", "-o", c.good_npy, "--set", "model.arch=simple_cnn"),
+        ["calib.npy"],
+    )
 
 
 # ---- every option checked before work, naming the flag or key and the range
@@ -1099,27 +1204,76 @@ def _(c, i):
 
 OPTION_CASES = [
     ("cli-opset-99", ("onnx", "{ckpt}", "--arch", "simple_cnn", "--opset", "99", "-o", "{out}"), ["--opset", "18 to"], False),
-    ("cli-opset-7-dynamo", ("onnx", "{ckpt}", "--arch", "simple_cnn", "--opset", "7", "-o", "{out}"), ["--opset", "--exporter legacy"], False),
-    ("cli-opset-24-legacy", ("onnx", "{ckpt}", "--arch", "simple_cnn", "--exporter", "legacy", "--opset", "24", "-o", "{out}"),
-     ["--opset", "7 to 23"], False),
-    ("cli-min-top1-above-1", ("onnx", "{ckpt}", "--arch", "simple_cnn", "--min-top1", "1.5", "-o", "{out}"), ["--min-top1", "1"], False),
-    ("cli-min-cosine-below-minus-1", ("onnx", "{ckpt}", "--arch", "simple_cnn", "--min-cosine", "-2", "-o", "{out}"),
-     ["--min-cosine", "-1"], False),
-    ("cli-max-rel-err-zero", ("onnx", "{ckpt}", "--arch", "simple_cnn", "--max-rel-err", "0", "-o", "{out}"), ["--max-rel-err", "0"], False),
-    ("cli-verify-min-top1-above-1", ("verify", "{onnx}", "--checkpoint", "{ckpt}", "--arch", "simple_cnn", "--min-top1", "7"),
-     ["--min-top1"], False),
+    (
+        "cli-opset-7-dynamo",
+        ("onnx", "{ckpt}", "--arch", "simple_cnn", "--opset", "7", "-o", "{out}"),
+        ["--opset", "--exporter legacy"],
+        False,
+    ),
+    (
+        "cli-opset-24-legacy",
+        ("onnx", "{ckpt}", "--arch", "simple_cnn", "--exporter", "legacy", "--opset", "24", "-o", "{out}"),
+        ["--opset", "7 to 23"],
+        False,
+    ),
+    (
+        "cli-min-top1-above-1",
+        ("onnx", "{ckpt}", "--arch", "simple_cnn", "--min-top1", "1.5", "-o", "{out}"),
+        ["--min-top1", "1"],
+        False,
+    ),
+    (
+        "cli-min-cosine-below-minus-1",
+        ("onnx", "{ckpt}", "--arch", "simple_cnn", "--min-cosine", "-2", "-o", "{out}"),
+        ["--min-cosine", "-1"],
+        False,
+    ),
+    (
+        "cli-max-rel-err-zero",
+        ("onnx", "{ckpt}", "--arch", "simple_cnn", "--max-rel-err", "0", "-o", "{out}"),
+        ["--max-rel-err", "0"],
+        False,
+    ),
+    (
+        "cli-verify-min-top1-above-1",
+        ("verify", "{onnx}", "--checkpoint", "{ckpt}", "--arch", "simple_cnn", "--min-top1", "7"),
+        ["--min-top1"],
+        False,
+    ),
     ("cli-seed-negative", ("onnx", "{ckpt}", "--arch", "simple_cnn", "--seed", "-1", "-o", "{out}"), ["--seed"], True),
     ("cli-opt-level-9", ("tensorrt", "{onnx}", "--opt-level", "9", "--emit-script", "{out}"), ["--opt-level", "5"], False),
-    ("cli-max-drop-200", ("quantize", "{onnx}", "--calib", "{npy}", "--fallback", "auto", "--max-drop", "200", "-o", "{out}"),
-     ["--max-drop", "100"], False),
-    ("cli-holdout-negative", ("quantize", "{onnx}", "--calib", "{npy}", "--holdout", "-3", "-o", "{out}"), ["--holdout", "0"], False),
+    (
+        "cli-max-drop-200",
+        ("quantize", "{onnx}", "--calib", "{npy}", "--fallback", "auto", "--max-drop", "200", "-o", "{out}"),
+        ["--max-drop", "100"],
+        False,
+    ),
+    (
+        "cli-holdout-negative",
+        ("quantize", "{onnx}", "--calib", "{npy}", "--holdout", "-3", "-o", "{out}"),
+        ["--holdout", "0"],
+        False,
+    ),
     ("cli-samples-zero", ("quantize", "{onnx}", "--calib", "{npy}", "--samples", "0", "-o", "{out}"), ["--samples", "1"], False),
     ("cli-method-unknown", ("quantize", "{onnx}", "--calib", "{npy}", "--method", "kl", "-o", "{out}"), ["--method"], True),
-    ("cli-openvino-entropy", ("openvino", "{onnx}", "--precision", "int8", "--calib", "{npy}", "--method", "entropy", "-o", "{out}"),
-     ["--method entropy", "NNCF"], False),
-    ("cli-coreml-compress-bits", ("coreml", "{ckpt}", "--arch", "simple_cnn", "--compress", "palettize:99", "-o", "{out}"),
-     ["palettize"], False),
-    ("cli-tensorrt-workspace-unit", ("tensorrt", "{onnx}", "--workspace", "12Q", "--emit-script", "{out}"), ["--workspace"], False),
+    (
+        "cli-openvino-entropy",
+        ("openvino", "{onnx}", "--precision", "int8", "--calib", "{npy}", "--method", "entropy", "-o", "{out}"),
+        ["--method entropy", "NNCF"],
+        False,
+    ),
+    (
+        "cli-coreml-compress-bits",
+        ("coreml", "{ckpt}", "--arch", "simple_cnn", "--compress", "palettize:99", "-o", "{out}"),
+        ["palettize"],
+        False,
+    ),
+    (
+        "cli-tensorrt-workspace-unit",
+        ("tensorrt", "{onnx}", "--workspace", "12Q", "--emit-script", "{out}"),
+        ["--workspace"],
+        False,
+    ),
     ("cli-bench-threads-0", ("bench", "{onnx}", "--threads", "0"), ["--threads"], True),
     ("cli-bench-seconds-0", ("bench", "{onnx}", "--seconds", "0"), ["--seconds"], True),
     ("cli-eval-top-0", ("eval", "{onnx}", "--data", "digits", "--top", "0"), ["--top"], True),
@@ -1127,16 +1281,36 @@ OPTION_CASES = [
     ("cli-debug-samples-0", ("debug", "{onnx}", "--checkpoint", "{ckpt}", "--samples", "0"), ["--samples"], True),
     ("cli-run-jobs-0", ("run", "{ckpt}", "--recipe", "release", "--jobs", "0", "-o", "{out}"), ["--jobs"], True),
     ("cli-demo-epochs-0", ("demo", "--epochs", "0", "-o", "{out}"), ["--epochs"], True),
-    ("cli-set-opset-99", ("run", "{ckpt}", "--recipe", "release", "--set", "stages.onnx.opset=99", "-o", "{out}"),
-     ["stages.onnx.opset", "18 to"], False),
-    ("cli-set-verify-seed-negative", ("run", "{ckpt}", "--recipe", "release", "--set", "verify.seed=-1", "-o", "{out}"),
-     ["verify.seed"], False),
-    ("cli-set-tolerance-above-1", ("run", "{ckpt}", "--recipe", "release", "--set", "verify.int8.min_top1=2", "-o", "{out}"),
-     ["verify.int8.min_top1"], False),
-    ("cli-set-calibration-samples-zero", ("run", "{ckpt}", "--recipe", "release", "--set", "calibration.samples=0", "-o", "{out}"),
-     ["calibration.samples"], False),
-    ("cli-set-opt-level-9", ("run", "{ckpt}", "--recipe", "release", "--set", "stages.tensorrt.optimization_level=9", "-o", "{out}"),
-     ["stages.tensorrt.optimization_level"], False),
+    (
+        "cli-set-opset-99",
+        ("run", "{ckpt}", "--recipe", "release", "--set", "stages.onnx.opset=99", "-o", "{out}"),
+        ["stages.onnx.opset", "18 to"],
+        False,
+    ),
+    (
+        "cli-set-verify-seed-negative",
+        ("run", "{ckpt}", "--recipe", "release", "--set", "verify.seed=-1", "-o", "{out}"),
+        ["verify.seed"],
+        False,
+    ),
+    (
+        "cli-set-tolerance-above-1",
+        ("run", "{ckpt}", "--recipe", "release", "--set", "verify.int8.min_top1=2", "-o", "{out}"),
+        ["verify.int8.min_top1"],
+        False,
+    ),
+    (
+        "cli-set-calibration-samples-zero",
+        ("run", "{ckpt}", "--recipe", "release", "--set", "calibration.samples=0", "-o", "{out}"),
+        ["calibration.samples"],
+        False,
+    ),
+    (
+        "cli-set-opt-level-9",
+        ("run", "{ckpt}", "--recipe", "release", "--set", "stages.tensorrt.optimization_level=9", "-o", "{out}"),
+        ["stages.tensorrt.optimization_level"],
+        False,
+    ),
 ]
 
 
@@ -1184,42 +1358,74 @@ def _(c, i):
 def _(c, i):
     folder = c.path("empty_for_openvino/x").parent
     folder.mkdir(exist_ok=True)
-    return _bad(i, "data", ("openvino", c.good_ckpt, "--arch", "simple_cnn", "--precision", "int8", "--calib", folder),
-                ["--calib", "no images"])
+    return _bad(
+        i,
+        "data",
+        ("openvino", c.good_ckpt, "--arch", "simple_cnn", "--precision", "int8", "--calib", folder),
+        ["--calib", "no images"],
+    )
 
 
 @case("onnx-images-missing", "data")
 def _(c, i):
-    return _bad(i, "data", ("onnx", c.good_ckpt, "--arch", "simple_cnn", "--images", c.inputs / "absent_images", "-o", c.out("x.onnx")),
-                ["--images", "does not exist"])
+    return _bad(
+        i,
+        "data",
+        ("onnx", c.good_ckpt, "--arch", "simple_cnn", "--images", c.inputs / "absent_images", "-o", c.out("x.onnx")),
+        ["--images", "does not exist"],
+    )
 
 
 @case("run-evaluation-without-labels", "data")
 def _(c, i):
-    return _bad(i, "data", _run_args(c, "release", i, "--calib", str(c.good_npy), "--set", "model.arch=simple_cnn",
-                                     "--set", f"evaluation.data={c.good_npy}"), ["evaluation.data", "no labels"])
+    return _bad(
+        i,
+        "data",
+        _run_args(
+            c, "release", i, "--calib", str(c.good_npy), "--set", "model.arch=simple_cnn",
+            "--set", f"evaluation.data={c.good_npy}",
+        ),
+        ["evaluation.data", "no labels"],
+    )  # fmt: skip
 
 
 @case("run-verify-images-missing", "data")
 def _(c, i):
-    return _bad(i, "data", _run_args(c, "release", i, "--set", "model.arch=simple_cnn",
-                                     "--set", f"verify.images={c.inputs / 'absent_images'}"), ["verify.images", "does not exist"])
+    return _bad(
+        i,
+        "data",
+        _run_args(c, "release", i, "--set", "model.arch=simple_cnn", "--set", f"verify.images={c.inputs / 'absent_images'}"),
+        ["verify.images", "does not exist"],
+    )
 
 
 @case("run-calib-empty-folder", "data")
 def _(c, i):
     folder = c.path("empty_for_run/x").parent
     folder.mkdir(exist_ok=True)
-    return _bad(i, "data", _run_args(c, "release", i, "--calib", str(folder), "--set", "model.arch=simple_cnn"),
-                ["calibration.data", "no images"])
+    return _bad(
+        i,
+        "data",
+        _run_args(c, "release", i, "--calib", str(folder), "--set", "model.arch=simple_cnn"),
+        ["calibration.data", "no images"],
+    )
 
 
 # ---- checkpoint forms torch itself writes that are refused (tests/corpus/torch_forms.py writes them)
 
-TORCH_FORM_IDS = ("torch-quantized-state-dict", "torch-quantized-state-dict-arch", "torch-quantized-training-dict",
-                  "torch-quantized-module", "torch-quantized-module-trusted", "torch-quantized-module-legacy",
-                  "torch-quantized-torchscript", "torch-meta-state-dict", "torch-meta-state-dict-arch",
-                  "torch-meta-module-trusted", "torch-meta-module")
+TORCH_FORM_IDS = (
+    "torch-quantized-state-dict",
+    "torch-quantized-state-dict-arch",
+    "torch-quantized-training-dict",
+    "torch-quantized-module",
+    "torch-quantized-module-trusted",
+    "torch-quantized-module-legacy",
+    "torch-quantized-torchscript",
+    "torch-meta-state-dict",
+    "torch-meta-state-dict-arch",
+    "torch-meta-module-trusted",
+    "torch-meta-module",
+)
 
 
 def _torch_form(c: Corpus, i: str) -> Case:
@@ -1260,8 +1466,9 @@ def save_yolo(path: Path, yaml: str = "yolo11n.yaml", imgsz: int = 64, **beside)
     finally:
         logger.setLevel(level)
     model.names = dict(enumerate(YOLO_CLASSES))
-    torch.save({"model": model.half(), "ema": None, "train_args": {"imgsz": imgsz}, "version": ultralytics.__version__,
-                **beside}, path)
+    torch.save(
+        {"model": model.half(), "ema": None, "train_args": {"imgsz": imgsz}, "version": ultralytics.__version__, **beside}, path
+    )
     return path
 
 
@@ -1274,8 +1481,9 @@ def _yolo(c: Corpus) -> Path:
     return path
 
 
-def _detect_data(c: Corpus, name: str, yaml: str = "val: images/val\nnames: [a, b, c]\n",
-                 label: str = "1 0.5 0.5 0.25 0.5\n") -> Path:
+def _detect_data(
+    c: Corpus, name: str, yaml: str = "val: images/val\nnames: [a, b, c]\n", label: str = "1 0.5 0.5 0.25 0.5\n"
+) -> Path:
     """A detection data set in Ultralytics' layout: images/val/a.png (40 x 36), labels/val/a.txt, data.yaml."""
     root = c.path(f"{name}/images/val/a.png").parent.parent.parent
     _image(root / "images" / "val" / "a.png")
@@ -1296,11 +1504,13 @@ def _coco(c: Corpus, name: str, text: str) -> Path:
 
 
 def _coco_json(file_name: str = "a.png", categories: int = 3) -> str:
-    return json.dumps({
-        "images": [{"id": 1, "file_name": file_name, "width": 40, "height": 36}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 4, 10, 10], "iscrowd": 0}],
-        "categories": [{"id": k + 1, "name": YOLO_CLASSES[k % 3]} for k in range(categories)],
-    })
+    return json.dumps(
+        {
+            "images": [{"id": 1, "file_name": file_name, "width": 40, "height": 36}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 4, 10, 10], "iscrowd": 0}],
+            "categories": [{"id": k + 1, "name": YOLO_CLASSES[k % 3]} for k in range(categories)],
+        }
+    )
 
 
 @case("yolo-truncated", "checkpoint", needs=YOLO)
@@ -1315,8 +1525,13 @@ def _(c, i):
 def _(c, i):
     path, marker = c.path("hostile_best.pt"), c.marker(i)
     save_yolo(path, callback=SystemPayload(marker))
-    return _bad(i, "checkpoint", ("onnx", path, "-o", c.out(f"{i}.onnx")),
-                ["hostile_best.pt", "system", "refused without unpickling anything"], markers=(str(marker),))
+    return _bad(
+        i,
+        "checkpoint",
+        ("onnx", path, "-o", c.out(f"{i}.onnx")),
+        ["hostile_best.pt", "system", "refused without unpickling anything"],
+        markers=(str(marker),),
+    )
 
 
 @case("yolo-names-a-function-not-a-module", "checkpoint", needs=YOLO)
@@ -1345,8 +1560,12 @@ def _(c, i):
         save_yolo(path, future=C9Future())
     finally:
         del block.C9Future
-    return _bad(i, "checkpoint", ("inspect", path),
-                ["yolo_newer.pt", "C9Future", "does not have", "the Ultralytics version that wrote it"])
+    return _bad(
+        i,
+        "checkpoint",
+        ("inspect", path),
+        ["yolo_newer.pt", "C9Future", "does not have", "the Ultralytics version that wrote it"],
+    )
 
 
 @case("yolo-segment", "checkpoint", needs=YOLO)
@@ -1604,7 +1823,9 @@ def judge(case_: Case, outcome: Outcome, before: dict, after: dict) -> Verdict:
     missing = [w for w in case_.words if w.lower() not in message.lower()]
     if missing:
         v.problems.append(f"the error does not say {missing}: {message[:300]!r}")
-    changed = sorted(set(before) ^ set(after) | {k for k in set(before) & set(after) if before[k] != after[k] and not before[k][0]})
+    changed = sorted(
+        set(before) ^ set(after) | {k for k in set(before) & set(after) if before[k] != after[k] and not before[k][0]}
+    )
     if changed:
         v.partial_files = changed
         v.problems.append(f"files written or changed: {changed[:5]}")
