@@ -25,7 +25,7 @@ class StageRequest:
     source: Path | None = None  # the ONNX file an ONNX stage reads
     calibration: Any = None  # calibration samples (exporter.inputs source), or None
     seed: int = 0
-    row: Any = None  # the ArtifactKind being made (a stage that serves two rows reads its name)
+    row: Any = None  # the ArtifactKind being made
 
 
 @dataclass

@@ -312,9 +312,17 @@ def export_int8(
 
 
 def make(req) -> StageOutput:
-    """The int8 and int8_tensorrt rows' stage: the flavour is the row's."""
+    """The int8 row's stage: Q/DQ for onnxruntime on the CPU."""
+    return _make(req, "cpu")
+
+
+def make_tensorrt(req) -> StageOutput:
+    """The int8_tensorrt row's stage: symmetric Q/DQ with a calibration cache, as TensorRT takes it."""
+    return _make(req, "tensorrt")
+
+
+def _make(req, target: str) -> StageOutput:
     opts = req.options
-    target = "tensorrt" if req.row is not None and req.row.name == "int8_tensorrt" else "cpu"
     return export_int8(
         req.source,
         req.staging,
