@@ -126,7 +126,26 @@ def traced_as_convertible_ops():
             setattr(owner, attr, original)
 
 
-_cast_fix_applied = False
+_applied: set[str] = set()  # the converter fixes in place (each is registered once per process)
+
+
+def _converter_internals(ct):
+    """(Builder, the torch frontend's ops module, register_torch_op, MIL types) of coremltools 9.0, whose
+    converters the fixes below replace; None on a later coremltools (fixed upstream) or a layout we do not know."""
+    from packaging.version import Version
+
+    if Version(ct.__version__) > Version("9.0"):
+        return None
+    try:
+        from coremltools.converters.mil import Builder  # coremltools' own spelling is mb
+        from coremltools.converters.mil.frontend.torch import ops
+        from coremltools.converters.mil.frontend.torch.torch_op_registry import register_torch_op
+        from coremltools.converters.mil.mil import types
+
+        ops._cast, ops._get_inputs, ops.floor_divide, ops.promote_input_dtypes  # noqa: B018 - the names the fixes use
+    except (ImportError, AttributeError):  # leave coremltools alone
+        return None
+    return Builder, ops, register_torch_op, types
 
 
 def fix_scalar_cast(ct) -> bool:
@@ -140,22 +159,15 @@ def fix_scalar_cast(ct) -> bool:
     with a folding that reads the single element first; everything else is coremltools' own
     code. Returns whether the fix is in place.
     """
-    global _cast_fix_applied
-    if _cast_fix_applied:
+    if "scalar_cast" in _applied:
         return True
-    from packaging.version import Version
-
-    if Version(ct.__version__) > Version("9.0"):
+    internals = _converter_internals(ct)
+    if internals is None:
         return False
-    try:
-        import numpy as np
-        from coremltools.converters.mil import Builder as mb  # noqa: N813 - coremltools' own spelling
-        from coremltools.converters.mil.frontend.torch import ops
-        from coremltools.converters.mil.frontend.torch.torch_op_registry import register_torch_op
+    import numpy as np
 
-        upstream_cast, get_inputs = ops._cast, ops._get_inputs
-    except (ImportError, AttributeError):  # a layout we do not know: leave coremltools alone
-        return False
+    mb, ops, register_torch_op, _ = internals
+    upstream_cast, get_inputs = ops._cast, ops._get_inputs
 
     def cast(context, node, dtype, dtype_name):
         x = get_inputs(context, node, expected=1)[0]
@@ -172,11 +184,8 @@ def fix_scalar_cast(ct) -> bool:
 
     register_torch_op(_int, torch_alias=["int"], override=True)
     register_torch_op(_bool, torch_alias=["bool"], override=True)
-    _cast_fix_applied = True
+    _applied.add("scalar_cast")
     return True
-
-
-_floor_divide_fix_applied = False
 
 
 def fix_integer_floor_divide(ct) -> bool:
@@ -189,22 +198,13 @@ def fix_integer_floor_divide(ct) -> bool:
     documented ``register_torch_op(override=True)``): integer inputs stay integer, everything else
     goes to coremltools' own converter. Returns whether the fix is in place.
     """
-    global _floor_divide_fix_applied
-    if _floor_divide_fix_applied:
+    if "floor_divide" in _applied:
         return True
-    from packaging.version import Version
-
-    if Version(ct.__version__) > Version("9.0"):
+    internals = _converter_internals(ct)
+    if internals is None:
         return False
-    try:
-        from coremltools.converters.mil import Builder as mb  # noqa: N813 - coremltools' own spelling
-        from coremltools.converters.mil.frontend.torch import ops
-        from coremltools.converters.mil.frontend.torch.torch_op_registry import register_torch_op
-        from coremltools.converters.mil.mil import types
-
-        upstream, get_inputs, promote = ops.floor_divide, ops._get_inputs, ops.promote_input_dtypes
-    except (ImportError, AttributeError):  # a layout we do not know: leave coremltools alone
-        return False
+    mb, ops, register_torch_op, types = internals
+    upstream, get_inputs, promote = ops.floor_divide, ops._get_inputs, ops.promote_input_dtypes
 
     def floor_divide(context, node):
         x, y = promote(get_inputs(context, node, expected=2))
@@ -214,5 +214,5 @@ def fix_integer_floor_divide(ct) -> bool:
         upstream(context, node)
 
     register_torch_op(floor_divide, override=True)
-    _floor_divide_fix_applied = True
+    _applied.add("floor_divide")
     return True
