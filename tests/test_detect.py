@@ -306,8 +306,9 @@ def test_eval_reports_map_per_artifact_and_agrees_with_ultralytics_val(cli, yolo
     # rect=False: the square input the model was exported for (by default its val pads each batch by half a
     # stride more, 160 px here, where this YOLO11n reads 3 points lower)
     val = YOLO(str(best)).val(
-        data=str(data / "data.yaml"), imgsz=128, batch=16, device="cpu", plots=False, verbose=False, rect=False
-    )
+        data=str(data / "data.yaml"), imgsz=128, batch=16, device="cpu", plots=False, verbose=False, rect=False,
+        project=str(tmp_path / "ultralytics"), name="val",  # its run folder: here, not its settings' runs_dir
+    )  # fmt: skip
     assert reference["map50"] == pytest.approx(float(val.box.map50), abs=0.01)
     assert reference["map50_95"] == pytest.approx(float(val.box.map), abs=0.01)
     table = cli("eval", best, onnx_file, "--data", data).stdout  # the folder holding the data.yaml; a table for people
