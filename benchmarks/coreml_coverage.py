@@ -37,9 +37,9 @@ try:
     from benchmarks.coreml_interpreter import build
     from exporter.errors import CnnexportError, first_line
     from exporter.pipeline import VerifyOptions
-    from exporter.runners.mil import MilRunner
+    from exporter.targets.coreml.mil_runner import MilRunner
     from exporter.runners.torch import TorchRunner
-    from exporter.stages import coreml as stage
+    from exporter.targets.coreml import stage as stage
     from exporter.verify import check_metadata, finish, verify
     model, spec = build(name)
     row["params"] = sum(p.numel() for p in model.parameters())

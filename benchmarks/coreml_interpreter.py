@@ -59,9 +59,9 @@ def main() -> None:
     import torch
 
     from exporter.inputs import random_inputs
-    from exporter.mil import load_program
-    from exporter.stages import coreml as coreml_stage
-    from exporter.stages import onnx as onnx_stage
+    from exporter.targets.coreml import stage as coreml_stage
+    from exporter.targets.coreml.mil import load_program
+    from exporter.targets.onnx import stage as onnx_stage
 
     model, spec = build(args.model)
     loaded = SimpleNamespace(module=model, spec=spec)

@@ -58,8 +58,8 @@ def _artifacts(name: str, ckpt: Path, work: Path, progress) -> tuple[object, dic
 
 
 def _runner(label: str, result, threads: int):
-    from exporter.runners.onnxruntime import OnnxRuntimeRunner
-    from exporter.runners.openvino import OpenVINORunner
+    from exporter.targets.onnx.runner import OnnxRuntimeRunner
+    from exporter.targets.openvino.runner import OpenVINORunner
 
     if label.startswith("openvino"):
         return OpenVINORunner(result.path, threads=threads)

@@ -21,7 +21,7 @@ _API = {
     "load_checkpoint": "exporter.loading.checkpoint",
     "LoadedModel": "exporter.loading.checkpoint",
     "export_artifact": "exporter.pipeline",
-    "simplify_artifact": "exporter.pipeline",
+    "simplify_artifact": "exporter.targets.onnx.flow",
     "verify_existing": "exporter.pipeline",
     "VerifyOptions": "exporter.pipeline",
     "ModelSpec": "exporter.spec",

@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from pydantic import BaseModel
 
 from exporter.errors import BadInputError, CnnexportError
 from exporter.kinds import ArtifactKind, resolve
-from exporter.options import DataOptions, Int8Options
+from exporter.options import DataOptions
 from exporter.pipeline import (
     Progress,
     VerifyOptions,
@@ -329,21 +329,6 @@ def from_onnx(req: BuildRequest) -> list[ArtifactResult]:
     _finish_data_stage(req, result, data, lambda: references().get("pytorch") or source_runner)
     install_report(result, req.loaded, spec, req.write)
     return [result]
-
-
-def quantize(req: BuildRequest) -> list[ArtifactResult]:
-    """INT8: from_onnx, or with --fallback auto the search for the fewest layers in float around it."""
-    if cast(Int8Options, req.options).fallback == "auto":  # the int8 rows' options model
-        from exporter.rescue.fallback import quantize_with_fallback
-
-        return quantize_with_fallback(req, from_onnx)  # each attempt is from_onnx with fallback "none"
-    return from_onnx(req)
-
-
-def tensorrt(req: BuildRequest) -> list[ArtifactResult]:
-    from exporter.tensorrt.flow import tensorrt_artifacts
-
-    return tensorrt_artifacts(req, run)
 
 
 # ----------------------------------------------------------------- the reference

@@ -21,26 +21,8 @@ from pydantic import BaseModel
 from exporter import options as o
 
 
-def _fixed(precision: str) -> Callable[[BaseModel], str]:
-    return lambda _options: precision
-
-
 def _never(_options: BaseModel) -> bool:
     return False
-
-
-def _always(_options: BaseModel) -> bool:
-    return True
-
-
-def _openvino_rule(options: o.OpenVINOOptions) -> str:
-    """bf16 is judged by the fp16 rule."""
-    return {"fp32": "fp32", "bf16": "fp16", "int8": "int8"}[options.precision]
-
-
-def _coreml_precision(options: o.CoreMLOptions) -> str:
-    """A weight-compressed program is judged by the int8 rule, others by their compute precision."""
-    return "int8" if options.compress else options.precision
 
 
 @dataclass(frozen=True)
@@ -119,7 +101,10 @@ class ArtifactKind:
     checks_source: bool = False  # an ONNX-sourced fp32 artifact also compared with the ONNX it was made from
     bench: str | None = "cpu"  # where a recipe's bench step times it ("cpu"); None: not a CPU deployment artifact
     needs_gpu: bool = False  # a fleet on Ray runs it only on a node with a GPU (Ray's "GPU" resource)
-    help: str = ""  # the verb's one-line help, for a verb generated from the row (exporter/cli/export.py)
+    help: str = ""  # the verb's help, for a verb generated from the row (exporter/cli/export.py)
+    flag_help: dict = field(default_factory=dict)  # {parameter: help} where the generated verb says more than the shared text
+    without_flags: tuple[str, ...] = ()  # shared parameters its verb does not take (tensorrt: batch_sizes, eval_data)
+    command: str = ""  # "module:function(app)": registers a hand-made verb instead (quantize: three rows behind two flags)
 
     @property
     def runner(self) -> str:
@@ -164,197 +149,9 @@ def resolve(dotted: str) -> Callable:
     return getattr(importlib.import_module(module), function)
 
 
-ONNX_INPUTS = ("simplify", "onnx")
-ONNX = Format(
-    "onnx",
-    "exporter.runners.onnxruntime:open_artifact",
-    (".onnx",),
-    bench_devices=("cpu", "cuda"),
-    describe=".onnx",
-    also_runs_on=("openvino",),
-    layers=True,
-    companion_suffixes=(".data",),
-    checks="exporter.verify:onnx_checks",
-)
-TORCHSCRIPT = Format(
-    "torchscript",
-    "exporter.runners.torchscript:open_artifact",
-    detect="exporter.runners.torchscript:is_torchscript",
-    globs=("*.ts",),
-    bench_devices=("cpu", "cuda"),
-    describe="TorchScript",
-)
-COREML = Format("coreml", "exporter.runners.coreml:open_artifact", (".mlpackage",), describe=".mlpackage")
-TENSORRT = Format(
-    "tensorrt",
-    "exporter.runners.tensorrt:open_artifact",
-    (".engine", ".plan"),
-    bench_devices=("cuda",),
-    describe=".engine",
-    kit="exporter.tensorrt.flow:lint_kit",
-    companion_suffixes=(".json",),
-)
-OPENVINO = Format("openvino", "exporter.runners.openvino:open_artifact", (".xml",), describe=".xml", companion_swaps=(".bin",))
 REFERENCE_PACKAGES = ("torch", "torchvision", "numpy")  # the PyTorch reference every stage is verified against
-ONNX_RUNTIME = ("onnx", "onnxruntime")  # reads and runs the ONNX every ONNX-based stage starts from
 
-KINDS: list[ArtifactKind] = [
-    ArtifactKind(
-        name="torchscript",
-        kind="torchscript",
-        verb="torchscript",
-        suffix=".ts",
-        source="checkpoint",
-        options=o.TorchScriptOptions,
-        stage="exporter.stages.torchscript:make",
-        build="exporter.build:from_checkpoint",
-        format=TORCHSCRIPT,
-        precision=_fixed("fp32"),
-        traces=True,
-        help="Export TorchScript (trace by default), then verify it against the checkpoint.",
-        packages=(),
-    ),
-    ArtifactKind(
-        name="onnx",
-        kind="onnx",
-        verb="onnx",
-        suffix=".onnx",
-        source="checkpoint",
-        options=o.OnnxOptions,
-        stage="exporter.stages.onnx:make",
-        build="exporter.build:from_checkpoint",
-        format=ONNX,
-        precision=_fixed("fp32"),
-        traces=True,
-        recipe_enabled=True,
-        help="Export ONNX with a dynamic batch axis, then verify it against the checkpoint.",
-        packages=("onnxscript", *ONNX_RUNTIME),
-    ),
-    ArtifactKind(
-        name="simplify",
-        kind="simplify",
-        verb="simplify",
-        suffix=".sim.onnx",
-        source="onnx",
-        options=o.SimplifyOptions,
-        stage="exporter.stages.simplify:make",
-        build="exporter.build:from_onnx",
-        format=ONNX,
-        precision=_fixed("fp32"),
-        needs=("onnx",),
-        checks_source=True,
-        packages=(*ONNX_RUNTIME, "onnxsim"),
-    ),
-    ArtifactKind(
-        name="int8",
-        kind="int8-cpu",
-        verb="quantize",
-        suffix=".int8.onnx",
-        source="onnx",
-        options=o.Int8Options,
-        stage="exporter.stages.quantize:make",
-        build="exporter.build:quantize",
-        format=ONNX,
-        precision=_fixed("int8"),
-        calibrates=_always,
-        reads_data=True,
-        needs=ONNX_INPUTS,
-        packages=ONNX_RUNTIME,
-    ),
-    ArtifactKind(
-        name="int8_tensorrt",
-        kind="int8-tensorrt",
-        verb="quantize",
-        suffix=".int8-trt.onnx",
-        source="onnx",
-        options=o.Int8Options,
-        stage="exporter.stages.quantize:make_tensorrt",
-        build="exporter.build:quantize",
-        format=ONNX,
-        bench=None,
-        precision=_fixed("int8"),
-        calibrates=_always,
-        reads_data=True,
-        needs=ONNX_INPUTS,
-        packages=ONNX_RUNTIME,
-    ),
-    ArtifactKind(
-        name="fp16",
-        kind="fp16",
-        verb="quantize",
-        suffix=".fp16.onnx",
-        source="onnx",
-        options=o.Fp16Options,
-        stage="exporter.stages.fp16:make",
-        build="exporter.build:from_onnx",
-        format=ONNX,
-        precision=_fixed("fp16"),
-        reads_data=True,
-        needs=ONNX_INPUTS,
-        packages=ONNX_RUNTIME,
-    ),
-    ArtifactKind(
-        name="coreml",
-        kind="coreml",
-        verb="coreml",
-        suffix=".mlpackage",
-        source="checkpoint",
-        options=o.CoreMLOptions,
-        stage="exporter.stages.coreml:make",
-        build="exporter.build:from_checkpoint",
-        format=COREML,
-        precision=_coreml_precision,
-        traces=True,
-        folder=True,
-        bench=None,
-        verify_batches="exporter.stages.coreml:verify_batches",
-        check="exporter.stages.coreml:check_options",
-        packages=("coremltools",),
-    ),
-    ArtifactKind(
-        name="tensorrt",
-        kind="tensorrt",
-        verb="tensorrt",
-        suffix=".engine",
-        source="onnx",
-        options=o.TensorRTOptions,
-        stage="",  # the engine is made by its flow (build), from the int8 / fp16 ONNX it builds first
-        build="exporter.build:tensorrt",
-        format=TENSORRT,
-        precision=lambda opts: opts.precision,
-        bench=None,
-        calibrates=lambda opts: opts.precision == "int8",
-        reads_data=True,
-        needs=ONNX_INPUTS,
-        check="exporter.tensorrt.flow:check_options",
-        # a recipe cannot name a folder for every machine: it says whether to write the build kit
-        # (beside the artifacts) where TensorRT is absent
-        recipe_fields={"emit_script": (bool, True)},
-        from_recipe="exporter.tensorrt.flow:options_from_recipe",
-        extra_outputs="exporter.tensorrt.flow:kit_outputs",
-        packages=(*ONNX_RUNTIME, "tensorrt"),
-        needs_gpu=True,
-    ),
-    ArtifactKind(
-        name="openvino",
-        kind="openvino",
-        verb="openvino",
-        suffix=".xml",
-        source="onnx",
-        options=o.OpenVINOOptions,
-        stage="exporter.stages.openvino:make",
-        build="exporter.build:from_onnx",
-        format=OPENVINO,
-        precision=_openvino_rule,
-        calibrates=lambda opts: opts.precision == "int8",
-        reads_data=True,
-        needs=ONNX_INPUTS,
-        check="exporter.stages.openvino:check_options",
-        suffixes={"bf16": ".bf16.xml", "int8": ".int8.xml"},
-        packages=(*ONNX_RUNTIME, "openvino", "nncf"),
-    ),
-]
-
+KINDS: list[ArtifactKind] = []  # filled from exporter/targets/ (load_builtin_targets) and plug-ins (load_plugins)
 BY_NAME = {k.name: k for k in KINDS}
 PLUGIN_GROUP = "cnnexport.targets"
 
@@ -369,12 +166,11 @@ def register(row: ArtifactKind) -> ArtifactKind:
 
 
 def load_builtin_targets() -> None:
-    """The rows of exporter/targets/ (ExecuTorch, LiteRT): registered as a plug-in's are, from their folders."""
-    from exporter.targets import BUILTIN
+    """The rows of exporter/targets/' folders: registered as a plug-in's are, in their ORDER."""
+    from exporter.targets import row_modules
 
-    for dotted in BUILTIN:
-        found: Any = resolve(dotted)  # rows, not a function: resolve is getattr on the module
-        for row in found if isinstance(found, (list, tuple)) else [found]:
+    for module in row_modules():
+        for row in module.ROWS:
             if row.name not in BY_NAME:
                 register(row)
 
@@ -421,11 +217,6 @@ def get(name: str) -> ArtifactKind:
     if name not in BY_NAME:
         raise BadInputError(f"unknown artifact kind {name!r}; choose one of {', '.join(BY_NAME)}")
     return BY_NAME[name]
-
-
-def quantize_kind(precision: str, target: str) -> ArtifactKind:
-    """`cnnexport quantize --precision P --target T` -> its row."""
-    return BY_NAME["fp16"] if precision == "fp16" else BY_NAME["int8_tensorrt" if target == "tensorrt" else "int8"]
 
 
 load_builtin_targets()

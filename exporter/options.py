@@ -9,8 +9,7 @@ models; tests/test_stage_table.py fails when they disagree. A field's descriptio
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import (
     BaseModel,
@@ -18,12 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
 )
-
-from exporter.tensorrt.version import DEFAULT_VERSION as DEFAULT_TRT_VERSION
 
 
 def _split(pattern: str):
@@ -59,161 +53,6 @@ class Strict(BaseModel):
 
 
 Method = Literal["minmax", "entropy", "percentile"]
-
-
-class TorchScriptOptions(Strict):
-    script: bool = opt(False, "Use torch.jit.script instead of tracing.")
-
-
-def opset_range(exporter: str) -> tuple[int, int]:
-    """The opsets the installed exporter writes as asked (measured: dynamo turns anything else into 18, silently)."""
-    import onnx.defs
-    from torch.onnx import _constants
-
-    if exporter == "legacy":
-        return _constants.ONNX_MIN_OPSET, _constants.ONNX_MAX_OPSET
-    return 18, onnx.defs.onnx_opset_version()
-
-
-class OnnxOptions(Strict):
-    exporter: Literal["dynamo", "legacy"] = opt("dynamo", "dynamo (torch.export based) or legacy (TorchScript based).")
-    opset: Optional[int] = opt(None, "ONNX opset (default: the exporter's; dynamo writes 18 and later, legacy 7 to 23).")
-    input_name: str = opt("input", "Name of the graph input.")
-    output_name: str = opt(
-        "logits",
-        "Name of the graph output of a one-output model "
-        "(a multi-output model's outputs are named by their path in what forward returns).",
-    )
-
-    @field_validator("opset")
-    @classmethod
-    def _opset_supported(cls, value, info: ValidationInfo):
-        if value is None:
-            return value
-        exporter = info.data.get("exporter", "dynamo")
-        low, high = opset_range(exporter)
-        if not low <= value <= high:
-            hint = (
-                "; opsets below 18 need the legacy exporter (--exporter legacy, or exporter: legacy in a recipe)"
-                if exporter == "dynamo" and value < low
-                else ""
-            )
-            raise ValueError(f"opset {value} is outside what the installed {exporter} exporter writes ({low} to {high}){hint}")
-        return value
-
-
-class SimplifyOptions(Strict):
-    """onnxsim has nothing to choose: it folds constants and removes dead nodes."""
-
-
-class Int8Options(Strict):
-    method: Method = opt("minmax", "Calibration method.")
-    per_channel: bool = opt(True, "Per-channel weight scales.", flag="--per-channel/--per-tensor")
-    exclude: Annotated[list[str], Names] = opt([], "Node name or op type to keep in float (repeatable).")
-    trt_version: str = opt(DEFAULT_TRT_VERSION, "TensorRT version written in the calibration cache header.")
-    equalize: bool = opt(
-        False,
-        "int8: cross-layer equalization of consecutive Conv(-ReLU)-Conv pairs before quantizing "
-        "(Nagel et al. 2019); the fp32 function is checked unchanged first.",
-    )
-    fallback: Literal["none", "auto"] = opt(
-        "none", "auto: keep the fewest layers in float needed to pass the int8 rule on the held-out split (and --max-drop)."
-    )
-    max_drop: Optional[float] = opt(
-        None, "With --fallback auto and --eval: the most top-1 points the labelled data may lose.", ge=0, le=100
-    )
-    max_float_layers: Optional[int] = opt(
-        None,
-        "With --fallback auto: the most weighted layers the model may keep in float (default: the larger of "
-        "2 and 25% of its weighted layers).",
-        ge=0,
-    )
-    max_float_share: Optional[float] = opt(
-        None,
-        "With --fallback auto: the largest share (0-1) of weighted layers the model may keep in float; with "
-        "--max-float-layers too, both hold.",
-        ge=0,
-        le=1,
-    )
-
-    @model_validator(mode="after")
-    def _fallback_flags_need_fallback(self):
-        given = [name for name in ("max_drop", "max_float_layers", "max_float_share") if getattr(self, name) is not None]
-        if given and self.fallback != "auto":
-            flags = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise ValueError(
-                f"{flags} only {'applies' if len(given) == 1 else 'apply'} with --fallback auto (fallback: auto in a recipe)"
-            )
-        return self
-
-
-class Fp16Options(Strict):
-    keep_io_types: bool = opt(True, "fp16: keep fp32 inputs/outputs.", flag="--keep-io-types/--fp16-io")
-    overflow: Literal["keep", "fail", "ignore"] = opt(
-        "keep",
-        "fp16: values beyond ±65504 (and factors below fp16's normal range) -> keep those nodes fp32, fail, or ignore.",
-        flag="--fp16-overflow",
-    )
-
-
-class QuantizeChoice(Strict):
-    """`cnnexport quantize` builds one of three rows (int8, int8_tensorrt, fp16); these two flags pick it."""
-
-    precision: Literal["int8", "fp16"] = opt("int8", "int8 (static, calibrated) or fp16.")
-    target: Literal["cpu", "tensorrt"] = opt(
-        "cpu", "int8 flavour: cpu (uint8 act/int8 weights) or tensorrt (symmetric + calibration cache)."
-    )
-
-
-class CoreMLOptions(Strict):
-    precision: Literal["fp16", "fp32"] = opt("fp16", "Compute precision of the ML program.")
-    image_input: bool = opt(False, "Take an image (0..255 pixels) and fold the normalization into the model.")
-    classifier: bool = opt(False, "Classifier outputs: classLabel and classLabel_probs (softmax), labels from --labels.")
-    batch: str = opt("1:64", "Batch range MIN:MAX, or N for a fixed batch.")
-    min_target: Optional[str] = opt(
-        None, "Minimum deployment target: iOS15..iOS18, macOS12..macOS15 (default iOS15; iOS16 with --compress)."
-    )
-    compress: Optional[str] = opt(None, "Weight compression: palettize:N (N bits, k-means LUT) or linear8 (int8 per channel).")
-    author: Optional[str] = opt(None, "Model metadata: author.")
-    license: Optional[str] = opt(None, "Model metadata: license.")
-    version: Optional[str] = opt(None, "Model metadata: version string.")
-    description: Optional[str] = opt(None, "Model metadata: short description.")
-
-
-class TensorRTOptions(Strict):
-    precision: Literal["fp32", "fp16", "int8"] = opt("fp32", "fp32, fp16, or int8 (needs --calib).")
-    int8_mode: Literal["qdq", "calibrator"] = opt(
-        "qdq",
-        "int8: qdq (explicit Q/DQ model, TensorRT 10 and 11) or calibrator (fp32 model + calibration cache, TensorRT 10 only).",
-    )
-    method: Method = opt("minmax", "int8 calibration method.")
-    batch: str = opt("1:8:32", "Optimization profile of the batch axis, MIN:OPT:MAX.")
-    workspace: Optional[str] = opt(None, "Builder workspace limit, e.g. 512M or 2G (default: TensorRT's).")
-    optimization_level: Optional[int] = opt(
-        None, "Builder optimization level 0-5 (TensorRT's default: 3).", flag="--opt-level", ge=0, le=5
-    )
-    hardware_compatibility: Literal["none", "ampere_plus", "same_cc"] = opt(
-        "none", "none (this GPU), ampere_plus (any Ampere or newer), same_cc (same compute capability).", flag="--hardware-compat"
-    )
-    version_compatible: bool = opt(False, "Engine also runs on later TensorRT versions (embeds the lean runtime; may be slower).")
-    timing_cache: Optional[Path] = opt(None, "Timing cache file: read if present, updated after the build (faster rebuilds).")
-    trt_version: Optional[str] = opt(
-        None,
-        f"With --emit-script: the target machine's TensorRT version (default {DEFAULT_TRT_VERSION}); decides flags and models.",
-    )
-    emit_script: Optional[Path] = opt(
-        None, "Where TensorRT is absent: write a build kit (models, build.sh with the trtexec command, README) to this folder."
-    )
-
-
-class OpenVINOOptions(Strict):
-    precision: Literal["fp32", "bf16", "int8"] = opt(
-        "fp32", "fp32, bf16 (the CPU plugin computes in bf16: AMX/AVX-512-BF16 CPUs), or int8 (NNCF, needs --calib)."
-    )
-    method: Method = opt("minmax", "int8: NNCF's activation range: minmax or percentile (NNCF has no entropy).")
-    exclude: Annotated[list[str], Names] = opt(
-        [], "int8: op type (Conv, Gemm, … or OpenVINO's) or node name NNCF leaves in float (repeatable)."
-    )
 
 
 class DataOptions(Strict):

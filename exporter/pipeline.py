@@ -192,41 +192,6 @@ def export_artifact(
     return result
 
 
-def simplify_artifact(
-    source: Path,
-    output: Path | None = None,
-    loaded=None,
-    verify_options: VerifyOptions | None = None,
-    keep_failed: bool = False,
-    progress: Progress = noop,
-    write: bool = True,
-) -> ArtifactResult:
-    """onnxsim ``source``; verify against the source model and, when given, the checkpoint."""
-    from exporter.runners.torch import TorchRunner
-    from exporter.stages import simplify
-
-    source, source_runner, spec, output = onnx_source(source, output, loaded, ".sim.onnx", "simplified")
-
-    def references() -> dict:
-        refs = {"source onnx": source_runner}
-        if loaded is not None:
-            refs["pytorch"] = TorchRunner(loaded.module)
-        return refs
-
-    opts = verify_options or VerifyOptions()
-    result = run_stage(
-        lambda staging, name: simplify.export(source, staging, name),
-        output,
-        verifier(references, spec, opts, "onnx"),
-        keep_failed,
-        progress,
-        "simplify",
-    )
-    if write and result.files:
-        write_report(build_report([result], loaded, spec), result.path)
-    return result
-
-
 def verify_existing(
     artifact: Path,
     loaded=None,
@@ -294,7 +259,7 @@ def onnx_source(source: Path, output: Path | None, loaded, suffix: str, what: st
     The spec comes from the checkpoint when given, else from the ONNX metadata; the default
     output sits beside the source (resnet18.onnx -> resnet18<suffix>) and may never be the source.
     """
-    from exporter.runners.onnxruntime import OnnxRuntimeRunner
+    from exporter.targets.onnx.runner import OnnxRuntimeRunner
 
     source = Path(source)
     if not source.is_file():

@@ -21,7 +21,7 @@ WHEEL=$(ls "$WORK"/dist/cnnexport-*.whl)
 import sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
 needed = ["exporter/recipes/release.yaml", "exporter/recipes/demo.yaml", "exporter/architectures/__init__.py",
-          "exporter/tensorrt/tensorrt_support_10.json"]
+          "exporter/targets/tensorrt/tensorrt_support_10.json"]
 missing = [n for n in needed if n not in names]
 if not any(n.startswith("exporter/loading/fingerprints-timm-") for n in names):
     missing.append("exporter/loading/fingerprints-timm-*.json")

@@ -98,7 +98,8 @@ def build_artifacts(folder: Path, arch: str = "simple_cnn") -> tuple[Path, dict[
     from exporter.build import build
     from exporter.demo import train
     from exporter.inputs import normalize
-    from exporter.pipeline import VerifyOptions, simplify_artifact
+    from exporter.pipeline import VerifyOptions
+    from exporter.targets.onnx.flow import simplify_artifact
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -510,7 +511,8 @@ def export_yolo_artifacts(best: Path, shapes: Path, folder: Path) -> dict[str, P
     `cnnexport quantize yolo.onnx` makes it) calibrated on its train images, FP16 from the simplified ONNX."""
     from exporter import export_artifact, load_checkpoint
     from exporter.build import build
-    from exporter.pipeline import VerifyOptions, simplify_artifact
+    from exporter.pipeline import VerifyOptions
+    from exporter.targets.onnx.flow import simplify_artifact
 
     folder = Path(folder)
     loaded = load_checkpoint(best)

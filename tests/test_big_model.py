@@ -95,7 +95,7 @@ def test_external_data_models_flow_through_simplify_fp16_and_int8(cli, lenet5_ck
     """
     import onnx
 
-    import exporter.stages.onnx as onnx_stage
+    import exporter.targets.onnx.stage as onnx_stage
 
     monkeypatch.setattr(onnx_stage, "TWO_GB", 1000)
     out = tmp_path / "lenet.onnx"
@@ -132,7 +132,7 @@ def test_simplify_renames_onnxsim_external_data_to_ours(exported_onnx, tmp_path,
     import onnx
     import onnxruntime as ort
 
-    from exporter.stages.simplify import _rename_external_data
+    from exporter.targets.onnx.simplify import _rename_external_data
 
     model = onnx.load(str(exported_onnx))
     onnx.save_model(

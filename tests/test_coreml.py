@@ -40,14 +40,14 @@ def lenet_pkg(models_dir, lenet5_ckpt):
 
 
 def _spec(pkg: Path):
-    from exporter.mil.package import MLPackage
+    from exporter.targets.coreml.mil.package import MLPackage
 
     return MLPackage(pkg).spec
 
 
 def _first_conv_weight_blob(pkg: Path) -> tuple[Path, int, int]:
     """(weight.bin, byte offset of the first rank-4 weight's data, its element size)."""
-    from exporter.mil.package import MLPackage
+    from exporter.targets.coreml.mil.package import MLPackage
 
     package = MLPackage(pkg)
     fn = package.spec.mlProgram.functions["main"]
@@ -103,7 +103,7 @@ def test_the_same_model_exported_twice_is_the_same_bytes(lenet_pkg, lenet5_ckpt,
 
 def test_manifest_entries_in_any_order_are_written_the_same(tmp_path):
     """coremltools' Manifest.json lists its items in a dict order that varies run to run (issue 39): written sorted."""
-    from exporter.stages.coreml import reproducible_package_ids
+    from exporter.targets.coreml.stage import reproducible_package_ids
 
     items = {
         "A-1": {"path": "com.apple.CoreML/model.mlmodel", "author": "com.apple.CoreML", "name": "model.mlmodel"},
@@ -133,7 +133,7 @@ def test_fp16_program_rounds_like_fp16_and_passes_the_fp16_rule(cli, lenet5_ckpt
     assert verified(v) and v["precision"] == "fp16" and v["top1_agreement"] == 1.0
     # fp16 rounding is visible: far above fp32 round-off, within the fp16 tolerance.
     assert 1e-5 < v["max_rel_err"] <= 1e-2
-    from exporter.runners.mil import MilRunner
+    from exporter.targets.coreml.mil_runner import MilRunner
 
     runner = MilRunner(tmp_path / "l16.mlpackage")
     assert runner.program.op_counts.get("cast") == 2  # fp32 input -> fp16 compute -> fp32 output
@@ -164,7 +164,7 @@ def test_verify_passes_the_package_and_fails_one_changed_weight_blob(cli, lenet_
 def test_an_unknown_op_is_skipped_never_pass(cli, lenet_pkg, lenet5_ckpt, tmp_path):
     pkg = tmp_path / "odd.mlpackage"
     shutil.copytree(lenet_pkg, pkg)
-    from exporter.mil.package import MLPackage
+    from exporter.targets.coreml.mil.package import MLPackage
 
     package = MLPackage(pkg)
     fn = package.spec.mlProgram.functions["main"]
@@ -180,7 +180,7 @@ def test_an_unknown_op_is_skipped_never_pass(cli, lenet_pkg, lenet5_ckpt, tmp_pa
 def test_the_wrong_spec_in_the_package_metadata_fails(cli, lenet_pkg, lenet5_ckpt, tmp_path):
     pkg = tmp_path / "wrong.mlpackage"
     shutil.copytree(lenet_pkg, pkg)
-    from exporter.mil.package import MLPackage
+    from exporter.targets.coreml.mil.package import MLPackage
 
     package = MLPackage(pkg)
     stored = json.loads(package.spec.description.metadata.userDefined["cnnexport.spec"])
@@ -195,7 +195,7 @@ def test_batch_range_fixed_batch_and_a_range_too_small(cli, lenet5_ckpt, tmp_pat
     r = cli("coreml", lenet5_ckpt, "-o", tmp_path / "r.mlpackage", "--batch", "2:3", "--precision", "fp32", "--json")
     assert r.exit_code == 0, r
     assert r.json()["artifacts"][0]["verification"]["batch_sizes"] == [2, 3]  # 1,4 clipped into 2:3
-    from exporter.runners.mil import MilRunner
+    from exporter.targets.coreml.mil_runner import MilRunner
 
     runner = MilRunner(tmp_path / "r.mlpackage")
     assert runner.batch_dim == "batch" and runner.batch_range == (2, 3)
@@ -453,15 +453,15 @@ def test_image_input_with_per_channel_std_classifier_and_labels(cli, simple_cnn_
     assert spec.description.input[0].type.WhichOneof("Type") == "imageType"
     assert spec.description.predictedFeatureName == "classLabel"
     assert list(spec.description.output[0].type.stringType.ListFields()) == []
-    from exporter.mil.package import MLPackage
+    from exporter.targets.coreml.mil.package import MLPackage
 
     fn = MLPackage(out).spec.mlProgram.functions["main"]
     classify = next(o for o in fn.block_specializations[fn.opset].operations if o.type == "classify")
     assert "class_0" in str(classify)
     # The classifier's label is the label of the most probable class.
     from exporter.inputs import random_inputs
-    from exporter.runners.mil import MilRunner
     from exporter.spec import ModelSpec
+    from exporter.targets.coreml.mil_runner import MilRunner
 
     runner = MilRunner(out)
     x = random_inputs(ModelSpec.from_dict(runner.metadata), 3, 0).array
@@ -483,7 +483,7 @@ def test_uniform_std_is_folded_into_the_image_scale(cli, lenet5_ckpt, tmp_path):
 def test_swapped_channel_order_of_the_image_input_fails(simple_cnn_ckpt, tmp_path):
     from exporter import export_artifact, load_checkpoint
     from exporter.pipeline import verify_existing
-    from exporter.stages.coreml import export as coreml_export
+    from exporter.targets.coreml.stage import export as coreml_export
 
     loaded = load_checkpoint(simple_cnn_ckpt, arch="simple_cnn")
     # color_layout is the stage function's argument, not a user option: the layout follows the spec
@@ -571,8 +571,8 @@ def test_bigger_torchvision_models_fp32_and_fp16(name, models_dir, tmp_path):
 @pytest.mark.macos
 @pytest.mark.skipif(__import__("platform").system() != "Darwin", reason="Core ML predict needs macOS")
 def test_coreml_predict_agrees_with_the_interpreter_on_macos(lenet_pkg):
-    from exporter.runners.coreml import CoreMLRunner
-    from exporter.runners.mil import MilRunner
+    from exporter.targets.coreml.mil_runner import MilRunner
+    from exporter.targets.coreml.runner import CoreMLRunner
 
     x = np.random.default_rng(0).standard_normal((2, 1, 32, 32)).astype(np.float32)
     ours, theirs = MilRunner(lenet_pkg).infer(x)["logits"], CoreMLRunner(lenet_pkg).infer(x)["logits"]
@@ -583,7 +583,7 @@ def test_the_coreml_predict_runner_says_it_needs_macos(lenet_pkg):
     import platform
 
     from exporter.errors import BackendUnavailable
-    from exporter.runners.coreml import CoreMLRunner
+    from exporter.targets.coreml.runner import CoreMLRunner
 
     if platform.system() == "Darwin":
         pytest.skip("this machine is a Mac")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from exporter.errors import BadInputError, OutputError
-from exporter.mil import ops
-from exporter.mil.package import BLOB_SENTINEL, WeightFile, unpack_sub_byte
+from exporter.targets.coreml.mil import ops
+from exporter.targets.coreml.mil.package import BLOB_SENTINEL, WeightFile, unpack_sub_byte
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -144,7 +144,7 @@ def test_scatter_gather_and_select_match_torch():
 
 @pytest.mark.parametrize("nbits,signed", [(1, False), (2, False), (3, False), (4, False), (6, False), (4, True)])
 def test_sub_byte_unpacking_agrees_with_coremltools(nbits, signed):
-    from exporter.mil.package import quiet_import_coremltools
+    from exporter.targets.coreml.mil.package import quiet_import_coremltools
 
     quiet_import_coremltools()
     from coremltools.optimize import _utils as cto_utils
@@ -183,7 +183,7 @@ def test_weight_file_reads_blobs_and_rejects_a_bad_sentinel(tmp_path):
 def test_constexpr_decompression_matches_coremltools_semantics():
     lut = np.array([-1.0, 0.0, 0.5, 2.0], np.float32)
     idx = np.array([3, 0, 1, 2, 2, 1], np.uint8)
-    from exporter.mil.package import quiet_import_coremltools
+    from exporter.targets.coreml.mil.package import quiet_import_coremltools
 
     quiet_import_coremltools()
     from coremltools.optimize import _utils as cto_utils
@@ -254,7 +254,7 @@ def test_stack_matches_torch(axis):
 def test_fp16_op_selector_keeps_subnormal_factors_in_fp32():
     from types import SimpleNamespace
 
-    from exporter.stages.coreml import fp16_safe_op
+    from exporter.targets.coreml.stage import fp16_safe_op
 
     def op(kind, *values):
         return SimpleNamespace(op_type=kind, inputs={f"x{i}": SimpleNamespace(val=v) for i, v in enumerate(values)})
@@ -307,7 +307,7 @@ def test_topk_matches_torch(ascending):
 
 def test_integer_floor_divide_stays_an_integer_after_conversion(tmp_path):
     ct = pytest.importorskip("coremltools", reason="coremltools is not installed (scripts/setup.sh installs it)")
-    from exporter.stages.coreml_patches import fix_integer_floor_divide
+    from exporter.targets.coreml.patches import fix_integer_floor_divide
 
     class TopRows(torch.nn.Module):  # the shape of an NMS-free YOLO head's top-k: flat index -> row, column
         def forward(self, x):

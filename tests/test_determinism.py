@@ -6,7 +6,7 @@ layout. Every artifact must match byte for byte and every report must match once
 ``seconds`` fields are removed. (ONNX via torch.export, onnxsim, onnxruntime quantization and
 TorchScript are all deterministic here; TorchScript only because the stage rewrites torch's
 random serialization id and sorts the class constants torch.jit.script writes in hash-seed
-order, see exporter/stages/torchscript.py make_reproducible.) It runs with CNNEXPORT_FULL=1; the
+order, see exporter/targets/torchscript/stage.py make_reproducible.) It runs with CNNEXPORT_FULL=1; the
 default suite has the in-process check below and tests/test_run.py's serial-vs-parallel runs
 (two processes, byte-identical manifests).
 """
@@ -91,7 +91,7 @@ def test_two_processes_give_byte_identical_artifacts_and_reports(tmp_path):
 
 def test_scripted_constants_are_written_in_one_order():
     """What torch.jit.script writes in set (hash-seed) order comes out of make_reproducible sorted."""
-    from exporter.stages.torchscript import _sorted_constants
+    from exporter.targets.torchscript.stage import _sorted_constants
 
     head = b"class Conv2d(Module):\n  weight : Tensor\n"
     constants = [

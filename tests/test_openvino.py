@@ -29,8 +29,8 @@ def _copy(ckpt, tmp_path):
 
 
 def test_fp32_ir_from_a_checkpoint_matches_pytorch_at_batch_1_and_4_with_the_hint_pinned(cli, digits_lenet, tmp_path):
-    from exporter.runners.openvino import OpenVINORunner
-    from exporter.stages.openvino import deployment_default_hint
+    from exporter.targets.openvino.runner import OpenVINORunner
+    from exporter.targets.openvino.stage import deployment_default_hint
 
     ckpt = _copy(digits_lenet, tmp_path)
     r = cli("openvino", ckpt, "--json")
@@ -60,9 +60,9 @@ def test_an_fp32_ir_computed_in_the_cpus_default_bf16_would_fail_the_fp32_rule(d
     """Why the hint is pinned: on AMX/AVX-512-BF16 CPUs OpenVINO computes "fp32" models in bf16 unless told."""
     from exporter import VerifyOptions, load_checkpoint
     from exporter.build import build
-    from exporter.runners.openvino import OpenVINORunner
     from exporter.runners.torch import TorchRunner
-    from exporter.stages.openvino import cpu_has_bf16
+    from exporter.targets.openvino.runner import OpenVINORunner
+    from exporter.targets.openvino.stage import cpu_has_bf16
     from exporter.verify import verify
 
     if not cpu_has_bf16():
@@ -113,7 +113,7 @@ def test_int8_ir_is_quantized_by_nncf_and_judged_on_held_out_samples(cli, digits
 
 
 def test_bf16_ir_passes_the_fp16_rule_or_is_skipped_on_a_cpu_without_bf16(cli, digits_lenet, tmp_path, monkeypatch):
-    from exporter.stages import openvino as ov_stage
+    from exporter.targets.openvino import stage as ov_stage
 
     ckpt = _copy(digits_lenet, tmp_path)
     r = cli("openvino", ckpt, "--precision", "bf16", "--json")

@@ -19,6 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter import options as o
+from exporter.targets.coreml.row import CoreMLOptions
+from exporter.targets.onnx.row import Fp16Options, Int8Options, OnnxOptions, QuantizeChoice, opset_range
+from exporter.targets.openvino.row import OpenVINOOptions
+from exporter.targets.tensorrt.row import TensorRTOptions
+from exporter.targets.torchscript.row import TorchScriptOptions
 from tests.conftest import files_in
 
 SETTINGS = settings(
@@ -29,14 +34,14 @@ SETTINGS = settings(
 )
 
 MODELS = (
-    o.TorchScriptOptions,
-    o.OnnxOptions,
-    o.Int8Options,
-    o.Fp16Options,
-    o.QuantizeChoice,
-    o.CoreMLOptions,
-    o.TensorRTOptions,
-    o.OpenVINOOptions,
+    TorchScriptOptions,
+    OnnxOptions,
+    Int8Options,
+    Fp16Options,
+    QuantizeChoice,
+    CoreMLOptions,
+    TensorRTOptions,
+    OpenVINOOptions,
     o.DataOptions,
     o.ToleranceOverrides,
     o.DetectOptions,
@@ -230,7 +235,7 @@ def test_a_word_outside_a_choice_is_exit_2_naming_the_flag(cli, world, verb, fla
 
 @pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
 def test_an_opset_outside_the_installed_exporter_is_exit_2(cli, world, exporter):
-    low, high = o.opset_range(exporter)
+    low, high = opset_range(exporter)
 
     @SETTINGS
     @given(st.one_of(st.integers(min_value=-100, max_value=low - 1), st.integers(min_value=high + 1, max_value=10**6)))

@@ -220,8 +220,8 @@ SCALES = st.floats(min_value=2.0**-100, max_value=2.0**100, allow_nan=False, all
 @SETTINGS
 @given(st.dictionaries(TENSOR_NAMES, SCALES, max_size=8), st.from_regex(r"1[0-2]\.[0-9]{1,2}\.[0-9]{1,2}", fullmatch=True))
 def test_calibration_cache_round_trip(scales, version):
-    from exporter.tensorrt.calibration_cache import calibration_cache_text, parse_calibration_cache
-    from exporter.tensorrt.version import version_code as trt_version_code
+    from exporter.targets.tensorrt.calibration_cache import calibration_cache_text, parse_calibration_cache
+    from exporter.targets.tensorrt.version import version_code as trt_version_code
 
     header, parsed = parse_calibration_cache(calibration_cache_text(scales, version))
     assert header == f"TRT-{trt_version_code(version)}-EntropyCalibration2"
@@ -234,7 +234,7 @@ def test_calibration_cache_round_trip(scales, version):
 @example("TRT-100800-EntropyCalibration2\ninput: 3f80")
 @example("TRT-100800-EntropyCalibration2\nno separator")
 def test_parse_calibration_cache_of_any_text(text):
-    from exporter.tensorrt.calibration_cache import parse_calibration_cache
+    from exporter.targets.tensorrt.calibration_cache import parse_calibration_cache
 
     result = _valid_or_bad_input(parse_calibration_cache, text)
     if result is not None:
@@ -252,7 +252,7 @@ def test_parse_calibration_cache_of_any_text(text):
 @example("1:8:32")
 @example("8:4:2")
 def test_tensorrt_batch_profile(text):
-    trt = pytest.importorskip("exporter.tensorrt")
+    trt = pytest.importorskip("exporter.targets.tensorrt")
     if not hasattr(trt, "parse_batch_profile"):
         pytest.skip("the TensorRT stage has no --batch parser")
     profile = _valid_or_bad_input(trt.parse_batch_profile, text)

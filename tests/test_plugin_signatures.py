@@ -31,12 +31,12 @@ def test_every_hook_of_every_format_binds_to_its_call(fmt):
 
 def test_a_wrong_signature_or_a_missing_function_is_named():
     onnx_row = kinds.get("onnx")
-    wrong = replace(onnx_row, stage="exporter.stages.onnx:export")  # export(loaded, staging_dir, name, ...)
+    wrong = replace(onnx_row, stage="exporter.targets.onnx.stage:export")  # export(loaded, staging_dir, name, ...)
     (problem,) = hooks.hook_problems(wrong)
-    assert problem.startswith("ArtifactKind onnx: stage='exporter.stages.onnx:export' cannot be called as stage(request)")
-    missing = replace(onnx_row, check="exporter.stages.onnx:no_such_check")
+    assert problem.startswith("ArtifactKind onnx: stage='exporter.targets.onnx.stage:export' cannot be called as stage(request)")
+    missing = replace(onnx_row, check="exporter.targets.onnx.stage:no_such_check")
     assert "does not resolve" in hooks.hook_problems(missing)[0]
-    runner = replace(kinds.ONNX, runner="exporter.stages.onnx:make")  # make(req): takes no threads / device
+    runner = replace(kinds.get("onnx").format, runner="exporter.targets.onnx.stage:make")  # make(req): takes no threads / device
     assert "cannot be called as runner(path, threads, device)" in hooks.hook_problems(runner)[0]
 
 

@@ -29,7 +29,7 @@ from typing import Literal
 
 from exporter import kinds
 from exporter.options import Strict, opt
-from exporter.runners.onnxruntime import OnnxRuntimeRunner
+from exporter.targets.onnx.runner import OnnxRuntimeRunner
 from exporter.stages import StageOutput, StageRequest
 
 
@@ -38,7 +38,7 @@ class ToyOptions(Strict):
 
 
 def make(req: StageRequest) -> StageOutput:
-    from exporter.stages.onnx import export as onnx_export
+    from exporter.targets.onnx.stage import export as onnx_export
 
     made = onnx_export(req.loaded, req.staging, req.name, exporter="legacy")
     return StageOutput(made.files, {"flavour": req.options.flavour})

@@ -66,8 +66,8 @@ def test_calibration_batches_shrink_to_the_intermediate_budget(cli, digits_model
     """A model whose intermediates would not fit calibrates in smaller batches, to the same scales."""
     import onnx
 
-    import exporter.stages.onnx_tools as onnx_tools
-    import exporter.stages.quantize as quantize
+    import exporter.targets.onnx.quantize as quantize
+    import exporter.targets.onnx.tools as onnx_tools
 
     def run(name):
         out = tmp_path / name
@@ -112,7 +112,7 @@ def test_symbolic_shape_inference_failure_falls_back_to_onnx_shape_inference(cli
 
 
 def test_tensorrt_int8_is_symmetric_and_its_cache_covers_every_quantized_tensor(cli, digits_models, tmp_path):
-    from exporter.tensorrt.calibration_cache import activation_scales, parse_calibration_cache
+    from exporter.targets.tensorrt.calibration_cache import activation_scales, parse_calibration_cache
 
     out = tmp_path / "l.int8-trt.onnx"
     r = cli(
@@ -164,9 +164,9 @@ def test_calibration_methods_give_different_scales(digits_models, tmp_path):
     import onnx
 
     from exporter.inputs import calibration_split, open_source
-    from exporter.runners.onnxruntime import OnnxRuntimeRunner
     from exporter.spec import ModelSpec
-    from exporter.stages.quantize import activation_scales, export_int8
+    from exporter.targets.onnx.quantize import activation_scales, export_int8
+    from exporter.targets.onnx.runner import OnnxRuntimeRunner
 
     spec = ModelSpec.from_dict(OnnxRuntimeRunner(digits_models["lenet5"]).metadata)
     calib, _ = calibration_split(open_source("digits", spec), 128, 0)
@@ -301,7 +301,7 @@ def test_layernorm_residual_stream_stays_float(cli, tiny_vit, tmp_path):
 
 def test_quantized_residual_stream_fails_verification(cli, tiny_vit, tmp_path, monkeypatch):
     """What the rule prevents: with LayerNorm's input in uint8, the class token turns to noise."""
-    import exporter.stages.quantize as quantize
+    import exporter.targets.onnx.quantize as quantize
 
     monkeypatch.setattr(quantize, "residual_stream_nodes", lambda model: [])
     out = tmp_path / "vit.int8.onnx"
@@ -385,7 +385,7 @@ def test_fp16_models_open_without_the_nchwc_transformer(cli, digits_models, tmp_
     """onnxruntime's NCHWc layout pass segfaults on ViT-B/16's fp16 graph; fp16 models skip it, fp32 ones keep it."""
     import onnxruntime as ort
 
-    from exporter.runners.onnxruntime import OnnxRuntimeRunner
+    from exporter.targets.onnx.runner import OnnxRuntimeRunner
 
     fp16 = tmp_path / "l.fp16.onnx"
     assert cli("quantize", digits_models["lenet5"], "--precision", "fp16", "-o", fp16).exit_code == 0
@@ -479,8 +479,8 @@ def test_image_folder_calibration_streams_in_batches(exported_onnx, tmp_path):
     from PIL import Image
 
     from exporter.inputs import OrtCalibrationReader, calibration_split, open_source
-    from exporter.runners.onnxruntime import OnnxRuntimeRunner
     from exporter.spec import ModelSpec
+    from exporter.targets.onnx.runner import OnnxRuntimeRunner
 
     folder = tmp_path / "imgs"
     for cls in ("cat", "dog"):
@@ -567,9 +567,9 @@ def test_any_sample_count_calibrates_under_every_method(digits_models, tmp_path,
     import onnx
 
     from exporter.inputs import calibration_split, open_source
-    from exporter.runners.onnxruntime import OnnxRuntimeRunner
     from exporter.spec import ModelSpec
-    from exporter.stages import quantize
+    from exporter.targets.onnx import quantize
+    from exporter.targets.onnx.runner import OnnxRuntimeRunner
 
     spec = ModelSpec.from_dict(OnnxRuntimeRunner(digits_models["lenet5"]).metadata)
     calib, _ = calibration_split(open_source("digits", spec), samples, 0)
@@ -589,7 +589,7 @@ def test_any_sample_count_calibrates_under_every_method(digits_models, tmp_path,
 
 
 def test_even_batch_size():
-    from exporter.stages.quantize import even_batch_size
+    from exporter.targets.onnx.quantize import even_batch_size
 
     assert even_batch_size(300, 16) == 15 and even_batch_size(301, 16) == 7 and even_batch_size(307, 16) == 1
     assert even_batch_size(64, 16) == 16 and even_batch_size(5, 16) == 5

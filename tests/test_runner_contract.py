@@ -38,7 +38,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import exporter.runners
 from exporter.errors import BadInputError
 from exporter.runners import open_runner
 from exporter.runners.base import CONTRACT_ATTRIBUTES, Runner
@@ -91,8 +90,8 @@ class FakeMLModel:
     """coremltools.models.MLModel on a machine without Core ML: predict runs the package's MIL program."""
 
     def __init__(self, path: str, compute_units=None):
-        from exporter.mil.package import MLPackage
-        from exporter.mil.program import Program
+        from exporter.targets.coreml.mil.package import MLPackage
+        from exporter.targets.coreml.mil.program import Program
 
         self.package = MLPackage(Path(path))
         self.program = Program(self.package)
@@ -234,7 +233,7 @@ def _host_array(address: int, shape) -> np.ndarray:
 
 def _fake_engine(onnx_path: Path, engine: Path, spec, low: int, high: int) -> Path:
     """An engine file for the fake runtime and the sidecar `cnnexport tensorrt` would write beside it."""
-    import exporter.tensorrt as trt_stage
+    import exporter.targets.tensorrt as trt_stage
 
     engine.write_bytes(ENGINE_MAGIC + json.dumps({"min": low, "max": high}).encode() + b"\n" + onnx_path.read_bytes())
     plan = trt_stage.decide_plan(MACHINE["tensorrt_version"], "fp32")
@@ -245,8 +244,8 @@ def _fake_engine(onnx_path: Path, engine: Path, spec, low: int, high: int) -> Pa
 
 
 def _fake_tensorrt_machine(monkeypatch):
-    import exporter.runners.tensorrt as trt_runner
-    from exporter.tensorrt import machine as trt_stage
+    import exporter.targets.tensorrt.runner as trt_runner
+    from exporter.targets.tensorrt import machine as trt_stage
 
     monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt())
     monkeypatch.setattr(trt_stage, "cuda_status", lambda: (True, ""))
@@ -285,39 +284,39 @@ def _open_torch_cuda(env):
 
 
 def _open_torchscript(env):
-    from exporter.runners.torchscript import TorchScriptRunner
+    from exporter.targets.torchscript.runner import TorchScriptRunner
 
     return TorchScriptRunner(env.path)
 
 
 def _open_onnxruntime(env):
-    from exporter.runners.onnxruntime import OnnxRuntimeRunner
+    from exporter.targets.onnx.runner import OnnxRuntimeRunner
 
     return OnnxRuntimeRunner(env.path)
 
 
 def _open_mil(env):
-    from exporter.runners.mil import MilRunner
+    from exporter.targets.coreml.mil_runner import MilRunner
 
     return MilRunner(env.path)
 
 
 def _open_coreml(env):
-    from exporter.runners.coreml import CoreMLRunner
+    from exporter.targets.coreml.runner import CoreMLRunner
 
     _darwin_with_fake_coreml(env.monkeypatch)
     return CoreMLRunner(env.path)
 
 
 def _open_tensorrt(env):
-    from exporter.runners.tensorrt import TensorRTRunner, TorchDeviceMemory
+    from exporter.targets.tensorrt.runner import TensorRTRunner, TorchDeviceMemory
 
     _fake_tensorrt_machine(env.monkeypatch)
     return TensorRTRunner(env.path, memory=TorchDeviceMemory("cpu"))
 
 
 def _open_openvino(env):
-    from exporter.runners.openvino import OpenVINORunner
+    from exporter.targets.openvino.runner import OpenVINORunner
 
     return OpenVINORunner(env.path)
 
@@ -349,7 +348,7 @@ def _empty_package(path: Path, good: Path) -> None:
 
 
 def _garbage_engine(path: Path, good: Path) -> None:
-    from exporter.tensorrt import sidecar_path
+    from exporter.targets.tensorrt import sidecar_path
 
     _garbage(path, good)
     sidecar_path(path).write_text(sidecar_path(good).read_text())  # a valid sidecar: the engine itself is bad
@@ -359,17 +358,17 @@ def _garbage_engine(path: Path, good: Path) -> None:
 CASES = [
     Case("pytorch", _open_torch, "", "dynamic", None, None, has_metadata=False),
     Case("pytorch-cuda", _open_torch_cuda, "", "dynamic", None, None, has_metadata=False),
-    Case("torchscript", _open_torchscript, "exporter.runners.torchscript:TorchScriptRunner", "dynamic", None, None,
+    Case("torchscript", _open_torchscript, "exporter.targets.torchscript.runner:TorchScriptRunner", "dynamic", None, None,
          suffix=".ts", damage=_garbage),
-    Case("onnxruntime", _open_onnxruntime, "exporter.runners.onnxruntime:OnnxRuntimeRunner", str, None, None,
+    Case("onnxruntime", _open_onnxruntime, "exporter.targets.onnx.runner:OnnxRuntimeRunner", str, None, None,
          suffix=".onnx", damage=_garbage),
-    Case("mil-interpreter", _open_mil, "exporter.runners.mil:MilRunner", "batch", (1, 64), "fp32",
+    Case("mil-interpreter", _open_mil, "exporter.targets.coreml.mil_runner:MilRunner", "batch", (1, 64), "fp32",
          suffix=".mlpackage", damage=_empty_package),
-    Case("coreml-predict", _open_coreml, "exporter.runners.coreml:CoreMLRunner", "batch", (1, 64), "fp32",
+    Case("coreml-predict", _open_coreml, "exporter.targets.coreml.runner:CoreMLRunner", "batch", (1, 64), "fp32",
          suffix=".mlpackage", damage=_empty_package),
-    Case("tensorrt", _open_tensorrt, "exporter.runners.tensorrt:TensorRTRunner", "batch", (2, 4), None,
+    Case("tensorrt", _open_tensorrt, "exporter.targets.tensorrt.runner:TensorRTRunner", "batch", (2, 4), None,
          suffix=".engine", damage=_garbage_engine),
-    Case("openvino", _open_openvino, "exporter.runners.openvino:OpenVINORunner", "batch", None, None,
+    Case("openvino", _open_openvino, "exporter.targets.openvino.runner:OpenVINORunner", "batch", None, None,
          suffix=".xml", damage=_garbage_ir),
     Case("executorch", _open_executorch, "exporter.targets.executorch.runner:ExecuTorchRunner", "batch", (1, 32), None,
          suffix=".pte", damage=_garbage),
@@ -526,10 +525,14 @@ def test_every_registered_format_has_a_contract_case():
 
 
 def _runner_modules() -> list[str]:
-    """exporter.runners' modules and the module of every registered Format's runner factory."""
+    """exporter.runners' modules, every target folder's runner modules, and every registered Format's runner module."""
+    import exporter.targets
     from exporter import kinds
 
     names = [f"exporter.runners.{info.name}" for info in pkgutil.iter_modules(exporter.runners.__path__)]
+    for folder in pkgutil.iter_modules(exporter.targets.__path__):
+        path = [str(Path(exporter.targets.__path__[0]) / folder.name)]
+        names += [f"exporter.targets.{folder.name}.{m.name}" for m in pkgutil.iter_modules(path) if "runner" in m.name]
     return names + sorted({f.runner.partition(":")[0] for f in kinds.formats()} - set(names))
 
 
@@ -617,7 +620,7 @@ def test_importing_the_package_loads_no_runtime():
 def test_cnnexport_threads_sets_the_runtimes_thread_count(exported_onnx, monkeypatch, value, threads):
     """CNNEXPORT_THREADS is what a runner computes with when its caller names no thread count (tests/conftest.py sets 1)."""
     from exporter.runners.base import default_threads
-    from exporter.runners.onnxruntime import OnnxRuntimeRunner
+    from exporter.targets.onnx.runner import OnnxRuntimeRunner
 
     monkeypatch.setenv("CNNEXPORT_THREADS", value)
     assert default_threads() == threads

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from exporter import kinds, options
 from exporter.options import default_of, flag_of
+from exporter.targets.onnx.row import quantize_row
 
 EXPORTER = Path(__file__).resolve().parents[1] / "exporter"
 
@@ -115,9 +116,9 @@ def test_every_verb_that_builds_a_kind_exists_and_every_row_resolves():
 
 
 def test_quantize_flags_pick_the_rows_of_the_table():
-    assert kinds.quantize_kind("int8", "cpu").name == "int8"
-    assert kinds.quantize_kind("int8", "tensorrt").name == "int8_tensorrt"
-    assert kinds.quantize_kind("fp16", "cpu").name == "fp16"
+    assert quantize_row("int8", "cpu").name == "int8"
+    assert quantize_row("int8", "tensorrt").name == "int8_tensorrt"
+    assert quantize_row("fp16", "cpu").name == "fp16"
     flags = _flags(_cli().commands["quantize"])
     assert _choices(flags["precision"]) == ["int8", "fp16"] and flags["precision"].default.value == "int8"
 
@@ -206,10 +207,10 @@ def test_no_module_of_the_library_is_over_450_lines():
 
 
 def test_the_default_tensorrt_version_is_written_once():
-    from exporter.tensorrt.version import DEFAULT_VERSION
+    from exporter.targets.tensorrt.version import DEFAULT_VERSION
 
     spelled = [str(p.relative_to(EXPORTER)) for p in EXPORTER.rglob("*.py") if DEFAULT_VERSION in p.read_text()]
-    assert spelled == ["tensorrt/version.py"]
+    assert spelled == ["targets/tensorrt/version.py"]
 
 
 def test_nothing_is_monkeypatched_onto_an_object_in_the_library():

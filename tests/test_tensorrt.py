@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import exporter.tensorrt as trt_stage
+import exporter.targets.tensorrt as trt_stage
 from exporter.errors import BackendUnavailable, BadInputError
 from tests.conftest import files_in
 from tests.verdicts import verified
@@ -223,7 +223,7 @@ def test_runner_keeps_every_call_inside_the_profile():
     """Batches beyond the profile run in chunks, short ones padded: only the splitting is tested here (no engine)."""
     import numpy as np
 
-    from exporter.runners.tensorrt import TensorRTRunner
+    from exporter.targets.tensorrt.runner import TensorRTRunner
 
     runner = object.__new__(TensorRTRunner)
     runner.min_batch, runner.max_batch = 2, 4
@@ -337,7 +337,7 @@ def test_emit_script_fp16_kit(cli, simple_cnn_ckpt, tmp_path):
 
 @no_trt
 def test_emit_script_int8_qdq_and_calibrator_kits(cli, lenet5_ckpt, tmp_path):
-    from exporter.tensorrt import parse_calibration_cache
+    from exporter.targets.tensorrt import parse_calibration_cache
 
     ckpt = tmp_path / "lenet.pth"
     shutil.copyfile(lenet5_ckpt, ckpt)
@@ -443,7 +443,7 @@ def test_every_builder_option_reaches_the_command(cli, simple_cnn_ckpt, tmp_path
 
 @no_trt
 def test_kit_is_never_half_written(cli, exported_onnx, tmp_path):
-    from exporter.tensorrt import KitRequest, write_kit
+    from exporter.targets.tensorrt import KitRequest, write_kit
 
     busy = tmp_path / "busy"
     busy.mkdir()
@@ -524,7 +524,7 @@ def test_int8_qdq_engine_is_judged_on_held_out_digits(cli, lenet5_ckpt, tmp_path
 
 def test_absurd_workspace_is_a_clean_error():
     from exporter.errors import BadInputError
-    from exporter.tensorrt import parse_size
+    from exporter.targets.tensorrt import parse_size
 
     with pytest.raises(BadInputError, match="larger than any GPU"):
         parse_size("1" * 400 + "G")
@@ -550,7 +550,7 @@ def test_lint_refuses_ops_without_a_tensorrt_importer_and_names_the_node(cli, tm
     import onnx
     from onnx import helper
 
-    from exporter.tensorrt.lint import lint
+    from exporter.targets.tensorrt.lint import lint
 
     model = _graph(
         [helper.make_node("Relu", ["input"], ["r"], name="relu_1"), helper.make_node("Bernoulli", ["r"], ["output"], name="coin")]
@@ -579,7 +579,7 @@ def test_lint_refuses_ops_without_a_tensorrt_importer_and_names_the_node(cli, tm
 def test_lint_says_unknown_where_the_table_cannot_tell():
     from onnx import helper
 
-    from exporter.tensorrt.lint import lint
+    from exporter.targets.tensorrt.lint import lint
 
     custom = _graph([helper.make_node("Relu", ["input"], ["output"], name="r")], opset=23)
     result = lint(custom)
@@ -599,7 +599,7 @@ def test_lint_refuses_qoperator_and_cpu_qdq_models_and_passes_the_tensorrt_flavo
     import numpy as np
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
-    from exporter.tensorrt.lint import lint
+    from exporter.targets.tensorrt.lint import lint
 
     batches = iter([{"input": np.random.default_rng(i).standard_normal((4, 3, 32, 32)).astype(np.float32)} for i in range(4)])
 
@@ -634,8 +634,8 @@ def test_an_equal_of_two_booleans_is_exported_as_not_xor_which_tensorrt_parses()
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from exporter.stages.onnx import boolean_equals_as_xnor
-    from exporter.tensorrt.lint import lint
+    from exporter.targets.onnx.stage import boolean_equals_as_xnor
+    from exporter.targets.tensorrt.lint import lint
 
     nodes = [
         helper.make_node("Constant", [], ["zero"], value=helper.make_tensor("z", TensorProto.FLOAT, [], [0.0])),

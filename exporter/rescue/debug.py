@@ -108,7 +108,7 @@ def _run_onnx(model, tensors: list[str], batch: np.ndarray) -> dict[str, np.ndar
     import onnx
     import onnxruntime as ort
 
-    from exporter.runners.onnxruntime import FP16_DISABLED_OPTIMIZERS
+    from exporter.targets.onnx.runner import FP16_DISABLED_OPTIMIZERS
 
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *inferred.graph.output]}

@@ -392,7 +392,7 @@ def equalize_file(pre: Path, calibration) -> tuple[Path, dict]:
     import onnx
 
     from exporter.errors import ExportError
-    from exporter.stages.onnx import save_model
+    from exporter.targets.onnx.stage import save_model
     from exporter.verify import TOLERANCES
 
     model, report = equalize(onnx.load(str(pre)), inplace=True)

@@ -68,7 +68,7 @@ def _next(result, table: list, excluded: list[str], max_drop_hit: bool) -> list[
 
 
 def _images_per_second(path: Path, batch, seconds: float = 1.0) -> float:
-    from exporter.runners.onnxruntime import OnnxRuntimeRunner
+    from exporter.targets.onnx.runner import OnnxRuntimeRunner
 
     runner = OnnxRuntimeRunner(path)
     runner.infer(batch)

@@ -1,17 +1,37 @@
-"""Targets written the plug-in way: each folder is one row of the stage table and nothing else.
+"""Targets: each folder is one artifact kind (or a family, the ONNX rows), readable alone.
 
-A folder holds the row with its options model (``row.py``), the stage that makes the
-artifact (``stage.py``) and the runner that executes it (``runner.py``). exporter/kinds.py
-registers the rows named in ``BUILTIN`` exactly as it registers an installed plug-in's
-(``cnnexport.targets`` entry points): nothing else in exporter/ names these targets.
+A folder holds its rows with their options models (``row.py``: ``ROWS`` and ``ORDER``), the
+stage that makes the artifact and the runner that executes it; code about one target lives in
+its folder and nowhere else. exporter/kinds.py finds the folders (``row_modules``) and registers
+their rows exactly as it registers an installed plug-in's (``cnnexport.targets`` entry points):
+adding an in-tree target is adding a folder, no shared exporter file changes.
 """
 
 import contextlib
+import importlib
+import importlib.util
+import pkgutil
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
-BUILTIN = (
-    "exporter.targets.executorch.row:ROWS",  # Android / embedded: ExecuTorch .pte on XNNPACK
-    "exporter.targets.litert.row:ROWS",  # Android: LiteRT .tflite (formerly TensorFlow Lite)
-)
+
+def row_modules() -> list[ModuleType]:
+    """Every folder's row module, in table order: by its ORDER (recipes, verbs and reports follow it), then name."""
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.ispkg and importlib.util.find_spec(f"{__name__}.{info.name}.row") is not None:
+            found.append(importlib.import_module(f"{__name__}.{info.name}.row"))
+    return sorted(found, key=lambda module: (module.ORDER, module.__name__))
+
+
+def fixed_precision(precision: str) -> Callable[[Any], str]:
+    """The pass rule of a row whose artifact always has one precision."""
+    return lambda _options: precision
+
+
+def always(_options: Any) -> bool:
+    return True
 
 
 @contextlib.contextmanager

@@ -13,6 +13,8 @@ from exporter import kinds
 from exporter.options import Strict, opt
 from exporter.targets import calibrates_when_int8, options_precision
 
+ORDER = 60  # after the desktop and server targets
+
 
 class ExecuTorchBuild(Strict):
     backend: Literal["xnnpack", "portable"] = opt(

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from exporter.errors import ExportError
 from exporter.stages import StageOutput
-from exporter.tensorrt.machine import machine_description, require_tensorrt
-from exporter.tensorrt.plan import HARDWARE_LEVELS, BuildOptions, BuildPlan
-from exporter.tensorrt.sidecar import sidecar_path
+from exporter.targets.tensorrt.machine import machine_description, require_tensorrt
+from exporter.targets.tensorrt.plan import HARDWARE_LEVELS, BuildOptions, BuildPlan
+from exporter.targets.tensorrt.sidecar import sidecar_path
 
 
 class _Logger:

@@ -770,7 +770,7 @@ def constexpr_blockwise_shift_scale(data, scale, offset=None, **_):
 
 @op("constexpr_lut_to_dense")
 def constexpr_lut_to_dense(indices, lut, shape=None, vector_axis=None, **_):
-    from exporter.mil.package import unpack_sub_byte
+    from exporter.targets.coreml.mil.package import unpack_sub_byte
 
     if shape is not None:  # iOS16: a flat LUT and packed uint8 indices
         dims = _ints(shape)

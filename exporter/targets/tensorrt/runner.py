@@ -17,7 +17,7 @@ import numpy as np
 
 from exporter.errors import BadInputError
 from exporter.runners.base import Runner
-from exporter.tensorrt import ensure_compatible, machine_description, read_sidecar, require_tensorrt
+from exporter.targets.tensorrt import ensure_compatible, machine_description, read_sidecar, require_tensorrt
 
 
 class TorchDeviceMemory:

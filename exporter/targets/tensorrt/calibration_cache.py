@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 
 from exporter.errors import BadInputError
-from exporter.tensorrt.version import version_code
+from exporter.targets.tensorrt.version import version_code
 
 
 def activation_scales(model) -> dict[str, float]:

@@ -159,7 +159,7 @@ def _detect_head(source: Path, model) -> list[str]:
     under the names OpenVINO's ONNX frontend gives them): NNCF leaves them in float, as `quantize` does."""
     import onnx
 
-    from exporter.stages.onnx_tools import float_head_nodes
+    from exporter.targets.onnx.tools import float_head_nodes
 
     names = {op.get_friendly_name() for op in model.get_ops()}
     return [n for n in float_head_nodes(onnx.load(str(source), load_external_data=False)) if n in names]

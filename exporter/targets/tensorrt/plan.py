@@ -27,7 +27,7 @@ from pathlib import Path
 
 from exporter.errors import BadInputError, ExportError
 from exporter.spec import BatchRange, parse_batch_range
-from exporter.tensorrt.version import version_tuple
+from exporter.targets.tensorrt.version import version_tuple
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_MODES = ("qdq", "calibrator")

@@ -17,6 +17,6 @@ exporter.verify covers that. An op this interpreter does not implement raises Un
 when the program is loaded, which verification reports as `skipped`, never `pass`.
 """
 
-from exporter.mil.program import Program, load_program
+from exporter.targets.coreml.mil.program import Program, load_program
 
 __all__ = ["Program", "load_program"]

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from exporter.errors import BadInputError, UnsupportedOp
-from exporter.mil.ops import OPS
-from exporter.mil.package import MLPackage
-from exporter.mil.values import decode_value, dtype_name, numpy_dtype
+from exporter.targets.coreml.mil.ops import OPS
+from exporter.targets.coreml.mil.package import MLPackage
+from exporter.targets.coreml.mil.values import decode_value, dtype_name, numpy_dtype
 
 # Ops evaluated once when the program is loaded (their inputs are all constants).
 CONSTEXPR = {"constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "constexpr_lut_to_dense", "constexpr_cast"}

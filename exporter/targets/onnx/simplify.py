@@ -13,7 +13,7 @@ def export(source: Path, staging_dir: Path, name: str) -> StageOutput:
     import onnx
     import onnxsim
 
-    from exporter.stages.onnx import has_external_data, save_model
+    from exporter.targets.onnx.stage import has_external_data, save_model
 
     try:
         model = onnx.load(str(source), load_external_data=False)

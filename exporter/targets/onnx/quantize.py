@@ -20,7 +20,7 @@ from typing import Any
 
 from exporter.errors import BadInputError, ExportError, root_cause
 from exporter.stages import StageOutput
-from exporter.stages.onnx_tools import (
+from exporter.targets.onnx.tools import (
     copy_metadata,
     float_head_nodes,
     intermediate_bytes_per_sample,
@@ -28,8 +28,8 @@ from exporter.stages.onnx_tools import (
     quiet,
     samples_within_budget,
 )
-from exporter.tensorrt.calibration_cache import activation_scales, calibration_cache_text
-from exporter.tensorrt.version import DEFAULT_VERSION as DEFAULT_TRT_VERSION
+from exporter.targets.tensorrt.calibration_cache import activation_scales, calibration_cache_text
+from exporter.targets.tensorrt.version import DEFAULT_VERSION as DEFAULT_TRT_VERSION
 
 METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("cpu", "tensorrt")
@@ -168,7 +168,7 @@ def export_int8(
         raise BadInputError(f"--target must be one of {', '.join(TARGETS)}")
     if method not in METHODS:
         raise BadInputError(f"--method must be one of {', '.join(METHODS)}")
-    from exporter.stages.onnx import has_external_data, save_model
+    from exporter.targets.onnx.stage import has_external_data, save_model
 
     source_model = load_onnx(source, external_data=False)  # the graph; weights past 2 GB stay on disk
     external = has_external_data(source_model)

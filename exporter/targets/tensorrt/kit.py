@@ -25,7 +25,7 @@ from pathlib import Path
 
 from exporter.errors import BadInputError, OutputError
 from exporter.fsutil import Staging, sha256_of
-from exporter.tensorrt.plan import BuildOptions, BuildPlan, trtexec_command
+from exporter.targets.tensorrt.plan import BuildOptions, BuildPlan, trtexec_command
 
 KIT_MARKER = ".cnnexport-trt-kit"
 

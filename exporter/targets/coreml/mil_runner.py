@@ -35,8 +35,8 @@ class MilRunner(Runner):
 
     def __init__(self, path: Path):
         from exporter.errors import UnsupportedOp
-        from exporter.mil.package import MLPackage
-        from exporter.mil.program import Program
+        from exporter.targets.coreml.mil.package import MLPackage
+        from exporter.targets.coreml.mil.program import Program
 
         super().__init__()
         self.path = Path(path)

@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 
 from exporter.errors import BadInputError
-from exporter.tensorrt.plan import BuildOptions, BuildPlan
-from exporter.tensorrt.version import version_tuple
+from exporter.targets.tensorrt.plan import BuildOptions, BuildPlan
+from exporter.targets.tensorrt.version import version_tuple
 
 SIDECAR_FORMAT = "cnnexport-tensorrt-sidecar/1"
 

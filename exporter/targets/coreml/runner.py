@@ -1,6 +1,6 @@
 """Core ML `.mlpackage` through coremltools' own ``predict`` (macOS only).
 
-On Linux `open_runner` uses the MIL interpreter (exporter/runners/mil.py) instead; this runner
+On Linux `open_runner` uses the MIL interpreter (exporter/targets/coreml/mil_runner.py) instead; this runner
 shares its input handling (normalized batch -> image pixels for image inputs) and output
 contract, so the same verification applies on both systems.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from exporter.errors import BackendUnavailable, BadInputError
-from exporter.runners.mil import MilRunner
+from exporter.targets.coreml.mil_runner import MilRunner
 
 
 class CoreMLRunner(MilRunner):
@@ -72,7 +72,7 @@ class CoreMLRunner(MilRunner):
 
 
 def open_artifact(path: Path, threads: int | None = None, device: str = "cpu"):
-    """Core ML's own runtime on macOS; elsewhere the MIL interpreter (exporter/runners/mil.py)."""
+    """Core ML's own runtime on macOS; elsewhere the MIL interpreter (exporter/targets/coreml/mil_runner.py)."""
     if platform.system() == "Darwin":
         return CoreMLRunner(path)
     return MilRunner(path)

@@ -10,7 +10,7 @@
     kit.py                the build kit written where TensorRT is absent
     flow.py               `cnnexport tensorrt`: quantize, lint, build or kit, verify
 
-The names below load their module on first use, so ``import exporter.tensorrt`` imports
+The names below load their module on first use, so ``import exporter.targets.tensorrt`` imports
 neither tensorrt nor torch, onnx or onnxruntime.
 """
 
@@ -45,7 +45,7 @@ _API = {
     "activation_scales": "calibration_cache",
     "calibration_cache_text": "calibration_cache",
     "parse_calibration_cache": "calibration_cache",
-    "describe_violation": "lint",  # lint.lint itself: `from exporter.tensorrt.lint import lint` (the module is `lint`)
+    "describe_violation": "lint",  # lint.lint itself: `from exporter.targets.tensorrt.lint import lint` (the module is `lint`)
     "KIT_MARKER": "kit",
     "KitRequest": "kit",
     "write_kit": "kit",

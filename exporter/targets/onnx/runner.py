@@ -101,5 +101,5 @@ def nonfinite_fp16_tensors(path: Path, batch: np.ndarray) -> list[str]:
 
 
 def open_artifact(path: Path, threads: int | None = None, device: str = "cpu") -> OnnxRuntimeRunner:
-    """The ONNX format's runner (exporter.kinds.ONNX)."""
+    """The ONNX format's runner (exporter.targets.onnx.row FORMAT)."""
     return OnnxRuntimeRunner(path, threads=threads, device=device)

@@ -14,7 +14,7 @@ import numpy as np
 
 from exporter.errors import BadInputError, ExportError, root_cause
 from exporter.stages import StageOutput
-from exporter.stages.onnx_tools import copy_metadata, intermediate_bytes_per_sample, load_onnx, quiet, samples_within_budget
+from exporter.targets.onnx.tools import copy_metadata, intermediate_bytes_per_sample, load_onnx, quiet, samples_within_budget
 
 FP16_MAX = 65504.0
 FP16_MIN_NORMAL = 2.0**-14  # 6.1e-5: smaller float16 values are subnormal and lose significant bits
@@ -31,7 +31,7 @@ def _activation_maxima(model, batches, structure=None, workdir: Path | None = No
     import onnx
     import onnxruntime as ort
 
-    from exporter.stages.onnx import save_model
+    from exporter.targets.onnx.stage import save_model
 
     inferred = onnx.shape_inference.infer_shapes(structure if structure is not None else model)
     typed = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
@@ -179,7 +179,7 @@ def export_fp16(
 
     if on_overflow not in OVERFLOW_POLICIES:
         raise BadInputError(f"--fp16-overflow must be one of {', '.join(OVERFLOW_POLICIES)}")
-    from exporter.stages.onnx import has_external_data, save_model
+    from exporter.targets.onnx.stage import has_external_data, save_model
 
     model = load_onnx(source, external_data=False)  # the whole model, unless its weights live in a .data file
     structure = None

@@ -19,11 +19,11 @@ from exporter.errors import BadInputError
 from exporter.inputs import InputSet
 from exporter.pipeline import Progress, noop, onnx_source, run_stage, verifier
 from exporter.report import ArtifactResult, build_report, write_report
-from exporter.tensorrt import machine
-from exporter.tensorrt import plan as trt_plan
-from exporter.tensorrt.build import build_engine
-from exporter.tensorrt.sidecar import sidecar_partial
-from exporter.tensorrt.version import DEFAULT_VERSION, version_text, version_tuple
+from exporter.targets.tensorrt import machine
+from exporter.targets.tensorrt import plan as trt_plan
+from exporter.targets.tensorrt.build import build_engine
+from exporter.targets.tensorrt.sidecar import sidecar_partial
+from exporter.targets.tensorrt.version import DEFAULT_VERSION, version_text, version_tuple
 from exporter.verify import Verdict
 
 
@@ -75,6 +75,13 @@ def onnx_input(path: Path) -> tuple[str, list]:
     return inputs[0].name, dims
 
 
+def build_artifacts(req) -> list[ArtifactResult]:
+    """The tensorrt row's flow: the int8 / fp16 ONNX it needs first (exporter.build.run), then the engine or its kit."""
+    from exporter.build import run
+
+    return tensorrt_artifacts(req, run)
+
+
 def tensorrt_artifacts(req, build_one) -> list[ArtifactResult]:
     """The engine for ``req.source`` (an ONNX model), plus the Q/DQ or fp16 models it needed, each verified.
 
@@ -84,7 +91,7 @@ def tensorrt_artifacts(req, build_one) -> list[ArtifactResult]:
     """
     from exporter import kinds
     from exporter.fsutil import sha256_of
-    from exporter.options import Fp16Options, Int8Options
+    from exporter.targets.onnx.row import Fp16Options, Int8Options
 
     options, loaded, progress, write, keep_failed = req.options, req.loaded, req.progress, req.write, req.keep_failed
     output, verify_options = req.output, req.verify
@@ -194,7 +201,7 @@ def tensorrt_artifacts(req, build_one) -> list[ArtifactResult]:
 
 def check_for_tensorrt(model: Path, trt_version: str, progress: Progress = noop) -> dict:
     """The TensorRT lint of the model an engine is built from; a violation is bad input (exit 2), no kit."""
-    from exporter.tensorrt.lint import describe_violation, lint
+    from exporter.targets.tensorrt.lint import describe_violation, lint
 
     result = lint(model, trt_version)
     progress(
@@ -222,7 +229,7 @@ def _held_out(data, seed: int, spec, profile) -> InputSet | None:
 def _emit(
     options, output, source, build_onnx, calib_path, plan, build_opts, input_name, chw, sidecar, loaded, why_not, progress
 ) -> ArtifactResult:
-    from exporter.tensorrt.kit import KitRequest, verify_command, write_kit
+    from exporter.targets.tensorrt.kit import KitRequest, verify_command, write_kit
 
     started = time.perf_counter()
     kit_dir = Path(options.emit_script)
@@ -272,7 +279,7 @@ def lint_kit(kit_dir: Path, progress: Progress = noop) -> dict | None:
     """The TensorRT lint of the model a build kit would build (its ``*.build.json`` names it); None: not a kit."""
     import json
 
-    from exporter.tensorrt.kit import KIT_MARKER
+    from exporter.targets.tensorrt.kit import KIT_MARKER
 
     kit_dir = Path(kit_dir)
     if not (kit_dir / KIT_MARKER).is_file():

@@ -31,7 +31,7 @@ from pathlib import Path
 from exporter.errors import BadInputError, ExportError, root_cause
 from exporter.spec import METADATA_KEY
 from exporter.stages import StageOutput, decomposed_attention, example_batch
-from exporter.stages.coreml_patches import (
+from exporter.targets.coreml.patches import (
     fix_integer_floor_divide,
     fix_scalar_cast,
     fixed_size_adaptive_pools,
@@ -66,7 +66,7 @@ def fp16_safe_op(op) -> bool:
     """coremltools op_selector: True where the op may compute in fp16."""
     import numpy as np
 
-    from exporter.stages.fp16 import FP16_MIN_NORMAL
+    from exporter.targets.onnx.fp16 import FP16_MIN_NORMAL
 
     if op.op_type not in _MULTIPLYING_MIL_OPS:
         return True
@@ -149,7 +149,7 @@ def export(
     import torch
 
     try:
-        from exporter.mil.package import quiet_import_coremltools
+        from exporter.targets.coreml.mil.package import quiet_import_coremltools
 
         ct = quiet_import_coremltools()
     except ImportError as exc:

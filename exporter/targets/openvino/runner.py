@@ -25,7 +25,7 @@ class OpenVINORunner(Runner):
 
     def __init__(self, path: Path, threads: int | None = None, hint: str | None = None):
         super().__init__()
-        from exporter.stages.openvino import HINTS, cpu_has_bf16, import_openvino, stored
+        from exporter.targets.openvino.stage import HINTS, cpu_has_bf16, import_openvino, stored
 
         ov = import_openvino()
         path = Path(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from exporter.errors import BadInputError
-from exporter.mil.package import MLPackage, unpack_sub_byte
+from exporter.targets.coreml.mil.package import MLPackage, unpack_sub_byte
 
 NUMPY_DTYPES = {
     "BOOL": np.dtype(bool),
@@ -34,7 +34,7 @@ SUB_BYTE = {
 
 
 def dtype_name(code: int) -> str:
-    from exporter.mil.package import proto_modules
+    from exporter.targets.coreml.mil.package import proto_modules
 
     return proto_modules()[1].DataType.Name(code)
 

@@ -27,7 +27,7 @@ def load_onnx(path: Path, external_data: bool = True):
 
 
 def copy_metadata(source, target, extra: dict) -> None:
-    from exporter.stages.onnx import set_metadata_props
+    from exporter.targets.onnx.stage import set_metadata_props
 
     values = {p.key: p.value for p in source.metadata_props}
     values.update({k: str(v) for k, v in extra.items()})

@@ -1,0 +1,220 @@
+"""The ONNX family's rows: onnx, simplify, int8, int8_tensorrt and fp16, one Format (onnxruntime) for all."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Optional
+
+from pydantic import ValidationInfo, field_validator, model_validator
+
+from exporter import kinds
+from exporter.options import Method, Names, Strict, opt
+from exporter.targets import always, fixed_precision
+from exporter.targets.tensorrt.version import DEFAULT_VERSION as DEFAULT_TRT_VERSION
+
+ORDER = 20
+
+ONNX_INPUTS = ("simplify", "onnx")  # the recipe stages an ONNX-sourced stage reads from, in order of preference
+ONNX_RUNTIME = ("onnx", "onnxruntime")  # reads and runs the ONNX every ONNX-based stage starts from
+
+
+def opset_range(exporter: str) -> tuple[int, int]:
+    """The opsets the installed exporter writes as asked (measured: dynamo turns anything else into 18, silently)."""
+    import onnx.defs
+    from torch.onnx import _constants
+
+    if exporter == "legacy":
+        return _constants.ONNX_MIN_OPSET, _constants.ONNX_MAX_OPSET
+    return 18, onnx.defs.onnx_opset_version()
+
+
+class OnnxOptions(Strict):
+    exporter: Literal["dynamo", "legacy"] = opt("dynamo", "dynamo (torch.export based) or legacy (TorchScript based).")
+    opset: Optional[int] = opt(None, "ONNX opset (default: the exporter's; dynamo writes 18 and later, legacy 7 to 23).")
+    input_name: str = opt("input", "Name of the graph input.")
+    output_name: str = opt(
+        "logits",
+        "Name of the graph output of a one-output model "
+        "(a multi-output model's outputs are named by their path in what forward returns).",
+    )
+
+    @field_validator("opset")
+    @classmethod
+    def _opset_supported(cls, value, info: ValidationInfo):
+        if value is None:
+            return value
+        exporter = info.data.get("exporter", "dynamo")
+        low, high = opset_range(exporter)
+        if not low <= value <= high:
+            hint = (
+                "; opsets below 18 need the legacy exporter (--exporter legacy, or exporter: legacy in a recipe)"
+                if exporter == "dynamo" and value < low
+                else ""
+            )
+            raise ValueError(f"opset {value} is outside what the installed {exporter} exporter writes ({low} to {high}){hint}")
+        return value
+
+
+class SimplifyOptions(Strict):
+    """onnxsim has nothing to choose: it folds constants and removes dead nodes."""
+
+
+class Int8Options(Strict):
+    method: Method = opt("minmax", "Calibration method.")
+    per_channel: bool = opt(True, "Per-channel weight scales.", flag="--per-channel/--per-tensor")
+    exclude: Annotated[list[str], Names] = opt([], "Node name or op type to keep in float (repeatable).")
+    trt_version: str = opt(DEFAULT_TRT_VERSION, "TensorRT version written in the calibration cache header.")
+    equalize: bool = opt(
+        False,
+        "int8: cross-layer equalization of consecutive Conv(-ReLU)-Conv pairs before quantizing "
+        "(Nagel et al. 2019); the fp32 function is checked unchanged first.",
+    )
+    fallback: Literal["none", "auto"] = opt(
+        "none", "auto: keep the fewest layers in float needed to pass the int8 rule on the held-out split (and --max-drop)."
+    )
+    max_drop: Optional[float] = opt(
+        None, "With --fallback auto and --eval: the most top-1 points the labelled data may lose.", ge=0, le=100
+    )
+    max_float_layers: Optional[int] = opt(
+        None,
+        "With --fallback auto: the most weighted layers the model may keep in float (default: the larger of "
+        "2 and 25% of its weighted layers).",
+        ge=0,
+    )
+    max_float_share: Optional[float] = opt(
+        None,
+        "With --fallback auto: the largest share (0-1) of weighted layers the model may keep in float; with "
+        "--max-float-layers too, both hold.",
+        ge=0,
+        le=1,
+    )
+
+    @model_validator(mode="after")
+    def _fallback_flags_need_fallback(self):
+        given = [name for name in ("max_drop", "max_float_layers", "max_float_share") if getattr(self, name) is not None]
+        if given and self.fallback != "auto":
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ValueError(
+                f"{flags} only {'applies' if len(given) == 1 else 'apply'} with --fallback auto (fallback: auto in a recipe)"
+            )
+        return self
+
+
+class Fp16Options(Strict):
+    keep_io_types: bool = opt(True, "fp16: keep fp32 inputs/outputs.", flag="--keep-io-types/--fp16-io")
+    overflow: Literal["keep", "fail", "ignore"] = opt(
+        "keep",
+        "fp16: values beyond ±65504 (and factors below fp16's normal range) -> keep those nodes fp32, fail, or ignore.",
+        flag="--fp16-overflow",
+    )
+
+
+class QuantizeChoice(Strict):
+    """`cnnexport quantize` builds one of three rows (int8, int8_tensorrt, fp16); these two flags pick it."""
+
+    precision: Literal["int8", "fp16"] = opt("int8", "int8 (static, calibrated) or fp16.")
+    target: Literal["cpu", "tensorrt"] = opt(
+        "cpu", "int8 flavour: cpu (uint8 act/int8 weights) or tensorrt (symmetric + calibration cache)."
+    )
+
+
+def quantize_row(precision: str, target: str) -> kinds.ArtifactKind:
+    """`cnnexport quantize --precision P --target T` -> its row."""
+    return kinds.get("fp16" if precision == "fp16" else "int8_tensorrt" if target == "tensorrt" else "int8")
+
+
+FORMAT = kinds.Format(
+    "onnx",
+    "exporter.targets.onnx.runner:open_artifact",
+    (".onnx",),
+    bench_devices=("cpu", "cuda"),
+    describe=".onnx",
+    also_runs_on=("openvino",),
+    layers=True,
+    companion_suffixes=(".data",),
+    checks="exporter.targets.onnx.checks:onnx_checks",
+)
+
+ONNX = kinds.ArtifactKind(
+    name="onnx",
+    kind="onnx",
+    verb="onnx",
+    suffix=".onnx",
+    source="checkpoint",
+    options=OnnxOptions,
+    stage="exporter.targets.onnx.stage:make",
+    build="exporter.build:from_checkpoint",
+    format=FORMAT,
+    precision=fixed_precision("fp32"),
+    traces=True,
+    recipe_enabled=True,
+    help="Export ONNX with a dynamic batch axis, then verify it against the checkpoint.",
+    packages=("onnxscript", *ONNX_RUNTIME),
+)
+SIMPLIFY = kinds.ArtifactKind(
+    name="simplify",
+    kind="simplify",
+    verb="simplify",
+    suffix=".sim.onnx",
+    source="onnx",
+    options=SimplifyOptions,
+    stage="exporter.targets.onnx.simplify:make",
+    build="exporter.build:from_onnx",
+    format=FORMAT,
+    precision=fixed_precision("fp32"),
+    needs=("onnx",),
+    checks_source=True,
+    packages=(*ONNX_RUNTIME, "onnxsim"),
+    help="Simplify an ONNX model (onnxsim); verify against the original and, with --checkpoint, PyTorch.",
+    flag_help={"model": "ONNX model to simplify with onnxsim.", "checkpoint": "Also verify against this checkpoint."},
+    without_flags=("input_shape", "mean", "std", "labels"),
+)
+INT8 = kinds.ArtifactKind(
+    name="int8",
+    kind="int8-cpu",
+    verb="quantize",
+    suffix=".int8.onnx",
+    source="onnx",
+    options=Int8Options,
+    stage="exporter.targets.onnx.quantize:make",
+    build="exporter.targets.onnx.flow:quantize",
+    format=FORMAT,
+    precision=fixed_precision("int8"),
+    calibrates=always,
+    reads_data=True,
+    needs=ONNX_INPUTS,
+    packages=ONNX_RUNTIME,
+    command="exporter.targets.onnx.verb:register",
+)
+INT8_TENSORRT = kinds.ArtifactKind(
+    name="int8_tensorrt",
+    kind="int8-tensorrt",
+    verb="quantize",
+    suffix=".int8-trt.onnx",
+    source="onnx",
+    options=Int8Options,
+    stage="exporter.targets.onnx.quantize:make_tensorrt",
+    build="exporter.targets.onnx.flow:quantize",
+    format=FORMAT,
+    bench=None,
+    precision=fixed_precision("int8"),
+    calibrates=always,
+    reads_data=True,
+    needs=ONNX_INPUTS,
+    packages=ONNX_RUNTIME,
+)
+FP16 = kinds.ArtifactKind(
+    name="fp16",
+    kind="fp16",
+    verb="quantize",
+    suffix=".fp16.onnx",
+    source="onnx",
+    options=Fp16Options,
+    stage="exporter.targets.onnx.fp16:make",
+    build="exporter.build:from_onnx",
+    format=FORMAT,
+    precision=fixed_precision("fp16"),
+    reads_data=True,
+    needs=ONNX_INPUTS,
+    packages=ONNX_RUNTIME,
+)
+ROWS = [ONNX, SIMPLIFY, INT8, INT8_TENSORRT, FP16]
