@@ -47,6 +47,7 @@ class Format:
     companion_swaps: tuple[str, ...] = ()
     # "module:function(path, precision, input_sets) -> [Check | None]": checks beyond comparing outputs
     checks: str = ""
+    runtime: str = ""  # what executes its files, as `bench` recommends it ("onnxruntime", "torch"); default: its name
 
     def open(self, path, **kwargs):
         return resolve(self.runner)(path, **kwargs)
@@ -201,6 +202,12 @@ def load_plugins() -> None:
 def formats() -> list[Format]:
     """Every Format some row uses, in table order."""
     return list({row.format.name: row.format for row in KINDS}.values())
+
+
+def runtime_of(kind: str) -> str:
+    """What executes an artifact kind (a Format's name; "pytorch" is the eager baseline, run by torch)."""
+    found = next((f for f in formats() if f.name == kind), None)
+    return "torch" if found is None and kind == "pytorch" else (found.runtime or found.name) if found else kind
 
 
 def versioned_packages() -> tuple[str, ...]:

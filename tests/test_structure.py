@@ -115,6 +115,63 @@ def test_no_private_name_is_imported_across_modules():
     assert not crossing, crossing
 
 
+# The ONNX family is the intermediate every ONNX-sourced row reads (exporter.pipeline.onnx_source) and what
+# the int8 rescue works on (exporter/rescue/): shared code may use it; every other target stays in its folder.
+SHARED_TARGETS = {"onnx"}
+
+
+def target_names() -> set[str]:
+    """Every name a target goes by: row names, artifact kinds, verbs and Format names (precisions are rules, not targets)."""
+    from exporter import kinds
+
+    names = {n for row in kinds.KINDS for n in (row.name, row.kind, row.verb, row.format.name)}
+    return names - {"int8", "fp16", "fp32", "quantize"}
+
+
+def target_comparisons(tree: ast.AST, names: set[str]) -> list[tuple[int, str]]:
+    """(line, name) where code compares something with a target's name: an if-chain the rows should decide."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            for side in [node.left, *node.comparators]:
+                values = side.elts if isinstance(side, (ast.Tuple, ast.List, ast.Set)) else [side]
+                found += [(node.lineno, v.value) for v in values if isinstance(v, ast.Constant) and v.value in names]
+    return found
+
+
+def test_the_comparison_finder_sees_an_if_chain():
+    tree = ast.parse('if kind == "coreml" or row.name in ("tensorrt", "x"):\n    pass\nif precision == "int8":\n    pass\n')
+    assert target_comparisons(tree, {"coreml", "tensorrt"}) == [(1, "coreml"), (1, "tensorrt")]
+
+
+def test_no_target_code_outside_its_folder():
+    """Outside exporter/targets/: no target's backend is imported, no target's name decides a branch, and no target
+    folder but the shared ONNX family is imported (the rows, their Formats and hooks carry what differs)."""
+    from exporter import kinds
+
+    shared = set(kinds.REFERENCE_PACKAGES) | {"onnx", "onnxruntime", "onnxscript"}
+    backends = {p for row in kinds.KINDS for p in row.packages} - shared
+    assert {"coremltools", "tensorrt", "openvino", "executorch"} <= backends
+    names = target_names() - {f"exporter.targets.{t}" for t in SHARED_TARGETS} - SHARED_TARGETS
+    outside = []
+    for name, path in modules().items():
+        if name.startswith("exporter.targets.") or name.startswith("exporter.architectures"):
+            continue
+        tree = ast.parse(path.read_text())
+        where = path.relative_to(REPO)
+        for node in ast.walk(tree):
+            module = (
+                node.names[0].name if isinstance(node, ast.Import) else node.module if isinstance(node, ast.ImportFrom) else None
+            )
+            if module and module.split(".")[0] in backends:
+                outside.append(f"{where}:{node.lineno} imports {module}")
+            if module and module.startswith("exporter.targets.") and module.split(".")[2] not in SHARED_TARGETS:
+                outside.append(f"{where}:{node.lineno} imports {module}")
+        if not name.startswith(("exporter.loading", "exporter.sources")):  # checkpoint forms: a TorchScript *input*
+            outside += [f"{where}:{line} compares with {value!r}" for line, value in target_comparisons(tree, names)]
+    assert not outside, "target code outside exporter/targets/:\n" + "\n".join(outside)
+
+
 def test_the_wheel_lists_every_package():
     """A package folder missing from pyproject's list is absent from the wheel (and an import error there)."""
     config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]

@@ -84,13 +84,14 @@ def _artifact_bytes(path: Path) -> int:
 def discover(paths: list[Path]) -> list[Target]:
     """Checkpoints become the PyTorch eager baseline; folders are searched for artifacts."""
     from exporter.fsutil import size_of
+    from exporter.kinds import formats
     from exporter.runners import detect_kind
 
     targets: list[Target] = []
     for path in map(Path, paths):
         if not path.exists():
             raise BadInputError(f"{path} does not exist")
-        if path.is_dir() and path.suffix != ".mlpackage":
+        if path.is_dir() and not any(f.claims(path) for f in formats()):  # a folder that is no artifact (.mlpackage)
             globs = artifact_globs()
             found = sorted({p for pattern in globs for p in path.glob(pattern) if ".rejected." not in p.name})
             if not found:
@@ -140,9 +141,10 @@ def _is_checkpoint(path: Path) -> bool:
     from exporter.runners import detect_kind
 
     try:
-        return detect_kind(path) != "torchscript"
+        detect_kind(path)  # a .pt an artifact format claims (a TorchScript archive) is no checkpoint
     except BadInputError:
         return True
+    return False
 
 
 def _reset_peak_rss() -> bool:

@@ -71,13 +71,9 @@ def recommend(rows: list[dict], batches: list[int]) -> dict | None:
         return math.exp(sum(math.log(complete[target][b]["images_per_s"]) for b in batches) / len(batches))
 
     best = max(complete, key=score)
-    runtime = (
-        "openvino"
-        if best.endswith("[openvino]") or complete[best][batches[0]]["kind"] == "openvino"
-        else "torch"
-        if complete[best][batches[0]]["kind"] == "torchscript"
-        else "onnxruntime"
-    )
+    from exporter.kinds import runtime_of
+
+    runtime = "openvino" if best.endswith("[openvino]") else runtime_of(complete[best][batches[0]]["kind"])
     return {
         "target": best,
         "runtime": runtime,

@@ -132,6 +132,7 @@ FORMAT = kinds.Format(
     layers=True,
     companion_suffixes=(".data",),
     checks="exporter.targets.onnx.checks:onnx_checks",
+    runtime="onnxruntime",
 )
 
 ONNX = kinds.ArtifactKind(

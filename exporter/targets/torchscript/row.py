@@ -20,6 +20,7 @@ FORMAT = kinds.Format(
     globs=("*.ts",),
     bench_devices=("cpu", "cuda"),
     describe="TorchScript",
+    runtime="torch",
 )
 
 ROWS = [
