@@ -21,8 +21,10 @@ ROW_HOOKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "build": (("request",), ()),  # BuildRequest -> [ArtifactResult, ...]
     "check": (("options",), ()),  # refuses bad options / a missing backend
     "from_recipe": (("options", "section", "out_dir", "base"), ()),  # -> options
-    "verify_batches": (("options", "batch_sizes"), ()),
-    "extra_outputs": (("options",), ()),  # -> [(path, is_folder)]: a build kit  # -> the batch sizes the artifact accepts
+    "verify_batches": (("options", "batch_sizes"), ()),  # -> the batch sizes the artifact accepts
+    "extra_outputs": (("options",), ()),  # -> [(path, is_folder)]: a build kit
+    "needs_of": (("options",), ()),  # -> the recipe stages it can read from, given its options
+    "command": (("app",), ()),  # registers its hand-made verb on the Typer app
 }
 
 

@@ -89,6 +89,7 @@ class ArtifactKind:
     traces: bool = False  # runs torch.jit.trace / torch.export, which are not thread-safe
     folder: bool = False  # the artifact is a directory (.mlpackage)
     needs: tuple[str, ...] = ()  # recipe stages it can read from, in order of preference; () = the checkpoint
+    needs_of: str = ""  # "module:function(options) -> tuple": `needs` where they depend on its options (tensorrt int8)
     recipe_enabled: bool = False  # on in a recipe that does not mention it
     recipe_fields: dict = field(default_factory=dict)  # {option: (type, default)} that a recipe spells differently
     check: str = ""  # "module:function(options)": refuse bad options / a missing backend before any work
@@ -126,6 +127,10 @@ class ArtifactKind:
         if not self.stage:
             raise ValueError(f"{self.name} has no stage function: its build flow makes the artifact")
         return resolve(self.stage)
+
+    def upstream_choices(self, options: BaseModel) -> tuple[str, ...]:
+        """The recipe stages this stage can read from, in order of preference, given its options."""
+        return tuple(resolve(self.needs_of)(options)) if self.needs_of else self.needs
 
     def extra_outputs_of(self, options: BaseModel) -> list:
         """[(path, is_folder)] the stage writes besides its artifact and companions, planned (and guarded) before any work."""

@@ -157,16 +157,17 @@ def plan(recipe: Recipe) -> list[PlannedStage]:
     for spec in KINDS:
         if spec.name not in enabled:
             continue
-        upstream = None
-        if spec.needs:
-            upstream = next((n for n in spec.needs if n in enabled), None)
-            if upstream is None:
-                raise BadInputError(
-                    f"stage {spec.name} needs one of: {', '.join('stages.' + n for n in spec.needs)} (enable it in the recipe)"
-                )
         options = getattr(stages, spec.name).model_dump(mode="json")
         options.pop("enabled", None)
-        out.append(PlannedStage(spec, upstream, options))
+        stage = PlannedStage(spec, None, options)
+        needs = spec.upstream_choices(stage.options_model())
+        if needs:
+            stage.upstream = next((n for n in needs if n in enabled), None)
+            if stage.upstream is None:
+                raise BadInputError(
+                    f"stage {spec.name} needs one of: {', '.join('stages.' + n for n in needs)} (enable it in the recipe)"
+                )
+        out.append(stage)
     if not out:
         raise BadInputError("the recipe enables no stages")
     return out
