@@ -660,3 +660,43 @@ def test_an_equal_of_two_booleans_is_exported_as_not_xor_which_tensorrt_parses()
     assert boolean_equals_as_xnor(model) == 1
     assert run(model) == before == [True, False, False, True]
     assert [n.op_type for n in model.graph.node][-2:] == ["Xor", "Not"] and lint(model)["status"] == "pass"
+
+
+@no_trt
+def test_a_recipe_builds_the_int8_engine_from_its_own_int8_tensorrt_stage(cli, lenet5_ckpt, tmp_path):
+    """per_channel / exclude of stages.int8_tensorrt reach the engine: its kit holds that stage's model, byte for byte."""
+    import onnx
+
+    from exporter.recipe import load as load_recipe
+    from exporter.run import plan
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "calibration: {samples: 64, holdout: 32}\n"
+        "stages:\n"
+        "  onnx: {enabled: true}\n"
+        "  int8_tensorrt: {enabled: true, per_channel: false, exclude: [Gemm]}\n"
+        "  tensorrt: {enabled: true, precision: int8, batch: '1:4:8'}\n"
+    )
+    upstream = {stage.spec.name: stage.upstream for stage in plan(load_recipe(recipe))}
+    assert upstream["tensorrt"] == "int8_tensorrt" and upstream["int8_tensorrt"] == "onnx"
+    out = tmp_path / "out"
+    r = cli("run", lenet5_ckpt, "--recipe", recipe, "-o", out, "--calib", "digits", "--json")
+    assert r.exit_code == 0, r
+    stages = r.json()["manifest"]["stages"]
+    assert verified(stages["int8_tensorrt"]["verification"])
+    assert stages["tensorrt"]["status"] == "skipped (tensorrt not installed)"
+    (qdq,) = [f["path"] for f in stages["int8_tensorrt"]["files"] if f["path"].endswith(".onnx")]
+    kit = next(Path(f["path"]).parent for f in stages["tensorrt"]["files"] if f["path"].endswith("build.sh"))
+    assert (out / kit / Path(qdq).name).read_bytes() == (out / qdq).read_bytes()  # not quantized a second time
+    assert _kit_command(out / kit)[0] == f"--onnx={Path(qdq).name}"
+    model = onnx.load(str(out / qdq))
+    scales = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    gemms = [n for n in model.graph.node if n.op_type == "Gemm"]
+    assert gemms and all(scales[n.input[1]].dtype == np.float32 for n in gemms)  # excluded: float weights, no DQ
+    weight_scales = [scales[n.input[1]] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[1] in scales]
+    assert weight_scales and all(s.size == 1 for s in weight_scales)  # per_tensor reached the model the engine is built from
+
+    plain = tmp_path / "plain.yaml"  # without an int8_tensorrt stage the engine's flow quantizes the ONNX itself
+    plain.write_text("stages:\n  onnx: {enabled: true}\n  tensorrt: {enabled: true, precision: int8}\n")
+    assert {s.spec.name: s.upstream for s in plan(load_recipe(plain))}["tensorrt"] == "onnx"

@@ -126,7 +126,14 @@ def tensorrt_artifacts(req, build_one) -> list[ArtifactResult]:
 
     results: list[ArtifactResult] = []
     build_onnx, calib_path, held = source, None, None
-    if plan.precision == "int8" or plan.onnx == "fp16":
+    if plan.onnx == "qdq" and made_for_tensorrt(source):
+        # already the Q/DQ model TensorRT builds (a recipe's own int8_tensorrt stage, verified there, with its
+        # per_channel / exclude / equalize): the engine is built from it as it is, not quantized a second time
+        progress(f"building from {source.name} as it is: a Q/DQ model quantized for TensorRT")
+        calib = source.with_name(source.name.removesuffix(".onnx") + ".calib")
+        calib_path = calib if calib.is_file() else None
+        held = _held_out(req.calibration, req.verify.seed, spec, profile)
+    elif plan.precision == "int8" or plan.onnx == "fp16":
         q_opts: Int8Options | Fp16Options
         if plan.precision == "int8":
             row, q_opts = kinds.get("int8_tensorrt"), Int8Options(method=options.method, trt_version=version_text(target_version))
@@ -211,6 +218,21 @@ def check_for_tensorrt(model: Path, trt_version: str, progress: Progress = noop)
     if result["status"] == "fail":
         raise BadInputError(f"TensorRT's ONNX parser would refuse {Path(model).name}: {describe_violation(result)}")
     return result
+
+
+def made_for_tensorrt(path: Path) -> bool:
+    """Whether an ONNX model is a Q/DQ model cnnexport quantized for TensorRT (its int8_tensorrt row's metadata)."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return props.get("cnnexport.int8_target") == "tensorrt"
+
+
+def upstream_stages(options) -> tuple[str, ...]:
+    """The recipe stages an engine is built from: the recipe's own int8_tensorrt stage first for a Q/DQ int8 engine."""
+    from exporter.targets.onnx.row import ONNX_INPUTS
+
+    return ("int8_tensorrt", *ONNX_INPUTS) if options.precision == "int8" and options.int8_mode == "qdq" else ONNX_INPUTS
 
 
 def _held_out(data, seed: int, spec, profile) -> InputSet | None:

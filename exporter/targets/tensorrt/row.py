@@ -66,6 +66,7 @@ ROWS = [
         calibrates=calibrates_when_int8,
         reads_data=True,
         needs=ONNX_INPUTS,
+        needs_of="exporter.targets.tensorrt.flow:upstream_stages",  # int8 Q/DQ: the recipe's int8_tensorrt stage first
         check="exporter.targets.tensorrt.flow:check_options",
         # a recipe cannot name a folder for every machine: it says whether to write the build kit
         # (beside the artifacts) where TensorRT is absent
