@@ -88,12 +88,12 @@ def _run(req: BuildRequest) -> list[ArtifactResult]:
     spec = req.loaded.spec if req.loaded is not None else _stored_spec_or_none(req.source)
     if spec is not None:
         check_data(req, spec)  # every data source opened and counted before the first stage writes anything
-    if req.kind.source == "onnx" and from_checkpoint:
-        # a checkpoint for an ONNX-based kind: export (and verify) the ONNX first, beside it
+    if req.kind.source != "checkpoint" and from_checkpoint:
+        # a checkpoint for a kind made from another's artifact (the ONNX): make (and verify) that one first, beside it
         exported = export_artifact(
-            "onnx",
+            req.kind.source,
             req.loaded,
-            default_output(req.source, "onnx"),
+            default_output(req.source, req.kind.source),
             {},
             replace(req.verify, precision="fp32"),
             req.keep_failed,

@@ -74,7 +74,7 @@ class ArtifactKind:
     kind: str  # what reports, manifests and tables call the artifact
     verb: str  # the CLI verb that builds it
     suffix: str  # resnet18.pt -> resnet18<suffix>
-    source: str  # "checkpoint" | "onnx": what the stage reads (a checkpoint given to an onnx kind is exported first)
+    source: str  # "checkpoint", or the row whose artifact the stage reads ("onnx": a checkpoint is exported to it first)
     options: type[BaseModel]  # the single source of its choices and defaults
     # "module:function(StageRequest) -> StageOutput" that makes the artifact (exporter/stages/); "" where the
     # row's build flow makes it itself (tensorrt: the engine, after the int8 / fp16 ONNX it is built from)

@@ -1,7 +1,9 @@
-"""Every stage option, written once: name, type, choices, default and help.
+"""How a stage option is written once (``opt``, ``Strict``), and the options every stage shares.
 
-The CLI verbs (exporter/cli/params.py turns each field into a flag), the recipe schema
-(exporter/recipe.py adds ``enabled`` to each model) and ``run``'s stage graph all read these
+Each target's options model lives in its folder (exporter/targets/<target>/row.py), written with
+these pieces; this module holds the shared ones (calibration data, tolerance overrides, detect
+decoding). The CLI verbs (exporter/cli/params.py turns each field into a flag), the recipe schema
+(exporter/recipe.py adds ``enabled`` to each model) and ``run``'s stage graph all read the
 models; tests/test_stage_table.py fails when they disagree. A field's description is its
 ``--help`` text; ``flag`` in its extras is the CLI spelling when it is not ``--field-name``.
 """

@@ -164,9 +164,9 @@ def export_artifact(
     progress: Progress = noop,
     write: bool = True,
 ) -> ArtifactResult:
-    """Export ``loaded`` (a LoadedModel) as a checkpoint kind ('onnx' | 'torchscript' | 'coreml') to ``output``, verified.
+    """Export ``loaded`` (a LoadedModel) as a kind made from the checkpoint (onnx, torchscript, ...) to ``output``, verified.
 
-    ``options``: the row's options model, or a dict of its fields (exporter/options.py).
+    ``options``: the row's options model, or a dict of its fields (its target folder's row.py).
     """
     from exporter import kinds
     from exporter.runners.torch import TorchRunner

@@ -1,6 +1,6 @@
 """The `cnnexport` command line: parse, call the library once, print, exit. Nothing else lives here.
 
-export.py   onnx, torchscript, coreml, simplify, quantize, tensorrt (flags from exporter/options.py)
+export.py   a verb per row of the stage table (flags from its options model, exporter/targets/<target>/row.py)
 check.py    inspect, verify, bench, eval
 recipes.py  architectures, recipes, run, demo
 params.py   the shared flags, and stage flags generated from the options models

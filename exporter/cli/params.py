@@ -1,6 +1,6 @@
 """The verbs' flags: shared ones written here once, stage ones generated from the options models.
 
-A stage option is a field of its model in exporter/options.py: its type and choices (a Literal
+A stage option is a field of its options model (exporter/targets/<target>/row.py): its type and choices (a Literal
 becomes a choice), default and help become the flag, so a new option is one line there.
 ``command`` registers a verb whose parameters are such a list; Typer reads the signature.
 """

@@ -17,7 +17,7 @@ from typing import Any
 class StageRequest:
     """What every stage is given: the model, its spec, calibration samples, the row's options, where to write."""
 
-    options: Any  # the row's options model (exporter/options.py)
+    options: Any  # the row's options model (its target folder's row.py)
     staging: Path  # the private folder the stage writes into
     name: str  # the primary file's name
     spec: Any  # the ModelSpec the artifact is made for
