@@ -82,7 +82,9 @@ def tensorrt_artifacts(req, build_one) -> list[ArtifactResult]:
     ``build_one(request) -> [ArtifactResult]`` builds the int8 / fp16 ONNX the engine is made from
     (exporter.build.run, passed in so that the build layer imports this module and not the reverse).
     """
+    from exporter import kinds
     from exporter.fsutil import sha256_of
+    from exporter.options import Fp16Options, Int8Options
 
     options, loaded, progress = req.options, req.loaded, req.progress
     build_opts = build_options(options)
@@ -99,7 +101,12 @@ def tensorrt_artifacts(req, build_one) -> list[ArtifactResult]:
     results: list[ArtifactResult] = []
     build_onnx, calib_path, held = source, None, None
     if plan.precision == "int8" or plan.onnx == "fp16":
-        quantized = _quantized_onnx(req, build_one, plan, source, target_version)
+        q_opts: Int8Options | Fp16Options
+        if plan.precision == "int8":
+            row, q_opts = kinds.get("int8_tensorrt"), Int8Options(method=options.method, trt_version=version_text(target_version))
+        else:
+            row, q_opts = kinds.get("fp16"), Fp16Options()
+        quantized = build_one(replace(req, kind=row, options=q_opts, source=source, output=None, evaluation=None))[-1]
         results.append(quantized)
         if quantized.verification.status == "fail" or not quantized.files:
             return results  # no engine from a model that failed its own check
@@ -161,19 +168,6 @@ def _target_version(options) -> tuple[str, str | None]:
     target_version = (options.trt_version or DEFAULT_VERSION) if emit else installed
     assert target_version is not None  # installed, or require_tensorrt raised
     return target_version, why_not
-
-
-def _quantized_onnx(req, build_one, plan, source: Path, target_version: str) -> ArtifactResult:
-    """The int8 Q/DQ (with its calibration cache) or fp16 ONNX the plan builds the engine from, verified as its own artifact."""
-    from exporter import kinds
-    from exporter.options import Fp16Options, Int8Options
-
-    q_opts: Int8Options | Fp16Options
-    if plan.precision == "int8":
-        row, q_opts = kinds.get("int8_tensorrt"), Int8Options(method=req.options.method, trt_version=version_text(target_version))
-    else:
-        row, q_opts = kinds.get("fp16"), Fp16Options()
-    return build_one(replace(req, kind=row, options=q_opts, source=source, output=None, evaluation=None))[-1]
 
 
 def _engine(
