@@ -208,26 +208,10 @@ def verify(
     artifact = as_runner(artifact)  # the declared contract (exporter/runners/base.py), defaults for what it omits
     if artifact.unsupported_op is not None:
         return Verdict.skipped(str(artifact.unsupported_op), precision)
-    checks: list[Check] = []
     batch_dim = artifact.batch_dim
     transform_name = artifact.reference_transform
     transform = REFERENCE_TRANSFORMS.get(transform_name) if transform_name else None
-    if transform_name and transform is None:
-        checks.append(
-            Check(
-                "declaration",
-                "outputs",
-                0,
-                "fail",
-                f"the artifact's outputs are {transform_name!r} of the logits, which cnnexport cannot compare",
-            )
-        )
-    if isinstance(batch_dim, int) and batch_dim != artifact.requested_fixed_batch:
-        checks.append(
-            Check(
-                "declaration", "input signature", batch_dim, "fail", f"the batch dimension is fixed to {batch_dim}, not dynamic"
-            )
-        )
+    checks = _declaration_checks(artifact, batch_dim, transform_name, transform)
     for ref_name, reference in references.items():
         for inputs in input_sets:
             try:
@@ -269,6 +253,28 @@ def verify(
     if failed:
         return Verdict("fail", failure_reason(failed[0], checks), precision, tolerance, checks)
     return Verdict("pass", "", precision, tolerance, checks)
+
+
+def _declaration_checks(artifact: Runner, batch_dim, transform_name: str | None, transform) -> list[Check]:
+    """Failures the artifact declares before it runs: outputs cnnexport cannot compare, a batch baked into the input."""
+    checks: list[Check] = []
+    if transform_name and transform is None:
+        checks.append(
+            Check(
+                "declaration",
+                "outputs",
+                0,
+                "fail",
+                f"the artifact's outputs are {transform_name!r} of the logits, which cnnexport cannot compare",
+            )
+        )
+    if isinstance(batch_dim, int) and batch_dim != artifact.requested_fixed_batch:
+        checks.append(
+            Check(
+                "declaration", "input signature", batch_dim, "fail", f"the batch dimension is fixed to {batch_dim}, not dynamic"
+            )
+        )
+    return checks
 
 
 def failure_reason(check: Check, checks: list[Check]) -> str:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 DEFAULT_FLOAT_LAYERS = 2
 DEFAULT_FLOAT_SHARE = 0.25
@@ -138,12 +139,25 @@ def _stop_message(why: str, tries: list[dict], budget: int, budget_from: str, cr
     )
 
 
+@dataclass
+class _Search:
+    """What --fallback auto carries from round to round: the layers kept in float and why, and what each try reached."""
+
+    total: int  # weighted layers in the model
+    budget: int
+    budget_from: str
+    excluded: list[str] = field(default_factory=list)
+    reasons: list[dict] = field(default_factory=list)
+    tries: list[dict] = field(default_factory=list)
+    first_path: Path | None = None  # the all-int8 attempt, the speed baseline
+    crushed: str | None = None
+
+
 def quantize_with_fallback(req, attempt) -> list:
     """``attempt(request) -> [ArtifactResult]`` quantizes once; returns the final, installed model (or the last failure)."""
     from exporter.errors import BadInputError
     from exporter.pipeline import onnx_source
-    from exporter.report import install_report
-    from exporter.rescue.debug import layer_table, onnx_layers
+    from exporter.rescue.debug import onnx_layers
 
     if req.loaded is None:
         raise BadInputError(
@@ -151,96 +165,115 @@ def quantize_with_fallback(req, attempt) -> list:
         )
     _, _, spec, output = onnx_source(req.source, req.output, req.loaded, req.kind.suffix_of(req.options), req.kind.kind)
     total = len(onnx_layers(req.source)[1])
-    budget, budget_from = float_budget(total, req.options.max_float_layers, req.options.max_float_share)
+    search = _Search(total, *float_budget(total, req.options.max_float_layers, req.options.max_float_share))
     held = _held_out(req, spec)
     work = Path(tempfile.mkdtemp(prefix=".cnnexport-fallback-", dir=output.parent))
-    excluded: list[str] = []
-    reasons: list[dict] = []
-    tries: list[dict] = []
-    first_path = crushed = None
-
-    def stop(result, why: str) -> list:
-        result.verification.status = "fail"
-        message = _stop_message(why, tries, budget, budget_from, crushed, req.options.equalize)
-        result.verification.reason = "; ".join(part for part in (result.verification.reason, message) if part)
-        result.details["float_fallback"] = {
-            "layers": reasons,
-            "kept_in_float": len(excluded),
-            "weighted_layers": total,
-            "budget": budget,
-            "budget_from": budget_from,
-            "tries": tries,
-            "installed": False,
-        }
-        result.files, result.details["installed"] = [], False
-        return [result]
-
     try:
-        for round_ in range(MAX_ROUNDS):
-            options = req.options.model_copy(
-                update={
-                    "exclude": [*req.options.exclude, *excluded],
-                    "fallback": "none",
-                    "max_drop": None,
-                    "max_float_layers": None,
-                    "max_float_share": None,
-                }
-            )
-            trial = replace(req, options=options, output=work / f"attempt{round_}{output.suffix}", keep_failed=True, write=False)
-            result = attempt(trial)[-1]
-            first_path = first_path or result.path
-            drop = _drop(result, req.options.max_drop)
-            tries.append(_tried(round_, len(excluded), result, None if drop is None else drop))
-            crushed = crushed or _crushed(result)
-            passed = result.verification.status == "pass" and drop is None
-            if passed and len(excluded) <= budget:
-                break
-            if passed:
-                return stop(
-                    result,
-                    f"passing needs {len(excluded)} layers in float, more than the budget of {budget}: "
-                    f"rerun with --max-float-layers {len(excluded)} (max_float_layers in a recipe) "
-                    f"to install it",
-                )
-            req.progress(
-                f"--fallback auto: round {round_ + 1}, {len(excluded)} layer(s) in float (budget {budget}): "
-                f"{result.verification.reason or f'top-1 drop {drop:.2f} pts'}"
-            )
-            table = layer_table(result.path, req.loaded.module, held, result.verification.tolerance) if held is not None else []
-            picked = _next(result, table, excluded, drop is not None and result.verification.status == "pass")
-            if not picked:
-                return stop(
-                    result,
-                    "no further layer can be named: the rest are within the rule layer by layer, so the "
-                    "loss is spread thinly, or sits in layers whose weights carry no parameter name",
-                )
-            modules = {layer.node: layer.module for layer in table}
-            excluded += [node for node, _ in picked]
-            reasons += [{"node": node, "module": modules.get(node), "why": why} for node, why in picked]
-        else:
-            over = f"; passing needs more than {len(excluded)} layers in float" if len(excluded) > budget else ""
-            return stop(result, f"still failing after {MAX_ROUNDS} rounds{over}")
-        final = attempt(replace(req, options=options, write=False))
-        last = final[-1]
-        cost = None
-        if excluded and last.files and held is not None:
-            int8, mixed = _images_per_second(first_path, held[:8]), _images_per_second(last.path, held[:8])
-            cost = {
-                "all_int8_images_per_s": round(int8, 1),
-                "with_fallback_images_per_s": round(mixed, 1),
-                "speed_ratio": round(mixed / int8, 3),
-            }
-        last.details["float_fallback"] = {
-            "layers": reasons,
-            "kept_in_float": len(excluded),
-            "weighted_layers": total,
-            "share": round(len(excluded) / total, 3) if total else 0.0,
-            "budget": budget,
-            "budget_from": budget_from,
-            "tries": tries,
-            "speed": cost,
-        }
-        install_report(last, req.loaded, spec, req.write)
-        return final
+        options, stopped = _rounds(req, attempt, search, held, work, output.suffix)
+        if stopped is not None:
+            return stopped
+        return _install(req, attempt, options, search, held, spec)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _rounds(req, attempt, search: _Search, held, work: Path, suffix: str) -> tuple[Any, list | None]:
+    """Quantize in ``work``, one more layer (or group) in float each round, until a try passes within the budget.
+
+    (the options that passed, None), or (None, [the failed result saying why it stopped]).
+    """
+    from exporter.rescue.debug import layer_table
+
+    for round_ in range(MAX_ROUNDS):
+        options = req.options.model_copy(
+            update={
+                "exclude": [*req.options.exclude, *search.excluded],
+                "fallback": "none",
+                "max_drop": None,
+                "max_float_layers": None,
+                "max_float_share": None,
+            }
+        )
+        trial = replace(req, options=options, output=work / f"attempt{round_}{suffix}", keep_failed=True, write=False)
+        result = attempt(trial)[-1]
+        search.first_path = search.first_path or result.path
+        drop = _drop(result, req.options.max_drop)
+        search.tries.append(_tried(round_, len(search.excluded), result, None if drop is None else drop))
+        search.crushed = search.crushed or _crushed(result)
+        passed = result.verification.status == "pass" and drop is None
+        if passed and len(search.excluded) <= search.budget:
+            return options, None
+        if passed:
+            return None, _stop(
+                result,
+                f"passing needs {len(search.excluded)} layers in float, more than the budget of {search.budget}: "
+                f"rerun with --max-float-layers {len(search.excluded)} (max_float_layers in a recipe) "
+                f"to install it",
+                search,
+                req.options.equalize,
+            )
+        req.progress(
+            f"--fallback auto: round {round_ + 1}, {len(search.excluded)} layer(s) in float (budget {search.budget}): "
+            f"{result.verification.reason or f'top-1 drop {drop:.2f} pts'}"
+        )
+        table = layer_table(result.path, req.loaded.module, held, result.verification.tolerance) if held is not None else []
+        picked = _next(result, table, search.excluded, drop is not None and result.verification.status == "pass")
+        if not picked:
+            unnamed = (
+                "no further layer can be named: the rest are within the rule layer by layer, so the "
+                "loss is spread thinly, or sits in layers whose weights carry no parameter name"
+            )
+            return None, _stop(result, unnamed, search, req.options.equalize)
+        modules = {layer.node: layer.module for layer in table}
+        search.excluded += [node for node, _ in picked]
+        search.reasons += [{"node": node, "module": modules.get(node), "why": why} for node, why in picked]
+    over = f"; passing needs more than {len(search.excluded)} layers in float" if len(search.excluded) > search.budget else ""
+    return None, _stop(result, f"still failing after {MAX_ROUNDS} rounds{over}", search, req.options.equalize)
+
+
+def _stop(result, why: str, search: _Search, equalize: bool) -> list:
+    """The failed try as the outcome: failing with what was tried, nothing installed."""
+    result.verification.status = "fail"
+    message = _stop_message(why, search.tries, search.budget, search.budget_from, search.crushed, equalize)
+    result.verification.reason = "; ".join(part for part in (result.verification.reason, message) if part)
+    result.details["float_fallback"] = {
+        "layers": search.reasons,
+        "kept_in_float": len(search.excluded),
+        "weighted_layers": search.total,
+        "budget": search.budget,
+        "budget_from": search.budget_from,
+        "tries": search.tries,
+        "installed": False,
+    }
+    result.files, result.details["installed"] = [], False
+    return [result]
+
+
+def _install(req, attempt, options, search: _Search, held, spec) -> list:
+    """The passing options quantized once more into the real output, with the layers kept in float and their speed cost."""
+    from exporter.report import install_report
+
+    final = attempt(replace(req, options=options, write=False))
+    last = final[-1]
+    cost = None
+    if search.excluded and last.files and held is not None:
+        assert search.first_path is not None  # the first round's attempt
+        int8, mixed = _images_per_second(search.first_path, held[:8]), _images_per_second(last.path, held[:8])
+        cost = {
+            "all_int8_images_per_s": round(int8, 1),
+            "with_fallback_images_per_s": round(mixed, 1),
+            "speed_ratio": round(mixed / int8, 3),
+        }
+    total = search.total
+    last.details["float_fallback"] = {
+        "layers": search.reasons,
+        "kept_in_float": len(search.excluded),
+        "weighted_layers": total,
+        "share": round(len(search.excluded) / total, 3) if total else 0.0,
+        "budget": search.budget,
+        "budget_from": search.budget_from,
+        "tries": search.tries,
+        "speed": cost,
+    }
+    install_report(last, req.loaded, spec, req.write)
+    return final

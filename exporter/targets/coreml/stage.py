@@ -145,13 +145,57 @@ def export(
     description: str | None = None,
     color_layout: str = "RGB",
 ) -> StageOutput:
-    import numpy as np
-    import torch
+    ct = _import_coremltools()
+    fix_scalar_cast(ct)
+    fix_integer_floor_divide(ct)
+    spec = loaded.spec
+    compression, (low, high), target_name = _checked_request(
+        spec, name, precision, image_input, classifier, batch, min_target, compress, color_layout
+    )
+    scale, bias, inv_std = image_preprocessing(spec) if image_input else (None, None, None)
+    module = wrap_for_tracing(loaded.module, inv_std, softmax=classifier)
+    image = (scale, bias) if image_input else None
+    convert_args = _convert_args(ct, spec, (low, high), precision, target_name, image, classifier, color_layout)
+    mlmodel, swapped_pools = _convert(ct, module, spec, convert_args, (low, high), compression)
+    mlmodel.author = author or ""
+    mlmodel.license = license or ""
+    mlmodel.version = version or ""
+    _describe(mlmodel, spec, description, image_input, classifier, color_layout, (low, high))
+    _record_metadata(mlmodel, spec, precision, classifier, compression, (low, high))
+    target = Path(staging_dir) / name
+    try:
+        mlmodel.save(str(target))
+    except Exception as exc:
+        raise ExportError(f"coremltools could not save {name}: {root_cause(exc)}") from exc
+    reproducible_package_ids(target)
+    return StageOutput(
+        files=[name],
+        details={
+            "precision": precision,
+            "input": "image" if image_input else "input",
+            "input_kind": "image" if image_input else "tensor",
+            "color_layout": ("GRAYSCALE" if spec.channels == 1 else color_layout) if image_input else None,
+            "image_scale": scale,
+            "image_bias": bias,
+            "in_model_std_multiplier": inv_std,
+            "classifier": classifier,
+            "outputs": ["classLabel", "classLabel_probs"] if classifier else spec.output_names,
+            "batch": [low, high],
+            "min_target": target_name,
+            "compression": compression.describe() if compression else None,
+            "ops": _op_counts(mlmodel),
+            "adaptive_pools_as_fixed": swapped_pools,
+            "coremltools": ct.__version__,
+        },
+    )
 
+
+def _import_coremltools():
+    """coremltools, imported quietly; its absence is BackendUnavailable (exit 3) saying what to install."""
     try:
         from exporter.targets.coreml.mil.package import quiet_import_coremltools
 
-        ct = quiet_import_coremltools()
+        return quiet_import_coremltools()
     except ImportError as exc:
         from exporter.errors import BackendUnavailable
 
@@ -159,13 +203,15 @@ def export(
             f"Core ML conversion needs coremltools ({exc}); install it with: pip install 'cnnexport[coreml]'"
         ) from None
 
-    fix_scalar_cast(ct)
-    fix_integer_floor_divide(ct)
+
+def _checked_request(
+    spec, name: str, precision: str, image_input: bool, classifier: bool, batch, min_target, compress, color_layout: str
+) -> tuple[Compression | None, tuple[int, int], str]:
+    """(compression, batch range, minimum target) once every option is checked: bad input fails before any tracing."""
     if not name.endswith(".mlpackage"):
         raise BadInputError(f"a Core ML ML program is a folder ending in .mlpackage, got {name!r}")
     if precision not in PRECISIONS:
         raise BadInputError(f"--precision must be fp16 or fp32, got {precision!r}")
-    spec = loaded.spec
     compression = compress if isinstance(compress, Compression) or compress is None else parse_compression(compress)
     low, high = batch if isinstance(batch, tuple) else parse_batch(batch)
     target_name = min_target or ("iOS16" if compression else "iOS15")
@@ -177,7 +223,6 @@ def export(
         raise BadInputError(f"an image input needs 1 or 3 channels; this model takes {spec.channels}")
     if color_layout not in ("RGB", "BGR"):
         raise BadInputError(f"color layout must be RGB or BGR, got {color_layout!r}")
-
     output_names = spec.output_names
     if classifier and (len(output_names) != 1 or (spec.outputs and spec.outputs[0].task != "classify")):
         raise BadInputError(
@@ -185,14 +230,20 @@ def export(
             + (f" ({spec.outputs[0].task})" if len(spec.outputs) == 1 else "")
             + ": export it without --classifier"
         )
-    labels = list(spec.labels) if spec.labels else [str(i) for i in range(spec.num_classes)]
-    scale, bias, inv_std = image_preprocessing(spec) if image_input else (None, None, None)
-    module = wrap_for_tracing(loaded.module, inv_std, softmax=classifier)
-    flexible = high > low
-    batch_dim = ct.RangeDim(lower_bound=low, upper_bound=high, default=low) if flexible else low
+    return compression, (low, high), target_name
+
+
+def _convert_args(
+    ct, spec, batch: tuple[int, int], precision: str, target_name: str, image: tuple | None, classifier: bool, color_layout: str
+) -> dict:
+    """ct.convert's arguments: the input (a tensor, or an image whose (scale, bias) hold the normalization), outputs."""
+    import numpy as np
+
+    low, high = batch
+    batch_dim = ct.RangeDim(lower_bound=low, upper_bound=high, default=low) if high > low else low
     shape = ct.Shape(shape=(batch_dim, *spec.input_shape))
-    if image_input:
-        assert bias is not None  # image_preprocessing's
+    if image is not None:
+        scale, bias = image
         layout = ct.colorlayout.GRAYSCALE if spec.channels == 1 else getattr(ct.colorlayout, color_layout)
         inputs = [
             ct.ImageType(
@@ -210,10 +261,19 @@ def export(
         minimum_deployment_target=getattr(ct.target, target_name),
     )
     if classifier:
+        labels = list(spec.labels) if spec.labels else [str(i) for i in range(spec.num_classes)]
         convert_args["classifier_config"] = ct.ClassifierConfig(labels)
     else:
-        convert_args["outputs"] = [ct.TensorType(name=n) for n in output_names]
+        convert_args["outputs"] = [ct.TensorType(name=n) for n in spec.output_names]
+    return convert_args
 
+
+def _convert(ct, module, spec, convert_args: dict, batch: tuple[int, int], compression: Compression | None):
+    """(ML program, adaptive pools swapped for fixed ones): traced and converted with coremltools' chatter silenced."""
+    import torch
+
+    low, high = batch
+    flexible = high > low
     captured = io.StringIO()
     quiet = logging.getLogger("coremltools")
     previous = quiet.level
@@ -248,12 +308,11 @@ def export(
         raise ExportError(f"coremltools could not convert the model: {root_cause(exc)}") from exc
     finally:
         quiet.setLevel(previous)
+    return mlmodel, swapped_pools
 
-    from exporter import __version__
 
-    mlmodel.author = author or ""
-    mlmodel.license = license or ""
-    mlmodel.version = version or ""
+def _describe(mlmodel, spec, description, image_input: bool, classifier: bool, color_layout: str, batch: tuple[int, int]):
+    """The descriptions Xcode shows: the model, its input (with the normalization in words) and each output."""
     what = {"segment": "segmentation model", "dense": "dense model", "regress": "model"}.get(
         spec.outputs[0].task if spec.outputs else "classify", "classifier"
     )
@@ -267,6 +326,7 @@ def export(
             f"{order} image {w}x{h}, pixels 0..255; normalized inside as (p/255 - [{mean_text}]) / [{std_text}]"
         )
     else:
+        low, high = batch
         mlmodel.input_description["input"] = (
             f"float32 NCHW batch ({low}..{high}) x {c}x{h}x{w}, normalized: (pixel/255 - [{mean_text}]) / [{std_text}]"
         )
@@ -278,43 +338,21 @@ def export(
             mlmodel.output_description[output.name] = _output_text(output)
         if not spec.outputs:
             mlmodel.output_description["logits"] = f"class logits, {spec.num_classes} per sample"
+
+
+def _record_metadata(mlmodel, spec, precision: str, classifier: bool, compression: Compression | None, batch: tuple[int, int]):
+    """cnnexport's user-defined metadata: the spec and how the program was made, read back by verification."""
+    from exporter import __version__
+
     meta = mlmodel.user_defined_metadata
     meta[METADATA_KEY] = spec.to_json()
     meta["cnnexport.version"] = __version__
     meta["cnnexport.precision"] = precision
-    meta["cnnexport.batch"] = f"{low}:{high}"
+    meta["cnnexport.batch"] = f"{batch[0]}:{batch[1]}"
     if classifier:
         meta["cnnexport.classifier_output"] = "softmax"
     if compression:
         meta["cnnexport.compression"] = compression.describe()
-
-    target = Path(staging_dir) / name
-    try:
-        mlmodel.save(str(target))
-    except Exception as exc:
-        raise ExportError(f"coremltools could not save {name}: {root_cause(exc)}") from exc
-    reproducible_package_ids(target)
-    ops = _op_counts(mlmodel)
-    return StageOutput(
-        files=[name],
-        details={
-            "precision": precision,
-            "input": "image" if image_input else "input",
-            "input_kind": "image" if image_input else "tensor",
-            "color_layout": ("GRAYSCALE" if spec.channels == 1 else color_layout) if image_input else None,
-            "image_scale": scale,
-            "image_bias": bias,
-            "in_model_std_multiplier": inv_std,
-            "classifier": classifier,
-            "outputs": ["classLabel", "classLabel_probs"] if classifier else output_names,
-            "batch": [low, high],
-            "min_target": target_name,
-            "compression": compression.describe() if compression else None,
-            "ops": ops,
-            "adaptive_pools_as_fixed": swapped_pools,
-            "coremltools": ct.__version__,
-        },
-    )
 
 
 def _output_text(output) -> str:

@@ -159,8 +159,6 @@ def export_int8(
     equalize: bool = False,
 ) -> StageOutput:
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from exporter.inputs import OrtCalibrationReader
 
@@ -175,12 +173,116 @@ def export_int8(
     node_names, op_types = resolve_exclude(source_model, list(exclude))
     staging_dir = Path(staging_dir)
     pre = staging_dir / "preprocessed.onnx"
+    symbolic_failure = _preprocess(source, pre, target, external)
+    equalization = None
+    if equalize:  # cross-layer equalization of the pre-processed (BatchNorm-folded) graph, its fp32 function checked
+        from exporter.rescue.equalize import equalize_file
+
+        pre, equalization = equalize_file(pre, calibration)
+    graph = onnx.load(str(pre), load_external_data=False)
+    kept_float = _kept_in_float(graph, source_model, node_names)
+    symmetric = target == "tensorrt"
+    reduce_range = host_lacks_vnni()
+    per_sample, batch_size, chunk_samples = _calibration_batches(graph, len(calibration), method)
+    reader = OrtCalibrationReader(calibration, source_model.graph.input[0].name, batch_size=batch_size)
+    extra_options = _onnxruntime_options(symmetric, method, reader.stride(most=max(1, chunk_samples // batch_size)))
+    target_path = staging_dir / name
+    excluded = node_names + [n for nodes in kept_float.values() for n in nodes]
+    _quantize_static(
+        pre, target_path, reader, method, per_channel, reduce_range, symmetric, op_types, excluded, external, extra_options
+    )
+
+    quantized = onnx.load(str(target_path))
+    details = _int8_details(
+        quantized,
+        target,
+        method,
+        per_channel,
+        reduce_range,
+        calibration,
+        reader,
+        per_sample,
+        (node_names, op_types),
+        kept_float,
+        symbolic_failure,
+        extra_options,
+    )
+    if equalization is not None:
+        details["equalization"] = equalization
+    copy_metadata(source_model, quantized, {"cnnexport.precision": "int8", "cnnexport.int8_target": target})
+    files = save_model(quantized, target_path)
+    if symmetric:
+        cache = _write_calibration_cache(quantized, staging_dir, name, trt_version)
+        files.append(cache["calibration_cache"])
+        details.update(cache)
+    return StageOutput(files=files, details=details)
+
+
+def _int8_details(
+    quantized,
+    target: str,
+    method: str,
+    per_channel: bool,
+    reduce_range: bool,
+    calibration,
+    reader,
+    per_sample: int,
+    excluded: tuple[list[str], list[str]],
+    kept_float: dict[str, list[str]],
+    symbolic_failure: str | None,
+    extra_options: dict[str, Any],
+) -> dict:
+    """The stage's details, in the report's order: what was asked, what the host and the data made of it, what came out."""
+    symmetric = target == "tensorrt"
+    node_names, op_types = excluded
+    return {
+        "precision": "int8",
+        "target": target,
+        "format": "QDQ",
+        "activation_type": "int8" if symmetric else "uint8",
+        "weight_type": "int8",
+        "symmetric_activations": symmetric,
+        "reduce_range": reduce_range,  # 7-bit weights: this host's CPU has no VNNI (host_lacks_vnni)
+        "per_channel": per_channel,
+        "method": method,
+        "calibration": calibration.description,
+        "calibration_samples": len(calibration),
+        "calibration_batches": reader.batches_read,
+        "calibration_batch_size": reader.batch_size,
+        "intermediate_mb_per_sample": round(per_sample / 2**20, 3),
+        "excluded_nodes": node_names,
+        "excluded_op_types": op_types,
+        "float_attention_nodes": len(kept_float["attention"]),
+        "float_residual_nodes": len(kept_float["residual"]),
+        "float_detect_head_nodes": len(kept_float["detect_head"]),
+        "preprocess": ("shape inference only" if symmetric else "shape inference + graph optimization")
+        + (
+            f" (ONNX shape inference only: onnxruntime's symbolic shape inference failed: {symbolic_failure})"
+            if symbolic_failure
+            else ""
+        ),
+        "quantize_linear_nodes": sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node),
+        "onnxruntime_options": {k: v for k, v in extra_options.items()},
+    }
+
+
+def _write_calibration_cache(quantized, staging_dir: Path, name: str, trt_version: str) -> dict:
+    """TensorRT's calibration cache beside the Q/DQ model (for implicit-quantization builds); its details."""
+    cache_name = name.removesuffix(".onnx") + ".calib"
+    scales = activation_scales(quantized)
+    (staging_dir / cache_name).write_text(calibration_cache_text(scales, trt_version))
+    return {"calibration_cache": cache_name, "calibration_cache_tensors": len(scales), "trt_version": trt_version}
+
+
+def _preprocess(source: Path, pre: Path, target: str, external: bool) -> str | None:
+    """onnxruntime's quantization pre-processing into ``pre``; why its symbolic shape inference failed, if it did."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
     pre_external = (
         {"save_as_external_data": True, "all_tensors_to_one_file": True, "external_data_location": pre.name + ".data"}
         if external
         else {}
     )
-    symbolic_failure = None
     before = set(os.listdir("."))
     try:
         with quiet():
@@ -197,31 +299,36 @@ def export_int8(
                 )
         except Exception:  # noqa: BLE001
             raise ExportError(f"onnxruntime's quantization pre-processing failed: {symbolic_failure}") from exc
+        return symbolic_failure
+    return None
 
-    equalization = None
-    if equalize:  # cross-layer equalization of the pre-processed (BatchNorm-folded) graph, its fp32 function checked
-        from exporter.rescue.equalize import equalize_file
 
-        pre, equalization = equalize_file(pre, calibration)
-    graph = onnx.load(str(pre), load_external_data=False)
-    float_attention = [n for n in attention_nodes(graph) if n not in node_names]
-    float_residual = [n for n in residual_stream_nodes(graph) if n not in node_names]
-    float_detect = [n for n in float_head_nodes(graph, source_model) if n not in node_names]
-    symmetric = target == "tensorrt"
-    reduce_range = host_lacks_vnni()
-    activation_type = QuantType.QInt8 if symmetric else QuantType.QUInt8
-    weight_type = QuantType.QInt8
+def _kept_in_float(graph, source_model, excluded: list[str]) -> dict[str, list[str]]:
+    """{attention, residual, detect_head: nodes} that stay in float besides the ones --exclude names."""
+    return {
+        "attention": [n for n in attention_nodes(graph) if n not in excluded],
+        "residual": [n for n in residual_stream_nodes(graph) if n not in excluded],
+        "detect_head": [n for n in float_head_nodes(graph, source_model) if n not in excluded],
+    }
+
+
+def _calibration_batches(graph, samples: int, method: str) -> tuple[int, int, int]:
+    """(intermediate bytes per sample, batch size, samples per calibration chunk) that fit the memory budget."""
     per_sample = intermediate_bytes_per_sample(graph)
     batch_size = samples_within_budget(per_sample, most=16)
     if method in ("entropy", "percentile"):
         # onnxruntime's histogram collector stacks the batches of a chunk into one array: a last,
         # shorter batch breaks it ("inhomogeneous shape"); batches of a size that divides the count do not
-        batch_size = even_batch_size(len(calibration), batch_size)
+        batch_size = even_batch_size(samples, batch_size)
     # Up to 4 batches per chunk. Not one chunk for everything: onnxruntime 1.32's entropy calibrator
     # has 128 bins for 128 quantized bins, so over one histogram it returns exactly min/max (measured on
     # the digits ResNet); its chunk-merged histograms are what makes entropy differ from min/max at all.
     chunk_samples = min(4 * batch_size, samples_within_budget(per_sample, 64))
-    reader = OrtCalibrationReader(calibration, source_model.graph.input[0].name, batch_size=batch_size)
+    return per_sample, batch_size, chunk_samples
+
+
+def _onnxruntime_options(symmetric: bool, method: str, chunk_batches: int) -> dict[str, Any]:
+    """quantize_static's extra_options for the target (recorded in the details as onnxruntime_options)."""
     extra_options: dict[str, Any] = {
         "ActivationSymmetric": symmetric,
         "WeightSymmetric": True,
@@ -230,11 +337,29 @@ def export_int8(
         # float bias and folds it itself. onnxruntime's CPU kernels take either.
         "QuantizeBias": not symmetric,
         # batches per calibration chunk: onnxruntime keeps a whole chunk's intermediates in memory
-        "CalibStridedMinMax": reader.stride(most=max(1, chunk_samples // batch_size)),
+        "CalibStridedMinMax": chunk_batches,
     }
     if method == "percentile":
         extra_options["CalibPercentile"] = 99.999
-    target_path = staging_dir / name
+    return extra_options
+
+
+def _quantize_static(
+    pre: Path,
+    target_path: Path,
+    reader,
+    method: str,
+    per_channel: bool,
+    reduce_range: bool,
+    symmetric: bool,
+    op_types: list[str],
+    excluded: list[str],
+    external: bool,
+    extra_options: dict[str, Any],
+) -> None:
+    """onnxruntime's quantize_static to QDQ; its failures become ExportError with a hint where one is known."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
     try:
         with quiet():
             quantize_static(
@@ -245,9 +370,9 @@ def export_int8(
                 op_types_to_quantize=_quantizable_op_types(op_types),
                 per_channel=per_channel,
                 reduce_range=reduce_range,
-                activation_type=activation_type,
-                weight_type=weight_type,
-                nodes_to_exclude=(node_names + float_attention + float_residual + float_detect) or None,
+                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=excluded or None,
                 calibrate_method={
                     "minmax": CalibrationMethod.MinMax,
                     "entropy": CalibrationMethod.Entropy,
@@ -267,48 +392,6 @@ def export_int8(
                 "export with --exporter legacy and quantize that"
             )
         raise ExportError(f"onnxruntime static quantization failed: {root_cause(exc)}{hint}") from exc
-
-    quantized = onnx.load(str(target_path))
-    details = {
-        "precision": "int8",
-        "target": target,
-        "format": "QDQ",
-        "activation_type": "int8" if symmetric else "uint8",
-        "weight_type": "int8",
-        "symmetric_activations": symmetric,
-        "reduce_range": reduce_range,  # 7-bit weights: this host's CPU has no VNNI (host_lacks_vnni)
-        "per_channel": per_channel,
-        "method": method,
-        "calibration": calibration.description,
-        "calibration_samples": len(calibration),
-        "calibration_batches": reader.batches_read,
-        "calibration_batch_size": batch_size,
-        "intermediate_mb_per_sample": round(per_sample / 2**20, 3),
-        "excluded_nodes": node_names,
-        "excluded_op_types": op_types,
-        "float_attention_nodes": len(float_attention),
-        "float_residual_nodes": len(float_residual),
-        "float_detect_head_nodes": len(float_detect),
-        "preprocess": ("shape inference only" if symmetric else "shape inference + graph optimization")
-        + (
-            f" (ONNX shape inference only: onnxruntime's symbolic shape inference failed: {symbolic_failure})"
-            if symbolic_failure
-            else ""
-        ),
-        "quantize_linear_nodes": sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node),
-        "onnxruntime_options": {k: v for k, v in extra_options.items()},
-    }
-    if equalization is not None:
-        details["equalization"] = equalization
-    copy_metadata(source_model, quantized, {"cnnexport.precision": "int8", "cnnexport.int8_target": target})
-    files = save_model(quantized, target_path)
-    if symmetric:
-        cache_name = name.removesuffix(".onnx") + ".calib"
-        scales = activation_scales(quantized)
-        (staging_dir / cache_name).write_text(calibration_cache_text(scales, trt_version))
-        files.append(cache_name)
-        details.update(calibration_cache=cache_name, calibration_cache_tensors=len(scales), trt_version=trt_version)
-    return StageOutput(files=files, details=details)
 
 
 def make(req) -> StageOutput:

@@ -132,46 +132,12 @@ def export(
     from exporter.outputs import SINGLE_OUTPUT_NAME
 
     output_names = [output_name] if spec.output_names == [SINGLE_OUTPUT_NAME] else spec.output_names
-    captured = io.StringIO()
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(captured), torch.no_grad():
-            warnings.simplefilter("ignore")
-            if exporter == "dynamo":
-                torch.onnx.export(
-                    module,
-                    (x,),
-                    str(target),
-                    dynamo=True,
-                    input_names=[input_name],
-                    output_names=output_names,
-                    dynamic_shapes=({0: torch.export.Dim("batch")},),
-                    opset_version=opset,
-                    external_data=external,
-                    verbose=False,
-                )
-            else:
-                # the TorchScript-based exporter refuses value names it uses itself ('0', '1'): placeholders, renamed below
-                placeholders = [f"cnnexport_output_{i}" for i in range(len(output_names))]
-                with decomposed_attention():  # the fused attention op has no legacy ONNX symbolic
-                    torch.onnx.export(
-                        module,
-                        (x,),
-                        str(target),
-                        dynamo=False,
-                        input_names=[input_name],
-                        output_names=placeholders,
-                        dynamic_axes={input_name: {0: "batch"}, **{n: {0: "batch"} for n in placeholders}},
-                        opset_version=opset or 17,
-                    )
-    except Exception as exc:  # torch.onnx raises many error types
-        other = "legacy" if exporter == "dynamo" else "dynamo"
-        raise ExportError(f"torch.onnx.export ({exporter}) failed: {root_cause(exc)}; try --exporter {other}") from exc
-
+    placeholders = _torch_onnx_export(module, x, target, exporter, input_name, output_names, opset, external)
     model = onnx.load(str(target), load_external_data=False)
     written = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is not None and written != opset:  # never a file of another opset than the one asked for
         raise ExportError(f"torch.onnx.export ({exporter}) wrote opset {written}, not the --opset {opset} asked for")
-    if exporter == "legacy":
+    if placeholders is not None:
         rename_values(model, dict(zip(placeholders, output_names)))
     add_metadata(model, spec, {"cnnexport.exporter": exporter})
     boolean_equals = boolean_equals_as_xnor(model)
@@ -199,6 +165,49 @@ def export(
             **({"notes": notes} if notes else {}),
         },
     )
+
+
+def _torch_onnx_export(
+    module, x, target: Path, exporter: str, input_name: str, output_names: list[str], opset: int | None, external: bool
+) -> list[str] | None:
+    """torch.onnx.export with a dynamic batch; the legacy exporter's placeholder output names (to rename), else None."""
+    import torch
+
+    # the TorchScript-based exporter refuses value names it uses itself ('0', '1'): placeholders, renamed after
+    placeholders = [f"cnnexport_output_{i}" for i in range(len(output_names))]
+    captured = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(captured), torch.no_grad():
+            warnings.simplefilter("ignore")
+            if exporter == "dynamo":
+                torch.onnx.export(
+                    module,
+                    (x,),
+                    str(target),
+                    dynamo=True,
+                    input_names=[input_name],
+                    output_names=output_names,
+                    dynamic_shapes=({0: torch.export.Dim("batch")},),
+                    opset_version=opset,
+                    external_data=external,
+                    verbose=False,
+                )
+            else:
+                with decomposed_attention():  # the fused attention op has no legacy ONNX symbolic
+                    torch.onnx.export(
+                        module,
+                        (x,),
+                        str(target),
+                        dynamo=False,
+                        input_names=[input_name],
+                        output_names=placeholders,
+                        dynamic_axes={input_name: {0: "batch"}, **{n: {0: "batch"} for n in placeholders}},
+                        opset_version=opset or 17,
+                    )
+    except Exception as exc:  # torch.onnx raises many error types
+        other = "legacy" if exporter == "dynamo" else "dynamo"
+        raise ExportError(f"torch.onnx.export ({exporter}) failed: {root_cause(exc)}; try --exporter {other}") from exc
+    return placeholders if exporter == "legacy" else None
 
 
 def make(req) -> StageOutput:

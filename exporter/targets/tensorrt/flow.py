@@ -93,31 +93,12 @@ def tensorrt_artifacts(req, build_one) -> list[ArtifactResult]:
     from exporter.fsutil import sha256_of
     from exporter.targets.onnx.row import Fp16Options, Int8Options
 
-    options, loaded, progress, write, keep_failed = req.options, req.loaded, req.progress, req.write, req.keep_failed
-    output, verify_options = req.output, req.verify
+    options, loaded, progress = req.options, req.loaded, req.progress
     build_opts = build_options(options)
     profile = build_opts.profile
-    source, source_runner, spec, output = onnx_source(req.source, output, loaded, ".engine", "engine")
-    input_name, dims = onnx_input(source)
-    chw = tuple(spec.input_shape)
-    fixed = [d for d in dims[1:] if isinstance(d, int) and d > 0]
-    if len(dims) != 4 or (len(fixed) == 3 and tuple(fixed) != chw):
-        raise BadInputError(f"{source.name}'s input {input_name} has dims {dims}; expected (batch, {', '.join(map(str, chw))})")
-    if isinstance(dims[0], int) and dims[0] > 0 and (profile.min, profile.max) != (dims[0], dims[0]):
-        raise BadInputError(
-            f"{source.name} has a fixed batch of {dims[0]}; export it with a dynamic batch axis to build the profile {profile}"
-        )
-
-    installed, why_not = machine.tensorrt_status()
-    if installed is not None:
-        gpu_ok, gpu_why = machine.cuda_status()
-        if not gpu_ok:
-            installed, why_not = None, gpu_why
-    emit = options.emit_script is not None
-    if installed is None and not emit:
-        machine.require_tensorrt()  # raises BackendUnavailable with what to do
-    target_version = (options.trt_version or DEFAULT_VERSION) if emit else installed
-    assert target_version is not None  # installed, or require_tensorrt raised
+    source, source_runner, spec, output = onnx_source(req.source, req.output, loaded, ".engine", "engine")
+    input_name, chw = _checked_input(source, spec, profile)
+    target_version, why_not = _target_version(options)
     plan = trt_plan.decide_plan(target_version, options.precision, options.int8_mode)
     progress(
         f"TensorRT {target_version}: {plan.precision}{' ' + plan.int8_mode if plan.int8_mode else ''}, "
@@ -155,30 +136,60 @@ def tensorrt_artifacts(req, build_one) -> list[ArtifactResult]:
     sidecar = sidecar_partial(plan, build_opts, input_name, chw, build_onnx, sha256_of(build_onnx), spec.to_dict())
     sidecar.update(reference_onnx=source.name, reference_onnx_sha256=sha256_of(source), plan_notes=list(plan.notes))
 
-    if emit:
-        results.append(
-            _emit(
-                options,
-                output,
-                source,
-                build_onnx,
-                calib_path,
-                plan,
-                build_opts,
-                input_name,
-                chw,
-                sidecar,
-                loaded,
-                why_not,
-                progress,
-            )
+    if options.emit_script is not None:
+        kit = _emit(
+            options, output, source, build_onnx, calib_path, plan, build_opts, input_name, chw, sidecar, loaded, why_not, progress
         )
-        results[-1].details["tensorrt_lint"] = lint
-        if write:
+        kit.details["tensorrt_lint"] = lint
+        results.append(kit)
+        if req.write:
             write_report(build_report(results, loaded, spec), Path(options.emit_script) / output.name)
         return results
 
-    opts = replace(verify_options, batch_sizes=(profile.min, profile.max), precision=plan.precision)
+    result = _engine(req, plan, build_opts, build_onnx, calib_path, held, source_runner, spec, output, input_name, chw, sidecar)
+    result.details["tensorrt_lint"] = lint
+    results.append(result)
+    if req.write and result.files:
+        write_report(build_report([result], loaded, spec), result.path)
+    return results
+
+
+def _checked_input(source: Path, spec, profile) -> tuple[str, tuple]:
+    """(input name, (C, H, W)) of the source model, its dims checked against the spec and the batch profile."""
+    input_name, dims = onnx_input(source)
+    chw = tuple(spec.input_shape)
+    fixed = [d for d in dims[1:] if isinstance(d, int) and d > 0]
+    if len(dims) != 4 or (len(fixed) == 3 and tuple(fixed) != chw):
+        raise BadInputError(f"{source.name}'s input {input_name} has dims {dims}; expected (batch, {', '.join(map(str, chw))})")
+    if isinstance(dims[0], int) and dims[0] > 0 and (profile.min, profile.max) != (dims[0], dims[0]):
+        raise BadInputError(
+            f"{source.name} has a fixed batch of {dims[0]}; export it with a dynamic batch axis to build the profile {profile}"
+        )
+    return input_name, chw
+
+
+def _target_version(options) -> tuple[str, str | None]:
+    """(the TensorRT version to build for, why it cannot be built here or None): the installed one with a GPU, else
+    --trt-version for a build kit; neither is BackendUnavailable (exit 3) saying what to do."""
+    installed, why_not = machine.tensorrt_status()
+    if installed is not None:
+        gpu_ok, gpu_why = machine.cuda_status()
+        if not gpu_ok:
+            installed, why_not = None, gpu_why
+    emit = options.emit_script is not None
+    if installed is None and not emit:
+        machine.require_tensorrt()  # raises BackendUnavailable with what to do
+    target_version = (options.trt_version or DEFAULT_VERSION) if emit else installed
+    assert target_version is not None  # installed, or require_tensorrt raised
+    return target_version, why_not
+
+
+def _engine(
+    req, plan, build_opts, build_onnx: Path, calib_path, held, source_runner, spec, output: Path, input_name: str, chw, sidecar
+) -> ArtifactResult:
+    """The engine built and verified at the profile's min and max batch (int8 on held-out data), installed with its sidecar."""
+    loaded, profile = req.loaded, build_opts.profile
+    opts = replace(req.verify, batch_sizes=(profile.min, profile.max), precision=plan.precision)
     if held is not None:
         # int8 is judged on held-out real data; on noise it only has to run, with the right shape
         opts = replace(opts, extra_inputs=[*opts.extra_inputs, held], judge_random=False)
@@ -189,21 +200,16 @@ def tensorrt_artifacts(req, build_one) -> list[ArtifactResult]:
         return {"pytorch": TorchRunner(loaded.module)} if loaded is not None else {"source onnx": source_runner}
 
     calib_batches = ()
-    result = run_stage(
+    return run_stage(
         lambda staging, name: build_engine(
             build_onnx, staging, name, plan, build_opts, input_name, chw, sidecar, calib_path, calib_batches
         ),
         output,
         verifier(references, spec, opts, "tensorrt"),
-        keep_failed,
-        progress,
+        req.keep_failed,
+        req.progress,
         "tensorrt",
     )
-    result.details["tensorrt_lint"] = lint
-    results.append(result)
-    if write and result.files:
-        write_report(build_report([result], loaded, spec), result.path)
-    return results
 
 
 def check_for_tensorrt(model: Path, trt_version: str, progress: Progress = noop) -> dict:

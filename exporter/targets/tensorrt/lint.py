@@ -99,13 +99,33 @@ def lint(model_or_path, trt_version: str = "10") -> dict:
         else model_or_path
     )
     table = support_table()
-    ops = table["operators"]
     low, high = table["opset_range"]
     findings: list[Finding] = []
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None or not low <= opset <= high:
         findings.append(Finding("(model)", "opset", "unknown", f"opset {opset} is outside the table's range {low}-{high}"))
     types = _element_types(model)
+    findings += _input_findings(model, types)
+    for node in model.graph.node:
+        findings += _node_findings(model, node, table["operators"], types)
+    # the most decisive first: an op with no importer at all, then Q/DQ rules, types, shapes
+    rank = {"no importer": 0, "plugin": 0, "Q/DQ": 1, "DequantizeLinear": 1, "zero point": 1, "takes": 2, "dynamic": 3}
+    findings.sort(key=lambda f: min((r for k, r in rank.items() if k in f.reason), default=4))
+    violations = [asdict(f) for f in findings if f.verdict == "violation"]
+    unknown = [asdict(f) for f in findings if f.verdict == "unknown"]
+    return {
+        "status": "fail" if violations else "unknown" if unknown else "pass",
+        "table": table["source"],
+        "target": str(trt_version),
+        "checked_nodes": len(model.graph.node),
+        "violations": violations,
+        "unknown": unknown,
+    }
+
+
+def _input_findings(model, types: dict) -> list[Finding]:
+    """Graph inputs with a dynamic dimension besides the batch: the optimization profile cannot cover them."""
+    findings = []
     for graph_input in model.graph.input:
         if graph_input.name in types and any(i.name == graph_input.name for i in model.graph.initializer):
             continue
@@ -121,57 +141,44 @@ def lint(model_or_path, trt_version: str = "10") -> dict:
                     "the optimization profile covers the batch only",
                 )
             )
-    for node in model.graph.node:
-        name = node.name or f"{node.op_type}({', '.join(node.output)})"
-        if node.domain not in ("", "ai.onnx"):
-            findings.append(
-                Finding(
-                    name,
-                    f"{node.domain}.{node.op_type}",
-                    "violation",
-                    f"op {node.op_type} of domain {node.domain} has no TensorRT importer (it would need a plugin)",
-                )
+    return findings
+
+
+def _node_findings(model, node, ops: dict, types: dict) -> list[Finding]:
+    """What the support table says of one node: its op's importer, its Q/DQ rules or its input type."""
+    name = node.name or f"{node.op_type}({', '.join(node.output)})"
+    if node.domain not in ("", "ai.onnx"):
+        return [
+            Finding(
+                name,
+                f"{node.domain}.{node.op_type}",
+                "violation",
+                f"op {node.op_type} of domain {node.domain} has no TensorRT importer (it would need a plugin)",
             )
-            continue
-        row = ops.get(node.op_type)
-        if row is None:
-            findings.append(Finding(name, node.op_type, "unknown", "not in TensorRT's operator support table"))
-            continue
-        if not row["supported"]:
-            findings.append(
-                Finding(name, node.op_type, "violation", f"TensorRT's ONNX parser has no importer for {node.op_type}")
+        ]
+    row = ops.get(node.op_type)
+    if row is None:
+        return [Finding(name, node.op_type, "unknown", "not in TensorRT's operator support table")]
+    if not row["supported"]:
+        return [Finding(name, node.op_type, "violation", f"TensorRT's ONNX parser has no importer for {node.op_type}")]
+    if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+        return _qdq_findings(model, node, name, types)
+    if not (node.input and node.input[0]):
+        return []
+    kind = types.get(node.input[0])
+    if kind is None:
+        return [Finding(name, node.op_type, "unknown", f"the type of input {node.input[0]} is not known")]
+    if row["types"] and TYPE_NAMES.get(kind, str(kind)) not in row["types"]:
+        return [
+            Finding(
+                name,
+                node.op_type,
+                "violation",
+                f"input {node.input[0]} is {TYPE_NAMES.get(kind, kind)}; "
+                f"TensorRT's {node.op_type} takes {', '.join(row['types'])}",
             )
-            continue
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            findings += _qdq_findings(model, node, name, types)
-            continue
-        if node.input and node.input[0]:
-            kind = types.get(node.input[0])
-            if kind is None:
-                findings.append(Finding(name, node.op_type, "unknown", f"the type of input {node.input[0]} is not known"))
-            elif row["types"] and TYPE_NAMES.get(kind, str(kind)) not in row["types"]:
-                findings.append(
-                    Finding(
-                        name,
-                        node.op_type,
-                        "violation",
-                        f"input {node.input[0]} is {TYPE_NAMES.get(kind, kind)}; "
-                        f"TensorRT's {node.op_type} takes {', '.join(row['types'])}",
-                    )
-                )
-    # the most decisive first: an op with no importer at all, then Q/DQ rules, types, shapes
-    rank = {"no importer": 0, "plugin": 0, "Q/DQ": 1, "DequantizeLinear": 1, "zero point": 1, "takes": 2, "dynamic": 3}
-    findings.sort(key=lambda f: min((r for k, r in rank.items() if k in f.reason), default=4))
-    violations = [asdict(f) for f in findings if f.verdict == "violation"]
-    unknown = [asdict(f) for f in findings if f.verdict == "unknown"]
-    return {
-        "status": "fail" if violations else "unknown" if unknown else "pass",
-        "table": table["source"],
-        "target": str(trt_version),
-        "checked_nodes": len(model.graph.node),
-        "violations": violations,
-        "unknown": unknown,
-    }
+        ]
+    return []
 
 
 def _qdq_findings(model, node, name: str, types: dict) -> list[Finding]:
