@@ -101,6 +101,24 @@ def test_the_same_model_exported_twice_is_the_same_bytes(lenet_pkg, lenet5_ckpt,
     assert ct.models.MLModel(str(again), skip_model_load=True).get_spec().description.input[0].name
 
 
+def test_packages_made_under_other_hash_seeds_are_the_same_bytes(lenet5_ckpt, tmp_path):
+    """coremltools writes protobuf maps (metadata, op attributes) in hash order: the spec is rewritten in key order."""
+    import os
+    import subprocess
+    import sys
+
+    from exporter.fsutil import sha256_of
+
+    digests = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"seed{seed}.mlpackage"
+        command = [sys.executable, "-m", "exporter.cli", "coreml", str(lenet5_ckpt), "-o", str(out), "--no-verify", "-q"]
+        done = subprocess.run(command, env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        digests.append(sha256_of(out))
+    assert digests[0] == digests[1]
+
+
 def test_manifest_entries_in_any_order_are_written_the_same(tmp_path):
     """coremltools' Manifest.json lists its items in a dict order that varies run to run (issue 39): written sorted."""
     from exporter.targets.coreml.stage import reproducible_package_ids

@@ -406,6 +406,7 @@ def reproducible_package_ids(package: Path) -> None:
     import json
     import uuid
 
+    _deterministic_specs(Path(package))
     manifest = Path(package) / "Manifest.json"
     if not manifest.is_file():
         return
@@ -418,6 +419,20 @@ def reproducible_package_ids(package: Path) -> None:
     if data.get("rootModelIdentifier") in ids:
         data["rootModelIdentifier"] = ids[data["rootModelIdentifier"]]
     manifest.write_text(json.dumps(data, indent=4, sort_keys=True))
+
+
+def _deterministic_specs(package: Path) -> None:
+    """The model spec rewritten with its maps (metadata, functions, op attributes) in key order.
+
+    coremltools serializes protobuf maps in hash order: the same model converted under another
+    PYTHONHASHSEED gave other bytes (measured: three seeds, three sha256s of model.mlmodel).
+    """
+    from coremltools.proto import Model_pb2
+
+    for path in sorted(package.glob("Data/**/*.mlmodel")):
+        spec = Model_pb2.Model()
+        spec.ParseFromString(path.read_bytes())
+        path.write_bytes(spec.SerializeToString(deterministic=True))
 
 
 def _op_counts(mlmodel) -> dict[str, int]:
