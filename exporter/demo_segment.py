@@ -55,7 +55,7 @@ def train(model, x: np.ndarray, y: np.ndarray, epochs: int, progress=lambda _: N
 def run_demo(output: Path, epochs: int = 20, progress=lambda _: None, train_samples: int = 512, test_samples: int = 96) -> dict:
     import torch
 
-    from exporter import architectures, segmentation
+    from exporter import architectures
     from exporter import recipe as recipes
     from exporter.demo import artifact_row, runnable
     from exporter.errors import CnnexportError
@@ -64,6 +64,7 @@ def run_demo(output: Path, epochs: int = 20, progress=lambda _: None, train_samp
     from exporter.report import to_json
     from exporter.run import run_recipe
     from exporter.runners.torch import TorchRunner
+    from exporter.tasks import segment_eval
 
     output = ensure_writable_dir(Path(output))
     entry = architectures.get("tiny_unet")
@@ -112,7 +113,7 @@ def run_demo(output: Path, epochs: int = 20, progress=lambda _: None, train_samp
     progress("measuring held-out mIoU of every artifact")
     artifacts = [artifact_row(o, output) for o in run.outcomes if o.entry]
     runners = {"pytorch": TorchRunner(model.eval()), **runnable(artifacts)}
-    evaluation = segmentation.evaluate(runners, test_x, test_y, len(CLASSES), description=f"{test_samples} held-out shape images")
+    evaluation = segment_eval.evaluate(runners, test_x, test_y, len(CLASSES), description=f"{test_samples} held-out shape images")
     report = {
         "artifacts": artifacts,
         "model": run.manifest["model"],

@@ -3,16 +3,9 @@
 A forward may return a tensor, a tuple/list, a dict/OrderedDict, a namedtuple, or any nesting of
 them. Every tensor in it becomes one named output, named by its path (``out``, ``aux``, ``0``,
 ``1.cls``); a lone tensor is ``logits``. Every artifact kind carries these names, and
-verification compares each output by name with the metric its task needs:
-
-    classify  (N, C) logits                 -> top-1 agreement, centred cosine
-    segment   (N, C, H, W) class maps       -> per-pixel argmax agreement and mIoU, centred cosine
-    dense     (N, C, H, W) regression maps  -> per-channel error / range (depth, flow, heat maps)
-    regress   anything else                 -> per-channel error / range (boxes, embeddings)
-    detect    (N, 4 + C, anchors) or (N, K, 6) YOLO detections -> boxes found by NMS, matched to the
-              reference's (exporter/tasks/detect.py); set by the checkpoint's source or --task
-
-The task is decided from the output's shape and overridable per output (``--task``).
+verification compares each output by name with the metrics its task needs (exporter/tasks/: one
+module per task). The task is the one the output's shape suggests (a detect output is said so by
+its checkpoint's source), overridable per output (``--task``).
 """
 
 from __future__ import annotations
@@ -20,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from exporter import tasks as task_modules
 from exporter.errors import BadInputError
 
-TASKS = ("classify", "segment", "dense", "regress", "detect")
 SINGLE_OUTPUT_NAME = "logits"
 
 
@@ -39,7 +32,7 @@ class OutputSpec:
     @classmethod
     def from_dict(cls, d: dict) -> OutputSpec:
         task = str(d["task"])
-        if task not in TASKS:
+        if task not in task_modules.names():
             raise BadInputError(f"the stored output {d.get('name')!r} has unknown task {task!r}")
         classes = d.get("classes")
         return cls(
@@ -126,14 +119,8 @@ def pick(value, path: tuple):
 
 
 def infer_task(shape: tuple[int, ...]) -> str:
-    """The task an output's shape (with the batch) suggests: see the module docstring."""
-    if len(shape) == 2 and shape[1] > 1:
-        return "classify"
-    if len(shape) == 4 and shape[1] > 1:
-        return "segment"
-    if len(shape) == 4:
-        return "dense"
-    return "regress"
+    """The task an output's shape (with the batch) suggests (exporter/tasks/)."""
+    return task_modules.infer(shape)
 
 
 def describe(found: list[tuple[str, tuple, Any]], tasks: dict[str, str] | None = None) -> tuple[OutputSpec, ...]:
@@ -149,22 +136,11 @@ def describe(found: list[tuple[str, tuple, Any]], tasks: dict[str, str] | None =
     for name, _, tensor in found:
         shape = tuple(int(d) for d in tensor.shape)
         task = tasks.get(name, tasks.get("*")) or infer_task(shape)
-        if task in ("classify", "segment"):
-            expected = 2 if task == "classify" else 4
-            if len(shape) != expected:
-                raise BadInputError(
-                    f"output {name!r} has shape {shape}; --task {task} needs an (N, C{', H, W' if expected == 4 else ''}) output"
-                )
-        if task == "detect":
-            from exporter.tasks import detect
-
-            problem = detect.check_shape(name, shape)
-            if problem:
-                raise BadInputError(problem)
-        classes = shape[1] if task in ("classify", "segment") else None
-        if task == "detect":
-            classes = detect.classes_of(shape)
-        specs.append(OutputSpec(name=name, task=task, classes=classes, shape=shape[1:]))
+        module = task_modules.get(task)
+        problem = module.check_shape(name, shape)
+        if problem:
+            raise BadInputError(problem)
+        specs.append(OutputSpec(name=name, task=task, classes=module.classes_of(shape), shape=shape[1:]))
     return tuple(specs)
 
 
@@ -187,8 +163,9 @@ def parse_tasks(text: str | None) -> dict[str, str]:
         name, _, task = part.rpartition("=")
         name = name.strip() or "*"
         task = task.strip()
-        if task not in TASKS:
-            raise BadInputError(f"--task {text!r}: {task!r} is not one of {', '.join(TASKS)} (write TASK or NAME=TASK,...)")
+        known = task_modules.names()
+        if task not in known:
+            raise BadInputError(f"--task {text!r}: {task!r} is not one of {', '.join(known)} (write TASK or NAME=TASK,...)")
         tasks[name] = task
     return tasks
 

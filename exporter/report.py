@@ -112,17 +112,11 @@ def _size(n: float | None) -> str:
 
 
 def agreement_text(metrics: dict) -> str:
-    """Top-1 agreement of logits, pixel agreement (and mIoU) of class maps, matched-box F1 (and IoU) of
-    detections, '-' for regression outputs."""
-    if metrics.get("top1_agreement") is not None:
-        return _fmt(metrics["top1_agreement"], ".3f")
-    if metrics.get("box_err") is not None:  # a detect output: matched boxes (exporter/tasks/detect.py), where there were any
-        if metrics.get("f1") is None:
-            return f"unmeasured ({metrics.get('reference_boxes') or 0} boxes)"
-        return f"F1 {metrics['f1']:.3f}, IoU {_fmt(metrics.get('box_iou'), '.3f')}"
-    if metrics.get("pixel_agreement") is not None:
-        return f"{metrics['pixel_agreement']:.3f} px, mIoU {_fmt(metrics.get('miou'), '.3f')}"
-    return "-"
+    """The agreement column: top-1 of logits, pixels (and mIoU) of class maps, matched-box F1 (and IoU) of
+    detections, each as its task writes it (exporter/tasks/); '-' for regression outputs."""
+    from exporter import tasks
+
+    return tasks.agreement_text(metrics)
 
 
 def render_table(report: dict, console, all_outputs: bool = False) -> None:

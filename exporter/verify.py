@@ -27,10 +27,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from exporter.compare import (  # noqa: F401 - the rule's table and per-output metrics, re-exported
-    CHANNEL_RANGE_FLOOR,
     TOLERANCES,
     Tolerance,
-    centred,
     compare_arrays,
     tolerance_for,
 )
@@ -151,15 +149,12 @@ class Verdict:
         return max(table, key=lambda n: table[n]["max_channel_rel_err"] or table[n]["max_rel_err"] or 0.0)
 
     def rule(self) -> str | None:
-        """The pass rule in words; with the detection thresholds where an output is a detect one."""
+        """The pass rule in words: each judged output's task says its own (exporter/tasks/)."""
         if self.tolerance is None:
             return None
-        tasks = {c.task for c in self.checks if c.output}
-        if "detect" not in tasks:
-            return self.tolerance.describe()
-        if tasks == {"detect"}:
-            return self.tolerance.detect.describe()
-        return self.tolerance.describe() + "; " + self.tolerance.detect.describe()
+        from exporter import tasks
+
+        return tasks.describe_rule(self.tolerance, {c.task for c in self.checks if c.output})
 
     def to_dict(self) -> dict:
         outputs = self.per_output()

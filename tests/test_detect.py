@@ -54,18 +54,18 @@ def test_each_part_is_judged_in_its_own_units():
     ref = _raw(BOXES)
     shifted = ref.copy()
     shifted[0, 0] += 3.0  # 3 pixels on x of every anchor: 3/160 of the image
-    metrics = detect.compare(ref, shifted, detect.RULES["fp32"], image_size=160)
+    metrics = detect.compare_boxes(ref, shifted, detect.RULES["fp32"], image_size=160)
     assert metrics["status"] == "fail" and metrics["box_err"] == pytest.approx(3 / 160) and "box error" in metrics["reason"]
     negated = ref.copy()
     negated[0, 5] = 1 - negated[0, 5]  # one class's scores turned around
     for precision in ("fp32", "fp16", "int8"):
-        metrics = detect.compare(ref, negated, detect.RULES[precision], image_size=160)
+        metrics = detect.compare_boxes(ref, negated, detect.RULES[precision], image_size=160)
         assert metrics["status"] == "fail" and "score error 0.98" in metrics["reason"], (precision, metrics)
 
 
 def test_too_few_reference_boxes_leave_agreement_unmeasured():
     ref = _raw(BOXES)
-    metrics = detect.compare(ref, ref.copy(), detect.RULES["fp32"], image_size=160)
+    metrics = detect.compare_boxes(ref, ref.copy(), detect.RULES["fp32"], image_size=160)
     assert metrics["status"] == "pass" and metrics["reference_boxes"] == 2 and "f1" not in metrics
 
 
@@ -77,7 +77,7 @@ def test_end_to_end_rows_are_decoded_and_reordering_is_not_an_error():
     assert detect.is_end_to_end(rows.shape) and detect.classes_of(rows.shape) is None
     swapped = rows.copy()
     swapped[0, [0, 1]] = rows[0, [1, 0]]
-    metrics = detect.compare(rows, swapped, detect.RULES["fp32"], image_size=256)
+    metrics = detect.compare_boxes(rows, swapped, detect.RULES["fp32"], image_size=256)
     assert metrics["status"] == "pass" and metrics["f1"] == 1.0 and metrics["reference_boxes"] == 6
 
 
@@ -89,7 +89,7 @@ def test_an_end_to_end_box_differs_by_its_matched_rows_and_rows_out_of_order_are
     other[0, 6:, :4] = 77.0
     other[0, [0, 1]] = rows[0, [1, 0]]
     other[0, 2, 0] += 2.0  # one kept box moved 2 px
-    metrics = detect.compare(rows, other, detect.RULES["fp32"], image_size=256)
+    metrics = detect.compare_boxes(rows, other, detect.RULES["fp32"], image_size=256)
     assert metrics["max_abs_err"] == pytest.approx(2.0) and metrics["box_err"] == pytest.approx(2 / 256)
     assert metrics["status"] == "fail" and "box error" in metrics["reason"]
 

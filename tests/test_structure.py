@@ -172,6 +172,40 @@ def test_no_target_code_outside_its_folder():
     assert not outside, "target code outside exporter/targets/:\n" + "\n".join(outside)
 
 
+def task_branches(tree: ast.AST, names: set[str]) -> list[tuple[int, str]]:
+    """(line, name) where code compares with a task's name or keys a table by one: what the task should answer."""
+    found = target_comparisons(tree, names)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            found += [(node.lineno, k.value) for k in node.keys if isinstance(k, ast.Constant) and k.value in names]
+    return found
+
+
+def test_the_task_finder_sees_a_branch_and_a_table():
+    tree = ast.parse('what = {"segment": "maps"}.get(task)\nif task != "detect":\n    pass\nx = "segment"\n')
+    assert sorted(task_branches(tree, {"segment", "detect"})) == [(1, "segment"), (2, "detect")]
+
+
+# a source says which task its checkpoints are for (Ultralytics: detect or classify; a registry entry's task)
+TASK_NAMERS = ("exporter.tasks", "exporter.sources", "exporter.loading")
+NOT_A_TASK = {("exporter.hooks", "detect")}  # a Format's detect hook: it recognises files
+
+
+def test_no_task_is_named_outside_tasks():
+    """verify, reports, eval, debug, the targets and the CLI ask an output's task (exporter/tasks/) what it means."""
+    from exporter import tasks
+
+    names = set(tasks.NAMES)
+    outside = [
+        f"{path.relative_to(REPO)}:{line} branches on the task {value!r}"
+        for name, path in modules().items()
+        if not name.startswith(TASK_NAMERS) and not name.startswith("exporter.architectures")
+        for line, value in task_branches(ast.parse(path.read_text()), names)
+        if (name, value) not in NOT_A_TASK
+    ]
+    assert not outside, "task code outside exporter/tasks/:\n" + "\n".join(outside)
+
+
 def test_the_wheel_lists_every_package():
     """A package folder missing from pyproject's list is absent from the wheel (and an import error there)."""
     config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]

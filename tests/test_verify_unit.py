@@ -111,7 +111,7 @@ def test_skipped_verdict_is_never_pass():
 
 
 def test_a_constant_class_offset_cannot_lift_the_cosine_of_a_class_map():
-    from exporter.compare import _cosines
+    from exporter.tasks.elementwise import cosines as _cosines
 
     rng = np.random.default_rng(0)
     signal = rng.normal(size=(2, 4, 16, 16))

@@ -342,20 +342,8 @@ def eval_(
         result = evaluate_targets(found, loaded, spec, data, batch_size, top, ui.progress)
         if json_out:
             sys.stdout.write(json.dumps(result, indent=2) + "\n")
-        elif result.get("task") == "segment":
-            from exporter.segmentation import render
-
-            render(result, ui.out)
-        elif result.get("task") == "detect":
-            from exporter.tasks.detect_eval import render as render_detections
-
-            render_detections(result, ui.out)
         else:
             render_eval(ui, result)
-            for name, r in list(result["results"].items())[1:]:
-                if r["disagreements"]:
-                    pairs = ", ".join(f"{d['reference']}->{d['artifact']} x{d['count']}" for d in r["disagreements"])
-                    ui.out.print(f"[dim]{escape(name)} disagrees with the reference on: {escape(pairs)}[/dim]")
 
     run_guarded(ui, body)
 

@@ -360,11 +360,13 @@ def demo(
     def body():
         import importlib
 
+        from exporter import tasks
         from exporter.errors import BadInputError
 
-        modules = {"classify": "exporter.demo", "segment": "exporter.demo_segment", "detect": "exporter.demo_detect"}
+        modules = tasks.demos()
         if task not in modules:
-            raise BadInputError(f"--task must be classify, segment or detect, not {task!r}")
+            *first, last = modules
+            raise BadInputError(f"--task must be {', '.join(first)} or {last}, not {task!r}")
         demo_module = importlib.import_module(modules[task])
         report = demo_module.run_demo(output, progress=ui.progress, **({"epochs": epochs} if epochs else {}))
         ui.emit(report)

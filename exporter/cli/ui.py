@@ -106,18 +106,7 @@ def finish(ui: Ui, results: list, loaded=None, spec=None) -> None:
 
 
 def render_eval(ui: Ui, evaluation: dict) -> None:
-    from rich.table import Table
+    """An eval report's table, drawn by the task that made it (exporter/tasks/)."""
+    from exporter import tasks
 
-    table = Table(title=f"accuracy on {escape(evaluation['source'])} ({evaluation['samples']} samples)", title_justify="left")
-    for col in ("model", "top-1", f"top-{evaluation.get('top', 5)}", "agrees with reference", "top-1 drop"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for name, r in evaluation["results"].items():
-        top5 = r.get(f"top{evaluation.get('top', 5)}")
-        table.add_row(
-            escape(name),
-            f"{r['top1'] * 100:.2f}%",
-            "-" if top5 is None else f"{top5 * 100:.2f}%",
-            f"{r['agreement_with_reference'] * 100:.2f}%",
-            f"{r['top1_drop_points']:+.2f} pts",
-        )
-    ui.out.print(table)
+    tasks.render_eval(evaluation, ui.out)

@@ -296,8 +296,9 @@ def _resolve_outputs(module, spec: ModelSpec, wanted, tasks, classes_given: bool
     elif not classes_given:
         num_classes = first_classes.classes
     elif first_classes.classes != spec.num_classes:
+        per = "image" if tasks.get(first_classes.task).CLASS_PER_SAMPLE else "pixel"
         raise BadInputError(
-            f"the model outputs {first_classes.classes} classes per {'image' if first_classes.task == 'classify' else 'pixel'} "
+            f"the model outputs {first_classes.classes} classes per {per} "
             f"(output {first_classes.name!r}) but the spec says {spec.num_classes} classes"
         )
     else:

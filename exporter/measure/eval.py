@@ -78,12 +78,9 @@ def evaluate(
 
 
 def evaluate_targets(found: list, loaded, spec, data: str, batch_size: int = 32, top: int = 5, progress=lambda _: None) -> dict:
-    """`cnnexport eval`: the reference (PyTorch when a checkpoint is among the targets) and every artifact found.
-
-    A classifier is judged by top-1/top-k on labelled images; a segmentation model (its spec has a
-    segment output) by mIoU and pixel accuracy on image + mask pairs; a detector (a detect output) by
-    mAP50 and mAP50-95 on labelled boxes."""
-    from exporter.inputs import open_source
+    """`cnnexport eval`: the reference (PyTorch when a checkpoint is among the targets) and every artifact found,
+    judged by the task of the model's output (exporter/tasks/: top-1 / top-k, mIoU, mAP)."""
+    from exporter import tasks
     from exporter.runners import open_runner
     from exporter.runners.torch import TorchRunner
 
@@ -93,18 +90,4 @@ def evaluate_targets(found: list, loaded, spec, data: str, batch_size: int = 32,
     for t in found:
         if t.kind != "pytorch":
             runners[t.label] = open_runner(t.path, t.kind)
-    detections = next((o for o in spec.outputs if o.task == "detect"), None)
-    if detections is not None:  # boxes: labelled images, mAP50 and mAP50-95 (exporter/tasks/detect_eval.py)
-        from exporter.tasks import detect_eval
-
-        return detect_eval.evaluate_data(runners, data, spec, detections.name, min(batch_size, 16), progress)
-    segment = next((o for o in spec.outputs if o.task == "segment"), None)
-    if segment is not None:  # class maps: image + mask pairs, mIoU and pixel accuracy (exporter/segmentation.py)
-        from exporter import segmentation
-
-        images, masks, description = segmentation.read_pairs(data, spec)
-        progress(f"evaluating {len(runners)} model(s) on {description}, output {segment.name}")
-        return segmentation.evaluate(runners, images, masks, segment.classes, segment.name, batch_size, description)
-    source = open_source(data, spec, split="test")
-    progress(f"evaluating {len(runners)} model(s) on {source.description}")
-    return evaluate(runners, source, batch_size, min(top, spec.num_classes), spec.labels)
+    return tasks.evaluate(runners, data, spec, batch_size, top, progress)

@@ -27,6 +27,12 @@ import numpy as np
 
 from exporter.options import DetectOptions
 
+NAME = "detect"
+CLASS_PER_SAMPLE = False  # classes per box
+FLOAT_HEAD = True  # its decoding (DFL, sigmoid, box arithmetic) stays in float in every INT8 stage (float_tail)
+MODEL_NOUN = "detector"
+DEMO = "exporter.demo_detect"  # `cnnexport demo --task detect`: a YOLO11n trained by Ultralytics on drawn shapes
+EVAL = "exporter.tasks.detect_eval"  # `cnnexport eval`: mAP50 and mAP50-95 on labelled boxes
 CONF = DetectOptions().conf  # Ultralytics' predict defaults (--conf, --iou; the recipe's verify.detect)
 NMS_IOU = DetectOptions().iou
 MAX_DET = 300
@@ -64,6 +70,10 @@ RULES = {
     "fp16": DetectRule(box_err=5e-3, score_err=1e-2, min_f1=0.95, min_iou=0.95, tie_margin=1e-2, boxes_of_every_anchor=False),
     "int8": DetectRule(box_err=0.1, score_err=0.3, min_f1=0.9, min_iou=0.8, tie_margin=0.05, boxes_of_every_anchor=False),
 }
+
+
+def recognises(shape: tuple[int, ...]) -> bool:
+    return False  # a detect output is said so by its checkpoint's source or --task, never guessed from a shape
 
 
 def is_end_to_end(shape: tuple[int, ...]) -> bool:
@@ -239,7 +249,7 @@ def row_set_distance(ref: np.ndarray, out: np.ndarray, conf: float) -> float:
     return worst
 
 
-def compare(ref: np.ndarray, out: np.ndarray, rule: DetectRule, image_size: float | None) -> dict:
+def compare_boxes(ref: np.ndarray, out: np.ndarray, rule: DetectRule, image_size: float | None) -> dict:
     """The detect task's metrics and verdict for one input set (the Check fields plus status/reason)."""
     if not image_size:  # no spec: the reference boxes' own extent stands in for the image size
         boxes = ref[:, :, :4] if is_end_to_end(ref.shape) else ref[:, :4]
@@ -282,6 +292,33 @@ def compare(ref: np.ndarray, out: np.ndarray, rule: DetectRule, image_size: floa
     metrics["status"] = "fail" if reasons else "pass"
     metrics["reason"] = "; ".join(reasons)
     return metrics
+
+
+def compare(ref64, out64, tol, noise=None, noise_cosine=None, image_size=None) -> dict:
+    """The task's comparison: boxes by the precision's DetectRule (``tol.detect``); the fp32 noise does not apply."""
+    return compare_boxes(ref64, out64, tol.detect, image_size)
+
+
+def describe_output(output) -> str:
+    """What one output holds per sample, in words (Core ML's output descriptions)."""
+    shape = "x".join(map(str, output.shape))
+    if is_end_to_end((1, *output.shape)):
+        return f"detections ({shape}: x1, y1, x2, y2, score, class per row)"
+    return f"detections ({shape}: x, y, w, h and {output.classes} class scores per anchor)"
+
+
+def agreement_text(metrics: dict) -> str | None:
+    """Matched-box F1 and IoU, where the reference had enough boxes to measure them."""
+    if metrics.get("box_err") is None:
+        return None
+    if metrics.get("f1") is None:
+        return f"unmeasured ({metrics.get('reference_boxes') or 0} boxes)"
+    iou = metrics.get("box_iou")
+    return f"F1 {metrics['f1']:.3f}, IoU {'-' if iou is None else f'{iou:.3f}'}"
+
+
+def describe_rule(tol) -> str:
+    return tol.detect.describe()
 
 
 def float_tail(graph, output_names: list[str]) -> list[str]:

@@ -247,6 +247,11 @@ def _boxes(runner, batch: np.ndarray, output: str) -> list[Boxes]:
     return decode(value, conf=VAL_CONF, iou=VAL_IOU, multi_label=True, clip=float(max(batch.shape[-2:])))
 
 
+def evaluate_output(runners: dict, data, spec, output, batch_size: int, top: int, progress) -> dict:
+    """`cnnexport eval` of a detector (``output``: its detect OutputSpec), at most 16 images a batch."""
+    return evaluate_data(runners, data, spec, output.name, min(batch_size, 16), progress)
+
+
 def evaluate_data(runners: dict, data: str | Path, spec, output: str, batch_size: int = 16, progress=lambda _: None) -> dict:
     """`cnnexport eval` of a detector: mAP50 and mAP50-95 of every runner on labelled images, the first the reference."""
     from PIL import Image

@@ -28,6 +28,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporter import tasks
 from exporter.errors import BadInputError, ExportError, root_cause
 from exporter.spec import METADATA_KEY
 from exporter.stages import StageOutput, decomposed_attention, example_batch
@@ -224,7 +225,7 @@ def _checked_request(
     if color_layout not in ("RGB", "BGR"):
         raise BadInputError(f"color layout must be RGB or BGR, got {color_layout!r}")
     output_names = spec.output_names
-    if classifier and (len(output_names) != 1 or (spec.outputs and spec.outputs[0].task != "classify")):
+    if classifier and (len(output_names) != 1 or (spec.outputs and not tasks.get(spec.outputs[0].task).CLASS_PER_SAMPLE)):
         raise BadInputError(
             f"--classifier needs a model with one (N, C) logits output; this one returns {', '.join(output_names)}"
             + (f" ({spec.outputs[0].task})" if len(spec.outputs) == 1 else "")
@@ -313,9 +314,7 @@ def _convert(ct, module, spec, convert_args: dict, batch: tuple[int, int], compr
 
 def _describe(mlmodel, spec, description, image_input: bool, classifier: bool, color_layout: str, batch: tuple[int, int]):
     """The descriptions Xcode shows: the model, its input (with the normalization in words) and each output."""
-    what = {"segment": "segmentation model", "dense": "dense model", "regress": "model"}.get(
-        spec.outputs[0].task if spec.outputs else "classify", "classifier"
-    )
+    what = tasks.get(spec.outputs[0].task).MODEL_NOUN if spec.outputs else tasks.get(tasks.DEFAULT).MODEL_NOUN
     mlmodel.short_description = description or f"{spec.arch} {what} ({spec.num_classes} classes), exported by cnnexport"
     c, h, w = spec.input_shape
     mean_text = ", ".join(f"{m:g}" for m in spec.channel_mean())
@@ -357,12 +356,7 @@ def _record_metadata(mlmodel, spec, precision: str, classifier: bool, compressio
 
 def _output_text(output) -> str:
     """The Core ML description of one output: what it holds per sample."""
-    shape = "x".join(map(str, output.shape))
-    return {
-        "classify": f"class logits, {output.classes} per sample",
-        "segment": f"class-map logits ({shape}: {output.classes} classes per pixel; argmax over axis 1 gives the class map)",
-        "dense": f"dense regression map ({shape} per sample)",
-    }.get(output.task, f"regression output ({shape} per sample)")
+    return tasks.get(output.task).describe_output(output)
 
 
 def _converts_with_fixed_batch(ct, traced, convert_args: dict, spec, batch: int) -> bool:

@@ -74,11 +74,12 @@ def samples_within_budget(per_sample: int, most: int, budget: int | None = None)
 def float_head_nodes(model, spec_model=None) -> list[str]:
     """The nodes of ONNX ``model`` that decode the detect outputs its stored spec (or ``spec_model``'s) names:
     what every INT8 stage keeps in float (float_tail); none for a model without detect outputs."""
+    from exporter import tasks
     from exporter.spec import METADATA_KEY, ModelSpec, stored_spec
     from exporter.tasks.detect import float_tail
 
     source = spec_model if spec_model is not None else model
     text = next((p.value for p in source.metadata_props if p.key == METADATA_KEY), "")
     stored = stored_spec(text, "the ONNX model")
-    outputs = [o.name for o in ModelSpec.from_dict(stored).outputs if o.task == "detect"] if stored else []
+    outputs = [o.name for o in ModelSpec.from_dict(stored).outputs if tasks.get(o.task).FLOAT_HEAD] if stored else []
     return float_tail(model.graph, outputs) if outputs else []

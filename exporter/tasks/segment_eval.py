@@ -94,6 +94,13 @@ def evaluate(
     return {"task": "segment", "samples": int(len(images)), "source": description, "classes": num_classes, "results": results}
 
 
+def evaluate_output(runners: dict, data, spec, output, batch_size: int, top: int, progress) -> dict:
+    """`cnnexport eval` of a segmenter: mIoU and pixel accuracy of every runner on image + mask pairs."""
+    images, masks, description = read_pairs(data, spec)
+    progress(f"evaluating {len(runners)} model(s) on {description}, output {output.name}")
+    return evaluate(runners, images, masks, output.classes, output.name, batch_size, description)
+
+
 def read_pairs(data: str | Path, spec) -> tuple[np.ndarray, np.ndarray, str]:
     """(normalized NCHW images, (N, H, W) masks, a description) from a folder of pairs or an .npz."""
     path = Path(data)
