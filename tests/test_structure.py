@@ -226,3 +226,50 @@ def test_shipped_recipes_are_read_as_package_data():
 
     names = {p.name for p in files("exporter.recipes").iterdir() if p.name.endswith(".yaml")}
     assert names == {f"{n}.yaml" for n in recipe.shipped()} and {"release.yaml", "demo.yaml"} <= names
+
+
+# ----------------------------------------------------------------- short functions
+
+LONGEST_FUNCTION = 80  # lines, its def and docstring included: more is several steps that want names
+# exporter/loading/ is being rewritten on its own branch (issue 41), which splits these two there.
+WAIVED = {("exporter/loading/checkpoint.py", "load_checkpoint"), ("exporter/loading/checkpoint_read.py", "read_checkpoint")}
+
+
+def long_functions(source: str, limit: int = LONGEST_FUNCTION) -> list[tuple[int, str, int]]:
+    """(line, name, length) of each function over ``limit`` lines; a nested one also counts inside its parent."""
+    return sorted(
+        (node.lineno, node.name, node.end_lineno - node.lineno + 1)
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > limit
+    )
+
+
+def test_the_checker_finds_a_long_function():
+    def body(lines: int, indent: str) -> str:
+        return "".join(f"{indent}x{i} = {i}\n" for i in range(lines))
+
+    source = (
+        "def fits():\n"
+        + body(79, "    ")  # lines 1-80: exactly the limit
+        + "def too_long():\n"
+        + body(80, "    ")  # lines 81-161
+        + "class C:\n    async def method(self):\n        def inner():\n"
+        + body(81, " " * 12)  # 162-245
+    )
+    assert long_functions(source) == [(81, "too_long", 81), (163, "method", 83), (164, "inner", 82)]
+    assert long_functions("def f():\n    return 1\n") == []
+
+
+def test_no_function_in_the_library_is_over_80_lines():
+    """Every function of exporter/ fits a screen; a longer one is split into named helpers in its module."""
+    paths = sorted((REPO / "exporter").rglob("*.py"))
+    assert len(paths) > 100  # the package was read, not an empty walk
+    too_long = [
+        f"{path.relative_to(REPO)}:{line} {name} {length} lines"
+        for path in paths
+        for line, name, length in long_functions(path.read_text())
+        if (path.relative_to(REPO).as_posix(), name) not in WAIVED
+    ]
+    assert not too_long, "functions over 80 lines:\n" + "\n".join(too_long)

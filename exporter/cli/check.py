@@ -79,63 +79,56 @@ def inspect(
     ui = Ui(json_out, verbose=verbose)
 
     def body():
+        from exporter.check import checkpoint_facts
         from exporter.cli.artifact import inspect_artifact
-        from exporter.report import model_section
 
         if inspect_artifact(ui, checkpoint, json_out):
             return
         loaded = common.load(Ui(json_out, quiet=True).progress, checkpoint, args)
-        info = model_section(loaded)
-        info["notes"] = loaded.notes
-        info["bytes"] = (
-            sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file())
-            if checkpoint.is_dir()
-            else checkpoint.stat().st_size
-        )
-        if flops:
-            from exporter.measure.flops import model_cost
-
-            info.update(model_cost(loaded))
+        info = checkpoint_facts(loaded, checkpoint, flops)
         if json_out:
             sys.stdout.write(json.dumps(info, indent=2) + "\n")
             return
-        from rich.table import Table
-
-        table = Table(show_header=False, title=str(checkpoint), title_justify="left")
-        table.add_column(style="bold")
-        table.add_column()
-        table.add_row(
-            "form", escape(loaded.form) + (f"  [dim](written by {escape(loaded.written_by)})[/dim]" if loaded.written_by else "")
-        )
-        if loaded.weights != "model" or loaded.prefix:
-            table.add_row("weights", escape(loaded.weights + (f", under prefix {loaded.prefix}" if loaded.prefix else "")))
-        table.add_row("architecture", f"{escape(loaded.spec.arch)}  [dim]({escape(loaded.arch_source)})[/dim]")
-        table.add_row("classes", str(loaded.spec.num_classes))
-        shown = [f"{o.name} {o.task} ({'x'.join(map(str, ('N', *o.shape)))})" for o in loaded.spec.outputs]
-        if loaded.dropped_outputs:
-            shown.append(f"[dim]left out: {', '.join(loaded.dropped_outputs)}[/dim]")
-        table.add_row(
-            "outputs",
-            escape(", ".join(shown[: len(loaded.spec.outputs)])) + "".join(f"; {x}" for x in shown[len(loaded.spec.outputs) :]),
-        )
-        table.add_row("parameters", f"{loaded.params:,}")
-        table.add_row("size on disk", f"{info['bytes'] / 1e6:.2f} MB")
-        if flops:
-            table.add_row("FLOPs / image", f"{_si(info['flops'])} ({_si(info['macs'])} MACs)")
-        table.add_row("input", "x".join(map(str, loaded.spec.input_shape)))
-        table.add_row("mean", ", ".join(f"{v:g}" for v in loaded.spec.channel_mean()))
-        table.add_row("std", ", ".join(f"{v:g}" for v in loaded.spec.channel_std()))
-        if loaded.spec.interpolation or loaded.spec.crop_pct:
-            table.add_row(
-                "preprocess", escape(f"resize {loaded.spec.interpolation or '?'}, crop_pct {loaded.spec.crop_pct or '?'}")
-            )
-        if loaded.spec.labels:
-            table.add_row("labels", escape(", ".join(loaded.spec.labels[:10])) + (" …" if len(loaded.spec.labels) > 10 else ""))
-        for note in loaded.notes:
-            table.add_row("note", escape(note))
-        ui.out.print(table)
+        _print_checkpoint(ui, checkpoint, loaded, info, flops)
 
     run_guarded(ui, body)
+
+
+def _print_checkpoint(ui: Ui, checkpoint: Path, loaded, info: dict, flops: bool) -> None:
+    """inspect's table for a checkpoint: form, architecture, outputs, size and input spec, then the loader's notes."""
+    from rich.table import Table
+
+    table = Table(show_header=False, title=str(checkpoint), title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row(
+        "form", escape(loaded.form) + (f"  [dim](written by {escape(loaded.written_by)})[/dim]" if loaded.written_by else "")
+    )
+    if loaded.weights != "model" or loaded.prefix:
+        table.add_row("weights", escape(loaded.weights + (f", under prefix {loaded.prefix}" if loaded.prefix else "")))
+    table.add_row("architecture", f"{escape(loaded.spec.arch)}  [dim]({escape(loaded.arch_source)})[/dim]")
+    table.add_row("classes", str(loaded.spec.num_classes))
+    shown = [f"{o.name} {o.task} ({'x'.join(map(str, ('N', *o.shape)))})" for o in loaded.spec.outputs]
+    if loaded.dropped_outputs:
+        shown.append(f"[dim]left out: {', '.join(loaded.dropped_outputs)}[/dim]")
+    table.add_row(
+        "outputs",
+        escape(", ".join(shown[: len(loaded.spec.outputs)])) + "".join(f"; {x}" for x in shown[len(loaded.spec.outputs) :]),
+    )
+    table.add_row("parameters", f"{loaded.params:,}")
+    table.add_row("size on disk", f"{info['bytes'] / 1e6:.2f} MB")
+    if flops:
+        table.add_row("FLOPs / image", f"{_si(info['flops'])} ({_si(info['macs'])} MACs)")
+    table.add_row("input", "x".join(map(str, loaded.spec.input_shape)))
+    table.add_row("mean", ", ".join(f"{v:g}" for v in loaded.spec.channel_mean()))
+    table.add_row("std", ", ".join(f"{v:g}" for v in loaded.spec.channel_std()))
+    if loaded.spec.interpolation or loaded.spec.crop_pct:
+        table.add_row("preprocess", escape(f"resize {loaded.spec.interpolation or '?'}, crop_pct {loaded.spec.crop_pct or '?'}"))
+    if loaded.spec.labels:
+        table.add_row("labels", escape(", ".join(loaded.spec.labels[:10])) + (" …" if len(loaded.spec.labels) > 10 else ""))
+    for note in loaded.notes:
+        table.add_row("note", escape(note))
+    ui.out.print(table)
 
 
 def verify(
@@ -173,54 +166,29 @@ def verify(
     ui = Ui(json_out, quiet, verbose)
 
     def body():
+        from exporter.check import check_kit, verify_artifact
         from exporter.errors import BadInputError
-        from exporter.pipeline import verify_existing
         from exporter.verify import TOLERANCES
 
         if precision not in TOLERANCES:
             raise BadInputError(f"--precision must be one of {', '.join(TOLERANCES)}")
-        if artifact.is_dir():
-            from exporter.kinds import formats
-
-            if not any(f.claims(artifact) for f in formats()):
-                # a folder standing for an artifact built elsewhere (TensorRT's build kit): its own checks
-                found = next((c for f in formats() if (c := f.check_kit(artifact, ui.progress)) is not None), None)
-                if found is None:
-                    raise BadInputError(
-                        f"{artifact} is a directory but no artifact: not a .mlpackage, and not a build kit cnnexport wrote"
-                    )
-                if json_out:
-                    sys.stdout.write(json.dumps(found, indent=2) + "\n")
-                else:
-                    ui.out.print(escape(found["summary"]))
-                return
-        a = args
-        opts = common.verify_options(a, precision)
-        loaded = common.load(ui.progress, checkpoint, a) if checkpoint else None
-        ui.progress(f"verifying {artifact}")
-        result = verify_existing(artifact, loaded, reference, opts)
-        from exporter.report import build_report
-        from exporter.runners import artifact_spec
-
-        report = build_report([result], loaded, None if loaded else artifact_spec(reference or artifact))
-        if explain:
-            from exporter.inputs import user_inputs
-            from exporter.rescue.debug import explain as explain_layers
-            from exporter.rescue.debug import render
-
-            if loaded is None:
-                raise BadInputError("--explain compares against PyTorch: pass --checkpoint")
-            batch = user_inputs(images, loaded.spec).array if images else opts.input_sets(loaded.spec)[-1].array
-            report["explain"] = explain_layers(artifact, loaded.module, batch, opts.precision, opts.tolerance())
+        found = check_kit(artifact, ui.progress)  # a folder standing for an artifact built elsewhere (TensorRT's build kit)
+        if found is not None:
+            if json_out:
+                sys.stdout.write(json.dumps(found, indent=2) + "\n")
+            else:
+                ui.out.print(escape(found["summary"]))
+            return
+        opts = common.verify_options(args, precision)
+        loaded = common.load(ui.progress, checkpoint, args) if checkpoint else None
+        report, failure = verify_artifact(artifact, loaded, reference, opts, explain, images, ui.progress)
         ui.emit(report)
         if explain and not json_out:
-            render(report["explain"], ui.out)
-        if result.verification.status == "fail":
-            from exporter.rescue.debug import describe
+            from exporter.rescue.debug import render
 
-            first = result.verification.first_divergent
-            where = f"; {describe(first)}" if first and "module" in first else ""
-            fail(ui, f"verification failed: {result.verification.reason}{where}", EXIT_VERIFICATION_FAILED)
+            render(report["explain"], ui.out)
+        if failure is not None:
+            fail(ui, failure, EXIT_VERIFICATION_FAILED)
 
     run_guarded(ui, body)
 

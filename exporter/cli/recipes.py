@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from exporter.cli.params import Command, JsonOut, Quiet, Verbose
 from exporter.cli.ui import Ui, fail, run_guarded
-from exporter.errors import EXIT_BAD_INPUT, EXIT_VERIFICATION_FAILED
+from exporter.errors import EXIT_VERIFICATION_FAILED
 
 
 def architectures(
@@ -110,52 +110,66 @@ def recipes(json_out: JsonOut = False) -> None:
     run_guarded(ui, body)
 
 
+# `run`'s flags, named here so that the command itself reads as: parse, call exporter.run_command, print.
+RecipeName = Annotated[
+    str, typer.Option("--recipe", "-r", help="Recipe YAML, or the name of a shipped one (see `cnnexport recipes`).")
+]
+RunCheckpoints = Annotated[
+    Optional[list[Path]],
+    typer.Argument(
+        help="Checkpoint(s) to build every artifact from. More than one (or --from / --glob) is a fleet: "
+        "one folder each under -o, plus fleet.json and fleet.md.",
+        show_default=False,
+    ),
+]
+RunOutput = Annotated[
+    Optional[Path],
+    typer.Option("-o", "--output", help="Output folder (default: dist/<checkpoint name>/; a fleet: dist/fleet/)."),
+]
+SetKeys = Annotated[
+    Optional[list[str]], typer.Option("--set", help="Override a recipe key: stages.coreml.precision=fp32 (repeatable).")
+]
+RunCalib = Annotated[
+    Optional[str],
+    typer.Option(
+        "--calib",
+        help="Calibration data for the INT8 stages (image folder, .npy/.npz); the same as --set calibration.data=...",
+    ),
+]
+Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Independent stages run in parallel.")]
+FromList = Annotated[
+    Optional[Path], typer.Option("--from", help="A fleet: a text file listing checkpoints, one per line (# comments).")
+]
+GlobPattern = Annotated[
+    Optional[str], typer.Option("--glob", help="A fleet: the checkpoints matching a pattern, e.g. 'ckpts/**/*.pt'.")
+]
+Engine = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="Where a fleet runs: local (one checkpoint after another, here), ray (Ray tasks on the cluster in "
+        "--ray-address / RAY_ADDRESS, else on a local Ray instance), auto (ray for more than one checkpoint "
+        "where Ray is installed, else local).",
+    ),
+]
+RayAddress = Annotated[
+    Optional[str], typer.Option("--ray-address", help="A Ray cluster to run the fleet on (default: RAY_ADDRESS).")
+]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan; run nothing.")]
+
+
 def run(
-    recipe: Annotated[
-        str, typer.Option("--recipe", "-r", help="Recipe YAML, or the name of a shipped one (see `cnnexport recipes`).")
-    ],
-    checkpoints: Annotated[
-        Optional[list[Path]],
-        typer.Argument(
-            help="Checkpoint(s) to build every artifact from. More than one (or --from / --glob) is a fleet: "
-            "one folder each under -o, plus fleet.json and fleet.md.",
-            show_default=False,
-        ),
-    ] = None,
-    output: Annotated[
-        Optional[Path],
-        typer.Option("-o", "--output", help="Output folder (default: dist/<checkpoint name>/; a fleet: dist/fleet/)."),
-    ] = None,
-    set_: Annotated[
-        Optional[list[str]], typer.Option("--set", help="Override a recipe key: stages.coreml.precision=fp32 (repeatable).")
-    ] = None,
-    calib: Annotated[
-        Optional[str],
-        typer.Option(
-            "--calib",
-            help="Calibration data for the INT8 stages (image folder, .npy/.npz); the same as --set calibration.data=...",
-        ),
-    ] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Independent stages run in parallel.")] = 1,
-    from_list: Annotated[
-        Optional[Path], typer.Option("--from", help="A fleet: a text file listing checkpoints, one per line (# comments).")
-    ] = None,
-    glob_: Annotated[
-        Optional[str], typer.Option("--glob", help="A fleet: the checkpoints matching a pattern, e.g. 'ckpts/**/*.pt'.")
-    ] = None,
-    engine: Annotated[
-        str,
-        typer.Option(
-            "--engine",
-            help="Where a fleet runs: local (one checkpoint after another, here), ray (Ray tasks on the cluster in "
-            "--ray-address / RAY_ADDRESS, else on a local Ray instance), auto (ray for more than one checkpoint "
-            "where Ray is installed, else local).",
-        ),
-    ] = "auto",
-    ray_address: Annotated[
-        Optional[str], typer.Option("--ray-address", help="A Ray cluster to run the fleet on (default: RAY_ADDRESS).")
-    ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; run nothing.")] = False,
+    recipe: RecipeName,
+    checkpoints: RunCheckpoints = None,
+    output: RunOutput = None,
+    set_: SetKeys = None,
+    calib: RunCalib = None,
+    jobs: Jobs = 1,
+    from_list: FromList = None,
+    glob_: GlobPattern = None,
+    engine: Engine = "auto",
+    ray_address: RayAddress = None,
+    dry_run: DryRun = False,
     json_out: JsonOut = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -168,98 +182,68 @@ def run(
     ui = Ui(json_out, quiet, verbose)
 
     def body():
-        from exporter import recipe as recipe_mod
-        from exporter.errors import BadInputError
-        from exporter.run import plan, run_recipe
+        from exporter.run_command import RunRequest, run_command
 
-        loaded_recipe = recipe_mod.load(recipe, [*(set_ or []), *([f"calibration.data={calib}"] if calib else [])])
-        stages = plan(loaded_recipe)
-        recipe_file = (("the recipe", Path(recipe)),) if Path(recipe).is_file() else ()
-        if len(checkpoints or []) != 1 or from_list is not None or glob_ is not None or engine == "ray":
-            _run_fleet(ui, loaded_recipe, stages, list(checkpoints or []), output, jobs, dry_run, recipe_file)
-            return
-        checkpoint = (checkpoints or [])[0]
-        if engine not in ("auto", "local"):
-            raise BadInputError(f"--engine {engine}: choose one of auto, local, ray")
-        out_dir = output or Path("dist") / checkpoint.name.split(".")[0]
-        if dry_run:
-            rows = [{"stage": s.spec.name, "input": s.upstream or str(checkpoint), "options": s.options} for s in stages]
-            if json_out:
-                sys.stdout.write(
-                    json.dumps({"recipe": loaded_recipe.name, "output": str(out_dir), "plan": rows}, indent=2) + "\n"
-                )
-            else:
-                ui.out.print(f"recipe {escape(loaded_recipe.name)} -> {escape(str(out_dir))} (nothing is run)")
-                for row in rows:
-                    ui.out.print(f"  {row['stage']:<14} <- {escape(row['input'])}  {escape(json.dumps(row['options']))}")
-            return
-        result = run_recipe(loaded_recipe, checkpoint, out_dir, jobs, ui.progress, reads=recipe_file)
-        if json_out:
-            sys.stdout.write(
-                json.dumps(
-                    {
-                        "manifest": result.manifest,
-                        "timings": {o.name: {"seconds": round(o.seconds, 3), "cached": o.cached} for o in result.outcomes},
-                        "bench": result.bench,
-                    },
-                    indent=2,
-                )
-                + "\n"
-            )
-        else:
-            _render_run(ui, result)
-        if result.failed:
-            first = result.failed[0]
-            fail(
-                ui, f"stage {first.name}: {first.status}", EXIT_VERIFICATION_FAILED if first.status == "fail" else EXIT_BAD_INPUT
-            )
-
-    def _run_fleet(ui, loaded_recipe, stages, named, output, jobs, dry_run, recipe_file):
-        from exporter.fleet import collect, members, run_fleet
-
-        fleet = members(collect(named, from_list, glob_))
-        out_dir = output or Path("dist") / "fleet"
-        if dry_run:
-            rows = [{"checkpoint": str(m.checkpoint), "folder": str(out_dir / m.folder)} for m in fleet]
-            plan_rows = [{"stage": s.spec.name, "input": s.upstream or "the checkpoint", "options": s.options} for s in stages]
-            if json_out:
-                sys.stdout.write(
-                    json.dumps({"recipe": loaded_recipe.name, "output": str(out_dir), "fleet": rows, "plan": plan_rows}, indent=2)
-                    + "\n"
-                )
-            else:
-                ui.out.print(
-                    f"recipe {escape(loaded_recipe.name)}: {len(fleet)} checkpoints -> {escape(str(out_dir))} (nothing is run)"
-                )
-                for row in rows:
-                    ui.out.print(f"  {escape(row['checkpoint'])} -> {escape(row['folder'])}")
-            return
-        detail = ui.progress if verbose else None
-        result = run_fleet(
-            loaded_recipe,
-            [m.checkpoint for m in fleet],
-            out_dir,
-            engine,
-            jobs,
-            ui.progress,
-            ray_address,
-            (*recipe_file, *((("the --from list", from_list),) if from_list else ())),
-            detail,
+        request = RunRequest(
+            recipe,
+            list(checkpoints or []),
+            output,
+            overrides=list(set_ or []),
+            calib=calib,
+            jobs=jobs,
+            from_list=from_list,
+            pattern=glob_,
+            engine=engine,
+            ray_address=ray_address,
+            dry_run=dry_run,
         )
-        if json_out:
-            sys.stdout.write(json.dumps(result.manifest, indent=2, sort_keys=True) + "\n")
-        else:
-            _render_fleet(ui, result)
-        if result.failed:
-            summary = result.manifest["summary"]
-            fail(
-                ui,
-                f"{len(result.failed)} of {summary['checkpoints']} checkpoints did not pass "
-                f"({summary['failed']} failed verification, {summary['errors']} errors); see {out_dir / 'fleet.md'}",
-                EXIT_VERIFICATION_FAILED if result.verification_failed else EXIT_BAD_INPUT,
-            )
+        outcome = run_command(request, ui.progress, ui.progress if verbose else None)
+        if outcome.plan is not None:
+            _print_plan(ui, outcome.plan)
+        elif outcome.fleet is not None:
+            _print_fleet(ui, outcome.fleet)
+        elif outcome.run is not None:
+            _print_run(ui, outcome.run)
+        if outcome.error is not None:
+            fail(ui, *outcome.error)
 
     run_guarded(ui, body)
+
+
+def _print_plan(ui: Ui, plan) -> None:
+    """--dry-run: the plan as JSON, or a line per stage (per checkpoint, for a fleet)."""
+    if ui.json_out:
+        fleet = {"fleet": plan.fleet} if plan.fleet is not None else {}
+        sys.stdout.write(
+            json.dumps({"recipe": plan.recipe, "output": str(plan.out_dir), **fleet, "plan": plan.stages}, indent=2) + "\n"
+        )
+    elif plan.fleet is None:
+        ui.out.print(f"recipe {escape(plan.recipe)} -> {escape(str(plan.out_dir))} (nothing is run)")
+        for row in plan.stages:
+            ui.out.print(f"  {row['stage']:<14} <- {escape(row['input'])}  {escape(json.dumps(row['options']))}")
+    else:
+        ui.out.print(
+            f"recipe {escape(plan.recipe)}: {len(plan.fleet)} checkpoints -> {escape(str(plan.out_dir))} (nothing is run)"
+        )
+        for row in plan.fleet:
+            ui.out.print(f"  {escape(row['checkpoint'])} -> {escape(row['folder'])}")
+
+
+def _print_fleet(ui: Ui, result) -> None:
+    """A fleet's fleet.json on stdout (--json), else its table."""
+    if ui.json_out:
+        sys.stdout.write(json.dumps(result.manifest, indent=2, sort_keys=True) + "\n")
+    else:
+        _render_fleet(ui, result)
+
+
+def _print_run(ui: Ui, result) -> None:
+    """One checkpoint's manifest, stage timings and bench as JSON (--json), else its table."""
+    if ui.json_out:
+        timings = {o.name: {"seconds": round(o.seconds, 3), "cached": o.cached} for o in result.outcomes}
+        sys.stdout.write(json.dumps({"manifest": result.manifest, "timings": timings, "bench": result.bench}, indent=2) + "\n")
+    else:
+        _render_run(ui, result)
 
 
 def _render_fleet(ui: Ui, result) -> None:
