@@ -111,7 +111,7 @@ def test_the_toy_task_judges_an_output_it_was_asked_for(plugin, lenet5_ckpt, tmp
     assert "embedding cosine" in json.loads(wrong.stdout)["artifacts"][-1]["verification"]["reason"]
 
     unknown = cnnexport(plugin, tmp_path, "onnx", lenet5_ckpt, "--task", "nosuch", "-o", tmp_path / "x.onnx")
-    assert unknown.returncode == 2 and "classify, segment, dense, regress, detect, embedding" in unknown.stderr
+    assert unknown.returncode == 2 and "classify, segment, dense, regress, detect, features, embedding" in unknown.stderr
     bare = {**plugin, "PYTHONPATH": str(REPO)}  # without the plug-in the task does not exist
     gone = cnnexport(bare, tmp_path, "onnx", lenet5_ckpt, "--task", "embedding", "-o", tmp_path / "y.onnx")
     assert gone.returncode == 2 and "'embedding' is not one of" in gone.stderr

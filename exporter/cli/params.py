@@ -62,8 +62,9 @@ Task = Annotated[
     Optional[str],
     typer.Option(
         "--task",
-        help="How outputs are judged: classify|segment|dense|regress for all, or NAME=TASK,... "
-        "(default: from each output's shape: (N,C) classify, (N,C,H,W) segment, else regress).",
+        help="How outputs are judged: classify|segment|dense|regress|detect|features (or a plug-in's task) for all, "
+        "or NAME=TASK,... (default: from each output's shape: (N,C) classify, (N,C,H,W) segment, (N,1,H,W) dense, "
+        "else regress; a detector's or a backbone's source says so).",
     ),
 ]
 InputShape = Annotated[Optional[str], typer.Option("--input-shape", help="Input C,H,W (default: the architecture's).")]

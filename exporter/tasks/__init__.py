@@ -6,6 +6,7 @@ One module per task, each readable alone:
     segment   (N, C, H, W) class maps        pixel agreement and mIoU, centred cosine; eval: mIoU
     dense     (N, 1, H, W) regression maps   error per channel against its own range (depth, heat maps)
     regress   anything else                  error per channel (embeddings, boxes, feature vectors)
+    features  a backbone's feature maps        error per channel, cosine; said so by its source (timm features_only)
     detect    (N, 4 + C, anchors) / (N, K, 6) boxes decoded, matched, F1 and IoU; eval: mAP
 
 A task module holds ``recognises(shape)`` (whether the shape alone suggests it; tried in NAMES
@@ -23,7 +24,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-NAMES = ("classify", "segment", "dense", "regress", "detect")
+NAMES = ("classify", "segment", "dense", "regress", "detect", "features")
 SHOWN_FIRST = ("classify", "detect", "segment")  # whose agreement a table shows first when several outputs are judged
 EVALUATED_FIRST = ("detect", "segment", "classify")  # which output `cnnexport eval` judges a model by
 DEFAULT = "classify"  # the task whose eval judges a model without an output of the others
@@ -74,7 +75,7 @@ def get(name: str) -> ModuleType:
 
 def infer(shape: tuple[int, ...]) -> str:
     """The task an output's shape (with the batch) suggests: the first that recognises it, plug-ins before regress."""
-    order = [n for n in NAMES if n not in ("regress", "detect")] + list(plugins()) + ["regress"]
+    order = [n for n in NAMES if n != "regress"] + list(plugins()) + ["regress"]
     return next(name for name in order if get(name).recognises(shape))
 
 
