@@ -16,6 +16,25 @@ import numpy as np
 CHANNEL_RANGE_FLOOR = 0.1  # a regression channel's range counts as at least this share of the output's range
 
 
+def any_shape(name: str, shape: tuple[int, ...]) -> str | None:
+    """A regression-like task takes an output of any shape."""
+    return None
+
+
+def no_classes(shape: tuple[int, ...]) -> int | None:
+    return None
+
+
+def numbers_only(metrics: dict) -> str | None:
+    """A regression-like task has no agreement column of its own: the error columns say it."""
+    return None
+
+
+def shared_rule(tol) -> str:
+    """The rule in words of every task compared here (errors, cosine, and the class metrics where they apply)."""
+    return tol.describe()
+
+
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a.reshape(a.shape[0], -1).astype(np.float64)
     b = b.reshape(b.shape[0], -1).astype(np.float64)
