@@ -121,7 +121,7 @@ def test_packages_made_under_other_hash_seeds_are_the_same_bytes(lenet5_ckpt, tm
 
 def test_manifest_entries_in_any_order_are_written_the_same(tmp_path):
     """coremltools' Manifest.json lists its items in a dict order that varies run to run (issue 39): written sorted."""
-    from exporter.targets.coreml.stage import reproducible_package_ids
+    from exporter.targets.coreml.package import reproducible_package
 
     items = {
         "A-1": {"path": "com.apple.CoreML/model.mlmodel", "author": "com.apple.CoreML", "name": "model.mlmodel"},
@@ -137,7 +137,7 @@ def test_manifest_entries_in_any_order_are_written_the_same(tmp_path):
             "itemInfoEntries": {key: items[key] for key in order},
         }
         (package / "Manifest.json").write_text(json.dumps(manifest))
-        reproducible_package_ids(package)
+        reproducible_package(package)
         written.append((package / "Manifest.json").read_bytes())
     assert written[0] == written[1]
     data = json.loads(written[0])
