@@ -1,5 +1,6 @@
 """Dense models nobody here wrote: torchvision's segmentation models by registry name and inferred
-from their keys, segmentation_models_pytorch from its own save_pretrained folder and as state_dicts."""
+from their keys, segmentation_models_pytorch from its own save_pretrained folder and as state_dicts,
+transformers' SegFormer from its save_pretrained folder."""
 
 from __future__ import annotations
 
@@ -107,3 +108,36 @@ def test_segmentation_models_pytorch(cli, tmp_path, model_class, encoder, saved_
     assert result.json()["model"]["num_classes"] == 3
     row = v["outputs"]["logits"]
     assert row["task"] == "segment" and row["pixel_agreement"] == 1.0 and row["miou"] >= 0.99
+
+
+def test_transformers_segformer_folder_is_judged_as_a_segmenter(cli, tmp_path):
+    """SegformerForSemanticSegmentation's logits are class maps at a quarter of the input size (issue 41)."""
+    t = pytest.importorskip("transformers", reason="transformers is not installed (pip install 'cnnexport[transformers]')")
+    import torch
+
+    from tests.test_ecosystem_checkpoints import _onnx_vs_original
+
+    t.utils.logging.disable_progress_bar()
+    torch.manual_seed(0)
+    labels = {0: "road", 1: "car", 2: "sky"}
+    config = t.SegformerConfig(
+        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], patch_sizes=[7, 3], strides=[4, 2],
+        num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=16, id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+    )  # fmt: skip
+    model = t.SegformerForSemanticSegmentation(config).eval()
+    folder = tmp_path / "segformer"
+    model.save_pretrained(str(folder))
+    t.SegformerImageProcessor(size={"height": 64, "width": 64}, image_mean=[0.5] * 3, image_std=[0.25] * 3).save_pretrained(
+        str(folder)
+    )
+    result = cli("onnx", folder, "-o", tmp_path / "segformer.onnx", "--json", "-q")
+    v = _verification(result)
+    info = result.json()["model"]
+    assert info["arch"] == "SegformerForSemanticSegmentation" and info["arch_source"] == "config.json architectures"
+    assert info["num_classes"] == 3 and info["labels"] == ["road", "car", "sky"]
+    assert info["input_shape"] == [3, 64, 64] and info["mean"] == [0.5] * 3 and info["std"] == [0.25] * 3
+    assert info["outputs"] == [{"name": "logits", "task": "segment", "classes": 3, "shape": [3, 16, 16]}]
+    row = v["outputs"]["logits"]
+    assert verified(v) and row["task"] == "segment" and row["pixel_agreement"] == 1.0 and row["miou"] >= 0.99
+    assert _onnx_vs_original(tmp_path / "segformer.onnx", lambda x: model(pixel_values=x).logits, (3, 64, 64)) < 1e-4
