@@ -1,6 +1,6 @@
 """Dense models nobody here wrote: torchvision's segmentation models by registry name and inferred
 from their keys, segmentation_models_pytorch from its own save_pretrained folder and as state_dicts,
-transformers' SegFormer from its save_pretrained folder."""
+transformers' SegFormer from its save_pretrained folder, timm's features_only backbones."""
 
 from __future__ import annotations
 
@@ -141,3 +141,48 @@ def test_transformers_segformer_folder_is_judged_as_a_segmenter(cli, tmp_path):
     row = v["outputs"]["logits"]
     assert verified(v) and row["task"] == "segment" and row["pixel_agreement"] == 1.0 and row["miou"] >= 0.99
     assert _onnx_vs_original(tmp_path / "segformer.onnx", lambda x: model(pixel_values=x).logits, (3, 64, 64)) < 1e-4
+
+
+# (timm name, out_indices, each feature map's shape at 64x64): timm's generic FeatureListNet, and a family's own
+# feature class (MobileNetV3Features), which timm marks the same way (a FeatureInfo)
+FEATURES = [
+    ("resnet18", [1, 2, 3], [[64, 16, 16], [128, 8, 8], [256, 4, 4]]),
+    ("lcnet_050", [2, 3, 4], [[64, 8, 8], [128, 4, 4], [256, 2, 2]]),
+]
+
+
+@pytest.mark.parametrize(
+    "name,indices,shapes",
+    [pytest.param(*case, id=case[0], marks=[] if i == 0 else [pytest.mark.full]) for i, case in enumerate(FEATURES)],
+)
+def test_timm_features_only_backbone_exports_its_feature_maps(cli, tmp_path, name, indices, shapes):
+    """A features_only backbone returns feature maps: dense outputs and no classes, not 64 'classes per pixel'."""
+    timm = pytest.importorskip("timm", reason="timm is not installed (pip install 'cnnexport[timm]')")
+    import json
+
+    import torch
+
+    from tests.test_ecosystem_checkpoints import _onnx_vs_original
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, features_only=True, out_indices=indices).eval()
+    torch.save(model.state_dict(), tmp_path / "backbone.pt")
+    kwargs = json.dumps({"features_only": True, "out_indices": indices})
+    result = cli(
+        "onnx", tmp_path / "backbone.pt", "--arch", f"timm:{name}", "--arch-kwargs", kwargs, "--input-shape", "3,64,64",
+        "-o", tmp_path / "backbone.onnx", "--json", "-q",
+    )  # fmt: skip
+    v = _verification(result)
+    info = result.json()["model"]
+    assert info["arch"] == f"timm:{name}" and info["num_classes"] == 0 and info["labels"] is None
+    expected = [(str(i), "dense", None, shape) for i, shape in enumerate(shapes)]
+    assert [(o["name"], o["task"], o["classes"], o["shape"]) for o in info["outputs"]] == expected
+    assert verified(v) and {n: row["task"] for n, row in v["outputs"].items()} == {str(i): "dense" for i in range(3)}
+    for index in range(3):  # every feature map of the artifact against the original backbone's
+        error = _onnx_vs_original(tmp_path / "backbone.onnx", lambda x, i=index: model(x)[i], (3, 64, 64), output=index)
+        assert error < 1e-4
+    # the same backbone pickled whole: recognised from what it is, whatever the file says
+    torch.save(model, tmp_path / "whole.pt")
+    r = cli("inspect", tmp_path / "whole.pt", "--trust-pickle", "--input-shape", "3,64,64", "--json")
+    assert r.exit_code == 0, r
+    assert r.json()["num_classes"] == 0 and [o["task"] for o in r.json()["outputs"]] == ["dense"] * 3

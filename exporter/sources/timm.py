@@ -6,9 +6,9 @@
 - train.py (``CheckpointSaver``): ``{"epoch", "arch", "state_dict", "optimizer", "version",
   "args", "state_dict_ema", "metric"}``; ``arch`` is the model *class* name (``resnet``),
   ``args.model`` the timm name; ``args.input_size`` / ``img_size`` / ``mean`` / ``std``.
-- ``timm.create_model(..., features_only=True)`` (FeatureListNet, FeatureDictNet, FeatureHookNet,
-  FeatureGetterNet): a backbone whose outputs are feature maps at several strides, not class
-  maps; they are judged as dense outputs (per-channel error), and the model has no classes.
+- ``timm.create_model(..., features_only=True)`` (FeatureListNet, EfficientNetFeatures, …): a
+  backbone whose outputs are feature maps at several strides, not class maps; they are judged
+  as dense outputs (per-channel error), and the model has no classes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from exporter.sources.state_dict import read_training_dict
 # create_model arguments that make timm read or fetch files itself (checkpoint_path runs its own
 # torch.load): never taken from a folder's config.json.
 UNSAFE_MODEL_ARGS = ("checkpoint_path", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "weights_only")
-FEATURE_NETS = ("FeatureListNet", "FeatureDictNet", "FeatureHookNet", "FeatureGetterNet")
 
 
 def recognises_folder(found: CheckpointFile) -> bool:
@@ -93,10 +92,15 @@ def read_train(found: CheckpointFile) -> RawCheckpoint:
 
 
 def feature_tasks(module) -> dict[str, str]:
-    """Every output of a timm feature extractor is a feature map: dense, whatever its channel count."""
+    """Every output of a timm feature extractor is a feature map: dense, whatever its channel count.
+
+    timm marks its feature extractors by a ``FeatureInfo`` (a classifier's ``feature_info`` is a
+    list): the generic wrappers (FeatureListNet …) and the families' own (EfficientNetFeatures,
+    MobileNetV3Features …) alike.
+    """
     models = sys.modules.get("timm.models")  # a timm module exists only where timm was imported to build or unpickle it
-    kinds = tuple(getattr(models, name) for name in FEATURE_NETS if hasattr(models, name)) if models is not None else ()
-    return {"*": "dense"} if kinds and isinstance(module, kinds) else {}
+    info = getattr(models, "FeatureInfo", None)
+    return {"*": "dense"} if info is not None and isinstance(getattr(module, "feature_info", None), info) else {}
 
 
 HUB_FOLDER = Source(
