@@ -109,3 +109,18 @@ def test_a_broken_source_plug_in_is_named_and_skipped_not_fatal(cli, plugins, si
     r = cli("inspect", simple_cnn_ckpt, "--json")  # every built-in source still reads its files
     assert r.exit_code == 0, r
     assert r.json()["arch"] == "simple_cnn" and r.json()["checkpoint_form"] == "state_dict"
+
+
+def test_the_built_in_sources_are_asked_in_the_order_the_docs_state():
+    """docs/architecture.md's stage table is the order exporter/sources/__init__.py asks them in."""
+    import re
+    from pathlib import Path
+
+    from exporter import sources
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (folder|file|pickle|object) \| [^|]+ \| ([^|]+) \|$", page, re.M)
+    stated = [(stage, name.strip()) for stage, names in rows for name in names.split(",")]
+    assert [stage for stage, _ in rows] == list(sources.STAGES)
+    assert stated == [(s.stage, s.name) for s in sources.registered()]
+    assert all(s.reads for s in sources.built_in())  # each says what it reads
