@@ -7,7 +7,7 @@ notes). exporter.loading.checkpoint_read asks them, stage by stage, in this orde
 source that recognises the path reads it:
 
     folder   a directory; its config.json says which library saved it
-             transformers, timm-hub, smp
+             timm-hub, transformers, smp
     file     a file recognised by its bytes, nothing unpickled
              safetensors, torchscript, exported-program
     pickle   a torch.save zip recognised by the globals its pickle names (opcodes only, nothing runs)
@@ -65,8 +65,8 @@ def built_in() -> list[Source]:
     )
 
     return [
-        transformers.FOLDER,
         timm.HUB_FOLDER,
+        transformers.FOLDER,
         smp.FOLDER,
         safetensors.FILE,
         torchscript.FILE,
