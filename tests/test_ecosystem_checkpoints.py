@@ -31,14 +31,14 @@ def _export(cli, path, out, *args) -> dict:
     return report
 
 
-def _onnx_vs_original(onnx_path, forward, shape, seed: int = 0) -> float:
-    """Max |onnx - original| / original range on a seeded batch of 2."""
+def _onnx_vs_original(onnx_path, forward, shape, seed: int = 0, output: int = 0) -> float:
+    """Max |onnx - original| / original range of one output (the first by default) on a seeded batch of 2."""
     import onnxruntime as ort
     import torch
 
     x = np.random.default_rng(seed).standard_normal((2, *shape)).astype(np.float32)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    got = session.run(None, {session.get_inputs()[0].name: x})[output]
     with torch.no_grad():
         want = forward(torch.from_numpy(x)).numpy()
     assert got.shape == want.shape
@@ -561,9 +561,9 @@ def test_timm_names_without_timm_exit_3_with_the_install_line(cli, monkeypatch, 
 def test_transformers_folder_without_transformers_exits_3(cli, monkeypatch, tmp_path):
     import json
 
-    from exporter.loading import hf_folder
+    from exporter.sources import transformers
 
-    monkeypatch.setattr(hf_folder, "transformers_available", lambda: False)
+    monkeypatch.setattr(transformers, "transformers_available", lambda: False)
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["ResNetForImageClassification"], "model_type": "resnet"}))
     (tmp_path / "model.safetensors").write_bytes(b"")
     r = cli("inspect", tmp_path)
@@ -584,9 +584,9 @@ def test_prefix_views_put_the_network_first():
 
 
 def test_spec_hints_from_train_script_args():
-    from exporter.loading.training_formats import read_hints
+    from exporter.sources import lightning, timm, torchvision_refs
 
-    tv = read_hints(
+    tv = torchvision_refs.hints(
         {
             "model": {},
             "args": _torchvision_reference_args(
@@ -606,10 +606,10 @@ def test_spec_hints_from_train_script_args():
         interpolation="",
         crop_pct=0.95,
     )
-    t = read_hints({"arch": "convnext_atto", "version": 2, "args": timm_args, "state_dict": {}})
+    t = timm.train_hints({"arch": "convnext_atto", "version": 2, "args": timm_args, "state_dict": {}})
     assert t.names == [("timm:convnext_atto", "timm train.py args.model")]
     assert t.spec == {"input_shape": (3, 288, 288), "mean": (0.5, 0.5, 0.5), "num_classes": 10, "crop_pct": 0.95}
-    lit = read_hints({"hyper_parameters": {"backbone": "resnet18", "num_classes": 3, "lr": 0.1}, "state_dict": {}})
+    lit = lightning.hints({"hyper_parameters": {"backbone": "resnet18", "num_classes": 3, "lr": 0.1}, "state_dict": {}})
     assert lit.names == [("resnet18", "hyper_parameters.backbone")] and lit.spec == {"num_classes": 3}
 
 

@@ -231,8 +231,6 @@ def test_shipped_recipes_are_read_as_package_data():
 # ----------------------------------------------------------------- short functions
 
 LONGEST_FUNCTION = 80  # lines, its def and docstring included: more is several steps that want names
-# exporter/loading/ is being rewritten on its own branch (issue 41), which splits these two there.
-WAIVED = {("exporter/loading/checkpoint.py", "load_checkpoint"), ("exporter/loading/checkpoint_read.py", "read_checkpoint")}
 
 
 def long_functions(source: str, limit: int = LONGEST_FUNCTION) -> list[tuple[int, str, int]]:
@@ -270,6 +268,5 @@ def test_no_function_in_the_library_is_over_80_lines():
         f"{path.relative_to(REPO)}:{line} {name} {length} lines"
         for path in paths
         for line, name, length in long_functions(path.read_text())
-        if (path.relative_to(REPO).as_posix(), name) not in WAIVED
     ]
     assert not too_long, "functions over 80 lines:\n" + "\n".join(too_long)

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from exporter.errors import BadInputError, CheckpointError, first_line
-from exporter.loading.checkpoint_read import ExportedProgramModule, read_checkpoint
-from exporter.loading.hf_folder import read_folder
+from exporter.loading.arch_fit import Fit
+from exporter.loading.checkpoint_read import read_checkpoint
 from exporter.loading.modules import load_state_dict_strict
 from exporter.loading.quantized_forms import place_fused_batchnorms
 from exporter.spec import ModelSpec
@@ -99,78 +99,37 @@ def load_checkpoint(
     ``outputs`` keeps a subset of what forward returns (``--outputs out``); ``tasks`` overrides
     the task an output's shape suggests (``--task``, see exporter/outputs.py).
     """
-    from exporter import architectures
-    from exporter.loading.arch_fit import fit_architecture, unknown_arch
+    from exporter import sources
 
     path = Path(path)
-    raw = read_folder(path, weights) if Path(path).is_dir() else read_checkpoint(path, trust_pickle=trust_pickle, weights=weights)
+    raw = read_checkpoint(path, trust_pickle=trust_pickle, weights=weights)
     if weights != "model" and not weights.endswith(".") and raw.weights != weights:
         raise CheckpointError(f"{path} ({raw.form}) holds one set of weights: there are no {weights!r} weights to choose")
     # builder arguments the file records apply to its own architecture, not to one given by --arch
     arch_kwargs = {**({} if arch else raw.hints.arch_kwargs), **(arch_kwargs or {})}
-    tasks = {**raw.hints.tasks, **(tasks or {})}  # what the source knows, unless --task says otherwise
     overrides = dict(spec_overrides or {})
-    notes = list(raw.notes)
     meta_spec = dict(raw.hints.spec)
-    prefix, left_out = "", []
-
-    entry = None
     if raw.module is not None:
-        module = raw.module
-        arch_source = raw.hints.names[0][1] if raw.hints.names and not arch else raw.form
-        name = (
-            arch or next((n for n, _ in raw.hints.names), None) or getattr(module, "original_name", None) or type(module).__name__
-        )
-        if arch:
-            entry = architectures.get(arch)
-            if entry is None and ":" not in arch:
-                raise unknown_arch(arch)
-        if raw.form == "exported-program":
-            module = ExportedProgramModule(module)
-            example = raw.metadata.get("example_inputs")
-            if example and example[0]:
-                meta_spec.setdefault("input_shape", tuple(example[0][0].shape[1:]))
-        if entry is None and not arch and not raw.hints.names:
-            from exporter.loading.arch_inference import infer_architecture
-
-            matches = infer_architecture(module.state_dict(), architectures.entries(), path.stem)
-            if len(matches) == 1:
-                entry = architectures.get(matches[0].name)
-                name, arch_source = matches[0].name, f"{raw.form}; architecture inferred from keys and shapes"
-                arch_kwargs.setdefault("num_classes", matches[0].num_classes)
+        fit = _fit_module(raw, path, arch, arch_kwargs)
     else:
-        assert raw.state_dict is not None  # read_checkpoint gives a module or a state_dict
-        check_finite(raw.state_dict)
-        fit = fit_architecture(raw.state_dict, path, arch, arch_kwargs, raw.hints, weights, progress)
-        module, name, entry, arch_source = fit.module, fit.name, fit.entry, fit.arch_source
-        if raw.fused_batchnorms:
-            fit.state_dict = place_fused_batchnorms(module, fit.state_dict, _under(raw.fused_batchnorms, fit.prefix))
-        prefix, left_out = fit.prefix, fit.left_out
-        notes += fit.notes
-        if fit.num_classes is not None:
-            arch_kwargs["num_classes"] = fit.num_classes
-        if prefix:
-            shown = ", ".join(left_out[:6]) + (" …" if len(left_out) > 6 else "")
-            notes.append(
-                f"network weights under prefix {prefix!r}"
-                + (f"; left out {len(left_out)} other key(s): {shown}" if left_out else "")
-            )
-        load_state_dict_strict(module, fit.state_dict, name)
-
-    stored = _reduced_precision(raw.state_dict.values() if raw.state_dict is not None else _module_tensors(module))
+        fit = _fit_state_dict(raw, path, arch, arch_kwargs, weights, progress)
+    notes = [*raw.notes, *fit.notes]
+    stored = _reduced_precision(raw.state_dict.values() if raw.state_dict is not None else _module_tensors(fit.module))
     if stored:
         notes.append(
             f"weights stored as {' and '.join(stored)} were upcast to float32 (the reference model and every artifact are fp32)"
         )
-    module = module.float().eval()
+    module = fit.module.float().eval()
     said = overrides.get("input_shape") or meta_spec.get("input_shape") or getattr(module, "input_shape", None)
-    probe = entry is None and arch_source == "--arch (user code)" and not said
-    if probe:
+    if fit.entry is None and fit.arch_source == "--arch (user code)" and not said:
         found = probe_input_shape(module, notes)
         if found is not None:
             meta_spec["input_shape"] = found
-    spec = _resolve_spec(module, name, entry, meta_spec, overrides, arch_kwargs)
-    classes_given = entry is not None or "num_classes" in overrides or "num_classes" in meta_spec
+    spec = _resolve_spec(module, fit.name, fit.entry, meta_spec, overrides, arch_kwargs)
+    known = sources.output_tasks(module)  # what the module's ecosystem says its outputs are (a backbone's features)
+    tasks = {**known, **raw.hints.tasks, **(tasks or {})}  # what the source knows, unless --task says otherwise
+    # a registry entry's class count is the classifier's; a backbone (its source says so) has none
+    classes_given = (fit.entry is not None and not known) or "num_classes" in overrides or "num_classes" in meta_spec
     labels = overrides.get("labels") or meta_spec.get("labels")
     module, spec, dropped = _resolve_outputs(module, spec, outputs, tasks, classes_given, labels)
     if dropped:
@@ -180,14 +139,59 @@ def load_checkpoint(
         spec=spec,
         path=path,
         form=raw.form,
-        arch_source=arch_source,
+        arch_source=fit.arch_source,
         notes=notes,
         weights=raw.weights,
-        prefix=prefix,
-        left_out=left_out,
+        prefix=fit.prefix,
+        left_out=fit.left_out,
         written_by=raw.written_by,
         dropped_outputs=dropped,
     )
+
+
+def _fit_module(raw, path: Path, arch: str | None, arch_kwargs: dict) -> Fit:
+    """A module the file holds: named by --arch, the file's hints or itself; a registry entry where one fits its keys."""
+    from exporter import architectures
+    from exporter.loading.arch_fit import unknown_arch
+
+    module = raw.module
+    arch_source = raw.hints.names[0][1] if raw.hints.names and not arch else raw.form
+    name = arch or next((n for n, _ in raw.hints.names), None) or getattr(module, "original_name", None) or type(module).__name__
+    entry = None
+    if arch:
+        entry = architectures.get(arch)
+        if entry is None and ":" not in arch:
+            raise unknown_arch(arch)
+    if entry is None and not arch and not raw.hints.names:
+        from exporter.loading.arch_inference import infer_architecture
+
+        matches = infer_architecture(module.state_dict(), architectures.entries(), path.stem)
+        if len(matches) == 1:
+            entry = architectures.get(matches[0].name)
+            name, arch_source = matches[0].name, f"{raw.form}; architecture inferred from keys and shapes"
+            arch_kwargs.setdefault("num_classes", matches[0].num_classes)
+    return Fit(module, name, entry, arch_source, {})
+
+
+def _fit_state_dict(raw, path: Path, arch: str | None, arch_kwargs: dict, weights: str, progress) -> Fit:
+    """A state_dict: the architecture it fits, built, with the weights loaded strictly."""
+    from exporter.loading.arch_fit import fit_architecture
+
+    assert raw.state_dict is not None  # read_checkpoint gives a module or a state_dict
+    check_finite(raw.state_dict)
+    fit = fit_architecture(raw.state_dict, path, arch, arch_kwargs, raw.hints, weights, progress)
+    if raw.fused_batchnorms:
+        fit.state_dict = place_fused_batchnorms(fit.module, fit.state_dict, _under(raw.fused_batchnorms, fit.prefix))
+    if fit.num_classes is not None:
+        arch_kwargs["num_classes"] = fit.num_classes
+    if fit.prefix:
+        shown = ", ".join(fit.left_out[:6]) + (" …" if len(fit.left_out) > 6 else "")
+        fit.notes.append(
+            f"network weights under prefix {fit.prefix!r}"
+            + (f"; left out {len(fit.left_out)} other key(s): {shown}" if fit.left_out else "")
+        )
+    load_state_dict_strict(fit.module, fit.state_dict, fit.name)
+    return fit
 
 
 # The input sizes classic tutorials train at (MNIST 28, CIFAR 32, STL 96, ImageNet 224/227, Inception 299).

@@ -1,16 +1,10 @@
-"""What the training tools people use write beside the weights, and how to read it.
+"""What training dicts share, whichever tool wrote them: where the weights sit and what the spec fields are.
 
-- torchvision's ``references/classification/train.py``: ``{"model", "optimizer", "lr_scheduler",
-  "epoch", "args": Namespace}``, ``model_ema`` (an ``AveragedModel``: ``module.`` keys plus
-  ``n_averaged``) with ``--model-ema``; ``args.model`` names the torchvision model,
-  ``args.val_crop_size`` / ``val_resize_size`` / ``interpolation`` its evaluation transform.
-- timm's ``train.py`` (``CheckpointSaver``): ``{"epoch", "arch", "state_dict", "optimizer",
-  "version", "args", "state_dict_ema", "metric"}``; ``arch`` is the model *class* name
-  (``resnet``), ``args.model`` the timm name; ``args.input_size``/``img_size``/``mean``/``std``.
-- Lightning ``.ckpt``: ``state_dict`` keyed by the LightningModule's attributes (``model.``,
-  ``net.`` … beside loss buffers), ``hyper_parameters`` from ``save_hyperparameters()``.
-
-Only plain values are read from these; nothing is called.
+A training dict holds the network's weights under one of a few keys (``model``,
+``state_dict``, …), EMA weights under another, beside the optimizer and whatever the tool
+records about the model. The tools themselves (torchvision's and timm's train.py, Lightning) are
+checkpoint sources (exporter/sources/); this is the part they all read the same way. Only plain
+values are read; nothing is called.
 """
 
 from __future__ import annotations
@@ -22,8 +16,6 @@ from exporter.errors import CheckpointError
 
 MODEL_KEYS = ("model_state_dict", "state_dict", "model", "net", "network")
 EMA_KEYS = ("model_ema", "state_dict_ema", "model_ema_state_dict", "ema_state_dict", "ema")
-# hyper_parameters keys that may name the architecture (Lightning users pick their own)
-ARCH_HPARAMS = ("arch", "architecture", "model_name", "backbone", "arch_name", "model", "net", "network")
 
 
 @dataclass
@@ -80,34 +72,8 @@ def clean_ema(state_dict: dict) -> tuple[dict, list[str]]:
     return state_dict, []
 
 
-def is_timm_train_checkpoint(obj: dict) -> bool:
-    """timm's CheckpointSaver writes arch (a class name), version and args together."""
-    return isinstance(obj.get("arch"), str) and "version" in obj and "args" in obj and "state_dict" in obj
-
-
-def read_hints(obj: dict) -> Hints:
-    """Architecture names and input spec written by torchvision's train.py, timm's train.py or Lightning."""
-    hints = Hints()
-    args = as_plain_dict(obj.get("args")) or {}
-    hparams = as_plain_dict(obj.get("hyper_parameters")) or {}
-    if is_timm_train_checkpoint(obj):
-        if isinstance(args.get("model"), str):
-            hints.names.append(("timm:" + args["model"], "timm train.py args.model"))
-            if obj["arch"] != args["model"]:  # timm before 1.0 saved the model class name here
-                hints.notes.append(f"timm's 'arch' {obj['arch']!r} is the model class name; args.model names the architecture")
-    elif isinstance(args.get("model"), str):
-        hints.names.append((args["model"], "args.model"))
-    for key in ARCH_HPARAMS:
-        if isinstance(hparams.get(key), str):
-            hints.names.append((hparams[key], f"hyper_parameters.{key}"))
-    if isinstance(obj.get("arch"), str) and not is_timm_train_checkpoint(obj):
-        hints.names.insert(0, (obj["arch"], "checkpoint metadata"))
-    hints.spec = {**_spec_from_args(args), **spec_from_metadata(hparams), **spec_from_metadata(obj)}
-    return hints
-
-
-def _spec_from_args(args: dict) -> dict:
-    """torchvision's and timm's train.py options that describe the evaluation input."""
+def spec_from_train_args(args: dict) -> dict:
+    """torchvision's and timm's train.py options that describe the evaluation input (each reads its own names)."""
     out = spec_from_metadata({k: v for k, v in args.items() if k in ("num_classes", "mean", "std")})
     size = args.get("input_size")
     if isinstance(size, (list, tuple)) and len(size) == 3:
@@ -156,16 +122,3 @@ def prefix_views(state_dict: dict, max_depth: int = 2) -> list[tuple[str, dict]]
             counts[prefix] = counts.get(prefix, 0) + 1
     prefixes = sorted((p for p, n in counts.items() if n >= 2), key=lambda p: (-counts[p], p))
     return [(p, {k[len(p) :]: v for k, v in state_dict.items() if k.startswith(p)}) for p in prefixes]
-
-
-def written_by(obj: dict) -> str | None:
-    """The training tool whose checkpoint layout this is, when it is recognisable."""
-    import argparse
-
-    if "pytorch-lightning_version" in obj:
-        return f"Lightning {obj['pytorch-lightning_version']}"
-    if is_timm_train_checkpoint(obj):
-        return "timm train.py"
-    if isinstance(obj.get("args"), argparse.Namespace) and "model" in obj and "lr_scheduler" in obj:
-        return "torchvision references train.py"
-    return None

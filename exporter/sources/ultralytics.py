@@ -22,6 +22,10 @@ from pathlib import Path
 import torch
 
 from exporter.errors import BackendUnavailable, CheckpointError, first_line
+from exporter.loading.probe import CheckpointFile
+from exporter.loading.raw import RawCheckpoint
+from exporter.loading.training_formats import Hints
+from exporter.sources import Source
 
 INSTALL = "pip install 'cnnexport[ultralytics]' (Ultralytics is AGPL-3.0; cnnexport only imports it)"
 PACKAGE = "ultralytics."
@@ -31,8 +35,9 @@ SUPPORTED = {"DetectionModel": "detect", "ClassificationModel": "classify"}
 OUTPUT_NAME = "detections"
 
 
-def recognises(unsafe_globals: list[str]) -> bool:
-    return any(name.startswith(PACKAGE) for name in unsafe_globals)
+def recognises(found: CheckpointFile) -> bool:
+    """Its pickle names Ultralytics classes (read from the opcodes: nothing is unpickled to tell)."""
+    return any(name.startswith(PACKAGE) for name in found.unsafe_globals)
 
 
 def require_ultralytics(path: Path) -> None:
@@ -88,12 +93,11 @@ def allowed_classes(path: Path, unsafe_globals: list[str]) -> list:
     return classes
 
 
-def read(path: Path, unsafe_globals: list[str], weights: str = "model"):
+def read(found: CheckpointFile) -> RawCheckpoint:
     """The RawCheckpoint of an Ultralytics checkpoint: its model in export mode, with spec hints."""
-    from exporter.loading.raw import RawCheckpoint
     from exporter.loading.safe_pickle import safe_globals
-    from exporter.loading.training_formats import Hints
 
+    path, unsafe_globals, weights = found.path, found.unsafe_globals, found.weights
     refuse_foreign_globals(path, unsafe_globals)
     require_ultralytics(path)
     try:
@@ -191,3 +195,12 @@ class NamedDetections(torch.nn.Module):
 
     def forward(self, x):
         return {OUTPUT_NAME: self.model(x)}
+
+
+PICKLE = Source(
+    name="ultralytics",
+    stage="pickle",
+    recognises=recognises,
+    read=read,
+    reads="Ultralytics YOLO training checkpoints (best.pt, last.pt): detect and classify models",
+)
