@@ -256,3 +256,17 @@ def user_model_class(folder: Path, source: str, module: str, name: str):
     loaded = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(loaded)
     return getattr(loaded, name)
+
+
+def plugin_site(site: Path, module: str, source: str, entry_points: str) -> dict:
+    """An environment whose PYTHONPATH holds ``module`` (written from ``source``) and a dist-info declaring
+    ``entry_points`` (entry_points.txt text): what `pip install` of a plug-in leaves, without installing one."""
+    import os
+
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{module}.py").write_text(source)
+    info = site / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(Path(__file__).resolve().parents[1])])}

@@ -10,7 +10,6 @@ must all see it.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import plugin_site
 from tests.verdicts import verified
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,13 +65,7 @@ ROW = kinds.ArtifactKind(
 @pytest.fixture(scope="module")
 def plugin(tmp_path_factory) -> dict:
     """A folder on PYTHONPATH holding the toy package and the dist-info that declares its entry point."""
-    site = tmp_path_factory.mktemp("plugin_site")
-    (site / "toy_target.py").write_text(TOY)
-    info = site / "toy_target-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-target\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[cnnexport.targets]\ntoy = toy_target:ROW\n")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    return plugin_site(tmp_path_factory.mktemp("plugin_site"), "toy_target", TOY, "[cnnexport.targets]\ntoy = toy_target:ROW\n")
 
 
 def cnnexport(env: dict, cwd: Path, *args) -> subprocess.CompletedProcess:
@@ -149,13 +143,8 @@ def test_the_toy_target_builds_verifies_benches_and_runs_in_a_recipe(plugin, sim
 
 
 def test_a_broken_plug_in_is_named_and_skipped_not_fatal(tmp_path):
-    site = tmp_path / "site"
-    info = site / "broken_target-0.1.dist-info"
-    info.mkdir(parents=True)
-    (site / "broken_target.py").write_text("ROW = 'not a row'\n")
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-target\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[cnnexport.targets]\nbroken = broken_target:ROW\nmissing = no_such_module:ROW\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    points = "[cnnexport.targets]\nbroken = broken_target:ROW\nmissing = no_such_module:ROW\n"
+    env = plugin_site(tmp_path / "site", "broken_target", "ROW = 'not a row'\n", points)
     r = cnnexport(env, tmp_path, "--help")
     assert r.returncode == 0 and "onnx" in r.stdout
     assert "ignoring the target plug-in broken (broken_target:ROW): TypeError" in r.stderr

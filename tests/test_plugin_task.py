@@ -8,13 +8,13 @@ model fails with its reason), and the report must show its rule and its agreemen
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import plugin_site
 from tests.verdicts import verified
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,13 +74,7 @@ def describe_rule(tol):
 @pytest.fixture(scope="module")
 def plugin(tmp_path_factory) -> dict:
     """A folder on PYTHONPATH holding the toy task and the dist-info that declares its entry point."""
-    site = tmp_path_factory.mktemp("task_plugin_site")
-    (site / "toy_task.py").write_text(TOY)
-    info = site / "toy_task-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-task\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[cnnexport.tasks]\nembedding = toy_task\n")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    return plugin_site(tmp_path_factory.mktemp("task_plugin_site"), "toy_task", TOY, "[cnnexport.tasks]\nembedding = toy_task\n")
 
 
 def cnnexport(env: dict, cwd: Path, *args) -> subprocess.CompletedProcess:
