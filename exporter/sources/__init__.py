@@ -42,7 +42,7 @@ class Source:
     stage: str  # one of STAGES: what the loader already knows when it asks
     recognises: Callable[[CheckpointFile], bool]  # cheap, from the facts of its stage; never unpickles more
     read: Callable[[CheckpointFile], RawCheckpoint]
-    reads: str = ""  # one line: the files it reads (docs, error messages)
+    reads: str = ""  # one line, for people: the files it reads
     # the task of each output ({name or "*": task}) of a module this ecosystem built, where it knows
     # better than the output's shape (a timm feature extractor returns feature maps, not class maps)
     tasks: Callable[[Any], dict[str, str]] | None = None
