@@ -7,7 +7,7 @@ plug-in's own tests) instead of a user's run.
 
 from __future__ import annotations
 
-from exporter.kinds import ArtifactKind, Format, resolve
+from exporter.rows import ArtifactKind, Format, resolve
 
 # how each hook is called: its positional and keyword arguments (placeholders)
 FORMAT_HOOKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

@@ -206,6 +206,23 @@ def test_no_task_is_named_outside_tasks():
     assert not outside, "task code outside exporter/tasks/:\n" + "\n".join(outside)
 
 
+def test_a_row_module_imported_first_still_registers_every_row():
+    """A row module imports exporter.rows, not the table: imported first (a plug-in's test, a user script) it must not
+    meet itself half-initialised while the table loads every folder (a circular import broke whole pytest workers)."""
+    import subprocess
+    import sys
+
+    firsts = sorted(
+        ".".join(p.relative_to(REPO).with_suffix("").parts) for p in (REPO / "exporter" / "targets").glob("*/row.py")
+    ) + ["exporter.targets.onnx.verb", "exporter.rows", "exporter.hooks"]
+    assert len(firsts) >= 9
+    for first in firsts:
+        probe = f"import {first}\nfrom exporter import kinds\nprint(len(kinds.KINDS))"
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert done.returncode == 0, f"import {first} first: {done.stderr.strip().splitlines()[-1:]}"
+        assert int(done.stdout) >= 13, first
+
+
 def test_the_wheel_lists_every_package():
     """A package folder missing from pyproject's list is absent from the wheel (and an import error there)."""
     config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from exporter import kinds
+from exporter import rows
 from exporter.options import Strict, opt
 
 ORDER = 30
@@ -30,10 +30,10 @@ def pass_rule(options: CoreMLOptions) -> str:
     return "int8" if options.compress else options.precision
 
 
-FORMAT = kinds.Format("coreml", "exporter.targets.coreml.runner:open_artifact", (".mlpackage",), describe=".mlpackage")
+FORMAT = rows.Format("coreml", "exporter.targets.coreml.runner:open_artifact", (".mlpackage",), describe=".mlpackage")
 
 ROWS = [
-    kinds.ArtifactKind(
+    rows.ArtifactKind(
         name="coreml",
         kind="coreml",
         verb="coreml",

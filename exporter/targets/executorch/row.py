@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Literal, Optional
 
-from exporter import kinds
+from exporter import rows
 from exporter.options import Strict, opt
 from exporter.targets import calibrates_when_int8, options_precision
 
@@ -38,14 +38,14 @@ class ExecuTorchInt8Options(ExecuTorchBuild):
         return "int8"
 
 
-FORMAT = kinds.Format(
+FORMAT = rows.Format(
     "executorch",
     "exporter.targets.executorch.runner:open_artifact",
     (".pte",),
     describe=".pte",
 )
 
-ROW = kinds.ArtifactKind(
+ROW = rows.ArtifactKind(
     name="executorch",
     kind="executorch",
     verb="executorch",

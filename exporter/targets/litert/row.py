@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Literal
 
-from exporter import kinds
+from exporter import rows
 from exporter.options import Strict, opt
 from exporter.targets import calibrates_when_int8, options_precision
 
@@ -38,9 +38,9 @@ class LiteRTInt8Options(LiteRTBuild):
         return "int8"
 
 
-FORMAT = kinds.Format("litert", "exporter.targets.litert.runner:open_artifact", (".tflite",), describe=".tflite")
+FORMAT = rows.Format("litert", "exporter.targets.litert.runner:open_artifact", (".tflite",), describe=".tflite")
 
-ROW = kinds.ArtifactKind(
+ROW = rows.ArtifactKind(
     name="litert",
     kind="litert",
     verb="litert",

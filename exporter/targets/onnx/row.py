@@ -6,7 +6,7 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import ValidationInfo, field_validator, model_validator
 
-from exporter import kinds
+from exporter import rows
 from exporter.options import Method, Names, Strict, opt
 from exporter.targets import always, fixed_precision
 from exporter.targets.tensorrt.version import DEFAULT_VERSION as DEFAULT_TRT_VERSION
@@ -117,12 +117,14 @@ class QuantizeChoice(Strict):
     )
 
 
-def quantize_row(precision: str, target: str) -> kinds.ArtifactKind:
+def quantize_row(precision: str, target: str) -> rows.ArtifactKind:
     """`cnnexport quantize --precision P --target T` -> its row."""
+    from exporter import kinds
+
     return kinds.get("fp16" if precision == "fp16" else "int8_tensorrt" if target == "tensorrt" else "int8")
 
 
-FORMAT = kinds.Format(
+FORMAT = rows.Format(
     "onnx",
     "exporter.targets.onnx.runner:open_artifact",
     (".onnx",),
@@ -135,7 +137,7 @@ FORMAT = kinds.Format(
     runtime="onnxruntime",
 )
 
-ONNX = kinds.ArtifactKind(
+ONNX = rows.ArtifactKind(
     name="onnx",
     kind="onnx",
     verb="onnx",
@@ -151,7 +153,7 @@ ONNX = kinds.ArtifactKind(
     help="Export ONNX with a dynamic batch axis, then verify it against the checkpoint.",
     packages=("onnxscript", *ONNX_RUNTIME),
 )
-SIMPLIFY = kinds.ArtifactKind(
+SIMPLIFY = rows.ArtifactKind(
     name="simplify",
     kind="simplify",
     verb="simplify",
@@ -169,7 +171,7 @@ SIMPLIFY = kinds.ArtifactKind(
     flag_help={"model": "ONNX model to simplify with onnxsim.", "checkpoint": "Also verify against this checkpoint."},
     without_flags=("input_shape", "mean", "std", "labels"),
 )
-INT8 = kinds.ArtifactKind(
+INT8 = rows.ArtifactKind(
     name="int8",
     kind="int8-cpu",
     verb="quantize",
@@ -186,7 +188,7 @@ INT8 = kinds.ArtifactKind(
     packages=ONNX_RUNTIME,
     command="exporter.targets.onnx.verb:register",
 )
-INT8_TENSORRT = kinds.ArtifactKind(
+INT8_TENSORRT = rows.ArtifactKind(
     name="int8_tensorrt",
     kind="int8-tensorrt",
     verb="quantize",
@@ -203,7 +205,7 @@ INT8_TENSORRT = kinds.ArtifactKind(
     needs=ONNX_INPUTS,
     packages=ONNX_RUNTIME,
 )
-FP16 = kinds.ArtifactKind(
+FP16 = rows.ArtifactKind(
     name="fp16",
     kind="fp16",
     verb="quantize",

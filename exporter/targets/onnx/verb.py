@@ -7,12 +7,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from exporter.cli.export import CALIBRATION, EVAL, export_row
-from exporter.cli.params import LOAD, SPEC, UI, VERIFY, Output, argument, command, param, stage_params
 from exporter.targets.onnx.row import Fp16Options, Int8Options, QuantizeChoice, quantize_row
 
 
 def register(app: typer.Typer) -> None:
+    # the CLI's pieces are imported here: importing exporter.cli registers every verb, this one included
+    from exporter.cli.export import CALIBRATION, EVAL
+    from exporter.cli.params import LOAD, SPEC, UI, VERIFY, Output, argument, command, param, stage_params
+
     int8_reference = Annotated[
         Optional[Path], typer.Option("--checkpoint", help="PyTorch reference when MODEL is ONNX (default: the fp32 ONNX).")
     ]
@@ -38,5 +40,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _quantize(a: dict) -> None:
+    from exporter.cli.export import export_row
+
     choice = QuantizeChoice(precision=a["precision"].value, target=a["target"].value)
     export_row(a, quantize_row(choice.precision, choice.target), "model")

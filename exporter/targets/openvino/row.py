@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from exporter import kinds
+from exporter import rows
 from exporter.options import Method, Names, Strict, opt
 from exporter.targets import calibrates_when_int8
 from exporter.targets.onnx.row import ONNX_INPUTS, ONNX_RUNTIME
@@ -27,12 +27,12 @@ def pass_rule(options: OpenVINOOptions) -> str:
     return {"fp32": "fp32", "bf16": "fp16", "int8": "int8"}[options.precision]
 
 
-FORMAT = kinds.Format(
+FORMAT = rows.Format(
     "openvino", "exporter.targets.openvino.runner:open_artifact", (".xml",), describe=".xml", companion_swaps=(".bin",)
 )
 
 ROWS = [
-    kinds.ArtifactKind(
+    rows.ArtifactKind(
         name="openvino",
         kind="openvino",
         verb="openvino",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from exporter import kinds
+from exporter import rows
 from exporter.options import Method, Strict, opt
 from exporter.targets import calibrates_when_int8, options_precision
 from exporter.targets.onnx.row import ONNX_INPUTS, ONNX_RUNTIME
@@ -40,7 +40,7 @@ class TensorRTOptions(Strict):
     )
 
 
-FORMAT = kinds.Format(
+FORMAT = rows.Format(
     "tensorrt",
     "exporter.targets.tensorrt.runner:open_artifact",
     (".engine", ".plan"),
@@ -51,7 +51,7 @@ FORMAT = kinds.Format(
 )
 
 ROWS = [
-    kinds.ArtifactKind(
+    rows.ArtifactKind(
         name="tensorrt",
         kind="tensorrt",
         verb="tensorrt",

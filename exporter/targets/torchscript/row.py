@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter import kinds
+from exporter import rows
 from exporter.options import Strict, opt
 from exporter.targets import fixed_precision
 
@@ -13,7 +13,7 @@ class TorchScriptOptions(Strict):
     script: bool = opt(False, "Use torch.jit.script instead of tracing.")
 
 
-FORMAT = kinds.Format(
+FORMAT = rows.Format(
     "torchscript",
     "exporter.targets.torchscript.runner:open_artifact",
     detect="exporter.targets.torchscript.runner:is_torchscript",
@@ -24,7 +24,7 @@ FORMAT = kinds.Format(
 )
 
 ROWS = [
-    kinds.ArtifactKind(
+    rows.ArtifactKind(
         name="torchscript",
         kind="torchscript",
         verb="torchscript",
