@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Literal, Optional
 
 from pydantic import ValidationInfo, field_validator, model_validator
@@ -188,22 +189,15 @@ INT8 = rows.ArtifactKind(
     packages=ONNX_RUNTIME,
     command="exporter.targets.onnx.verb:register",
 )
-INT8_TENSORRT = rows.ArtifactKind(
+# the TensorRT flavour: symmetric Q/DQ + calibration cache, for an engine (not a CPU artifact: no bench)
+INT8_TENSORRT = replace(
+    INT8,
     name="int8_tensorrt",
     kind="int8-tensorrt",
-    verb="quantize",
     suffix=".int8-trt.onnx",
-    source="onnx",
-    options=Int8Options,
     stage="exporter.targets.onnx.quantize:make_tensorrt",
-    build="exporter.targets.onnx.flow:quantize",
-    format=FORMAT,
     bench=None,
-    precision=fixed_precision("int8"),
-    calibrates=always,
-    reads_data=True,
-    needs=ONNX_INPUTS,
-    packages=ONNX_RUNTIME,
+    command="",
 )
 FP16 = rows.ArtifactKind(
     name="fp16",
