@@ -117,6 +117,9 @@ def test_packages_made_under_other_hash_seeds_are_the_same_bytes(lenet5_ckpt, tm
         assert done.returncode == 0, done.stderr[-2000:]
         digests.append(sha256_of(out))
     assert digests[0] == digests[1]
+    from exporter.targets.coreml.package import CONVERSION_DATE
+
+    assert CONVERSION_DATE not in _spec(out).description.metadata.userDefined  # no day of conversion in the bytes
 
 
 def test_manifest_entries_in_any_order_are_written_the_same(tmp_path):

@@ -30,15 +30,21 @@ def reproducible_package(package: Path) -> None:
     manifest.write_text(json.dumps(data, indent=4, sort_keys=True))
 
 
+CONVERSION_DATE = "com.github.apple.coremltools.conversion_date"
+
+
 def deterministic_specs(package: Path) -> None:
-    """The model spec rewritten with its maps (metadata, functions, op attributes) in key order.
+    """The model spec rewritten with its maps (metadata, functions, op attributes) in key order, undated.
 
     coremltools serializes protobuf maps in hash order: the same model converted under another
-    PYTHONHASHSEED gave other bytes (measured: three seeds, three sha256s of model.mlmodel).
+    PYTHONHASHSEED gave other bytes (measured: three seeds, three sha256s of model.mlmodel). It also
+    stamps the day of conversion: the same model converted on 4 and 5 December differed in that key
+    alone. The reports say when an artifact was made; the artifact itself stays the same bytes.
     """
     from coremltools.proto import Model_pb2
 
     for path in sorted(package.glob("Data/**/*.mlmodel")):
         spec = Model_pb2.Model()
         spec.ParseFromString(path.read_bytes())
+        spec.description.metadata.userDefined.pop(CONVERSION_DATE, None)
         path.write_bytes(spec.SerializeToString(deterministic=True))
