@@ -8,7 +8,12 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/cnnexport-wheel.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-quiet() { "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
+# pip's output minus its location warnings; with pipefail a failed pip still fails this script
+quiet() { "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
+FREE_GIB=$(( $(df -Pk "${TMPDIR:-/tmp}" | awk 'NR==2 {print $4}') / 1048576 ))
+if [ "$FREE_GIB" -lt 6 ]; then
+  echo "wheel-smoke: $FREE_GIB GiB free in ${TMPDIR:-/tmp}; the fresh venv needs about 6 GiB" >&2; exit 1
+fi
 
 # built from a copy of the tree git knows (tracked and not ignored), so no stale build/ leaks into the wheel
 mkdir "$WORK/src"
