@@ -2,10 +2,13 @@
 
 A hook is a string so that a row imports nothing heavy (exporter/kinds.py); ``hook_problems`` resolves
 each and binds it to its call, so a wrong signature fails tests/test_plugin_signatures.py (and a
-plug-in's own tests) instead of a user's run.
+plug-in's own tests) instead of a user's run. mypy checks the built-in hooks too: exporter/hook_types.py
+(written by ``typed_hooks_source``, kept current by a test) assigns each to its protocol below.
 """
 
 from __future__ import annotations
+
+from typing import Any, Protocol
 
 from exporter.rows import ArtifactKind, Format, resolve
 
@@ -50,3 +53,60 @@ def hook_problems(record: ArtifactKind | Format) -> list[str]:
         except TypeError as exc:
             problems.append(f"{where} cannot be called as {field_name}({', '.join(positional + keywords)}): {exc}")
     return problems
+
+
+class OneArgument(Protocol):  # stage, build, check, verify_batches' options-only kin, extra_outputs, needs_of, command
+    def __call__(self, argument: Any, /) -> Any: ...
+
+
+class TwoArguments(Protocol):  # detect's kin: kit(folder, progress), verify_batches(options, batch_sizes)
+    def __call__(self, first: Any, second: Any, /) -> Any: ...
+
+
+class ThreeArguments(Protocol):  # checks(path, precision, input_sets)
+    def __call__(self, first: Any, second: Any, third: Any, /) -> Any: ...
+
+
+class FourArguments(Protocol):  # from_recipe(options, section, out_dir, base)
+    def __call__(self, first: Any, second: Any, third: Any, fourth: Any, /) -> Any: ...
+
+
+class RunnerFactory(Protocol):  # Format.open(path, threads=..., device=...)
+    def __call__(self, path: Any, /, *, threads: Any, device: Any) -> Any: ...
+
+
+def protocol_of(positional: tuple[str, ...], keywords: tuple[str, ...]) -> str:
+    """The protocol above that a hook called with these arguments must satisfy."""
+    if keywords:
+        return "RunnerFactory"
+    return ("OneArgument", "TwoArguments", "ThreeArguments", "FourArguments")[len(positional) - 1]
+
+
+def typed_hooks_source(records: list[ArtifactKind | Format]) -> str:
+    """exporter/hook_types.py's text: each built-in hook assigned to its protocol, for mypy to check."""
+    lines, modules = [], set()
+    for record in records:
+        calls = FORMAT_HOOKS if isinstance(record, Format) else ROW_HOOKS
+        for field_name, call in calls.items():
+            dotted = getattr(record, field_name, "")
+            if not isinstance(dotted, str) or not dotted:
+                continue
+            module, function = dotted.split(":")
+            modules.add(module)
+            label = f"{type(record).__name__.lower()}_{record.name}_{field_name}".replace("-", "_")
+            lines.append(f"    {label}: {protocol_of(*call)} = {module}.{function}")
+    header = [
+        '"""Written by exporter.hooks.typed_hooks_source (tests/test_plugin_signatures.py keeps it current): mypy',
+        "checks every built-in row's and Format's string hook against the call it gets. Imports nothing at run time.",
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+        "from typing import TYPE_CHECKING",
+        "",
+        "if TYPE_CHECKING:",
+        *(f"    import {module}" for module in sorted(modules)),
+        "    from exporter.hooks import FourArguments, OneArgument, RunnerFactory, ThreeArguments, TwoArguments",
+        "",
+    ]
+    return "\n".join([*header, *lines]) + "\n"

@@ -55,3 +55,21 @@ def test_the_files_beside_an_artifact_come_from_its_format():
     assert names("m.xml") == [*common, "m.bin", "m.rejected.bin"]  # OpenVINO: the weights beside
     assert names("m.onnx")[-1] == "m.onnx.data" and names("m.plan")[-1] == "m.plan.json"
     assert names("m.pte") == ["m.pte.report.json", "m.rejected.pte", "m.rejected.pte.report.json"]
+
+
+def test_mypy_sees_every_built_in_hook_through_exporter_hook_types():
+    """exporter/hook_types.py assigns each built-in hook to its protocol, so mypy (a CI gate) fails a wrong
+    signature; this keeps the file current with the rows (regenerate: hooks.typed_hooks_source)."""
+    from pathlib import Path
+
+    import exporter
+
+    records = [*kinds.KINDS, *kinds.formats()]
+    written = (Path(exporter.__file__).parent / "hook_types.py").read_text(encoding="utf-8")
+    expected = hooks.typed_hooks_source(records)
+    assert written == expected, (
+        "exporter/hook_types.py is stale: write hooks.typed_hooks_source([*kinds.KINDS, *kinds.formats()]) into it"
+    )
+    assert written.count(": OneArgument = ") >= len(kinds.KINDS) and "RunnerFactory = " in written
+    assert hooks.protocol_of(("path",), ("threads", "device")) == "RunnerFactory"
+    assert hooks.protocol_of(("options", "section", "out_dir", "base"), ()) == "FourArguments"

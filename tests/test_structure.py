@@ -157,6 +157,8 @@ def test_no_target_code_outside_its_folder():
     for name, path in modules().items():
         if name.startswith("exporter.targets.") or name.startswith("exporter.architectures"):
             continue
+        if name == "exporter.hook_types":  # written from the rows for mypy; imports only under TYPE_CHECKING
+            continue
         tree = ast.parse(path.read_text())
         where = path.relative_to(REPO)
         for node in ast.walk(tree):
