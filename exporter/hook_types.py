@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     import exporter.build
     import exporter.targets.coreml.runner
     import exporter.targets.coreml.stage
+    import exporter.targets.executorch.rescue
     import exporter.targets.executorch.runner
     import exporter.targets.executorch.stage
     import exporter.targets.litert.runner
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     import exporter.targets.onnx.flow
     import exporter.targets.onnx.fp16
     import exporter.targets.onnx.quantize
+    import exporter.targets.onnx.rescue
     import exporter.targets.onnx.runner
     import exporter.targets.onnx.simplify
     import exporter.targets.onnx.stage
@@ -39,8 +41,10 @@ if TYPE_CHECKING:
     artifactkind_int8_stage: OneArgument = exporter.targets.onnx.quantize.make
     artifactkind_int8_build: OneArgument = exporter.targets.onnx.flow.quantize
     artifactkind_int8_command: OneArgument = exporter.targets.onnx.verb.register
+    artifactkind_int8_rescue: OneArgument = exporter.targets.onnx.rescue.target
     artifactkind_int8_tensorrt_stage: OneArgument = exporter.targets.onnx.quantize.make_tensorrt
     artifactkind_int8_tensorrt_build: OneArgument = exporter.targets.onnx.flow.quantize
+    artifactkind_int8_tensorrt_rescue: OneArgument = exporter.targets.onnx.rescue.target
     artifactkind_fp16_stage: OneArgument = exporter.targets.onnx.fp16.make
     artifactkind_fp16_build: OneArgument = exporter.build.from_onnx
     artifactkind_coreml_stage: OneArgument = exporter.targets.coreml.stage.make
@@ -56,13 +60,15 @@ if TYPE_CHECKING:
     artifactkind_openvino_build: OneArgument = exporter.build.from_onnx
     artifactkind_openvino_check: OneArgument = exporter.targets.openvino.stage.check_options
     artifactkind_executorch_stage: OneArgument = exporter.targets.executorch.stage.make
-    artifactkind_executorch_build: OneArgument = exporter.build.from_checkpoint
+    artifactkind_executorch_build: OneArgument = exporter.targets.executorch.rescue.build
     artifactkind_executorch_check: OneArgument = exporter.targets.executorch.stage.check_options
     artifactkind_executorch_verify_batches: TwoArguments = exporter.targets.executorch.stage.verify_batches
+    artifactkind_executorch_rescue: OneArgument = exporter.targets.executorch.rescue.target
     artifactkind_executorch_int8_stage: OneArgument = exporter.targets.executorch.stage.make
-    artifactkind_executorch_int8_build: OneArgument = exporter.build.from_checkpoint
+    artifactkind_executorch_int8_build: OneArgument = exporter.targets.executorch.rescue.build
     artifactkind_executorch_int8_check: OneArgument = exporter.targets.executorch.stage.check_options
     artifactkind_executorch_int8_verify_batches: TwoArguments = exporter.targets.executorch.stage.verify_batches
+    artifactkind_executorch_int8_rescue: OneArgument = exporter.targets.executorch.rescue.target
     artifactkind_litert_stage: OneArgument = exporter.targets.litert.stage.make
     artifactkind_litert_build: OneArgument = exporter.build.from_checkpoint
     artifactkind_litert_check: OneArgument = exporter.targets.litert.stage.check_options

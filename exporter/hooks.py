@@ -28,6 +28,7 @@ ROW_HOOKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "extra_outputs": (("options",), ()),  # -> [(path, is_folder)]: a build kit
     "needs_of": (("options",), ()),  # -> the recipe stages it can read from, given its options
     "command": (("app",), ()),  # registers its hand-made verb on the Typer app
+    "rescue": (("request",), ()),  # BuildRequest -> RescueTarget: how --fallback auto keeps layers in float
 }
 
 

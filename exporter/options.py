@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    model_validator,
 )
 
 
@@ -30,6 +31,8 @@ def _split(pattern: str):
             return [p for p in re.split(pattern, value.strip()) if p]
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return [value]
+        if isinstance(value, list):  # a repeated flag: each occurrence may itself be a list (--exclude Conv,node_12)
+            return [part for item in value for part in (split(item) if isinstance(item, str) else [item])]
         return value
 
     return BeforeValidator(split)
@@ -55,6 +58,45 @@ class Strict(BaseModel):
 
 
 Method = Literal["minmax", "entropy", "percentile"]
+
+FALLBACK_HELP = (
+    "int8: auto = when the int8 rule fails on the held-out split, try the cheap fixes (other weight "
+    "granularity, calibration, equalization, more samples), then keep in float the fewest layers, "
+    "ranked by their measured effect (exporter/rescue/search.py)."
+)
+
+
+class Int8Rescue(Strict):
+    """The INT8 rescue every int8 target offers (`--fallback auto` and its float budget); the search is one
+    (exporter/rescue/search.py), each target says how to keep layers in float (its rescue hook)."""
+
+    fallback: Literal["none", "auto"] = opt("none", FALLBACK_HELP)
+    max_float_layers: Optional[int] = opt(
+        None,
+        "With --fallback auto: the most weighted layers the model may keep in float (default: the larger of "
+        "2 and 25% of its weighted layers).",
+        ge=0,
+    )
+    max_float_share: Optional[float] = opt(
+        None,
+        "With --fallback auto: the largest share (0-1) of weighted layers the model may keep in float; with "
+        "--max-float-layers too, both hold.",
+        ge=0,
+        le=1,
+    )
+
+    @model_validator(mode="after")
+    def _fallback_flags_need_fallback(self):
+        limits = ("max_drop", "max_float_layers", "max_float_share")
+        given = [name for name in limits if getattr(self, name, None) is not None]
+        if given and self.fallback == "none":
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ValueError(
+                f"{flags} only {'applies' if len(given) == 1 else 'apply'} with --fallback auto (fallback: auto in a recipe)"
+            )
+        if self.fallback != "none" and getattr(self, "precision", "int8") != "int8":
+            raise ValueError(f"--fallback {self.fallback} rescues int8 only: add --precision int8")
+        return self
 
 
 class DataOptions(Strict):

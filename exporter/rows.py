@@ -105,6 +105,8 @@ class ArtifactKind:
     help: str = ""  # the verb's help, for a verb generated from the row (exporter/cli/export.py)
     flag_help: dict = field(default_factory=dict)  # {parameter: help} where the generated verb says more than the shared text
     without_flags: tuple[str, ...] = ()  # shared parameters its verb does not take (tensorrt: batch_sizes, eval_data)
+    # "module:function(request) -> RescueTarget": how `--fallback auto` keeps named layers in float (rescue/flow.py)
+    rescue: str = ""
     command: str = ""  # "module:function(app)": registers a hand-made verb instead (quantize: three rows behind two flags)
 
     @property

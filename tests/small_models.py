@@ -81,3 +81,22 @@ class ChannelShuffleCNN(nn.Module):
         b, c, h, w = x.shape
         x = x.view(b, 2, c // 2, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
         return self.fc(x.mean((2, 3)))
+
+
+class HardswishCNN(nn.Module):
+    """Six Conv-BN-Hardswish layers and a Linear head. Hardswish is not positively homogeneous, so cross-layer
+    equalization cannot move a channel's scale across it (an outlier channel stays where it is)."""
+
+    def __init__(self, num_classes=10, in_channels=1, width=16):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for stride in (1, 1, 2, 1, 2, 1):
+            layers += [nn.Conv2d(cin, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.Hardswish()]
+            cin = width
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))

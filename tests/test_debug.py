@@ -100,10 +100,10 @@ def test_plain_int8_of_the_outlier_model_is_refused_naming_the_outlier_layer(cli
     assert "first divergent layer: layer2.conv1" in r.stderr and "cnnexport debug" in r.stderr
 
 
-def test_fallback_auto_rescues_the_outlier_with_a_few_layers_in_float(cli, digits_resnets, tmp_path):
+def test_fallback_greedy_rescues_the_outlier_with_a_few_layers_in_float(cli, digits_resnets, tmp_path):
     out = tmp_path / "o.int8.onnx"
     r = cli(
-        "quantize", digits_resnets / "outlier.pt", *ARCH, "--calib", "digits", "--fallback", "auto", "--eval", "digits",
+        "quantize", digits_resnets / "outlier.pt", *ARCH, "--calib", "digits", "--fallback", "greedy", "--eval", "digits",
         "--max-drop", "1", "-o", out, "--json",
     )  # fmt: skip
     assert r.exit_code == 0, r
@@ -152,12 +152,12 @@ def six_layer_outlier(tmp_path_factory):
 
 
 @pytest.mark.full
-def test_fallback_auto_rescues_a_six_layer_net_within_the_default_budget(cli, six_layer_outlier, tmp_path):
+def test_fallback_greedy_rescues_a_six_layer_net_within_the_default_budget(cli, six_layer_outlier, tmp_path):
     out = tmp_path / "six.int8.onnx"
     plain = cli("quantize", six_layer_outlier, *SIX, "--calib", "digits", "-o", tmp_path / "plain.int8.onnx", "--json")
     assert plain.exit_code == 1 and plain.json()["artifacts"][-1]["verification"]["cosine"] < 0.5, plain
     r = cli(
-        "quantize", six_layer_outlier, *SIX, "--calib", "digits", "--fallback", "auto", "--eval", "digits", "--max-drop", "1",
+        "quantize", six_layer_outlier, *SIX, "--calib", "digits", "--fallback", "greedy", "--eval", "digits", "--max-drop", "1",
         "-o", out, "--json",
     )  # fmt: skip
     assert r.exit_code == 0, r
@@ -176,7 +176,7 @@ def test_fallback_auto_rescues_a_six_layer_net_within_the_default_budget(cli, si
 def test_a_budget_below_what_passing_needs_is_tried_then_refused_with_the_number(cli, six_layer_outlier, tmp_path):
     out = tmp_path / "six.int8.onnx"
     r = cli(
-        "quantize", six_layer_outlier, *SIX, "--calib", "digits", "--fallback", "auto", "--max-float-layers", "1", "-o", out,
+        "quantize", six_layer_outlier, *SIX, "--calib", "digits", "--fallback", "greedy", "--max-float-layers", "1", "-o", out,
         "--json",
     )  # fmt: skip
     assert r.exit_code == 1, r
@@ -193,10 +193,10 @@ def test_a_budget_below_what_passing_needs_is_tried_then_refused_with_the_number
 def test_a_share_budget_stops_the_ten_layer_resnet_after_trying(cli, digits_resnets, tmp_path):
     out = tmp_path / "o.int8.onnx"
     r = cli(
-        "quantize", digits_resnets / "outlier.pt", *ARCH, "--calib", "digits", "--fallback", "auto", "--max-float-share", "0.1",
+        "quantize", digits_resnets / "outlier.pt", *ARCH, "--calib", "digits", "--fallback", "greedy", "--max-float-share", "0.1",
         "-o", out,
     )  # fmt: skip
-    assert r.exit_code == 1 and "--fallback auto stopped" in r.stderr, r
+    assert r.exit_code == 1 and "--fallback greedy stopped" in r.stderr, r
     assert "budget 1 from --max-float-share 0.1 (1 of the 10)" in r.stderr and "round(s) with 0, " in r.stderr
     assert not out.exists()
 
@@ -208,7 +208,7 @@ def test_budget_flags_without_fallback_auto_are_refused(cli, tmp_path, flag, val
 
 
 def test_the_float_budget():
-    from exporter.rescue.fallback import float_budget
+    from exporter.rescue.search import float_budget
 
     assert [float_budget(n, None, None)[0] for n in (1, 6, 10, 40)] == [1, 2, 2, 10]
     assert float_budget(10, 3, None) == (3, "--max-float-layers 3")
@@ -227,9 +227,9 @@ def test_a_recipe_budget_without_fallback_names_the_key():
     assert ok.stages.int8.max_float_layers == 2
 
 
-def test_fallback_needs_the_pytorch_reference(cli, digits_resnets, tmp_path):
+def test_the_greedy_fallback_needs_the_pytorch_reference(cli, digits_resnets, tmp_path):
     assert cli("onnx", digits_resnets / "good.pt", *ARCH, "-o", tmp_path / "g.onnx").exit_code == 0
-    r = cli("quantize", tmp_path / "g.onnx", "--calib", "digits", "--fallback", "auto")
+    r = cli("quantize", tmp_path / "g.onnx", "--calib", "digits", "--fallback", "greedy")
     assert r.exit_code == 2 and "--checkpoint" in r.stderr, r
 
 
@@ -268,7 +268,7 @@ def test_layer_pairing_follows_folded_batchnorm_and_functional_relu(digits_resne
 
 def test_equalize_rescues_the_outlier_with_no_layer_in_float(cli, digits_resnets, tmp_path):
     r = cli(
-        "quantize", digits_resnets / "outlier.pt", *ARCH, "--calib", "digits", "--equalize", "--fallback", "auto",
+        "quantize", digits_resnets / "outlier.pt", *ARCH, "--calib", "digits", "--equalize", "--fallback", "greedy",
         "-o", tmp_path / "eq.int8.onnx", "--json",
     )  # fmt: skip
     assert r.exit_code == 0, r

@@ -88,7 +88,7 @@ def onnx_layers(path: Path):
     return model, layers, producers
 
 
-def _upstream(node, producers: dict, weighted: set[str]) -> tuple[str, ...]:
+def upstream(node, producers: dict, weighted: set[str]) -> tuple[str, ...]:
     """The nearest weighted layers behind ``node``'s data input (through Q/DQ, activations, pools, adds)."""
     found, todo, seen = [], [node.input[0]], set()
     while todo:
@@ -216,7 +216,7 @@ def layer_table(artifact: Path, module, batch: np.ndarray, tolerance, calls: lis
                 cos,
                 "pass" if ok else "fail",
                 _channel_err(reference, values[tensor]),
-                _upstream(node, producers, weighted),
+                upstream(node, producers, weighted),
             )
         )
     return table

@@ -1,4 +1,6 @@
-"""Accuracy-aware INT8 (`quantize --fallback auto`): the fewest layers kept in float that pass.
+"""The greedy INT8 rescue (`quantize --fallback greedy`): the first divergent layer kept in float, round by round.
+
+The search before ranking (`--fallback auto` is exporter/rescue/search.py); kept to compare with it.
 
 Quantize; verify on the held-out split; while it fails, name the first divergent layer
 (exporter.rescue.debug) and keep it in float — when the layer is named for the channels its int8
@@ -20,18 +22,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-DEFAULT_FLOAT_LAYERS = 2
-DEFAULT_FLOAT_SHARE = 0.25
+from exporter.rescue.flow import top1_drop
+from exporter.rescue.search import float_budget
+
 MAX_ROUNDS = 12
-
-
-def _drop(result, max_drop: float | None) -> float | None:
-    """Top-1 points lost on --eval data when that is more than --max-drop allows, else None."""
-    evaluation = result.details.get("eval")
-    if max_drop is None or not evaluation:
-        return None
-    drop = evaluation["results"][result.path.name]["top1_drop_points"]
-    return drop if drop > max_drop else None
 
 
 def _held_out(req, spec):
@@ -80,21 +74,6 @@ def _images_per_second(path: Path, batch, seconds: float = 1.0) -> float:
     return runs * len(batch) / (time.perf_counter() - started)
 
 
-def float_budget(total: int, layers: int | None, share: float | None) -> tuple[int, str]:
-    """The most weighted layers the installed model may keep in float, and where that number comes from."""
-    if layers is None and share is None:
-        budget = min(total, max(DEFAULT_FLOAT_LAYERS, int(DEFAULT_FLOAT_SHARE * total)))
-        return budget, (
-            f"the default budget (the larger of {DEFAULT_FLOAT_LAYERS} layers and {DEFAULT_FLOAT_SHARE:.0%} of the {total})"
-        )
-    limits = []
-    if layers is not None:
-        limits.append((layers, f"--max-float-layers {layers}"))
-    if share is not None:
-        limits.append((int(share * total), f"--max-float-share {share:g} ({int(share * total)} of the {total})"))
-    return min(limits)
-
-
 def _tried(round_: int, kept: int, result, drop: float | None) -> dict:
     verdict = result.verification.to_dict()
     return {
@@ -116,7 +95,7 @@ def _crushed(result) -> str | None:
 
 
 def _stop_message(why: str, tries: list[dict], budget: int, budget_from: str, crushed: str | None, equalize: bool) -> str:
-    """What --fallback auto tried, the best it reached, and what to change."""
+    """What --fallback greedy tried, the best it reached, and what to change."""
     scored = [t for t in tries if t["cosine"] is not None]
     best = max(scored, key=lambda t: (t["status"] == "pass", t["cosine"])) if scored else None
     reached = (
@@ -134,14 +113,14 @@ def _stop_message(why: str, tries: list[dict], budget: int, budget_from: str, cr
         else ""
     )
     return (
-        f"--fallback auto stopped: {why} (tried {len(tries)} round(s) with {rounds} layer(s) in float{reached}; "
+        f"--fallback greedy stopped: {why} (tried {len(tries)} round(s) with {rounds} layer(s) in float{reached}; "
         f"budget {budget} from {budget_from}){hint}"
     )
 
 
 @dataclass
 class _Search:
-    """What --fallback auto carries from round to round: the layers kept in float and why, and what each try reached."""
+    """What --fallback greedy carries from round to round: the layers kept in float and why, and what each try reached."""
 
     total: int  # weighted layers in the model
     budget: int
@@ -161,7 +140,7 @@ def quantize_with_fallback(req, attempt) -> list:
 
     if req.loaded is None:
         raise BadInputError(
-            "--fallback auto measures every layer against PyTorch: pass --checkpoint CKPT (or quantize the checkpoint)"
+            "--fallback greedy measures every layer against PyTorch: pass --checkpoint CKPT (or quantize the checkpoint)"
         )
     _, _, spec, output = onnx_source(req.source, req.output, req.loaded, req.kind.suffix_of(req.options), req.kind.kind)
     total = len(onnx_layers(req.source)[1])
@@ -197,7 +176,7 @@ def _rounds(req, attempt, search: _Search, held, work: Path, suffix: str) -> tup
         trial = replace(req, options=options, output=work / f"attempt{round_}{suffix}", keep_failed=True, write=False)
         result = attempt(trial)[-1]
         search.first_path = search.first_path or result.path
-        drop = _drop(result, req.options.max_drop)
+        drop = top1_drop(result, req.options.max_drop)
         search.tries.append(_tried(round_, len(search.excluded), result, None if drop is None else drop))
         search.crushed = search.crushed or _crushed(result)
         passed = result.verification.status == "pass" and drop is None
@@ -213,7 +192,7 @@ def _rounds(req, attempt, search: _Search, held, work: Path, suffix: str) -> tup
                 req.options.equalize,
             )
         req.progress(
-            f"--fallback auto: round {round_ + 1}, {len(search.excluded)} layer(s) in float (budget {search.budget}): "
+            f"--fallback greedy: round {round_ + 1}, {len(search.excluded)} layer(s) in float (budget {search.budget}): "
             f"{result.verification.reason or f'top-1 drop {drop:.2f} pts'}"
         )
         table = layer_table(result.path, req.loaded.module, held, result.verification.tolerance) if held is not None else []

@@ -7,21 +7,28 @@ as the ONNX rows int8 and fp16 do; the verb is made from the first row.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from exporter import rows
-from exporter.options import Strict, opt
+from exporter.options import Int8Rescue, Names, opt
 from exporter.targets import calibrates_when_int8, options_precision
 
 ORDER = 60  # after the desktop and server targets
 
 
-class ExecuTorchBuild(Strict):
+class ExecuTorchBuild(Int8Rescue):
     backend: Literal["xnnpack", "portable"] = opt(
         "xnnpack", "xnnpack (ops XNNPACK supports run in its delegate, the rest in portable kernels) or portable only."
     )
     batch: str = opt("1:8:32", "Dynamic batch axis MIN:OPT:MAX (memory is planned for MAX; OPT is the export example).")
     static_batch: Optional[int] = opt(None, "Fix the batch size to N instead of --batch.", ge=1)
+    per_channel: bool = opt(True, "int8: per-channel weight scales (else one per tensor).", flag="--per-channel/--per-tensor")
+    observer: Literal["histogram", "minmax"] = opt(
+        "histogram", "int8: how activation ranges are observed on the calibration samples (XNNPACKQuantizer's: histogram)."
+    )
+    exclude: Annotated[list[str], Names] = opt(
+        [], "int8: module name (features.3.block.0) or module type (Linear) left unquantized, in float (repeatable)."
+    )
 
 
 class ExecuTorchOptions(ExecuTorchBuild):
@@ -53,7 +60,7 @@ ROW = rows.ArtifactKind(
     source="checkpoint",
     options=ExecuTorchOptions,
     stage="exporter.targets.executorch.stage:make",
-    build="exporter.build:from_checkpoint",
+    build="exporter.targets.executorch.rescue:build",
     format=FORMAT,
     precision=options_precision,
     calibrates=calibrates_when_int8,
@@ -62,6 +69,7 @@ ROW = rows.ArtifactKind(
     check="exporter.targets.executorch.stage:check_options",
     verify_batches="exporter.targets.executorch.stage:verify_batches",
     suffixes={"int8": ".int8.pte"},
+    rescue="exporter.targets.executorch.rescue:target",
     packages=("executorch", "torchao"),
     help="ExecuTorch program (.pte) for Android / embedded, XNNPACK on CPU; verified by ExecuTorch's runtime.",
 )

@@ -69,26 +69,77 @@ def _export(module, example, dynamic):
         raise ExportError(f"torch.export refused the model ({first_line(exc)})") from None
 
 
-def _quantize(module, example, dynamic, calibration):
-    """pt2e: annotate with XNNPACKQuantizer, observe the calibration batches, convert to Q/DQ."""
+def quantization_config(options):
+    """XNNPACKQuantizer's symmetric int8 config with the options' weight granularity and activation observer."""
+    from dataclasses import replace
+
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+    from torchao.quantization.pt2e import MinMaxObserver
+
+    config = get_symmetric_quantization_config(is_per_channel=options.per_channel)
+    if options.observer == "minmax":
+        activation = replace(config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
+        config = replace(config, input_activation=activation, output_activation=activation)
+    return config
+
+
+def quantizer_for(module, options):
+    """The XNNPACKQuantizer for ``options``, with --exclude's modules (by name or type) left unquantized.
+
+    Through its filter function: ``set_module_name(name, None)`` is refused by executorch 1.x
+    ("quantization_config == None is not supported yet").
+    """
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+
+    quantizer = XNNPACKQuantizer().set_global(quantization_config(options))
+    if not options.exclude:
+        return quantizer
+    names = {name for name, _ in module.named_modules() if name}
+    types = {type(m).__name__ for m in module.modules()}
+    unknown = [item for item in options.exclude if item not in names and item not in types]
+    if unknown:
+        raise BadInputError(f"--exclude {', '.join(unknown)}: neither a module name nor a module type of this model")
+    paths = tuple(item for item in options.exclude if item in names)
+    kinds = {item for item in options.exclude if item in types}
+
+    def quantize_node(node) -> bool:
+        for path, kind in (node.meta.get("nn_module_stack") or {}).values():
+            if path in paths or path.startswith(tuple(p + "." for p in paths)) or str(kind).rsplit(".", 1)[-1] in kinds:
+                return False
+        return True
+
+    return quantizer.set_filter_function(quantize_node)
+
+
+def prepare_and_calibrate(captured, quantizer, calibration):
+    """pt2e: annotate, observe the calibration batches, convert to Q/DQ; (model, samples seen)."""
     import torch
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    if calibration is None:
-        raise BadInputError("an int8 ExecuTorch program needs calibration data: --calib IMAGE_FOLDER | FILE.npy | digits")
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    captured = _export(module, example, dynamic).module()
     prepared = prepare_pt2e(captured, quantizer)
     samples = 0
     with torch.no_grad():
         for batch in calibration.batches(CALIBRATION_BATCH):
             prepared(torch.from_numpy(batch))
             samples += len(batch)
-    return convert_pt2e(prepared), {"calibration_samples": samples, "quantizer": "XNNPACKQuantizer (symmetric, per-channel)"}
+    return convert_pt2e(prepared), samples
+
+
+def describe_quantizer(options) -> str:
+    granularity = "per-channel" if options.per_channel else "per-tensor"
+    return f"XNNPACKQuantizer (symmetric, {granularity}, {options.observer} activation ranges)"
+
+
+def _quantize(module, example, dynamic, calibration, options):
+    """pt2e with XNNPACKQuantizer, calibrated on ``calibration``; (the Q/DQ model, what the details record)."""
+    if calibration is None:
+        raise BadInputError("an int8 ExecuTorch program needs calibration data: --calib IMAGE_FOLDER | FILE.npy | digits")
+    quantizer = quantizer_for(module, options)
+    converted, samples = prepare_and_calibrate(_export(module, example, dynamic).module(), quantizer, calibration)
+    details = {"calibration_samples": samples, "quantizer": describe_quantizer(options)}
+    if options.exclude:
+        details["kept_in_float"] = list(options.exclude)
+    return converted, details
 
 
 def _restore_batch_range(edge, exported) -> None:
@@ -146,22 +197,34 @@ def delegation(edge) -> dict:
     }
 
 
+def export_inputs(spec, options):
+    """(the example batch, torch.export's dynamic_shapes) for the options' batch range."""
+    import torch
+
+    low, example_size, high = batch_bounds(options)
+    example = _example(spec, max(example_size, 2) if low < high else example_size)
+    return example, ({0: torch.export.Dim("batch", min=low, max=high)},) if low < high else None
+
+
+def capture(module, example, dynamic):
+    """The model captured for pt2e (torch.export, then its GraphModule)."""
+    return _export(module, example, dynamic).module()
+
+
 def export(loaded, staging: Path, name: str, options, calibration=None) -> StageOutput:
     """Write the program ``name`` into ``staging``; the details say what was delegated and the planned batch range."""
-    import torch
 
     import_executorch()
     from executorch.exir import to_edge_transform_and_lower
 
     if not name.endswith(".pte"):
         raise BadInputError(f"-o {name}: an ExecuTorch program is NAME.pte")
-    low, example_size, high = batch_bounds(options)
-    example = _example(loaded.spec, max(example_size, 2) if low < high else example_size)
-    dynamic = ({0: torch.export.Dim("batch", min=low, max=high)},) if low < high else None
+    low, _, high = batch_bounds(options)
+    example, dynamic = export_inputs(loaded.spec, options)
     module = loaded.module.eval()
     details: dict = {"precision": options.precision, "backend": options.backend, "batch": [low, high]}
     if options.precision == "int8":
-        module, quantized = _quantize(module, example, dynamic, calibration)
+        module, quantized = _quantize(module, example, dynamic, calibration, options)
         details.update(quantized)
     exported = _export(module, example, dynamic)
     partitioners = []

@@ -170,10 +170,10 @@ def export_int8(
 
     source_model = load_onnx(source, external_data=False)  # the graph; weights past 2 GB stay on disk
     external = has_external_data(source_model)
-    node_names, op_types = resolve_exclude(source_model, list(exclude))
     staging_dir = Path(staging_dir)
     pre = staging_dir / "preprocessed.onnx"
     symbolic_failure = _preprocess(source, pre, target, external)
+    node_names, op_types = resolve_exclude(_merged_names(source_model, pre), list(exclude))
     equalization = None
     if equalize:  # cross-layer equalization of the pre-processed (BatchNorm-folded) graph, its fp32 function checked
         from exporter.rescue.equalize import equalize_file
@@ -274,6 +274,41 @@ def _write_calibration_cache(quantized, staging_dir: Path, name: str, trt_versio
     return {"calibration_cache": cache_name, "calibration_cache_tensors": len(scales), "trt_version": trt_version}
 
 
+def _merged_names(source_model, pre: Path):
+    """A graph holding the source's nodes and the pre-processed model's: --exclude may name either (the rescue names
+    nodes pre-processing made, such as the HardSigmoid and Mul a HardSwish becomes)."""
+    import onnx
+
+    merged = onnx.ModelProto()
+    merged.graph.node.extend(source_model.graph.node)
+    merged.graph.node.extend(onnx.load(str(pre), load_external_data=False).graph.node)
+    return merged
+
+
+def name_unnamed_nodes(path: Path) -> None:
+    """Give the nodes pre-processing left unnamed a name (``pre_<op>_<position>``), so --exclude can reach them.
+
+    Measured: onnxruntime's pre-processing turns a HardSwish into an unnamed HardSigmoid and Mul; the
+    Mul is quantized, so a layer reading it could not be kept in float by name.
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    unnamed = [(i, node) for i, node in enumerate(model.graph.node) if not node.name]
+    if not unnamed:
+        return
+    for i, node in unnamed:
+        node.name = f"pre_{node.op_type}_{i}"
+    onnx.save(model, str(path))
+
+
+def preprocessed(source: Path, folder: Path, target: str = "cpu") -> Path:
+    """The graph the int8 stage quantizes (pre-processed, nodes named), written in ``folder``: what --exclude names."""
+    pre = Path(folder) / "preprocessed.onnx"
+    _preprocess(source, pre, target, external=False)
+    return pre
+
+
 def _preprocess(source: Path, pre: Path, target: str, external: bool) -> str | None:
     """onnxruntime's quantization pre-processing into ``pre``; why its symbolic shape inference failed, if it did."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -299,7 +334,9 @@ def _preprocess(source: Path, pre: Path, target: str, external: bool) -> str | N
                 )
         except Exception:  # noqa: BLE001
             raise ExportError(f"onnxruntime's quantization pre-processing failed: {symbolic_failure}") from exc
+        name_unnamed_nodes(pre)
         return symbolic_failure
+    name_unnamed_nodes(pre)
     return None
 
 

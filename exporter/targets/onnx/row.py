@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Annotated, Literal, Optional
 
-from pydantic import ValidationInfo, field_validator, model_validator
+from pydantic import ValidationInfo, field_validator
 
 from exporter import rows
-from exporter.options import Method, Names, Strict, opt
+from exporter.options import FALLBACK_HELP, Int8Rescue, Method, Names, Strict, opt
 from exporter.targets import always, fixed_precision
 from exporter.targets.tensorrt.version import DEFAULT_VERSION as DEFAULT_TRT_VERSION
 
@@ -59,7 +59,7 @@ class SimplifyOptions(Strict):
     """onnxsim has nothing to choose: it folds constants and removes dead nodes."""
 
 
-class Int8Options(Strict):
+class Int8Options(Int8Rescue):
     method: Method = opt("minmax", "Calibration method.")
     per_channel: bool = opt(True, "Per-channel weight scales.", flag="--per-channel/--per-tensor")
     exclude: Annotated[list[str], Names] = opt([], "Node name or op type to keep in float (repeatable).")
@@ -69,35 +69,13 @@ class Int8Options(Strict):
         "int8: cross-layer equalization of consecutive Conv(-ReLU)-Conv pairs before quantizing "
         "(Nagel et al. 2019); the fp32 function is checked unchanged first.",
     )
-    fallback: Literal["none", "auto"] = opt(
-        "none", "auto: keep the fewest layers in float needed to pass the int8 rule on the held-out split (and --max-drop)."
+    fallback: Literal["none", "auto", "greedy"] = opt(
+        "none",
+        FALLBACK_HELP + " greedy: each round the first divergent layer instead (the search before ranking).",
     )
     max_drop: Optional[float] = opt(
         None, "With --fallback auto and --eval: the most top-1 points the labelled data may lose.", ge=0, le=100
     )
-    max_float_layers: Optional[int] = opt(
-        None,
-        "With --fallback auto: the most weighted layers the model may keep in float (default: the larger of "
-        "2 and 25% of its weighted layers).",
-        ge=0,
-    )
-    max_float_share: Optional[float] = opt(
-        None,
-        "With --fallback auto: the largest share (0-1) of weighted layers the model may keep in float; with "
-        "--max-float-layers too, both hold.",
-        ge=0,
-        le=1,
-    )
-
-    @model_validator(mode="after")
-    def _fallback_flags_need_fallback(self):
-        given = [name for name in ("max_drop", "max_float_layers", "max_float_share") if getattr(self, name) is not None]
-        if given and self.fallback != "auto":
-            flags = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise ValueError(
-                f"{flags} only {'applies' if len(given) == 1 else 'apply'} with --fallback auto (fallback: auto in a recipe)"
-            )
-        return self
 
 
 class Fp16Options(Strict):
@@ -181,6 +159,7 @@ INT8 = rows.ArtifactKind(
     options=Int8Options,
     stage="exporter.targets.onnx.quantize:make",
     build="exporter.targets.onnx.flow:quantize",
+    rescue="exporter.targets.onnx.rescue:target",
     format=FORMAT,
     precision=fixed_precision("int8"),
     calibrates=always,

@@ -1,0 +1,128 @@
+"""`--fallback auto` on any int8 row: the shared search (exporter/rescue/search.py) with the row's way of
+keeping layers in float (its ``rescue`` hook), then the artifact built from what the search found,
+verified in its own runtime, and installed only when it passes.
+
+Attempts are built in a private folder beside the output; only the final artifact reaches the
+output path, with ``details.float_fallback``: the fix that decided, the layers kept in float (the
+user's module names), the ranking, every step's held-out metric and the float share. When nothing
+within the budget passes, the best attempt is what is built: refused (exit 1) with the search
+summarised, kept only with --keep-failed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from exporter.rescue.search import Fix, Measure, Plan, Score, float_budget, score_of, search
+
+
+@dataclass
+class RescueTarget:
+    """What an int8 target gives the rescue (its row's ``rescue`` hook builds it from the request)."""
+
+    layers: list[str]  # the weighted layers it can keep in float, by the user's module names, in execution order
+    options_for: Callable[[tuple[str, ...], Fix], Any]  # the row's options with these layers in float and this fix
+    fixes: list[Fix] = field(default_factory=list)  # cheap fixes it offers, cheapest first
+    measure: Measure | None = None  # a quicker measure than building the artifact (the final one is still verified)
+
+
+def calibration_for(req, fix: Fix):
+    """The request's calibration data, with a fix's larger sample count."""
+    if fix.samples_factor == 1:
+        return req.calibration
+    return req.calibration.model_copy(update={"samples": req.calibration.samples * fix.samples_factor})
+
+
+def top1_drop(result, max_drop: float | None) -> float | None:
+    """Top-1 points lost on --eval data when more than --max-drop allows, else None."""
+    evaluation = result.details.get("eval")
+    if max_drop is None or not evaluation:
+        return None
+    drop = evaluation["results"][result.path.name]["top1_drop_points"]
+    return drop if drop > max_drop else None
+
+
+def plain_options(options, update: dict):
+    """Options for one attempt: the rescue's own settings off (an attempt never searches)."""
+    off = {"fallback": "none", "max_float_layers": None, "max_float_share": None}
+    if "max_drop" in type(options).model_fields:
+        off["max_drop"] = None
+    return options.model_copy(update={**update, **off})
+
+
+def by_building(req, attempt, target: RescueTarget, work: Path, output: Path) -> Measure:
+    """The default measure: build the attempt with the row's own flow in ``work`` and read its verdict."""
+    numbers = itertools.count()
+
+    def measure(floated: tuple[str, ...], fix: Fix) -> Score:
+        trial = replace(
+            req,
+            options=target.options_for(floated, fix),
+            calibration=calibration_for(req, fix),
+            output=work / f"attempt{next(numbers)}-{output.name}",
+            keep_failed=True,
+            write=False,
+            progress=lambda _: None,
+        )
+        result = attempt(trial)[-1]
+        score = score_of(result.verification)
+        drop = top1_drop(result, getattr(req.options, "max_drop", None))
+        if drop is not None:
+            return replace(score, passed=False, reason=f"top-1 drop {drop:.2f} points over --max-drop")
+        return score
+
+    return measure
+
+
+def rescue(req, attempt, spec) -> list:
+    """Search, then build the final artifact at the real output (``attempt(request) -> [ArtifactResult]``)."""
+    from exporter.kinds import resolve
+    from exporter.pipeline import default_output
+
+    target: RescueTarget = resolve(req.kind.rescue)(req)
+    options = req.options
+    budget = float_budget(len(target.layers), options.max_float_layers, options.max_float_share)
+    output = Path(req.output or default_output(req.source, req.kind.name, options))
+    work = Path(tempfile.mkdtemp(prefix=".cnnexport-rescue-", dir=output.parent))
+    try:
+        measure = target.measure or by_building(req, attempt, target, work, output)
+        req.progress(f"--fallback auto: {len(target.layers)} weighted layers, float budget {budget[0]} ({budget[1]})")
+        plan = search(target.layers, measure, target.fixes, budget, req.progress)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return install(req, attempt, target, plan, spec)
+
+
+def install(req, attempt, target: RescueTarget, plan: Plan, spec) -> list:
+    """The plan built at the output by the row's flow; refused with the search summarised when it fails."""
+    from exporter.report import install_report
+
+    final = attempt(
+        replace(req, options=target.options_for(plan.floated, plan.fix), calibration=calibration_for(req, plan.fix), write=False)
+    )
+    last = final[-1]
+    record = plan.to_dict()
+    record["installed"] = bool(last.files) and last.verification.status == "pass"
+    last.details["float_fallback"] = record
+    if last.verification.status != "pass":
+        last.verification.status = "fail"
+        last.verification.reason = "; ".join(part for part in (last.verification.reason, summary(plan)) if part)
+    install_report(last, req.loaded, spec, req.write)
+    return final
+
+
+def summary(plan: Plan) -> str:
+    """What the search tried and the best it reached, for a refusal."""
+    tried = f"{len(plan.fixes)} cheap fix(es)" + (f", {len(plan.ranking)} layers ranked" if plan.ranking else "")
+    floated = f" with {len(plan.floated)} layer(s) in float ({', '.join(plan.floated)})" if plan.floated else ""
+    fix = f" and fix {plan.fix.label}" if plan.fix.label != "none" else ""
+    return (
+        f"--fallback auto found nothing passing within the float budget of {plan.budget} ({plan.budget_from}): "
+        f"tried {tried} in {plan.attempts} attempts; best held-out cosine {plan.best.cosine:.4f}{floated}{fix}"
+    )

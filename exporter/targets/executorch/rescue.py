@@ -1,0 +1,142 @@
+"""How `--fallback auto` keeps layers in float in an ExecuTorch program, and a quick measure for the search.
+
+A layer kept in float is a module the XNNPACKQuantizer leaves unannotated (``--exclude`` by module
+name): its convolution runs in float, in XNNPACK's fp32 kernels or the portable ones. The search
+ranks a layer with the layers reading its output (read off the captured graph), so that output
+stays float. The search
+measures each attempt on the pt2e model in PyTorch (the Q/DQ graph XNNPACK lowers, run by
+PyTorch's reference kernels): capturing once and lowering never makes an attempt a few seconds.
+The final program is lowered and verified by ExecuTorch's runtime as any other (the flow).
+"""
+
+from __future__ import annotations
+
+import copy
+
+from exporter.rescue.flow import RescueTarget, plain_options, rescue
+from exporter.rescue.search import Fix, Score, score_of
+
+
+def build(req):
+    """The executorch rows' flow: the rescue with --fallback auto, else the plain checkpoint flow."""
+    from exporter.build import from_checkpoint
+
+    if req.options.fallback == "auto":
+        if req.loaded is None:
+            from dataclasses import replace
+
+            from exporter.loading.checkpoint import load_checkpoint
+
+            req = replace(req, loaded=load_checkpoint(req.source, progress=req.progress))
+        return rescue(req, from_checkpoint, req.loaded.spec)
+    return from_checkpoint(req)
+
+
+def feeding_modules(captured, leaves: set[str]) -> dict[str, list[str]]:
+    """{module: the leaf modules feeding it since the previous weighted layer} for the captured graph's
+    convolutions and linears, in order.
+
+    They are left unquantized with it: XNNPACKQuantizer annotates conv-BatchNorm-activation as one
+    pattern, so the tensor a layer reads stays int8 unless the BatchNorm and activation before it are float.
+    """
+    weighted = {node: _module_of(node) for node in captured.graph.nodes if _is_weighted(node)}
+    feeding: dict[str, list[str]] = {}
+    for node, module in weighted.items():
+        if module is None:
+            continue
+        attached = feeding.setdefault(module, [])
+        todo, seen = list(node.all_input_nodes), set()
+        while todo:
+            other = todo.pop()
+            if other in seen or other in weighted:
+                continue
+            seen.add(other)
+            path = _module_of(other)
+            if path in leaves and path not in attached:
+                attached.append(path)
+            todo += list(other.all_input_nodes)
+    return feeding
+
+
+def _is_weighted(node) -> bool:
+    name = str(node.target)
+    return node.op == "call_function" and any(op in name for op in ("aten.conv", "aten.linear", "aten.convolution"))
+
+
+def _module_of(node) -> str | None:
+    """The module a call came from (torch.export's nn_module_stack, innermost); None for a functional call."""
+    stack = node.meta.get("nn_module_stack") or {}
+    path = list(stack.values())[-1][0] if stack else ""
+    return path or None
+
+
+def fixes(options) -> list[Fix]:
+    """The cheap fixes, cheapest first: the other weight granularity, the other observer, twice the samples."""
+    return [
+        Fix("per-tensor weights" if options.per_channel else "per-channel weights", {"per_channel": not options.per_channel}),
+        Fix(
+            "minmax activation ranges" if options.observer == "histogram" else "histogram activation ranges",
+            {"observer": "minmax" if options.observer == "histogram" else "histogram"},
+        ),
+        Fix("2x calibration samples", samples_factor=2),
+    ]
+
+
+def target(req) -> RescueTarget:
+    """The executorch row's rescue: modules left unquantized by name, measured on the pt2e model in PyTorch."""
+    options = req.options
+
+    feeding: dict[str, list[str]] = {}
+
+    def options_for(floated: tuple[str, ...], fix: Fix):
+        attached = [module for layer in floated for module in feeding.get(layer, []) if module not in floated]
+        kept = list(dict.fromkeys([*options.exclude, *floated, *attached]))
+        return plain_options(options, {"exclude": kept, **fix.options})
+
+    measure, found = _measure(req, options_for)
+    feeding.update(found)
+    return RescueTarget(list(found), options_for, fixes(options), measure)
+
+
+def _measure(req, options_for):
+    """Score an attempt on the pt2e model: quantize the captured graph, run the held-out samples, judge by the int8 rule."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+
+    from exporter.inputs import InputSet, calibration_split, open_source
+    from exporter.rescue.flow import calibration_for
+    from exporter.runners.torch import TorchRunner
+    from exporter.targets.executorch.stage import capture, export_inputs, prepare_and_calibrate, quantizer_for
+    from exporter.verify import verify
+
+    loaded, spec = req.loaded, req.loaded.spec
+    module = loaded.module.eval()
+    example, dynamic = export_inputs(spec, req.options)
+    captured = capture(module, example, dynamic)
+    leaves = {name for name, sub in module.named_modules() if name and not any(True for _ in sub.children())}
+    feeding = feeding_modules(captured, leaves)
+    reference = {"pytorch": TorchRunner(module)}
+    tolerance = req.verify.tolerance() if req.verify.precision == "int8" else _int8_tolerance(req)
+    splits: dict = {}
+
+    def split(fix: Fix):
+        data = calibration_for(req, fix)
+        if data.samples not in splits:
+            calib, held = calibration_split(open_source(data.data, spec, req.verify.seed), data.samples, data.holdout)
+            splits[data.samples] = (calib, [InputSet(f"held-out ({len(held)})", held.take())] if held is not None else [])
+        return splits[data.samples]
+
+    def measure(floated: tuple[str, ...], fix: Fix) -> Score:
+        calib, held = split(fix)
+        quantized, _ = prepare_and_calibrate(copy.deepcopy(captured), quantizer_for(module, options_for(floated, fix)), calib)
+        move_exported_model_to_eval(quantized)
+        # a plain callable: TorchRunner calls eval() on a module, which an exported model refuses
+        runner = TorchRunner(lambda x: quantized(x), getattr(module, "output_names", None))
+        return score_of(verify(runner, reference, held, tolerance, "int8", spec=spec))
+
+    return measure, feeding
+
+
+def _int8_tolerance(req):
+    from dataclasses import replace
+
+    return replace(req.verify, precision="int8").tolerance()
