@@ -136,6 +136,7 @@ def run_root(tmp_path_factory) -> Path:
 DIGITS_NETS = {
     "lenet5": ("lenet5", 6, "training dict"),  # {"arch": "lenet5", "model_state_dict": ...}: names its architecture
     "resnet": ("tests.small_models:SmallResNet", 4, "state_dict"),  # a bare state_dict: needs --arch
+    "hardswish": ("tests.small_models:HardswishCNN", 6, "state_dict"),
 }
 
 

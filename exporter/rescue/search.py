@@ -179,17 +179,16 @@ def _try_fixes(plan: Plan, run: _Counter, fixes: list[Fix]) -> None:
 
 def _damages(run: _Counter, groups: dict[str, list[str]], every: list[str], fix: Fix) -> list[dict]:
     """Each group quantized alone (every other layer in float): its measured damage to the held-out cosine, worst first."""
-    measured = []
+    measured: list[tuple[float, dict]] = []
     for name, members in groups.items():
         score = run(tuple(layer for layer in every if layer not in members), fix)
         damage = 1.0 - score.cosine
-        row = {"layer": name, "cosine_alone": round(score.cosine, 5), "damage": damage}
-        measured.append({**row, "layers": len(members)} if members != [name] else row)
+        row: dict = {"layer": name, "cosine_alone": round(score.cosine, 5), "damage": round(damage, 5)}
+        if members != [name]:
+            row["layers"] = len(members)
+        measured.append((damage, row))
         run.progress(f"--fallback auto: only {name} in int8: cosine {score.cosine:.4f}")
-    measured.sort(key=lambda row: -row["damage"])
-    for row in measured:
-        row["damage"] = round(row["damage"], 5)
-    return measured
+    return [row for _, row in sorted(measured, key=lambda pair: -pair[0])]
 
 
 def blocks(names: list[str], most: int = RANK_ALL // 2) -> dict[str, list[str]]:

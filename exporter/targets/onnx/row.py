@@ -69,7 +69,7 @@ class Int8Options(Int8Rescue):
         "int8: cross-layer equalization of consecutive Conv(-ReLU)-Conv pairs before quantizing "
         "(Nagel et al. 2019); the fp32 function is checked unchanged first.",
     )
-    fallback: Literal["none", "auto", "greedy"] = opt(
+    fallback: Literal["none", "auto", "greedy"] = opt(  # type: ignore[assignment]  # ONNX also keeps the greedy search
         "none",
         FALLBACK_HELP + " greedy: each round the first divergent layer instead (the search before ranking).",
     )
