@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import exporter.targets.onnx.simplify
     import exporter.targets.onnx.stage
     import exporter.targets.onnx.verb
+    import exporter.targets.openvino.rescue
     import exporter.targets.openvino.runner
     import exporter.targets.openvino.stage
     import exporter.targets.tensorrt.flow
@@ -57,8 +58,9 @@ if TYPE_CHECKING:
     artifactkind_tensorrt_extra_outputs: OneArgument = exporter.targets.tensorrt.flow.kit_outputs
     artifactkind_tensorrt_needs_of: OneArgument = exporter.targets.tensorrt.flow.upstream_stages
     artifactkind_openvino_stage: OneArgument = exporter.targets.openvino.stage.make
-    artifactkind_openvino_build: OneArgument = exporter.build.from_onnx
+    artifactkind_openvino_build: OneArgument = exporter.targets.openvino.rescue.build
     artifactkind_openvino_check: OneArgument = exporter.targets.openvino.stage.check_options
+    artifactkind_openvino_rescue: OneArgument = exporter.targets.openvino.rescue.target
     artifactkind_executorch_stage: OneArgument = exporter.targets.executorch.stage.make
     artifactkind_executorch_build: OneArgument = exporter.targets.executorch.rescue.build
     artifactkind_executorch_check: OneArgument = exporter.targets.executorch.stage.check_options

@@ -5,20 +5,25 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from exporter import rows
-from exporter.options import Method, Names, Strict, opt
+from exporter.options import Int8Rescue, Method, Names, opt
 from exporter.targets import calibrates_when_int8
 from exporter.targets.onnx.row import ONNX_INPUTS, ONNX_RUNTIME
 
 ORDER = 50
 
 
-class OpenVINOOptions(Strict):
+class OpenVINOOptions(Int8Rescue):
     precision: Literal["fp32", "bf16", "int8"] = opt(
         "fp32", "fp32, bf16 (the CPU plugin computes in bf16: AMX/AVX-512-BF16 CPUs), or int8 (NNCF, needs --calib)."
     )
     method: Method = opt("minmax", "int8: NNCF's activation range: minmax or percentile (NNCF has no entropy).")
     exclude: Annotated[list[str], Names] = opt(
         [], "int8: op type (Conv, Gemm, … or OpenVINO's) or node name NNCF leaves in float (repeatable)."
+    )
+    equalize: bool = opt(
+        False,
+        "int8: cross-layer equalization of the ONNX's Conv(-ReLU)-Conv pairs before conversion "
+        "(as `quantize --equalize`); the fp32 function is checked unchanged first.",
     )
 
 
@@ -40,7 +45,8 @@ ROWS = [
         source="onnx",
         options=OpenVINOOptions,
         stage="exporter.targets.openvino.stage:make",
-        build="exporter.build:from_onnx",
+        build="exporter.targets.openvino.rescue:build",
+        rescue="exporter.targets.openvino.rescue:target",
         format=FORMAT,
         precision=pass_rule,
         calibrates=calibrates_when_int8,

@@ -122,13 +122,18 @@ def export(
     calibration=None,
     method: str = "minmax",
     exclude: list[str] | tuple[str, ...] = (),
+    equalize: bool = False,
 ) -> StageOutput:
     """Convert ``source`` (ONNX) to an IR ``name`` in ``staging_dir``; int8 calibrates on ``calibration`` (a Source)."""
     ov = import_openvino()
     if precision not in PRECISIONS:
         raise BadInputError(f"--precision must be one of {', '.join(PRECISIONS)}")
+    equalization = None
+    converted = source
+    if equalize and precision == "int8" and calibration is not None:
+        converted, equalization = _equalized(source, Path(staging_dir), calibration)
     try:
-        model = ov.convert_model(str(source))
+        model = ov.convert_model(str(converted))
     except Exception as exc:  # noqa: BLE001 - OpenVINO's frontend raises its own errors
         raise BadInputError(f"OpenVINO cannot convert {Path(source).name} ({str(exc).splitlines()[0][:300]})") from None
     details: dict = {
@@ -140,6 +145,8 @@ def export(
     if precision == "int8":
         details.update(_quantize(model, calibration, method, list(exclude), _detect_head(source, model)))
         model = details.pop("_model")
+    if equalization is not None:
+        details["equalization"] = equalization
     metadata = _onnx_metadata(source)
     if METADATA_KEY in metadata:
         model.set_rt_info(metadata[METADATA_KEY], ["cnnexport", "spec"])
@@ -152,6 +159,21 @@ def export(
     ov.save_model(model, str(xml), compress_to_fp16=False)  # the default would halve the weights to fp16
     details["ops"] = len(model.get_ops())
     return StageOutput(files=[xml.name, xml.with_suffix(".bin").name], details=details)
+
+
+def _equalized(source: Path, staging: Path, calibration) -> tuple[Path, dict]:
+    """The ONNX cross-layer equalized (exporter/rescue/equalize.py, its fp32 function checked), in a private folder of
+    ``staging``: converted instead of ``source``. Its nodes keep their names, so --exclude still reaches them."""
+    import shutil
+
+    from exporter.rescue.equalize import equalize_file
+
+    work = staging / ".equalize"
+    work.mkdir(exist_ok=True)
+    copy = work / "source.onnx"
+    shutil.copyfile(source, copy)
+    equalized, report = equalize_file(copy, calibration)
+    return equalized, report
 
 
 def _detect_head(source: Path, model) -> list[str]:
@@ -230,6 +252,7 @@ def make(req) -> StageOutput:
         req.calibration if opts.precision == "int8" else None,
         opts.method,
         list(opts.exclude),
+        opts.equalize,
     )
     default = deployment_default_hint()
     out.details["deployment_default_hint"] = default
