@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import exporter.targets.executorch.rescue
     import exporter.targets.executorch.runner
     import exporter.targets.executorch.stage
+    import exporter.targets.litert.rescue
     import exporter.targets.litert.runner
     import exporter.targets.litert.stage
     import exporter.targets.onnx.checks
@@ -72,11 +73,13 @@ if TYPE_CHECKING:
     artifactkind_executorch_int8_verify_batches: TwoArguments = exporter.targets.executorch.stage.verify_batches
     artifactkind_executorch_int8_rescue: OneArgument = exporter.targets.executorch.rescue.target
     artifactkind_litert_stage: OneArgument = exporter.targets.litert.stage.make
-    artifactkind_litert_build: OneArgument = exporter.build.from_checkpoint
+    artifactkind_litert_build: OneArgument = exporter.targets.litert.rescue.build
     artifactkind_litert_check: OneArgument = exporter.targets.litert.stage.check_options
+    artifactkind_litert_rescue: OneArgument = exporter.targets.litert.rescue.target
     artifactkind_litert_int8_stage: OneArgument = exporter.targets.litert.stage.make
-    artifactkind_litert_int8_build: OneArgument = exporter.build.from_checkpoint
+    artifactkind_litert_int8_build: OneArgument = exporter.targets.litert.rescue.build
     artifactkind_litert_int8_check: OneArgument = exporter.targets.litert.stage.check_options
+    artifactkind_litert_int8_rescue: OneArgument = exporter.targets.litert.rescue.target
     format_torchscript_runner: RunnerFactory = exporter.targets.torchscript.runner.open_artifact
     format_torchscript_detect: OneArgument = exporter.targets.torchscript.runner.is_torchscript
     format_onnx_runner: RunnerFactory = exporter.targets.onnx.runner.open_artifact

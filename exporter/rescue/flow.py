@@ -30,6 +30,39 @@ class RescueTarget:
     options_for: Callable[[tuple[str, ...], Fix], Any]  # the row's options with these layers in float and this fix
     fixes: list[Fix] = field(default_factory=list)  # cheap fixes it offers, cheapest first
     measure: Measure | None = None  # a quicker measure than building the artifact (the final one is still verified)
+    close: Callable[[], None] | None = None  # removes what the target made for its measure (a private folder)
+
+
+class HeldOut:
+    """A quick measure's data and judge: the calibration split for a fix (seeded, as the stage's), and the verdict of
+    a runner against the checkpoint on the held-out part, by the int8 rule."""
+
+    def __init__(self, req):
+        from dataclasses import replace as replace_fields
+
+        from exporter.runners.torch import TorchRunner
+
+        self.req, self.spec = req, req.loaded.spec
+        self.module = req.loaded.module.eval()
+        self.reference = {"pytorch": TorchRunner(self.module)}
+        self.tolerance = replace_fields(req.verify, precision="int8").tolerance()
+        self._splits: dict = {}
+
+    def calibration(self, fix: Fix):
+        """(the calibration samples, [the held-out input set]) for this fix's sample count."""
+        from exporter.inputs import InputSet, calibration_split, open_source
+
+        data = calibration_for(self.req, fix)
+        if data.samples not in self._splits:
+            source = open_source(data.data, self.spec, self.req.verify.seed)
+            calib, held = calibration_split(source, data.samples, data.holdout)
+            self._splits[data.samples] = (calib, [InputSet(f"held-out ({len(held)})", held.take())] if held is not None else [])
+        return self._splits[data.samples]
+
+    def judge(self, runner, fix: Fix) -> Score:
+        from exporter.verify import verify
+
+        return score_of(verify(runner, self.reference, self.calibration(fix)[1], self.tolerance, "int8", spec=self.spec))
 
 
 def calibration_for(req, fix: Fix):
@@ -96,6 +129,8 @@ def rescue(req, attempt, spec) -> list:
         plan = search(target.layers, measure, target.fixes, budget, req.progress)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if target.close is not None:
+            target.close()
     return install(req, attempt, target, plan, spec)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 
 from exporter.rescue.flow import RescueTarget, plain_options, rescue
-from exporter.rescue.search import Fix, Score, score_of
+from exporter.rescue.search import Fix, Score
 
 
 def build(req):
@@ -102,41 +102,20 @@ def _measure(req, options_for):
     """Score an attempt on the pt2e model: quantize the captured graph, run the held-out samples, judge by the int8 rule."""
     from torchao.quantization.pt2e import move_exported_model_to_eval
 
-    from exporter.inputs import InputSet, calibration_split, open_source
-    from exporter.rescue.flow import calibration_for
+    from exporter.rescue.flow import HeldOut
     from exporter.runners.torch import TorchRunner
     from exporter.targets.executorch.stage import capture, export_inputs, prepare_and_calibrate, quantizer_for
-    from exporter.verify import verify
 
-    loaded, spec = req.loaded, req.loaded.spec
-    module = loaded.module.eval()
-    example, dynamic = export_inputs(spec, req.options)
-    captured = capture(module, example, dynamic)
+    held = HeldOut(req)
+    module = held.module
+    captured = capture(module, *export_inputs(held.spec, req.options))
     leaves = {name for name, sub in module.named_modules() if name and not any(True for _ in sub.children())}
-    feeding = feeding_modules(captured, leaves)
-    reference = {"pytorch": TorchRunner(module)}
-    tolerance = req.verify.tolerance() if req.verify.precision == "int8" else _int8_tolerance(req)
-    splits: dict = {}
-
-    def split(fix: Fix):
-        data = calibration_for(req, fix)
-        if data.samples not in splits:
-            calib, held = calibration_split(open_source(data.data, spec, req.verify.seed), data.samples, data.holdout)
-            splits[data.samples] = (calib, [InputSet(f"held-out ({len(held)})", held.take())] if held is not None else [])
-        return splits[data.samples]
 
     def measure(floated: tuple[str, ...], fix: Fix) -> Score:
-        calib, held = split(fix)
+        calib, _ = held.calibration(fix)
         quantized, _ = prepare_and_calibrate(copy.deepcopy(captured), quantizer_for(module, options_for(floated, fix)), calib)
         move_exported_model_to_eval(quantized)
         # a plain callable: TorchRunner calls eval() on a module, which an exported model refuses
-        runner = TorchRunner(lambda x: quantized(x), getattr(module, "output_names", None))
-        return score_of(verify(runner, reference, held, tolerance, "int8", spec=spec))
+        return held.judge(TorchRunner(lambda x: quantized(x), getattr(module, "output_names", None)), fix)
 
-    return measure, feeding
-
-
-def _int8_tolerance(req):
-    from dataclasses import replace
-
-    return replace(req.verify, precision="int8").tolerance()
+    return measure, feeding_modules(captured, leaves)

@@ -7,18 +7,21 @@ ONNX rows int8 and fp16 do; the verb is made from the first row.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal
+from typing import Annotated, Literal
 
 from exporter import rows
-from exporter.options import Strict, opt
+from exporter.options import Int8Rescue, Names, opt
 from exporter.targets import calibrates_when_int8, options_precision
 
 ORDER = 70
 
 
-class LiteRTBuild(Strict):
+class LiteRTBuild(Int8Rescue):
     layout: Literal["nchw", "nhwc"] = opt(
         "nchw", "Input (and 4-D output) layout: nhwc is what Android camera pipelines feed; the graph is the same."
+    )
+    exclude: Annotated[list[str], Names] = opt(
+        [], "int8: module name (features.3) whose ops, with the ones feeding them, stay float (repeatable)."
     )
 
 
@@ -48,7 +51,8 @@ ROW = rows.ArtifactKind(
     source="checkpoint",
     options=LiteRTOptions,
     stage="exporter.targets.litert.stage:make",
-    build="exporter.build:from_checkpoint",
+    build="exporter.targets.litert.rescue:build",
+    rescue="exporter.targets.litert.rescue:target",
     format=FORMAT,
     precision=options_precision,
     calibrates=calibrates_when_int8,

@@ -83,8 +83,9 @@ def convert(module, spec, target: Path, layout: str) -> dict:
     return details
 
 
-def quantize(float_model: Path, target: Path, precision: str, calibration, layout: str) -> dict:
-    """ai-edge-quantizer: fp16 weights, or static int8 weights and activations calibrated on ``calibration``."""
+def quantize(float_model: Path, target: Path, precision: str, calibration, layout: str, float_scopes=()) -> dict:
+    """ai-edge-quantizer: fp16 weights, or static int8 weights and activations calibrated on ``calibration``;
+    ``float_scopes``: the op scopes (exporter/targets/litert/rescue.py) left unquantized."""
     _import_quantizer()
     from ai_edge_quantizer import quantizer, recipe, recipe_manager
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
@@ -105,7 +106,7 @@ def quantize(float_model: Path, target: Path, precision: str, calibration, layou
     else:
         if calibration is None:
             raise BadInputError("an int8 LiteRT model needs calibration data: --calib IMAGE_FOLDER | FILE.npy | digits")
-        static = recipe.static_wi8_ai8()
+        static = _with_float_ops(recipe.static_wi8_ai8(), list(float_scopes))
         tool.load_quantization_recipe(static)
         with _quiet():
             signature = import_runtime().Interpreter(model_path=str(float_model)).get_signature_list()
@@ -120,9 +121,28 @@ def quantize(float_model: Path, target: Path, precision: str, calibration, layou
             "quantizer": "ai-edge-quantizer static_wi8_ai8 (int8 per-channel weights, int8 activations)",
             "ranges": "min-max over every calibration sample",
             "calibration_samples": len(samples),
+            **({"float_ops": len(float_scopes)} if float_scopes else {}),
         }
     target.write_bytes(bytes(result.quantized_model))
     return details
+
+
+def _with_float_ops(static_recipe: list, scopes: list[str]) -> list:
+    """The recipe with each op whose scope (its output tensor names, ';'-joined) is in ``scopes`` left unquantized."""
+    import re
+
+    from ai_edge_quantizer import recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    if not scopes:
+        return static_recipe
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(static_recipe)
+    for scope in scopes:
+        manager.add_quantization_config(
+            regex="^" + re.escape(scope) + "$", operation_name="*", algorithm_key=AlgorithmName.NO_QUANTIZE
+        )
+    return manager.get_quantization_recipe()
 
 
 def _min_max_ranges(float_model: Path, static_recipe, data: dict) -> dict:
@@ -190,8 +210,13 @@ def export(loaded, staging: Path, name: str, options, calibration=None) -> Stage
     details = {"precision": options.precision, "layout": options.layout, "batch": 1}
     details.update(convert(loaded.module, loaded.spec, float_model, options.layout))
     if options.precision != "fp32":
+        float_scopes = ()
+        if options.precision == "int8" and options.exclude:
+            from exporter.targets.litert.rescue import float_scopes_of
+
+            float_scopes = float_scopes_of(float_model, loaded.module, options.exclude)
         try:
-            details.update(quantize(float_model, target, options.precision, calibration, options.layout))
+            details.update(quantize(float_model, target, options.precision, calibration, options.layout, float_scopes))
         except (BackendUnavailable, BadInputError):
             raise
         except Exception as exc:  # noqa: BLE001 - the quantizer raises ValueError / KeyError / RuntimeError on what it cannot take
