@@ -18,6 +18,7 @@ from tests.verdicts import verified
 
 HS = ("--arch", "tests.small_models:HardswishCNN", "--input-shape", "1,32,32", "--mean", "0.5", "--std", "0.5")
 CRUSHED = {"features.0", "features.3", "features.6", "features.9"}  # writer and reader of each crushed activation
+FAST = ("--calib", "digits", "--samples", "128", "--holdout", "48")  # fewer calibration samples: each attempt is quicker
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,7 @@ def test_an_executorch_int8_program_is_rescued_and_checked_by_its_runtime(cli, t
     pytest.importorskip("executorch.runtime", reason="ExecuTorch is not installed (scripts/setup.sh installs it)")
     out = tmp_path / "m.int8.pte"
     r = cli(
-        "executorch", two_outliers, *HS, "--precision", "int8", "--calib", "digits", "--fallback", "auto",
+        "executorch", two_outliers, *HS, "--precision", "int8", *FAST, "--fallback", "auto",
         "--max-float-layers", "4", "-o", out, "--json",
     )  # fmt: skip
     assert r.exit_code == 0, r
@@ -163,3 +164,56 @@ def test_fallback_is_refused_where_nothing_is_int8(cli, two_outliers, tmp_path):
     shutil.copy(two_outliers, tmp_path / "m.pt")
     r = cli("executorch", tmp_path / "m.pt", *HS, "--fallback", "auto")
     assert r.exit_code == 2 and "--fallback auto rescues int8 only: add --precision int8" in r.stderr, r
+
+
+def test_an_openvino_int8_ir_is_rescued_through_nncf_ignored_scope(cli, two_outliers, tmp_path):
+    pytest.importorskip("nncf", reason="NNCF is not installed (scripts/setup.sh installs it)")
+    out = tmp_path / "m.int8.xml"
+    r = cli(
+        "openvino", two_outliers, *HS, "--precision", "int8", *FAST, "--fallback", "auto", "--max-float-layers", "4",
+        "-o", out, "--json",
+    )  # fmt: skip
+    assert r.exit_code == 0, r
+    art = r.json()["artifacts"][-1]
+    fallback = art["details"]["float_fallback"]
+    assert verified(art["verification"]) and art["verification"]["cosine"] >= 0.98
+    assert {"features.3", "features.9"} <= set(fallback["layers"]) and fallback["kept_in_float"] <= 4  # the two readers
+    ignored = art["details"]["nncf"]["ignored"]["names"]
+    assert "node_Conv_98/WithoutBiases" in ignored or any(name.endswith("/WithoutBiases") for name in ignored)
+    assert out.exists() and out.with_suffix(".bin").exists() and not list(tmp_path.glob(".cnnexport-rescue-*"))
+
+
+def test_a_litert_int8_model_is_rescued_with_its_ops_left_unquantized(cli, two_outliers, tmp_path):
+    pytest.importorskip("ai_edge_quantizer", reason="ai-edge-quantizer is not installed (scripts/setup.sh installs it)")
+    out = tmp_path / "m.int8.tflite"
+    r = cli(
+        "litert", two_outliers, *HS, "--precision", "int8", *FAST, "--fallback", "auto", "--max-float-layers", "4",
+        "-o", out, "--json",
+    )  # fmt: skip
+    assert r.exit_code == 0, r
+    art = r.json()["artifacts"][-1]
+    fallback = art["details"]["float_fallback"]
+    assert verified(art["verification"]) and art["verification"]["cosine"] >= 0.98
+    assert set(fallback["layers"]) == CRUSHED and art["details"]["float_ops"] >= 4
+    assert out.exists() and not list(tmp_path.glob(".cnnexport-rescue-*"))
+    wrong = cli("litert", two_outliers, *HS, "--precision", "int8", *FAST, "--exclude", "features.1", "-o", tmp_path / "w.tflite")
+    assert wrong.exit_code == 2 and "--exclude features.1: not a convolution or linear module" in wrong.stderr, wrong
+
+
+def test_the_tensorrt_flavour_keeps_the_rescued_layers_without_qdq(cli, two_outliers, tmp_path):
+    import onnx
+
+    out = tmp_path / "m.int8-trt.onnx"
+    r = cli(
+        "quantize", two_outliers, *HS, "--target", "tensorrt", *FAST, "--fallback", "auto", "--max-float-layers", "4",
+        "-o", out, "--json",
+    )  # fmt: skip
+    assert r.exit_code == 0, r
+    fallback = r.json()["artifacts"][-1]["details"]["float_fallback"]
+    assert set(fallback["layers"]) == CRUSHED
+    graph = onnx.load(str(out)).graph
+    quantized_weights = {
+        n.input[0].split(".weight")[0] for n in graph.node if n.op_type == "DequantizeLinear" and ".weight" in n.input[0]
+    }
+    assert not quantized_weights & CRUSHED and {"features.12", "features.15"} <= quantized_weights  # TensorRT runs these float
+    assert (tmp_path / "m.int8-trt.calib").exists() and not list(tmp_path.glob(".cnnexport-rescue-*"))  # its cache beside
