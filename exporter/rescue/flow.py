@@ -122,6 +122,7 @@ def rescue(req, attempt, spec) -> list:
     options = req.options
     budget = float_budget(len(target.layers), options.max_float_layers, options.max_float_share)
     output = Path(req.output or default_output(req.source, req.kind.name, options))
+    output.parent.mkdir(parents=True, exist_ok=True)  # as the stage's own staging folder would be
     work = Path(tempfile.mkdtemp(prefix=".cnnexport-rescue-", dir=output.parent))
     try:
         measure = target.measure or by_building(req, attempt, target, work, output)
@@ -144,12 +145,27 @@ def install(req, attempt, target: RescueTarget, plan: Plan, spec) -> list:
     last = final[-1]
     record = plan.to_dict()
     record["installed"] = bool(last.files) and last.verification.status == "pass"
+    if plan.passed:
+        req.progress(f"--fallback auto: {outcome(plan)}")
     last.details["float_fallback"] = record
     if last.verification.status != "pass":
         last.verification.status = "fail"
         last.verification.reason = "; ".join(part for part in (last.verification.reason, summary(plan)) if part)
     install_report(last, req.loaded, spec, req.write)
     return final
+
+
+def outcome(plan: Plan) -> str:
+    """What decided a passing search, in words."""
+    if plan.decided_by == "plain":
+        return "plain int8 passes; nothing to rescue"
+    fix = f" with {plan.fix.label}" if plan.fix.label != "none" else ""
+    if not plan.floated:
+        return f"passes{fix}, every layer in int8 ({plan.attempts} attempts)"
+    return (
+        f"passes{fix} with {len(plan.floated)} of {plan.layers_total} weighted layers in float "
+        f"({', '.join(plan.floated)}; {plan.attempts} attempts)"
+    )
 
 
 def summary(plan: Plan) -> str:

@@ -120,7 +120,9 @@ def target(req) -> RescueTarget:
     from exporter.targets.litert.stage import METADATA, convert, quantize, write_metadata
 
     options, held = req.options, HeldOut(req)
-    work = Path(tempfile.mkdtemp(prefix=".cnnexport-rescue-litert-", dir=Path(req.output or req.source).parent))
+    folder = Path(req.output or req.source).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".cnnexport-rescue-litert-", dir=folder))
     float_model = work / "float.tflite"
     convert(held.module, held.spec, float_model, options.layout)
     table = layer_scopes(float_model, held.module)

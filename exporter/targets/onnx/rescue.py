@@ -17,7 +17,8 @@ from pathlib import Path
 
 from exporter.rescue.flow import RescueTarget, plain_options
 from exporter.rescue.search import Fix
-from exporter.targets.onnx.quantize import METHODS, preprocessed
+from exporter.targets.onnx.preprocess import preprocessed
+from exporter.targets.onnx.quantize import METHODS
 
 
 def nodes_by_module(graph) -> dict[str, list[str]]:
