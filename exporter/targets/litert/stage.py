@@ -210,7 +210,7 @@ def export(loaded, staging: Path, name: str, options, calibration=None) -> Stage
     details = {"precision": options.precision, "layout": options.layout, "batch": 1}
     details.update(convert(loaded.module, loaded.spec, float_model, options.layout))
     if options.precision != "fp32":
-        float_scopes = ()
+        float_scopes: list[str] = []
         if options.precision == "int8" and options.exclude:
             from exporter.targets.litert.rescue import float_scopes_of
 
