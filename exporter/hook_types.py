@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import exporter.build
+    import exporter.rescue.flow
     import exporter.targets.coreml.runner
     import exporter.targets.coreml.stage
     import exporter.targets.executorch.rescue
@@ -59,25 +60,25 @@ if TYPE_CHECKING:
     artifactkind_tensorrt_extra_outputs: OneArgument = exporter.targets.tensorrt.flow.kit_outputs
     artifactkind_tensorrt_needs_of: OneArgument = exporter.targets.tensorrt.flow.upstream_stages
     artifactkind_openvino_stage: OneArgument = exporter.targets.openvino.stage.make
-    artifactkind_openvino_build: OneArgument = exporter.targets.openvino.rescue.build
+    artifactkind_openvino_build: OneArgument = exporter.rescue.flow.build_from_onnx
     artifactkind_openvino_check: OneArgument = exporter.targets.openvino.stage.check_options
     artifactkind_openvino_rescue: OneArgument = exporter.targets.openvino.rescue.target
     artifactkind_executorch_stage: OneArgument = exporter.targets.executorch.stage.make
-    artifactkind_executorch_build: OneArgument = exporter.targets.executorch.rescue.build
+    artifactkind_executorch_build: OneArgument = exporter.rescue.flow.build_from_checkpoint
     artifactkind_executorch_check: OneArgument = exporter.targets.executorch.stage.check_options
     artifactkind_executorch_verify_batches: TwoArguments = exporter.targets.executorch.stage.verify_batches
     artifactkind_executorch_rescue: OneArgument = exporter.targets.executorch.rescue.target
     artifactkind_executorch_int8_stage: OneArgument = exporter.targets.executorch.stage.make
-    artifactkind_executorch_int8_build: OneArgument = exporter.targets.executorch.rescue.build
+    artifactkind_executorch_int8_build: OneArgument = exporter.rescue.flow.build_from_checkpoint
     artifactkind_executorch_int8_check: OneArgument = exporter.targets.executorch.stage.check_options
     artifactkind_executorch_int8_verify_batches: TwoArguments = exporter.targets.executorch.stage.verify_batches
     artifactkind_executorch_int8_rescue: OneArgument = exporter.targets.executorch.rescue.target
     artifactkind_litert_stage: OneArgument = exporter.targets.litert.stage.make
-    artifactkind_litert_build: OneArgument = exporter.targets.litert.rescue.build
+    artifactkind_litert_build: OneArgument = exporter.rescue.flow.build_from_checkpoint
     artifactkind_litert_check: OneArgument = exporter.targets.litert.stage.check_options
     artifactkind_litert_rescue: OneArgument = exporter.targets.litert.rescue.target
     artifactkind_litert_int8_stage: OneArgument = exporter.targets.litert.stage.make
-    artifactkind_litert_int8_build: OneArgument = exporter.targets.litert.rescue.build
+    artifactkind_litert_int8_build: OneArgument = exporter.rescue.flow.build_from_checkpoint
     artifactkind_litert_int8_check: OneArgument = exporter.targets.litert.stage.check_options
     artifactkind_litert_int8_rescue: OneArgument = exporter.targets.litert.rescue.target
     format_torchscript_runner: RunnerFactory = exporter.targets.torchscript.runner.open_artifact

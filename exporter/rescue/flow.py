@@ -177,3 +177,29 @@ def summary(plan: Plan) -> str:
         f"--fallback auto found nothing passing within the float budget of {plan.budget} ({plan.budget_from}): "
         f"tried {tried} in {plan.attempts} attempts; best held-out cosine {plan.best.cosine:.4f}{floated}{fix}"
     )
+
+
+def build_from_checkpoint(req) -> list:
+    """The flow of an int8-capable row made from the checkpoint (ExecuTorch, LiteRT): the rescue with --fallback
+    auto, else the plain checkpoint flow."""
+    from exporter.build import from_checkpoint
+
+    if req.options.fallback != "auto":
+        return from_checkpoint(req)
+    if req.loaded is None:
+        from exporter.loading.checkpoint import load_checkpoint
+
+        req = replace(req, loaded=load_checkpoint(req.source, progress=req.progress))
+    return rescue(req, from_checkpoint, req.loaded.spec)
+
+
+def build_from_onnx(req) -> list:
+    """The flow of an int8-capable row made from the verified ONNX (OpenVINO, the ONNX int8 rows): the rescue with
+    --fallback auto, else the plain ONNX flow."""
+    from exporter.build import from_onnx
+    from exporter.pipeline import onnx_source
+
+    if req.options.fallback != "auto":
+        return from_onnx(req)
+    spec = onnx_source(req.source, req.output, req.loaded, req.kind.suffix_of(req.options), req.kind.kind)[2]
+    return rescue(req, from_onnx, spec)  # each attempt is from_onnx with fallback "none"

@@ -13,23 +13,8 @@ from __future__ import annotations
 
 import copy
 
-from exporter.rescue.flow import RescueTarget, plain_options, rescue
+from exporter.rescue.flow import RescueTarget, plain_options
 from exporter.rescue.search import Fix, Score
-
-
-def build(req):
-    """The executorch rows' flow: the rescue with --fallback auto, else the plain checkpoint flow."""
-    from exporter.build import from_checkpoint
-
-    if req.options.fallback == "auto":
-        if req.loaded is None:
-            from dataclasses import replace
-
-            from exporter.loading.checkpoint import load_checkpoint
-
-            req = replace(req, loaded=load_checkpoint(req.source, progress=req.progress))
-        return rescue(req, from_checkpoint, req.loaded.spec)
-    return from_checkpoint(req)
 
 
 def feeding_modules(captured, leaves: set[str]) -> dict[str, list[str]]:

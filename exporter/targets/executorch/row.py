@@ -10,13 +10,13 @@ from dataclasses import replace
 from typing import Annotated, Literal, Optional
 
 from exporter import rows
-from exporter.options import Int8Rescue, Names, opt
+from exporter.options import Int8Rescue, Names, Strict, opt
 from exporter.targets import calibrates_when_int8, options_precision
 
 ORDER = 60  # after the desktop and server targets
 
 
-class ExecuTorchBuild(Int8Rescue):
+class ExecuTorchSettings(Strict):
     backend: Literal["xnnpack", "portable"] = opt(
         "xnnpack", "xnnpack (ops XNNPACK supports run in its delegate, the rest in portable kernels) or portable only."
     )
@@ -29,6 +29,10 @@ class ExecuTorchBuild(Int8Rescue):
     exclude: Annotated[list[str], Names] = opt(
         [], "int8: module name (features.3.block.0) or module type (Linear) left unquantized, in float (repeatable)."
     )
+
+
+class ExecuTorchBuild(Int8Rescue, ExecuTorchSettings):
+    """The program's settings, then the int8 rescue's."""
 
 
 class ExecuTorchOptions(ExecuTorchBuild):
@@ -60,7 +64,7 @@ ROW = rows.ArtifactKind(
     source="checkpoint",
     options=ExecuTorchOptions,
     stage="exporter.targets.executorch.stage:make",
-    build="exporter.targets.executorch.rescue:build",
+    build="exporter.rescue.flow:build_from_checkpoint",
     format=FORMAT,
     precision=options_precision,
     calibrates=calibrates_when_int8,

@@ -10,19 +10,23 @@ from dataclasses import replace
 from typing import Annotated, Literal
 
 from exporter import rows
-from exporter.options import Int8Rescue, Names, opt
+from exporter.options import Int8Rescue, Names, Strict, opt
 from exporter.targets import calibrates_when_int8, options_precision
 
 ORDER = 70
 
 
-class LiteRTBuild(Int8Rescue):
+class LiteRTSettings(Strict):
     layout: Literal["nchw", "nhwc"] = opt(
         "nchw", "Input (and 4-D output) layout: nhwc is what Android camera pipelines feed; the graph is the same."
     )
     exclude: Annotated[list[str], Names] = opt(
         [], "int8: module name (features.3) whose ops, with the ones feeding them, stay float (repeatable)."
     )
+
+
+class LiteRTBuild(Int8Rescue, LiteRTSettings):
+    """The model's settings, then the int8 rescue's."""
 
 
 class LiteRTOptions(LiteRTBuild):
@@ -51,7 +55,7 @@ ROW = rows.ArtifactKind(
     source="checkpoint",
     options=LiteRTOptions,
     stage="exporter.targets.litert.stage:make",
-    build="exporter.targets.litert.rescue:build",
+    build="exporter.rescue.flow:build_from_checkpoint",
     rescue="exporter.targets.litert.rescue:target",
     format=FORMAT,
     precision=options_precision,

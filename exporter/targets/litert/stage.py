@@ -212,9 +212,10 @@ def export(loaded, staging: Path, name: str, options, calibration=None) -> Stage
     if options.precision != "fp32":
         float_scopes: list[str] = []
         if options.precision == "int8" and options.exclude:
-            from exporter.targets.litert.rescue import float_scopes_of
+            from exporter.targets.litert.scopes import float_scopes_of
 
-            float_scopes = float_scopes_of(float_model, loaded.module, options.exclude)
+            interpreter = import_runtime().Interpreter(model_path=str(float_model))
+            float_scopes = float_scopes_of(interpreter, loaded.module, options.exclude)
         try:
             details.update(quantize(float_model, target, options.precision, calibration, options.layout, float_scopes))
         except (BackendUnavailable, BadInputError):

@@ -14,17 +14,13 @@ from exporter.targets.onnx.row import Int8Options
 
 def quantize(req: BuildRequest) -> list[ArtifactResult]:
     """INT8: from_onnx; with --fallback auto the ranked rescue around it, with greedy the first-divergent search."""
-    fallback = cast(Int8Options, req.options).fallback
-    if fallback == "auto":
-        from exporter.rescue.flow import rescue
-
-        spec = onnx_source(req.source, req.output, req.loaded, req.kind.suffix_of(req.options), req.kind.kind)[2]
-        return rescue(req, from_onnx, spec)  # each attempt is from_onnx with fallback "none"
-    if fallback == "greedy":
+    if cast(Int8Options, req.options).fallback == "greedy":
         from exporter.rescue.fallback import quantize_with_fallback
 
         return quantize_with_fallback(req, from_onnx)
-    return from_onnx(req)
+    from exporter.rescue.flow import build_from_onnx
+
+    return build_from_onnx(req)
 
 
 def simplify_artifact(

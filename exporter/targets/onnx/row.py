@@ -59,7 +59,9 @@ class SimplifyOptions(Strict):
     """onnxsim has nothing to choose: it folds constants and removes dead nodes."""
 
 
-class Int8Options(Int8Rescue):
+class Int8Settings(Strict):
+    """How the int8 rows quantize; Int8Options adds the rescue after them."""
+
     method: Method = opt("minmax", "Calibration method.")
     per_channel: bool = opt(True, "Per-channel weight scales.", flag="--per-channel/--per-tensor")
     exclude: Annotated[list[str], Names] = opt([], "Node name or op type to keep in float (repeatable).")
@@ -69,6 +71,9 @@ class Int8Options(Int8Rescue):
         "int8: cross-layer equalization of consecutive Conv(-ReLU)-Conv pairs before quantizing "
         "(Nagel et al. 2019); the fp32 function is checked unchanged first.",
     )
+
+
+class Int8Options(Int8Rescue, Int8Settings):
     fallback: Literal["none", "auto", "greedy"] = opt(  # type: ignore[assignment]  # ONNX also keeps the greedy search
         "none",
         FALLBACK_HELP + " greedy: each round the first divergent layer instead (the search before ranking).",

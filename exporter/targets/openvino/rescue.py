@@ -9,19 +9,8 @@ held-out split), built in a private folder.
 
 from __future__ import annotations
 
-from exporter.rescue.flow import RescueTarget, plain_options, rescue
+from exporter.rescue.flow import RescueTarget, plain_options
 from exporter.rescue.search import Fix
-
-
-def build(req):
-    """The openvino row's flow: the rescue with --fallback auto, else the plain ONNX-sourced flow."""
-    from exporter.build import from_onnx
-    from exporter.pipeline import onnx_source
-
-    if req.options.fallback == "auto":
-        spec = onnx_source(req.source, req.output, req.loaded, req.kind.suffix_of(req.options), req.kind.kind)[2]
-        return rescue(req, from_onnx, spec)
-    return from_onnx(req)
 
 
 def fixes(options) -> list[Fix]:

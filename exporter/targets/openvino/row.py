@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from exporter import rows
-from exporter.options import Int8Rescue, Method, Names, opt
+from exporter.options import Int8Rescue, Method, Names, Strict, opt
 from exporter.targets import calibrates_when_int8
 from exporter.targets.onnx.row import ONNX_INPUTS, ONNX_RUNTIME
 
 ORDER = 50
 
 
-class OpenVINOOptions(Int8Rescue):
+class OpenVINOSettings(Strict):
     precision: Literal["fp32", "bf16", "int8"] = opt(
         "fp32", "fp32, bf16 (the CPU plugin computes in bf16: AMX/AVX-512-BF16 CPUs), or int8 (NNCF, needs --calib)."
     )
@@ -25,6 +25,10 @@ class OpenVINOOptions(Int8Rescue):
         "int8: cross-layer equalization of the ONNX's Conv(-ReLU)-Conv pairs before conversion "
         "(as `quantize --equalize`); the fp32 function is checked unchanged first.",
     )
+
+
+class OpenVINOOptions(Int8Rescue, OpenVINOSettings):
+    """The IR's settings, then the int8 rescue's."""
 
 
 def pass_rule(options: OpenVINOOptions) -> str:
@@ -45,7 +49,7 @@ ROWS = [
         source="onnx",
         options=OpenVINOOptions,
         stage="exporter.targets.openvino.stage:make",
-        build="exporter.targets.openvino.rescue:build",
+        build="exporter.rescue.flow:build_from_onnx",
         rescue="exporter.targets.openvino.rescue:target",
         format=FORMAT,
         precision=pass_rule,
