@@ -30,7 +30,7 @@ DEFAULT_TARGETS = "executorch,int8,openvino,litert"
 CLASSES = 6
 
 
-def make_model(name: str, input_shape, samples: int, work: Path):
+def make_model(name: str, input_shape, samples: int, work: Path, damping: float = 2.0):
     """(checkpoint, loaded model, calibration .npy) built as the module docstring says."""
     import numpy as np
     import torch
@@ -43,7 +43,7 @@ def make_model(name: str, input_shape, samples: int, work: Path):
     torch.manual_seed(0)
     model = entry.build(num_classes=CLASSES)
     data = calibration_array(spec, n=max(96, samples + 32))
-    recalibrate_batchnorm(model, [torch.from_numpy(data[s : s + 16]) for s in range(0, 64, 16)])
+    recalibrate_batchnorm(model, [torch.from_numpy(data[s : s + 16]) for s in range(0, 64, 16)], damping=damping)
     model.eval()
     head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
     with torch.no_grad():
@@ -125,10 +125,10 @@ def nncf_accuracy_control(onnx: Path, loaded, calib: Path, samples: int, holdout
     return {"cosine": round(cosine, 5), "fake_quantize": fake_quantize, "seconds": round(time.perf_counter() - started, 1)}
 
 
-def run(name: str, targets: list[str], input_shape, samples: int, holdout: int, work: Path) -> dict:
+def run(name: str, targets: list[str], input_shape, samples: int, holdout: int, work: Path, damping: float = 2.0) -> dict:
     from exporter.build import build
 
-    ckpt, loaded, calib = make_model(name, input_shape, samples, work)
+    ckpt, loaded, calib = make_model(name, input_shape, samples, work, damping)
     onnx = build("onnx", ckpt, output=work / f"{ckpt.stem}.onnx", loaded=loaded, write=False)[-1].path
     calibration = {"data": str(calib), "samples": samples, "holdout": holdout}
     row: dict = {}
@@ -177,6 +177,9 @@ def main() -> None:
     parser.add_argument("--input-shape", default="3,96,96")
     parser.add_argument("--samples", type=int, default=48)
     parser.add_argument("--holdout", type=int, default=16)
+    parser.add_argument(
+        "--damping", type=float, default=2.0, help="BatchNorm variance x this (benchmarks/zoo.py); 1 = exact statistics"
+    )
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -185,10 +188,11 @@ def main() -> None:
     results = {}
     for name in args.models.split(","):
         with tempfile.TemporaryDirectory(prefix="cnnexport-int8-targets-") as work:
-            results[name] = run(name, targets, shape, args.samples, args.holdout, Path(work))
+            results[name] = run(name, targets, shape, args.samples, args.holdout, Path(work), args.damping)
     header = (
         f"INT8 per target (input {args.input_shape}, {CLASSES} classes, {args.samples} calibration samples, "
-        f"{args.holdout} held out; int8 rule: cosine >= 0.98, top-1 agreement >= 0.9, max err <= 0.25 x range)"
+        f"{args.holdout} held out, BatchNorm damping {args.damping:g}; "
+        "int8 rule: cosine >= 0.98, top-1 agreement >= 0.9, max err <= 0.25 x range)"
     )
     text = markdown(results, targets, header)
     print(text)

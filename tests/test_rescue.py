@@ -217,3 +217,14 @@ def test_the_tensorrt_flavour_keeps_the_rescued_layers_without_qdq(cli, two_outl
     }
     assert not quantized_weights & CRUSHED and {"features.12", "features.15"} <= quantized_weights  # TensorRT runs these float
     assert (tmp_path / "m.int8-trt.calib").exists() and not list(tmp_path.glob(".cnnexport-rescue-*"))  # its cache beside
+
+
+def test_growth_goes_on_past_the_opened_blocks_in_block_order():
+    from exporter.rescue.search import BLOCKS_OPENED, search
+
+    layers = [f"stage{s}.block{b}.conv" for s in range(6) for b in range(10)]
+    breaking = {f"stage{s}.block0.conv": 0.2 - 0.01 * s for s in range(BLOCKS_OPENED + 1)}  # one more block than opened
+    measure, _ = _toy(breaking, passing=0.98)
+    plan = search(layers, measure, [], (20, "test"))
+    assert plan.passed and set(breaking) <= set(plan.floated), plan.steps
+    assert any("block" in row for row in plan.ranking)  # the unopened blocks' layers, unmeasured

@@ -204,13 +204,20 @@ def blocks(names: list[str], most: int = RANK_ALL // 2) -> dict[str, list[str]]:
 
 
 def rank(run: _Counter, layers: list[str], fix: Fix) -> list[dict]:
-    """Layers by measured damage, worst first; with many, blocks first, then the layers of the worst blocks."""
+    """Layers by measured damage, worst first. With many: blocks first; the layers of the BLOCKS_OPENED worst
+    blocks measured one by one, the other blocks' layers unmeasured, each ranked by its block's damage (so growth
+    reaches a damaging block that was not opened before the harmless layers of one that was)."""
     if len(layers) <= RANK_ALL:
         return _damages(run, {name: [name] for name in layers}, layers, fix)
     grouped = blocks(layers)
     by_block = _damages(run, grouped, layers, fix)
     opened = [name for row in by_block[:BLOCKS_OPENED] for name in grouped[row["layer"]]]
-    return _damages(run, {name: [name] for name in opened}, layers, fix)
+    rest = [
+        {"layer": name, "block": row["layer"], "damage": row["damage"]}
+        for row in by_block[BLOCKS_OPENED:]
+        for name in grouped[row["layer"]]
+    ]
+    return sorted(_damages(run, {name: [name] for name in opened}, layers, fix) + rest, key=lambda row: -row["damage"])
 
 
 def _grow(plan: Plan, run: _Counter, layers: list[str]) -> None:
