@@ -1,4 +1,4 @@
-"""The zoo's INT8 refusals, retried: plain, --equalize, --fallback auto (and both), one line per model.
+"""The zoo's INT8 refusals, retried: plain, --equalize, --fallback greedy, --fallback auto, one line per model.
 
 Run:  .venv/bin/python benchmarks/int8_rescue.py [--models swin_v2_s,timm:nf_regnet_b0,timm:repvit_m0_9]
           [--input-shape 3,64,64] [--samples 64] [--markdown benchmarks/INT8_RESCUE.md]
@@ -26,8 +26,8 @@ DEFAULT = "swin_v2_s,timm:nf_regnet_b0,timm:repvit_m0_9"
 ATTEMPTS = {
     "plain": {},
     "--equalize": {"equalize": True},
-    "--fallback auto": {"fallback": "auto"},
-    "--equalize --fallback auto": {"equalize": True, "fallback": "auto"},
+    "--fallback greedy": {"fallback": "greedy"},
+    "--fallback auto": {"fallback": "auto"},  # ranked (issue 42): cheap fixes (equalization among them), then layers
 }
 
 
