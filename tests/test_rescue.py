@@ -220,3 +220,19 @@ def test_growth_goes_on_past_the_opened_blocks_in_block_order():
     plan = search(layers, measure, [], (20, "test"))
     assert plan.passed and set(breaking) <= set(plan.floated), plan.steps
     assert any("block" in row for row in plan.ranking)  # the unopened blocks' layers, unmeasured
+
+
+def test_an_output_without_a_cosine_is_ranked_by_what_its_task_measures():
+    from exporter.rescue.search import score_of
+
+    class Judged:  # the part of a Verdict score_of reads
+        def __init__(self, status, **values):
+            self.status, self.reason, self.values = status, "" if status == "pass" else "boxes lost", values
+
+        def to_dict(self):
+            return self.values
+
+    boxes = score_of(Judged("fail", cosine=None, f1=0.42, top1_agreement=None))
+    assert not boxes.passed and boxes.cosine == pytest.approx(0.42) and boxes.reason == "boxes lost"
+    assert score_of(Judged("pass", cosine=0.99, f1=0.5)).cosine == pytest.approx(0.99)  # a cosine, where there is one
+    assert score_of(Judged("fail")).cosine == -1.0

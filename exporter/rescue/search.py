@@ -72,11 +72,14 @@ class Score:
 Measure = Callable[[tuple[str, ...], Fix], Score]
 
 
+QUALITY = ("cosine", "f1", "miou", "pixel_agreement", "top1_agreement")  # what ranks attempts, first that a task measured
+
+
 def score_of(verdict) -> Score:
-    """A Verdict (exporter/verify.py) as a Score."""
+    """A Verdict (exporter/verify.py) as a Score: its worst cosine, or for outputs judged without one (a detector's
+    decoded boxes) its F1 / mIoU / agreement, so the ranking follows what the task measures."""
     values = verdict.to_dict()
-    cosine = values.get("cosine")
-    measured = float(cosine) if cosine is not None else -1.0
+    measured = next((float(values[name]) for name in QUALITY if values.get(name) is not None), -1.0)
     return Score(verdict.status == "pass", measured, values.get("top1_agreement"), verdict.reason)
 
 
