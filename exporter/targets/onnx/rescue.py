@@ -59,7 +59,8 @@ def fixes(options) -> list[Fix]:
 def target(req) -> RescueTarget:
     """The int8 rows' rescue: weighted layers by module, each kept in float by excluding its nodes (as named in the
     pre-processed graph the stage quantizes)."""
-    with tempfile.TemporaryDirectory(prefix=".cnnexport-rescue-graph-", dir=Path(req.source).parent) as folder:
+    # in the system temp folder: the source may sit in a read-only place, and only its graph is read here
+    with tempfile.TemporaryDirectory(prefix="cnnexport-rescue-graph-") as folder:
         flavour = "tensorrt" if req.kind.name == "int8_tensorrt" else "cpu"
         by_module = nodes_by_module(preprocessed(req.source, Path(folder), flavour))
     options = req.options
