@@ -9,6 +9,7 @@ reading it in float, four layers for the two.
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -209,6 +210,14 @@ def test_the_tensorrt_flavour_keeps_the_rescued_layers_without_qdq(cli, two_outl
     }
     assert not quantized_weights & CRUSHED and {"features.12", "features.15"} <= quantized_weights  # TensorRT runs these float
     assert (tmp_path / "m.int8-trt.calib").exists() and not list(tmp_path.glob(".cnnexport-rescue-*"))  # its cache beside
+    # the build kit made from it names those nodes and says why TensorRT keeps them fp32
+    kit = cli("tensorrt", out, "--precision", "int8", *FAST, "--emit-script", tmp_path / "kit", "--json")
+    assert kit.exit_code == 0, kit
+    floated = json.loads((tmp_path / "kit" / "m.int8-trt.engine.build.json").read_text())["float_nodes"]
+    convs = {n.name: n.input[1].split(".weight")[0] for n in graph.node if n.op_type == "Conv"}
+    assert {convs[n] for n in floated if n in convs} == CRUSHED, floated  # the four convs (+ the nodes feeding them)
+    readme = (tmp_path / "kit" / "README.md").read_text()
+    assert f"## Kept in float ({len(floated)} nodes of `m.int8-trt.onnx`)" in readme and "strongly typed" in readme
 
 
 def test_growth_goes_on_past_the_opened_blocks_in_block_order():

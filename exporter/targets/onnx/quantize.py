@@ -14,6 +14,7 @@ FP16 is stages/fp16.py; the calibration cache format is tensorrt/calibration_cac
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from exporter.targets.onnx.tools import (
     samples_within_budget,
 )
 from exporter.targets.tensorrt.calibration_cache import activation_scales, calibration_cache_text
+from exporter.targets.tensorrt.sidecar import FLOAT_NODES_KEY
 from exporter.targets.tensorrt.version import DEFAULT_VERSION as DEFAULT_TRT_VERSION
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -187,7 +189,10 @@ def export_int8(
     )
     if equalization is not None:
         details["equalization"] = equalization
-    copy_metadata(source_model, quantized, {"cnnexport.precision": "int8", "cnnexport.int8_target": target})
+    metadata = {"cnnexport.precision": "int8", "cnnexport.int8_target": target}
+    if node_names:  # the nodes kept in float on purpose: a TensorRT kit / sidecar names them
+        metadata[FLOAT_NODES_KEY] = json.dumps(node_names)
+    copy_metadata(source_model, quantized, metadata)
     files = save_model(quantized, target_path)
     if symmetric:
         cache = _write_calibration_cache(quantized, staging_dir, name, trt_version)

@@ -201,10 +201,33 @@ kit was made) at batch {req.options.profile.min} and {req.options.profile.max}, 
 ## Decisions for TensorRT {req.plan.major}.x ({req.plan.precision})
 
 {notes}
-
+{_float_section(req)}
 ## Files
 
 {chr(10).join(f"* `{f}`" for f in files)}
+"""
+
+
+def _float_section(req: KitRequest) -> str:
+    """The README's list of nodes the Q/DQ model keeps in float (--exclude, --fallback auto), and why they stay fp32."""
+    nodes = req.sidecar.get("float_nodes") or []
+    if not nodes:
+        return ""
+    how = (
+        "They carry no Q/DQ nodes and the network is strongly typed, so TensorRT runs them in the model's own "
+        "type, fp32: a strongly typed network takes no per-layer precision and no `--fp16`/`--int8`, so nothing "
+        "in this build can move them to int8 or fp16."
+        if req.plan.strongly_typed
+        else "This build is weakly typed: check the engine's layer precisions with "
+        "`trtexec --exportLayerInfo=layers.json --profilingVerbosity=detailed`."
+    )
+    listed = "\n".join(f"* `{n}`" for n in nodes)
+    return f"""
+## Kept in float ({len(nodes)} nodes of `{req.build_onnx.name}`)
+
+{how} The sidecar lists them as `float_nodes`.
+
+{listed}
 """
 
 

@@ -18,6 +18,9 @@ from exporter.targets.tensorrt.version import version_tuple
 SIDECAR_FORMAT = "cnnexport-tensorrt-sidecar/1"
 
 
+FLOAT_NODES_KEY = "cnnexport.float_nodes"
+
+
 def sidecar_partial(
     plan: BuildPlan,
     options: BuildOptions,
@@ -40,6 +43,7 @@ def sidecar_partial(
         "cleared_flags": list(plan.cleared_flags),
         "input": input_name,
         "outputs": _onnx_outputs(source_onnx),
+        "float_nodes": float_nodes(source_onnx),
         "profile": {
             "min": plan_shape(options.profile.min, chw),
             "opt": plan_shape(options.profile.opt, chw),
@@ -60,6 +64,24 @@ def _onnx_outputs(path: Path) -> list[str]:
     import onnx
 
     return [o.name for o in onnx.load(str(path), load_external_data=False).graph.output]
+
+
+def float_nodes(path: Path) -> list[str]:
+    """The nodes a Q/DQ model keeps in float on purpose (--exclude, --fallback auto): its cnnexport.float_nodes metadata.
+
+    Built strongly typed, TensorRT runs them in the model's own type (fp32): they carry no Q/DQ, and a
+    strongly typed network takes no per-layer precision, so nothing in the build can move them to int8 or fp16.
+    """
+    import json
+
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    try:
+        names = json.loads(props.get(FLOAT_NODES_KEY, "[]"))
+    except ValueError:
+        return []
+    return [str(n) for n in names] if isinstance(names, list) else []
 
 
 def plan_shape(batch: int, chw: tuple[int, int, int]) -> list[int]:
