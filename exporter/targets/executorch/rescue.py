@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 
 from exporter.rescue.flow import RescueTarget, plain_options
-from exporter.rescue.search import Fix, Score
+from exporter.rescue.search import PLAIN, Fix, Score
 
 
 def feeding_modules(captured, leaves: set[str]) -> dict[str, list[str]]:
@@ -56,13 +56,14 @@ def _module_of(node) -> str | None:
 
 
 def fixes(options) -> list[Fix]:
-    """The cheap fixes, cheapest first: the other weight granularity, the other observer, twice the samples."""
+    """The cheap fixes, cheapest first: the other weight granularity, equalization, the other observer, twice the samples."""
     return [
         Fix("per-tensor weights" if options.per_channel else "per-channel weights", {"per_channel": not options.per_channel}),
         Fix(
             "minmax activation ranges" if options.observer == "histogram" else "histogram activation ranges",
             {"observer": "minmax" if options.observer == "histogram" else "histogram"},
         ),
+        *([] if options.equalize else [Fix("cross-layer equalization", {"equalize": True})]),
         Fix("2x calibration samples", samples_factor=2),
     ]
 
@@ -92,15 +93,25 @@ def _measure(req, options_for):
     from exporter.targets.executorch.stage import capture, export_inputs, prepare_and_calibrate, quantizer_for
 
     held = HeldOut(req)
-    module = held.module
-    captured = capture(module, *export_inputs(held.spec, req.options))
+    module, inputs = held.module, export_inputs(held.spec, req.options)
+    captures = {False: capture(module, *inputs)}
     leaves = {name for name, sub in module.named_modules() if name and not any(True for _ in sub.children())}
+
+    def captured(equalize: bool):
+        """The captured model, equalized first where the attempt asks (captured once per setting)."""
+        if equalize not in captures:
+            from exporter.rescue.torch_equalize import equalized_module
+
+            captures[equalize] = capture(equalized_module(module, inputs[0], held.calibration(PLAIN)[0])[0], *inputs)
+        return captures[equalize]
 
     def measure(floated: tuple[str, ...], fix: Fix) -> Score:
         calib, _ = held.calibration(fix)
-        quantized, _ = prepare_and_calibrate(copy.deepcopy(captured), quantizer_for(module, options_for(floated, fix)), calib)
+        options = options_for(floated, fix)
+        graph = copy.deepcopy(captured(options.equalize))
+        quantized, _ = prepare_and_calibrate(graph, quantizer_for(module, options), calib)
         move_exported_model_to_eval(quantized)
         # a plain callable: TorchRunner calls eval() on a module, which an exported model refuses
         return held.judge(TorchRunner(lambda x: quantized(x), getattr(module, "output_names", None)), fix)
 
-    return measure, feeding_modules(captured, leaves)
+    return measure, feeding_modules(captures[False], leaves)

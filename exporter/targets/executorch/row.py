@@ -29,6 +29,11 @@ class ExecuTorchSettings(Strict):
     exclude: Annotated[list[str], Names] = opt(
         [], "int8: module name (features.3.block.0) or module type (Linear) left unquantized, in float (repeatable)."
     )
+    equalize: bool = opt(
+        False,
+        "int8: cross-layer equalization of the model's Conv(-BatchNorm)-ReLU-Conv pairs before quantizing "
+        "(as `quantize --equalize`); the fp32 function is checked unchanged first.",
+    )
 
 
 class ExecuTorchBuild(Int8Rescue, ExecuTorchSettings):

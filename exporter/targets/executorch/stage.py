@@ -49,6 +49,8 @@ def check_options(options) -> None:
     """The row's preflight: ExecuTorch importable, a readable batch range, int8 only where XNNPACK runs it."""
     import_executorch()
     batch_bounds(options)
+    if options.equalize and options.precision != "int8":
+        raise BadInputError("--equalize prepares a model for int8: add --precision int8")
     if options.precision == "int8" and options.backend != "xnnpack":
         raise BadInputError("--precision int8 needs --backend xnnpack (the portable kernels have no int8 convolution)")
 
@@ -134,9 +136,14 @@ def _quantize(module, example, dynamic, calibration, options):
     """pt2e with XNNPACKQuantizer, calibrated on ``calibration``; (the Q/DQ model, what the details record)."""
     if calibration is None:
         raise BadInputError("an int8 ExecuTorch program needs calibration data: --calib IMAGE_FOLDER | FILE.npy | digits")
+    details: dict = {}
+    if options.equalize:
+        from exporter.rescue.torch_equalize import equalized_module
+
+        module, details["equalization"] = equalized_module(module, example, calibration)
     quantizer = quantizer_for(module, options)
     converted, samples = prepare_and_calibrate(_export(module, example, dynamic).module(), quantizer, calibration)
-    details = {"calibration_samples": samples, "quantizer": describe_quantizer(options)}
+    details.update(calibration_samples=samples, quantizer=describe_quantizer(options))
     if options.exclude:
         details["kept_in_float"] = list(options.exclude)
     return converted, details

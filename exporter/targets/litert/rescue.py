@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from exporter.rescue.flow import RescueTarget, plain_options
-from exporter.rescue.search import Fix, Score
+from exporter.rescue.search import PLAIN, Fix, Score
 
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D")
 WEIGHTED_MODULES = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose2d", "Linear")
@@ -30,18 +30,30 @@ def target(req) -> RescueTarget:
     folder = Path(req.output or req.source).parent
     folder.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".cnnexport-rescue-litert-", dir=folder))
-    float_model = work / "float.tflite"
-    convert(held.module, held.spec, float_model, options.layout)
-    table = layer_scopes(import_runtime().Interpreter(model_path=str(float_model)), held.module)
+    float_models = {False: work / "float.tflite"}
+    convert(held.module, held.spec, float_models[False], options.layout)
+    table = layer_scopes(import_runtime().Interpreter(model_path=str(float_models[False])), held.module)
     numbers = itertools.count()
+
+    def float_model(equalize: bool) -> Path:
+        """The float model, equalized first where the attempt asks (converted once per setting)."""
+        if equalize not in float_models:
+            from exporter.rescue.torch_equalize import equalized_module
+            from exporter.stages import example_batch
+
+            module, _ = equalized_module(held.module, example_batch(held.spec, 1), held.calibration(PLAIN)[0])
+            float_models[equalize] = work / "float-equalized.tflite"
+            convert(module, held.spec, float_models[equalize], options.layout)
+        return float_models[equalize]
 
     def options_for(floated: tuple[str, ...], fix: Fix):
         return plain_options(options, {"exclude": list(dict.fromkeys([*options.exclude, *floated])), **fix.options})
 
     def measure(floated: tuple[str, ...], fix: Fix) -> Score:
         attempt = work / f"attempt{next(numbers)}.tflite"
-        scopes = [scope for name in options_for(floated, fix).exclude for scope in table.get(name, [])]
-        quantize(float_model, attempt, "int8", held.calibration(fix)[0], options.layout, scopes)
+        chosen = options_for(floated, fix)
+        scopes = [scope for name in chosen.exclude for scope in table.get(name, [])]
+        quantize(float_model(chosen.equalize), attempt, "int8", held.calibration(fix)[0], options.layout, scopes)
         write_metadata(
             attempt, {METADATA["spec"]: held.spec.to_json(), METADATA["precision"]: "int8", METADATA["layout"]: options.layout}
         )
@@ -49,5 +61,8 @@ def target(req) -> RescueTarget:
         attempt.unlink()
         return score
 
-    fixes = [Fix("2x calibration samples", samples_factor=2)]
+    fixes = [
+        *([] if options.equalize else [Fix("cross-layer equalization", {"equalize": True})]),
+        Fix("2x calibration samples", samples_factor=2),
+    ]
     return RescueTarget(list(table), options_for, fixes, measure, lambda: shutil.rmtree(work, ignore_errors=True))

@@ -23,6 +23,11 @@ class LiteRTSettings(Strict):
     exclude: Annotated[list[str], Names] = opt(
         [], "int8: module name (features.3) whose ops, with the ones feeding them, stay float (repeatable)."
     )
+    equalize: bool = opt(
+        False,
+        "int8: cross-layer equalization of the model's Conv(-BatchNorm)-ReLU-Conv pairs before quantizing "
+        "(as `quantize --equalize`); the fp32 function is checked unchanged first.",
+    )
 
 
 class LiteRTBuild(Int8Rescue, LiteRTSettings):

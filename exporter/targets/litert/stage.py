@@ -55,6 +55,8 @@ def _import_quantizer():
 def check_options(options) -> None:
     """The row's preflight: the runtime (and the quantizer for fp16 / int8) importable here."""
     import_runtime()
+    if options.equalize and options.precision != "int8":
+        raise BadInputError("--equalize prepares a model for int8: add --precision int8")
     if options.precision != "fp32":
         _import_quantizer()
 
@@ -207,15 +209,20 @@ def export(loaded, staging: Path, name: str, options, calibration=None) -> Stage
         raise BadInputError(f"-o {name}: a LiteRT model is NAME.tflite")
     target = Path(staging) / name
     float_model = target if options.precision == "fp32" else Path(staging) / f".float-{name}"
-    details = {"precision": options.precision, "layout": options.layout, "batch": 1}
-    details.update(convert(loaded.module, loaded.spec, float_model, options.layout))
+    details: dict = {"precision": options.precision, "layout": options.layout, "batch": 1}
+    module = loaded.module.eval()
+    if options.precision == "int8" and options.equalize and calibration is not None:
+        from exporter.rescue.torch_equalize import equalized_module
+
+        module, details["equalization"] = equalized_module(module, example_batch(loaded.spec, 1), calibration)
+    details.update(convert(module, loaded.spec, float_model, options.layout))
     if options.precision != "fp32":
         float_scopes: list[str] = []
         if options.precision == "int8" and options.exclude:
             from exporter.targets.litert.scopes import float_scopes_of
 
             interpreter = import_runtime().Interpreter(model_path=str(float_model))
-            float_scopes = float_scopes_of(interpreter, loaded.module, options.exclude)
+            float_scopes = float_scopes_of(interpreter, module, options.exclude)
         try:
             details.update(quantize(float_model, target, options.precision, calibration, options.layout, float_scopes))
         except (BackendUnavailable, BadInputError):
