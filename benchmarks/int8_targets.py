@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 DEFAULT_MODELS = "mobilenet_v3_small,mobilenet_v3_large,timm:efficientnet_lite1"
 DEFAULT_TARGETS = "executorch,int8,openvino,litert"
 CLASSES = 6
+NNCF_ROUNDS = 15
 
 
 def make_model(name: str, input_shape, samples: int, work: Path, damping: float = 2.0):
@@ -98,6 +99,7 @@ def nncf_accuracy_control(onnx: Path, loaded, calib: Path, samples: int, holdout
     import numpy as np
     import openvino as ov
     import torch
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     from exporter.tasks.elementwise import class_cosine
 
@@ -118,11 +120,18 @@ def nncf_accuracy_control(onnx: Path, loaded, calib: Path, samples: int, holdout
         max_drop=0.02,
         drop_type=nncf.DropType.ABSOLUTE,
         subset_size=samples,
+        # bounded like `--fallback auto`'s default budget: at most this many reverting rounds
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(max_num_iterations=NNCF_ROUNDS),
     )
     compiled = ov.Core().compile_model(quantized, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     cosine = validate(compiled, [s[None] for s in held])
     fake_quantize = sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops())
-    return {"cosine": round(cosine, 5), "fake_quantize": fake_quantize, "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "cosine": round(cosine, 5),
+        "fake_quantize": fake_quantize,
+        "seconds": round(time.perf_counter() - started, 1),
+        "max_rounds": NNCF_ROUNDS,
+    }
 
 
 def run(name: str, targets: list[str], input_shape, samples: int, holdout: int, work: Path, damping: float = 2.0) -> dict:

@@ -32,6 +32,7 @@ class RunRequest:
     engine: str = "auto"
     ray_address: str | None = None
     dry_run: bool = False
+    sign_key: Path | None = None  # sign each passing run folder (exporter/release/folder.py)
 
     @property
     def is_fleet(self) -> bool:
@@ -57,6 +58,7 @@ class RunOutcome:
     run: RunResult | None = None
     fleet: FleetResult | None = None
     error: tuple[str, int] | None = None
+    signed: list[dict] = field(default_factory=list)  # what --sign-key signed, a report per folder
 
 
 def run_command(request: RunRequest, progress: Callable[[str], None], detail: Callable[[str], None] | None = None) -> RunOutcome:
@@ -64,6 +66,10 @@ def run_command(request: RunRequest, progress: Callable[[str], None], detail: Ca
 
     ``progress`` gets a line per stage (per checkpoint for a fleet); ``detail`` a fleet's per-stage lines (-v).
     """
+    if request.sign_key is not None and not request.dry_run:
+        from exporter.release.folder import signing_ready
+
+        signing_ready(request.sign_key)  # a bad key or no model-signing: exit 2 / 3 before any stage runs
     overrides = [*request.overrides, *([f"calibration.data={request.calib}"] if request.calib else [])]
     recipe = recipe_mod.load(request.recipe, overrides)
     stages = plan(recipe)
@@ -84,7 +90,7 @@ def _run_one(request: RunRequest, recipe: Recipe, stages: list[PlannedStage], re
         return RunOutcome(plan=RunPlan(recipe.name, out_dir, rows))
     result = run_recipe(recipe, checkpoint, out_dir, request.jobs, progress, reads=recipe_file)
     if not result.failed:
-        return RunOutcome(run=result)
+        return RunOutcome(run=result, signed=_signed(request, [out_dir], checkpoint, progress))
     first = result.failed[0]
     code = EXIT_VERIFICATION_FAILED if first.status == "fail" else EXIT_BAD_INPUT
     return RunOutcome(run=result, error=(f"stage {first.name}: {first.status}", code))
@@ -104,10 +110,19 @@ def _run_fleet(
     checkpoints = [m.checkpoint for m in fleet]
     result = run_fleet(recipe, checkpoints, out_dir, request.engine, request.jobs, progress, request.ray_address, reads, detail)
     if not result.failed:
-        return RunOutcome(fleet=result)
+        return RunOutcome(fleet=result, signed=_signed(request, [out_dir / m.folder for m in fleet], None, progress))
     summary = result.manifest["summary"]
     message = (
         f"{len(result.failed)} of {summary['checkpoints']} checkpoints did not pass "
         f"({summary['failed']} failed verification, {summary['errors']} errors); see {out_dir / 'fleet.md'}"
     )
     return RunOutcome(fleet=result, error=(message, EXIT_VERIFICATION_FAILED if result.verification_failed else EXIT_BAD_INPUT))
+
+
+def _signed(request: RunRequest, folders: list[Path], checkpoint: Path | None, progress) -> list[dict]:
+    """--sign-key: each run folder signed once every stage passed (a failed run is never signed)."""
+    if request.sign_key is None:
+        return []
+    from exporter.release.folder import sign_folder
+
+    return [sign_folder(folder, request.sign_key, checkpoint, progress) for folder in folders]

@@ -19,7 +19,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 pipq --upgrade pip
 pipq -r scripts/torch-pins.txt
-pipq -e ".[test,dev,coreml,timm,transformers,openvino,executorch,litert,ray,consumers]"
+pipq -e ".[test,dev,coreml,timm,transformers,openvino,executorch,litert,ray,consumers,signing]"
 # Ultralytics (AGPL-3.0, the ultralytics extra) without its dependencies: it asks for opencv-python, which would
 # shadow the headless OpenCV above; what it imports is here already, plus these two
 pipq --no-deps "ultralytics==8.4.190"

@@ -3,6 +3,7 @@
 export.py   a verb per row of the stage table (flags from its options model, exporter/targets/<target>/row.py)
 check.py    inspect, verify, bench, eval
 recipes.py  architectures, recipes, run, demo
+release.py  sign, and verify DIR --public-key
 params.py   the shared flags, and stage flags generated from the options models
 ui.py       output, and typed errors -> one sentence + exit code (codes: exporter/errors.py)
 """
@@ -13,7 +14,7 @@ import sys
 
 import typer
 
-from exporter.cli import check, export, recipes
+from exporter.cli import check, export, recipes, release
 from exporter.cli.params import Group
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app = typer.Typer(
 export.register(app)
 check.register(app)
 recipes.register(app)
+release.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -21,6 +21,7 @@ from exporter.cli.params import (
     InputShape,
     Iou,
     JsonOut,
+    Junit,
     Labels,
     MaxRelErr,
     Mean,
@@ -157,13 +158,24 @@ def verify(
     explain: Annotated[
         bool, typer.Option("--explain", help="Also compare an ONNX artifact layer by layer (as `cnnexport debug`).")
     ] = False,
+    public_key: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--public-key",
+            help="A folder `cnnexport sign` signed: check both signatures and every file's digest with this EC public "
+            "key (PEM); with --checkpoint also verify every artifact again.",
+        ),
+    ] = None,
+    junit: Junit = None,
     json_out: JsonOut = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Re-check an existing artifact against the checkpoint; exit 1 if it does not compute the same."""
+    """Re-check an existing artifact against the checkpoint; exit 1 if it does not compute the same.
+
+    With --public-key, ARTIFACT is a signed folder: its signatures, digests and (with --checkpoint) verdicts."""
     args = dict(locals())
-    ui = Ui(json_out, quiet, verbose)
+    ui = Ui(json_out, quiet, verbose, junit, "cnnexport verify")
 
     def body():
         from exporter.check import check_kit, verify_artifact
@@ -172,6 +184,11 @@ def verify(
 
         if precision not in TOLERANCES:
             raise BadInputError(f"--precision must be one of {', '.join(TOLERANCES)}")
+        if public_key is not None:
+            from exporter.cli.release import check_release
+
+            opts = common.verify_options(args, precision)
+            return check_release(ui, artifact, public_key, checkpoint, lambda: common.load(ui.progress, checkpoint, args), opts)
         found = check_kit(artifact, ui.progress)  # a folder standing for an artifact built elsewhere (TensorRT's build kit)
         if found is not None:
             if json_out:

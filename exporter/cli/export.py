@@ -68,7 +68,7 @@ def _with_help(parameter: inspect.Parameter, text: str | None) -> inspect.Parame
 
 def export_row(a: dict, row: kinds.ArtifactKind, source_key: str) -> None:
     """Build ``row`` from the verb's parsed flags ``a`` (the source under ``source_key``) and print what came out."""
-    ui = Ui(a["json_out"], a["quiet"], a["verbose"])
+    ui = Ui(a["json_out"], a["quiet"], a["verbose"], a.get("junit"), f"cnnexport {row.verb}")
 
     def body():
         from exporter import build

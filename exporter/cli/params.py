@@ -149,11 +149,20 @@ MaxRelErr, MinCosine, MinTop1 = (p.annotation for p in TOLERANCES)
 DETECT = stage_params(DetectOptions)  # --conf, --iou: the recipe's verify.detect keys
 Conf, Iou = (p.annotation for p in DETECT)
 VERIFY_INPUTS = [param("images", Images, None), param("seed", Seed, 0), *TOLERANCES, *DETECT]
+Junit = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--junit",
+        help="Also write the verdicts as JUnit XML to FILE for CI (a test case per artifact and per output); "
+        "$GITHUB_STEP_SUMMARY, where set, gets the table.",
+    ),
+]
 VERIFY = [
     param("no_verify", NoVerify, False),
     param("batch_sizes", BatchSizes, "1,4"),
     *VERIFY_INPUTS,
     param("keep_failed", KeepFailed, False),
+    param("junit", Junit, None),
 ]
 UI = [param("json_out", JsonOut, False), param("quiet", Quiet, False), param("verbose", Verbose, False)]
 

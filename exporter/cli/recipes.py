@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from exporter.cli.params import Command, JsonOut, Quiet, Verbose
+from exporter.cli.params import Command, JsonOut, Junit, Quiet, Verbose
 from exporter.cli.ui import Ui, fail, run_guarded
 from exporter.errors import EXIT_VERIFICATION_FAILED
 
@@ -170,6 +170,15 @@ def run(
     engine: Engine = "auto",
     ray_address: RayAddress = None,
     dry_run: DryRun = False,
+    sign_key: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--sign-key",
+            help="EC private key (PEM): once every stage passed, sign the run folder as `cnnexport sign` does "
+            "(verification.intoto.json + model.sig).",
+        ),
+    ] = None,
+    junit: Junit = None,
     json_out: JsonOut = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -179,9 +188,10 @@ def run(
     Given many checkpoints (a fleet) each gets its own folder under -o; one checkpoint's failure never
     stops the others, and the exit code says whether all passed.
     """
-    ui = Ui(json_out, quiet, verbose)
+    ui = Ui(json_out, quiet, verbose, junit, f"cnnexport run {recipe}")
 
     def body():
+        from exporter.release.ci import rows_of_fleet, rows_of_run
         from exporter.run_command import RunRequest, run_command
 
         request = RunRequest(
@@ -196,14 +206,19 @@ def run(
             engine=engine,
             ray_address=ray_address,
             dry_run=dry_run,
+            sign_key=sign_key,
         )
         outcome = run_command(request, ui.progress, ui.progress if verbose else None)
         if outcome.plan is not None:
             _print_plan(ui, outcome.plan)
         elif outcome.fleet is not None:
             _print_fleet(ui, outcome.fleet)
+            ui.publish(rows_of_fleet(outcome.fleet))
         elif outcome.run is not None:
             _print_run(ui, outcome.run)
+            ui.publish(rows_of_run(outcome.run))
+        for signed in outcome.signed:
+            ui.progress(f"signed {signed['folder']}: {signed['statement']} and {signed['signature']} ({signed['result']})")
         if outcome.error is not None:
             fail(ui, *outcome.error)
 

@@ -17,10 +17,11 @@ QUIET_LOGGERS = ("torch.utils._pytree", "torch.utils.cpp_extension")  # shown wi
 class Ui:
     """Tables and progress; on stderr when --json owns stdout."""
 
-    def __init__(self, json_out: bool = False, quiet: bool = False, verbose: bool = False):
+    def __init__(self, json_out: bool = False, quiet: bool = False, verbose: bool = False, junit=None, title: str = "cnnexport"):
         from rich.console import Console
 
         self.json_out, self.quiet, self.verbose = json_out, quiet, verbose
+        self.junit, self.title = junit, title  # --junit FILE, and the suite / step-summary title
         width = None if sys.stdout.isatty() else 160
         self.out = Console(stderr=json_out, quiet=quiet, highlight=False, width=width)
         self.err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
@@ -45,6 +46,16 @@ class Ui:
             self.json(report, to_json(report))
         else:
             render_table(report, self.out, all_outputs=self.verbose)
+        if "artifacts" in report:
+            from exporter.release.ci import rows_of_report
+
+            self.publish(rows_of_report(report))
+
+    def publish(self, rows: list[dict]) -> None:
+        """--junit FILE, and the table in GitHub's step summary where $GITHUB_STEP_SUMMARY is set."""
+        from exporter.release.ci import publish
+
+        publish(rows, self.junit, self.title)
 
     def json(self, data, text: str | None = None) -> None:
         import json
