@@ -1,0 +1,248 @@
+"""Release evidence (issue 44): `cnnexport sign`, `verify DIR --public-key`, `run --sign-key`, `--junit` and the
+GitHub step summary, through the real CLI, with keys made here and the network cut."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import trained_digits_net
+
+pytest.importorskip("model_signing", reason="model-signing is not installed (scripts/setup.sh installs the signing extra)")
+
+FAST = ["--set", "calibration.samples=64", "--set", "calibration.holdout=32"]
+MODEL_SIGNING = Path(sys.executable).with_name("model_signing")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_network():
+    """Signing and checking never open a connection: any attempt fails the test (module scope: the signed run too)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args[1:] or kwargs}")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", refuse)
+        patch.setattr(socket, "create_connection", refuse)
+        patch.setattr(socket, "getaddrinfo", refuse)
+        yield
+
+
+def _keys(folder: Path, curve: str = "SECP256R1") -> tuple[Path, Path]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(getattr(ec, curve)())
+    private, public = folder / "private.pem", folder / "public.pem"
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return private, public
+
+
+@pytest.fixture(scope="module")
+def signed_run(tmp_path_factory, no_network):
+    """A `run --sign-key` of the server-onnx-cpu recipe on a trained LeNet-5: (folder, checkpoint, private, public, stdout)."""
+    from tests.conftest import run_cli
+
+    base = tmp_path_factory.mktemp("release")
+    checkpoint = base / "lenet5_digits.pt"
+    shutil.copy(trained_digits_net(tmp_path_factory, "lenet5"), checkpoint)
+    private, public = _keys(base / "keys")
+    out = base / "dist"
+    r = run_cli(
+        "run",
+        checkpoint,
+        "--recipe",
+        "server-onnx-cpu",
+        "-o",
+        out,
+        "--calib",
+        "digits",
+        *FAST,
+        "--sign-key",
+        private,
+        "--junit",
+        base / "run.xml",
+    )
+    assert r.exit_code == 0, r
+    return out, checkpoint, private, public, r
+
+
+def _copy(signed_run, tmp_path) -> Path:
+    folder = tmp_path / "copy"
+    shutil.copytree(signed_run[0], folder)
+    return folder
+
+
+def _their_tool(folder: Path, public: Path) -> subprocess.CompletedProcess:
+    """OpenSSF's own CLI, `model_signing verify key`, in a network namespace of its own where unshare allows."""
+    command = [
+        str(MODEL_SIGNING),
+        "verify",
+        "key",
+        str(folder),
+        "--signature",
+        str(folder / "model.sig"),
+        "--public_key",
+        str(public),
+    ]
+    isolated = shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+    return subprocess.run((["unshare", "-n"] if isolated else []) + command, capture_output=True, text=True, timeout=120)
+
+
+def _flip(path: Path, offset: int = 200) -> None:
+    data = bytearray(path.read_bytes())
+    data[min(offset, len(data) - 1)] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_signed_run_folder_checks_out_by_cnnexport_and_by_model_signing(signed_run, cli):
+    folder, checkpoint, _, public, ran = signed_run
+    assert (folder / "model.sig").is_file() and (folder / "verification.intoto.json").is_file()
+    assert "signed" in ran.stderr and "verification.intoto.json" in ran.stderr
+    theirs = _their_tool(folder, public)
+    assert theirs.returncode == 0 and "Verification succeeded" in theirs.stdout + theirs.stderr, theirs
+
+    r = cli("verify", folder, "--public-key", public, "--json")
+    assert r.exit_code == 0, r
+    report = r.json()
+    assert report["statement_signature"] == "valid" and report["folder_signature"] == "valid" and report["problems"] == []
+
+    # the statement: an in-toto Statement v1 in a DSSE envelope, subjects = every artifact with its sha256
+    from exporter.fsutil import sha256_of
+
+    envelope = json.loads((folder / "verification.intoto.json").read_text())
+    assert envelope["payloadType"] == "application/vnd.in-toto+json" and len(envelope["signatures"]) == 1
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    assert statement["_type"] == "https://in-toto.io/Statement/v1"
+    subjects = {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
+    assert {"lenet5_digits.onnx", "lenet5_digits.sim.onnx", "lenet5_digits.int8.onnx"} <= set(subjects)
+    assert all(sha256_of(folder / name) == digest for name, digest in subjects.items())
+    predicate = statement["predicate"]
+    assert predicate["checkpoint"] == {"name": "lenet5_digits.pt", "sha256": sha256_of(checkpoint)}
+    assert predicate["result"] == "PASSED" and predicate["failedTests"] == [] and predicate["tool"]["name"] == "cnnexport"
+    assert {"torch", "onnxruntime", "cnnexport"} <= set(predicate["versions"])
+    int8 = next(a for a in predicate["artifacts"] if a["stage"] == "int8")
+    assert int8["precision"] == "int8" and int8["status"] == "pass"
+    assert int8["outputs"]["logits"]["cosine"] > 0.98 and "top1_agreement" in int8["outputs"]["logits"]
+    assert any(i.startswith("held-out") for i in int8["inputs"])  # what it was judged on
+
+
+@pytest.mark.parametrize("victim", ["lenet5_digits.int8.onnx", "manifest.json", "report.md"])
+def test_one_flipped_byte_is_caught_by_cnnexport_and_by_model_signing(signed_run, cli, tmp_path, victim):
+    folder = _copy(signed_run, tmp_path)
+    _flip(folder / victim)
+    r = cli("verify", folder, "--public-key", signed_run[3])
+    assert r.exit_code == 1, r
+    assert f"changed: {victim}" in r.stderr and "is not what was signed" in r.stderr
+    assert _their_tool(folder, signed_run[3]).returncode != 0
+
+
+def test_a_missing_or_added_file_is_named(signed_run, cli, tmp_path):
+    folder = _copy(signed_run, tmp_path)
+    (folder / "lenet5_digits.sim.onnx").unlink()
+    (folder / "extra.onnx").write_bytes(b"not signed")
+    r = cli("verify", folder, "--public-key", signed_run[3])
+    assert r.exit_code == 1, r
+    assert "missing: lenet5_digits.sim.onnx" in r.stderr and "added: extra.onnx" in r.stderr
+
+
+def test_a_statement_signed_by_another_key_is_refused(signed_run, cli, tmp_path):
+    folder = _copy(signed_run, tmp_path)
+    other_private, other_public = _keys(tmp_path / "other")
+    # someone re-signs the folder with their own key: the release key refuses it, their key accepts it
+    assert cli("sign", folder, "--key", other_private).exit_code == 0
+    r = cli("verify", folder, "--public-key", signed_run[3])
+    assert r.exit_code == 1 and "verification.intoto.json is not signed by public.pem" in r.stderr, r
+    assert cli("verify", folder, "--public-key", other_public).exit_code == 0
+    assert _their_tool(folder, signed_run[3]).returncode != 0
+
+
+def test_with_the_checkpoint_every_artifact_is_verified_again(signed_run, cli, tmp_path):
+    folder, checkpoint, _, public, _ = signed_run
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    r = cli("verify", folder, "--public-key", public, "--checkpoint", checkpoint, "--json")
+    assert r.exit_code == 0, r
+    rows = {row["file"]: row for row in r.json()["reverified"]}
+    assert {"lenet5_digits.onnx", "lenet5_digits.int8.onnx"} <= set(rows)
+    assert all(row["now"] == row["recorded"] == "pass" for row in rows.values()), rows
+    assert rows["lenet5_digits.onnx"]["cosine"] > 0.9999
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before  # nothing rewritten
+
+    other = tmp_path / "other.pt"
+    shutil.copy(checkpoint, other)
+    _flip(other, 5000)
+    wrong = cli("verify", folder, "--public-key", public, "--checkpoint", other)
+    assert wrong.exit_code == 1 and "is not the signed checkpoint lenet5_digits.pt" in wrong.stderr, wrong
+
+
+def test_sign_refuses_what_it_cannot_vouch_for(signed_run, cli, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    folder = _copy(signed_run, tmp_path)
+    rsa_key = tmp_path / "rsa.pem"
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rsa_key.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    r = cli("sign", folder, "--key", rsa_key)
+    assert r.exit_code == 2 and "RSAPrivateKey private key; cnnexport signs with EC P-256 or P-384 keys" in r.stderr, r
+
+    inside, _ = _keys(folder / "keys")
+    r = cli("sign", folder, "--key", inside)
+    assert r.exit_code == 2 and "is inside" in r.stderr, r
+    shutil.rmtree(folder / "keys")
+
+    p384, p384_public = _keys(tmp_path / "p384", "SECP384R1")
+    _flip(folder / "lenet5_digits.onnx")  # changed after it was verified: never signed
+    before = (folder / "verification.intoto.json").read_bytes()
+    r = cli("sign", folder, "--key", p384)
+    assert r.exit_code == 1 and "lenet5_digits.onnx changed since cnnexport verified it" in r.stderr, r
+    assert (folder / "verification.intoto.json").read_bytes() == before  # the earlier signature left as it was
+    assert not list(folder.glob(".*.partial")) and not list(folder.glob(".*.tmp"))
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = cli("sign", empty, "--key", p384)
+    assert r.exit_code == 2 and "nothing cnnexport verified to sign" in r.stderr, r
+
+
+def test_junit_and_the_github_step_summary(signed_run, cli, tmp_path, monkeypatch, exported_onnx, simple_cnn_ckpt):
+    runs = ET.parse(signed_run[0].parent / "run.xml").getroot()
+    suite = runs.find("testsuite")
+    names = {case.get("name") for case in suite.iter("testcase")}
+    assert {"lenet5_digits.onnx", "lenet5_digits.int8.onnx", "lenet5_digits.int8.onnx [logits]"} <= names
+    assert suite.get("failures") == "0" and int(suite.get("tests")) == len(names)
+
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    tampered = tmp_path / "tampered.onnx"
+    shutil.copy(exported_onnx, tampered)
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(tampered))
+    weight = model.graph.initializer[0]
+    array = numpy_helper.to_array(weight).copy()
+    array.flat[0] += 0.5
+    weight.CopyFrom(numpy_helper.from_array(array, weight.name))
+    onnx.save(model, str(tampered))
+    r = cli("verify", tampered, "--checkpoint", simple_cnn_ckpt, "--junit", tmp_path / "verify.xml")
+    assert r.exit_code == 1, r  # exit code unchanged by --junit
+    case = next(c for c in ET.parse(tmp_path / "verify.xml").getroot().iter("testcase") if c.get("name") == "tampered.onnx")
+    failure = case.find("failure")
+    assert failure is not None and "max error" in failure.get("message")
+    text = summary.read_text()
+    assert "### cnnexport verify" in text and "| `tampered.onnx` | fail" in text
