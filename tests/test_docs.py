@@ -292,6 +292,18 @@ def _lightning_checkpoint(path: Path, registry) -> None:
     shutil.rmtree(path.parent / ".lightning", ignore_errors=True)
 
 
+def _release_keys(ws: Path) -> None:
+    """release.pem / release.pub.pem: the EC P-256 key pair of docs/release.md and docs/cli/sign.md."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    plain = serialization.NoEncryption()
+    (ws / "release.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, plain))
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (ws / "release.pub.pem").write_bytes(public)
+
+
 def build_workspace(ws: Path) -> None:
     """The files the examples name (docs/index.md, "The example files"), small so that every command runs in seconds."""
     import argparse
@@ -319,6 +331,7 @@ def build_workspace(ws: Path) -> None:
         "".join(f"{c}\n" for c in ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"))
     )
     (ws / "digits.txt").write_text("".join(f"{d}\n" for d in range(10)))
+    _release_keys(ws)
 
     # images/: 128 photo crops at 32x32 (calibration data); labelled/: the same as an ImageFolder; calib.npy normalized
     spec = registry.get("simple_cnn").spec(10)

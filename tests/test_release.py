@@ -246,3 +246,58 @@ def test_junit_and_the_github_step_summary(signed_run, cli, tmp_path, monkeypatc
     assert failure is not None and "max error" in failure.get("message")
     text = summary.read_text()
     assert "### cnnexport verify" in text and "| `tampered.onnx` | fail" in text
+
+
+def test_the_release_workflow_of_the_docs_runs_as_written(signed_run, tmp_path):
+    """docs/release.md's GitHub Actions workflow: its `run:` steps, in order, in a repository made here (the `uses:`
+    steps and `pip install` aside); then a flipped byte stops the deploy job at its check step."""
+    import os
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "release.md").read_text()
+    workflow = yaml.safe_load(text.split("```yaml\n", 1)[1].split("```", 1)[0])
+    repo, runner = tmp_path / "repo", tmp_path / "runner"
+    (repo / "checkpoints").mkdir(parents=True)
+    runner.mkdir()
+    shutil.copy(signed_run[1], repo / "checkpoints" / "lenet5_digits.pt")
+    private, public = _keys(tmp_path / "secrets")
+    (repo / "keys").mkdir()
+    shutil.copy(public, repo / "keys" / "release.pub.pem")
+    env = {
+        **os.environ,
+        **workflow["env"],
+        "CALIB": "digits",  # the calibration images of a real repository: the built-in digits here
+        "RUNNER_TEMP": str(runner),
+        "GITHUB_STEP_SUMMARY": str(runner / "summary.md"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    secrets = {"${{ secrets.RELEASE_SIGNING_KEY }}": private.read_text()}
+    isolated = shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+
+    def step(job: str, name: str) -> subprocess.CompletedProcess:
+        found = next(s for s in workflow["jobs"][job]["steps"] if s.get("name") == name)
+        step_env = {k: secrets.get(v, v) for k, v in (found.get("env") or {}).items()}
+        command = ["bash", "-e", "-o", "pipefail", "-c", found["run"]]
+        return subprocess.run(
+            (["unshare", "-n"] if isolated else []) + command,
+            cwd=repo, env={**env, **step_env}, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+
+    ran = [(job, s["name"]) for job in ("export", "deploy") for s in workflow["jobs"][job]["steps"] if "run" in s]
+    assert [name for _, name in ran] == [
+        "Install cnnexport", "Export, verify and sign", "Install cnnexport", "Check the signatures before anything is shipped",
+        "Ship",
+    ]  # fmt: skip
+    for job, name in ran:
+        if name != "Install cnnexport":  # pip install of the released package: this checkout's venv has it
+            done = step(job, name)
+            assert done.returncode == 0, (name, done.stdout[-2000:], done.stderr[-2000:])
+    assert (repo / "deploy" / "lenet5_digits.int8.onnx").is_file() and not list(runner.glob("*.pem"))
+    cases = list(ET.parse(runner / "cnnexport-junit.xml").getroot().iter("testcase"))
+    assert len(cases) >= 6 and not any(c.find("failure") is not None for c in cases)
+    assert "| int8 | `lenet5_digits.int8.onnx` | pass |" in (runner / "summary.md").read_text()
+
+    _flip(repo / "dist" / "lenet5" / "lenet5_digits.int8.onnx")
+    check = step("deploy", "Check the signatures before anything is shipped")
+    assert check.returncode == 1 and "changed: lenet5_digits.int8.onnx" in check.stderr, check.stderr[-2000:]

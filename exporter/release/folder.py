@@ -52,7 +52,7 @@ def signing_ready(key: Path) -> None:
 
 def sign_folder(folder: Path, key: Path, checkpoint: Path | None = None, progress: Progress = noop) -> dict:
     """Write verification.intoto.json and model.sig into ``folder``; the report says what was signed."""
-    folder = Path(folder).resolve()
+    given, folder = Path(folder), Path(folder).resolve()
     private = load_private_key(key)
     if Path(key).resolve().is_relative_to(folder):
         raise BadInputError(f"the private key {key} is inside {folder}: it would be signed and shipped with the artifacts")
@@ -76,7 +76,7 @@ def sign_folder(folder: Path, key: Path, checkpoint: Path | None = None, progres
         raise
     signed = sorted(p.name for p in folder.rglob("*") if p.is_file() and p.name not in (SIGNATURE_FILE,))
     return {
-        "folder": str(folder),
+        "folder": str(given),
         "statement": STATEMENT_FILE,
         "signature": SIGNATURE_FILE,
         "key_id": key_id(private.public_key()),
@@ -115,13 +115,13 @@ def _folder_differences(folder: Path, signed: dict[str, str]) -> list[str]:
 
 def check_signatures(folder: Path, public_key: Path) -> dict:
     """Both signatures and every digest of ``folder``; VerificationFailed naming each file that changed or is missing."""
-    folder = Path(folder).resolve()
+    given, folder = Path(folder), Path(folder).resolve()
     public = load_public_key(public_key)
     if not folder.is_dir():
-        raise BadInputError(f"{folder} is not a folder; give the folder `cnnexport sign` signed")
+        raise BadInputError(f"{given} is not a folder; give the folder `cnnexport sign` signed")
     missing = [name for name in (STATEMENT_FILE, SIGNATURE_FILE) if not (folder / name).is_file()]
     if missing:
-        raise VerificationFailed(f"{folder} is not signed: {' and '.join(missing)} missing (sign it with `cnnexport sign`)")
+        raise VerificationFailed(f"{given} is not signed: {' and '.join(missing)} missing (sign it with `cnnexport sign`)")
     try:
         statement = json.loads(open_envelope(json.loads((folder / STATEMENT_FILE).read_text()), public))
     except ValueError as exc:
@@ -145,7 +145,7 @@ def check_signatures(folder: Path, public_key: Path) -> dict:
         problems += _folder_differences(folder, _signed_resources(folder / SIGNATURE_FILE)) or [f"{SIGNATURE_FILE}: {exc}"]
     problems = list(dict.fromkeys(problems))
     report = {
-        "folder": str(folder),
+        "folder": str(given),
         "key_id": key_id(public),
         "statement_signature": "valid",
         "folder_signature": folder_signature,
