@@ -758,6 +758,8 @@ FOREIGN_FLAGS = {
     "--dist",  # pytest-xdist (the README's test command)
     "--timeout",  # pytest-timeout
     "--model",
+    "--signature",  # OpenSSF model-signing's CLI (`model_signing verify key`, docs/release.md)
+    "--public",  # its --public_key (the regex stops at the underscore)
 }
 
 

@@ -183,16 +183,16 @@ def reverify(report: dict, checkpoint: Path, loaded, opts, progress: Progress = 
         return report
     rows = []
     for artifact in report["artifacts"]:
-        name, row = artifact["name"], {"file": artifact["name"], "recorded": artifact["status"], "cosine": None}
+        name, row = artifact["name"], {"file": artifact["name"], "recorded": artifact["status"]}
         if artifact["status"] not in ("pass", "fail"):
-            rows.append({**row, "now": "skipped (not verified when it was signed)"})
+            rows.append({**row, "now": "skipped (not verified when it was signed)", "cosine": None})
             continue
         progress(f"verifying {name} again ({artifact['precision']})")
         opts_now = replace(opts, precision=artifact["precision"] or "fp32")
         try:  # write=False: the signed folder's reports are never rewritten
             now = verify_existing(Path(report["folder"]) / name, loaded, None, opts_now, write=False)
         except CnnexportError as exc:  # a backend missing here (Core ML's predict off macOS): said, not a failure
-            rows.append({**row, "now": f"skipped ({exc})"})
+            rows.append({**row, "now": f"skipped ({exc})", "cosine": None})
             continue
         verdict = now.verification
         status = verdict.status if verdict.status != "skipped" else f"skipped ({verdict.reason})"
