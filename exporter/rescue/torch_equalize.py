@@ -99,6 +99,16 @@ def find_pairs(exported) -> tuple[list[dict], dict[str, int]]:
     return pairs, skipped
 
 
+def equalizable_pairs(module, example) -> int:
+    """How many pairs ``equalize_module`` would scale (0: equalization cannot help, a rescue skips that fix)."""
+    import torch
+
+    try:
+        return len(find_pairs(torch.export.export(copy.deepcopy(module).eval(), (example,), strict=False))[0])
+    except Exception:  # noqa: BLE001 - a model torch.export refuses is refused by the target itself, with its reason
+        return 0
+
+
 def _ranges_first(state: dict, pair: dict):
     """Per output channel: max |W1| x |gamma / sqrt(var + eps)| (the folded weight the quantizer sees)."""
     w1 = state[pair["first"]["weight"]]

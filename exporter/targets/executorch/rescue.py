@@ -79,9 +79,10 @@ def target(req) -> RescueTarget:
         kept = list(dict.fromkeys([*options.exclude, *floated, *attached]))
         return plain_options(options, {"exclude": kept, **fix.options})
 
-    measure, found = _measure(req, options_for)
+    measure, found, equalizable = _measure(req, options_for)
     feeding.update(found)
-    return RescueTarget(list(found), options_for, fixes(options), measure)
+    cheap = [fix for fix in fixes(options) if equalizable or "equalize" not in fix.options]
+    return RescueTarget(list(found), options_for, cheap, measure)
 
 
 def _measure(req, options_for):
@@ -114,4 +115,6 @@ def _measure(req, options_for):
         # a plain callable: TorchRunner calls eval() on a module, which an exported model refuses
         return held.judge(TorchRunner(lambda x: quantized(x), getattr(module, "output_names", None)), fix)
 
-    return measure, feeding_modules(captures[False], leaves)
+    from exporter.rescue.torch_equalize import equalizable_pairs
+
+    return measure, feeding_modules(captures[False], leaves), equalizable_pairs(module, inputs[0]) > 0

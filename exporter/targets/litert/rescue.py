@@ -22,6 +22,8 @@ WEIGHTED_MODULES = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose2d", "Linear")
 def target(req) -> RescueTarget:
     """The litert rows' rescue: the float model converted once in a private folder, each attempt re-quantized."""
     from exporter.rescue.flow import HeldOut
+    from exporter.rescue.torch_equalize import equalizable_pairs, equalized_module
+    from exporter.stages import example_batch
     from exporter.targets.litert.runner import LiteRTRunner
     from exporter.targets.litert.scopes import layer_scopes
     from exporter.targets.litert.stage import METADATA, convert, import_runtime, quantize, write_metadata
@@ -38,9 +40,6 @@ def target(req) -> RescueTarget:
     def float_model(equalize: bool) -> Path:
         """The float model, equalized first where the attempt asks (converted once per setting)."""
         if equalize not in float_models:
-            from exporter.rescue.torch_equalize import equalized_module
-            from exporter.stages import example_batch
-
             module, _ = equalized_module(held.module, example_batch(held.spec, 1), held.calibration(PLAIN)[0])
             float_models[equalize] = work / "float-equalized.tflite"
             convert(module, held.spec, float_models[equalize], options.layout)
@@ -61,8 +60,9 @@ def target(req) -> RescueTarget:
         attempt.unlink()
         return score
 
+    equalize = not options.equalize and equalizable_pairs(held.module, example_batch(held.spec, 1)) > 0
     fixes = [
-        *([] if options.equalize else [Fix("cross-layer equalization", {"equalize": True})]),
+        *([Fix("cross-layer equalization", {"equalize": True})] if equalize else []),
         Fix("2x calibration samples", samples_factor=2),
     ]
     return RescueTarget(list(table), options_for, fixes, measure, lambda: shutil.rmtree(work, ignore_errors=True))
