@@ -37,6 +37,11 @@ class OnnxOptions(Strict):
         "Name of the graph output of a one-output model "
         "(a multi-output model's outputs are named by their path in what forward returns).",
     )
+    consumer_files: bool = opt(
+        False,
+        "Also write MODEL.onnx.json (the input spec as JSON) and MODEL.onnx.labels.txt (a class name per line, "
+        "Triton's label_filename) beside the model.",
+    )
 
     @field_validator("opset")
     @classmethod

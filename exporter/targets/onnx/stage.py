@@ -212,4 +212,13 @@ def _torch_onnx_export(
 
 def make(req) -> StageOutput:
     """The onnx row's stage (exporter.stages.StageRequest)."""
-    return export(req.loaded, req.staging, req.name, **req.options.model_dump())
+    options = req.options.model_dump()
+    consumers = options.pop("consumer_files", False)
+    made = export(req.loaded, req.staging, req.name, **options)
+    if consumers:
+        from exporter.release.consumers import note, write_consumer_files
+
+        written = write_consumer_files(req.loaded.spec, req.staging, req.name)
+        made.files.extend(written)
+        made.details["consumer_files"] = [*written, *filter(None, [note(req.loaded.spec)])]
+    return made

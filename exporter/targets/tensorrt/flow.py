@@ -200,10 +200,17 @@ def _engine(
         return {"pytorch": TorchRunner(loaded.module)} if loaded is not None else {"source onnx": source_runner}
 
     calib_batches = ()
+
+    def build(staging: Path, name: str):
+        made = build_engine(build_onnx, staging, name, plan, build_opts, input_name, chw, sidecar, calib_path, calib_batches)
+        if req.options.consumer_files:  # the engine's JSON sidecar is always there; Triton's labels on request
+            from exporter.release.consumers import write_consumer_files
+
+            made.files.extend(write_consumer_files(spec, staging, name, with_spec=False))
+        return made
+
     return run_stage(
-        lambda staging, name: build_engine(
-            build_onnx, staging, name, plan, build_opts, input_name, chw, sidecar, calib_path, calib_batches
-        ),
+        build,
         output,
         verifier(references, spec, opts, "tensorrt"),
         req.keep_failed,
@@ -275,6 +282,7 @@ def _emit(
         calib=calib_path,
         timing_cache=str(build_opts.timing_cache) if build_opts.timing_cache else "timing.cache",
         checkpoint=getattr(loaded, "path", None),
+        labels=tuple(sidecar["spec"].get("labels") or ()) if options.consumer_files else (),
     )
     files = write_kit(req)
     reason = why_not or "--emit-script: build.sh builds the engine"

@@ -81,6 +81,7 @@ class KitRequest:
     calib: Path | None = None
     timing_cache: str = "timing.cache"
     checkpoint: Path | None = None
+    labels: tuple[str, ...] = ()  # --consumer-files: ENGINE.labels.txt in the kit (Triton's label_filename)
 
 
 def _companions(onnx_path: Path) -> list[Path]:
@@ -267,6 +268,8 @@ def write_kit(req: KitRequest) -> list[Path]:
         for src in sources:
             shutil.copyfile(src, new / src.name)
         (new / f"{req.engine_name}.build.json").write_text(json.dumps(req.sidecar, indent=2) + "\n")
+        if req.labels:
+            (new / f"{req.engine_name}.labels.txt").write_text("".join(f"{label}\n" for label in req.labels))
         script = new / "build.sh"
         script.write_text(build_script(req, command))
         script.chmod(0o755)

@@ -35,6 +35,11 @@ class TensorRTOptions(Strict):
         None,
         f"With --emit-script: the target machine's TensorRT version (default {DEFAULT_VERSION}); decides flags and models.",
     )
+    consumer_files: bool = opt(
+        False,
+        "Also write ENGINE.labels.txt (a class name per line, Triton's label_filename) beside the engine or in the kit; "
+        "the engine's JSON sidecar is always written.",
+    )
     emit_script: Optional[Path] = opt(
         None, "Where TensorRT is absent: write a build kit (models, build.sh with the trtexec command, README) to this folder."
     )
