@@ -301,3 +301,71 @@ def test_the_release_workflow_of_the_docs_runs_as_written(signed_run, tmp_path):
     _flip(repo / "dist" / "lenet5" / "lenet5_digits.int8.onnx")
     check = step("deploy", "Check the signatures before anything is shipped")
     assert check.returncode == 1 and "changed: lenet5_digits.int8.onnx" in check.stderr, check.stderr[-2000:]
+
+
+def _certificates(folder: Path, key_path: Path) -> tuple[Path, Path]:
+    """(leaf, root): a root CA made here and a code-signing certificate for the key in ``key_path``."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(text: str):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    def certificate(subject, issuer, public, signer, ca: bool):
+        builder = x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer)).public_key(public)
+        builder = builder.serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        builder = builder.not_valid_after(now + datetime.timedelta(days=30))
+        builder = builder.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        usage = dict.fromkeys(
+            ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement", "encipher_only", "decipher_only"),
+            False,
+        )
+        builder = builder.add_extension(
+            x509.KeyUsage(digital_signature=not ca, key_cert_sign=ca, crl_sign=ca, **usage), critical=True
+        )
+        if not ca:  # what model-signing asks of a signing certificate
+            builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    root = certificate("release root", "release root", root_key.public_key(), root_key, True)
+    leaf = certificate("release signer", "release root", key.public_key(), root_key, False)
+    paths = folder / "leaf.pem", folder / "root.pem"
+    for path, cert in zip(paths, (leaf, root)):
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return paths
+
+
+def test_a_certificate_chain_instead_of_a_public_key(signed_run, cli, tmp_path):
+    folder = _copy(signed_run, tmp_path)
+    private, _ = _keys(tmp_path / "signer")
+    leaf, root = _certificates(tmp_path / "signer", private)
+    r = cli("sign", folder, "--key", private, "--certificate", leaf, "--certificate-chain", root)
+    assert r.exit_code == 0, r
+    ok = cli("verify", folder, "--certificate-chain", root, "--json")
+    assert ok.exit_code == 0 and ok.json()["folder_signature"] == "valid", ok
+    command = [str(MODEL_SIGNING), "verify", "certificate", str(folder), "--signature", str(folder / "model.sig")]
+    theirs = subprocess.run([*command, "--certificate_chain", str(root)], capture_output=True, text=True, timeout=120)
+    assert theirs.returncode == 0, theirs
+
+    (tmp_path / "stranger").mkdir()
+    _, stranger = _certificates(tmp_path / "stranger", private)  # the same key under another root of trust
+    refused = cli("verify", folder, "--certificate-chain", stranger)
+    assert refused.exit_code == 1 and "is not what was signed: model.sig" in refused.stderr, refused
+    _flip(folder / "lenet5_digits.int8.onnx")
+    assert "changed: lenet5_digits.int8.onnx" in cli("verify", folder, "--certificate-chain", root).stderr
+
+    other, _ = _keys(tmp_path / "other")
+    wrong = cli("sign", folder, "--key", other, "--certificate", leaf, "--certificate-chain", root)
+    assert wrong.exit_code == 2 and "is for another key than the one signing" in wrong.stderr, wrong
+    alone = cli("sign", folder, "--key", private, "--certificate", leaf)
+    assert alone.exit_code == 2 and "--certificate needs --certificate-chain" in alone.stderr, alone
+    both = cli("verify", folder, "--public-key", signed_run[3], "--certificate-chain", root)
+    assert both.exit_code == 2 and "one of them" in both.stderr, both

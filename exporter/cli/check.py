@@ -166,6 +166,13 @@ def verify(
             "key (PEM); with --checkpoint also verify every artifact again.",
         ),
     ] = None,
+    certificate_chain: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            "--certificate-chain",
+            help="A signed folder whose model.sig carries a certificate: check it chains to these (PEM, repeatable).",
+        ),
+    ] = None,
     junit: Junit = None,
     json_out: JsonOut = False,
     quiet: Quiet = False,
@@ -184,11 +191,12 @@ def verify(
 
         if precision not in TOLERANCES:
             raise BadInputError(f"--precision must be one of {', '.join(TOLERANCES)}")
-        if public_key is not None:
+        if public_key is not None or certificate_chain:
             from exporter.cli.release import check_release
 
             opts = common.verify_options(args, precision)
-            return check_release(ui, artifact, public_key, checkpoint, lambda: common.load(ui.progress, checkpoint, args), opts)
+            load = lambda: common.load(ui.progress, checkpoint, args)  # noqa: E731 - only with --checkpoint
+            return check_release(ui, artifact, public_key, certificate_chain, checkpoint, load, opts)
         found = check_kit(artifact, ui.progress)  # a folder standing for an artifact built elsewhere (TensorRT's build kit)
         if found is not None:
             if json_out:

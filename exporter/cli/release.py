@@ -24,6 +24,15 @@ SignKey = Annotated[
 ]
 
 
+CertificateChain = Annotated[
+    Optional[list[Path]],
+    typer.Option(
+        "--certificate-chain",
+        help="Certificates (PEM) from the signing certificate up to the root of trust (repeatable).",
+    ),
+]
+
+
 def sign(
     folder: Annotated[Path, typer.Argument(help="The folder a run (manifest.json) or a verb (NAME.report.json) wrote.")],
     key: SignKey,
@@ -33,6 +42,14 @@ def sign(
             "--checkpoint", help="The checkpoint the artifacts were verified against (found from the reports if not given)."
         ),
     ] = None,
+    certificate: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--certificate",
+            help="The key's X.509 certificate (PEM): model.sig carries it and is checked against a root of trust.",
+        ),
+    ] = None,
+    certificate_chain: CertificateChain = None,
     json_out: JsonOut = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -45,7 +62,7 @@ def sign(
     def body():
         from exporter.release.folder import sign_folder
 
-        report = sign_folder(folder, key, checkpoint, ui.progress)
+        report = sign_folder(folder, key, checkpoint, ui.progress, certificate, tuple(certificate_chain or ()))
         if json_out:
             sys.stdout.write(json.dumps(report, indent=2) + "\n")
             return
@@ -60,11 +77,12 @@ def sign(
     run_guarded(ui, body)
 
 
-def check_release(ui: Ui, folder: Path, public_key: Path, checkpoint: Path | None, load, opts) -> None:
-    """`cnnexport verify DIR --public-key`: both signatures, every digest and, with --checkpoint, the verdicts again."""
+def check_release(ui: Ui, folder: Path, public_key: Path | None, chain, checkpoint: Path | None, load, opts) -> None:
+    """`cnnexport verify DIR --public-key` (or --certificate-chain): both signatures, every digest and, with
+    --checkpoint, the verdicts again."""
     from exporter.release.folder import check_signatures, failure_sentence, reverify
 
-    report = check_signatures(folder, public_key)
+    report = check_signatures(folder, public_key, tuple(chain or ()))
     if checkpoint is not None and not report["problems"]:
         report = reverify(report, checkpoint, load(), opts, ui.progress)
     if ui.json_out:

@@ -24,7 +24,7 @@ from exporter.errors import BackendUnavailable, BadInputError, CnnexportError, V
 from exporter.fsutil import sha256_of
 from exporter.pipeline import Progress, noop
 from exporter.release.dsse import open_envelope, sign_envelope
-from exporter.release.keys import key_id, load_private_key, load_public_key
+from exporter.release.keys import certificate_for, key_id, leaf_public_key, load_private_key, load_public_key
 from exporter.release.statement import PREDICATE_TYPE, SIGNATURE_FILE, STATEMENT_FILE, build_statement
 
 PARTIAL = ".model.sig.partial"  # the signature while it is written; never under the final name
@@ -50,10 +50,26 @@ def signing_ready(key: Path) -> None:
     _model_signing()
 
 
-def sign_folder(folder: Path, key: Path, checkpoint: Path | None = None, progress: Progress = noop) -> dict:
-    """Write verification.intoto.json and model.sig into ``folder``; the report says what was signed."""
+def sign_folder(
+    folder: Path,
+    key: Path,
+    checkpoint: Path | None = None,
+    progress: Progress = noop,
+    certificate: Path | None = None,
+    chain: tuple[Path, ...] = (),
+) -> dict:
+    """Write verification.intoto.json and model.sig into ``folder``; the report says what was signed.
+
+    With ``certificate`` (the key's X.509 certificate, and ``chain`` up to a root) model.sig carries the chain
+    and is checked against a root of trust instead of a public key."""
     given, folder = Path(folder), Path(folder).resolve()
     private = load_private_key(key)
+    if certificate is not None:
+        certificate_for(certificate, private)
+        if not chain:  # model-signing keeps the chain in the bundle and needs at least the issuer
+            raise BadInputError("--certificate needs --certificate-chain: at least the certificate that issued it")
+    elif chain:
+        raise BadInputError("--certificate-chain goes with --certificate (the signing key's own certificate)")
     if Path(key).resolve().is_relative_to(folder):
         raise BadInputError(f"the private key {key} is inside {folder}: it would be signed and shipped with the artifacts")
     model_signing = _model_signing()
@@ -64,7 +80,13 @@ def sign_folder(folder: Path, key: Path, checkpoint: Path | None = None, progres
     earlier = target.read_bytes() if target.is_file() else None
     try:
         _write_atomic(target, json.dumps(envelope, indent=2) + "\n")
-        signer = model_signing.signing.Config().use_elliptic_key_signer(private_key=Path(key))
+        signer = (
+            model_signing.signing.Config().use_certificate_signer(
+                private_key=Path(key), signing_certificate=Path(certificate), certificate_chain=[Path(c) for c in chain]
+            )
+            if certificate is not None
+            else model_signing.signing.Config().use_elliptic_key_signer(private_key=Path(key))
+        )
         signer.set_hashing_config(_hashing(model_signing, folder, SIGNATURE_FILE, PARTIAL)).sign(folder, partial)
         os.replace(partial, folder / SIGNATURE_FILE)
     except BaseException:
@@ -113,19 +135,30 @@ def _folder_differences(folder: Path, signed: dict[str, str]) -> list[str]:
     return out + [f"added: {name}" for name in sorted(set(present) - set(signed))]
 
 
-def check_signatures(folder: Path, public_key: Path) -> dict:
-    """Both signatures and every digest of ``folder``; VerificationFailed naming each file that changed or is missing."""
+def check_signatures(folder: Path, public_key: Path | None = None, chain: tuple[Path, ...] = ()) -> dict:
+    """Both signatures and every digest of ``folder``, against ``public_key`` or a certificate ``chain`` (a root of
+    trust: the signing certificate in model.sig must chain to it and its key must have signed the statement)."""
     given, folder = Path(folder), Path(folder).resolve()
-    public = load_public_key(public_key)
+    if (public_key is None) == (not chain):
+        raise BadInputError("check a signed folder with --public-key KEY or with --certificate-chain CERT (one of them)")
+    public = load_public_key(public_key) if public_key is not None else None
     if not folder.is_dir():
         raise BadInputError(f"{given} is not a folder; give the folder `cnnexport sign` signed")
     missing = [name for name in (STATEMENT_FILE, SIGNATURE_FILE) if not (folder / name).is_file()]
     if missing:
         raise VerificationFailed(f"{given} is not signed: {' and '.join(missing)} missing (sign it with `cnnexport sign`)")
+    signer = Path(public_key).name if public_key is not None else "the certificate in model.sig"
+    if public is None:
+        try:
+            public = leaf_public_key(json.loads((folder / SIGNATURE_FILE).read_text()))
+        except ValueError:
+            public = None
+        if public is None:
+            raise VerificationFailed(f"{SIGNATURE_FILE} carries no signing certificate: check it with --public-key")
     try:
         statement = json.loads(open_envelope(json.loads((folder / STATEMENT_FILE).read_text()), public))
     except ValueError as exc:
-        raise VerificationFailed(f"{STATEMENT_FILE} is not signed by {Path(public_key).name}: {exc}") from None
+        raise VerificationFailed(f"{STATEMENT_FILE} is not signed by {signer}: {exc}") from None
     if statement.get("predicateType") != PREDICATE_TYPE:
         raise VerificationFailed(f"{STATEMENT_FILE} is not a cnnexport verification statement ({statement.get('predicateType')})")
     problems = []
@@ -136,11 +169,15 @@ def check_signatures(folder: Path, public_key: Path) -> dict:
         elif sha256_of(path) != subject["digest"]["sha256"]:
             problems.append(f"changed: {subject['name']}")
     model_signing = _model_signing()
-    verifier = model_signing.verifying.Config().use_elliptic_key_verifier(public_key=Path(public_key))
+    verifier = (
+        model_signing.verifying.Config().use_elliptic_key_verifier(public_key=Path(public_key))
+        if public_key is not None
+        else model_signing.verifying.Config().use_certificate_verifier(certificate_chain=[Path(c) for c in chain])
+    )
     try:
         verifier.set_hashing_config(_hashing(model_signing, folder, SIGNATURE_FILE)).verify(folder, folder / SIGNATURE_FILE)
         folder_signature = "valid"
-    except ValueError as exc:
+    except Exception as exc:  # noqa: BLE001 - model-signing / sigstore raise ValueError and their own verification errors
         folder_signature = f"invalid ({str(exc)[:200]})"
         problems += _folder_differences(folder, _signed_resources(folder / SIGNATURE_FILE)) or [f"{SIGNATURE_FILE}: {exc}"]
     problems = list(dict.fromkeys(problems))

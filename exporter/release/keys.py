@@ -67,3 +67,37 @@ def hash_for(public_key):
     from cryptography.hazmat.primitives import hashes
 
     return {"sha256": hashes.SHA256, "sha384": hashes.SHA384}[CURVES[public_key.curve.name]]()
+
+
+def load_certificate(path: Path):
+    """The X.509 certificate in ``path`` (PEM)."""
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificate(_read(path, "certificate"))
+    except ValueError:
+        raise BadInputError(f"{path} is not a PEM X.509 certificate") from None
+
+
+def certificate_for(certificate: Path, private_key) -> None:
+    """BadInputError unless ``certificate`` certifies ``private_key`` (a signature its chain would not vouch for)."""
+    cert = load_certificate(certificate)
+    if key_id(cert.public_key()) != key_id(private_key.public_key()):
+        raise BadInputError(f"the certificate {certificate} is for another key than the one signing")
+
+
+def leaf_public_key(bundle: dict):
+    """The public key of the signing certificate in a model-signing bundle (its chain's first), or None."""
+    import base64
+
+    from cryptography import x509
+
+    material = bundle.get("verificationMaterial") or {}
+    chain = (material.get("x509CertificateChain") or {}).get("certificates") or []
+    raw = chain[0]["rawBytes"] if chain else (material.get("certificate") or {}).get("rawBytes")
+    if not raw:
+        return None
+    try:
+        return x509.load_der_x509_certificate(base64.b64decode(raw)).public_key()
+    except ValueError:
+        return None
