@@ -391,9 +391,7 @@ def equalize_file(pre: Path, calibration) -> tuple[Path, dict]:
     """
     import onnx
 
-    from exporter.errors import ExportError
     from exporter.targets.onnx.stage import save_model
-    from exporter.verify import TOLERANCES
 
     model, report = equalize(onnx.load(str(pre)), inplace=True)
     if not report["pairs"] and not report["batchnorm_folded"]:
@@ -403,12 +401,19 @@ def equalize_file(pre: Path, calibration) -> tuple[Path, dict]:
     save_model(model, out)
     del model
     batches = calibration.subset(0, CHECK_SAMPLES, "equalization check").batches(CHECK_BATCH)
-    err = max_difference_over_range(Path(pre), out, batches)
+    record_fp32_check(report, max_difference_over_range(Path(pre), out, batches), "quantize")
+    return out, report
+
+
+def record_fp32_check(report: dict, err: float, verb: str) -> None:
+    """Put the fp32 change in the report; ExportError (nothing applied) when it is past the fp32 rule."""
+    from exporter.errors import ExportError
+    from exporter.verify import TOLERANCES
+
     report["fp32_max_err_over_range"] = err
     limit = TOLERANCES["fp32"].max_rel_err
     if not err <= limit:
         raise ExportError(
             f"cross-layer equalization changed the fp32 function (max error {err:.3g} x range > {limit:g} "
-            f"over {report['pairs']} pair(s)) and was not applied; quantize without --equalize"
+            f"over {report['pairs']} pair(s)) and was not applied; {verb} without --equalize"
         )
-    return out, report
