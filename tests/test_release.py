@@ -343,7 +343,9 @@ def _certificates(folder: Path, key_path: Path) -> tuple[Path, Path]:
     return paths
 
 
+@pytest.mark.full
 def test_a_certificate_chain_instead_of_a_public_key(signed_run, cli, tmp_path):
+    """Full tier (required partner: test_a_signed_run_folder_checks_out_by_cnnexport_and_by_model_signing)."""
     folder = _copy(signed_run, tmp_path)
     private, _ = _keys(tmp_path / "signer")
     leaf, root = _certificates(tmp_path / "signer", private)
