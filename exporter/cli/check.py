@@ -197,6 +197,7 @@ def verify(
             opts = common.verify_options(args, precision)
             load = lambda: common.load(ui.progress, checkpoint, args)  # noqa: E731 - only with --checkpoint
             return check_release(ui, artifact, public_key, certificate_chain, checkpoint, load, opts)
+        ui.refuse_junit_on(("the artifact", artifact), ("the reference", reference), *common.reads(args))
         found = check_kit(artifact, ui.progress)  # a folder standing for an artifact built elsewhere (TensorRT's build kit)
         if found is not None:
             if json_out:

@@ -75,6 +75,7 @@ def export_row(a: dict, row: kinds.ArtifactKind, source_key: str) -> None:
         from exporter.runners import artifact_spec
 
         source = a[source_key]
+        ui.refuse_junit_on(("the source model", source), *common.reads(a), ("the calibration data", a.get("calib")))
         calibration = o.validate_model(o.DataOptions, values_for(o.DataOptions, a, CALIB_RENAME)) if "calib" in a else None
         req = build.request(
             row,

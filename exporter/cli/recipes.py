@@ -194,6 +194,10 @@ def run(
         from exporter.release.ci import rows_of_fleet, rows_of_run
         from exporter.run_command import RunRequest, run_command
 
+        ui.refuse_junit_on(
+            *(("a checkpoint", c) for c in checkpoints or []), ("the recipe", Path(recipe)), ("the --from list", from_list)
+        )
+
         request = RunRequest(
             recipe,
             list(checkpoints or []),

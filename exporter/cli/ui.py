@@ -51,6 +51,13 @@ class Ui:
 
             self.publish(rows_of_report(report))
 
+    def refuse_junit_on(self, *inputs) -> None:
+        """--junit FILE must not be one of the files the command reads (exit 2 before any work)."""
+        if self.junit is not None:
+            from exporter.guard import refuse_clobbering
+
+            refuse_clobbering([(self.junit, False)], [i for i in inputs if i[1] is not None], "--junit")
+
     def publish(self, rows: list[dict]) -> None:
         """--junit FILE, and the table in GitHub's step summary where $GITHUB_STEP_SUMMARY is set."""
         from exporter.release.ci import publish
