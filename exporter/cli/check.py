@@ -36,6 +36,7 @@ from exporter.cli.params import (
     Verbose,
     Weights,
 )
+from exporter.cli.release import PublicKey, TrustChain
 from exporter.cli.ui import Ui, fail, render_eval, run_guarded
 from exporter.errors import EXIT_VERIFICATION_FAILED
 from exporter.options import DetectOptions
@@ -158,21 +159,8 @@ def verify(
     explain: Annotated[
         bool, typer.Option("--explain", help="Also compare an ONNX artifact layer by layer (as `cnnexport debug`).")
     ] = False,
-    public_key: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--public-key",
-            help="A folder `cnnexport sign` signed: check both signatures and every file's digest with this EC public "
-            "key (PEM); with --checkpoint also verify every artifact again.",
-        ),
-    ] = None,
-    certificate_chain: Annotated[
-        Optional[list[Path]],
-        typer.Option(
-            "--certificate-chain",
-            help="A signed folder whose model.sig carries a certificate: check it chains to these (PEM, repeatable).",
-        ),
-    ] = None,
+    public_key: PublicKey = None,
+    certificate_chain: TrustChain = None,
     junit: Junit = None,
     json_out: JsonOut = False,
     quiet: Quiet = False,

@@ -33,6 +33,23 @@ CertificateChain = Annotated[
 ]
 
 
+PublicKey = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--public-key",
+        help="A folder `cnnexport sign` signed: check both signatures and every file's digest with this EC public "
+        "key (PEM); with --checkpoint also verify every artifact again.",
+    ),
+]
+TrustChain = Annotated[
+    Optional[list[Path]],
+    typer.Option(
+        "--certificate-chain",
+        help="A signed folder whose model.sig carries a certificate: check it chains to these (PEM, repeatable).",
+    ),
+]
+
+
 def sign(
     folder: Annotated[Path, typer.Argument(help="The folder a run (manifest.json) or a verb (NAME.report.json) wrote.")],
     key: SignKey,
