@@ -74,7 +74,7 @@ def junit_xml(rows: list[dict], suite_name: str) -> str:
     """The JUnit XML document of ``rows`` (one testsuite)."""
     import xml.etree.ElementTree as ET
 
-    from exporter.release.statement import METRICS
+    from exporter.verify import METRICS
 
     root = ET.Element("testsuites", name="cnnexport")
     suite = ET.SubElement(root, "testsuite", name=suite_name)

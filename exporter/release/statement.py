@@ -23,7 +23,6 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://cnnexport.readthedocs.io/release/#verification-predicate-v1"
 STATEMENT_FILE = "verification.intoto.json"
 SIGNATURE_FILE = "model.sig"
-METRICS = ("max_rel_err", "max_channel_rel_err", "cosine", "top1_agreement", "pixel_agreement", "miou", "f1", "map50")
 
 
 def _read_json(path: Path) -> dict:
@@ -37,7 +36,10 @@ def _read_json(path: Path) -> dict:
 
 
 def _outputs(verification: dict) -> dict:
-    """{output: {status, metrics}} with the metrics the output's task measured (None ones left out)."""
+    """{output: {status, metrics}} with the metrics the output's task measured (None ones left out): every metric
+    a verdict has (exporter.verify.METRICS), so a detector's box IoU / F1 and a segmenter's mIoU are kept."""
+    from exporter.verify import METRICS
+
     return {
         name: {"task": o.get("task"), "status": o.get("status"), **{m: o[m] for m in METRICS if o.get(m) is not None}}
         for name, o in (verification.get("outputs") or {}).items()
